@@ -1,0 +1,50 @@
+"""Broker settings that the core and storage layers act on.
+
+The server layer loads these from TOML, ``WHARF_*`` environment variables and flags; the embedded
+API takes a :class:`BrokerConfig` directly. Defaults follow what Kafka and RabbitMQ users expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FsyncPolicy(StrEnum):
+    """When appended data is forced to disk."""
+
+    ALWAYS = "always"  # acknowledge only after fdatasync (group-committed)
+    INTERVAL = "interval"  # fdatasync every ``fsync_interval_ms``; acknowledge at once
+    NEVER = "never"  # leave it to the operating system
+
+
+@dataclass(slots=True)
+class TopicDefaults:
+    """Defaults for new topics; each may be overridden per topic (Kafka config names)."""
+
+    partitions: int = 1
+    retention_ms: int | None = 7 * 24 * 3600 * 1000  # retention.ms; None = keep forever
+    retention_bytes: int | None = None  # retention.bytes per partition; None = unlimited
+    segment_bytes: int = 1 << 30  # segment.bytes
+    segment_ms: int = 7 * 24 * 3600 * 1000  # segment.ms
+    max_message_bytes: int = 1_048_588  # max.message.bytes (largest batch accepted)
+    cleanup_policy: str = "delete"  # cleanup.policy
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    """Everything the broker core needs to know; all durations in milliseconds."""
+
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    fsync_interval_ms: int = 1000
+    node_id: int = 0
+    auto_create_topics: bool = True
+    topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000
+    queue_segment_bytes: int = 64 << 20
+    retention_check_interval_ms: int = 300_000
+    memory_high_watermark_bytes: int | None = None  # publishers blocked above this RSS
+    disk_free_limit_bytes: int = 50 << 20  # publishers blocked below this much free disk

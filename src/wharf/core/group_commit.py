@@ -1,0 +1,161 @@
+"""Group commit: one fdatasync covers every append that arrived while the previous one ran.
+
+How it works (``FsyncPolicy.ALWAYS``): an appender calls :meth:`GroupCommitter.wait_durable`
+with the end offset of what it wrote. If that offset is already durable it returns at once;
+otherwise it parks a future and, unless a flush is already running, starts the flush loop. The
+loop runs ``log.flush()`` on a worker thread (the log allows appends on the owner thread
+meanwhile), wakes every waiter whose end offset the flush covered, and runs again while waiters
+remain, so appends that arrive during one fsync share the next. A failed flush (``StorageError``)
+fails the waiters it was meant to cover with that error; the next waiter starts a fresh attempt.
+
+``INTERVAL`` flushes from a background task every ``fsync_interval_ms`` and never makes callers
+wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on_durable`` is
+called on the event-loop thread each time the durable offset advances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Protocol
+
+from wharf.core.config import FsyncPolicy
+from wharf.errors import StorageError
+
+__all__ = ["Flushable", "GroupCommitter"]
+
+log = logging.getLogger(__name__)
+
+
+class Flushable(Protocol):
+    """The part of a storage log group commit needs."""
+
+    @property
+    def next_offset(self) -> int: ...
+
+    def flush(self) -> int:
+        """Force written data to disk; return the durable end offset. Thread-safe."""
+        ...
+
+
+class GroupCommitter:
+    """Batches fsyncs of one log; see the module docstring."""
+
+    def __init__(
+        self,
+        log: Flushable,
+        policy: FsyncPolicy,
+        *,
+        interval_ms: int = 1000,
+        durable_offset: int = 0,
+        on_durable: Callable[[int], None] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self._log = log
+        self.policy = policy
+        self._interval_s = max(interval_ms, 1) / 1000.0
+        self._durable = durable_offset
+        self._on_durable = on_durable
+        self._executor = executor
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.fsyncs = 0  # number of completed flushes, for metrics and benchmarks
+
+    @property
+    def durable_offset(self) -> int:
+        return self._durable
+
+    def start(self) -> None:
+        """Start the periodic flush task (``INTERVAL`` only); needs a running loop."""
+        if self.policy is FsyncPolicy.INTERVAL and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def wait_durable(self, end_offset: int) -> None:
+        """Return once offsets below ``end_offset`` are on disk (``ALWAYS``), else at once."""
+        if self.policy is not FsyncPolicy.ALWAYS or end_offset <= self._durable:
+            return
+        if self._closed:
+            raise StorageError("the log is closed; the append was not made durable")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((end_offset, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        await future
+
+    async def flush_now(self) -> int:
+        """Flush whatever is written (regardless of policy); return the durable offset."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        await self._flush_once()
+        return self._durable
+
+    async def close(self) -> None:
+        """Stop the periodic task and wait for a running flush; later waits fail."""
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._waiters:
+                covered = list(self._waiters)
+                try:
+                    await self._flush_once()
+                except StorageError as exc:
+                    self._fail(covered, exc)
+                    continue
+                self._release()
+        finally:
+            self._flusher = None
+
+    async def _flush_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        durable = await loop.run_in_executor(self._executor, self._log.flush)
+        self.fsyncs += 1
+        if durable > self._durable:
+            self._durable = durable
+            if self._on_durable is not None:
+                self._on_durable(durable)
+
+    def _release(self) -> None:
+        pending: list[tuple[int, asyncio.Future[None]]] = []
+        for end_offset, future in self._waiters:
+            if future.done():
+                continue
+            if end_offset <= self._durable:
+                future.set_result(None)
+            else:
+                pending.append((end_offset, future))
+        self._waiters = pending
+
+    def _fail(self, covered: list[tuple[int, asyncio.Future[None]]], exc: StorageError) -> None:
+        failed = {id(future) for _, future in covered}
+        for _, future in covered:
+            if not future.done():
+                future.set_exception(exc)
+        self._waiters = [
+            (end, future)
+            for end, future in self._waiters
+            if id(future) not in failed and not future.done()
+        ]
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if self._log.next_offset <= self._durable:
+                continue
+            try:
+                await self._flush_once()
+            except StorageError:
+                log.exception("periodic fsync failed; will retry in %.3f s", self._interval_s)

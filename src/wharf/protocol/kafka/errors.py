@@ -1,0 +1,104 @@
+"""Kafka wire errors, and the one mapping from Wharf exceptions to Kafka error codes.
+
+Two directions meet here:
+
+* :class:`KafkaProtocolError` and its subclasses are raised by the codec for input that cannot
+  be served (bad framing, unknown API, truncated body). Each carries the Kafka ``ErrorCode``
+  that describes it; the connection adapter logs it and closes the connection.
+* :func:`error_code_for` turns an exception raised by ``core`` or ``storage`` while a handler
+  runs into the error code put in that partition's, group's or topic's response entry.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+
+from kio.schema.errors import ErrorCode
+
+from wharf.errors import (
+    AlreadyExistsError,
+    CorruptBatchError,
+    InvalidArgumentError,
+    NotFoundError,
+    PreconditionError,
+    ProtocolError,
+    StorageError,
+)
+
+__all__ = [
+    "FrameTooLargeError",
+    "InvalidFrameLengthError",
+    "KafkaProtocolError",
+    "TlsOnPlainPortError",
+    "TruncatedRequestError",
+    "UnknownApiKeyError",
+    "UnsupportedVersionError",
+    "error_code_for",
+]
+
+
+class KafkaProtocolError(ProtocolError):
+    """Input on a Kafka connection that cannot be served; ``code`` is its Kafka error code."""
+
+    code: ErrorCode = ErrorCode.invalid_request
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidFrameLengthError(KafkaProtocolError):
+    """The 4-byte size prefix is negative or zero."""
+
+
+class FrameTooLargeError(KafkaProtocolError):
+    """The 4-byte size prefix exceeds the configured maximum request size."""
+
+
+class TlsOnPlainPortError(KafkaProtocolError):
+    """A TLS ClientHello arrived on the plaintext listener."""
+
+
+class TruncatedRequestError(KafkaProtocolError):
+    """A request body ended before its schema was complete (or held invalid values)."""
+
+    code = ErrorCode.corrupt_message
+
+
+class UnknownApiKeyError(KafkaProtocolError):
+    """The request's API key is not one Wharf serves."""
+
+
+class UnsupportedVersionError(KafkaProtocolError):
+    """The request's API version is outside the advertised range."""
+
+    code = ErrorCode.unsupported_version
+
+
+def error_code_for(exc: BaseException) -> ErrorCode:
+    """The Kafka error code for an exception raised while serving a request.
+
+    Exceptions that already know their code (a ``code`` attribute holding an ``ErrorCode``, as
+    the core's Kafka-flavoured errors may carry) win; otherwise the Wharf error family decides.
+    """
+    code = getattr(exc, "kafka_error_code", None)
+    if isinstance(code, ErrorCode):
+        return code
+    if isinstance(exc, KafkaProtocolError):
+        return exc.code
+    if isinstance(exc, CorruptBatchError):
+        return ErrorCode.corrupt_message
+    if isinstance(exc, StorageError):
+        return ErrorCode.kafka_storage_error
+    if isinstance(exc, NotFoundError):
+        return ErrorCode.unknown_topic_or_partition
+    if isinstance(exc, AlreadyExistsError):
+        return ErrorCode.topic_already_exists
+    if isinstance(exc, InvalidArgumentError):
+        return ErrorCode.invalid_request
+    if isinstance(exc, PreconditionError):
+        return ErrorCode.invalid_request
+    if isinstance(exc, OSError) and exc.errno in (errno_codes.ENOSPC, errno_codes.EFBIG):
+        return ErrorCode.kafka_storage_error
+    return ErrorCode.unknown_server_error

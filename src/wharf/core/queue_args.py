@@ -1,0 +1,114 @@
+"""Queue declaration arguments (``x-...``): validation and the parsed form queues act on.
+
+RabbitMQ checks the type and range of each argument it knows and answers 406
+PRECONDITION_FAILED on a bad value, and on a redeclare whose known arguments differ from those
+the queue was created with; unknown arguments are kept but take no part in either check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from wharf.errors import PreconditionError
+
+__all__ = ["Overflow", "QueueArgs", "QueueType", "parse_queue_args"]
+
+MAX_PRIORITY_CAP = 255
+
+
+class Overflow(StrEnum):
+    DROP_HEAD = "drop-head"
+    REJECT_PUBLISH = "reject-publish"
+    REJECT_PUBLISH_DLX = "reject-publish-dlx"
+
+
+class QueueType(StrEnum):
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueArgs:
+    """The arguments a queue acts on, already validated."""
+
+    max_priority: int | None = None
+    message_ttl_ms: int | None = None
+    expires_ms: int | None = None
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: Overflow = Overflow.DROP_HEAD
+    single_active_consumer: bool = False
+    delivery_limit: int | None = None
+    queue_type: QueueType = QueueType.CLASSIC
+
+
+def _int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PreconditionError(f"invalid arg '{name}': {value!r} is not an integer")
+    if value < minimum:
+        raise PreconditionError(f"invalid arg '{name}': {value} is less than {minimum}")
+    return value
+
+
+def _str(name: str, value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise PreconditionError(f"invalid arg '{name}': not UTF-8") from None
+    if not isinstance(value, str):
+        raise PreconditionError(f"invalid arg '{name}': {value!r} is not a string")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise PreconditionError(f"invalid arg '{name}': {value!r} is not a boolean")
+    return value
+
+
+def _enum(name: str, value: Any, kind: type[Overflow] | type[QueueType]) -> Any:
+    text = _str(name, value)
+    try:
+        return kind(text)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise PreconditionError(f"invalid arg '{name}': {text!r} is not one of {allowed}") from None
+
+
+def parse_queue_args(args: Mapping[str, Any]) -> QueueArgs:
+    """Validate ``args`` (as decoded from the wire); raises PreconditionError like RabbitMQ."""
+    fields: dict[str, Any] = {}
+    for name, value in args.items():
+        if name == "x-max-priority":
+            fields["max_priority"] = min(_int(name, value, minimum=0), MAX_PRIORITY_CAP)
+        elif name == "x-message-ttl":
+            fields["message_ttl_ms"] = _int(name, value, minimum=0)
+        elif name == "x-expires":
+            fields["expires_ms"] = _int(name, value, minimum=1)
+        elif name == "x-dead-letter-exchange":
+            fields["dead_letter_exchange"] = _str(name, value)
+        elif name == "x-dead-letter-routing-key":
+            fields["dead_letter_routing_key"] = _str(name, value)
+        elif name == "x-max-length":
+            fields["max_length"] = _int(name, value, minimum=0)
+        elif name == "x-max-length-bytes":
+            fields["max_length_bytes"] = _int(name, value, minimum=0)
+        elif name == "x-overflow":
+            fields["overflow"] = _enum(name, value, Overflow)
+        elif name == "x-single-active-consumer":
+            fields["single_active_consumer"] = _bool(name, value)
+        elif name == "x-delivery-limit":
+            fields["delivery_limit"] = _int(name, value, minimum=0)
+        elif name == "x-queue-type":
+            fields["queue_type"] = _enum(name, value, QueueType)
+    if "dead_letter_routing_key" in fields and "dead_letter_exchange" not in fields:
+        raise PreconditionError(
+            "invalid arg 'x-dead-letter-routing-key': requires x-dead-letter-exchange"
+        )
+    return QueueArgs(**fields)

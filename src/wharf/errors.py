@@ -12,6 +12,7 @@ any exception into the right response::
     │   ├── AlreadyExistsError
     │   ├── PreconditionError        redeclare with other arguments, non-empty delete, ...
     │   ├── ResourceLockedError      exclusive queue owned by another connection
+    │   ├── AccessRefusedError       permissions, reserved names, exclusive consumers
     │   └── InvalidArgumentError     a value out of range or of the wrong type
     └── ProtocolError                protocol/: malformed or unsupported input on the wire
         (subclassed in protocol.kafka.errors and protocol.amqp.errors with wire codes)
@@ -22,6 +23,7 @@ This module sits outside the layers: every layer may import it.
 from __future__ import annotations
 
 __all__ = [
+    "AccessRefusedError",
     "AlreadyExistsError",
     "BrokerError",
     "CorruptBatchError",
@@ -73,6 +75,10 @@ class PreconditionError(BrokerError):
 
 class ResourceLockedError(BrokerError):
     """The object is exclusively owned by someone else."""
+
+
+class AccessRefusedError(BrokerError):
+    """Not permitted: a user's permissions, a reserved name, a queue in exclusive use."""
 
 
 class InvalidArgumentError(BrokerError):

@@ -1,0 +1,40 @@
+"""The ``wharf`` command.
+
+Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve`; command groups
+(``wharf topics ...``) are ``typer.Typer`` apps in ``wharf/cli/<group>.py`` added below with
+``app.add_typer(<group>.app, name="<group>")``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from wharf.cli import serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="wharf",
+    help="Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain one-line errors ("Error: Invalid value for ...")
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol)."""
+
+
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    """Console-script entry point (``wharf = wharf.cli.main:main``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The ``wharf serve`` process: lock the data directory, open the broker, run the listeners.
+
+How it works: :func:`run` picks the event loop (uvloop when installed) and runs :func:`serve`,
+which
+
+1. installs the SIGTERM/SIGINT handlers (:mod:`wharf.server.shutdown`),
+2. takes the data-directory lock (:mod:`wharf.server.lock`), refusing to start if another
+   server holds it,
+3. opens the :class:`~wharf.core.broker.Broker` (recovery runs here),
+4. creates and starts every listener from the factories it is given, in order, and logs one
+   ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address,
+5. waits for a signal, then stops the listeners in stages, closes the broker (final flush) and
+   releases the lock.
+
+The factories are assembled by the composition root, ``wharf.cli.serve`` (the only layer that may
+import both ``wharf.server`` and ``wharf.http``); see :mod:`wharf.server.listener` for the
+interface each listener implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from wharf.core.broker import Broker
+from wharf.errors import ResourceLockedError, WharfError
+from wharf.server.listener import Endpoint, Listener, ListenerFactory
+from wharf.server.lock import DataDirLock
+from wharf.server.logging_setup import format_address, log_fields
+from wharf.server.settings import ServerSettings
+from wharf.server.shutdown import ShutdownRequest, stop_listeners
+
+__all__ = ["StartupError", "run", "serve"]
+
+logger = logging.getLogger("wharf.server")
+
+
+class StartupError(WharfError):
+    """The server could not start (a port is taken, the data directory is unusable, ...)."""
+
+
+def _ready_line(endpoints: Sequence[Endpoint]) -> str:
+    if not endpoints:
+        return "wharf ready: no listeners"
+    named = " ".join(f"{name}={format_address((host, port))}" for name, host, port in endpoints)
+    return f"wharf ready: {named}"
+
+
+async def _start_listeners(
+    broker: Broker,
+    settings: ServerSettings,
+    factories: Sequence[ListenerFactory],
+    started: list[Listener],
+) -> list[Endpoint]:
+    """Start each listener in order, appending it to ``started`` once it runs."""
+    endpoints: list[Endpoint] = []
+    for factory in factories:
+        listener = factory(settings)
+        name = str(getattr(listener, "name", type(listener).__name__))
+        try:
+            bound = await listener.start(broker)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            message = f"cannot start the {name} listener on {settings.host}: {reason}"
+            raise StartupError(message) from None
+        started.append(listener)
+        for endpoint in bound:
+            logger.info(
+                "%s listening on %s",
+                endpoint[0],
+                format_address(endpoint[1:]),
+                extra=log_fields(listener=endpoint[0], host=endpoint[1], port=endpoint[2]),
+            )
+        endpoints.extend(bound)
+    return endpoints
+
+
+async def serve(
+    settings: ServerSettings,
+    factories: Sequence[ListenerFactory],
+    shutdown: ShutdownRequest | None = None,
+) -> None:
+    """Run the server until a shutdown is requested; raises :class:`WharfError` on startup."""
+    loop = asyncio.get_running_loop()
+    shutdown = shutdown or ShutdownRequest()
+    shutdown.install(loop)
+    data_dir = settings.data_dir.absolute()
+    try:
+        with DataDirLock(data_dir):
+            logger.info(
+                "wharf starting",
+                extra=log_fields(
+                    pid=os.getpid(),
+                    data_dir=data_dir,
+                    fsync=settings.broker.fsync,
+                    loop=type(loop).__module__.split(".")[0],
+                ),
+            )
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    broker = await stack.enter_async_context(Broker.open(data_dir, settings.broker))
+                except ResourceLockedError as exc:
+                    raise StartupError(f"{exc} (an embedded broker in another process?)") from None
+                await _run_listeners(broker, settings, factories, shutdown)
+            logger.info("broker closed")
+    finally:
+        shutdown.uninstall(loop)
+    logger.info("wharf stopped")
+
+
+async def _run_listeners(
+    broker: Broker,
+    settings: ServerSettings,
+    factories: Sequence[ListenerFactory],
+    shutdown: ShutdownRequest,
+) -> None:
+    started: list[Listener] = []
+    try:
+        endpoints = await _start_listeners(broker, settings, factories, started)
+        logger.info(_ready_line(endpoints))
+        await shutdown.requested.wait()
+    finally:
+        grace_s = settings.shutdown_timeout_ms / 1000
+        await stop_listeners(started, grace_s, shutdown.forced)
+
+
+def run(settings: ServerSettings, factories: Sequence[ListenerFactory]) -> None:
+    """Run :func:`serve` to completion on a fresh event loop (uvloop when available)."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    main: Coroutine[Any, Any, None] = serve(settings, factories)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main)

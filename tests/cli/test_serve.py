@@ -1,0 +1,112 @@
+"""``wharf serve`` options: --print-config, precedence of the settings layers, bad input."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from helpers.broker_process import run_wharf
+
+
+def _print_config(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    result = run_wharf("serve", *args, "--print-config", env=env)
+    assert result.returncode == 0, result.stderr
+    return tomllib.loads(result.stdout)
+
+
+def test_print_config_shows_the_defaults() -> None:
+    config = _print_config()
+    assert config["server"] == {
+        "data_dir": "wharf-data",
+        "host": "127.0.0.1",
+        "advertised_host": "none",
+        "kafka_port": 9092,
+        "amqp_port": 5672,
+        "http_port": 8080,
+        "log_format": "text",
+        "log_level": "info",
+        "shutdown_timeout_ms": 15000,
+    }
+    assert config["broker"]["fsync"] == "always"  # type: ignore[index]
+
+
+def test_precedence_is_flags_then_environment_then_toml_then_defaults(tmp_path: Path) -> None:
+    toml = tmp_path / "wharf.toml"
+    toml.write_text(
+        '[server]\nkafka_port = 1111\namqp_port = 2222\nhttp_port = 3333\nhost = "127.0.0.2"\n'
+        '[broker]\nfsync = "never"\n'
+    )
+    env = {"WHARF_AMQP_PORT": "4444", "WHARF_HTTP_PORT": "5555", "WHARF_FSYNC": "interval"}
+    config = _print_config("--config", str(toml), "--http-port", "6666", env=env)
+    server = config["server"]
+    assert isinstance(server, dict)
+    assert server["kafka_port"] == 1111  # TOML over default
+    assert server["amqp_port"] == 4444  # environment over TOML
+    assert server["http_port"] == 6666  # flag over environment
+    assert server["host"] == "127.0.0.2"  # TOML over default
+    assert server["data_dir"] == "wharf-data"  # default
+    assert config["broker"]["fsync"] == "interval"  # type: ignore[index]
+    config = _print_config("--config", str(toml), "--fsync", "always", env=env)
+    assert config["broker"]["fsync"] == "always"  # type: ignore[index]
+
+
+def test_config_file_from_the_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "wharf.toml"
+    toml.write_text("[broker.topic_defaults]\npartitions = 7\n")
+    config = _print_config(env={"WHARF_CONFIG": str(toml)})
+    assert config["broker"]["topic_defaults"]["partitions"] == 7  # type: ignore[index]
+
+
+def test_printed_config_reads_back_unchanged(tmp_path: Path) -> None:
+    first = run_wharf("serve", "--kafka-port", "0", "--fsync", "never", "--print-config")
+    assert first.returncode == 0, first.stderr
+    toml = tmp_path / "printed.toml"
+    toml.write_text(first.stdout)
+    second = run_wharf("serve", "--config", str(toml), "--print-config")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+
+
+def _assert_one_line_error(
+    args: list[str], expected: str, env: dict[str, str] | None = None
+) -> None:
+    result = run_wharf("serve", *args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if "rror" in line]
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_toml_is_refused_with_one_line(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("[server\nkafka_port = 1\n")
+    _assert_one_line_error(["--config", str(toml)], f"config file {toml} is not valid TOML")
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "typo.toml"
+    toml.write_text("[server]\nkafka_prot = 1\n")
+    _assert_one_line_error(["--config", str(toml)], "server.kafka_prot: unknown setting")
+
+
+def test_wrong_toml_type_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "type.toml"
+    toml.write_text('[server]\nkafka_port = "ninety"\n')
+    _assert_one_line_error(["--config", str(toml)], "server.kafka_port: expected an integer")
+
+
+def test_missing_config_file_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.toml"
+    _assert_one_line_error(["--config", str(missing)], f"cannot read config file {missing}")
+
+
+def test_bad_environment_value_is_refused() -> None:
+    _assert_one_line_error([], "environment variable WHARF_FSYNC", env={"WHARF_FSYNC": "sometimes"})
+
+
+def test_bad_flag_values_are_refused() -> None:
+    _assert_one_line_error(["--fsync", "sometimes"], "Invalid value for '--fsync'")
+    _assert_one_line_error(["--kafka-port", "ninety"], "Invalid value for '--kafka-port'")
+    _assert_one_line_error(["--http-port", "70000"], "server.http_port: 70000 is out of range")
+    _assert_one_line_error(["--log-format", "xml"], "Invalid value for '--log-format'")

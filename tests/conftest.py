@@ -1,0 +1,54 @@
+"""Fixtures shared by the whole suite.
+
+``wharf_server``: a fresh ``wharf serve`` subprocess on a temporary data directory, every listener
+on 127.0.0.1 with a free port; see :class:`helpers.broker_process.WharfProcess` for its API
+(``.kafka_port``, ``.amqp_port``, ``.http_port``, ``.kafka_bootstrap``, ``.http_url``,
+``.data_dir``, ``.pid``, ``.log_text()``, ``.terminate()``, ``.kill()``, ``.restart()``).
+
+``start_wharf(*args, data_dir=None, env=None, wait_ready=True)``: the same with extra
+``wharf serve`` flags (``"--fsync", "never"``), a chosen data directory or ``WHARF_*``
+variables; call it as often as needed. Every process still running at the end of the test is
+sent SIGTERM, and the test errors if it does not exit with code 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from helpers.broker_process import WharfProcess
+
+StartWharf = Callable[..., WharfProcess]
+
+
+@pytest.fixture
+def start_wharf(tmp_path: Path) -> Iterator[StartWharf]:
+    started: list[WharfProcess] = []
+
+    def start(
+        *args: str,
+        data_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        wait_ready: bool = True,
+    ) -> WharfProcess:
+        n = len(started) + 1
+        if data_dir is None:
+            data_dir = tmp_path / ("wharf-data" if n == 1 else f"wharf-data-{n}")
+        process = WharfProcess(data_dir, args, log_dir=tmp_path / f"wharf-logs-{n}", env=env)
+        started.append(process)
+        process.start(wait_ready=wait_ready)
+        return process
+
+    try:
+        yield start
+    finally:
+        problems = [p for p in (process.cleanup() for process in started) if p]
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def wharf_server(start_wharf: StartWharf) -> WharfProcess:
+    return start_wharf()

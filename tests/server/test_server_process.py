@@ -1,0 +1,101 @@
+"""``wharf serve`` as a real process: ready line, signals, data-dir lock, restart."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import socket
+from pathlib import Path
+
+from helpers.broker_process import WharfProcess, run_wharf
+
+
+def _ready_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if re.search(r"\bready\b", line)]
+
+
+def _assert_lock_free(data_dir: Path) -> None:
+    fd = os.open(data_dir / "wharf.pid", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if still held
+        assert os.read(fd, 64) == b""  # the pid is cleared on a clean stop
+    finally:
+        os.close(fd)
+
+
+def test_ready_line_is_logged_once_and_names_every_bound_listener(
+    wharf_server: WharfProcess,
+) -> None:
+    lines = _ready_lines(wharf_server.log_text())
+    assert len(lines) == 1, lines
+    assert "wharf ready:" in lines[0]
+    for name, (host, port) in wharf_server.endpoints.items():
+        assert f"{name}={host}:{port}" in lines[0]
+        assert port != 0
+        with socket.create_connection((host, port), timeout=10):
+            pass  # something really listens there
+
+
+def test_sigterm_stops_gracefully_with_exit_code_0_and_releases_the_lock(
+    wharf_server: WharfProcess,
+) -> None:
+    assert (wharf_server.data_dir / "wharf.pid").read_text().strip() == str(wharf_server.pid)
+    wharf_server.terminate()  # asserts exit code 0
+    log = wharf_server.log_text()
+    assert "received SIGTERM, shutting down gracefully" in log
+    assert "wharf stopped" in log
+    _assert_lock_free(wharf_server.data_dir)
+
+
+def test_sigint_stops_gracefully_too(wharf_server: WharfProcess) -> None:
+    os.kill(wharf_server.pid, signal.SIGINT)
+    assert wharf_server.wait_exit() == 0
+    assert "received SIGINT" in wharf_server.log_text()
+
+
+def test_second_server_on_the_same_data_dir_refuses_and_names_the_first(
+    wharf_server: WharfProcess,
+) -> None:
+    result = run_wharf(
+        "serve", "--data-dir", str(wharf_server.data_dir), "--host", "127.0.0.1",
+        "--kafka-port", "0", "--amqp-port", "0", "--http-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(lines) == 1, result.stderr
+    assert f"is in use by another wharf server (pid {wharf_server.pid})" in lines[0]
+    assert not _ready_lines(result.stderr)
+    assert wharf_server.running  # the first one is unaffected
+    assert (wharf_server.data_dir / "wharf.pid").read_text().strip() == str(wharf_server.pid)
+
+
+def test_restart_on_the_same_data_dir(wharf_server: WharfProcess) -> None:
+    first_pid = wharf_server.pid
+    wharf_server.restart()
+    assert wharf_server.pid != first_pid
+    assert len(_ready_lines(wharf_server.log_text())) == 1
+
+
+def test_restart_after_kill_9(wharf_server: WharfProcess) -> None:
+    wharf_server.kill()
+    assert wharf_server.returncode == -signal.SIGKILL
+    wharf_server.restart()  # the kernel dropped the dead process's lock
+    assert wharf_server.running
+
+
+def test_restart_keeping_the_ports(wharf_server: WharfProcess) -> None:
+    before = dict(wharf_server.endpoints)
+    wharf_server.restart(keep_ports=True)
+    assert wharf_server.endpoints == before
+
+
+def test_json_log_format(start_wharf) -> None:  # type: ignore[no-untyped-def]
+    server: WharfProcess = start_wharf("--log-format", "json")
+    server.terminate()
+    records = [json.loads(line) for line in server.log_text().splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert [r for r in records if r["message"].startswith("wharf ready:")]
+    assert records[-1]["message"] == "wharf stopped"

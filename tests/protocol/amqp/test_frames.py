@@ -30,9 +30,8 @@ from wharf.protocol.amqp.frames import (
     PublishFrame,
 )
 
-# Connection.Start-Ok as pika 1.4.4 sends it on the wire, trimmed to a short client-properties
-# table: method 10.11, table {"product": "pika"}, mechanism PLAIN, response "\0guest\0guest",
-# locale en_US.
+# Connection.Start-Ok written out by hand (pamqp marshals it to the same bytes): method 10.11,
+# table {"product": "pika"}, mechanism PLAIN, response "\0guest\0guest", locale en_US.
 PIKA_START_OK = (
     b"\x01\x00\x00\x00\x00\x00\x35"
     b"\x00\x0a\x00\x0b"
@@ -294,3 +293,66 @@ def test_get_ok_and_return_encode_like_pamqp() -> None:
     ret = _unmarshal_stream(data)[0][1]
     assert isinstance(ret, commands.Basic.Return)
     assert (ret.reply_code, ret.exchange, ret.routing_key) == (312, "ex", "rk")
+
+
+# A whole pika 1.4.4 BlockingConnection session as recorded from the socket: protocol header,
+# Start-Ok, Tune-Ok, Open, Channel.Open, Confirm.Select, Basic.Publish of b"Hello World!" with
+# content_type and delivery_mode 2, Channel.Close, Connection.Close.
+PIKA_SESSION = bytes.fromhex(
+    "414d51500000090101000000000140000a000b0000011c0770726f64756374530000001a50696b6120507974686f"
+    "6e20436c69656e74204c69627261727908706c6174666f726d530000000d507974686f6e20332e31312e370c6361"
+    "706162696c6974696573460000008c1c61757468656e7469636174696f6e5f6661696c7572655f636c6f73657401"
+    "0a62617369632e6e61636b740112636f6e6e656374696f6e2e626c6f636b6564740116636f6e73756d65725f6361"
+    "6e63656c5f6e6f7469667974011a65786368616e67655f65786368616e67655f62696e64696e6773740112707562"
+    "6c69736865725f636f6e6669726d7374010b696e666f726d6174696f6e53000000195365652068747470733a2f2f"
+    "70696b612e727466642e6f72670776657273696f6e5300000005312e342e3405504c41494e0000000c0067756573"
+    "7400677565737405656e5f5553ce0100000000000c000a001f07ff00020000003cce01000000000008000a002801"
+    "2f0001ce010001000000050014000a00ce010001000000050055000a00ce0100010000000e003c00280000000568"
+    "656c6c6f00ce0200010000001a003c0000000000000000000c90000a746578742f706c61696e02ce030001000000"
+    "0c48656c6c6f20576f726c6421ce0100010000001a0014002800c80f4e6f726d616c2073687574646f776e000000"
+    "00ce0100000000001a000a003200c80f4e6f726d616c2073687574646f776e00000000ce"
+)
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 5, 64])
+def test_recorded_pika_session(step: int | None) -> None:
+    events = read_all(FrameReader(), PIKA_SESSION, step=step)
+    kinds = [
+        type(e.method).__qualname__ if isinstance(e, MethodFrame) else type(e).__name__
+        for e in events
+    ]
+    assert kinds == [
+        "ProtocolHeaderReceived",
+        "Connection.StartOk",
+        "Connection.TuneOk",
+        "Connection.Open",
+        "Channel.Open",
+        "Confirm.Select",
+        "PublishFrame",
+        "ContentHeaderFrame",
+        "ContentBodyFrame",
+        "Channel.Close",
+        "Connection.Close",
+    ]
+    start_ok = events[1]
+    assert isinstance(start_ok, MethodFrame)
+    assert start_ok.method.client_properties["capabilities"]["consumer_cancel_notify"] is True
+    tune_ok = events[2]
+    assert isinstance(tune_ok, MethodFrame)
+    assert (tune_ok.method.channel_max, tune_ok.method.frame_max) == (2047, 131072)
+    assert events[6] == PublishFrame(1, "", "hello", mandatory=False, immediate=False)
+    header = events[7]
+    assert isinstance(header, ContentHeaderFrame) and header.body_size == 12
+    # content-type + delivery-mode flags, then the two fields, byte-exact
+    assert header.properties == b"\x90\x00\x0atext/plain\x02"
+    assert events[8] == ContentBodyFrame(1, b"Hello World!")
+
+
+def test_recorded_session_with_trailing_partial_frame() -> None:
+    reader = FrameReader()
+    reader.receive_data(PIKA_SESSION + PIKA_SESSION[8:20])
+    events = []
+    while (event := reader.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert len(events) == 11
+    assert reader.buffered == 12

@@ -55,7 +55,8 @@ class GroupCommitter:
     ) -> None:
         self._log = log
         self.policy = policy
-        self._interval_s = max(interval_ms, 1) / 1000.0
+        self.interval_ms = max(interval_ms, 1)
+        self._interval_s = self.interval_ms / 1000.0
         self._durable = durable_offset
         self._on_durable = on_durable
         self._executor = executor

@@ -38,6 +38,7 @@ __all__ = [
     "dump_toml",
     "load_settings",
     "setting_specs",
+    "toml_value",
 ]
 
 ENV_PREFIX = "WHARF_"
@@ -298,7 +299,8 @@ def load_settings(
     return settings
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
+    """One value as TOML source text (``None`` is spelled ``"none"``)."""
     if value is None:
         return json.dumps(_NONE_WORD)
     if isinstance(value, bool):
@@ -321,5 +323,5 @@ def dump_toml(settings: ServerSettings) -> str:
                 lines.append("")
             lines.append(f"[{section}]")
             table = section
-        lines.append(f"{name} = {_toml_value(spec.get(settings))}")
+        lines.append(f"{name} = {toml_value(spec.get(settings))}")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""Sparse per-segment indexes: offset -> file position, and timestamp -> offset.
+
+Both live in memory as two parallel arrays and are written to their files whole when a segment
+is rolled or the log is closed; the files are a cache. Every loaded file is checked (entry size,
+order, range) and a damaged or missing one is rebuilt from the segment's batches.
+
+``.index`` entries (8 bytes): relative offset u32, position u32.
+``.timeindex`` entries (12 bytes): timestamp i64, relative offset u32. An entry ``(T, o)`` says
+that every batch before offset ``o`` in the segment has a max timestamp <= ``T``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from bisect import bisect_right
+
+__all__ = ["OffsetIndex", "TimeIndex"]
+
+_OFFSET_ENTRY = struct.Struct(">II")
+_TIME_ENTRY = struct.Struct(">qI")
+
+
+def _read_file(path: str, limit: int) -> bytes | None:
+    """Whole file, or None if it is missing or larger than ``limit`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                return None
+            return f.read(size)
+    except FileNotFoundError:
+        return None
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+class OffsetIndex:
+    """Sparse map from absolute offset to the file position of the batch starting there."""
+
+    __slots__ = ("path", "base_offset", "_offsets", "_positions")
+
+    def __init__(self, path: str, base_offset: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self._offsets = array("Q")
+        self._positions = array("Q")
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def append(self, offset: int, position: int) -> None:
+        self._offsets.append(offset)
+        self._positions.append(position)
+
+    def clear(self) -> None:
+        del self._offsets[:]
+        del self._positions[:]
+
+    def floor(self, offset: int) -> tuple[int, int] | None:
+        """The last entry ``(offset, position)`` with entry offset <= ``offset``."""
+        i = bisect_right(self._offsets, offset) - 1
+        if i < 0:
+            return None
+        return self._offsets[i], self._positions[i]
+
+    def last(self) -> tuple[int, int] | None:
+        if not self._offsets:
+            return None
+        return self._offsets[-1], self._positions[-1]
+
+    def truncate_after(self, offset: int) -> None:
+        """Drop entries for offsets greater than ``offset``."""
+        i = bisect_right(self._offsets, offset)
+        del self._offsets[i:]
+        del self._positions[i:]
+
+    def load(self, log_size: int) -> bool:
+        """Read the file; keep it only if it is well formed for a log of ``log_size`` bytes."""
+        self.clear()
+        data = _read_file(self.path, (log_size // 12 + 1) * _OFFSET_ENTRY.size)
+        if data is None or len(data) % _OFFSET_ENTRY.size:
+            return False
+        prev_rel = -1
+        prev_pos = -1
+        for rel, pos in _OFFSET_ENTRY.iter_unpack(data):
+            if rel <= prev_rel or pos <= prev_pos or pos >= log_size:
+                self.clear()
+                return False
+            self.append(self.base_offset + rel, pos)
+            prev_rel, prev_pos = rel, pos
+        return True
+
+    def write(self) -> None:
+        out = bytearray()
+        for off, pos in zip(self._offsets, self._positions, strict=True):
+            out += _OFFSET_ENTRY.pack(off - self.base_offset, pos)
+        _write_file(self.path, bytes(out))
+
+
+class TimeIndex:
+    """Sparse map from timestamp to the first offset that may hold a later timestamp."""
+
+    __slots__ = ("path", "base_offset", "_stamps", "_offsets")
+
+    def __init__(self, path: str, base_offset: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self._stamps = array("q")
+        self._offsets = array("Q")
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    def append(self, timestamp: int, offset: int) -> None:
+        """Record that all batches before ``offset`` have timestamps <= ``timestamp``."""
+        if self._stamps and timestamp <= self._stamps[-1]:
+            return
+        self._stamps.append(timestamp)
+        self._offsets.append(offset)
+
+    def clear(self) -> None:
+        del self._stamps[:]
+        del self._offsets[:]
+
+    def start_offset(self, timestamp: int) -> int:
+        """An offset at or before the first record with a timestamp >= ``timestamp``."""
+        i = bisect_right(self._stamps, timestamp - 1) - 1
+        if i < 0:
+            return self.base_offset
+        return self._offsets[i]
+
+    def max_timestamp_before(self, offset: int) -> int:
+        """The largest timestamp known to occur before ``offset`` (-1 if none)."""
+        i = bisect_right(self._offsets, offset) - 1
+        if i < 0:
+            return -1
+        return self._stamps[i]
+
+    def truncate_after(self, offset: int) -> None:
+        i = bisect_right(self._offsets, offset)
+        del self._stamps[i:]
+        del self._offsets[i:]
+
+    def load(self, log_size: int) -> bool:
+        self.clear()
+        data = _read_file(self.path, (log_size // 12 + 1) * _TIME_ENTRY.size)
+        if data is None or len(data) % _TIME_ENTRY.size:
+            return False
+        prev_ts = -(1 << 63)
+        prev_rel = -1
+        for ts, rel in _TIME_ENTRY.iter_unpack(data):
+            if ts <= prev_ts or rel < prev_rel:
+                self.clear()
+                return False
+            self._stamps.append(ts)
+            self._offsets.append(self.base_offset + rel)
+            prev_ts, prev_rel = ts, rel
+        return True
+
+    def write(self) -> None:
+        out = bytearray()
+        for ts, off in zip(self._stamps, self._offsets, strict=True):
+            out += _TIME_ENTRY.pack(ts, off - self.base_offset)
+        _write_file(self.path, bytes(out))

@@ -1,0 +1,280 @@
+"""Recovery: turn a log directory into segments that are safe to serve and to append to.
+
+How it works. Two checkpoints guide the load:
+
+* ``recovery-point``: every offset below it was fsynced. A segment that ends at or below it is
+  *trusted*: only its index files are checked (and rebuilt if missing or damaged) and the tail
+  after its last index entry is walked for structure, without CRCs.
+* ``log-start-offset``: segments wholly below it are deleted.
+
+From the recovery point on, every batch is verified (length, magic, CRC-32C, consecutive
+offsets). The first invalid or incomplete batch is a torn tail: it and everything after it
+(including later segments) are cut off, and the indexes are rebuilt.
+
+Damage inside the trusted region is not a torn tail: it means fsynced data changed underneath
+us. The loader then logs an error naming the file and position and refuses to open the log
+(:class:`~wharf.errors.StorageError`); nothing is truncated, so an operator can inspect or move
+the segment aside.
+
+Once loaded, the recovered segments are fsynced and the recovery point is moved to the end of
+the log, so the next open trusts everything that is there now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage.checkpoint import fsync_dir, read_checkpoint, write_checkpoint
+from wharf.storage.record_batch import HEADER_SIZE, MAGIC, parse_header
+from wharf.storage.segment import LogSegment
+
+__all__ = ["LOG_START_OFFSET_FILE", "RECOVERY_POINT_FILE", "LoadedLog", "LogLoader"]
+
+_log = logging.getLogger(__name__)
+
+RECOVERY_POINT_FILE = "recovery-point"
+LOG_START_OFFSET_FILE = "log-start-offset"
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+
+
+@dataclass(slots=True)
+class LoadedLog:
+    segments: list[LogSegment]
+    log_start_offset: int
+    recovery_point: int
+    truncated_bytes: int
+
+
+class LogLoader:
+    """Loads (and if needed repairs) one log directory."""
+
+    def __init__(self, directory: str, index_interval_bytes: int, now_ms: int) -> None:
+        self.dir = directory
+        self.index_interval_bytes = index_interval_bytes
+        self.now_ms = now_ms
+        self.truncated_bytes = 0
+
+    def load(self) -> LoadedLog:
+        self._ensure_dir()
+        rp_path = os.path.join(self.dir, RECOVERY_POINT_FILE)
+        lso_path = os.path.join(self.dir, LOG_START_OFFSET_FILE)
+        recovery_point = read_checkpoint(rp_path) or 0
+        stored_lso = read_checkpoint(lso_path)
+        bases = self._segment_bases()
+
+        lso = stored_lso if stored_lso is not None else (bases[0] if bases else 0)
+        while len(bases) >= 2 and bases[1] <= lso:
+            LogSegment(self.dir, bases.pop(0), self.index_interval_bytes).delete_files()
+
+        segments: list[LogSegment] = []
+        rescanned: list[LogSegment] = []
+        for i, base in enumerate(bases):
+            seg = LogSegment(self.dir, base, self.index_interval_bytes)
+            seg.open(create=False)
+            later = bases[i + 1 :]
+            trusted = bool(later) and later[0] <= recovery_point
+            if segments and base != segments[-1].next_offset:
+                if trusted or segments[-1].next_offset < recovery_point:
+                    seg.close()
+                    self._refuse(
+                        seg, 0, f"segment starts at {base}, previous ends at "
+                        f"{segments[-1].next_offset}"
+                    )
+                _log.warning(
+                    "log %s: segment %d does not follow the previous one (ends at %d); "
+                    "deleting it and the %d segment(s) after it",
+                    self.dir, base, segments[-1].next_offset, len(later),
+                )
+                seg.delete_files()
+                self._delete_bases(later)
+                break
+            truncated = self._load_segment(seg, trusted, recovery_point)
+            segments.append(seg)
+            if not trusted:
+                rescanned.append(seg)
+            if truncated:
+                if later:
+                    _log.warning(
+                        "log %s: deleting %d segment(s) after the torn tail", self.dir, len(later)
+                    )
+                    self._delete_bases(later)
+                break
+
+        if not segments:
+            seg = LogSegment(self.dir, lso, self.index_interval_bytes)
+            seg.open(create=True)
+            segments.append(seg)
+            rescanned.append(seg)
+        lso = max(lso, segments[0].base_offset)
+        if lso > segments[-1].next_offset:
+            # Records up to the start offset were deleted but later ones were lost: start afresh
+            # at the start offset so offsets never go back.
+            _log.warning(
+                "log %s: log start offset %d is past the recovered end %d; starting empty there",
+                self.dir, lso, segments[-1].next_offset,
+            )
+            for seg in segments:
+                seg.delete_files()
+            seg = LogSegment(self.dir, lso, self.index_interval_bytes)
+            seg.open(create=True)
+            segments = [seg]
+            rescanned = [seg]
+
+        self._make_durable(segments, rescanned)
+        end = segments[-1].next_offset
+        write_checkpoint(rp_path, end)
+        if stored_lso != lso:
+            write_checkpoint(lso_path, lso)
+        return LoadedLog(segments, lso, end, self.truncated_bytes)
+
+    # ------------------------------------------------------------------ steps
+
+    def _ensure_dir(self) -> None:
+        try:
+            if not os.path.isdir(self.dir):
+                os.makedirs(self.dir, exist_ok=True)
+                fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
+            for name in os.listdir(self.dir):
+                if name.endswith(".tmp"):
+                    os.unlink(os.path.join(self.dir, name))
+        except OSError as exc:
+            raise StorageError(f"cannot prepare log directory {self.dir}: {exc}",
+                               errno=exc.errno) from exc
+
+    def _segment_bases(self) -> list[int]:
+        logs: set[int] = set()
+        others: list[tuple[int, str]] = []
+        for name in os.listdir(self.dir):
+            m = _SEGMENT_NAME.match(name)
+            if m is None:
+                continue
+            base = int(m.group(1))
+            if m.group(2) == "log":
+                logs.add(base)
+            else:
+                others.append((base, name))
+        for base, name in others:
+            if base not in logs:
+                os.unlink(os.path.join(self.dir, name))
+        return sorted(logs)
+
+    def _delete_bases(self, bases: list[int]) -> None:
+        for base in bases:
+            LogSegment(self.dir, base, self.index_interval_bytes).delete_files()
+
+    def _refuse(self, seg: LogSegment, position: int, reason: str) -> None:
+        _log.error(
+            "log %s: segment %s is damaged below the recovery point at position %d (%s); "
+            "refusing to open the log, nothing was truncated",
+            self.dir, seg.path, position, reason,
+        )
+        raise StorageError(
+            f"segment {seg.path} is damaged below the recovery point at position {position}: "
+            f"{reason}"
+        )
+
+    def _index_start(self, seg: LogSegment, trusted: bool, verify_from: int) -> int | None:
+        """Position of a verified index entry to start walking from, or None for position 0."""
+        if not (seg.index.load(seg.size) and seg.time_index.load(seg.size)):
+            return None
+        entry = seg.index.last() if trusted else seg.index.floor(verify_from - 1)
+        if entry is None:
+            return None
+        offset, position = entry
+        if seg.size - position < HEADER_SIZE:
+            return None
+        header = parse_header(seg.pread(position, HEADER_SIZE))
+        if header.magic != MAGIC or header.base_offset != offset:
+            return None
+        seg.index.truncate_after(offset)
+        seg.time_index.truncate_after(offset)
+        seg.max_timestamp = seg.time_index.max_timestamp_before(offset)
+        return position
+
+    def _load_segment(self, seg: LogSegment, trusted: bool, recovery_point: int) -> bool:
+        """Walk the segment, rebuilding what is needed; True if a torn tail was cut off."""
+        verify_from = None if trusted else max(recovery_point, seg.base_offset)
+        start = self._index_start(seg, trusted, verify_from or 0)
+        for attempt_start in (start, None) if start is not None else (None,):
+            if attempt_start is None:
+                seg.index.clear()
+                seg.time_index.clear()
+                seg.max_timestamp = -1
+                expected, position = seg.base_offset, 0
+            else:
+                entry = seg.index.last()
+                assert entry is not None
+                expected, position = entry
+            seg.bytes_since_index = 0
+            try:
+                for pos, header, _chunk, _cs in seg.scan(
+                    position, seg.size, verify_from_offset=verify_from
+                ):
+                    if header.base_offset != expected:
+                        raise CorruptBatchError(
+                            f"batch at position {pos} has base offset {header.base_offset}, "
+                            f"expected {expected}"
+                        )
+                    seg.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
+                    expected = header.last_offset + 1
+                    position = pos + header.size
+            except CorruptBatchError as exc:
+                if verify_from is not None and expected >= verify_from:
+                    self._truncate(seg, position, expected, exc)
+                    seg.next_offset = expected
+                    self._set_roll_base(seg)
+                    return True
+                if attempt_start is not None:
+                    continue  # the index may have misled us: walk again from the start
+                seg.close()
+                self._refuse(seg, position, str(exc))
+            seg.next_offset = expected
+            self._set_roll_base(seg)
+            return False
+        raise AssertionError("unreachable")
+
+    def _truncate(self, seg: LogSegment, position: int, offset: int, why: Exception) -> None:
+        cut = seg.size - position
+        _log.warning(
+            "log %s: torn tail in %s at position %d (offset %d): %s; truncating %d byte(s)",
+            self.dir, seg.path, position, offset, why, cut,
+        )
+        try:
+            os.ftruncate(seg.fd, position)
+        except OSError as exc:
+            raise StorageError(f"cannot truncate {seg.path}: {exc}", errno=exc.errno) from exc
+        seg.size = position
+        self.truncated_bytes += cut
+
+    def _set_roll_base(self, seg: LogSegment) -> None:
+        if seg.size < HEADER_SIZE:
+            seg.roll_base_ms = None
+            return
+        first = parse_header(seg.pread(0, HEADER_SIZE))
+        seg.roll_base_ms = first.max_timestamp if first.max_timestamp >= 0 else self.now_ms
+
+    def _make_durable(self, segments: list[LogSegment], rescanned: list[LogSegment]) -> None:
+        try:
+            for seg in rescanned:
+                os.fdatasync(seg.fd)
+                seg.write_indexes()
+                if seg is not segments[-1]:
+                    # A rolled segment becomes trusted: its indexes must be durable. The active
+                    # segment's index files are only a head start for the next recovery.
+                    _fsync_path(seg.index.path)
+                    _fsync_path(seg.time_index.path)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,485 @@
+"""The segmented append-only log: one per Kafka partition, per queue, per internal log.
+
+How it works. A :class:`Log` is a directory of :class:`~wharf.storage.segment.LogSegment`s,
+the last of which (the *active* segment) takes appends. ``append`` validates each incoming
+batch's header and CRC (no record is decoded), patches in the base offsets and writes the bytes
+with one ``pwrite`` into the page cache. Durability is separate: ``flush`` fdatasyncs the
+segments written since the last flush and reports the durable end offset.
+
+Threads: one owner thread calls everything; one other thread (the group committer) may call
+``flush`` at the same time. ``flush`` takes its snapshot (dirty segments, target offset) under a
+lock, releases it for the fsyncs (on duplicated file descriptors, so a segment deleted meanwhile
+cannot pull its descriptor away), then publishes the new durable offset under the lock again.
+
+Segments roll by size (``segment_bytes``) and age (``segment_ms``); a rolled segment's index
+files are written at roll time and fsynced by the next flush, after which the recovery point
+checkpoint moves past it (see :mod:`wharf.storage.loader`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage.checkpoint import fsync_dir, write_checkpoint
+from wharf.storage.loader import LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, LogLoader
+from wharf.storage.record_batch import (
+    DEFAULT_MAX_BATCH_BYTES,
+    BatchHeader,
+    Record,
+    RecordInput,
+    build_batch,
+    decode_records,
+    set_base_offset,
+    validate_batch,
+)
+from wharf.storage.segment import LogSegment
+
+__all__ = ["AppendInfo", "Log", "LogConfig", "OffsetOutOfRangeError"]
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+class OffsetOutOfRangeError(StorageError):
+    """The requested offset is before the log start offset or after the log end."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Settings of one log (Kafka's topic config names in snake case)."""
+
+    segment_bytes: int = 1 << 30
+    segment_ms: int = 7 * _DAY_MS
+    retention_ms: int | None = 7 * _DAY_MS  # None: keep forever
+    retention_bytes: int | None = None  # None: no size limit
+    index_interval_bytes: int = 4096
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < 1 or self.segment_ms < 1 or self.index_interval_bytes < 1:
+            raise ValueError("segment_bytes, segment_ms and index_interval_bytes must be >= 1")
+        if self.max_batch_bytes < 61:
+            raise ValueError("max_batch_bytes must hold at least one batch header (61 bytes)")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendInfo:
+    """Where an append went: its offsets, largest timestamp, byte size and file position."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    size: int
+    position: int
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Log:
+    """A segmented log on disk. Create with :meth:`Log.open`."""
+
+    def __init__(
+        self,
+        path: str,
+        config: LogConfig,
+        segments: list[LogSegment],
+        log_start_offset: int,
+        recovery_point: int,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.path = path
+        self.config = config
+        self._clock_ms = clock_ms
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._log_start_offset = log_start_offset
+        self._next_offset = segments[-1].next_offset
+        self._size_bytes = sum(s.size for s in segments)
+        self._recovery_point = recovery_point
+        self._durable_offset = self._next_offset
+        # Shared with the committer thread, guarded by _lock:
+        self._lock = threading.Lock()
+        self._dirty: set[LogSegment] = set()
+        self._unsynced_index_paths: list[str] = []
+        self._dir_dirty = False
+        self._checkpoint_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        config: LogConfig | None = None,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> Log:
+        """Open or create the log at ``path``, recovering it if needed."""
+        config = config or LogConfig()
+        clock = clock_ms or _wall_clock_ms
+        directory = os.fspath(path)
+        loaded = LogLoader(directory, config.index_interval_bytes, clock()).load()
+        return cls(
+            directory,
+            config,
+            loaded.segments,
+            loaded.log_start_offset,
+            loaded.recovery_point,
+            clock,
+        )
+
+    def close(self) -> None:
+        """Flush, write the indexes and the recovery point, and release the files."""
+        if self._closed:
+            return
+        active = self._segments[-1]
+        try:
+            active.write_indexes()
+        except OSError as exc:
+            raise StorageError(f"cannot write indexes of {active.path}: {exc}",
+                               errno=exc.errno) from exc
+        with self._lock:
+            self._unsynced_index_paths += [active.index.path, active.time_index.path]
+        self.flush()
+        self._write_recovery_point(self._next_offset)
+        self._closed = True
+        for seg in self._segments:
+            seg.close()
+
+    def delete(self) -> None:
+        """Close the log and remove its directory with everything in it."""
+        if not self._closed:
+            self._closed = True
+            for seg in self._segments:
+                seg.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fsync_dir(parent)
+        except OSError as exc:
+            raise StorageError(f"cannot sync {parent}: {exc}", errno=exc.errno) from exc
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ positions
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def durable_offset(self) -> int:
+        return self._durable_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    def segment_base_offsets(self) -> list[int]:
+        return list(self._bases)
+
+    # ------------------------------------------------------------------ appending
+
+    def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
+        """Validate one or more concatenated batches, assign offsets and write them (no fsync).
+
+        Raises :class:`CorruptBatchError` for invalid input (nothing is written) and
+        :class:`StorageError` for I/O failures (nothing is kept).
+        """
+        self._check_open()
+        view = memoryview(batches)
+        n = len(view)
+        if n == 0:
+            raise CorruptBatchError("empty append: no batch given")
+        headers: list[tuple[int, BatchHeader]] = []
+        pos = 0
+        max_bytes = self.config.max_batch_bytes
+        while pos < n:
+            header = validate_batch(view, pos, max_batch_bytes=max_bytes)
+            headers.append((pos, header))
+            pos += header.size
+        buf = bytearray(view)
+        base = self._next_offset
+        offset = base
+        max_ts = -1
+        for pos, header in headers:
+            set_base_offset(buf, pos, offset)
+            offset += header.last_offset_delta + 1
+            if header.max_timestamp > max_ts:
+                max_ts = header.max_timestamp
+        seg = self._segment_for(n, offset - 1)
+        position = seg.size
+        seg.write_at_end(buf)
+        offset = base
+        for pos, header in headers:
+            seg.note_batch(position + pos, offset, header.size, header.max_timestamp)
+            offset += header.last_offset_delta + 1
+        if seg.roll_base_ms is None:
+            seg.roll_base_ms = self._clock_ms()
+        with self._lock:
+            seg.size += n
+            seg.next_offset = offset
+            self._next_offset = offset
+            self._size_bytes += n
+            self._dirty.add(seg)
+        return AppendInfo(base, offset - 1, max_ts, n, position)
+
+    def append_records(
+        self, records: Sequence[RecordInput], *, compression: int = 0
+    ) -> AppendInfo:
+        """Encode ``records`` into one batch and append it."""
+        return self.append(
+            build_batch(records, compression=compression, now_ms=self._clock_ms())
+        )
+
+    def _segment_for(self, nbytes: int, last_offset: int) -> LogSegment:
+        seg = self._segments[-1]
+        if seg.is_empty:
+            return seg
+        now = self._clock_ms()
+        too_old = seg.roll_base_ms is not None and now - seg.roll_base_ms >= self.config.segment_ms
+        if (
+            seg.size + nbytes > self.config.segment_bytes
+            or too_old
+            or not seg.can_hold(nbytes, last_offset)
+        ):
+            return self._roll()
+        return seg
+
+    def _roll(self) -> LogSegment:
+        """Start a new active segment at the next offset."""
+        old = self._segments[-1]
+        new = LogSegment(self.path, self._next_offset, self.config.index_interval_bytes)
+        new.open(create=True)
+        try:
+            old.write_indexes()
+        except OSError as exc:
+            new.delete_files()
+            raise StorageError(f"cannot write indexes of {old.path}: {exc}",
+                               errno=exc.errno) from exc
+        with self._lock:
+            self._segments.append(new)
+            self._bases.append(new.base_offset)
+            self._unsynced_index_paths += [old.index.path, old.time_index.path]
+            self._dir_dirty = True
+        return new
+
+    # ------------------------------------------------------------------ durability
+
+    def flush(self) -> int:
+        """fdatasync everything written so far; returns the durable end offset.
+
+        Safe to call from one other thread while the owner thread appends.
+        """
+        with self._lock:
+            if self._closed:
+                return self._durable_offset
+            target = self._next_offset
+            dirty = list(self._dirty)
+            self._dirty.clear()
+            index_paths = self._unsynced_index_paths
+            self._unsynced_index_paths = []
+            dir_dirty = self._dir_dirty
+            self._dir_dirty = False
+            fds = [os.dup(seg.fd) for seg in dirty]
+        try:
+            for fd in fds:
+                os.fdatasync(fd)
+            for path in index_paths:
+                _fsync_path(path)
+            if dir_dirty:
+                fsync_dir(self.path)
+        except OSError as exc:
+            with self._lock:
+                self._dirty.update(dirty)
+                self._unsynced_index_paths = index_paths + self._unsynced_index_paths
+                self._dir_dirty = self._dir_dirty or dir_dirty
+            raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
+        with self._lock:
+            if target > self._durable_offset:
+                self._durable_offset = target
+        if index_paths:
+            self._write_recovery_point(target)
+        return self._durable_offset
+
+    def _write_recovery_point(self, offset: int) -> None:
+        with self._checkpoint_lock:
+            if offset > self._recovery_point:
+                write_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE), offset)
+                self._recovery_point = offset
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> bytes:
+        """Whole batches from the one containing ``offset``, up to ``max_bytes`` (at least one
+        batch), none holding an offset at or past ``max_offset``."""
+        self._check_open()
+        if offset < self._log_start_offset or offset > self._next_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} outside [{self._log_start_offset}, {self._next_offset}]"
+            )
+        limit = self._next_offset if max_offset is None else min(max_offset, self._next_offset)
+        parts: list[bytes] = []
+        total = 0
+        i = max(0, bisect_right(self._bases, offset) - 1)
+        for seg in self._segments[i:]:
+            if offset >= limit:
+                break
+            data, whole = self._read_segment(seg, offset, limit, max_bytes - total, not parts)
+            if data:
+                parts.append(data)
+                total += len(data)
+            if not whole:
+                break
+            offset = max(offset, seg.next_offset)
+        return b"".join(parts)
+
+    def _read_segment(
+        self, seg: LogSegment, offset: int, limit: int, budget: int, first: bool
+    ) -> tuple[bytes, bool]:
+        """Batches of ``seg`` for :meth:`read`, and whether the read reached the segment end."""
+        entry = seg.index.floor(offset)
+        start = entry[1] if entry else 0
+        begin = -1
+        end = -1
+        chunk = b""
+        chunk_start = 0
+        chunk_size = max(budget, 0) + 2 * self.config.index_interval_bytes + 4096
+        whole = True
+        for pos, header, buf, buf_start in seg.scan(start, seg.size, chunk_size=chunk_size):
+            chunk, chunk_start = buf, buf_start
+            if header.last_offset < offset:
+                continue
+            if header.last_offset >= limit:
+                whole = False
+                break
+            if begin < 0:
+                if header.size > budget and not first:
+                    return b"", False
+                begin = pos
+            elif pos + header.size - begin > budget:
+                whole = False
+                break
+            end = pos + header.size
+        if begin < 0:
+            return b"", whole
+        if chunk_start <= begin and end <= chunk_start + len(chunk):
+            return chunk[begin - chunk_start : end - chunk_start], whole
+        return seg.pread(begin, end - begin), whole
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """The first offset (at or after the log start) whose timestamp is >= ``timestamp_ms``."""
+        self._check_open()
+        lso = self._log_start_offset
+        for seg in self._segments:
+            if seg.next_offset <= lso or seg.max_timestamp < timestamp_ms:
+                continue
+            start_offset = max(seg.time_index.start_offset(timestamp_ms), lso)
+            entry = seg.index.floor(start_offset)
+            start = entry[1] if entry else 0
+            for pos, header, _chunk, _cs in seg.scan(start, seg.size):
+                if header.last_offset < lso or header.max_timestamp < timestamp_ms:
+                    continue
+                for record in self._decode_at(seg, pos, header.size):
+                    if record.offset >= lso and record.timestamp_ms >= timestamp_ms:
+                        return record.offset
+        return None
+
+    def _decode_at(self, seg: LogSegment, position: int, size: int) -> list[Record]:
+        return decode_records(seg.pread(position, size))
+
+    # ------------------------------------------------------------------ deletion
+
+    def delete_records_before(self, offset: int) -> None:
+        """Make ``offset`` the first visible offset (persisted); drop segments wholly below."""
+        self._check_open()
+        if offset <= self._log_start_offset:
+            return
+        if offset > self._next_offset:
+            raise OffsetOutOfRangeError(
+                f"cannot delete up to {offset}: the log ends at {self._next_offset}"
+            )
+        self._set_log_start_offset(offset)
+        self._delete_segments_below(offset)
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete whole segments past ``retention_ms`` or beyond ``retention_bytes``.
+
+        Returns the number of segments deleted.
+        """
+        self._check_open()
+        cfg = self.config
+        doomed = 0
+        size = self._size_bytes
+        for seg in self._segments:
+            if seg.is_empty:
+                break
+            expired = cfg.retention_ms is not None and seg.max_timestamp < now_ms - cfg.retention_ms
+            oversized = cfg.retention_bytes is not None and size - seg.size >= cfg.retention_bytes
+            if not (expired or oversized):
+                break
+            doomed += 1
+            size -= seg.size
+        if doomed == 0:
+            return 0
+        if doomed == len(self._segments):
+            self._roll()
+        new_start = self._segments[doomed].base_offset
+        if new_start > self._log_start_offset:
+            self._set_log_start_offset(new_start)
+        self._delete_segments_below(new_start)
+        return doomed
+
+    def _set_log_start_offset(self, offset: int) -> None:
+        write_checkpoint(os.path.join(self.path, LOG_START_OFFSET_FILE), offset)
+        self._log_start_offset = offset
+
+    def _delete_segments_below(self, offset: int) -> None:
+        if self._segments[-1].next_offset <= offset and not self._segments[-1].is_empty:
+            self._roll()
+        doomed: list[LogSegment] = []
+        while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
+            with self._lock:
+                seg = self._segments.pop(0)
+                self._bases.pop(0)
+                self._size_bytes -= seg.size
+                self._dirty.discard(seg)
+            doomed.append(seg)
+        for seg in doomed:
+            seg.delete_files()
+        if doomed:
+            with self._lock:
+                self._dir_dirty = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"log {self.path} is closed")
+
+
+def _fsync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # the segment was deleted since: nothing left to make durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,199 @@
+"""One segment of a log: a ``.log`` file of back-to-back batches plus its two sparse indexes.
+
+A segment knows its base offset (its file name), its size in bytes, the next offset after its
+last batch and the largest batch timestamp. It writes with ``pwrite`` at its own size, so a
+failed or partial write is simply cut back with ``ftruncate`` and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage.index import OffsetIndex, TimeIndex
+from wharf.storage.record_batch import (
+    HEADER_SIZE,
+    BatchHeader,
+    check_header,
+    parse_header,
+    validate_batch,
+)
+
+__all__ = ["LogSegment", "segment_file_name"]
+
+# Bytes read from a segment file at a time when scanning batch headers.
+READ_CHUNK = 256 * 1024
+# Offsets inside a segment are stored relative to its base as u32, positions as u32.
+MAX_RELATIVE_OFFSET = (1 << 31) - 1
+MAX_SEGMENT_POSITION = (1 << 31) - 1
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+class LogSegment:
+    """A ``<base>.log`` file with its ``.index`` and ``.timeindex``."""
+
+    __slots__ = (
+        "base_offset",
+        "dir",
+        "path",
+        "fd",
+        "size",
+        "next_offset",
+        "max_timestamp",
+        "index",
+        "time_index",
+        "bytes_since_index",
+        "roll_base_ms",
+        "index_interval_bytes",
+    )
+
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int) -> None:
+        self.base_offset = base_offset
+        self.dir = directory
+        self.path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        self.index = OffsetIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset
+        )
+        self.time_index = TimeIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset
+        )
+        self.fd = -1
+        self.size = 0
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.bytes_since_index = 0
+        self.roll_base_ms: int | None = None
+        self.index_interval_bytes = index_interval_bytes
+
+    # ------------------------------------------------------------------ files
+
+    def open(self, *, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            self.fd = os.open(self.path, flags, 0o644)
+            self.size = os.fstat(self.fd).st_size
+        except OSError as exc:
+            raise StorageError(f"cannot open segment {self.path}: {exc}", errno=exc.errno) from exc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete_files(self) -> None:
+        self.close()
+        for path in (self.path, self.index.path, self.time_index.path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def write_indexes(self) -> None:
+        self.index.write()
+        self.time_index.write()
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def is_empty(self) -> bool:
+        return self.size == 0
+
+    def can_hold(self, nbytes: int, last_offset: int) -> bool:
+        """Whether ``nbytes`` ending at ``last_offset`` fit the u32 position/offset ranges."""
+        return (
+            self.size + nbytes <= MAX_SEGMENT_POSITION
+            and last_offset - self.base_offset <= MAX_RELATIVE_OFFSET
+        )
+
+    def write_at_end(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at the end of the file; on failure cut it back and raise."""
+        start = self.size
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.pwrite(self.fd, view[written:], start + written)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                # The bytes past ``size`` are never read and are overwritten by the next
+                # append; recovery would drop them as a torn tail.
+                pass
+            raise StorageError(
+                f"write to {self.path} failed after {written} of {len(view)} bytes: {exc}",
+                errno=exc.errno,
+            ) from exc
+
+    def note_batch(self, position: int, base_offset: int, size: int, max_ts: int) -> None:
+        """Account for a batch now stored at ``position`` (indexes, timestamps)."""
+        if self.bytes_since_index >= self.index_interval_bytes and position > 0:
+            self.index.append(base_offset, position)
+            self.time_index.append(self.max_timestamp, base_offset)
+            self.bytes_since_index = 0
+        self.bytes_since_index += size
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+
+    # ------------------------------------------------------------------ reading
+
+    def pread(self, position: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``position`` (within the segment's size)."""
+        out = os.pread(self.fd, length, position)
+        if len(out) == length:
+            return out
+        parts = [out]
+        got = len(out)
+        while got < length:
+            more = os.pread(self.fd, length - got, position + got)
+            if not more:
+                raise StorageError(
+                    f"{self.path} is shorter than expected ({position + got} < "
+                    f"{position + length})"
+                )
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def scan(
+        self,
+        position: int,
+        end: int,
+        *,
+        verify_from_offset: int | None = None,
+        chunk_size: int = READ_CHUNK,
+    ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
+        """Walk the batches between ``position`` and ``end``.
+
+        Yields ``(position, header, chunk, chunk_start)``: ``chunk`` is a buffer holding at least
+        the header, read from file position ``chunk_start``. Batches whose base offset is at or
+        past ``verify_from_offset`` are verified in full (CRC); others are checked for structure
+        only. Raises :class:`CorruptBatchError` at the first bad or incomplete batch.
+        """
+        chunk = b""
+        chunk_start = position
+        while position < end:
+            rel = position - chunk_start
+            remaining = end - position
+            if len(chunk) - rel < HEADER_SIZE:
+                if remaining < HEADER_SIZE:
+                    raise CorruptBatchError(
+                        f"incomplete batch header at position {position}: "
+                        f"only {remaining} bytes remain"
+                    )
+                chunk = self.pread(position, min(chunk_size, remaining))
+                chunk_start, rel = position, 0
+            header = parse_header(chunk, rel)
+            check_header(header, remaining, remaining)
+            if verify_from_offset is not None and header.base_offset >= verify_from_offset:
+                if len(chunk) - rel < header.size:
+                    chunk = self.pread(position, max(header.size, min(chunk_size, remaining)))
+                    chunk_start, rel = position, 0
+                validate_batch(chunk, rel, max_batch_bytes=header.size)
+            yield position, header, chunk, chunk_start
+            position += header.size
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from pamqp import commands, header
@@ -12,7 +13,7 @@ from wharf.core.message import Message
 from wharf.errors import PreconditionError
 
 
-def _wire(**kw: object) -> bytes:
+def _wire(**kw: Any) -> bytes:
     """Property bytes exactly as pamqp (a real client codec) puts them on the wire."""
     frame = header.ContentHeader(0, 0, commands.Basic.Properties(**kw)).marshal()
     # class id (2), weight (2), body size (8), then flags + fields

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.vhost_registry import VhostRegistry
 from wharf.errors import ResourceLockedError
 
 __all__ = ["Broker"]
@@ -30,6 +31,7 @@ class Broker:
         self.config = config
         self.clock = clock
         self._lock_fd: int | None = None
+        self._vhosts: VhostRegistry | None = None
         self._closed = False
 
     @classmethod
@@ -68,13 +70,25 @@ class Broker:
 
     async def _start_components(self) -> None:
         """Open every component, in dependency order."""
+        self._vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
+
+    @property
+    def vhosts(self) -> VhostRegistry:
+        """The AMQP side: virtual hosts with their exchanges and queues, users."""
+        if self._vhosts is None:
+            raise RuntimeError("the broker is not open")
+        return self._vhosts
 
     async def close(self) -> None:
         """Stop background work, flush and close every log, release the directory lock."""
         if self._closed:
             return
         self._closed = True
-        self._unlock_data_dir()
+        try:
+            if self._vhosts is not None:
+                await self._vhosts.close()
+        finally:
+            self._unlock_data_dir()
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,78 @@
+"""Messages held by an x-delayed-message exchange until their x-delay is over.
+
+How it works: each delayed exchange keeps its held messages in a queue store of its own (the
+same two-log layout as a queue, see :mod:`wharf.core.queue_store`, with the due time in the
+record's expiry field), so they survive a restart when the exchange is durable and the message
+persistent. In memory they sit in a heap by (due time, sequence). The virtual host's timer calls
+:meth:`DelayedMessages.take_due` and routes what comes out as if it had just been published,
+without the ``x-delay`` header.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from wharf.core.message import Message
+from wharf.core.queue_store import QueueStore
+
+__all__ = ["DelayedMessages", "delay_of"]
+
+
+def delay_of(message: Message) -> int:
+    """The x-delay header in ms (0 when absent, not an integer, or not positive)."""
+    if not message.has_headers:
+        return 0
+    value: Any = message.headers.get("x-delay")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(value, 0)
+
+
+class DelayedMessages:
+    """The held messages of one delayed exchange."""
+
+    def __init__(self, store: QueueStore, *, durable: bool) -> None:
+        self.store = store
+        self.durable = durable
+        self._heap: list[tuple[int, int, int, Message]] = []  # (due, seq, offset, message)
+        self._next_seq = 0
+
+    def restore(self) -> None:
+        for item in self.store.recover():
+            due = item.expires_at or 0
+            heapq.heappush(self._heap, (due, item.seq, item.offset, item.message))
+            self._next_seq = max(self._next_seq, item.seq + 1)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def hold(self, message: Message, due_ms: int, now_ms: int) -> int | None:
+        """Keep ``message`` until ``due_ms``; returns the offset to wait on for durability."""
+        seq = self._next_seq
+        self._next_seq += 1
+        keep = self.durable and message.persistent
+        offset = self.store.append(seq, message, due_ms, now_ms, keep=keep)
+        heapq.heappush(self._heap, (due_ms, seq, offset, message))
+        return offset if keep else None
+
+    def next_due(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def take_due(self, now_ms: int) -> list[Message]:
+        """Remove and return (x-delay stripped) the messages due by ``now_ms``, in order."""
+        out: list[Message] = []
+        settled: list[int] = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            _, _, offset, message = heapq.heappop(self._heap)
+            settled.append(offset)
+            out.append(message.with_headers({}, remove=["x-delay"]))
+        self.store.settle(settled)
+        return out
+
+    async def maintain(self) -> None:
+        first = min((offset for _, _, offset, _ in self._heap), default=None)
+        log = self.store.messages
+        self.store.reclaim(log.next_offset if first is None else first)
+        if self.store.needs_snapshot():
+            await self.store.snapshot([(o, s, 0) for _, s, o, _ in self._heap])

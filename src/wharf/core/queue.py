@@ -1,0 +1,580 @@
+"""A queue: ordered messages handed to consumers, acknowledged or returned, on a log.
+
+How it works. Every live message is a :class:`QueueEntry` with a *sequence number* (its place
+in FIFO order, stable for its whole life, also its delivery id) and the *offset* of its record
+in the message log. Ready entries sit in one heap ordered by (priority descending, sequence), so
+a priority queue hands out higher priorities first and FIFO within a level, and a returned
+message goes back to its original place. Delivered-but-unacknowledged entries sit in
+``_unacked``. Every settlement (ack, dead-letter, expiry, drop) and every delivery is written to
+the queue's state log by :class:`~wharf.core.queue_store.QueueStore` so a restart restores
+exactly the live messages and their delivery counts.
+
+Expiry is lazy at the head, as in RabbitMQ: a message is dropped (or dead-lettered) when it
+reaches the head after its expiry time; :meth:`tick` (run by the virtual host's timer) does the
+same for idle queues, enforces ``x-expires``, and reclaims space: it advances the message log's
+start to the oldest live record, and when a few old records pin much more dead space, moves
+them to the tail (same sequence number, new offset) so the old segments can be deleted.
+
+Dispatch is synchronous: :meth:`dispatch` pushes ready messages round-robin to consumers whose
+``can_take()`` is true (only the active one under single-active-consumer) until the queue is
+empty or nobody has credit. Publishing, acking, rejecting and consumer changes dispatch by
+themselves; a front end calls :meth:`dispatch` when a consumer's credit comes back.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wharf.core.clock import Clock
+from wharf.core.consumers import Consumer, Delivery
+from wharf.core.dead_letter import DeathReason
+from wharf.core.message import Message
+from wharf.core.queue_args import Overflow, QueueArgs
+from wharf.core.queue_store import QueueStore, StoredMessage
+from wharf.errors import AccessRefusedError, PreconditionError
+
+__all__ = ["EnqueueResult", "Queue", "QueueEntry", "QueueHooks"]
+
+# Move at most this many pinning records to the tail per maintenance pass.
+_MOVE_BATCH = 1000
+
+
+class QueueHooks(Protocol):
+    """What a queue asks of its virtual host."""
+
+    def dead_letter(self, queue: Queue, message: Message, reason: DeathReason) -> None:
+        """Republish ``message`` to the queue's dead-letter exchange."""
+        ...
+
+    def queue_unused(self, queue: Queue) -> None:
+        """An auto-delete queue lost its last consumer."""
+        ...
+
+
+class QueueEntry:
+    """One live message of a queue."""
+
+    __slots__ = (
+        "consumer",
+        "delivery_count",
+        "expires_at",
+        "message",
+        "offset",
+        "priority",
+        "ready",
+        "seq",
+        "size",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        offset: int,
+        message: Message,
+        priority: int,
+        expires_at: int | None,
+        delivery_count: int = 0,
+    ) -> None:
+        self.seq = seq
+        self.offset = offset
+        self.message = message
+        self.priority = priority
+        self.expires_at = expires_at
+        self.delivery_count = delivery_count
+        self.ready = True
+        self.consumer: Consumer | None = None
+        self.size = len(message.body)
+
+    def __lt__(self, other: QueueEntry) -> bool:  # heap tie-break; never reached in practice
+        return self.seq < other.seq
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """``accepted`` False: refused by x-overflow reject-publish(-dlx) (nack the publisher).
+    ``sync_offset``: pass to :meth:`Queue.wait_durable` before confirming, when not None."""
+
+    accepted: bool
+    sync_offset: int | None = None
+
+
+class Queue:
+    """One queue of a virtual host; created by :class:`~wharf.core.vhosts.VirtualHost`.
+
+    Counters (plain ints, for metrics and the HTTP API): ``published``, ``delivered``,
+    ``acked``, ``redelivered``, ``dead_lettered``, ``expired``, ``dropped``; gauges:
+    :attr:`message_count` (ready), :attr:`unacked_count`, :attr:`consumer_count`,
+    :attr:`message_bytes`.
+    """
+
+    def __init__(
+        self,
+        vhost: str,
+        name: str,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        exclusive_owner: object | None,
+        arguments: Mapping[str, Any],
+        args: QueueArgs,
+        store: QueueStore,
+        clock: Clock,
+        hooks: QueueHooks,
+        segment_bytes: int,
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.exclusive_owner = exclusive_owner
+        self.arguments: dict[str, Any] = dict(arguments)
+        self.args = args
+        self.store = store
+        self._clock = clock
+        self._hooks = hooks
+        self._segment_bytes = segment_bytes
+        self._ready: list[tuple[int, int, QueueEntry]] = []
+        self._ready_bytes = 0
+        self._entries: dict[int, QueueEntry] = {}  # seq -> live entry
+        self._unacked: dict[int, QueueEntry] = {}
+        self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
+        self._offset_owner: dict[int, int] = {}  # live offset -> seq
+        self._live_bytes = 0
+        self._next_seq = 0
+        self._consumers: list[Consumer] = []
+        self._rr = 0
+        self._had_consumer = False
+        self._dispatching = False
+        self._again = False
+        self._pending_settle: list[int] = []
+        self._pending_delivered: list[int] = []
+        self.last_used_ms = clock.now_ms()
+        self.deleted = False
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+        self.expired = 0
+        self.dropped = 0
+
+    # ----------------------------------------------------------------------------- gauges
+
+    @property
+    def message_count(self) -> int:
+        """Ready messages (what queue.declare-ok reports)."""
+        return len(self._ready)
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self._unacked)
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self._consumers)
+
+    @property
+    def message_bytes(self) -> int:
+        """Body bytes of ready and unacknowledged messages."""
+        return self._live_bytes
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(self._consumers)
+
+    @property
+    def exclusive(self) -> bool:
+        return self.exclusive_owner is not None
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        """Under single-active-consumer, the one consumer that receives messages."""
+        if self.args.single_active_consumer and self._consumers:
+            return self._consumers[0]
+        return None
+
+    # ---------------------------------------------------------------------------- recovery
+
+    def restore(self, stored: Iterable[StoredMessage]) -> None:
+        """Load the live records found by :meth:`QueueStore.recover` (at open)."""
+        for item in stored:
+            entry = QueueEntry(
+                item.seq,
+                item.offset,
+                item.message,
+                self._priority_of(item.message),
+                item.expires_at,
+                item.delivery_count,
+            )
+            self._add_live(entry)
+            self._push_ready(entry)
+            self._next_seq = max(self._next_seq, item.seq + 1)
+
+    # ----------------------------------------------------------------------------- publish
+
+    def enqueue(self, message: Message) -> EnqueueResult:
+        """Add a routed message; deliver it if a consumer has credit.
+
+        Under ``reject-publish`` a full queue refuses it (``accepted`` False); under
+        ``reject-publish-dlx`` it is also dead-lettered (reason maxlen). Under ``drop-head`` the
+        oldest ready messages are dropped (dead-lettered, reason maxlen) to make room.
+        """
+        if self.deleted:
+            return EnqueueResult(False)
+        now = self._clock.now_ms()
+        self._expire_head(now)
+        if self.args.overflow is not Overflow.DROP_HEAD and self._is_full(len(message.body)):
+            if self.args.overflow is Overflow.REJECT_PUBLISH_DLX:
+                self._send_to_dlx(message, DeathReason.MAXLEN)
+            self._commit_state()
+            return EnqueueResult(False)
+        keep = self.store.durable and message.persistent
+        seq = self._next_seq
+        self._next_seq += 1
+        expires_at = self._expiry_for(message, now)
+        offset = self.store.append(seq, message, expires_at, now, keep=keep)
+        entry = QueueEntry(seq, offset, message, self._priority_of(message), expires_at)
+        self._add_live(entry)
+        self._push_ready(entry)
+        self.published += 1
+        self.dispatch()
+        self._expire_head(self._clock.now_ms())
+        self._enforce_max_length()
+        self._commit_state()
+        return EnqueueResult(True, offset if keep else None)
+
+    async def wait_durable(self, offset: int) -> None:
+        """Wait until the message at ``offset`` is fsynced (under ``--fsync always``)."""
+        await self.store.wait_durable(offset)
+
+    def _expiry_for(self, message: Message, now: int) -> int | None:
+        ttl = self.args.message_ttl_ms
+        per_message = message.expiration_ms
+        if per_message is not None:
+            ttl = per_message if ttl is None else min(ttl, per_message)
+        return None if ttl is None else now + ttl
+
+    def _priority_of(self, message: Message) -> int:
+        cap = self.args.max_priority
+        return 0 if cap is None else min(message.priority, cap)
+
+    def _is_full(self, incoming: int) -> bool:
+        if self.args.max_length is not None and len(self._ready) >= self.args.max_length:
+            return True
+        limit = self.args.max_length_bytes
+        return limit is not None and self._ready_bytes + incoming > limit
+
+    def _enforce_max_length(self) -> None:
+        if self.args.overflow is not Overflow.DROP_HEAD:
+            return
+        max_len = self.args.max_length
+        max_bytes = self.args.max_length_bytes
+        while self._ready and (
+            (max_len is not None and len(self._ready) > max_len)
+            or (max_bytes is not None and self._ready_bytes > max_bytes)
+        ):
+            entry = self._pop_ready()
+            self.dropped += 1
+            self._dead_letter_entry(entry, DeathReason.MAXLEN)
+
+    # ---------------------------------------------------------------------------- dispatch
+
+    def dispatch(self) -> None:
+        """Push ready messages to consumers with credit (safe to call re-entrantly)."""
+        if self._dispatching:
+            self._again = True
+            return
+        self._dispatching = True
+        try:
+            again = True
+            while again:
+                self._again = False
+                self._dispatch_round()
+                again = self._again
+        finally:
+            self._dispatching = False
+        self._commit_state()
+
+    def _dispatch_round(self) -> None:
+        if not self._consumers or not self._ready:
+            return
+        active = self.active_consumer
+        candidates = [active] if active is not None else list(self._consumers)
+        n = len(candidates)
+        idle = 0
+        while self._ready and idle < n:
+            consumer = candidates[self._rr % n]
+            self._rr += 1
+            if consumer not in self._consumers or not consumer.can_take():
+                idle += 1
+                continue
+            self._expire_head(self._clock.now_ms())
+            if not self._ready:
+                return
+            idle = 0
+            entry = self._pop_ready()
+            self._hand_out(entry, consumer, consumer.no_ack, consumer.tag)
+
+    def _hand_out(
+        self, entry: QueueEntry, consumer: Consumer | None, no_ack: bool, tag: str | None
+    ) -> Delivery:
+        entry.delivery_count += 1
+        redelivered = entry.delivery_count > 1
+        self.delivered += 1
+        if redelivered:
+            self.redelivered += 1
+        delivery = Delivery(
+            self,
+            entry.seq,
+            entry.message,
+            redelivered,
+            entry.delivery_count,
+            tag,
+            len(self._ready),
+        )
+        if no_ack:
+            self._remove_live(entry)
+            self.acked += 1
+        else:
+            entry.consumer = consumer
+            self._unacked[entry.seq] = entry
+            if self.store.durable:
+                self._pending_delivered.append(entry.seq)
+        if consumer is not None:
+            consumer.deliver(delivery)
+        return delivery
+
+    def basic_get(self, no_ack: bool) -> Delivery | None:
+        """Take the head message, or None when the queue has none ready (basic.get-empty)."""
+        self.last_used_ms = self._clock.now_ms()
+        self._expire_head(self.last_used_ms)
+        if not self._ready:
+            self._commit_state()
+            return None
+        entry = self._pop_ready()
+        delivery = self._hand_out(entry, None, no_ack, None)
+        self._commit_state()
+        return delivery
+
+    # -------------------------------------------------------------------------- settlement
+
+    def ack(self, delivery_ids: Iterable[int]) -> None:
+        """Settle delivered messages; raises PreconditionError for an unknown id (406)."""
+        entries = [self._take_unacked(i) for i in delivery_ids]
+        for entry in entries:
+            self._remove_live(entry)
+        self.acked += len(entries)
+        self._commit_state()
+        self.dispatch()
+
+    def reject(self, delivery_ids: Iterable[int], requeue: bool) -> None:
+        """basic.reject / basic.nack: return the messages to the queue (at their original place,
+        redelivered) or dead-letter them (reason rejected). A returned message whose delivery
+        count exceeds x-delivery-limit is dead-lettered with reason delivery_limit instead."""
+        entries = [self._take_unacked(i) for i in delivery_ids]
+        for entry in entries:
+            if requeue:
+                self._return(entry)
+            else:
+                self._dead_letter_entry(entry, DeathReason.REJECTED)
+        self._commit_state()
+        self.dispatch()
+
+    def _take_unacked(self, delivery_id: int) -> QueueEntry:
+        entry = self._unacked.pop(delivery_id, None)
+        if entry is None:
+            raise PreconditionError(f"unknown delivery id {delivery_id} on queue '{self.name}'")
+        entry.consumer = None
+        return entry
+
+    def _return(self, entry: QueueEntry) -> None:
+        limit = self.args.delivery_limit
+        if limit is not None and entry.delivery_count > limit:
+            self._dead_letter_entry(entry, DeathReason.DELIVERY_LIMIT)
+            return
+        self._push_ready(entry)
+
+    def purge(self) -> int:
+        """Drop every ready message (unacknowledged ones stay); returns how many."""
+        count = len(self._ready)
+        while self._ready:
+            self._remove_live(self._pop_ready())
+        self._commit_state()
+        return count
+
+    # --------------------------------------------------------------------------- consumers
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Subscribe; raises AccessRefusedError (403) against an exclusive consumer."""
+        if any(c.exclusive for c in self._consumers) or (consumer.exclusive and self._consumers):
+            raise AccessRefusedError(
+                f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
+            )
+        self._consumers.append(consumer)
+        self._had_consumer = True
+        self.last_used_ms = self._clock.now_ms()
+        self.dispatch()
+
+    def remove_consumer(self, consumer: Consumer, *, requeue_unacked: bool = True) -> None:
+        """Unsubscribe. With ``requeue_unacked`` (consumer or channel gone) its unacknowledged
+        messages return to the queue, redelivered; basic.cancel passes False and the channel
+        settles them later. An auto-delete queue is deleted when its last consumer leaves."""
+        if consumer not in self._consumers:
+            return
+        self._consumers.remove(consumer)
+        self.last_used_ms = self._clock.now_ms()
+        if requeue_unacked:
+            mine = [e for e in self._unacked.values() if e.consumer is consumer]
+            for entry in mine:
+                del self._unacked[entry.seq]
+                entry.consumer = None
+                self._return(entry)
+        self._commit_state()
+        if self.auto_delete and self._had_consumer and not self._consumers:
+            self._hooks.queue_unused(self)
+            return
+        self.dispatch()
+
+    def cancel_consumers(self) -> None:
+        """Tell every consumer the broker ended its subscription (queue deleted)."""
+        consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            consumer.cancelled(self)
+
+    # ------------------------------------------------------------------------------- timer
+
+    def next_deadline(self) -> int | None:
+        """The next time (ms) :meth:`tick` has work: head expiry or x-expires."""
+        deadlines: list[int] = []
+        head_expiry = self._ready[0][2].expires_at if self._ready else None
+        if head_expiry is not None:
+            deadlines.append(head_expiry)
+        if self.args.expires_ms is not None and not self._consumers:
+            deadlines.append(self.last_used_ms + self.args.expires_ms)
+        return min(deadlines) if deadlines else None
+
+    def idle_expired(self, now_ms: int) -> bool:
+        """x-expires: unused (no consumers, no basic.get, no redeclare) for that long."""
+        return (
+            self.args.expires_ms is not None
+            and not self._consumers
+            and now_ms - self.last_used_ms >= self.args.expires_ms
+        )
+
+    def tick(self, now_ms: int) -> None:
+        """Expire messages at the head and dispatch."""
+        self._expire_head(now_ms)
+        self._commit_state()
+        self.dispatch()
+
+    async def maintain(self) -> None:
+        """Reclaim log space and compact the state log (run periodically)."""
+        first = self._first_live_offset()
+        log = self.store.messages
+        if first is not None and self._pinning(first):
+            self._move_to_tail(first)
+            self._commit_state()
+            first = self._first_live_offset()
+        self.store.reclaim(log.next_offset if first is None else first)
+        if self.store.needs_snapshot():
+            await self.store.snapshot(
+                [(e.offset, e.seq, e.delivery_count) for e in self._entries.values()]
+            )
+
+    def _pinning(self, first: int) -> bool:
+        log = self.store.messages
+        dead = log.size_bytes - self._live_bytes
+        return (
+            log.size_bytes > 2 * self._segment_bytes
+            and dead > 3 * max(self._live_bytes, 1)
+            and log.next_offset - first > 1
+        )
+
+    def _move_to_tail(self, first: int) -> None:
+        """Re-append the oldest live records so the segments they pin can go."""
+        log = self.store.messages
+        cutoff = first + (log.next_offset - first) // 2
+        now = self._clock.now_ms()
+        old = sorted(
+            (e for e in self._entries.values() if e.offset < cutoff), key=lambda e: e.offset
+        )[:_MOVE_BATCH]
+        for entry in old:
+            keep = self.store.durable and entry.message.persistent
+            new_offset = self.store.append(
+                entry.seq, entry.message, entry.expires_at, now, keep=keep
+            )
+            self._pending_settle.append(entry.offset)
+            del self._offset_owner[entry.offset]
+            entry.offset = new_offset
+            self._offset_owner[new_offset] = entry.seq
+            heapq.heappush(self._offsets, new_offset)
+
+    def _first_live_offset(self) -> int | None:
+        heap = self._offsets
+        while heap and heap[0] not in self._offset_owner:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    # --------------------------------------------------------------------------- internals
+
+    def _add_live(self, entry: QueueEntry) -> None:
+        self._entries[entry.seq] = entry
+        self._offset_owner[entry.offset] = entry.seq
+        heapq.heappush(self._offsets, entry.offset)
+        self._live_bytes += entry.size
+
+    def _remove_live(self, entry: QueueEntry) -> None:
+        del self._entries[entry.seq]
+        self._offset_owner.pop(entry.offset, None)
+        self._live_bytes -= entry.size
+        self._pending_settle.append(entry.offset)
+
+    def _push_ready(self, entry: QueueEntry) -> None:
+        entry.ready = True
+        heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
+        self._ready_bytes += entry.size
+
+    def _pop_ready(self) -> QueueEntry:
+        entry = heapq.heappop(self._ready)[2]
+        entry.ready = False
+        self._ready_bytes -= entry.size
+        return entry
+
+    def _expire_head(self, now_ms: int) -> None:
+        while self._ready:
+            head = self._ready[0][2]
+            if head.expires_at is None or head.expires_at > now_ms:
+                return
+            self._pop_ready()
+            self.expired += 1
+            self._dead_letter_entry(head, DeathReason.EXPIRED)
+
+    def _dead_letter_entry(self, entry: QueueEntry, reason: DeathReason) -> None:
+        self._remove_live(entry)
+        self._send_to_dlx(entry.message, reason)
+
+    def _send_to_dlx(self, message: Message, reason: DeathReason) -> None:
+        if self.args.dead_letter_exchange is None:
+            return
+        self.dead_lettered += 1
+        self._hooks.dead_letter(self, message, reason)
+
+    def _commit_state(self) -> None:
+        if self._pending_settle:
+            self.store.settle(self._pending_settle)
+            self._pending_settle = []
+        if self._pending_delivered:
+            self.store.delivered(self._pending_delivered)
+            self._pending_delivered = []
+
+    def detach(self) -> list[Consumer]:
+        """Mark deleted and return the consumers (the virtual host cancels them)."""
+        self.deleted = True
+        consumers, self._consumers = self._consumers, []
+        self._ready.clear()
+        self._unacked.clear()
+        self._entries.clear()
+        return consumers

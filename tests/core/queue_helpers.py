@@ -1,0 +1,51 @@
+"""A consumer for queue tests: records deliveries, takes up to ``prefetch`` unacked ones."""
+
+from __future__ import annotations
+
+from wharf.core.consumers import Delivery
+from wharf.core.queue import Queue
+
+
+class RecordingConsumer:
+    def __init__(
+        self, tag: str = "c", *, prefetch: int = 0, no_ack: bool = False, exclusive: bool = False
+    ) -> None:
+        self._tag = tag
+        self._no_ack = no_ack
+        self._exclusive = exclusive
+        self.prefetch = prefetch  # 0 = unlimited
+        self.deliveries: list[Delivery] = []
+        self.outstanding: dict[int, Delivery] = {}
+        self.cancelled_by: list[str] = []
+
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    @property
+    def no_ack(self) -> bool:
+        return self._no_ack
+
+    @property
+    def exclusive(self) -> bool:
+        return self._exclusive
+
+    def can_take(self) -> bool:
+        return self.prefetch == 0 or len(self.outstanding) < self.prefetch
+
+    def deliver(self, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+        if not self._no_ack:
+            self.outstanding[delivery.delivery_id] = delivery
+
+    def cancelled(self, queue: Queue) -> None:
+        self.cancelled_by.append(queue.name)
+
+    def ack_all(self) -> None:
+        ids = list(self.outstanding)
+        self.outstanding.clear()
+        if ids:
+            next(iter(self.deliveries)).queue.ack(ids)
+
+    def bodies(self) -> list[bytes]:
+        return [d.message.body for d in self.deliveries]

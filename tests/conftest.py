@@ -9,10 +9,14 @@ on 127.0.0.1 with a free port; see :class:`helpers.broker_process.WharfProcess` 
 ``wharf serve`` flags (``"--fsync", "never"``), a chosen data directory or ``WHARF_*``
 variables; call it as often as needed. Every process still running at the end of the test is
 sent SIGTERM, and the test errors if it does not exit with code 0.
+
+A run with skipped tests fails (exit code 1): a skip must never pass for a success. Set
+``WHARF_ALLOW_SKIPS=1`` to let skips through when working on a machine without kcat or similar.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -21,6 +25,27 @@ import pytest
 from helpers.broker_process import WharfProcess
 
 StartWharf = Callable[..., WharfProcess]
+
+
+def _skipped_count(config: pytest.Config) -> int:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    allowed = os.environ.get("WHARF_ALLOW_SKIPS")
+    if exitstatus == pytest.ExitCode.OK and _skipped_count(session.config) and not allowed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    skipped = _skipped_count(config)
+    if skipped and not os.environ.get("WHARF_ALLOW_SKIPS"):
+        terminalreporter.write_sep(
+            "!", f"{skipped} test(s) skipped: the run fails (WHARF_ALLOW_SKIPS=1 allows skips)"
+        )
 
 
 @pytest.fixture

@@ -87,6 +87,16 @@ class GroupCommitter:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         await future
 
+    def request_flush(self, end_offset: int) -> None:
+        """Make offsets below ``end_offset`` durable soon without waiting (``ALWAYS`` only)."""
+        if self.policy is not FsyncPolicy.ALWAYS or end_offset <= self._durable or self._closed:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_outcome)
+        self._waiters.append((end_offset, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
     async def flush_now(self) -> int:
         """Flush whatever is written (regardless of policy); return the durable offset."""
         while self._flusher is not None:
@@ -160,3 +170,8 @@ class GroupCommitter:
                 await self._flush_once()
             except StorageError:
                 log.exception("periodic fsync failed; will retry in %.3f s", self._interval_s)
+
+
+def _consume_outcome(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("background fsync failed: %s", future.exception())

@@ -99,3 +99,14 @@ def test_json_log_format(start_wharf) -> None:  # type: ignore[no-untyped-def]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert [r for r in records if r["message"].startswith("wharf ready:")]
     assert records[-1]["message"] == "wharf stopped"
+
+
+def test_unusable_data_dir_is_refused_with_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = run_wharf("serve", "--data-dir", str(not_a_dir / "data"), "--kafka-port", "0",
+                       "--amqp-port", "0", "--http-port", "0")  # fmt: skip
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert f"cannot use data directory {not_a_dir / 'data'}: Not a directory" in line
+    assert "Traceback" not in result.stderr

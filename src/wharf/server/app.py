@@ -89,25 +89,34 @@ async def serve(
     shutdown = shutdown or ShutdownRequest()
     shutdown.install(loop)
     data_dir = settings.data_dir.absolute()
+    lock = DataDirLock(data_dir)
     try:
-        with DataDirLock(data_dir):
-            logger.info(
-                "wharf starting",
-                extra=log_fields(
-                    pid=os.getpid(),
-                    data_dir=data_dir,
-                    fsync=settings.broker.fsync,
-                    loop=type(loop).__module__.split(".")[0],
-                ),
-            )
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    broker = await stack.enter_async_context(Broker.open(data_dir, settings.broker))
-                except ResourceLockedError as exc:
-                    raise StartupError(f"{exc} (an embedded broker in another process?)") from None
-                await _run_listeners(broker, settings, factories, shutdown)
-            logger.info("broker closed")
+        try:
+            lock.acquire()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot use data directory {data_dir}: {reason}") from None
+        logger.info(
+            "wharf starting",
+            extra=log_fields(
+                pid=os.getpid(),
+                data_dir=data_dir,
+                fsync=settings.broker.fsync,
+                loop=type(loop).__module__.split(".")[0],
+            ),
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                broker = await stack.enter_async_context(Broker.open(data_dir, settings.broker))
+            except ResourceLockedError as exc:
+                raise StartupError(f"{exc} (an embedded broker in another process?)") from None
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise StartupError(f"cannot open the broker in {data_dir}: {reason}") from None
+            await _run_listeners(broker, settings, factories, shutdown)
+        logger.info("broker closed")
     finally:
+        lock.release()
         shutdown.uninstall(loop)
     logger.info("wharf stopped")
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from wharf.errors import ProtocolError
+from wharf.core.exchanges import UnknownExchangeTypeError
+from wharf.core.properties import MalformedPropertiesError
+from wharf.errors import (
+    AccessRefusedError,
+    BrokerError,
+    NotFoundError,
+    ProtocolError,
+    ResourceLockedError,
+)
 
 
 class ReplyCode(IntEnum):
@@ -99,3 +107,19 @@ def error_for(
     """Build the channel or connection error that matches ``reply_code``'s scope."""
     cls = AMQPChannelError if reply_code in CHANNEL_SCOPED else AMQPConnectionError
     return cls(reply_code, reply_text, class_id=class_id, method_id=method_id)
+
+
+def broker_error_reply(exc: BrokerError) -> tuple[ReplyCode, str]:
+    """The AMQP reply code for a refusal of the broker core (channel-scoped unless noted)."""
+    text = str(exc)
+    if isinstance(exc, UnknownExchangeTypeError):
+        return ReplyCode.COMMAND_INVALID, text  # RabbitMQ: a connection error
+    if isinstance(exc, MalformedPropertiesError):
+        return ReplyCode.SYNTAX_ERROR, text
+    if isinstance(exc, NotFoundError):
+        return ReplyCode.NOT_FOUND, text
+    if isinstance(exc, ResourceLockedError):
+        return ReplyCode.RESOURCE_LOCKED, text
+    if isinstance(exc, AccessRefusedError):
+        return ReplyCode.ACCESS_REFUSED, text
+    return ReplyCode.PRECONDITION_FAILED, text

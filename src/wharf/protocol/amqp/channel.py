@@ -1,0 +1,736 @@
+"""One AMQP channel: the exchange, queue, basic, confirm and tx classes on top of the core.
+
+How it works
+------------
+:meth:`Channel.handle` receives every frame of its channel number (the connection has already
+dealt with Channel.Open/Close). Method frames are dispatched through ``_METHODS`` to one
+coroutine each; a Basic.Publish is followed by a content header and body frames, assembled
+under the content table of :mod:`wharf.protocol.amqp.state` and then published.
+
+Consuming: each Basic.Consume creates a :class:`ChannelConsumer` (the core's
+:class:`~wharf.core.consumers.Consumer`) registered with the queue. The queue pushes
+:class:`~wharf.core.consumers.Delivery` objects while ``can_take`` allows; the channel numbers
+them with its own delivery tags (1, 2, ... per channel) and keeps unsettled ones in
+``_unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them. Closing the channel
+requeues what is left, marked redelivered.
+
+Prefetch (Basic.Qos) follows RabbitMQ's reading of ``global``: ``global=false`` limits each
+consumer, ``global=true`` the whole channel. Unlike RabbitMQ, a per-consumer limit also applies
+to consumers already running on the channel (Celery raises its prefetch that way).
+
+Publisher confirms: in confirm mode every published message gets a sequence number; the core's
+durability future for it resolves once it is stored (fsynced when persistent and the queue is
+durable). Confirms are sent in batches on the next loop iteration: the longest settled prefix
+becomes one Basic.Ack with multiple=true, anything settled out of order is acked singly, and a
+message that could not be stored is nacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Container
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pamqp import base, commands
+
+from wharf.core.consumers import Delivery
+from wharf.core.message import Message
+from wharf.errors import AccessRefusedError, BrokerError, StorageError
+from wharf.protocol.amqp.errors import (
+    AMQPChannelError,
+    AMQPConnectionError,
+    ReplyCode,
+    broker_error_reply,
+    error_for,
+)
+from wharf.protocol.amqp.frames import (
+    BASIC_CLASS,
+    ContentBodyFrame,
+    ContentHeaderFrame,
+    FrameWriter,
+    MethodFrame,
+    PublishFrame,
+)
+from wharf.protocol.amqp.state import (
+    ChannelState,
+    ContentInput,
+    ContentState,
+    content_transition,
+)
+
+if TYPE_CHECKING:
+    from wharf.core.broker import Broker
+    from wharf.core.queue import Queue
+    from wharf.core.vhosts import PublishResult, VirtualHost
+
+__all__ = ["MAX_BODY_SIZE", "Channel", "ChannelConsumer", "ChannelOwner"]
+
+#: Largest message body accepted (RabbitMQ's default max_message_size is 128 MiB).
+MAX_BODY_SIZE = 128 << 20
+
+
+class ChannelOwner(Protocol):
+    """What a channel needs from its connection."""
+
+    broker: Broker
+    writer: FrameWriter
+    vhost_name: str
+    username: str
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]: ...
+
+    def send_method(self, channel: int, method: base.Frame) -> None: ...
+
+    def send_raw(self, data: bytes) -> None: ...
+
+    def fail(self, exc: BaseException, channel_number: int) -> None: ...
+
+
+
+class ChannelConsumer:
+    """One Basic.Consume subscription; implements :class:`wharf.core.consumers.Consumer`."""
+
+    __slots__ = ("_channel", "_exclusive", "_no_ack", "_tag", "queue", "tag_bytes", "unacked")
+
+    def __init__(
+        self, channel: Channel, queue: Queue, tag: str, *, no_ack: bool, exclusive: bool
+    ) -> None:
+        self._channel = channel
+        self._tag = tag
+        self._no_ack = no_ack
+        self._exclusive = exclusive
+        self.queue = queue
+        self.tag_bytes = tag.encode("utf-8")
+        self.unacked = 0
+
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    @property
+    def no_ack(self) -> bool:
+        return self._no_ack
+
+    @property
+    def exclusive(self) -> bool:
+        return self._exclusive
+
+    def can_take(self) -> bool:
+        channel = self._channel
+        if not channel.active or channel.state is not ChannelState.OPEN:
+            return False
+        if self._no_ack:
+            return True
+        limit = channel.consumer_prefetch
+        if limit and self.unacked >= limit:
+            return False
+        limit = channel.channel_prefetch
+        return not (limit and len(channel.unacked) >= limit)
+
+    def deliver(self, delivery: Delivery) -> None:
+        self._channel.deliver(self, delivery)
+
+    def cancelled(self, queue: Queue) -> None:
+        self._channel.consumer_cancelled_by_broker(self)
+
+
+class Channel:
+    """See the module docstring."""
+
+    def __init__(self, owner: ChannelOwner, number: int) -> None:
+        self.owner = owner
+        self.number = number
+        self.state = ChannelState.OPEN
+        self.active = True  # Channel.Flow
+        self.consumer_prefetch = 0
+        self.channel_prefetch = 0
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: dict[int, tuple[Delivery, ChannelConsumer | None]] = {}
+        self._next_tag = 1
+        # publishing
+        self._content = ContentState.IDLE
+        self._publish: PublishFrame | None = None
+        self._properties = b""
+        self._body_size = 0
+        self._body: list[bytes] = []
+        self._received = 0
+        # confirms
+        self.confirm_mode = False
+        self._publish_seq = 0
+        self._confirms: deque[tuple[int, PublishResult]] = deque()
+        self._confirm_wakeup = asyncio.Event()
+        self._confirm_task: asyncio.Task[None] | None = None
+        self._settled: list[tuple[int, bool]] = []  # (sequence number, stored?) in order
+        self._confirm_flush_scheduled = False
+        # transactions
+        self.tx_mode = False
+        self._tx_publishes: list[tuple[Message, bool]] = []
+        self._tx_settles: list[Callable[[], None]] = []
+        self._methods: dict[type[base.Frame], Callable[[Any], Awaitable[None]]] = {
+            commands.Exchange.Declare: self._exchange_declare,
+            commands.Exchange.Delete: self._exchange_delete,
+            commands.Exchange.Bind: self._exchange_bind,
+            commands.Exchange.Unbind: self._exchange_unbind,
+            commands.Queue.Declare: self._queue_declare,
+            commands.Queue.Bind: self._queue_bind,
+            commands.Queue.Unbind: self._queue_unbind,
+            commands.Queue.Purge: self._queue_purge,
+            commands.Queue.Delete: self._queue_delete,
+            commands.Basic.Qos: self._basic_qos,
+            commands.Basic.Consume: self._basic_consume,
+            commands.Basic.Cancel: self._basic_cancel,
+            commands.Basic.Get: self._basic_get,
+            commands.Basic.Ack: self._basic_ack,
+            commands.Basic.Nack: self._basic_nack,
+            commands.Basic.Reject: self._basic_reject,
+            commands.Basic.Recover: self._basic_recover,
+            commands.Basic.RecoverAsync: self._basic_recover_async,
+            commands.Channel.Flow: self._channel_flow,
+            commands.Confirm.Select: self._confirm_select,
+            commands.Tx.Select: self._tx_select,
+            commands.Tx.Commit: self._tx_commit,
+            commands.Tx.Rollback: self._tx_rollback,
+        }
+
+    @property
+    def vhost(self) -> VirtualHost:
+        vhosts = self.owner.broker.vhosts
+        name = self.owner.vhost_name
+        if name not in vhosts:
+            raise AMQPConnectionError(ReplyCode.CONNECTION_FORCED, f"vhost '{name}' was deleted")
+        return vhosts[name]
+
+    # -- frames --------------------------------------------------------------------------------
+
+    async def handle(self, event: object) -> None:
+        if isinstance(event, PublishFrame):
+            self._content = content_transition(self._content, ContentInput.PUBLISH)
+            self._publish = event
+        elif isinstance(event, ContentHeaderFrame):
+            self._on_content_header(event)
+        elif isinstance(event, ContentBodyFrame):
+            self._on_content_body(event)
+        elif isinstance(event, MethodFrame):
+            self._content = content_transition(self._content, ContentInput.METHOD)
+            method = event.method
+            handler = self._methods.get(type(method))
+            if handler is None:
+                raise AMQPConnectionError(
+                    ReplyCode.COMMAND_INVALID,
+                    f"{method.name} is not valid on a channel",
+                    class_id=method.index >> 16,
+                    method_id=method.index & 0xFFFF,
+                )
+            try:
+                await handler(method)
+            except BrokerError as exc:
+                raise _with_method(exc, method) from exc
+
+    def _on_content_header(self, frame: ContentHeaderFrame) -> None:
+        if frame.class_id != BASIC_CLASS:
+            raise AMQPConnectionError(
+                ReplyCode.UNEXPECTED_FRAME, f"content header for class {frame.class_id}"
+            )
+        if frame.body_size == 0:
+            self._content = content_transition(self._content, ContentInput.LAST_BODY)
+            self._properties = frame.properties
+            self._complete_publish(b"")
+            return
+        self._content = content_transition(self._content, ContentInput.HEADER)
+        if frame.body_size > MAX_BODY_SIZE:
+            # Keep reading the body frames (they are bounded by frame_max) but refuse it.
+            raise AMQPChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                f"message size {frame.body_size} is larger than max size {MAX_BODY_SIZE}",
+                class_id=60,
+                method_id=40,
+            )
+        self._properties = frame.properties
+        self._body_size = frame.body_size
+        self._body = []
+        self._received = 0
+
+    def _on_content_body(self, frame: ContentBodyFrame) -> None:
+        if self._content is not ContentState.AWAIT_BODY:
+            self._content = content_transition(self._content, ContentInput.BODY)  # raises
+        self._received += len(frame.payload)
+        if self._received > self._body_size:
+            raise AMQPConnectionError(
+                ReplyCode.FRAME_ERROR,
+                f"body frames carry {self._received} bytes, header announced {self._body_size}",
+            )
+        self._body.append(frame.payload)
+        if self._received < self._body_size:
+            self._content = content_transition(self._content, ContentInput.BODY)
+            return
+        self._content = content_transition(self._content, ContentInput.LAST_BODY)
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        self._complete_publish(body)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _complete_publish(self, body: bytes) -> None:
+        publish = self._publish
+        assert publish is not None
+        self._publish = None
+        try:
+            message = Message(publish.exchange, publish.routing_key, self._properties, body)
+            if self.tx_mode:
+                self.vhost.get_exchange(publish.exchange)  # 404 now, not at commit
+                self._tx_publishes.append((message, publish.mandatory))
+                return
+            result = self.vhost.publish_nowait(message, mandatory=publish.mandatory)
+        except BrokerError as exc:
+            raise _with_method(exc, commands.Basic.Publish()) from exc
+        if publish.mandatory and not result.routed:
+            self._return_unroutable(message)
+        if self.confirm_mode:
+            self._publish_seq += 1
+            self._confirms.append((self._publish_seq, result))
+            if self._confirm_task is None:
+                self._confirm_task = asyncio.get_running_loop().create_task(
+                    self._confirm_loop()
+                )
+            self._confirm_wakeup.set()
+
+    def _return_unroutable(self, message: Message) -> None:
+        self.owner.send_raw(
+            self.owner.writer.basic_return(
+                self.number,
+                int(ReplyCode.NO_ROUTE),
+                "NO_ROUTE",
+                message.exchange,
+                message.routing_key,
+                message.properties,
+                message.body,
+            )
+        )
+
+    async def _confirm_loop(self) -> None:
+        """Wait for each confirm-mode publish to be stored, in publish order."""
+        confirms = self._confirms
+        while self.state is ChannelState.OPEN:
+            if not confirms:
+                self._confirm_wakeup.clear()
+                await self._confirm_wakeup.wait()
+                continue
+            seq, result = confirms.popleft()
+            ok = not result.rejected
+            if ok:
+                try:
+                    await result.wait_durable()
+                except (StorageError, BrokerError):
+                    ok = False  # could not be stored (disk full, ...): nack
+            self._settled.append((seq, ok))
+            if not self._confirm_flush_scheduled:
+                self._confirm_flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_confirms)
+
+    def _flush_confirms(self) -> None:
+        """Send settled confirms; a run of acks becomes one Basic.Ack with multiple=true."""
+        self._confirm_flush_scheduled = False
+        settled, self._settled = self._settled, []
+        if self.state is not ChannelState.OPEN:
+            return
+        last_ack = 0
+        for seq, ok in settled:
+            if ok:
+                last_ack = seq
+                continue
+            if last_ack:
+                self.owner.send_method(
+                    self.number, commands.Basic.Ack(delivery_tag=last_ack, multiple=True)
+                )
+                last_ack = 0
+            self.owner.send_method(
+                self.number, commands.Basic.Nack(delivery_tag=seq, multiple=False, requeue=False)
+            )
+        if last_ack:
+            self.owner.send_method(
+                self.number, commands.Basic.Ack(delivery_tag=last_ack, multiple=True)
+            )
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def deliver(self, consumer: ChannelConsumer, delivery: Delivery) -> None:
+        tag = self._next_tag
+        self._next_tag += 1
+        if not consumer.no_ack:  # a no-ack delivery is settled by the queue as it hands it out
+            consumer.unacked += 1
+            self.unacked[tag] = (delivery, consumer)
+        message = delivery.message
+        self.owner.send_raw(
+            self.owner.writer.deliver(
+                self.number,
+                consumer.tag_bytes,
+                tag,
+                delivery.redelivered,
+                message.exchange.encode("utf-8"),
+                message.routing_key.encode("utf-8"),
+                message.properties,
+                message.body,
+            )
+        )
+
+    def consumer_cancelled_by_broker(self, consumer: ChannelConsumer) -> None:
+        if self.consumers.get(consumer.tag) is not consumer:
+            return
+        del self.consumers[consumer.tag]
+        if self.owner.client_capabilities.get("consumer_cancel_notify"):
+            self.owner.send_method(self.number, commands.Basic.Cancel(consumer_tag=consumer.tag))
+
+    def _settle(self, tags: list[int], action: Callable[[Queue, list[int]], None]) -> None:
+        by_queue: dict[Queue, list[int]] = {}
+        for tag in tags:
+            delivery, consumer = self.unacked.pop(tag)
+            if consumer is not None:
+                consumer.unacked -= 1
+            by_queue.setdefault(delivery.queue, []).append(delivery.delivery_id)
+        for queue, ids in by_queue.items():
+            action(queue, ids)  # the queue dispatches again by itself
+        self._dispatch_consumed(skip=by_queue)
+
+    def _dispatch_consumed(self, skip: Container[Queue] = ()) -> None:
+        """Credit came back: let every queue we consume from push more."""
+        for queue in {c.queue for c in self.consumers.values()}:
+            if queue not in skip:
+                queue.dispatch()
+
+    def _select_tags(self, delivery_tag: int, multiple: bool) -> list[int]:
+        if multiple:
+            if delivery_tag == 0:
+                return list(self.unacked)
+            tags = [t for t in self.unacked if t <= delivery_tag]
+            if not tags and delivery_tag not in self.unacked and delivery_tag >= self._next_tag:
+                raise _unknown_tag(delivery_tag)
+            return tags
+        if delivery_tag not in self.unacked:
+            raise _unknown_tag(delivery_tag)
+        return [delivery_tag]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def release_now(self) -> None:
+        """Cancel consumers and requeue unsettled deliveries (channel or connection closing)."""
+        self.state = ChannelState.CLOSED if self.state is ChannelState.OPEN else self.state
+        consumers, self.consumers = self.consumers, {}
+        for consumer in consumers.values():
+            consumer.queue.remove_consumer(consumer, requeue_unacked=False)
+        unacked, self.unacked = self.unacked, {}
+        by_queue: dict[Queue, list[int]] = {}
+        for delivery, _ in unacked.values():
+            by_queue.setdefault(delivery.queue, []).append(delivery.delivery_id)
+        for queue, ids in by_queue.items():
+            if not queue.deleted:
+                queue.reject(ids, requeue=True)
+        self._tx_publishes.clear()
+        self._tx_settles.clear()
+        self._confirms.clear()
+        if self._confirm_task is not None:
+            self._confirm_task.cancel()
+            self._confirm_task = None
+
+    async def release(self) -> None:
+        self.release_now()
+
+    # -- exchange class ------------------------------------------------------------------------
+
+    async def _exchange_declare(self, m: commands.Exchange.Declare) -> None:
+        _check_name(m.exchange, m)
+        await self.vhost.declare_exchange(
+            m.exchange,
+            m.exchange_type,
+            durable=bool(m.durable),
+            auto_delete=bool(m.auto_delete),
+            internal=bool(m.internal),
+            arguments=dict(m.arguments or {}),
+            passive=bool(m.passive),
+        )
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Exchange.DeclareOk())
+
+    async def _exchange_delete(self, m: commands.Exchange.Delete) -> None:
+        _check_name(m.exchange, m)
+        vhost = self.vhost
+        if m.exchange in vhost.exchanges:  # deleting an absent exchange succeeds (RabbitMQ)
+            await vhost.delete_exchange(m.exchange, if_unused=bool(m.if_unused))
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Exchange.DeleteOk())
+
+    async def _exchange_bind(self, m: commands.Exchange.Bind) -> None:
+        await self.vhost.bind_exchange(
+            m.destination, m.source, m.routing_key, dict(m.arguments or {})
+        )
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Exchange.BindOk())
+
+    async def _exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        await self.vhost.unbind_exchange(
+            m.destination, m.source, m.routing_key, dict(m.arguments or {})
+        )
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Exchange.UnbindOk())
+
+    # -- queue class ---------------------------------------------------------------------------
+
+    async def _queue_declare(self, m: commands.Queue.Declare) -> None:
+        _check_name(m.queue, m)
+        queue = await self.vhost.declare_queue(
+            m.queue,
+            durable=bool(m.durable),
+            exclusive=bool(m.exclusive),
+            auto_delete=bool(m.auto_delete),
+            arguments=dict(m.arguments or {}),
+            passive=bool(m.passive),
+            owner=self.owner,
+        )
+        if not m.nowait:
+            self.owner.send_method(
+                self.number,
+                commands.Queue.DeclareOk(
+                    queue=queue.name,
+                    message_count=queue.message_count,
+                    consumer_count=queue.consumer_count,
+                ),
+            )
+
+    def _queue(self, name: str) -> Queue:
+        """The named queue; 404 if absent, 405 if another connection's exclusive queue."""
+        return self.vhost.get_queue(name, self.owner)
+
+    async def _queue_bind(self, m: commands.Queue.Bind) -> None:
+        await self.vhost.bind_queue(
+            m.queue, m.exchange, m.routing_key, dict(m.arguments or {}), owner=self.owner
+        )
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Queue.BindOk())
+
+    async def _queue_unbind(self, m: commands.Queue.Unbind) -> None:
+        await self.vhost.unbind_queue(
+            m.queue, m.exchange, m.routing_key, dict(m.arguments or {}), owner=self.owner
+        )
+        self.owner.send_method(self.number, commands.Queue.UnbindOk())
+
+    async def _queue_purge(self, m: commands.Queue.Purge) -> None:
+        count = await self.vhost.purge_queue(m.queue, owner=self.owner)
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Queue.PurgeOk(message_count=count))
+
+    async def _queue_delete(self, m: commands.Queue.Delete) -> None:
+        vhost = self.vhost
+        count = 0
+        if m.queue in vhost.queues:  # deleting an absent queue succeeds (RabbitMQ)
+            count = await vhost.delete_queue(
+                m.queue,
+                if_unused=bool(m.if_unused),
+                if_empty=bool(m.if_empty),
+                owner=self.owner,
+            )
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Queue.DeleteOk(message_count=count))
+
+    # -- basic class ---------------------------------------------------------------------------
+
+    async def _basic_qos(self, m: commands.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise AMQPConnectionError(
+                ReplyCode.NOT_IMPLEMENTED, "prefetch_size is not supported", class_id=60,
+                method_id=10,
+            )
+        if m.global_:
+            self.channel_prefetch = m.prefetch_count
+        else:
+            self.consumer_prefetch = m.prefetch_count
+        self.owner.send_method(self.number, commands.Basic.QosOk())
+        self._dispatch_consumed()
+
+    async def _basic_consume(self, m: commands.Basic.Consume) -> None:
+        queue = self._queue(m.queue)
+        tag = m.consumer_tag or f"amq.ctag-{_random_suffix()}"
+        if tag in self.consumers:
+            raise AMQPConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                f"attempt to reuse consumer tag '{tag}'",
+                class_id=60,
+                method_id=20,
+            )
+        if any(c.exclusive for c in queue.consumers) or (m.exclusive and queue.consumers):
+            raise AccessRefusedError(
+                f"queue '{queue.name}' in vhost '{self.owner.vhost_name}' in exclusive use"
+            )
+        consumer = ChannelConsumer(self, queue, tag, no_ack=m.no_ack, exclusive=m.exclusive)
+        # Consume-Ok goes out before the first delivery, which add_consumer may trigger.
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Basic.ConsumeOk(consumer_tag=tag))
+        self.consumers[tag] = consumer
+        queue.add_consumer(consumer)
+
+    async def _basic_cancel(self, m: commands.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag or "", None)
+        if consumer is not None:
+            # Its unsettled deliveries stay with the channel until acked or the channel closes.
+            consumer.queue.remove_consumer(consumer, requeue_unacked=False)
+        if not m.nowait:
+            self.owner.send_method(
+                self.number, commands.Basic.CancelOk(consumer_tag=m.consumer_tag)
+            )
+
+    async def _basic_get(self, m: commands.Basic.Get) -> None:
+        queue = self._queue(m.queue)
+        delivery = queue.basic_get(m.no_ack)
+        if delivery is None:
+            self.owner.send_method(self.number, commands.Basic.GetEmpty())
+            return
+        tag = self._next_tag
+        self._next_tag += 1
+        if not m.no_ack:
+            self.unacked[tag] = (delivery, None)
+        message = delivery.message
+        self.owner.send_raw(
+            self.owner.writer.get_ok(
+                self.number,
+                tag,
+                delivery.redelivered,
+                message.exchange.encode("utf-8"),
+                message.routing_key.encode("utf-8"),
+                delivery.message_count,
+                message.properties,
+                message.body,
+            )
+        )
+
+    async def _basic_ack(self, m: commands.Basic.Ack) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, bool(m.multiple))
+        self._tx_or_now(lambda: self._settle(tags, _ack))
+
+    async def _basic_nack(self, m: commands.Basic.Nack) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, bool(m.multiple))
+        requeue = bool(m.requeue)
+        self._tx_or_now(lambda: self._settle(tags, _rejecter(requeue)))
+
+    async def _basic_reject(self, m: commands.Basic.Reject) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, False)
+        requeue = bool(m.requeue)
+        self._tx_or_now(lambda: self._settle(tags, _rejecter(requeue)))
+
+    def _tx_or_now(self, settle: Callable[[], None]) -> None:
+        if self.tx_mode:
+            self._tx_settles.append(settle)
+        else:
+            settle()
+
+    async def _basic_recover(self, m: commands.Basic.Recover) -> None:
+        self._recover()
+        self.owner.send_method(self.number, commands.Basic.RecoverOk())
+
+    async def _basic_recover_async(self, m: commands.Basic.RecoverAsync) -> None:
+        self._recover()
+
+    def _recover(self) -> None:
+        """Requeue every unsettled delivery (RabbitMQ treats requeue=false the same way)."""
+        self._settle(list(self.unacked), _rejecter(True))
+
+    async def _channel_flow(self, m: commands.Channel.Flow) -> None:
+        self.active = bool(m.active)
+        self.owner.send_method(self.number, commands.Channel.FlowOk(active=m.active))
+        if m.active:
+            self._dispatch_consumed()
+
+    # -- confirm and tx classes ----------------------------------------------------------------
+
+    async def _confirm_select(self, m: commands.Confirm.Select) -> None:
+        if self.tx_mode:
+            raise AMQPChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                "cannot switch from tx to confirm mode",
+                class_id=85,
+                method_id=10,
+            )
+        self.confirm_mode = True
+        if not m.nowait:
+            self.owner.send_method(self.number, commands.Confirm.SelectOk())
+
+    async def _tx_select(self, m: commands.Tx.Select) -> None:
+        if self.confirm_mode:
+            raise AMQPChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                "cannot switch from confirm to tx mode",
+                class_id=90,
+                method_id=10,
+            )
+        self.tx_mode = True
+        self.owner.send_method(self.number, commands.Tx.SelectOk())
+
+    def _require_tx(self, m: base.Frame) -> None:
+        if not self.tx_mode:
+            raise AMQPChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                "channel is not transactional",
+                class_id=90,
+                method_id=m.index & 0xFFFF,
+            )
+
+    async def _tx_commit(self, m: commands.Tx.Commit) -> None:
+        self._require_tx(m)
+        publishes, self._tx_publishes = self._tx_publishes, []
+        settles, self._tx_settles = self._tx_settles, []
+        vhost = self.vhost
+        results: list[PublishResult] = []
+        for message, mandatory in publishes:
+            result = vhost.publish_nowait(message, mandatory=mandatory)
+            if mandatory and not result.routed:
+                self._return_unroutable(message)
+            results.append(result)
+        for settle in settles:
+            settle()
+        for result in results:
+            await result.wait_durable()
+        self.owner.send_method(self.number, commands.Tx.CommitOk())
+
+    async def _tx_rollback(self, m: commands.Tx.Rollback) -> None:
+        self._require_tx(m)
+        self._tx_publishes.clear()
+        self._tx_settles.clear()
+        self.owner.send_method(self.number, commands.Tx.RollbackOk())
+
+
+def _ack(queue: Queue, ids: list[int]) -> None:
+    queue.ack(ids)
+
+
+def _rejecter(requeue: bool) -> Callable[[Queue, list[int]], None]:
+    def reject(queue: Queue, ids: list[int]) -> None:
+        queue.reject(ids, requeue=requeue)
+
+    return reject
+
+
+def _unknown_tag(tag: int) -> AMQPChannelError:
+    return AMQPChannelError(
+        ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {tag}", class_id=60, method_id=80
+    )
+
+
+def _random_suffix() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _check_name(name: str, m: base.Frame) -> None:
+    if len(name.encode("utf-8")) > 255:
+        raise AMQPConnectionError(
+            ReplyCode.SYNTAX_ERROR, "name longer than 255 bytes", class_id=m.index >> 16,
+            method_id=m.index & 0xFFFF,
+        )
+
+
+def _with_method(exc: BrokerError, m: base.Frame) -> AMQPChannelError | AMQPConnectionError:
+    """Attach the failing method's ids to a core refusal (the reply code stays the core's)."""
+    code, text = broker_error_reply(exc)
+    error = error_for(code, text, class_id=m.index >> 16, method_id=m.index & 0xFFFF)
+    assert isinstance(error, AMQPChannelError | AMQPConnectionError)
+    return error
+

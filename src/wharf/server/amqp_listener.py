@@ -1,0 +1,278 @@
+"""The AMQP 0-9-1 listener: asyncio sockets in front of :class:`AMQPConnection`.
+
+How it works
+------------
+:class:`AMQPListener` binds one TCP server; each accepted socket gets an
+:class:`AMQPProtocol` (an ``asyncio.Protocol``) and an
+:class:`~wharf.protocol.amqp.connection.AMQPConnection` running as one task.
+
+* Writes are gathered: every ``write`` during one event-loop iteration is joined and handed to
+  the transport once, on the next iteration (many deliveries become one ``send``).
+* Flow control, both ways: when the transport's write buffer passes its high-water mark we
+  stop reading from the socket (a slow consumer cannot make us buffer without bound) and
+  resume on ``resume_writing``; the connection itself pauses reading when unparsed input piles
+  up (more than a few frames).
+* Heartbeats: once tuned, a timer sends a heartbeat frame when nothing was written for half the
+  interval, and closes the connection when nothing was received for two intervals.
+* A handshake that does not reach Open-Ok within ``handshake_timeout`` is dropped; a
+  connection that sent Close and gets no Close-Ok within a few seconds is dropped too.
+* Every close is logged with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from wharf.core.broker import Broker
+from wharf.protocol.amqp.connection import AMQPConnection, AMQPSettings
+from wharf.protocol.amqp.errors import ReplyCode
+from wharf.protocol.amqp.state import ConnState
+from wharf.server.listener import Endpoint
+from wharf.server.settings import ServerSettings
+
+__all__ = ["AMQPListener", "AMQPProtocol", "create_amqp_listener"]
+
+log = logging.getLogger("wharf.amqp")
+
+_WRITE_HIGH_WATER = 4 << 20
+_WRITE_LOW_WATER = 1 << 20
+_CLOSE_OK_TIMEOUT_S = 5.0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class AMQPProtocol(asyncio.Protocol):
+    """One client socket; see the module docstring."""
+
+    def __init__(self, listener: AMQPListener) -> None:
+        self._listener = listener
+        self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self._reading_paused_by_conn = False
+        self._writing_paused = False
+        self._closing = False
+        self._last_received = time.monotonic()
+        self._last_sent = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.conn: AMQPConnection | None = None
+        self._started = time.monotonic()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(_WRITE_HIGH_WATER, _WRITE_LOW_WATER)
+        peername = transport.get_extra_info("peername") or ("?", 0)
+        host = str(peername[0])
+        peer = f"{host}:{peername[1]}"
+        self.conn = AMQPConnection(
+            self._listener.broker,
+            self,
+            peer=peer,
+            is_loopback=_is_loopback(host),
+            settings=self._listener.amqp_settings,
+        )
+        self._listener.protocols.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"amqp {peer}")
+        self._schedule_tick(1.0)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = time.monotonic()
+        if self.conn is not None:
+            self.conn.receive_data(data)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._listener.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            reason = conn.close_reason or f"socket closed by peer ({exc or 'eof'})"
+            log.info("amqp %s: connection lost: %s", conn.peer, reason)
+            conn.connection_lost()
+        elif conn is not None:
+            log.info("amqp %s: connection closed: %s", conn.peer, conn.close_reason or "closed")
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._pending.clear()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    # -- Transport (what AMQPConnection writes to) -------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._pending.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def pause_reading(self) -> None:
+        self._reading_paused_by_conn = True
+        self._update_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused_by_conn = False
+        self._update_reading()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._reading_paused_by_conn or self._writing_paused:
+            if transport.is_reading():
+                transport.pause_reading()
+        elif not transport.is_reading():
+            transport.resume_reading()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._transport is None or self._transport.is_closing():
+            self._pending.clear()
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._last_sent = time.monotonic()
+        self._transport.write(data)
+
+    async def _run(self) -> None:
+        assert self.conn is not None
+        await self.conn.run()
+
+    def _schedule_tick(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        """Handshake timeout, Close-Ok timeout and heartbeats, checked once per period."""
+        conn = self.conn
+        if conn is None or conn.closed or self._transport is None:
+            return
+        now = time.monotonic()
+        period = 1.0
+        if conn.state is not ConnState.OPEN and conn.state is not ConnState.CLOSING:
+            if now - self._started > conn.settings.handshake_timeout:
+                conn.close_reason = "handshake timeout"
+                log.info("amqp %s: closing: handshake not finished in time", conn.peer)
+                self.abort()
+                return
+        elif conn.state is ConnState.CLOSING:
+            if now - self._last_received > _CLOSE_OK_TIMEOUT_S:
+                log.info("amqp %s: no Close-Ok from the client; dropping", conn.peer)
+                self.abort()
+                return
+        elif conn.heartbeat:
+            interval = conn.heartbeat
+            if now - self._last_received > 2 * interval:
+                conn.close_reason = f"missed heartbeats from client, timeout: {interval}s"
+                log.info("amqp %s: closing: %s", conn.peer, conn.close_reason)
+                # The client is presumed gone; like RabbitMQ, just drop the socket.
+                self.abort()
+                return
+            if now - self._last_sent >= interval / 2:
+                self.write(conn.writer.heartbeat())
+            period = max(0.5, min(interval / 2, 5.0))
+        self._schedule_tick(period)
+
+    def abort(self) -> None:
+        if self.conn is not None:
+            self.conn.connection_lost()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def shutdown(self) -> None:
+        """Graceful server stop: send Connection.Close (320 CONNECTION_FORCED)."""
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.close_from_server(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+
+
+class AMQPListener:
+    """The AMQP front end of ``wharf serve`` (see :mod:`wharf.server.listener`)."""
+
+    def __init__(self, host: str, port: int, amqp_settings: AMQPSettings | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.amqp_settings = amqp_settings or AMQPSettings()
+        self.protocols: set[AMQPProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._broker: Broker | None = None
+        self._all_closed = asyncio.Event()
+
+    def forget(self, protocol: AMQPProtocol) -> None:
+        self.protocols.discard(protocol)
+        if not self.protocols:
+            self._all_closed.set()
+
+    @property
+    def broker(self) -> Broker:
+        assert self._broker is not None, "listener not started"
+        return self._broker
+
+    async def start(self, broker: Broker) -> Sequence[Endpoint]:
+        self._broker = broker
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AMQPProtocol(self), self.host, self.port, reuse_address=True
+        )
+        endpoints: list[Endpoint] = []
+        for sock in self._server.sockets:
+            addr: Any = sock.getsockname()
+            endpoints.append(("amqp", str(addr[0]), int(addr[1])))
+        log.info("amqp listening on %s", ", ".join(f"{h}:{p}" for _, h, p in endpoints))
+        return endpoints
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self, grace_s: float) -> None:
+        for protocol in list(self.protocols):
+            protocol.shutdown()
+        if self.protocols:
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), grace_s)
+        for protocol in list(self.protocols):
+            protocol.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def create_amqp_listener(settings: ServerSettings) -> AMQPListener:
+    """The factory ``server/app.py`` registers for ``--amqp-port``."""
+    return AMQPListener(settings.host, settings.amqp_port)

@@ -1,0 +1,120 @@
+"""Malformed and hostile input over real sockets; a healthy pika client stays unaffected."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pika
+import pytest
+from amqp_inprocess import InProcessBroker
+from amqp_wire import HEADER, handshake, read_frames, send_method
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+
+pytestmark = pytest.mark.interop
+
+@pytest.fixture
+def healthy(amqp_broker: InProcessBroker) -> Iterator[pika.BlockingConnection]:
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_broker.port))
+    channel = conn.channel()
+    channel.queue_declare("healthy")
+    yield conn
+    # The healthy client still works after every attack.
+    channel.basic_publish("", "healthy", b"ok")
+    assert channel.basic_get("healthy", auto_ack=True)[2] == b"ok"
+    conn.close()
+
+
+def close_code(frames: list[object]) -> int:
+    closes = [f for f in frames if isinstance(f, commands.Connection.Close)]
+    assert closes, frames
+    return closes[0].reply_code
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"AMQP\x01\x01\x00\x0a", b"\x00" * 64]
+)
+def test_wrong_protocol_header_gets_ours(amqp_broker, healthy, garbage: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", amqp_broker.port)) as sock:
+        sock.sendall(garbage)
+        _, raw = read_frames(sock)
+    assert raw == HEADER
+
+
+def test_unfinished_protocol_header_times_out(amqp_broker, healthy) -> None:
+    amqp_broker.listener.amqp_settings.handshake_timeout = 1.0
+    with socket.create_connection(("127.0.0.1", amqp_broker.port)) as sock:
+        sock.sendall(b"AMQP\x00")
+        frames, raw = read_frames(sock, timeout=15)
+    assert raw == b"" and frames == []
+
+
+def test_oversized_frame_size_is_frame_error(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        sock.sendall(struct.pack(">BHI", 1, 1, 0x7FFFFFFF))  # claims 2 GiB, never sent
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 501
+
+
+def test_frame_over_negotiated_frame_max(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 1, commands.Channel.Open())
+        payload = b"x" * 5000  # over the 4096 negotiated above
+        sock.sendall(struct.pack(">BHI", 3, 1, len(payload)) + payload + b"\xce")
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 501
+
+
+def test_bad_frame_end_octet(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        sock.sendall(pamqp_frame.marshal(commands.Channel.Open(), 1)[:-1] + b"\x00")
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 501
+
+
+def test_unknown_class_and_method(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        payload = struct.pack(">HH", 77, 7)
+        sock.sendall(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 540
+
+
+def test_channel_above_channel_max(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 11, commands.Channel.Open())  # channel_max negotiated as 10
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 504
+
+
+def test_content_without_publish_is_unexpected_frame(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 1, commands.Channel.Open())
+        sock.sendall(struct.pack(">BHI", 3, 1, 3) + b"abc\xce")
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 505
+
+
+def test_method_on_closed_channel_is_channel_error(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 3, commands.Queue.Declare(queue="x"))
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 504
+
+
+def test_truncated_arguments_are_syntax_error(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 1, commands.Channel.Open())
+        payload = b"\x00\x32\x00\x0a\x00\x00\x40short"  # queue.declare, name length 64, 5 bytes
+        sock.sendall(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 502
+
+
+def test_random_garbage_after_handshake(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        sock.sendall(bytes((i * 37 + 11) % 256 for i in range(100_000)))
+        frames, _ = read_frames(sock)
+    assert close_code(frames) in (501, 502, 504, 505, 540)

@@ -1,0 +1,304 @@
+"""Queue features through pika: confirms, returns, priorities, TTL and dead letters, limits,
+single active consumer, delivery limits, transactions, get, nack/reject and the error codes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import amqp_wire as wire
+import pika
+import pytest
+from amqp_inprocess import InProcessBroker
+from pamqp import commands
+from pika.exceptions import ChannelClosedByBroker, UnroutableError
+
+pytestmark = pytest.mark.interop
+
+Connect = Callable[..., pika.BlockingConnection]
+
+
+@pytest.fixture
+def connect(amqp_broker: InProcessBroker) -> Iterator[Connect]:
+    opened: list[pika.BlockingConnection] = []
+
+    def make(**kw: object) -> pika.BlockingConnection:
+        params = pika.ConnectionParameters("127.0.0.1", amqp_broker.port, **kw)
+        conn = pika.BlockingConnection(params)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        if conn.is_open:
+            conn.close()
+
+
+def pump(conn: pika.BlockingConnection, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Process I/O until ``done()`` holds (pika returns from each call after any event)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert done()
+
+
+def get_body(channel, queue: str) -> bytes | None:
+    method, _props, body = channel.basic_get(queue, auto_ack=True)
+    return None if method is None else body
+
+
+def test_publisher_confirms_and_mandatory_return(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.confirm_delivery()
+    channel.queue_declare("confirmed", durable=True)
+    for i in range(20):
+        channel.basic_publish(
+            "", "confirmed", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2)
+        )  # raises if nacked
+    assert channel.queue_declare("confirmed", passive=True).method.message_count == 20
+    with pytest.raises(UnroutableError) as info:
+        channel.basic_publish("", "no-such-queue", b"lost", mandatory=True)
+    assert info.value.messages[0].method.reply_code == 312
+
+
+def test_basic_get_empty_then_message(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("getq")
+    assert channel.basic_get("getq") == (None, None, None)
+    channel.basic_publish("", "getq", b"one")
+    method, _props, body = channel.basic_get("getq")
+    assert body == b"one" and method.message_count == 0 and not method.redelivered
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _props, body = channel.basic_get("getq")
+    assert body == b"one" and method.redelivered
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    assert channel.basic_get("getq") == (None, None, None)
+
+
+def test_properties_pass_through_byte_exact(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("props")
+    sent = pika.BasicProperties(
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={"a": 1, "b": "two", "c": [1, "x"], "d": {"nested": True}},
+        delivery_mode=2,
+        priority=4,
+        correlation_id="corr",
+        reply_to="back",
+        expiration="60000",
+        message_id="mid",
+        timestamp=1700000000,
+        type="t",
+        user_id="guest",
+        app_id="app",
+    )
+    body = bytes(range(256)) * 1000  # 256 000 bytes: split over several body frames
+    channel.basic_publish("", "props", body, sent)
+    method, props, got = channel.basic_get("props", auto_ack=True)
+    assert got == body
+    for field in (
+        "content_type", "content_encoding", "headers", "delivery_mode", "priority",
+        "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
+        "user_id", "app_id",
+    ):
+        assert getattr(props, field) == getattr(sent, field), field
+
+
+def test_priorities(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("prio", arguments={"x-max-priority": 10})
+    for priority in (1, 5, 9, 5, 0):
+        channel.basic_publish(
+            "", "prio", f"p{priority}".encode(), pika.BasicProperties(priority=priority)
+        )
+    bodies = [get_body(channel, "prio") for _ in range(5)]
+    assert bodies == [b"p9", b"p5", b"p5", b"p1", b"p0"]
+
+
+def test_ttl_and_dead_letter_with_x_death(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.exchange_declare("dlx", "fanout")
+    channel.queue_declare("dead")
+    channel.queue_bind("dead", "dlx")
+    channel.queue_declare(
+        "short-lived", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "dlx"}
+    )
+    channel.basic_publish("", "short-lived", b"expire me")
+    channel.queue_declare("rejecting", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.basic_publish("", "rejecting", b"reject me")
+    method, _, _ = channel.basic_get("rejecting")
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    seen: dict[bytes, dict] = {}
+    for _ in range(200):
+        method, props, body = channel.basic_get("dead", auto_ack=True)
+        if method is not None:
+            seen[body] = props.headers
+        if len(seen) == 2:
+            break
+        channel.connection.sleep(0.05)
+    assert set(seen) == {b"expire me", b"reject me"}
+    death = seen[b"expire me"]["x-death"][0]
+    assert death["queue"] == "short-lived" and death["reason"] == "expired"
+    assert death["count"] == 1
+    death = seen[b"reject me"]["x-death"][0]
+    assert death["queue"] == "rejecting" and death["reason"] == "rejected"
+    assert seen[b"reject me"]["x-first-death-reason"] == "rejected"
+
+
+def test_max_length_drop_head(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("bounded", arguments={"x-max-length": 2})
+    for i in range(5):
+        channel.basic_publish("", "bounded", f"m{i}".encode())
+    assert [get_body(channel, "bounded") for _ in range(3)] == [b"m3", b"m4", None]
+
+
+def test_max_length_reject_publish_nacks(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.confirm_delivery()
+    channel.queue_declare(
+        "full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    channel.basic_publish("", "full", b"fits")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full", b"refused")
+    assert get_body(channel, "full") == b"fits"
+
+
+def test_single_active_consumer(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("sac", arguments={"x-single-active-consumer": True})
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+    for name in ("a", "b"):
+        channel.basic_consume(
+            "sac",
+            lambda ch, m, p, body, name=name: got[name].append(body),
+            auto_ack=True,
+            consumer_tag=name,
+        )
+    for i in range(4):
+        channel.basic_publish("", "sac", f"m{i}".encode())
+    pump(channel.connection, lambda: len(got["a"]) + len(got["b"]) == 4)
+    assert got == {"a": [b"m0", b"m1", b"m2", b"m3"], "b": []}
+    channel.basic_cancel("a")
+    channel.basic_publish("", "sac", b"m4")
+    pump(channel.connection, lambda: len(got["b"]) == 1)
+    assert got == {"a": [b"m0", b"m1", b"m2", b"m3"], "b": [b"m4"]}
+
+
+def test_delivery_limit_dead_letters(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("dl-target")
+    channel.queue_declare(
+        "limited",
+        arguments={
+            "x-delivery-limit": 1,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "dl-target",
+        },
+    )
+    channel.basic_publish("", "limited", b"poison")
+    for _ in range(2):
+        method, _, body = channel.basic_get("limited")
+        assert body == b"poison"
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    assert channel.basic_get("limited") == (None, None, None)
+    method, props, body = channel.basic_get("dl-target", auto_ack=True)
+    assert body == b"poison"
+    assert props.headers["x-death"][0]["reason"] == "delivery_limit"
+
+
+def test_transactions_commit_and_rollback(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("txq")
+    channel.tx_select()
+    channel.basic_publish("", "txq", b"rolled back")
+    channel.tx_rollback()
+    channel.basic_publish("", "txq", b"committed")
+    probe = connect().channel()
+    assert probe.queue_declare("txq", passive=True).method.message_count == 0
+    channel.tx_commit()
+    assert get_body(probe, "txq") == b"committed"
+    assert get_body(probe, "txq") is None
+
+
+def test_redelivery_after_channel_close(connect: Connect) -> None:
+    conn = connect()
+    channel = conn.channel()
+    channel.queue_declare("redeliver")
+    channel.basic_publish("", "redeliver", b"x")
+    method, _, _ = channel.basic_get("redeliver")
+    assert not method.redelivered
+    channel.close()
+    method, _, body = conn.channel().basic_get("redeliver", auto_ack=True)
+    assert body == b"x" and method.redelivered
+
+
+def test_redelivery_after_connection_loss(connect: Connect, amqp_broker: InProcessBroker) -> None:
+    channel = connect().channel()
+    channel.queue_declare("lost")
+    channel.basic_publish("", "lost", b"unacked")
+    # A raw client takes the message without acking it, then its socket just goes away.
+    sock = wire.handshake(amqp_broker.port)
+    wire.send_method(sock, 1, commands.Channel.Open())
+    wire.send_method(sock, 1, commands.Basic.Get(queue="lost"))
+    frames = wire.read_until(sock, commands.Basic.GetOk)
+    assert frames[-1].redelivered is False
+    sock.close()
+    for _ in range(200):
+        method, _, body = channel.basic_get("lost", auto_ack=True)
+        if method is not None:
+            break
+        channel.connection.sleep(0.05)
+    assert body == b"unacked" and method.redelivered
+
+
+def channel_error(action: Callable[[], object]) -> int:
+    with pytest.raises(ChannelClosedByBroker) as info:
+        action()
+    return info.value.reply_code
+
+
+def test_channel_errors_close_only_the_channel(connect: Connect) -> None:
+    conn = connect()
+    ch = conn.channel()
+    assert channel_error(lambda: ch.queue_declare("nope", passive=True)) == 404
+    ch = conn.channel()
+    assert channel_error(lambda: ch.exchange_declare("nope", passive=True)) == 404
+    ch = conn.channel()
+    ch.queue_declare("args", arguments={"x-max-length": 5})
+    assert channel_error(lambda: ch.queue_declare("args", arguments={"x-max-length": 6})) == 406
+    ch = conn.channel()
+    assert channel_error(lambda: ch.queue_declare("amq.mine")) == 403
+    ch = conn.channel()
+    assert channel_error(lambda: ch.basic_ack(99) or ch.queue_declare("after")) == 406
+    ch = conn.channel()
+    ch.queue_declare("excl", exclusive=True)
+    other = connect().channel()
+    assert channel_error(lambda: other.queue_declare("excl", passive=True)) == 405
+    ch.basic_publish("missing-exchange", "k", b"x")
+    with pytest.raises(ChannelClosedByBroker) as info:
+        ch.queue_declare("after-publish")
+    assert info.value.reply_code == 404
+    assert conn.is_open
+    assert conn.channel().queue_declare("still-works").method.queue == "still-works"
+
+
+def test_wrong_credentials_and_unknown_vhost(amqp_broker: InProcessBroker) -> None:
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1",
+                amqp_broker.port,
+                credentials=pika.PlainCredentials("guest", "wrong"),
+                connection_attempts=1,
+            )
+        )
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as info:
+        pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", amqp_broker.port, virtual_host="nowhere", connection_attempts=1
+            )
+        )
+    assert "(530)" in str(info.value)

@@ -72,6 +72,7 @@ class LogLoader:
 
         segments: list[LogSegment] = []
         rescanned: list[LogSegment] = []
+        reindexed: list[LogSegment] = []
         for i, base in enumerate(bases):
             seg = LogSegment(self.dir, base, self.index_interval_bytes)
             seg.open(create=False)
@@ -92,10 +93,14 @@ class LogLoader:
                 seg.delete_files()
                 self._delete_bases(later)
                 break
-            truncated = self._load_segment(seg, trusted, recovery_point)
+            truncated, rebuilt = self._load_segment(seg, trusted, recovery_point)
             segments.append(seg)
             if not trusted:
                 rescanned.append(seg)
+            elif rebuilt:
+                _log.warning("log %s: rebuilt the missing or damaged indexes of %s",
+                             self.dir, seg.path)
+                reindexed.append(seg)
             if truncated:
                 if later:
                     _log.warning(
@@ -123,8 +128,9 @@ class LogLoader:
             seg.open(create=True)
             segments = [seg]
             rescanned = [seg]
+            reindexed = []
 
-        self._make_durable(segments, rescanned)
+        self._make_durable(segments, rescanned, reindexed)
         end = segments[-1].next_offset
         write_checkpoint(rp_path, end)
         if stored_lso != lso:
@@ -179,8 +185,6 @@ class LogLoader:
 
     def _index_start(self, seg: LogSegment, trusted: bool, verify_from: int) -> int | None:
         """Position of a verified index entry to start walking from, or None for position 0."""
-        if not (seg.index.load(seg.size) and seg.time_index.load(seg.size)):
-            return None
         entry = seg.index.last() if trusted else seg.index.floor(verify_from - 1)
         if entry is None:
             return None
@@ -195,10 +199,17 @@ class LogLoader:
         seg.max_timestamp = seg.time_index.max_timestamp_before(offset)
         return position
 
-    def _load_segment(self, seg: LogSegment, trusted: bool, recovery_point: int) -> bool:
-        """Walk the segment, rebuilding what is needed; True if a torn tail was cut off."""
+    def _load_segment(
+        self, seg: LogSegment, trusted: bool, recovery_point: int
+    ) -> tuple[bool, bool]:
+        """Walk the segment, rebuilding what is needed.
+
+        Returns ``(truncated, index_rebuilt)``: whether a torn tail was cut off, and whether the
+        index files were missing or damaged and have been rebuilt in memory.
+        """
         verify_from = None if trusted else max(recovery_point, seg.base_offset)
-        start = self._index_start(seg, trusted, verify_from or 0)
+        rebuilt = not (seg.index.load(seg.size) and seg.time_index.load(seg.size))
+        start = None if rebuilt else self._index_start(seg, trusted, verify_from or 0)
         for attempt_start in (start, None) if start is not None else (None,):
             if attempt_start is None:
                 seg.index.clear()
@@ -227,14 +238,15 @@ class LogLoader:
                     self._truncate(seg, position, expected, exc)
                     seg.next_offset = expected
                     self._set_roll_base(seg)
-                    return True
+                    return True, True
                 if attempt_start is not None:
+                    rebuilt = True
                     continue  # the index may have misled us: walk again from the start
                 seg.close()
                 self._refuse(seg, position, str(exc))
             seg.next_offset = expected
             self._set_roll_base(seg)
-            return False
+            return False, rebuilt
         raise AssertionError("unreachable")
 
     def _truncate(self, seg: LogSegment, position: int, offset: int, why: Exception) -> None:
@@ -257,8 +269,14 @@ class LogLoader:
         first = parse_header(seg.pread(0, HEADER_SIZE))
         seg.roll_base_ms = first.max_timestamp if first.max_timestamp >= 0 else self.now_ms
 
-    def _make_durable(self, segments: list[LogSegment], rescanned: list[LogSegment]) -> None:
+    def _make_durable(
+        self, segments: list[LogSegment], rescanned: list[LogSegment], reindexed: list[LogSegment]
+    ) -> None:
         try:
+            for seg in reindexed:
+                seg.write_indexes()
+                _fsync_path(seg.index.path)
+                _fsync_path(seg.time_index.path)
             for seg in rescanned:
                 os.fdatasync(seg.fd)
                 seg.write_indexes()

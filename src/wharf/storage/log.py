@@ -18,6 +18,7 @@ checkpoint moves past it (see :mod:`wharf.storage.loader`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -44,6 +45,7 @@ from wharf.storage.segment import LogSegment
 __all__ = ["AppendInfo", "Log", "LogConfig", "OffsetOutOfRangeError"]
 
 _DAY_MS = 24 * 3600 * 1000
+_log = logging.getLogger(__name__)
 
 
 class OffsetOutOfRangeError(StorageError):
@@ -356,8 +358,28 @@ class Log:
         self, seg: LogSegment, offset: int, limit: int, budget: int, first: bool
     ) -> tuple[bytes, bool]:
         """Batches of ``seg`` for :meth:`read`, and whether the read reached the segment end."""
-        entry = seg.index.floor(offset)
-        start = entry[1] if entry else 0
+        try:
+            return self._read_segment_once(seg, offset, limit, budget, first)
+        except CorruptBatchError:
+            if not self._reindex(seg):
+                raise
+            return self._read_segment_once(seg, offset, limit, budget, first)
+
+    def _reindex(self, seg: LogSegment) -> bool:
+        """After a scan met something unexpected: rebuild the indexes if they are the cause.
+
+        Returns False when the indexes were not involved (the data itself is bad).
+        """
+        if not len(seg.index):
+            return False
+        _log.error("log %s: index of %s points at no batch; rebuilding it", self.path, seg.path)
+        seg.rebuild_indexes()
+        return True
+
+    def _read_segment_once(
+        self, seg: LogSegment, offset: int, limit: int, budget: int, first: bool
+    ) -> tuple[bytes, bool]:
+        start, expected = seg.start_position(offset)
         begin = -1
         end = -1
         chunk = b""
@@ -365,6 +387,8 @@ class Log:
         chunk_size = max(budget, 0) + 2 * self.config.index_interval_bytes + 4096
         whole = True
         for pos, header, buf, buf_start in seg.scan(start, seg.size, chunk_size=chunk_size):
+            if pos == start and header.base_offset != expected:
+                raise CorruptBatchError(f"expected offset {expected} at position {pos}")
             chunk, chunk_start = buf, buf_start
             if header.last_offset < offset:
                 continue
@@ -392,15 +416,27 @@ class Log:
         for seg in self._segments:
             if seg.next_offset <= lso or seg.max_timestamp < timestamp_ms:
                 continue
-            start_offset = max(seg.time_index.start_offset(timestamp_ms), lso)
-            entry = seg.index.floor(start_offset)
-            start = entry[1] if entry else 0
-            for pos, header, _chunk, _cs in seg.scan(start, seg.size):
-                if header.last_offset < lso or header.max_timestamp < timestamp_ms:
-                    continue
-                for record in self._decode_at(seg, pos, header.size):
-                    if record.offset >= lso and record.timestamp_ms >= timestamp_ms:
-                        return record.offset
+            try:
+                found = self._offset_for_timestamp_in(seg, timestamp_ms, lso)
+            except CorruptBatchError:
+                if not self._reindex(seg):
+                    raise
+                found = self._offset_for_timestamp_in(seg, timestamp_ms, lso)
+            if found is not None:
+                return found
+        return None
+
+    def _offset_for_timestamp_in(self, seg: LogSegment, timestamp_ms: int, lso: int) -> int | None:
+        start_offset = max(seg.time_index.start_offset(timestamp_ms), lso)
+        start, expected = seg.start_position(start_offset)
+        for pos, header, _chunk, _cs in seg.scan(start, seg.size):
+            if pos == start and header.base_offset != expected:
+                raise CorruptBatchError(f"expected offset {expected} at position {pos}")
+            if header.last_offset < lso or header.max_timestamp < timestamp_ms:
+                continue
+            for record in self._decode_at(seg, pos, header.size):
+                if record.offset >= lso and record.timestamp_ms >= timestamp_ms:
+                    return record.offset
         return None
 
     def _decode_at(self, seg: LogSegment, position: int, size: int) -> list[Record]:

@@ -139,6 +139,22 @@ class LogSegment:
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
 
+    def rebuild_indexes(self) -> None:
+        """Rebuild both indexes (and the max timestamp) by walking every batch header."""
+        self.index.clear()
+        self.time_index.clear()
+        self.max_timestamp = -1
+        self.bytes_since_index = 0
+        for pos, header, _chunk, _cs in self.scan(0, self.size):
+            self.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
+
+    def start_position(self, offset: int) -> tuple[int, int]:
+        """``(position, base offset)`` of an indexed batch at or before ``offset``."""
+        entry = self.index.floor(offset)
+        if entry is None:
+            return 0, self.base_offset
+        return entry[1], entry[0]
+
     # ------------------------------------------------------------------ reading
 
     def pread(self, position: int, length: int) -> bytes:

@@ -1,0 +1,66 @@
+"""Child process for the disk-full test: appends under RLIMIT_FSIZE, reports what it saw.
+
+Usage: ``python fsize_child.py <log dir> <limit bytes>``. With SIGXFSZ ignored, a write past
+the limit fails with EFBIG, just as a full disk fails with ENOSPC. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+
+from wharf.errors import StorageError
+from wharf.storage.log import Log, LogConfig
+from wharf.storage.record_batch import RecordInput, build_batch
+from wharf.testing.log_conformance import records_in
+
+
+def main() -> None:
+    directory, limit = sys.argv[1], int(sys.argv[2])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = Log.open(directory, LogConfig(segment_bytes=1 << 30, retention_ms=None))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    report: dict[str, object] = {}
+    values: list[bytes] = []
+    failures = []
+    i = 0
+    while len(failures) < 3:
+        # three batches per append, so the limit may fall inside a multi-batch write
+        batch = [bytes([(i + k) % 256]) * (700 + (i + k) % 300) for k in range(3)]
+        try:
+            before = (log.next_offset, log.size_bytes)
+            log.append(b"".join(build_batch([RecordInput(b"%d" % i, v)]) for v in batch))
+            values.extend(batch)
+        except StorageError as exc:
+            seg = os.path.join(directory, f"{log.segment_base_offsets()[-1]:020d}.log")
+            failures.append(
+                {
+                    "errno": exc.errno,
+                    "unchanged": before == (log.next_offset, log.size_bytes),
+                    "file_size": os.path.getsize(seg),
+                    "log_size": log.size_bytes,
+                }
+            )
+        i += 1
+    report["failures"] = failures
+    report["flush"] = log.flush() == log.next_offset
+    report["readable_while_full"] = [r.value for r in records_in(log.read(0, 1 << 30))] == values
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    for j in range(20):
+        values.append(b"after %d" % j)
+        log.append_records([RecordInput(None, values[-1])])
+    log.flush()
+    log.close()
+    log = Log.open(directory, LogConfig(segment_bytes=1 << 30, retention_ms=None))
+    report["after_reopen"] = [r.value for r in records_in(log.read(0, 1 << 30))] == values
+    report["count"] = len(values)
+    log.close()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
+_REBIND_ATTEMPTS = 10
 
 _READY_MARKER = "wharf ready:"
 _ENDPOINT = re.compile(r"(\w+)=(\[[^\]]+\]|[^\s:=]+):(\d+)")
@@ -247,13 +248,23 @@ class WharfProcess:
         old = dict(self.endpoints)
         if self.running:
             self.terminate()
-        port_args = None
-        if keep_ports:
-            port_args = []
-            for name in ("kafka", "amqp", "http"):
-                port = old[name][1] if name in old else 0
-                port_args += [f"--{name}-port", str(port)]
-        self.start(port_args=port_args)
+        if not keep_ports:
+            self.start()
+            return
+        port_args: list[str] = []
+        for name in ("kafka", "amqp", "http"):
+            port = old[name][1] if name in old else 0
+            port_args += [f"--{name}-port", str(port)]
+        for attempt in range(_REBIND_ATTEMPTS):
+            try:
+                self.start(port_args=port_args)
+                return
+            except WharfProcessError:
+                # Another socket may hold one of the old ports for a moment; try again.
+                port_taken = "address already in use" in self.log_text().lower()
+                if not port_taken or attempt == _REBIND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5)
 
     def cleanup(self) -> str | None:
         """Stop the process if it still runs; return a problem description, or None if clean."""

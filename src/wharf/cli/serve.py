@@ -17,6 +17,7 @@ import typer
 
 from wharf.core.config import FsyncPolicy
 from wharf.errors import WharfError
+from wharf.server.amqp_listener import create_amqp_listener
 from wharf.server.app import run
 from wharf.server.listener import ListenerFactory
 from wharf.server.logging_setup import configure_logging
@@ -34,7 +35,7 @@ __all__ = ["LISTENERS", "serve"]
 logger = logging.getLogger("wharf.server")
 
 # Front ends started by `wharf serve`, in this order (the ready line lists them in this order).
-LISTENERS: list[ListenerFactory] = []
+LISTENERS: list[ListenerFactory] = [create_amqp_listener]
 
 _DEFAULTS = ServerSettings()
 _EXIT_CONFIG = 2  # bad flags, environment or TOML (the same code click uses for bad flags)

@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from wharf.core.broker import Broker
 from wharf.protocol.amqp.connection import AMQPConnection, AMQPSettings
@@ -73,7 +73,8 @@ class AMQPProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(_WRITE_HIGH_WATER, _WRITE_LOW_WATER)
         peername = transport.get_extra_info("peername") or ("?", 0)
@@ -224,6 +225,8 @@ class AMQPProtocol(asyncio.Protocol):
 class AMQPListener:
     """The AMQP front end of ``wharf serve`` (see :mod:`wharf.server.listener`)."""
 
+    name = "amqp"
+
     def __init__(self, host: str, port: int, amqp_settings: AMQPSettings | None = None) -> None:
         self.host = host
         self.port = port
@@ -253,7 +256,6 @@ class AMQPListener:
         for sock in self._server.sockets:
             addr: Any = sock.getsockname()
             endpoints.append(("amqp", str(addr[0]), int(addr[1])))
-        log.info("amqp listening on %s", ", ".join(f"{h}:{p}" for _, h, p in endpoints))
         return endpoints
 
     async def stop_accepting(self) -> None:

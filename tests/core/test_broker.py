@@ -1,8 +1,13 @@
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from wharf.core.broker import Broker
+from wharf.core.clock import ManualClock
+from wharf.core.config import BrokerConfig
+from wharf.core.partitioner import key_partition
+from wharf.core.stream_errors import UnknownTopicError
 from wharf.errors import ResourceLockedError
 
 
@@ -15,3 +20,79 @@ async def test_data_directory_is_locked_while_open(tmp_path: Path) -> None:
     assert broker.closed
     async with Broker.open(tmp_path / "data") as again:
         assert not again.closed
+
+
+async def test_produce_and_fetch_with_kafka_key_partitioning(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path) as broker:
+        await broker.create_topic("orders", partitions=4)
+        placed = [await broker.produce("orders", b"v%d" % i, key=b"k%d" % i) for i in range(20)]
+        for i, (partition, _) in enumerate(placed):
+            assert partition == key_partition(b"k%d" % i, 4)
+        spread = [await broker.produce("orders", b"x") for _ in range(8)]
+        assert sorted(p for p, _ in spread) == [0, 0, 1, 1, 2, 2, 3, 3]
+        pinned = await broker.produce(
+            "orders", b"h", headers=[("h", b"1")], partition=2, timestamp_ms=1234
+        )
+        records = await broker.fetch("orders", 2, pinned[1])
+        assert [(r.value, r.headers, r.timestamp_ms) for r in records] == [
+            (b"h", (("h", b"1"),), 1234)
+        ]
+        total = [len(await broker.fetch("orders", p, 0, max_records=100)) for p in range(4)]
+        assert sum(total) == 29
+        assert sum(p.messages_in for p in broker.topics.partitions()) == 29
+        assert len(await broker.fetch("orders", 0, 0, max_records=1)) == 1
+
+
+async def test_fetch_long_polls_until_a_record_arrives(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path) as broker:
+        await broker.create_topic("t")
+        waiting = asyncio.create_task(broker.fetch("t", 0, 0, timeout_s=30))
+        await asyncio.sleep(0.02)
+        assert not waiting.done()
+        await broker.produce("t", b"wake")
+        records = await asyncio.wait_for(waiting, 10)
+        assert [r.value for r in records] == [b"wake"]
+        assert await broker.fetch("t", 0, 1, timeout_s=0.05) == []
+
+
+async def test_committed_offsets_survive_restart_and_topic_deletion_clears_them(
+    tmp_path: Path,
+) -> None:
+    async with Broker.open(tmp_path) as broker:
+        await broker.create_topic("a", partitions=2)
+        await broker.create_topic("b")
+        await broker.commit_offsets("g", {("a", 0): 10, ("a", 1): 3, ("b", 0): 7})
+        producer = broker.init_producer_id()
+    async with Broker.open(tmp_path) as broker:
+        assert broker.committed_offsets("g") == {("a", 0): 10, ("a", 1): 3, ("b", 0): 7}
+        assert broker.committed_offsets("g", [("a", 1)]) == {("a", 1): 3}
+        await broker.delete_topic("a")
+        assert broker.committed_offsets("g") == {("b", 0): 7}
+        assert broker.init_producer_id()[0] > producer[0]
+        with pytest.raises(UnknownTopicError):
+            await broker.fetch("a", 0, 0)
+
+
+async def test_auto_creation_can_be_turned_off(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path, BrokerConfig(auto_create_topics=False)) as broker:
+        with pytest.raises(UnknownTopicError):
+            await broker.produce("nope", b"v")
+    async with Broker.open(tmp_path / "auto") as broker:
+        assert await broker.produce("made", b"v") == (0, 0)
+
+
+async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -> None:
+    clock = ManualClock(start_ms=1_000_000)
+    config = BrokerConfig(offsets_retention_ms=60_000)
+    async with Broker.open(tmp_path, config, clock=clock) as broker:
+        await broker.create_topic("t", configs={"retention.ms": "60000", "segment.bytes": "100"})
+        for i in range(5):
+            await broker.produce("t", b"x" * 80, timestamp_ms=clock.now_ms() + i)
+        await broker.commit_offsets("g", {("t", 0): 5})
+        clock.advance(120_000)
+        await broker.produce("t", b"fresh", timestamp_ms=clock.now_ms())
+        await broker.run_maintenance()
+        part = broker.topics.partition("t", 0)
+        assert part.log_start_offset == 5
+        assert [r.value for r in await broker.fetch("t", 0, 5)] == [b"fresh"]
+        assert broker.committed_offsets("g") == {}

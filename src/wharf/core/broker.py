@@ -1,38 +1,69 @@
 """The embedded broker: one object that owns every core component of a data directory.
 
 How it works: :meth:`Broker.open` is an async context manager. Entering it takes an exclusive
-lock on the data directory (``<data>/.lock``), then starts the components in dependency order;
-leaving it stops them in reverse order (background tasks first, then a final flush, then the
-logs are closed). Front ends (Kafka, AMQP, HTTP) and embedding applications hold the same
-``Broker`` object.
+lock on the data directory (``<data>/.lock``), then opens the components in dependency order
+(streams: topics and their partition logs, committed offsets, the group coordinator; then the
+background maintenance task). Leaving it stops them in reverse order: background tasks first,
+then parked group members are woken, then every log is flushed and closed. Front ends (Kafka,
+AMQP, HTTP) and embedding applications hold the same ``Broker`` object.
+
+Data directory layout (streams)::
+
+    <data>/.lock                     held while a broker has the directory open
+    <data>/topics.json               topic catalogue (see core/topics.py)
+    <data>/topics/<topic>-<n>/       one storage log per partition
+    <data>/__consumer_offsets/       committed offsets (see core/offsets.py)
+    <data>/producer-id-block         idempotent producer id counter
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.groups import GroupCoordinator
+from wharf.core.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.core.partitioner import RoundRobin, key_partition
+from wharf.core.producer_state import ProducerIdAllocator
+from wharf.core.stream_errors import ErrorCode, StreamsError
+from wharf.core.topics import Topic, TopicManager
 from wharf.core.vhost_registry import VhostRegistry
 from wharf.errors import ResourceLockedError
+from wharf.storage.record_batch import Record, RecordInput
 
 __all__ = ["Broker"]
 
+log = logging.getLogger(__name__)
+
+FSYNC_THREADS = 4
+
 
 class Broker:
-    """A broker over one data directory; create it with :meth:`open`."""
+    """A broker over one data directory; create it with :meth:`open` (or :meth:`start`)."""
+
+    topics: TopicManager
+    offsets: OffsetStore
+    groups: GroupCoordinator
+    producer_ids: ProducerIdAllocator
+    vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings; users
 
     def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
         self.path = path
         self.config = config
         self.clock = clock
         self._lock_fd: int | None = None
-        self._vhosts: VhostRegistry | None = None
         self._closed = False
+        self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
+        self._maintenance: asyncio.Task[None] | None = None
+        self._round_robin: dict[str, RoundRobin] = {}
 
     @classmethod
     @asynccontextmanager
@@ -60,8 +91,8 @@ class Broker:
     ) -> Broker:
         """Open the broker without a ``with`` block; the caller must ``await broker.close()``."""
         broker = cls(Path(path), config or BrokerConfig(), clock or Clock())
-        broker._lock_data_dir()
         try:
+            broker._lock_data_dir()
             await broker._start_components()
         except BaseException:
             await broker.close()
@@ -70,14 +101,21 @@ class Broker:
 
     async def _start_components(self) -> None:
         """Open every component, in dependency order."""
-        self._vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
-
-    @property
-    def vhosts(self) -> VhostRegistry:
-        """The AMQP side: virtual hosts with their exchanges and queues, users."""
-        if self._vhosts is None:
-            raise RuntimeError("the broker is not open")
-        return self._vhosts
+        # streams
+        self.producer_ids = ProducerIdAllocator(self.path)
+        self.topics = TopicManager.open(self.path, self.config, self._fsync_executor)
+        self.offsets = OffsetStore.open(
+            self.path, fsync=self.config.fsync, fsync_interval_ms=self.config.fsync_interval_ms
+        )
+        self.groups = GroupCoordinator(
+            self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists
+        )
+        self.topics.start()
+        self.offsets.start()
+        # queues
+        self.vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
+        # background work
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def close(self) -> None:
         """Stop background work, flush and close every log, release the directory lock."""
@@ -85,14 +123,138 @@ class Broker:
             return
         self._closed = True
         try:
-            if self._vhosts is not None:
-                await self._vhosts.close()
+            if self._maintenance is not None:
+                self._maintenance.cancel()
+                try:
+                    await self._maintenance
+                except asyncio.CancelledError:
+                    pass
+            if hasattr(self, "vhosts"):
+                await self.vhosts.close()
+            if hasattr(self, "groups"):
+                self.groups.close()
+            if hasattr(self, "topics"):
+                await self.topics.close()
+            if hasattr(self, "offsets"):
+                await self.offsets.close()
         finally:
+            self._fsync_executor.shutdown(wait=True)
             self._unlock_data_dir()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # ------------------------------------------------------------------ embedded streams API
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int | None = None,
+        configs: Mapping[str, str | None] | None = None,
+    ) -> Topic:
+        """Create a topic (Kafka config names in ``configs``, e.g. ``retention.ms``)."""
+        return await self.topics.create(name, partitions, configs)
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic, its data, and every group's committed offsets for it."""
+        await self.topics.delete(name)
+        await self.offsets.delete_topic(name)
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes | None]] = (),
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> tuple[int, int]:
+        """Append one record; returns ``(partition, offset)`` once it is acknowledged.
+
+        Without ``partition``, a keyed record goes where Kafka clients would put it
+        (murmur2 of the key) and keyless records are spread round robin. The topic is created
+        with defaults if it does not exist and ``auto_create_topics`` is on.
+        """
+        target = await self.topics.ensure(topic)
+        count = len(target.partitions)
+        if partition is None:
+            if key is not None:
+                partition = key_partition(key, count)
+            else:
+                partition = self._round_robin.setdefault(topic, RoundRobin()).next(count)
+        result = await self.topics.partition(topic, partition).append_records(
+            [RecordInput(key, value, tuple(headers), timestamp_ms)], now_ms=self.clock.now_ms()
+        )
+        return partition, result.base_offset
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = 500,
+        timeout_s: float = 0.0,
+    ) -> list[Record]:
+        """Records from ``offset`` on (at most ``max_records``), waiting up to ``timeout_s``
+        for the first one to arrive when there is none yet."""
+        part = self.topics.partition(topic, partition)
+        if timeout_s > 0 and part.high_watermark <= offset:
+            await part.wait_for_data(offset, timeout_s)
+        return part.read_records(offset, max_records)
+
+    async def commit_offsets(
+        self, group: str, offsets: Mapping[tuple[str, int], int], metadata: str = ""
+    ) -> None:
+        """Commit ``{(topic, partition): next offset to read}`` for a group that manages its
+        own assignment (no membership). Raises :class:`StreamsError` if any is refused."""
+        results = await self.groups.commit_offsets(
+            group,
+            {TopicPartition(t, p): OffsetAndMetadata(o, metadata) for (t, p), o in offsets.items()},
+        )
+        for tp, code in results.items():
+            if code is not ErrorCode.NONE:
+                raise StreamsError(
+                    f"commit of {tp.topic}-{tp.partition} refused: {code.name}", code
+                )
+
+    def committed_offsets(
+        self, group: str, partitions: Iterable[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], int]:
+        """The group's committed offsets (partitions without one are left out)."""
+        wanted = None if partitions is None else [TopicPartition(t, p) for t, p in partitions]
+        return {
+            (tp.topic, tp.partition): entry.offset
+            for tp, entry in self.groups.fetch_offsets(group, wanted).items()
+        }
+
+    def init_producer_id(self) -> tuple[int, int]:
+        """A fresh idempotent producer id with epoch 0 (Kafka's InitProducerId)."""
+        return self.producer_ids.allocate(), 0
+
+    # ------------------------------------------------------------------ background work
+
+    async def _maintain(self) -> None:
+        interval = max(self.config.retention_check_interval_ms, 1) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self.run_maintenance()
+
+    async def run_maintenance(self) -> None:
+        """One pass of retention and offset expiry (also run every retention check interval)."""
+        try:
+            deleted = self.topics.enforce_retention(self.clock.now_ms())
+            expired = await self.groups.expire_offsets()
+        except Exception:
+            log.exception("maintenance pass failed; retrying at the next interval")
+            return
+        if deleted or expired:
+            log.info(
+                "retention deleted %d segments; %d committed offsets expired", deleted, expired
+            )
+
+    # ------------------------------------------------------------------ data directory lock
 
     def _lock_data_dir(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

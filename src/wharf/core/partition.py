@@ -1,0 +1,370 @@
+"""One partition of a topic: a storage log plus durability, visibility and producer checks.
+
+How it works. :meth:`Partition.append` checks sizes and idempotent-producer sequences, writes
+the batches with ``log.append`` (page cache, on the event-loop thread) and then, under
+``--fsync always`` with ``acks`` other than 0, waits for the partition's group committer, so
+the producer hears back only once the data is on disk.
+
+The *high watermark* is the end of what consumers may see. Under ``always`` it is the durable
+offset: a consumer never reads data that a crash could still take away. Under ``interval`` and
+``never`` it is the log end. Reads stop at the high watermark; :meth:`wait_for_data` lets a
+long-polling fetch sleep on an :class:`asyncio.Event` that is set each time the high watermark
+moves (created only while someone waits, so appends pay nothing otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from wharf.core.config import FsyncPolicy
+from wharf.core.group_commit import GroupCommitter
+from wharf.core.producer_state import NO_PRODUCER_ID, ProducerStateTable, last_sequence
+from wharf.core.stream_errors import (
+    ErrorCode,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    ProducerStateError,
+)
+from wharf.core.topic_config import TopicConfig
+from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage.log import Log
+from wharf.storage.record_batch import (
+    HEADER_SIZE,
+    BatchHeader,
+    Record,
+    RecordInput,
+    build_batch,
+    decode_records,
+    iter_batches,
+    parse_header,
+)
+
+__all__ = ["AppendResult", "Partition", "wait_for_any"]
+
+log = logging.getLogger(__name__)
+
+LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark
+EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_start_offset: int
+    duplicate: bool = False  # a retried idempotent batch that was already written
+
+
+class Partition:
+    """A partition of a topic; created and owned by the topic manager."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        path: Path,
+        config: TopicConfig,
+        *,
+        fsync: FsyncPolicy,
+        fsync_interval_ms: int,
+        executor: Executor | None = None,
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.path = path
+        self.config = config
+        self.log = Log.open(path, config.log_config())
+        self.committer = GroupCommitter(
+            self.log,
+            fsync,
+            interval_ms=fsync_interval_ms,
+            durable_offset=self.log.durable_offset,
+            on_durable=self._durable_advanced,
+            executor=executor,
+        )
+        self.producers = ProducerStateTable()
+        self.producers.rebuild(self.log)
+        self._data_event: asyncio.Event | None = None
+        self._closed = False
+        # counters for metrics, read by the HTTP layer
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.batches_in = 0
+        self.bytes_out = 0
+
+    def start(self) -> None:
+        self.committer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.committer.close()
+        self.log.close()
+        self._wake()
+
+    async def delete(self) -> None:
+        """Close and remove the partition's files."""
+        self._closed = True
+        await self.committer.close()
+        self.log.delete()
+        self._wake()
+
+    # ------------------------------------------------------------------ positions
+
+    @property
+    def high_watermark(self) -> int:
+        if self.committer.policy is FsyncPolicy.ALWAYS:
+            return max(self.committer.durable_offset, self.log.log_start_offset)
+        return self.log.next_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self.log.size_bytes
+
+    # ------------------------------------------------------------------ writing
+
+    async def append(self, batches: bytes, *, acks: int = -1) -> AppendResult:
+        """Append Kafka record batches (one or more, concatenated) as sent by a producer.
+
+        Raises :class:`MessageTooLargeError` for a batch above ``max.message.bytes``,
+        :class:`ProducerStateError` for idempotence violations, ``CorruptBatchError`` for
+        invalid batches (nothing written) and ``StorageError`` for I/O failures.
+        """
+        self._check_open()
+        headers = self._headers(batches)
+        duplicate = self._check_producers(headers)
+        if duplicate is not None:
+            await self._wait_durable(duplicate.last_offset + 1, acks)
+            return duplicate
+        info = self.log.append(batches)
+        offset = info.base_offset
+        records = 0
+        for header in headers:
+            self.producers.record(header, offset)
+            offset += header.last_offset_delta + 1
+            records += header.records_count
+        self.messages_in += records
+        self.bytes_in += info.size
+        self.batches_in += len(headers)
+        if self.committer.policy is not FsyncPolicy.ALWAYS:
+            self._wake()
+        await self._wait_durable(info.last_offset + 1, acks)
+        return AppendResult(info.base_offset, info.last_offset, self.log.log_start_offset)
+
+    async def append_records(
+        self, records: Sequence[RecordInput], *, acks: int = -1, now_ms: int | None = None
+    ) -> AppendResult:
+        """Encode ``records`` into one batch and append it (the embedded API's path)."""
+        return await self.append(build_batch(records, now_ms=now_ms), acks=acks)
+
+    def _headers(self, batches: bytes) -> list[BatchHeader]:
+        headers: list[BatchHeader] = []
+        pos = 0
+        limit = self.config.max_message_bytes
+        while pos < len(batches):
+            header = parse_header(batches, pos)
+            if header.batch_length < HEADER_SIZE - 12 or header.size > len(batches) - pos:
+                raise CorruptBatchError(
+                    f"batch at position {pos} announces {header.size} bytes, "
+                    f"{len(batches) - pos} present"
+                )
+            if header.size > limit:
+                raise MessageTooLargeError(
+                    f"batch of {header.size} bytes exceeds max.message.bytes={limit} of "
+                    f"{self.topic}-{self.index}"
+                )
+            headers.append(header)
+            pos += header.size
+        return headers
+
+    def _check_producers(self, headers: list[BatchHeader]) -> AppendResult | None:
+        idempotent = [h for h in headers if h.producer_id != NO_PRODUCER_ID]
+        if not idempotent:
+            return None
+        if len(headers) == 1:
+            duplicate = self.producers.check(headers[0])
+            if duplicate is None:
+                return None
+            return AppendResult(
+                duplicate.first_offset,
+                duplicate.last_offset,
+                self.log.log_start_offset,
+                duplicate=True,
+            )
+        # several batches in one append: each must be new and follow the one before it
+        previous: dict[int, BatchHeader] = {}
+        for header in idempotent:
+            before = previous.get(header.producer_id)
+            if before is None:
+                if self.producers.check(header) is not None:
+                    raise ProducerStateError(
+                        "a retried batch was sent together with other batches",
+                        ErrorCode.DUPLICATE_SEQUENCE_NUMBER,
+                    )
+            elif header.producer_epoch != before.producer_epoch or (
+                header.base_sequence != (last_sequence(before) + 1) % 2**31
+            ):
+                raise ProducerStateError(
+                    f"batches of producer {header.producer_id} in one append are not in sequence",
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                )
+            previous[header.producer_id] = header
+        return None
+
+    async def _wait_durable(self, end_offset: int, acks: int) -> None:
+        if self.committer.policy is not FsyncPolicy.ALWAYS:
+            return
+        if acks == 0:
+            self.committer.request_flush(end_offset)
+        else:
+            await self.committer.wait_durable(end_offset)
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from the one holding ``offset``, none at or past the high watermark.
+
+        At least one batch is returned when one is available, even above ``max_bytes``. An
+        offset past the log end, or before the log start, raises :class:`OffsetOutOfRangeError`.
+        """
+        self._check_open()
+        hw = self.high_watermark
+        if offset < self.log.log_start_offset or offset > self.log.next_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log.log_start_offset}, "
+                f"{self.log.next_offset}] of {self.topic}-{self.index}"
+            )
+        if offset >= hw:
+            return b""
+        try:
+            data = self.log.read(offset, max_bytes, max_offset=hw)
+        except StorageError as exc:
+            if offset < self.log.log_start_offset:  # retention moved the start meanwhile
+                raise OffsetOutOfRangeError(str(exc)) from exc
+            raise
+        self.bytes_out += len(data)
+        return data
+
+    def read_records(self, offset: int, max_records: int, max_bytes: int = 1 << 20) -> list[Record]:
+        """Decoded records from ``offset`` on (control batches skipped), at most ``max_records``."""
+        out: list[Record] = []
+        while len(out) < max_records:
+            data = self.read(offset, max_bytes)
+            if not data:
+                break
+            for position, header in iter_batches(data, max_batch_bytes=len(data)):
+                if not header.is_control:
+                    batch = data[position : position + header.size]
+                    out.extend(r for r in decode_records(batch) if r.offset >= offset)
+                offset = header.last_offset + 1
+        return out[:max_records]
+
+    async def wait_for_data(self, offset: int, timeout_s: float) -> bool:
+        """Wait until the high watermark passes ``offset`` (True) or ``timeout_s`` runs out."""
+        return await wait_for_any([(self, offset)], timeout_s)
+
+    def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
+        """ListOffsets: ``(offset, timestamp)`` for a timestamp, -1 (latest) or -2 (earliest).
+
+        For a timestamp, the first record at or after it below the high watermark; ``(-1, -1)``
+        when there is none.
+        """
+        if timestamp_ms == LATEST_TIMESTAMP:
+            return self.high_watermark, -1
+        if timestamp_ms == EARLIEST_TIMESTAMP:
+            return self.log.log_start_offset, -1
+        if timestamp_ms < 0:
+            raise OffsetOutOfRangeError(
+                f"unsupported ListOffsets timestamp {timestamp_ms}", ErrorCode.INVALID_REQUEST
+            )
+        hw = self.high_watermark
+        found = self.log.offset_for_timestamp(timestamp_ms)
+        while found is not None and found < hw:
+            for record in self.read_records(found, 500):
+                if record.timestamp_ms >= timestamp_ms:
+                    return record.offset, record.timestamp_ms
+                found = record.offset + 1
+            else:
+                break
+        return -1, -1
+
+    # ------------------------------------------------------------------ deletion
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: hide everything below ``offset`` (-1: the high watermark).
+
+        Returns the new log start offset (Kafka's low watermark).
+        """
+        hw = self.high_watermark
+        target = hw if offset == -1 else offset
+        if target < 0 or target > hw:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: the high watermark is {hw}"
+            )
+        self.log.delete_records_before(target)
+        return self.log.log_start_offset
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Drop whole segments past ``retention.ms``/``retention.bytes``; returns how many."""
+        if self._closed:
+            return 0
+        return self.log.enforce_retention(now_ms)
+
+    def update_config(self, config: TopicConfig) -> None:
+        self.config = config
+        self.log.config = config.log_config()
+
+    # ------------------------------------------------------------------ internals
+
+    def _durable_advanced(self, _durable: int) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        event = self._data_event
+        if event is not None:
+            self._data_event = None
+            event.set()
+
+    def _event(self) -> asyncio.Event:
+        if self._data_event is None:
+            self._data_event = asyncio.Event()
+        return self._data_event
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"partition {self.topic}-{self.index} is closed")
+
+
+async def wait_for_any(positions: Sequence[tuple[Partition, int]], timeout_s: float) -> bool:
+    """Wait until any partition's high watermark passes its offset, or ``timeout_s`` runs out.
+
+    For a long-polling fetch over several partitions; returns whether data is available.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        if any(p.high_watermark > offset or p._closed for p, offset in positions):
+            return True
+        remaining = deadline - loop.time()
+        if remaining <= 0 or not positions:
+            return False
+        waits = [asyncio.ensure_future(p._event().wait()) for p, _ in positions]
+        try:
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()

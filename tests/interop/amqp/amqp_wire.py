@@ -48,7 +48,7 @@ def send_method(sock: socket.socket, channel: int, method: object) -> None:
     sock.sendall(pamqp_frame.marshal(method, channel))
 
 
-def handshake(port: int) -> socket.socket:
+def handshake(port: int, *, heartbeat: int = 0) -> socket.socket:
     """Open a raw socket and complete Start/Tune/Open by hand."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(HEADER)
@@ -57,7 +57,8 @@ def handshake(port: int) -> socket.socket:
         sock, 0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
     )
     read_until(sock, commands.Connection.Tune)
-    send_method(sock, 0, commands.Connection.TuneOk(channel_max=10, frame_max=4096, heartbeat=0))
+    tune_ok = commands.Connection.TuneOk(channel_max=10, frame_max=4096, heartbeat=heartbeat)
+    send_method(sock, 0, tune_ok)
     send_method(sock, 0, commands.Connection.Open(virtual_host="/"))
     read_until(sock, commands.Connection.OpenOk)
     return sock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pika
@@ -118,3 +119,13 @@ def test_random_garbage_after_handshake(amqp_broker, healthy) -> None:
         sock.sendall(bytes((i * 37 + 11) % 256 for i in range(100_000)))
         frames, _ = read_frames(sock)
     assert close_code(frames) in (501, 502, 504, 505, 540)
+
+
+def test_missed_heartbeats_close_the_connection(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port, heartbeat=1) as sock:
+        # Say nothing: after two silent intervals the broker drops the socket.
+        started = time.monotonic()
+        frames, _ = read_frames(sock, timeout=20)
+        assert time.monotonic() - started < 20
+    assert frames  # the broker's own heartbeats arrived first
+    assert all(not isinstance(f, commands.Connection.OpenOk) for f in frames)

@@ -7,7 +7,7 @@ from wharf.core.broker import Broker
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
 from wharf.core.partitioner import key_partition
-from wharf.core.stream_errors import UnknownTopicError
+from wharf.core.stream_errors import ErrorCode, StreamsError, UnknownTopicError
 from wharf.errors import ResourceLockedError
 
 
@@ -96,3 +96,17 @@ async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -
         assert part.log_start_offset == 5
         assert [r.value for r in await broker.fetch("t", 0, 5)] == [b"fresh"]
         assert broker.committed_offsets("g") == {}
+
+
+async def test_init_producer_id_allocates_and_bumps_epochs(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path) as broker:
+        pid, epoch = broker.init_producer_id()
+        assert epoch == 0
+        assert broker.init_producer_id(pid, 0) == (pid, 1)
+        fresh, fresh_epoch = broker.init_producer_id(pid, 2**15 - 2)
+        assert fresh != pid and fresh_epoch == 0
+        with pytest.raises(StreamsError) as unknown:
+            broker.init_producer_id(10_000_000, 0)
+        assert unknown.value.code is ErrorCode.INVALID_PRODUCER_ID_MAPPING
+    async with Broker.open(tmp_path) as broker:
+        assert broker.init_producer_id(pid, 1) == (pid, 2)  # still known after restart

@@ -114,6 +114,11 @@ async def test_list_offsets_by_timestamp(tmp_path: Path) -> None:
     assert p.list_offset(1500) == (1, 2000)
     assert p.list_offset(3000) == (2, 3000)
     assert p.list_offset(3001) == (-1, -1)
+    await p.append(batch(b"d", b"late", b"e", ts=500))
+    assert p.list_offset(-3) == (2, 3000)
+    mixed = [RecordInput(None, b"x", (), 100), RecordInput(None, b"y", (), 9000)]
+    await p.append(build_batch(mixed))
+    assert p.list_offset(-3) == (7, 9000)
     await p.close()
 
 

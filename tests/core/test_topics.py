@@ -37,7 +37,7 @@ async def test_topics_ids_and_configs_survive_restart(tmp_path: Path) -> None:
     await manager.close()
 
     manager = open_manager(tmp_path)
-    assert [t.name for t in manager.all()] == ["events", "logs"]
+    assert [t.name for t in manager.list()] == ["events", "logs"]
     again = manager.get("events")
     assert again.topic_id == events.topic_id
     assert manager.by_id(events.topic_id) is again
@@ -80,7 +80,7 @@ async def test_partition_counts_and_replication_are_validated(tmp_path: Path) ->
         await manager.create("t", 1, {"cleanup.policy": "shred"})
     checked = await manager.create("t", 2, validate_only=True)
     assert checked.name == "t" and manager.find("t") is None
-    assert manager.all() == []
+    assert manager.list() == []
     await manager.close()
 
 

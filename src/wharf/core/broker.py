@@ -44,6 +44,7 @@ __all__ = ["Broker"]
 log = logging.getLogger(__name__)
 
 FSYNC_THREADS = 4
+MAX_PRODUCER_EPOCH = 2**15 - 2  # the last epoch that can still be bumped
 
 
 class Broker:
@@ -229,9 +230,23 @@ class Broker:
             for tp, entry in self.groups.fetch_offsets(group, wanted).items()
         }
 
-    def init_producer_id(self) -> tuple[int, int]:
-        """A fresh idempotent producer id with epoch 0 (Kafka's InitProducerId)."""
-        return self.producer_ids.allocate(), 0
+    def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
+        """Kafka's InitProducerId for idempotent producers: ``(producer id, epoch)``.
+
+        Without a producer id, a fresh id with epoch 0. With the id and epoch a producer
+        already has (KIP-360), the same id with the next epoch, which fences the old epoch; a
+        fresh id once the epoch would overflow.
+        """
+        if producer_id < 0:
+            return self.producer_ids.allocate(), 0
+        if not self.producer_ids.allocated(producer_id) or producer_epoch < 0:
+            raise StreamsError(
+                f"producer id {producer_id} with epoch {producer_epoch} was not issued here",
+                ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+            )
+        if producer_epoch >= MAX_PRODUCER_EPOCH:
+            return self.producer_ids.allocate(), 0
+        return producer_id, producer_epoch + 1
 
     # ------------------------------------------------------------------ background work
 

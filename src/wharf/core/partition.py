@@ -29,6 +29,7 @@ from wharf.core.stream_errors import (
     MessageTooLargeError,
     OffsetOutOfRangeError,
     ProducerStateError,
+    StreamsError,
 )
 from wharf.core.topic_config import TopicConfig
 from wharf.errors import CorruptBatchError, StorageError
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark
 EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
+MAX_TIMESTAMP = -3  # ListOffsets: the record with the largest timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class AppendResult:
     last_offset: int
     log_start_offset: int
     duplicate: bool = False  # a retried idempotent batch that was already written
+    log_append_time_ms: int = -1  # -1: records keep their CreateTime (LogAppendTime unused)
 
 
 class Partition:
@@ -278,29 +281,55 @@ class Partition:
         return await wait_for_any([(self, offset)], timeout_s)
 
     def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
-        """ListOffsets: ``(offset, timestamp)`` for a timestamp, -1 (latest) or -2 (earliest).
+        """ListOffsets: ``(offset, timestamp)`` for a timestamp, or for -1 (latest: the high
+        watermark), -2 (earliest: the log start) or -3 (the record with the largest timestamp).
 
-        For a timestamp, the first record at or after it below the high watermark; ``(-1, -1)``
+        For a timestamp, the first record at or after it below the high watermark. ``(-1, -1)``
         when there is none.
         """
         if timestamp_ms == LATEST_TIMESTAMP:
             return self.high_watermark, -1
         if timestamp_ms == EARLIEST_TIMESTAMP:
             return self.log.log_start_offset, -1
+        if timestamp_ms == MAX_TIMESTAMP:
+            return self._max_timestamp()
         if timestamp_ms < 0:
-            raise OffsetOutOfRangeError(
+            raise StreamsError(
                 f"unsupported ListOffsets timestamp {timestamp_ms}", ErrorCode.INVALID_REQUEST
             )
         hw = self.high_watermark
         found = self.log.offset_for_timestamp(timestamp_ms)
         while found is not None and found < hw:
-            for record in self.read_records(found, 500):
+            records = self.read_records(found, 500)
+            if not records:
+                break
+            for record in records:
                 if record.timestamp_ms >= timestamp_ms:
                     return record.offset, record.timestamp_ms
                 found = record.offset + 1
-            else:
-                break
         return -1, -1
+
+    def _max_timestamp(self) -> tuple[int, int]:
+        """Scan the batch headers below the high watermark for the largest timestamp."""
+        best: BatchHeader | None = None
+        offset, hw = self.log.log_start_offset, self.high_watermark
+        while offset < hw:
+            data = self.log.read(offset, 1 << 20, max_offset=hw)
+            if not data:
+                break
+            for position, header in iter_batches(data, max_batch_bytes=len(data)):
+                if not header.is_control and (
+                    best is None or header.max_timestamp > best.max_timestamp
+                ):
+                    best = header
+                    best_batch = data[position : position + header.size]
+                offset = header.last_offset + 1
+        if best is None:
+            return -1, -1
+        for record in decode_records(best_batch):
+            if record.timestamp_ms == best.max_timestamp:
+                return record.offset, record.timestamp_ms
+        return best.last_offset, best.max_timestamp
 
     # ------------------------------------------------------------------ deletion
 

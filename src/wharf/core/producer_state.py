@@ -56,6 +56,10 @@ class ProducerIdAllocator:
         self._next = read_checkpoint(self._path) or 0
         self._block_end = self._next
 
+    def allocated(self, producer_id: int) -> bool:
+        """Whether ``producer_id`` may have been handed out by this data directory."""
+        return 0 <= producer_id < self._next
+
     def allocate(self) -> int:
         if self._next >= self._block_end:
             self._block_end = self._next + _ID_BLOCK

@@ -15,6 +15,7 @@ and not colliding with an existing name that differs only by ``.`` versus ``_``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import re
 import shutil
@@ -69,6 +70,10 @@ class Topic:
     overrides: dict[str, str]
     config: TopicConfig
     partitions: list[Partition] = field(default_factory=list)
+
+    @property
+    def partition_count(self) -> int:
+        return len(self.partitions)
 
 
 def validate_topic_name(name: str) -> None:
@@ -148,7 +153,7 @@ class TopicManager:
     def by_id(self, topic_id: uuid.UUID) -> Topic | None:
         return self._by_id.get(topic_id)
 
-    def all(self) -> list[Topic]:
+    def list(self) -> builtins.list[Topic]:
         return sorted(self._topics.values(), key=lambda t: t.name)
 
     def partition(self, name: str, index: int) -> Partition:
@@ -264,7 +269,7 @@ class TopicManager:
                     partition.start()
             return topic
 
-    def describe_configs(self, name: str) -> list[ConfigEntry]:
+    def describe_configs(self, name: str) -> builtins.list[ConfigEntry]:
         topic = self.get(name)
         return describe(self._config.topic_defaults, topic.overrides)
 
@@ -328,7 +333,7 @@ class TopicManager:
             executor=self._executor,
         )
 
-    def _load_catalogue(self) -> list[_TopicRecord]:
+    def _load_catalogue(self) -> builtins.list[_TopicRecord]:
         path = self._data_dir / CATALOGUE
         try:
             raw = path.read_bytes()
@@ -345,7 +350,7 @@ class TopicManager:
                 counts.get(t.name, len(t.partitions)),
                 dict(sorted(t.overrides.items())),
             )
-            for t in self.all()
+            for t in self.list()
         ]
         data = msgspec.json.format(msgspec.json.encode(_Catalogue(1, records)), indent=2)
         path = self._data_dir / CATALOGUE

@@ -26,19 +26,19 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.checkpoint import fsync_dir, write_checkpoint
 from wharf.storage.loader import LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, LogLoader
 from wharf.storage.record_batch import (
     DEFAULT_MAX_BATCH_BYTES,
-    BatchHeader,
     Record,
     RecordInput,
     build_batch,
     decode_records,
     set_base_offset,
-    validate_batch,
+    validate_batches,
 )
 from wharf.storage.segment import LogSegment
 
@@ -70,8 +70,7 @@ class LogConfig:
             raise ValueError("max_batch_bytes must hold at least one batch header (61 bytes)")
 
 
-@dataclass(frozen=True, slots=True)
-class AppendInfo:
+class AppendInfo(NamedTuple):
     """Where an append went: its offsets, largest timestamp, byte size and file position."""
 
     base_offset: int
@@ -203,34 +202,29 @@ class Log:
         Raises :class:`CorruptBatchError` for invalid input (nothing is written) and
         :class:`StorageError` for I/O failures (nothing is kept).
         """
-        self._check_open()
+        if self._closed:
+            raise StorageError(f"log {self.path} is closed")
         view = memoryview(batches)
         n = len(view)
         if n == 0:
             raise CorruptBatchError("empty append: no batch given")
-        headers: list[tuple[int, BatchHeader]] = []
-        pos = 0
-        max_bytes = self.config.max_batch_bytes
-        while pos < n:
-            header = validate_batch(view, pos, max_batch_bytes=max_bytes)
-            headers.append((pos, header))
-            pos += header.size
+        spans = validate_batches(view, self.config.max_batch_bytes)
         buf = bytearray(view)
         base = self._next_offset
         offset = base
         max_ts = -1
-        for pos, header in headers:
+        for pos, _size, delta, batch_max_ts in spans:
             set_base_offset(buf, pos, offset)
-            offset += header.last_offset_delta + 1
-            if header.max_timestamp > max_ts:
-                max_ts = header.max_timestamp
+            offset += delta + 1
+            if batch_max_ts > max_ts:
+                max_ts = batch_max_ts
         seg = self._segment_for(n, offset - 1)
         position = seg.size
         seg.write_at_end(buf)
         offset = base
-        for pos, header in headers:
-            seg.note_batch(position + pos, offset, header.size, header.max_timestamp)
-            offset += header.last_offset_delta + 1
+        for pos, size, delta, batch_max_ts in spans:
+            seg.note_batch(position + pos, offset, size, batch_max_ts)
+            offset += delta + 1
         if seg.roll_base_ms is None:
             seg.roll_base_ms = self._clock_ms()
         with self._lock:

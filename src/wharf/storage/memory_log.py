@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.log import AppendInfo, LogConfig, OffsetOutOfRangeError
 from wharf.storage.record_batch import (
-    BatchHeader,
     RecordInput,
     build_batch,
     decode_records,
     set_base_offset,
-    validate_batch,
+    validate_batches,
 )
 
 __all__ = ["MemoryLog"]
@@ -103,25 +102,20 @@ class MemoryLog:
         n = len(view)
         if n == 0:
             raise CorruptBatchError("empty append: no batch given")
-        headers: list[tuple[int, BatchHeader]] = []
-        pos = 0
-        while pos < n:
-            header = validate_batch(view, pos, max_batch_bytes=self.config.max_batch_bytes)
-            headers.append((pos, header))
-            pos += header.size
+        spans = validate_batches(view, self.config.max_batch_bytes)
         base = self._next_offset
         seg = self._segment_for(n)
         offset = base
         max_ts = -1
         position = seg.size
-        for pos, header in headers:
-            buf = bytearray(view[pos : pos + header.size])
+        for pos, size, delta, batch_max_ts in spans:
+            buf = bytearray(view[pos : pos + size])
             set_base_offset(buf, 0, offset)
-            offset += header.last_offset_delta + 1
+            offset += delta + 1
             seg.batches.append(bytes(buf))
             seg.lasts.append(offset - 1)
-            seg.stamps.append(header.max_timestamp)
-            max_ts = max(max_ts, header.max_timestamp)
+            seg.stamps.append(batch_max_ts)
+            max_ts = max(max_ts, batch_max_ts)
         seg.size += n
         seg.next_offset = offset
         seg.max_timestamp = max(seg.max_timestamp, max_ts)

@@ -69,6 +69,7 @@ __all__ = [
     "parse_header",
     "set_base_offset",
     "validate_batch",
+    "validate_batches",
 ]
 
 HEADER_SIZE = 61
@@ -96,6 +97,9 @@ _TRANSACTIONAL_BIT = 0x10
 _CONTROL_BIT = 0x20
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
+# The fields the append path needs, read from offset 8: batch_length, partition_leader_epoch,
+# magic, crc, last_offset_delta, max_timestamp, records_count.
+_APPEND_FIELDS = struct.Struct(">iibI2xi8xq14xi")
 _BASE_OFFSET = struct.Struct(">q")
 _CRC = struct.Struct(">I")
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -225,6 +229,40 @@ def iter_batches(
         header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
         yield pos, header
         pos += header.size
+
+
+def validate_batches(
+    view: memoryview, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+) -> list[tuple[int, int, int, int]]:
+    """Validate every batch of an append (complete, back to back, nothing trailing).
+
+    The append path's version of :func:`validate_batch`: no header object per batch. Returns
+    ``(position, size, last_offset_delta, max_timestamp)`` per batch; raises
+    :class:`CorruptBatchError` (with the precise reason) on the first bad one.
+    """
+    spans: list[tuple[int, int, int, int]] = []
+    unpack = _APPEND_FIELDS.unpack_from
+    crc_of = crc32c.crc32c
+    pos = 0
+    n = len(view)
+    while pos < n:
+        if n - pos < HEADER_SIZE:
+            validate_batch(view, pos, max_batch_bytes=max_batch_bytes)
+        length, _epoch, magic, crc, delta, max_ts, count = unpack(view, pos + 8)
+        size = length + LOG_OVERHEAD
+        if (
+            magic != MAGIC
+            or length < MIN_BATCH_LENGTH
+            or size > max_batch_bytes
+            or size > n - pos
+            or delta < 0
+            or count < 0
+            or crc_of(view[pos + CRC_START : pos + size]) != crc
+        ):
+            validate_batch(view, pos, max_batch_bytes=max_batch_bytes)
+        spans.append((pos, size, delta, max_ts))
+        pos += size
+    return spans
 
 
 def set_base_offset(buf: bytearray | memoryview, pos: int, base_offset: int) -> None:

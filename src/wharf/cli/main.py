@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import typer
 
-from wharf.cli import serve
+from wharf.cli import (
+    bench,
+    binding,
+    consume,
+    exchange,
+    group,
+    produce,
+    queue,
+    serve,
+    status,
+    topic,
+)
 
 __all__ = ["app", "main"]
 
@@ -29,6 +40,15 @@ def _root() -> None:
 
 
 app.command("serve")(serve.serve)
+app.command("status")(status.status)
+app.add_typer(topic.app, name="topic")
+app.add_typer(group.app, name="group")
+app.add_typer(queue.app, name="queue")
+app.add_typer(exchange.app, name="exchange")
+app.add_typer(binding.app, name="binding")
+app.command("produce")(produce.produce)
+app.command("consume")(consume.consume)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -15,10 +15,12 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from wharf.cli.http_listener import with_http
 from wharf.core.config import FsyncPolicy
 from wharf.errors import WharfError
 from wharf.server.amqp_listener import create_amqp_listener
 from wharf.server.app import run
+from wharf.server.kafka_listener import KafkaListener
 from wharf.server.listener import ListenerFactory
 from wharf.server.logging_setup import configure_logging
 from wharf.server.settings import (
@@ -35,7 +37,7 @@ __all__ = ["LISTENERS", "serve"]
 logger = logging.getLogger("wharf.server")
 
 # Front ends started by `wharf serve`, in this order (the ready line lists them in this order).
-LISTENERS: list[ListenerFactory] = [create_amqp_listener]
+LISTENERS: list[ListenerFactory] = [KafkaListener.from_settings, create_amqp_listener]
 
 _DEFAULTS = ServerSettings()
 _EXIT_CONFIG = 2  # bad flags, environment or TOML (the same code click uses for bad flags)
@@ -122,7 +124,7 @@ def serve(
         return
     configure_logging(settings.log_format, settings.log_level)
     try:
-        run(settings, LISTENERS)
+        run(settings, with_http(LISTENERS))
     except WharfError as exc:
         logger.error("%s", exc)
         raise typer.Exit(_EXIT_RUNTIME) from None

@@ -1,0 +1,112 @@
+"""State the HTTP handlers share: the broker, the server view and the rate sampler.
+
+How it works: :class:`RateTracker` reads monotonic broker counters (messages published and
+delivered, bytes in) once a second through :func:`wharf.http.stats.sample_counters` and keeps
+the last few minutes of per-second rates in a ring, so the overview reports current rates and
+the dashboard can draw a chart as soon as it loads. Nothing is counted on the broker's hot
+paths for this: the counters already exist in core and are only read here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from wharf.core.broker import Broker
+from wharf.http.latency import LatencyHistogram
+from wharf.http.routing import Endpoint
+from wharf.http.schemas import ListenerInfo, RatePoint
+from wharf.http.stats import Counters, sample_counters
+from wharf.http.status import ServerView
+
+SAMPLE_INTERVAL_S = 1.0
+HISTORY_SAMPLES = 300
+
+
+class RateTracker:
+    """Samples broker counters periodically and keeps recent per-second rates."""
+
+    def __init__(self, broker: Broker, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self._broker = broker
+        self._interval_s = interval_s
+        self._last: tuple[float, Counters] | None = None
+        self.history: deque[RatePoint] = deque(maxlen=HISTORY_SAMPLES)
+        # (vhost, queue) -> (publish/s, deliver/s, ack/s) over the last interval
+        self.queue_rates: dict[tuple[str, str], tuple[float, float, float]] = {}
+
+    def sample(self) -> None:
+        """Take one sample now (the loop calls this every interval)."""
+        now = time.monotonic()
+        counters = sample_counters(self._broker)
+        if self._last is not None:
+            then, before = self._last
+            elapsed = max(now - then, 1e-3)
+            self.history.append(
+                RatePoint(
+                    time_ms=time.time_ns() // 1_000_000,
+                    publish_per_s=_rate(counters.published - before.published, elapsed),
+                    deliver_per_s=_rate(counters.delivered - before.delivered, elapsed),
+                    bytes_in_per_s=_rate(counters.bytes_in - before.bytes_in, elapsed),
+                    consumer_lag=counters.consumer_lag,
+                )
+            )
+            rates: dict[tuple[str, str], tuple[float, float, float]] = {}
+            for key, (pub, dlv, ack) in counters.queues.items():
+                pub0, dlv0, ack0 = before.queues.get(key, (pub, dlv, ack))
+                rates[key] = (
+                    _rate(pub - pub0, elapsed),
+                    _rate(dlv - dlv0, elapsed),
+                    _rate(ack - ack0, elapsed),
+                )
+            self.queue_rates = rates
+        self._last = (now, counters)
+
+    def latest(self) -> RatePoint | None:
+        return self.history[-1] if self.history else None
+
+    async def run(self) -> None:
+        while True:
+            if not self._broker.closed:
+                self.sample()
+            await asyncio.sleep(self._interval_s)
+
+
+def _rate(delta: int, elapsed: float) -> float:
+    # Counters drop when a topic or queue is deleted; that is not negative traffic.
+    return round(max(delta, 0) / elapsed, 3)
+
+
+@dataclass
+class ApiContext:
+    """Everything a handler needs, stored on the aiohttp application."""
+
+    broker: Broker
+    server: ServerView | None
+    endpoints: list[Endpoint] = field(default_factory=list)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    http_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    rates: RateTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rates = RateTracker(self.broker)
+
+
+CONTEXT = web.AppKey("wharf.http.context", ApiContext)
+
+
+def context_of(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
+
+
+def listener_infos(context: ApiContext) -> list[ListenerInfo]:
+    """The server's listeners as the API reports them (empty when embedded without a server)."""
+    if context.server is None:
+        return []
+    return [
+        ListenerInfo(name=item.name, host=item.host, port=item.port, ready=item.ready)
+        for item in context.server.listeners()
+    ]

@@ -1,0 +1,185 @@
+"""Prometheus metrics at /metrics, read from the broker's own counters at scrape time.
+
+How it works: :class:`BrokerCollector` is a prometheus-client custom collector. Nothing on the
+publish/deliver paths calls prometheus: on each scrape the collector walks topics, partitions,
+queues, groups and listeners and reports the plain counters and gauges core objects already
+keep. The one histogram measured here is the HTTP API's own request latency, kept in a
+:class:`~wharf.http.latency.LatencyHistogram` (plain bucket counts) by a middleware.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from wharf.http import broker_view as view
+from wharf.http.context import ApiContext, context_of
+from wharf.http.routing import Endpoint, Handler
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class BrokerCollector(Collector):
+    """Every wharf_* metric, computed from the broker when scraped."""
+
+    def __init__(self, context: ApiContext) -> None:
+        self._context = context
+
+    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one flat list of families
+        context = self._context
+        broker = context.broker
+        info = InfoMetricFamily("wharf_build", "Wharf version")
+        info.add_metric([], {"version": version("wharf")})
+        yield info
+        uptime = GaugeMetricFamily("wharf_uptime_seconds", "Seconds since the API started")
+        uptime.add_metric([], time.monotonic() - context.started_monotonic)
+        yield uptime
+
+        labels = ["topic", "partition"]
+        end = CounterMetricFamily(
+            "wharf_partition_messages_in", "Records appended (the log end offset)", labels=labels
+        )
+        bytes_out = CounterMetricFamily(
+            "wharf_partition_bytes_out", "Record batch bytes read by consumers", labels=labels
+        )
+        bytes_in = CounterMetricFamily(
+            "wharf_partition_bytes_in", "Record batch bytes appended", labels=labels
+        )
+        start = GaugeMetricFamily(
+            "wharf_partition_log_start_offset", "First offset still stored", labels=labels
+        )
+        stored = GaugeMetricFamily(
+            "wharf_partition_messages", "Records stored (end minus start offset)", labels=labels
+        )
+        size = GaugeMetricFamily("wharf_partition_size_bytes", "Bytes on disk", labels=labels)
+        for topic in view.topic_stats(broker):
+            for p in topic.partitions:
+                key = [topic.name, str(p.partition)]
+                end.add_metric(key, p.end_offset)
+                bytes_out.add_metric(key, p.bytes_out)
+                bytes_in.add_metric(key, p.bytes_in)
+                start.add_metric(key, p.start_offset)
+                stored.add_metric(key, p.end_offset - p.start_offset)
+                size.add_metric(key, p.size_bytes)
+        yield from (end, bytes_in, bytes_out, start, stored, size)
+
+        lag = GaugeMetricFamily(
+            "wharf_consumer_group_lag",
+            "High watermark minus committed offset",
+            labels=["group", "topic", "partition"],
+        )
+        for group, row in view.all_group_offsets(broker):
+            lag.add_metric([group, row.topic, str(row.partition)], row.lag)
+        members = GaugeMetricFamily(
+            "wharf_consumer_group_members", "Active members", labels=["group"]
+        )
+        for listing in broker.groups.list_groups():
+            described = broker.groups.describe_group(listing.group_id)
+            members.add_metric([listing.group_id], len(described.members))
+        yield from (lag, members)
+
+        qlabels = ["vhost", "queue"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "ready": GaugeMetricFamily(
+                "wharf_queue_messages_ready", "Messages ready for delivery", labels=qlabels
+            ),
+            "unacked": GaugeMetricFamily(
+                "wharf_queue_messages_unacked", "Delivered, not yet acknowledged", labels=qlabels
+            ),
+            "consumers": GaugeMetricFamily(
+                "wharf_queue_consumers", "Consumers attached", labels=qlabels
+            ),
+            "bytes": GaugeMetricFamily(
+                "wharf_queue_message_bytes", "Body bytes of live messages", labels=qlabels
+            ),
+            "published": CounterMetricFamily(
+                "wharf_queue_messages_published", "Messages enqueued", labels=qlabels
+            ),
+            "delivered": CounterMetricFamily(
+                "wharf_queue_messages_delivered", "Messages delivered", labels=qlabels
+            ),
+            "acked": CounterMetricFamily(
+                "wharf_queue_messages_acked", "Messages acknowledged", labels=qlabels
+            ),
+            "dead_lettered": CounterMetricFamily(
+                "wharf_queue_messages_dead_lettered", "Messages dead-lettered", labels=qlabels
+            ),
+        }
+        for queue in view.queues(broker):
+            key = [queue.vhost, queue.name]
+            families["ready"].add_metric(key, queue.message_count)
+            families["unacked"].add_metric(key, queue.unacked_count)
+            families["consumers"].add_metric(key, queue.consumer_count)
+            families["bytes"].add_metric(key, queue.message_bytes)
+            families["published"].add_metric(key, queue.published)
+            families["delivered"].add_metric(key, queue.delivered)
+            families["acked"].add_metric(key, queue.acked)
+            families["dead_lettered"].add_metric(key, queue.dead_lettered)
+        yield from families.values()
+
+        connections = GaugeMetricFamily(
+            "wharf_connections", "Open client connections", labels=["protocol"]
+        )
+        if context.server is not None:
+            per_protocol: dict[str, int] = {}
+            for conn in context.server.connections():
+                per_protocol[conn.protocol] = per_protocol.get(conn.protocol, 0) + 1
+            for protocol, count in sorted(per_protocol.items()):
+                connections.add_metric([protocol], count)
+        yield connections
+
+        storage = GaugeMetricFamily("wharf_storage_bytes", "Bytes of every log on disk")
+        storage.add_metric([], view.storage_bytes(broker))
+        yield storage
+        fsyncs = CounterMetricFamily("wharf_fsyncs", "Completed group-commit fsyncs")
+        fsyncs.add_metric([], view.fsync_count(broker))
+        yield fsyncs
+
+        yield context.http_latency.families(
+            "wharf_http_request_duration_seconds",
+            "HTTP API request latency by route",
+            "route",
+        )
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe each API request's duration under its route template."""
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        context_of(request).http_latency.observe(
+            f"{request.method} {route}", time.perf_counter() - started
+        )
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(context_of(request)))
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/metrics",
+        _metrics,
+        "Prometheus metrics (text exposition format)",
+        "metrics",
+        content_type="text/plain",
+    ),
+]

@@ -110,3 +110,18 @@ def test_unusable_data_dir_is_refused_with_one_line(tmp_path: Path) -> None:
     (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert f"cannot use data directory {not_a_dir / 'data'}: Not a directory" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_stops_startup_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = ["--kafka-port", port, "--amqp-port", port, "--http-port", port]
+        result = run_wharf("serve", "--data-dir", str(tmp_path / "data"), *ports)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    expected = r"cannot start the \w+ listener on 127\.0\.0\.1: .*address already in use"
+    assert re.search(expected, line, flags=re.IGNORECASE), line
+    assert not _ready_lines(result.stderr)
+    assert "Traceback" not in result.stderr

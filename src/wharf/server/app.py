@@ -60,7 +60,7 @@ async def _start_listeners(
     endpoints: list[Endpoint] = []
     for factory in factories:
         listener = factory(settings)
-        name = str(getattr(listener, "name", type(listener).__name__))
+        name = listener.name
         try:
             bound = await listener.start(broker)
         except OSError as exc:

@@ -1,7 +1,8 @@
 """What the server process expects from each front end (Kafka, AMQP, HTTP).
 
-A listener is created by a factory that receives the :class:`ServerSettings` (so it can read its
-own port, host and options), then driven through three calls:
+A listener has a ``name`` ("kafka", "amqp", "http"); a factory creates it from the
+:class:`ServerSettings` (so it can read its own port, host and options); the server then drives
+it through three calls:
 
 1. ``await start(broker)`` binds its sockets, starts serving and returns every address it bound
    as ``(name, host, port)`` with the real port (settings may say port 0: "pick a free port").
@@ -30,6 +31,11 @@ Endpoint = tuple[str, str, int]  # (listener name, bound host, bound port)
 
 class Listener(Protocol):
     """One front end of the server; see the module docstring for the call order."""
+
+    @property
+    def name(self) -> str:
+        """Short protocol name ("kafka", "amqp", "http") used in logs and the ready line."""
+        ...
 
     async def start(self, broker: Broker) -> Sequence[Endpoint]: ...
 

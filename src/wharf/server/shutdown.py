@@ -66,9 +66,9 @@ async def stop_listeners(
         try:
             await listener.stop_accepting()
         except Exception:
-            logger.exception("listener %s failed to stop accepting", _name(listener))
+            logger.exception("listener %s failed to stop accepting", listener.name)
     tasks = {
-        asyncio.create_task(listener.close(grace_s), name=f"close {_name(listener)}"): listener
+        asyncio.create_task(listener.close(grace_s), name=f"close {listener.name}"): listener
         for listener in listeners
     }
     if not tasks:
@@ -89,7 +89,7 @@ async def stop_listeners(
     finally:
         force_wait.cancel()
         for task in pending:
-            logger.warning("listener %s did not close in time; cancelling it", _name(tasks[task]))
+            logger.warning("listener %s did not close in time; cancelling it", tasks[task].name)
             task.cancel()
     for task, listener in tasks.items():
         try:
@@ -97,8 +97,4 @@ async def stop_listeners(
         except asyncio.CancelledError:
             pass
         except Exception:
-            logger.exception("listener %s failed while closing", _name(listener))
-
-
-def _name(listener: Listener) -> str:
-    return str(getattr(listener, "name", type(listener).__name__))
+            logger.exception("listener %s failed while closing", listener.name)

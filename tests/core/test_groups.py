@@ -286,6 +286,19 @@ async def test_static_member_restart_takes_over_without_rebalance(
         is ErrorCode.FENCED_INSTANCE_ID
     )
     assert coordinator.heartbeat("g", follower.member_id, 1) is ErrorCode.UNKNOWN_MEMBER_ID
+    # the next rebalance waits for the new incarnation like for any other member
+    leader = a if follower is b else b
+    newcomer = asyncio.create_task(join(coordinator))
+    await wait_until(
+        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
+    )
+    leader_again = asyncio.create_task(join(coordinator, member_id=leader.member_id))
+    await asyncio.sleep(0.05)
+    assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
+    assert not newcomer.done() and not leader_again.done()
+    follower_again = await join(coordinator, member_id=restarted.member_id, instance=instance)
+    assert follower_again.generation_id == 2
+    assert (await leader_again).generation_id == (await newcomer).generation_id == 2
     left = coordinator.leave_group("g", [LeaveMember("", instance)])
     assert left.members[0][1] is ErrorCode.NONE
     assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE

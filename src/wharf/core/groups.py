@@ -404,15 +404,14 @@ class GroupCoordinator:
             group.protocol_name = None
             group.protocol_type = None
             self._set_state(group, GroupState.EMPTY)
+            self._forget_if_unused(group)
             return
         group.protocol_name = group.select_protocol()
         if group.leader_id not in group.members:
             group.leader_id = next(iter(group.members))
         self._set_state(group, GroupState.COMPLETING_REBALANCE)
         for member in group.members.values():
-            result = self._join_result(group, member, members=True)
-            self._resolve_join(member, result)
-            member.join_future = None
+            self._resolve_join(member, self._join_result(group, member, members=True))
             self._restart_session(group, member)
 
     def _join_result(
@@ -809,6 +808,7 @@ class GroupCoordinator:
     def _resolve_join(member: _Member, result: JoinResult) -> None:
         if member.join_future is not None and not member.join_future.done():
             member.join_future.set_result(result)
+        member.join_future = None
 
     @staticmethod
     def _resolve_sync(member: _Member, result: SyncResult) -> None:

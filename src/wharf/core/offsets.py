@@ -17,6 +17,7 @@ is only renamed away after the new one is flushed) and becomes the live log.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,10 +29,13 @@ import msgspec
 
 from wharf.core.config import FsyncPolicy
 from wharf.core.group_commit import GroupCommitter
+from wharf.errors import StorageError
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput, decode_records, iter_batches
 
 __all__ = ["OffsetAndMetadata", "OffsetStore", "TopicPartition"]
+
+log = logging.getLogger(__name__)
 
 LOG_NAME = "__consumer_offsets"
 _READ_CHUNK = 1 << 20
@@ -237,35 +241,47 @@ class OffsetStore:
                 offset = header.last_offset + 1
 
     async def _compact(self) -> None:
-        """Rewrite the log with live entries only, then swap it in (see module docstring)."""
+        """Rewrite the log with live entries only, then swap it in (see module docstring).
+
+        A failed rewrite is logged and leaves the current log in use: compaction only saves
+        space, and the commit that triggered it is already durable.
+        """
+        policy, interval_ms = self._committer.policy, self._committer.interval_ms
         await self._committer.close()
         live = [
             _record(group_id, tp, entry)
             for group_id, committed in self._offsets.items()
             for tp, entry in committed.items()
         ]
-        await asyncio.to_thread(self._rewrite, live)
-        self._log = Log.open(str(self._directory), _log_config())
+        try:
+            await asyncio.to_thread(self._rewrite, live)
+        except (OSError, StorageError):
+            log.exception("rewriting %s failed; keeping the current log", self._directory)
+        else:
+            self._records = len(live)
+            self.compactions += 1
+        if self._log.closed:
+            _finish_interrupted_swap(self._directory)
+            self._log = Log.open(str(self._directory), _log_config())
         self._committer = GroupCommitter(
-            self._log,
-            self._committer.policy,
-            interval_ms=self._committer.interval_ms,
-            durable_offset=self._log.durable_offset,
+            self._log, policy, interval_ms=interval_ms, durable_offset=self._log.durable_offset
         )
         self._committer.start()
-        self._records = len(live)
-        self.compactions += 1
 
     def _rewrite(self, live: list[RecordInput]) -> None:
         fresh_dir = self._directory.with_name(LOG_NAME + ".compact")
         old_dir = self._directory.with_name(LOG_NAME + ".old")
         shutil.rmtree(fresh_dir, ignore_errors=True)
-        fresh = Log.open(str(fresh_dir), _log_config())
-        for start in range(0, len(live), 500):
-            fresh.append_records(live[start : start + 500])
-        fresh.flush()
-        fresh.close()
-        self._log.flush()
+        try:
+            fresh = Log.open(str(fresh_dir), _log_config())
+            try:
+                for start in range(0, len(live), 500):
+                    fresh.append_records(live[start : start + 500])
+            finally:
+                fresh.close()
+        except BaseException:
+            shutil.rmtree(fresh_dir, ignore_errors=True)
+            raise
         self._log.close()
         os.rename(self._directory, old_dir)
         os.rename(fresh_dir, self._directory)

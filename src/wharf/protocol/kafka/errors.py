@@ -15,6 +15,7 @@ import errno as errno_codes
 
 from kio.schema.errors import ErrorCode
 
+from wharf.core.stream_errors import StreamsError
 from wharf.errors import (
     AlreadyExistsError,
     CorruptBatchError,
@@ -34,6 +35,7 @@ __all__ = [
     "UnknownApiKeyError",
     "UnsupportedVersionError",
     "error_code_for",
+    "kafka_code",
 ]
 
 
@@ -76,15 +78,21 @@ class UnsupportedVersionError(KafkaProtocolError):
     code = ErrorCode.unsupported_version
 
 
+def kafka_code(code: int) -> ErrorCode:
+    """A core outcome code as a Kafka error code (the core uses Kafka's numbering)."""
+    try:
+        return ErrorCode(int(code))
+    except ValueError:
+        return ErrorCode.unknown_server_error
+
+
 def error_code_for(exc: BaseException) -> ErrorCode:
     """The Kafka error code for an exception raised while serving a request.
 
-    Exceptions that already know their code (a ``code`` attribute holding an ``ErrorCode``, as
-    the core's Kafka-flavoured errors may carry) win; otherwise the Wharf error family decides.
+    The core's streams errors carry their code; the other Wharf error families map by kind.
     """
-    code = getattr(exc, "kafka_error_code", None)
-    if isinstance(code, ErrorCode):
-        return code
+    if isinstance(exc, StreamsError):
+        return kafka_code(exc.code)
     if isinstance(exc, KafkaProtocolError):
         return exc.code
     if isinstance(exc, CorruptBatchError):

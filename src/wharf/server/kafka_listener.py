@@ -1,0 +1,111 @@
+"""The Kafka listener: a TCP server whose connections speak the Kafka protocol.
+
+Two ways in:
+
+* ``await start_kafka_listener(broker, host, port)`` binds and serves at once and returns the
+  :class:`KafkaListener` (embedding, tests);
+* ``KafkaListener.from_settings(settings)`` is the factory ``wharf serve`` uses; the server
+  then drives it through the :class:`~wharf.server.listener.Listener` calls (``start``,
+  ``stop_accepting``, ``close``).
+
+The address Metadata and FindCoordinator advertise defaults to the bound one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from wharf.core.broker import Broker
+from wharf.protocol.kafka.context import KafkaContext
+from wharf.protocol.kafka.framing import DEFAULT_MAX_FRAME_BYTES
+from wharf.server.kafka_connection import KafkaConnection
+from wharf.server.settings import ServerSettings
+
+__all__ = ["KafkaListener", "start_kafka_listener"]
+
+log = logging.getLogger(__name__)
+
+Endpoint = tuple[str, str, int]
+
+
+class KafkaListener:
+    """A Kafka front end on one ``host:port``; see the module docstring."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        advertised_host: str | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.advertised_host = advertised_host or host
+        self.max_frame_bytes = max_frame_bytes
+        self.connections: set[KafkaConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> KafkaListener:
+        """The factory ``wharf serve`` calls."""
+        return cls(settings.host, settings.kafka_port, advertised_host=settings.advertised_host)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when listening on port 0)."""
+        assert self._port is not None, "listener not started"
+        return self._port
+
+    async def start(self, broker: Broker) -> Sequence[Endpoint]:
+        """Bind and start serving; returns the bound address."""
+        loop = asyncio.get_running_loop()
+        base = KafkaContext(broker=broker, advertised_host=self.advertised_host, advertised_port=0)
+
+        def connection() -> KafkaConnection:
+            return KafkaConnection(base, self.connections, max_frame_bytes=self.max_frame_bytes)
+
+        self._server = await loop.create_server(connection, self.host, self.requested_port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        base.advertised_port = self._port
+        return [(self.name, self.host, self.port)]
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; open connections go on."""
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Let connections finish their in-flight requests for up to ``grace_s``, then close."""
+        await self.stop_accepting()
+        connections = list(self.connections)
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.drain()) for c in connections], timeout=grace_s
+            )
+        for connection in list(self.connections):
+            connection.close("broker shutting down", level=logging.INFO)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def start_kafka_listener(
+    broker: Broker,
+    host: str,
+    port: int,
+    *,
+    advertised_host: str | None = None,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> KafkaListener:
+    """Bind ``host:port`` and serve Kafka clients from ``broker``."""
+    listener = KafkaListener(
+        host, port, advertised_host=advertised_host, max_frame_bytes=max_frame_bytes
+    )
+    await listener.start(broker)
+    log.info("kafka listener on %s:%d", host, listener.port)
+    return listener

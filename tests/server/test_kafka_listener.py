@@ -1,0 +1,103 @@
+"""The Kafka listener over a real loopback socket: pipelining, ordering, bad input, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from kafka.protocol.metadata import ApiVersionsRequest
+from kafka.protocol.metadata import ApiVersionsResponse as KpApiVersionsResponse
+
+from wharf.core.broker import Broker
+from wharf.server.kafka_listener import KafkaListener, start_kafka_listener
+
+
+@pytest.fixture
+async def listener(tmp_path: Path) -> AsyncIterator[KafkaListener]:
+    async with Broker.open(tmp_path / "data") as broker:
+        served = await start_kafka_listener(broker, "127.0.0.1", 0)
+        try:
+            yield served
+        finally:
+            await served.close(1.0)
+
+
+def api_versions(correlation_id: int, version: int = 3) -> bytes:
+    request = ApiVersionsRequest(
+        client_software_name="wharf-test", client_software_version="1", version=version
+    )
+    request.with_header(correlation_id=correlation_id, client_id="listener-test")
+    return bytes(request.encode(header=True, framed=True))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = struct.unpack(">i", await reader.readexactly(4))
+    return await reader.readexactly(size)
+
+
+async def test_pipelined_requests_are_answered_in_order(listener: KafkaListener) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        writer.write(b"".join(api_versions(cid) for cid in (11, 12, 13)))
+        await writer.drain()
+        ids = []
+        for _ in range(3):
+            frame = await asyncio.wait_for(read_frame(reader), 10)
+            (cid,) = struct.unpack_from(">i", frame)
+            ids.append(cid)
+            decoded = KpApiVersionsResponse.decode(frame, version=3, header=True)
+            assert decoded.error_code == 0
+        assert ids == [11, 12, 13]
+    finally:
+        writer.close()
+
+
+async def test_unknown_api_versions_version_gets_v0_error_and_ranges(
+    listener: KafkaListener,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        body = struct.pack(">hhih", 18, 99, 5, 4) + b"test"
+        writer.write(struct.pack(">i", len(body)) + body)
+        frame = await asyncio.wait_for(read_frame(reader), 10)
+        decoded = KpApiVersionsResponse.decode(frame, version=0, header=True)
+        assert decoded.error_code == 35
+        ranges = {k.api_key: (k.min_version, k.max_version) for k in decoded.api_keys}
+        assert ranges[18] == (0, 4)
+        # The connection stays usable: the client retries at a version it was told about.
+        writer.write(api_versions(6))
+        frame = await asyncio.wait_for(read_frame(reader), 10)
+        assert struct.unpack_from(">i", frame) == (6,)
+    finally:
+        writer.close()
+
+
+async def test_bad_frame_closes_that_connection_only(
+    listener: KafkaListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    good_reader, good_writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    bad_reader, bad_writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        bad_writer.write(struct.pack(">i", -1))
+        assert await asyncio.wait_for(bad_reader.read(), 10) == b""
+        good_writer.write(api_versions(1))
+        frame = await asyncio.wait_for(read_frame(good_reader), 10)
+        assert struct.unpack_from(">i", frame) == (1,)
+    finally:
+        good_writer.close()
+        bad_writer.close()
+    assert "InvalidFrameLengthError" in caplog.text
+
+
+async def test_close_waits_for_nothing_when_idle(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "data") as broker:
+        served = await start_kafka_listener(broker, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        await served.close(5.0)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", served.port)

@@ -160,3 +160,17 @@ async def test_compact_policy_keeps_data_beyond_retention(tmp_path: Path) -> Non
     assert p.enforce_retention(10_000_000) == 0
     assert p.log_start_offset == 0
     await p.close()
+
+
+async def test_unbounded_wait_ends_on_data_or_close(tmp_path: Path) -> None:
+    p = open_partition(tmp_path)
+    for_data = asyncio.create_task(p.wait_for_data(0))
+    await asyncio.sleep(0.02)
+    assert not for_data.done()
+    await p.append(batch(b"x"))
+    assert await asyncio.wait_for(for_data, 10) is True
+    for_close = asyncio.create_task(p.wait_for_data(5))
+    await asyncio.sleep(0.02)
+    assert not for_close.done()
+    await p.close()
+    assert await asyncio.wait_for(for_close, 10) is True

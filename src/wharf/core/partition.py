@@ -276,8 +276,9 @@ class Partition:
                 offset = header.last_offset + 1
         return out[:max_records]
 
-    async def wait_for_data(self, offset: int, timeout_s: float) -> bool:
-        """Wait until the high watermark passes ``offset`` (True) or ``timeout_s`` runs out."""
+    async def wait_for_data(self, offset: int, timeout_s: float | None = None) -> bool:
+        """Wait until the high watermark passes ``offset`` (True) or ``timeout_s`` runs out
+        (``None``: no limit; the partition closing also ends the wait)."""
         return await wait_for_any([(self, offset)], timeout_s)
 
     def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
@@ -378,18 +379,21 @@ class Partition:
             raise StorageError(f"partition {self.topic}-{self.index} is closed")
 
 
-async def wait_for_any(positions: Sequence[tuple[Partition, int]], timeout_s: float) -> bool:
+async def wait_for_any(
+    positions: Sequence[tuple[Partition, int]], timeout_s: float | None = None
+) -> bool:
     """Wait until any partition's high watermark passes its offset, or ``timeout_s`` runs out.
 
-    For a long-polling fetch over several partitions; returns whether data is available.
+    For a long-polling fetch over several partitions; returns whether data is available (a
+    closing partition also ends the wait, with True: the caller's read then reports it).
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    deadline = None if timeout_s is None else loop.time() + timeout_s
     while True:
         if any(p.high_watermark > offset or p._closed for p, offset in positions):
             return True
-        remaining = deadline - loop.time()
-        if remaining <= 0 or not positions:
+        remaining = None if deadline is None else deadline - loop.time()
+        if (remaining is not None and remaining <= 0) or not positions:
             return False
         waits = [asyncio.ensure_future(p._event().wait()) for p, _ in positions]
         try:

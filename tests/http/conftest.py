@@ -7,13 +7,20 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from helpers.broker_process import WharfProcess
 
 
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfProcess]:
     base = tmp_path_factory.mktemp("wharf-http")
-    process = WharfProcess(base / "data", (), log_dir=base / "logs")
+    # no initial rebalance delay, so consumer groups form quickly in the group tests
+    process = WharfProcess(
+        base / "data",
+        (),
+        log_dir=base / "logs",
+        env={"WHARF_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"},
+    )
     process.start()
     try:
         yield process

@@ -347,6 +347,10 @@ class Queue:
             consumer.deliver(delivery)
         return delivery
 
+    def peek(self, count: int) -> list[QueueEntry]:
+        """The next ``count`` ready messages in delivery order, left in place (browsing)."""
+        return [entry for _, _, entry in heapq.nsmallest(count, self._ready)]
+
     def basic_get(self, no_ack: bool) -> Delivery | None:
         """Take the head message, or None when the queue has none ready (basic.get-empty)."""
         self.last_used_ms = self._clock.now_ms()

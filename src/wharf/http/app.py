@@ -20,6 +20,7 @@ from aiohttp import web
 
 from wharf.core.broker import Broker
 from wharf.errors import (
+    AccessRefusedError,
     AlreadyExistsError,
     BrokerError,
     InvalidArgumentError,
@@ -55,6 +56,7 @@ _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (AlreadyExistsError, 409),
     (PreconditionError, 409),
     (ResourceLockedError, 423),
+    (AccessRefusedError, 403),
     (InvalidArgumentError, 400),
     (BrokerError, 400),
     (StorageError, 503),

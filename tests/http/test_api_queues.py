@@ -1,0 +1,149 @@
+"""Queue, exchange and binding endpoints against a running broker, with a real AMQP client
+where the API reports what clients do (consumers, unacked, deliveries)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pika
+
+from helpers.broker_process import WharfProcess
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_declare_publish_peek_get_purge_delete(api: httpx.Client, unique: str) -> None:
+    declared = api.put(f"/api/queues/{unique}", json={"arguments": {"x-max-priority": 5}})
+    assert declared.status_code == 200, declared.text
+    assert declared.json()["arguments"] == {"x-max-priority": 5}
+    assert declared.json()["durable"] is True
+    again = api.put(f"/api/queues/{unique}", json={"arguments": {"x-max-priority": 5}})
+    assert again.status_code == 200
+    conflict = api.put(f"/api/queues/{unique}", json={"arguments": {"x-max-priority": 9}})
+    assert conflict.status_code == 409
+    assert "error" in conflict.json()
+
+    for i in range(3):
+        sent = api.post(
+            f"/api/queues/{unique}/messages",
+            json={"value": f"q{i}", "headers": {"n": str(i)}, "properties": {"priority": i}},
+        )
+        assert sent.status_code == 201
+        assert sent.json()["routed"] is True
+
+    peeked = api.post(f"/api/queues/{unique}/get", json={"count": 10}).json()["messages"]
+    # highest priority first
+    assert [m["value"] for m in peeked] == ["q2", "q1", "q0"]
+    assert peeked[0]["headers"] == {"n": "2"}
+    assert peeked[0]["properties"]["priority"] == 2
+    described = api.get(f"/api/queues/{unique}").json()
+    assert described["messages"] == 3  # peeking removed nothing
+
+    taken = api.post(f"/api/queues/{unique}/get", json={"count": 1, "ack": True}).json()
+    assert [m["value"] for m in taken["messages"]] == ["q2"]
+    described = api.get(f"/api/queues/{unique}").json()
+    assert described["messages"] == 2
+    assert described["published"] == 3
+    assert described["delivered"] == 1
+
+    listed = {q["name"]: q for q in api.get("/api/queues", params={"vhost": "/"}).json()}
+    assert listed[unique]["messages"] == 2
+
+    purged = api.post(f"/api/queues/{unique}/purge")
+    assert purged.json() == {"purged": 2}
+    assert api.get(f"/api/queues/{unique}").json()["messages"] == 0
+
+    assert api.delete(f"/api/queues/{unique}").status_code == 204
+    assert api.get(f"/api/queues/{unique}").status_code == 404
+    assert api.post(f"/api/queues/{unique}/messages", json={"value": "x"}).status_code == 404
+
+
+def test_delete_if_empty_refuses_a_queue_with_messages(api: httpx.Client, unique: str) -> None:
+    api.put(f"/api/queues/{unique}", json={})
+    api.post(f"/api/queues/{unique}/messages", json={"value": "keep me"})
+    refused = api.delete(f"/api/queues/{unique}", params={"if_empty": "true"})
+    assert refused.status_code == 409
+    assert api.get(f"/api/queues/{unique}").json()["messages"] == 1
+    assert api.delete(f"/api/queues/{unique}").status_code == 204
+
+
+def test_exchanges_and_bindings_route_messages(api: httpx.Client, unique: str) -> None:
+    exchange, queue = f"{unique}-x", f"{unique}-q"
+    created = api.put(f"/api/exchanges/{exchange}", json={"type": "topic"})
+    assert created.status_code == 200, created.text
+    assert created.json()["type"] == "topic"
+    assert api.get(f"/api/exchanges/{exchange}").json()["name"] == exchange
+    assert exchange in {x["name"] for x in api.get("/api/exchanges").json()}
+    api.put(f"/api/queues/{queue}", json={})
+
+    bound = api.post(
+        "/api/bindings", json={"source": exchange, "destination": queue, "routing_key": "a.*"}
+    )
+    assert bound.status_code == 204, bound.text
+    bindings = [b for b in api.get("/api/bindings").json() if b["source"] == exchange]
+    assert bindings == [
+        {
+            "vhost": "/",
+            "source": exchange,
+            "destination": queue,
+            "destination_type": "queue",
+            "routing_key": "a.*",
+            "arguments": {},
+        }
+    ]
+
+    hit = api.post(f"/api/exchanges/{exchange}/messages", json={"value": "1", "routing_key": "a.b"})
+    miss = api.post(f"/api/exchanges/{exchange}/messages", json={"value": "2", "routing_key": "b"})
+    assert hit.json()["routed"] is True
+    assert miss.json()["routed"] is False
+    got = api.post(f"/api/queues/{queue}/get", json={"count": 5}).json()["messages"]
+    assert [(m["value"], m["exchange"], m["routing_key"]) for m in got] == [("1", exchange, "a.b")]
+
+    unbound = api.request(
+        "DELETE",
+        "/api/bindings",
+        json={"source": exchange, "destination": queue, "routing_key": "a.*"},
+    )
+    assert unbound.status_code == 204
+    assert not [b for b in api.get("/api/bindings").json() if b["source"] == exchange]
+
+    assert api.put("/api/exchanges/amq.mine", json={}).status_code == 403
+    assert api.put(f"/api/exchanges/{unique}-bad", json={"type": "nope"}).status_code == 400
+    assert api.delete(f"/api/exchanges/{exchange}").status_code == 204
+    assert api.get(f"/api/exchanges/{exchange}").status_code == 404
+
+
+def test_queue_reports_amqp_consumers_and_unacked(
+    api: httpx.Client, http_server: WharfProcess, unique: str
+) -> None:
+    api.put(f"/api/queues/{unique}", json={})
+    for i in range(4):
+        api.post(f"/api/queues/{unique}/messages", json={"value": str(i)})
+    params = pika.ConnectionParameters("127.0.0.1", http_server.amqp_port)
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=2)
+        received: list[bytes] = []
+        channel.basic_consume(unique, lambda ch, method, props, body: received.append(body))
+
+        def pump() -> bool:
+            connection.process_data_events(time_limit=0.05)
+            return len(received) == 2
+
+        _wait_for(pump)
+        queue = api.get(f"/api/queues/{unique}").json()
+        assert queue["consumers"] == 1
+        assert queue["unacked"] == 2
+        assert queue["messages"] == 2
+        assert queue["delivered"] == 2
+    finally:
+        connection.close()
+    _wait_for(lambda: api.get(f"/api/queues/{unique}").json()["consumers"] == 0)
+    assert api.get(f"/api/queues/{unique}").json()["messages"] == 4  # returned on close

@@ -1,0 +1,111 @@
+"""Health, readiness, overview, rate history, connections, the OpenAPI document and the body
+size limit, against a running broker."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pika
+
+from helpers.broker_process import WharfProcess
+from wharf.http.app import DEFAULT_MAX_BODY_BYTES
+
+
+def test_health_and_readiness(api: httpx.Client, http_server: WharfProcess) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True
+    assert body["storage_recovered"] is True
+    names = {listener["name"]: listener for listener in body["listeners"]}
+    assert set(names) == set(http_server.endpoints)
+    assert names["http"]["port"] == http_server.http_port
+    assert all(listener["ready"] for listener in body["listeners"])
+
+
+def test_overview_counts_what_exists(api: httpx.Client, unique: str) -> None:
+    before = api.get("/api/overview").json()
+    assert before["version"]
+    assert before["fsync"] == "always"
+    assert before["uptime_s"] >= 0
+    api.post("/api/topics", json={"name": unique, "partitions": 3})
+    api.put(f"/api/queues/{unique}", json={})
+    api.post(f"/api/queues/{unique}/messages", json={"value": "x"})
+    after = api.get("/api/overview").json()
+    assert after["totals"]["topics"] == before["totals"]["topics"] + 1
+    assert after["totals"]["partitions"] == before["totals"]["partitions"] + 3
+    assert after["totals"]["queues"] == before["totals"]["queues"] + 1
+    assert after["totals"]["queue_depth"] == before["totals"]["queue_depth"] + 1
+    assert after["totals"]["messages_published"] == before["totals"]["messages_published"] + 1
+
+
+def test_history_records_publish_rate(api: httpx.Client, unique: str) -> None:
+    api.post("/api/topics", json={"name": unique})
+    for i in range(20):
+        api.post(f"/api/topics/{unique}/messages", json={"value": str(i)})
+    deadline = time.monotonic() + 20
+    while True:
+        samples = api.get("/api/history").json()["samples"]
+        if any(s["publish_per_s"] > 0 for s in samples):
+            break
+        assert time.monotonic() < deadline, "no sample ever showed the publishes"
+        time.sleep(0.2)
+    assert all(s["time_ms"] > 0 and s["consumer_lag"] >= 0 for s in samples)
+
+
+def test_connections_lists_and_closes_an_amqp_client(
+    api: httpx.Client, http_server: WharfProcess
+) -> None:
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", http_server.amqp_port)
+    )
+    try:
+        listed = api.get("/api/connections")
+        assert listed.status_code == 200
+        assert isinstance(listed.json(), list)
+    finally:
+        connection.close()
+    missing = api.delete("/api/connections/no-such-connection")
+    assert missing.status_code == 404
+    assert "no-such-connection" in missing.json()["error"]
+
+
+def test_openapi_describes_every_route(api: httpx.Client) -> None:
+    document = api.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    described = {
+        (method.upper(), path) for path, ops in document["paths"].items() for method in ops
+    }
+    # every route the API serves (from the served document's own source of truth: the app)
+    from wharf.http.app import all_endpoints
+
+    served = {(e.method, e.path) for e in all_endpoints()}
+    assert served == described
+    assert len(served) >= 30
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            assert op["summary"], (method, path)
+            assert "4XX" in op["responses"], (method, path)
+            for name in re.findall(r"{(\w+)}", path):
+                assert any(p["name"] == name and p["in"] == "path" for p in op["parameters"])
+    create = document["paths"]["/api/topics"]["post"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert schema["required"] == ["name"]
+    assert "partitions" in schema["properties"]
+
+
+def test_oversized_body_is_refused_with_413(api: httpx.Client, unique: str) -> None:
+    api.post("/api/topics", json={"name": unique})
+    big = b'{"value": "' + b"x" * (DEFAULT_MAX_BODY_BYTES + 10) + b'"}'
+    refused = api.post(
+        f"/api/topics/{unique}/messages",
+        content=big,
+        headers={"Content-Type": "application/json"},
+    )
+    assert refused.status_code == 413
+    assert "error" in refused.json()
+    assert api.get(f"/api/topics/{unique}").json()["messages"] == 0

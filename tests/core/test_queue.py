@@ -473,3 +473,34 @@ async def test_moved_unacked_message_is_redelivered_after_restart(open_registry:
     got = q.basic_get(no_ack=True)
     assert got is not None and got.message.body == b"old" and got.redelivered
     assert q.basic_get(no_ack=True) is None
+
+
+async def test_ttl_zero_reaches_a_waiting_consumer_only(vhost: VirtualHost) -> None:
+    q = await vhost.declare_queue("q", arguments={"x-message-ttl": 0})
+    vhost.publish_nowait(msg(b"nobody-waiting"))
+    assert q.message_count == 0 and q.expired == 1
+    c = RecordingConsumer(prefetch=1)
+    q.add_consumer(c)
+    vhost.publish_nowait(msg(b"taken"))
+    vhost.publish_nowait(msg(b"no-credit"))
+    assert c.bodies() == [b"taken"] and q.message_count == 0 and q.expired == 2
+
+
+async def test_bad_ack_changes_nothing_and_deleted_queue_ignores_acks(
+    vhost: VirtualHost,
+) -> None:
+    q = await vhost.declare_queue("q")
+    vhost.publish_nowait(msg(b"1"))
+    d = q.basic_get(no_ack=False)
+    assert d is not None
+    with pytest.raises(PreconditionError):
+        q.ack([d.delivery_id, 12345])
+    assert q.unacked_count == 1
+    q.ack([d.delivery_id])
+    vhost.publish_nowait(msg(b"2"))
+    d2 = q.basic_get(no_ack=False)
+    assert d2 is not None
+    await vhost.delete_queue("q")
+    q.ack([d2.delivery_id])
+    q.reject([d2.delivery_id], requeue=True)
+    assert q.message_count == 0

@@ -73,7 +73,7 @@ async def test_standard_exchanges_route(vhost: VirtualHost) -> None:
 
 
 async def test_unroutable_and_errors(vhost: VirtualHost) -> None:
-    r = vhost.publish_nowait(Message.build("amq.direct", "none", b"x"), mandatory=True)
+    r = vhost.publish_nowait(Message.build("amq.direct", "none", b"x"))
     assert not r.routed and vhost.unroutable == 1
     assert not vhost.publish_nowait(Message.build("", "no-such-queue", b"x")).routed
     with pytest.raises(NotFoundError):

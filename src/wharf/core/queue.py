@@ -151,6 +151,7 @@ class Queue:
         self._again = False
         self._pending_settle: list[int] = []
         self._pending_delivered: list[int] = []
+        self._fresh = -1
         self.last_used_ms = clock.now_ms()
         self.deleted = False
         self.published = 0
@@ -240,7 +241,9 @@ class Queue:
         self._add_live(entry)
         self._push_ready(entry)
         self.published += 1
+        self._fresh = seq  # may still go to a waiting consumer at its expiry instant (TTL 0)
         self.dispatch()
+        self._fresh = -1
         self._expire_head(self._clock.now_ms())
         self._enforce_max_length()
         self._commit_state()
@@ -311,7 +314,8 @@ class Queue:
             if consumer not in self._consumers or not consumer.can_take():
                 idle += 1
                 continue
-            self._expire_head(self._clock.now_ms())
+            if self._ready[0][1] != self._fresh:
+                self._expire_head(self._clock.now_ms())
             if not self._ready:
                 return
             idle = 0
@@ -366,8 +370,11 @@ class Queue:
     # -------------------------------------------------------------------------- settlement
 
     def ack(self, delivery_ids: Iterable[int]) -> None:
-        """Settle delivered messages; raises PreconditionError for an unknown id (406)."""
-        entries = [self._take_unacked(i) for i in delivery_ids]
+        """Settle delivered messages; raises PreconditionError for an unknown id (406), before
+        settling any. Acks for a deleted queue are ignored (the messages are gone already)."""
+        if self.deleted:
+            return
+        entries = self._take_unacked(delivery_ids)
         for entry in entries:
             self._remove_live(entry)
         self.acked += len(entries)
@@ -377,8 +384,11 @@ class Queue:
     def reject(self, delivery_ids: Iterable[int], requeue: bool) -> None:
         """basic.reject / basic.nack: return the messages to the queue (at their original place,
         redelivered) or dead-letter them (reason rejected). A returned message whose delivery
-        count exceeds x-delivery-limit is dead-lettered with reason delivery_limit instead."""
-        entries = [self._take_unacked(i) for i in delivery_ids]
+        count exceeds x-delivery-limit is dead-lettered with reason delivery_limit instead.
+        Unknown ids raise PreconditionError (406) before anything changes."""
+        if self.deleted:
+            return
+        entries = self._take_unacked(delivery_ids)
         for entry in entries:
             if requeue:
                 self._return(entry)
@@ -387,12 +397,15 @@ class Queue:
         self._commit_state()
         self.dispatch()
 
-    def _take_unacked(self, delivery_id: int) -> QueueEntry:
-        entry = self._unacked.pop(delivery_id, None)
-        if entry is None:
-            raise PreconditionError(f"unknown delivery id {delivery_id} on queue '{self.name}'")
-        entry.consumer = None
-        return entry
+    def _take_unacked(self, delivery_ids: Iterable[int]) -> list[QueueEntry]:
+        ids = list(dict.fromkeys(delivery_ids))
+        for delivery_id in ids:
+            if delivery_id not in self._unacked:
+                raise PreconditionError(f"unknown delivery id {delivery_id} on queue '{self.name}'")
+        entries = [self._unacked.pop(i) for i in ids]
+        for entry in entries:
+            entry.consumer = None
+        return entries
 
     def _return(self, entry: QueueEntry) -> None:
         limit = self.args.delivery_limit

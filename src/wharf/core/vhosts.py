@@ -420,7 +420,7 @@ class VirtualHost:
 
     # ----------------------------------------------------------------------------- publish
 
-    def publish_nowait(self, message: Message, *, mandatory: bool = False) -> PublishResult:
+    def publish_nowait(self, message: Message) -> PublishResult:
         """Route and enqueue ``message`` now (keeping publish order); await
         :meth:`PublishResult.wait_durable` before confirming. NotFoundError (404) for a missing
         exchange, AccessRefusedError (403) for an internal one."""
@@ -439,9 +439,9 @@ class VirtualHost:
             self.unroutable += 1
         return result
 
-    async def publish(self, message: Message, *, mandatory: bool = False) -> PublishResult:
+    async def publish(self, message: Message) -> PublishResult:
         """:meth:`publish_nowait`, then wait for durability."""
-        result = self.publish_nowait(message, mandatory=mandatory)
+        result = self.publish_nowait(message)
         await result.wait_durable()
         return result
 

@@ -504,3 +504,16 @@ async def test_bad_ack_changes_nothing_and_deleted_queue_ignores_acks(
     q.ack([d2.delivery_id])
     q.reject([d2.delivery_id], requeue=True)
     assert q.message_count == 0
+
+
+async def test_small_live_messages_are_not_moved(open_registry: Opener) -> None:
+    # a full log of tiny live messages is not "pinned": nothing to gain by moving them
+    cfg = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_segment_bytes=4096)
+    reg = await open_registry(cfg)
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    for _ in range(300):
+        v.publish_nowait(msg(b"t", key="d", persistent=True))
+    end = q.store.messages.next_offset
+    await reg.maintain()
+    assert q.store.messages.next_offset == end and q.message_count == 300

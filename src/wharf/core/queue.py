@@ -40,6 +40,9 @@ __all__ = ["EnqueueResult", "Queue", "QueueEntry", "QueueHooks"]
 
 # Move at most this many pinning records to the tail per maintenance pass.
 _MOVE_BATCH = 1000
+# Bytes a one-record batch takes in the log beyond its body, properties, exchange and key
+# (batch header, record framing, header keys); used to tell live bytes from dead ones.
+_RECORD_OVERHEAD = 100
 
 
 class QueueHooks(Protocol):
@@ -59,6 +62,7 @@ class QueueEntry:
 
     __slots__ = (
         "consumer",
+        "stored",
         "delivery_count",
         "expires_at",
         "message",
@@ -87,6 +91,13 @@ class QueueEntry:
         self.ready = True
         self.consumer: Consumer | None = None
         self.size = len(message.body)
+        self.stored = (
+            self.size
+            + len(message.properties)
+            + len(message.exchange)
+            + len(message.routing_key)
+            + _RECORD_OVERHEAD
+        )
 
     def __lt__(self, other: QueueEntry) -> bool:  # heap tie-break; never reached in practice
         return self.seq < other.seq
@@ -143,6 +154,7 @@ class Queue:
         self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
         self._offset_owner: dict[int, int] = {}  # live offset -> seq
         self._live_bytes = 0
+        self._live_stored = 0  # estimated log bytes of live records
         self._next_seq = 0
         self._consumers: list[Consumer] = []
         self._rr = 0
@@ -503,10 +515,10 @@ class Queue:
 
     def _pinning(self, first: int) -> bool:
         log = self.store.messages
-        dead = log.size_bytes - self._live_bytes
+        dead = log.size_bytes - self._live_stored
         return (
             log.size_bytes > 2 * self._segment_bytes
-            and dead > 3 * max(self._live_bytes, 1)
+            and dead > 3 * max(self._live_stored, 1)
             and log.next_offset - first > 1
         )
 
@@ -542,11 +554,13 @@ class Queue:
         self._offset_owner[entry.offset] = entry.seq
         heapq.heappush(self._offsets, entry.offset)
         self._live_bytes += entry.size
+        self._live_stored += entry.stored
 
     def _remove_live(self, entry: QueueEntry) -> None:
         del self._entries[entry.seq]
         self._offset_owner.pop(entry.offset, None)
         self._live_bytes -= entry.size
+        self._live_stored -= entry.stored
         self._pending_settle.append(entry.offset)
 
     def _push_ready(self, entry: QueueEntry) -> None:

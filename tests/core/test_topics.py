@@ -166,3 +166,15 @@ async def test_auto_create_follows_the_setting(tmp_path: Path) -> None:
     with pytest.raises(UnknownTopicError):
         await manager.ensure("auto")
     await manager.close()
+
+
+async def test_partition_handles_of_a_deleted_topic_report_unknown(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 1)
+    handle = manager.partition("t", 0)
+    await manager.delete("t")
+    with pytest.raises(UnknownTopicError):
+        await handle.append_records([RecordInput(None, b"late")])
+    with pytest.raises(UnknownTopicError):
+        handle.read(0, 100)
+    await manager.close()

@@ -30,6 +30,7 @@ from wharf.core.stream_errors import (
     OffsetOutOfRangeError,
     ProducerStateError,
     StreamsError,
+    UnknownTopicError,
 )
 from wharf.core.topic_config import TopicConfig
 from wharf.errors import CorruptBatchError, StorageError
@@ -94,6 +95,7 @@ class Partition:
         self.producers.rebuild(self.log)
         self._data_event: asyncio.Event | None = None
         self._closed = False
+        self._deleted = False
         # counters for metrics, read by the HTTP layer
         self.messages_in = 0
         self.bytes_in = 0
@@ -112,8 +114,9 @@ class Partition:
         self._wake()
 
     async def delete(self) -> None:
-        """Close and remove the partition's files."""
+        """Close and remove the partition's files; later calls report an unknown partition."""
         self._closed = True
+        self._deleted = True
         await self.committer.close()
         self.log.delete()
         self._wake()
@@ -375,6 +378,8 @@ class Partition:
         return self._data_event
 
     def _check_open(self) -> None:
+        if self._deleted:
+            raise UnknownTopicError(f"partition {self.topic}-{self.index} was deleted")
         if self._closed:
             raise StorageError(f"partition {self.topic}-{self.index} is closed")
 

@@ -15,6 +15,7 @@ from wharf.core.stream_errors import (
 )
 from wharf.core.topic_config import ConfigSource
 from wharf.core.topics import TopicManager
+from wharf.errors import StorageError
 from wharf.storage.record_batch import RecordInput
 
 
@@ -178,3 +179,9 @@ async def test_partition_handles_of_a_deleted_topic_report_unknown(tmp_path: Pat
     with pytest.raises(UnknownTopicError):
         handle.read(0, 100)
     await manager.close()
+
+
+def test_unreadable_catalogue_is_reported_not_guessed(tmp_path: Path) -> None:
+    (tmp_path / "topics.json").write_text('{"version": 1, "topics": [{"name": 5}]}')
+    with pytest.raises(StorageError, match="catalogue"):
+        TopicManager.open(tmp_path, config())

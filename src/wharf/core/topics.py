@@ -38,6 +38,7 @@ from wharf.core.stream_errors import (
     UnknownTopicError,
 )
 from wharf.core.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
+from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir
 
 __all__ = ["MAX_PARTITIONS", "Topic", "TopicManager", "validate_topic_name"]
@@ -339,7 +340,10 @@ class TopicManager:
             raw = path.read_bytes()
         except FileNotFoundError:
             return []
-        return msgspec.json.decode(raw, type=_Catalogue).topics
+        try:
+            return msgspec.json.decode(raw, type=_Catalogue).topics
+        except msgspec.DecodeError as exc:
+            raise StorageError(f"topic catalogue {path} is unreadable: {exc}") from exc
 
     def _save_catalogue(self, extra_partitions: Mapping[str, int] | None = None) -> None:
         counts = extra_partitions or {}
@@ -355,12 +359,15 @@ class TopicManager:
         data = msgspec.json.format(msgspec.json.encode(_Catalogue(1, records)), indent=2)
         path = self._data_dir / CATALOGUE
         temp = path.with_name(CATALOGUE + ".tmp")
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-        fsync_dir(os.fspath(self._data_dir))
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+            fsync_dir(os.fspath(self._data_dir))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
 
     def _remove_unlisted_logs(self, counts: Mapping[str, int]) -> None:
         for entry in self._logs_dir.iterdir():

@@ -115,3 +115,27 @@ async def test_wait_after_close_is_refused() -> None:
     await committer.close()
     with pytest.raises(StorageError, match="closed"):
         await committer.wait_durable(log.append(1))
+
+
+async def test_unexpected_flush_failure_still_reaches_the_waiters() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+
+    def broken_flush() -> int:
+        raise OSError(5, "unexpected")
+
+    log.flush = broken_flush  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="unexpected"):
+        await asyncio.wait_for(committer.wait_durable(log.append(1)), 10)
+    await committer.close()
+
+
+async def test_request_flush_makes_data_durable_without_waiting() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+    committer.request_flush(log.append(2))
+    await wait_until(lambda: committer.durable_offset == 2)
+    committer.request_flush(1)  # already durable: nothing to do
+    await asyncio.sleep(0.02)
+    assert log.flushes == 1
+    await committer.close()

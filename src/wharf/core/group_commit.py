@@ -123,7 +123,7 @@ class GroupCommitter:
                 covered = list(self._waiters)
                 try:
                     await self._flush_once()
-                except StorageError as exc:
+                except Exception as exc:  # every failure must reach the waiters, or they hang
                     self._fail(covered, exc)
                     continue
                 self._release()
@@ -150,7 +150,7 @@ class GroupCommitter:
                 pending.append((end_offset, future))
         self._waiters = pending
 
-    def _fail(self, covered: list[tuple[int, asyncio.Future[None]]], exc: StorageError) -> None:
+    def _fail(self, covered: list[tuple[int, asyncio.Future[None]]], exc: Exception) -> None:
         failed = {id(future) for _, future in covered}
         for _, future in covered:
             if not future.done():

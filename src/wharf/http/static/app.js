@@ -9,7 +9,10 @@ const $ = (sel, root = document) => root.querySelector(sel);
 function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
-function num(v) { return typeof v === "number" ? v.toLocaleString("en-US") : esc(v); }
+function num(v) {
+  if (typeof v !== "number") return esc(v);
+  return v.toLocaleString("en-US", { maximumFractionDigits: Number.isInteger(v) ? 0 : 1 });
+}
 function bytes(v) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;

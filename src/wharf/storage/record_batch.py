@@ -297,6 +297,9 @@ class Record:
 def encode_varint(value: int, out: bytearray) -> None:
     """Append ``value`` (a signed 64-bit integer) as a zigzag varint."""
     z = (value << 1) ^ (value >> 63)
+    if 0 <= z < 0x80:
+        out.append(z)
+        return
     z &= 0xFFFFFFFFFFFFFFFF
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)

@@ -1,0 +1,84 @@
+"""The disk log and the memory log, driven by the same random operations, agree byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wharf.storage.log import Log, LogConfig, OffsetOutOfRangeError
+from wharf.storage.memory_log import MemoryLog
+from wharf.storage.record_batch import RecordInput, build_batch, iter_batches
+from wharf.testing.log_conformance import VirtualClock
+
+CONFIG = LogConfig(
+    segment_bytes=700, segment_ms=5_000, index_interval_bytes=150, retention_ms=20_000,
+    retention_bytes=3_000,
+)
+KINDS = ["append", "append", "append", "read", "read", "retention", "delete", "tick", "reopen",
+         "timestamps"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), steps=st.integers(1, 40))
+def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    clock = VirtualClock(start_ms=100_000)
+    disk = Log.open(tmp / "log", CONFIG, clock_ms=clock)
+    mem = MemoryLog(CONFIG, clock_ms=clock)
+    try:
+        n = 0
+        for _ in range(steps):
+            kind = data.draw(st.sampled_from(KINDS))
+            if kind == "append":
+                batches = b""
+                for _b in range(data.draw(st.integers(1, 3))):
+                    n += 1
+                    size = data.draw(st.integers(0, 200))
+                    batches += build_batch(
+                        [RecordInput(b"%d" % n, bytes([n % 256]) * size, (), clock.ms + i)
+                         for i in range(data.draw(st.integers(1, 4)))]
+                    )
+                assert disk.append(batches) == mem.append(batches)
+            elif kind == "read":
+                offset = data.draw(st.integers(mem.log_start_offset, mem.next_offset))
+                max_bytes = data.draw(st.integers(1, 2_000))
+                sizes = [h.size for _p, h in iter_batches(mem.read(offset, 1 << 30))]
+                if sizes and data.draw(st.booleans()):
+                    # exactly the size of the first k batches, or one byte either side
+                    k = data.draw(st.integers(1, len(sizes)))
+                    max_bytes = sum(sizes[:k]) + data.draw(st.sampled_from([-1, 0, 1]))
+                max_offset = data.draw(st.none() | st.integers(0, mem.next_offset + 2))
+                got = disk.read(offset, max_bytes, max_offset=max_offset)
+                assert got == mem.read(offset, max_bytes, max_offset=max_offset)
+            elif kind == "retention":
+                assert disk.enforce_retention(clock.ms) == mem.enforce_retention(clock.ms)
+            elif kind == "delete":
+                target = data.draw(st.integers(0, mem.next_offset))
+                disk.delete_records_before(target)
+                mem.delete_records_before(target)
+            elif kind == "tick":
+                clock.advance(data.draw(st.sampled_from([1_000, 3_000, 25_000])))
+            elif kind == "reopen":
+                disk.close()
+                disk = Log.open(tmp / "log", CONFIG, clock_ms=clock)
+            else:
+                for ts in (0, clock.ms - 4_000, clock.ms, clock.ms + 10**9):
+                    assert disk.offset_for_timestamp(ts) == mem.offset_for_timestamp(ts)
+            assert (disk.log_start_offset, disk.next_offset, disk.size_bytes) == (
+                mem.log_start_offset, mem.next_offset, mem.size_bytes
+            ), kind
+            assert disk.segment_base_offsets() == mem.segment_base_offsets(), kind
+        for log in (disk, mem):
+            try:
+                log.read(mem.next_offset + 1, 10)
+            except OffsetOutOfRangeError:
+                pass
+            else:
+                raise AssertionError("read past the end did not raise")
+    finally:
+        disk.close()
+        shutil.rmtree(tmp, ignore_errors=True)

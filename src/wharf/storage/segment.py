@@ -8,25 +8,42 @@ failed or partial write is simply cut back with ``ftruncate`` and leaves no trac
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.index import OffsetIndex, TimeIndex
 from wharf.storage.record_batch import (
     HEADER_SIZE,
-    BatchHeader,
+    LOG_OVERHEAD,
+    MAGIC,
+    MIN_BATCH_LENGTH,
     check_header,
     parse_header,
     validate_batch,
 )
 
-__all__ = ["LogSegment", "segment_file_name"]
+__all__ = ["BatchSpan", "LogSegment", "segment_file_name"]
 
 # Bytes read from a segment file at a time when scanning batch headers.
 READ_CHUNK = 256 * 1024
 # Offsets inside a segment are stored relative to its base as u32, positions as u32.
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_POSITION = (1 << 31) - 1
+
+
+# base_offset, batch_length, magic, last_offset_delta, max_timestamp (see record_batch's layout).
+_SCAN_FIELDS = struct.Struct(">qi4xb6xi8xq")
+
+
+class BatchSpan(NamedTuple):
+    """Where a stored batch sits in the offset space, as a segment scan reports it."""
+
+    base_offset: int
+    size: int
+    last_offset: int
+    max_timestamp: int
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -182,16 +199,17 @@ class LogSegment:
         *,
         verify_from_offset: int | None = None,
         chunk_size: int = READ_CHUNK,
-    ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
+    ) -> Iterator[tuple[int, BatchSpan, bytes, int]]:
         """Walk the batches between ``position`` and ``end``.
 
-        Yields ``(position, header, chunk, chunk_start)``: ``chunk`` is a buffer holding at least
+        Yields ``(position, span, chunk, chunk_start)``: ``chunk`` is a buffer holding at least
         the header, read from file position ``chunk_start``. Batches whose base offset is at or
         past ``verify_from_offset`` are verified in full (CRC); others are checked for structure
         only. Raises :class:`CorruptBatchError` at the first bad or incomplete batch.
         """
         chunk = b""
         chunk_start = position
+        unpack = _SCAN_FIELDS.unpack_from
         while position < end:
             rel = position - chunk_start
             remaining = end - position
@@ -203,13 +221,14 @@ class LogSegment:
                     )
                 chunk = self.pread(position, min(chunk_size, remaining))
                 chunk_start, rel = position, 0
-            header = parse_header(chunk, rel)
-            check_header(header, remaining, remaining)
-            if verify_from_offset is not None and header.base_offset >= verify_from_offset:
-                if len(chunk) - rel < header.size:
-                    chunk = self.pread(position, max(header.size, min(chunk_size, remaining)))
+            base, length, magic, delta, max_ts = unpack(chunk, rel)
+            size = length + LOG_OVERHEAD
+            if magic != MAGIC or length < MIN_BATCH_LENGTH or size > remaining or delta < 0:
+                check_header(parse_header(chunk, rel), remaining, remaining)  # raises
+            if verify_from_offset is not None and base >= verify_from_offset:
+                if len(chunk) - rel < size:
+                    chunk = self.pread(position, max(size, min(chunk_size, remaining)))
                     chunk_start, rel = position, 0
-                validate_batch(chunk, rel, max_batch_bytes=header.size)
-            yield position, header, chunk, chunk_start
-            position += header.size
-
+                validate_batch(chunk, rel, max_batch_bytes=size)
+            yield position, BatchSpan(base, size, base + delta, max_ts), chunk, chunk_start
+            position += size

@@ -123,3 +123,43 @@ def test_producer_ids_are_unique_across_restarts(tmp_path: Path) -> None:
     assert ids == [0, 1, 2, 3, 4]
     assert len(set(ids + more + [last])) == len(ids) + len(more) + 1
     assert min(more) > max(ids) and last > max(more)
+
+
+async def test_clean_close_snapshot_is_used_and_extended_by_later_batches(tmp_path: Path) -> None:
+    p = open_partition(tmp_path)
+    await p.append(pbatch(5, 0, 0, count=2))
+    await p.close()
+    snapshot = tmp_path / "t-0" / "producer-state.json"
+    assert snapshot.exists()
+    # the snapshot is what the next open reads: a producer known only from it is enforced
+    text = snapshot.read_text()
+    snapshot.write_text(text.replace('"producers":[', '"producers":[[77,3,[[0,9,0,0]]],'))
+    p = open_partition(tmp_path)
+    with pytest.raises(ProducerStateError) as fenced:
+        await p.append(pbatch(77, 2, 10))
+    assert fenced.value.code is ErrorCode.INVALID_PRODUCER_EPOCH
+    await p.close()
+    # a second life ends in a crash (no close): its batch is only in the log, after the snapshot
+    p = open_partition(tmp_path)
+    await p.append(pbatch(5, 0, 2))
+    await p.committer.close()
+    p.log.close()
+    p = open_partition(tmp_path)
+    assert (await p.append(pbatch(5, 0, 0, count=2))).duplicate
+    assert (await p.append(pbatch(5, 0, 2))).duplicate
+    assert (await p.append(pbatch(5, 0, 3))).base_offset == 3
+    await p.close()
+
+
+async def test_snapshot_beyond_the_log_end_is_ignored(tmp_path: Path) -> None:
+    p = open_partition(tmp_path)
+    await p.append(pbatch(8, 0, 0))
+    await p.close()
+    snapshot = tmp_path / "t-0" / "producer-state.json"
+    # as if the snapshot described data that a crash then cut from the log
+    snapshot.write_text('{"end_offset": 50, "producers": [[8, 0, [[0, 40, 0, 40]]]]}')
+    p = open_partition(tmp_path)
+    with pytest.raises(ProducerStateError):
+        await p.append(pbatch(8, 0, 5))  # the log says the last sequence was 0
+    assert (await p.append(pbatch(8, 0, 1))).base_offset == 1
+    await p.close()

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark
 EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
 MAX_TIMESTAMP = -3  # ListOffsets: the record with the largest timestamp
+# Idempotent producer state saved by a clean close, beside the partition's segments.
+PRODUCER_SNAPSHOT = "producer-state.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class Partition:
             executor=executor,
         )
         self.producers = ProducerStateTable()
-        self.producers.rebuild(self.log)
+        self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)
         self._data_event: asyncio.Event | None = None
         self._closed = False
         self._deleted = False
@@ -112,6 +114,10 @@ class Partition:
         await self.committer.close()
         self.log.close()
         self._wake()
+        try:
+            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, self.log.next_offset)
+        except StorageError:
+            log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
 
     async def delete(self) -> None:
         """Close and remove the partition's files; later calls report an unknown partition."""

@@ -15,8 +15,11 @@ five batches it wrote (first and last sequence, first and last offset), like Kaf
   producer the partition has no state for (its state may have aged out of the log), which is
   accepted as it comes.
 
-Sequences are 31-bit and wrap to 0 after ``2**31 - 1``. The table is rebuilt on open from the
-headers of the batches in the log tail (:data:`REBUILD_TAIL_OFFSETS` offsets back).
+Sequences are 31-bit and wrap to 0 after ``2**31 - 1``. A clean close saves the table as a
+snapshot (``producer-state.json`` in the partition directory, with the log end it describes);
+opening loads it and replays the batch headers written after it. Without a usable snapshot
+(after a crash, or when the log is shorter than the snapshot says) the table is rebuilt from
+the batch headers of the log tail, :data:`REBUILD_TAIL_OFFSETS` offsets back at most.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from wharf.core.stream_errors import ErrorCode, ProducerStateError
+from wharf.errors import StorageError
 from wharf.storage.checkpoint import read_checkpoint, write_checkpoint
 from wharf.storage.interface import LogLike
-from wharf.storage.record_batch import BatchHeader, iter_batches
+from wharf.storage.record_batch import HEADER_SIZE, BatchHeader, parse_header
 
 __all__ = [
     "BatchRange",
@@ -165,24 +171,86 @@ class ProducerStateTable:
             )
         )
 
-    def rebuild(self, log: LogLike) -> None:
-        """Reload from the batch headers of the last :data:`REBUILD_TAIL_OFFSETS` offsets."""
+    def rebuild(self, log: LogLike, snapshot_path: Path | None = None) -> None:
+        """Reload the table: from the snapshot a clean close left (if it still fits the log),
+        then from the headers of the batches written after it, at most
+        :data:`REBUILD_TAIL_OFFSETS` offsets back from the log end."""
         self._producers.clear()
-        offset = max(log.log_start_offset, log.next_offset - REBUILD_TAIL_OFFSETS)
-        for header in _headers_from(log, offset):
+        start = log.log_start_offset
+        if snapshot_path is not None:
+            loaded = self._load_snapshot(snapshot_path, log.next_offset)
+            if loaded is not None:
+                start = max(start, loaded)
+        start = max(start, log.next_offset - REBUILD_TAIL_OFFSETS)
+        for header in _headers_from(log, start):
             self.record(header, header.base_offset)
+
+    def write_snapshot(self, path: Path, end_offset: int) -> None:
+        """Save the table as of ``end_offset`` (atomically: temporary file, fsync, rename)."""
+        snapshot = _Snapshot(
+            end_offset,
+            [
+                _SnapshotProducer(
+                    pid,
+                    e.epoch,
+                    [[b.first_seq, b.last_seq, b.first_offset, b.last_offset] for b in e.batches],
+                )
+                for pid, e in self._producers.items()
+            ],
+        )
+        temp = path.with_name(path.name + ".tmp")
+        try:
+            with open(temp, "wb") as f:
+                f.write(msgspec.json.encode(snapshot))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
+
+    def _load_snapshot(self, path: Path, log_end: int) -> int | None:
+        """Load ``path`` if it describes a prefix of the log; returns the offset it covers."""
+        try:
+            snapshot = msgspec.json.decode(path.read_bytes(), type=_Snapshot)
+        except (OSError, msgspec.DecodeError):
+            return None
+        if snapshot.end_offset > log_end:
+            return None  # written for data a crash took away: rebuild from the log instead
+        for producer in snapshot.producers:
+            entry = self._producers[producer.producer_id] = _ProducerEntry(producer.epoch)
+            entry.batches.extend(BatchRange(*batch) for batch in producer.batches)
+        return snapshot.end_offset
 
     def producers(self) -> Iterable[int]:
         return self._producers.keys()
 
 
+class _SnapshotProducer(msgspec.Struct, array_like=True):
+    producer_id: int
+    epoch: int
+    batches: list[list[int]]
+
+
+class _Snapshot(msgspec.Struct):
+    end_offset: int
+    producers: list[_SnapshotProducer]
+
+
 def _headers_from(log: LogLike, offset: int) -> Iterable[BatchHeader]:
+    """Headers of the batches from ``offset`` on; the log validated them when they were
+    written or recovered, so only the headers are read here (no CRC pass)."""
     end = log.next_offset
     while offset < end:
         chunk = log.read(offset, _READ_CHUNK)
-        if not chunk:
-            return
-        for _, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
+        pos, next_offset = 0, offset
+        while len(chunk) - pos >= HEADER_SIZE:
+            header = parse_header(chunk, pos)
+            if header.size < HEADER_SIZE or pos + header.size > len(chunk):
+                break
             if header.last_offset >= offset:
                 yield header
-            offset = header.last_offset + 1
+            next_offset = header.last_offset + 1
+            pos += header.size
+        if next_offset == offset:
+            return
+        offset = next_offset

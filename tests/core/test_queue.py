@@ -517,3 +517,46 @@ async def test_small_live_messages_are_not_moved(open_registry: Opener) -> None:
     end = q.store.messages.next_offset
     await reg.maintain()
     assert q.store.messages.next_offset == end and q.message_count == 300
+
+
+async def test_sequence_numbers_are_not_reused_after_restart(open_registry: Opener) -> None:
+    reg = await open_registry()
+    q = await reg["/"].declare_queue("d", durable=True)
+    reg["/"].publish_nowait(msg(b"first", key="d", persistent=True))
+    d = q.basic_get(no_ack=False)
+    assert d is not None
+    q.ack([d.delivery_id])
+    reg = await open_registry()
+    reg["/"].publish_nowait(msg(b"second", key="d", persistent=True))
+    reg = await open_registry()
+    got = reg["/"].queues["d"].basic_get(no_ack=True)
+    assert got is not None and got.message.body == b"second"
+    assert not got.redelivered and got.delivery_count == 1
+
+
+async def test_state_log_compaction_keeps_state(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("wharf.core.queue_store._SNAPSHOT_EVERY", 3)
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    for i in range(6):
+        v.publish_nowait(msg(b"%d" % i, key="d", persistent=True))
+    delivered = [q.basic_get(no_ack=False) for _ in range(4)]
+    ids = [d.delivery_id for d in delivered if d]
+    q.ack(ids[:2])  # 0 and 1 acked; 2 and 3 delivered, unacked; 4 and 5 ready
+    await reg.maintain()
+    state = q.store.state
+    assert state is not None and state.log_start_offset > 0
+    v.publish_nowait(msg(b"6", key="d", persistent=True))
+    q.ack(ids[2:3])  # 2 acked after the snapshot
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    q = reg["/"].queues["d"]
+    got = [q.basic_get(no_ack=True) for _ in range(5)]
+    assert [(d.message.body, d.delivery_count) for d in got if d] == [
+        (b"3", 2),
+        (b"4", 1),
+        (b"5", 1),
+        (b"6", 1),
+    ]

@@ -36,21 +36,18 @@ class DelayedMessages:
         self.store = store
         self.durable = durable
         self._heap: list[tuple[int, int, int, Message]] = []  # (due, seq, offset, message)
-        self._next_seq = 0
 
     def restore(self) -> None:
         for item in self.store.recover():
             due = item.expires_at or 0
             heapq.heappush(self._heap, (due, item.seq, item.offset, item.message))
-            self._next_seq = max(self._next_seq, item.seq + 1)
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def hold(self, message: Message, due_ms: int, now_ms: int) -> int | None:
         """Keep ``message`` until ``due_ms``; returns the offset to wait on for durability."""
-        seq = self._next_seq
-        self._next_seq += 1
+        seq = self.store.messages.next_offset  # the offset of its record: never reused
         keep = self.durable and message.persistent
         offset = self.store.append(seq, message, due_ms, now_ms, keep=keep)
         heapq.heappush(self._heap, (due_ms, seq, offset, message))

@@ -155,7 +155,6 @@ class Queue:
         self._offset_owner: dict[int, int] = {}  # live offset -> seq
         self._live_bytes = 0
         self._live_stored = 0  # estimated log bytes of live records
-        self._next_seq = 0
         self._consumers: list[Consumer] = []
         self._rr = 0
         self._had_consumer = False
@@ -224,7 +223,6 @@ class Queue:
             )
             self._add_live(entry)
             self._push_ready(entry)
-            self._next_seq = max(self._next_seq, item.seq + 1)
 
     # ----------------------------------------------------------------------------- publish
 
@@ -245,8 +243,9 @@ class Queue:
             self._commit_state()
             return EnqueueResult(False)
         keep = self.store.durable and message.persistent
-        seq = self._next_seq
-        self._next_seq += 1
+        # A message's sequence number is the offset of its first record: unique for the
+        # queue's whole life, across restarts, and kept when the record moves to the tail.
+        seq = self.store.messages.next_offset
         expires_at = self._expiry_for(message, now)
         offset = self.store.append(seq, message, expires_at, now, keep=keep)
         entry = QueueEntry(seq, offset, message, self._priority_of(message), expires_at)

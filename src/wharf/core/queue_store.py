@@ -3,7 +3,8 @@
 Two logs per durable queue:
 
 * the *message log*: one record per enqueued message. Key: the message's sequence number
-  (u64, its stable place in the queue's FIFO order). Value: the body. Record headers:
+  (u64, its stable place in the queue's FIFO order: the offset of its first record, so never
+  reused). Value: the body. Record headers:
   ``e`` exchange, ``k`` routing key, ``p`` AMQP property bytes, ``x`` expiry time (u64 ms, only
   when a TTL applies), ``t`` (empty) for a transient message, which recovery skips.
 * the *state log*: what happened to those records. Key ``A``: value is u64 offsets settled

@@ -2,14 +2,15 @@
 
 1. Append throughput of ``Log.append`` for 100-byte records in batches of 1, 100 and 1000
    records and in ~1 MiB batches, with an fdatasync after every append ("always") and never,
-   against ``os.write`` of the same bytes with the same fsync cadence, measured alternately in
-   the same run; the ratio is ours / raw.
+   against ``os.write`` of the same bytes with the same fsync cadence, alternating between the
+   two in short slices of the same run; the ratio is ours / raw.
 2. Durable single-record appends from many concurrent writers with group commit: asyncio
    writers append on the owner (event-loop) thread, one committer thread runs ``flush()`` in a
    loop, and each writer waits until ``durable_offset`` passes its record. Compared with the
    raw fdatasync rate of the same disk (one 100-byte write + fdatasync per record).
 
-Run: ``.venv/bin/python benchmarks/storage.py [--seconds 1] [--rounds 5] [--dir PATH]``
+Run: ``.venv/bin/python benchmarks/storage.py [--seconds 3] [--slices 30] [--rounds 3]
+[--dir PATH]``
 """
 
 from __future__ import annotations
@@ -42,32 +43,72 @@ class Rate:
 def timed_loop(step: Callable[[], None], seconds: float) -> tuple[int, float]:
     """Call ``step`` until ``seconds`` have passed; returns (calls, elapsed)."""
     n = 0
-    start = time.perf_counter()
+    clock = time.perf_counter
+    start = clock()
     deadline = start + seconds
     while True:
         step()
         n += 1
-        if n % 8 == 0 and time.perf_counter() >= deadline:
+        if clock() >= deadline:
             break
-    return n, time.perf_counter() - start
+    return n, clock() - start
 
 
-def bench_log(directory: Path, batch: bytes, records: int, fsync: bool, seconds: float) -> Rate:
-    shutil.rmtree(directory, ignore_errors=True)
-    log = Log.open(directory, LogConfig(max_batch_bytes=4 * MIB, retention_ms=None))
+def bench_pair(
+    base: Path, batch: bytes, records: int, fsync: bool, seconds: float, slices: int
+) -> tuple[Rate, Rate]:
+    """``Log.append`` against ``os.write`` of the same bytes, alternating in short slices so
+    that load from other processes falls on both alike. Returns (log rate, raw rate)."""
+    shutil.rmtree(base / "pair", ignore_errors=True)
+    log = Log.open(base / "pair" / "log", LogConfig(max_batch_bytes=4 * MIB, retention_ms=None))
+    fd = os.open(base / "pair" / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-    def step() -> None:
+    def ours() -> None:
         log.append(batch)
         if fsync:
             log.flush()
 
-    n, elapsed = timed_loop(step, seconds)
+    def raw() -> None:
+        os.write(fd, batch)
+        if fsync:
+            os.fdatasync(fd)
+
+    calls = [0, 0]
+    spent = [0.0, 0.0]
+    for _ in range(slices):
+        for side, step in enumerate((ours, raw)):
+            n, elapsed = timed_loop(step, seconds / slices)
+            calls[side] += n
+            spent[side] += elapsed
     log.close()
-    shutil.rmtree(directory, ignore_errors=True)
-    return Rate(n * records / elapsed, n * len(batch) / elapsed / 1e6)
+    os.close(fd)
+    shutil.rmtree(base / "pair", ignore_errors=True)
+    size = len(batch)
+    return (
+        Rate(calls[0] * records / spent[0], calls[0] * size / spent[0] / 1e6),
+        Rate(calls[1] * records / spent[1], calls[1] * size / spent[1] / 1e6),
+    )
 
 
-def bench_raw(directory: Path, batch: bytes, records: int, fsync: bool, seconds: float) -> Rate:
+def append_table(base: Path, seconds: float, slices: int) -> None:
+    value = b"v" * RECORD_BYTES
+    shapes = [("1 record", 1), ("100 records", 100), ("1000 records", 1000),
+              ("1 MiB", MIB // (RECORD_BYTES + 8))]
+    print(f"Append throughput, 100-byte records ({seconds:g} s each side, alternating in "
+          f"{slices} slices)")
+    print(f"{'batch':<13} {'fsync':<7} {'log rec/s':>12} {'log MB/s':>9} "
+          f"{'raw rec/s':>12} {'raw MB/s':>9} {'log/raw':>8}")
+    for name, count in shapes:
+        batch = build_batch([RecordInput(None, value, (), 0)] * count)
+        for fsync in (True, False):
+            o, r = bench_pair(base, batch, count, fsync, seconds, slices)
+            print(f"{name:<13} {'always' if fsync else 'never':<7} {o.records:>12,.0f} "
+                  f"{o.mbytes:>9.1f} {r.records:>12,.0f} {r.mbytes:>9.1f} "
+                  f"{o.records / r.records:>7.0%}")
+
+
+def bench_raw(directory: Path, batch: bytes, fsync: bool, seconds: float) -> float:
+    """Writes (+ fdatasync) of ``batch`` per second."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     fd = os.open(directory / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -80,40 +121,11 @@ def bench_raw(directory: Path, batch: bytes, records: int, fsync: bool, seconds:
     n, elapsed = timed_loop(step, seconds)
     os.close(fd)
     shutil.rmtree(directory, ignore_errors=True)
-    return Rate(n * records / elapsed, n * len(batch) / elapsed / 1e6)
-
-
-def median_rate(rates: list[Rate]) -> Rate:
-    return Rate(
-        statistics.median(r.records for r in rates), statistics.median(r.mbytes for r in rates)
-    )
-
-
-def append_table(base: Path, seconds: float, rounds: int) -> None:
-    value = b"v" * RECORD_BYTES
-    shapes = [("1 record", 1), ("100 records", 100), ("1000 records", 1000),
-              ("1 MiB", MIB // (RECORD_BYTES + 8))]
-    print(f"Append throughput, 100-byte records: medians of {rounds} alternating rounds; "
-          "log/raw is the median of the per-round ratios")
-    print(f"{'batch':<13} {'fsync':<7} {'log rec/s':>12} {'log MB/s':>9} "
-          f"{'raw rec/s':>12} {'raw MB/s':>9} {'log/raw':>8}")
-    for name, count in shapes:
-        batch = build_batch([RecordInput(None, value, (), 0)] * count)
-        for fsync in (True, False):
-            ours: list[Rate] = []
-            raw: list[Rate] = []
-            for _ in range(rounds):
-                ours.append(bench_log(base / "log", batch, count, fsync, seconds))
-                raw.append(bench_raw(base / "raw", batch, count, fsync, seconds))
-            o, r = median_rate(ours), median_rate(raw)
-            ratios = [a.records / b.records for a, b in zip(ours, raw, strict=True)]
-            paired = statistics.median(ratios)
-            print(f"{name:<13} {'always' if fsync else 'never':<7} {o.records:>12,.0f} "
-                  f"{o.mbytes:>9.1f} {r.records:>12,.0f} {r.mbytes:>9.1f} {paired:>7.0%}")
+    return n / elapsed
 
 
 def raw_fdatasync_rate(base: Path, seconds: float) -> float:
-    return bench_raw(base / "raw", b"r" * RECORD_BYTES, 1, True, seconds).records
+    return bench_raw(base / "raw", b"r" * RECORD_BYTES, True, seconds)
 
 
 async def group_commit_run(directory: Path, writers: int, seconds: float) -> tuple[float, int]:
@@ -198,13 +210,14 @@ def group_commit_table(base: Path, seconds: float, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per side and case")
+    parser.add_argument("--slices", type=int, default=30, help="alternations per case")
+    parser.add_argument("--rounds", type=int, default=3, help="group-commit rounds")
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory (a disk)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="wharf-bench-", dir=args.dir))
     try:
-        append_table(base, args.seconds, args.rounds)
+        append_table(base, args.seconds, args.slices)
         group_commit_table(base, args.seconds, args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)

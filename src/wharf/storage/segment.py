@@ -31,6 +31,8 @@ READ_CHUNK = 256 * 1024
 # Offsets inside a segment are stored relative to its base as u32, positions as u32.
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_POSITION = (1 << 31) - 1
+# Buffers per pwritev call (Linux IOV_MAX is 1024).
+_MAX_IOV = 1024
 
 
 # base_offset, batch_length, magic, last_offset_delta, max_timestamp (see record_batch's layout).
@@ -126,14 +128,18 @@ class LogSegment:
             and last_offset - self.base_offset <= MAX_RELATIVE_OFFSET
         )
 
-    def write_at_end(self, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` at the end of the file; on failure cut it back and raise."""
+    def write_at_end(self, pieces: list[bytes | memoryview], total: int) -> None:
+        """Write ``pieces`` (``total`` bytes) at the end of the file; on failure cut the file
+        back to its previous size and raise :class:`StorageError`."""
         start = self.size
-        view = memoryview(data)
         written = 0
         try:
-            while written < len(view):
-                written += os.pwrite(self.fd, view[written:], start + written)
+            if len(pieces) <= _MAX_IOV:
+                written = os.pwritev(self.fd, pieces, start)
+            if written < total:
+                rest = memoryview(b"".join(pieces))
+                while written < total:
+                    written += os.pwrite(self.fd, rest[written:], start + written)
         except OSError as exc:
             try:
                 os.ftruncate(self.fd, start)
@@ -142,7 +148,7 @@ class LogSegment:
                 # append; recovery would drop them as a torn tail.
                 pass
             raise StorageError(
-                f"write to {self.path} failed after {written} of {len(view)} bytes: {exc}",
+                f"write to {self.path} failed after {written} of {total} bytes: {exc}",
                 errno=exc.errno,
             ) from exc
 

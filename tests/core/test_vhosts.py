@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -245,3 +246,21 @@ async def test_broker_exposes_vhosts(tmp_path: Path) -> None:
         assert q.message_count == 1
     async with Broker.open(tmp_path / "b", BrokerConfig(fsync=FsyncPolicy.NEVER)) as broker:
         assert broker.vhosts["/"].queues["x"].message_count == 1
+
+
+async def test_background_timer_releases_and_expires(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "b", BrokerConfig(fsync=FsyncPolicy.NEVER)) as broker:
+        v = broker.vhosts["/"]
+        await v.declare_exchange(
+            "delay", "x-delayed-message", arguments={"x-delayed-type": "fanout"}
+        )
+        out = await v.declare_queue("out")
+        await v.bind_queue("out", "delay", "")
+        short = await v.declare_queue("short", arguments={"x-message-ttl": 30})
+        await v.publish(Message.build("delay", "", b"d", headers={"x-delay": 30}))
+        await v.publish(Message.build("", "short", b"s"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (out.message_count == 0 or short.message_count) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert out.message_count == 1 and short.message_count == 0 and short.expired == 1

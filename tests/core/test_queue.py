@@ -560,3 +560,13 @@ async def test_state_log_compaction_keeps_state(
         (b"5", 1),
         (b"6", 1),
     ]
+
+
+async def test_confirm_after_queue_deleted(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    await v.declare_queue("d", durable=True)
+    result = v.publish_nowait(msg(b"p", key="d", persistent=True))
+    await v.delete_queue("d")
+    await result.wait_durable()  # no error: the queue and its message are gone
+    assert result.routed and result.queues == ["d"]

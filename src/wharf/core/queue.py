@@ -261,8 +261,11 @@ class Queue:
         return EnqueueResult(True, offset if keep else None)
 
     async def wait_durable(self, offset: int) -> None:
-        """Wait until the message at ``offset`` is fsynced (under ``--fsync always``)."""
-        await self.store.wait_durable(offset)
+        """Wait until the message at ``offset`` is fsynced (under ``--fsync always``).
+
+        Returns at once if the queue was deleted meanwhile: the message is gone either way."""
+        if not self.deleted:
+            await self.store.wait_durable(offset)
 
     def _expiry_for(self, message: Message, now: int) -> int | None:
         ttl = self.args.message_ttl_ms

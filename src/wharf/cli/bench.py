@@ -19,6 +19,7 @@ from operator import itemgetter
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wharf.cli.client import (
@@ -92,6 +93,7 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} msg/s"),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout stays clean for --json
         transient=False,
     )
 
@@ -161,7 +163,13 @@ def _bench_kafka(
     produce = Phase("produce")
     task = progress.add_task("produce (kafka, acks=all)", total=count, rate=0)
     producer = kafka.Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            "enable.idempotence": False,
+            "log.connection.close": False,
+        }
     )
     payload = os.urandom(size)
     errors: list[str] = []
@@ -205,10 +213,12 @@ def _bench_kafka(
             "group.id": f"wharf-bench-{os.getpid()}-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "log.connection.close": False,
         }
     )
-    consumer.subscribe([topic])
-    started = time.perf_counter()
+    # The clock starts when the group assigns the partitions: joining is not reading.
+    assigned_at: list[float] = []
+    consumer.subscribe([topic], on_assign=lambda *_: assigned_at.append(time.perf_counter()))
     idle_since = time.perf_counter()
     try:
         while consume.messages < count:
@@ -222,11 +232,11 @@ def _bench_kafka(
                 if message.error() is None:
                     consume.messages += 1
                     consume.payload_bytes += len(message.value() or b"")
-            rate = round(consume.messages / max(time.perf_counter() - started, 1e-9))
+            rate = round(consume.messages / max(time.perf_counter() - assigned_at[0], 1e-9))
             progress.update(task, completed=consume.messages, rate=rate)
     finally:
         consumer.close()
-    consume.seconds = time.perf_counter() - started
+    consume.seconds = time.perf_counter() - assigned_at[0]
     return produce, consume
 
 

@@ -14,7 +14,9 @@ Column = tuple[str, Callable[[Any], object]]
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output is not cut to 80 columns: names stay whole for grep and friends.
+    width = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def print_json(value: Any) -> None:

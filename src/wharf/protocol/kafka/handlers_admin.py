@@ -71,7 +71,10 @@ async def create_topics(ctx: KafkaContext, request: KafkaRequest) -> Any:
             configs: tuple[Any, ...] | None = None
         else:
             count = len(created.partitions) if created is not None else -1
-            configs = _topic_configs(ctx, build, topic.name) if created is not None else None
+            # v5+ report the created topic's configuration back.
+            configs = None
+            if created is not None and request.api_version >= 5:
+                configs = _topic_configs(ctx, build, topic.name)
         results.append(
             build(
                 "CreatableTopicResult",

@@ -1,0 +1,182 @@
+"""confluent-kafka 2.16.1 (librdkafka) against ``wharf serve``.
+
+Also the compression matrix: librdkafka produces with every codec (gzip, snappy, lz4, zstd),
+Wharf stores the batches as they came, and each Python client decompresses what it fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KpTopicPartition
+
+pytestmark = pytest.mark.interop
+
+CODECS = ["gzip", "snappy", "lz4", "zstd"]
+
+
+def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]], **conf: object
+) -> list[int]:
+    offsets: list[int] = []
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            offsets.append(msg.offset())  # type: ignore[attr-defined]
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **conf})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value, partition=0, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert errors == []
+    return offsets
+
+
+def consume(bootstrap: str, topic: str, count: int, **conf: object) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **conf,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            got.append(msg)
+        return got
+    finally:
+        consumer.close()
+
+
+def test_round_trip_idempotent(bootstrap: str, topic_name: str) -> None:
+    messages = [(b"k%d" % i, b"v%d" % i) for i in range(100)] + [(b"null", None)]
+    offsets = produce(bootstrap, topic_name, messages, **{"enable.idempotence": True})
+    assert sorted(offsets) == list(range(101))
+    got = consume(bootstrap, topic_name, 101)
+    assert [(m.key(), m.value()) for m in got] == messages
+    assert [m.offset() for m in got] == list(range(101))
+
+
+def test_headers_and_timestamps(bootstrap: str, topic_name: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(
+        topic_name, value=b"v", headers=[("a", b"1"), ("b", None)], timestamp=1_700_000_000_123
+    )
+    assert producer.flush(30) == 0
+    [msg] = consume(bootstrap, topic_name, 1)
+    assert msg.headers() == [("a", b"1"), ("b", None)]
+    assert msg.timestamp()[1] == 1_700_000_000_123
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compressed_batches_consumed_by_every_client(
+    bootstrap: str, topic_name: str, codec: str
+) -> None:
+    messages = [(b"k%d" % i, (b"payload-%d " % i) * 20) for i in range(50)]
+    produce(bootstrap, topic_name, messages, **{"compression.type": codec, "linger.ms": 50})
+    expected = [value for _, value in messages]
+
+    assert [m.value() for m in consume(bootstrap, topic_name, 50)] == expected
+
+    kp = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    try:
+        kp.assign([KpTopicPartition(topic_name, 0)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(values) < 50 and time.monotonic() < deadline:
+            for batch in kp.poll(timeout_ms=500).values():
+                values.extend(r.value for r in batch)
+    finally:
+        kp.close()
+    assert values == expected
+
+    async def aio() -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([AioTopicPartition(topic_name, 0)])
+            out: list[bytes] = []
+            async with asyncio.timeout(30):
+                while len(out) < 50:
+                    for batch in (await consumer.getmany(timeout_ms=500)).values():
+                        out.extend(r.value for r in batch)
+            return out
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(aio()) == expected
+
+
+def test_admin_api(bootstrap: str, topic_name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                topic_name,
+                num_partitions=2,
+                replication_factor=1,
+                config={"cleanup.policy": "delete"},
+            )
+        ]
+    )
+    futures[topic_name].result(30)
+    metadata = admin.list_topics(timeout=30)
+    assert len(metadata.topics[topic_name].partitions) == 2
+
+    validate = admin.create_topics([NewTopic(topic_name + "-v", 1, 1)], validate_only=True)
+    validate[topic_name + "-v"].result(30)
+    assert topic_name + "-v" not in admin.list_topics(timeout=30).topics
+
+    admin.create_partitions([NewPartitions(topic_name, 4)])[topic_name].result(30)
+    assert len(admin.list_topics(timeout=30).topics[topic_name].partitions) == 4
+
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic_name,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "123456", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry(
+                "max.message.bytes", "2000000", incremental_operation=AlterConfigOpType.SET
+            ),
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic_name)])
+    [entries] = [f.result(30) for f in described.values()]
+    assert entries["retention.ms"].value == "123456"
+    assert entries["max.message.bytes"].value == "2000000"
+    assert entries["cleanup.policy"].value == "delete"
+
+    cluster = admin.describe_cluster().result(30)
+    assert cluster.controller.id == 0
+
+    for future in admin.delete_topics([topic_name]).values():
+        future.result(30)
+    assert topic_name not in admin.list_topics(timeout=30).topics

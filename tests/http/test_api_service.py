@@ -4,10 +4,12 @@ size limit, against a running broker."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import httpx
 import pika
+import pytest
 
 from helpers.broker_process import WharfProcess
 from wharf.http.app import DEFAULT_MAX_BODY_BYTES
@@ -56,18 +58,48 @@ def test_history_records_publish_rate(api: httpx.Client, unique: str) -> None:
     assert all(s["time_ms"] > 0 and s["consumer_lag"] >= 0 for s in samples)
 
 
-def test_connections_lists_and_closes_an_amqp_client(
-    api: httpx.Client, http_server: WharfProcess
+def test_connections_lists_and_closes_clients(
+    api: httpx.Client, http_server: WharfProcess, unique: str
 ) -> None:
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", http_server.amqp_port)
+    params = pika.ConnectionParameters(
+        "127.0.0.1", http_server.amqp_port, client_properties={"connection_name": unique}
     )
+    amqp = pika.BlockingConnection(params)
+    kafka = socket.create_connection(("127.0.0.1", http_server.kafka_port))
     try:
-        listed = api.get("/api/connections")
-        assert listed.status_code == 200
-        assert isinstance(listed.json(), list)
+        deadline = time.monotonic() + 20
+        while True:
+            listed = api.get("/api/connections").json()
+            mine = [c for c in listed if c["client_id"] == unique]
+            kafka_peer = f"127.0.0.1:{kafka.getsockname()[1]}"
+            kafka_conns = [c for c in listed if c["peer"] == kafka_peer]
+            if mine and kafka_conns:
+                break
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.05)
+        [conn] = mine
+        assert conn["protocol"] == "amqp"
+        assert conn["user"] == "guest"
+        assert conn["vhost"] == "/"
+        assert conn["peer"].startswith("127.0.0.1:")
+        assert kafka_conns[0]["protocol"] == "kafka"
+
+        assert api.delete(f"/api/connections/{conn['id']}").status_code == 204
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                amqp.process_data_events(time_limit=0.1)
+        assert api.delete(f"/api/connections/{kafka_conns[0]['id']}").status_code == 204
+        kafka.settimeout(20)
+        assert kafka.recv(1) == b""  # the broker closed the socket
+        deadline = time.monotonic() + 20
+        while any(c["id"] == conn["id"] for c in api.get("/api/connections").json()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
-        connection.close()
+        kafka.close()
+        if amqp.is_open:
+            amqp.close()
     missing = api.delete("/api/connections/no-such-connection")
     assert missing.status_code == 404
     assert "no-such-connection" in missing.json()["error"]

@@ -5,19 +5,22 @@ the composition root's layer) joins them. :class:`ListenerRegistry` wraps each l
 of ``wharf serve`` so that every listener it creates is recorded along with the addresses its
 ``start`` bound; the HTTP listener gets the registry as its
 :class:`~wharf.http.status.ServerView` and reports those listeners (ready from a successful
-start until ``stop_accepting``) and the connections of every listener that offers
-``connection_infos()``.
+start until ``stop_accepting``) and the client connections of the Kafka and AMQP listeners.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from wharf.core.broker import Broker
 from wharf.http.app import HttpListener
 from wharf.http.status import ConnectionView
+from wharf.protocol.amqp.connection import AMQPConnection
+from wharf.protocol.amqp.errors import ReplyCode
+from wharf.server.amqp_listener import AMQPListener
+from wharf.server.kafka_connection import KafkaConnection
+from wharf.server.kafka_listener import KafkaListener
 from wharf.server.listener import Endpoint, Listener, ListenerFactory
 from wharf.server.settings import ServerSettings
 
@@ -84,19 +87,80 @@ class ListenerRegistry:
         ]
 
     def connections(self) -> Sequence[ConnectionView]:
-        found: list[ConnectionView] = []
-        for tracked in self._tracked:
-            source: Any = getattr(tracked.inner, "connection_infos", None)
-            if callable(source):
-                found.extend(source())
-        return found
+        return [conn for conn, _ in self._live_connections()]
 
     async def close_connection(self, connection_id: str) -> bool:
-        for tracked in self._tracked:
-            closer: Any = getattr(tracked.inner, "close_connection", None)
-            if callable(closer) and await closer(connection_id):
+        for conn, close in self._live_connections():
+            if conn.id == connection_id:
+                close()
                 return True
         return False
+
+    def _live_connections(self) -> list[tuple[_Connection, Callable[[], None]]]:
+        found: list[tuple[_Connection, Callable[[], None]]] = []
+        for tracked in self._tracked:
+            listener = tracked.inner
+            if isinstance(listener, AMQPListener):
+                found.extend(_amqp_connections(listener))
+            elif isinstance(listener, KafkaListener):
+                found.extend(_kafka_connections(listener))
+        return found
+
+
+@dataclass(frozen=True)
+class _Connection:
+    id: str
+    protocol: str
+    peer: str
+    client_id: str
+    user: str | None
+    vhost: str | None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _amqp_connections(
+    listener: AMQPListener,
+) -> list[tuple[_Connection, Callable[[], None]]]:
+    found: list[tuple[_Connection, Callable[[], None]]] = []
+    for protocol in list(listener.protocols):
+        conn = protocol.conn
+        if conn is None or conn.closed:
+            continue
+        props = conn.client_properties
+        client = _text(props.get("connection_name") or props.get("product"))
+        info = _Connection(
+            f"amqp-{id(protocol):x}",
+            "amqp",
+            conn.peer,
+            client,
+            conn.username or None,
+            conn.vhost_name,
+        )
+
+        def close(conn: AMQPConnection = conn) -> None:
+            conn.close_from_server(ReplyCode.CONNECTION_FORCED, "closed by an operator")
+
+        found.append((info, close))
+    return found
+
+
+def _kafka_connections(
+    listener: KafkaListener,
+) -> list[tuple[_Connection, Callable[[], None]]]:
+    found: list[tuple[_Connection, Callable[[], None]]] = []
+    for connection in list(listener.connections):
+        info = _Connection(f"kafka-{id(connection):x}", "kafka", connection.peer, "", None, None)
+
+        def close(connection: KafkaConnection = connection) -> None:
+            connection.close("closed by an operator")
+
+        found.append((info, close))
+    return found
 
 
 def with_http(factories: Sequence[ListenerFactory]) -> list[ListenerFactory]:

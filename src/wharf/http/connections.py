@@ -20,9 +20,8 @@ async def _list_connections(request: web.Request) -> web.StreamResponse:
                 protocol=c.protocol,
                 peer=c.peer,
                 client_id=c.client_id,
-                connected_at_ms=c.connected_at_ms,
-                bytes_in=c.bytes_in,
-                bytes_out=c.bytes_out,
+                user=c.user,
+                vhost=c.vhost,
             )
             for c in conns
         ]

@@ -330,10 +330,11 @@ class GetMessages(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ConnectionInfo(msgspec.Struct):
+    """``user`` and ``vhost`` are AMQP's (null for Kafka connections)."""
+
     id: str
     protocol: str
     peer: str
     client_id: str
-    connected_at_ms: int
-    bytes_in: int
-    bytes_out: int
+    user: str | None
+    vhost: str | None

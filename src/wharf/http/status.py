@@ -28,7 +28,8 @@ class ListenerView(Protocol):
 
 
 class ConnectionView(Protocol):
-    """One client connection as the server tracks it."""
+    """One client connection as the server tracks it; ``None`` where a listener keeps no
+    such figure."""
 
     @property
     def id(self) -> str: ...
@@ -43,13 +44,10 @@ class ConnectionView(Protocol):
     def client_id(self) -> str: ...
 
     @property
-    def connected_at_ms(self) -> int: ...
+    def user(self) -> str | None: ...
 
     @property
-    def bytes_in(self) -> int: ...
-
-    @property
-    def bytes_out(self) -> int: ...
+    def vhost(self) -> str | None: ...
 
 
 class ServerView(Protocol):

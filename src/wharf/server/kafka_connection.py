@@ -69,6 +69,11 @@ class KafkaConnection(asyncio.Protocol):
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def peer(self) -> str:
+        """The client's address, ``host:port`` (for logs and the HTTP API)."""
+        return self._peer
+
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -276,8 +276,7 @@ const connectionsPage = {
     $("#connections").innerHTML = table([
       { title: "Id", html: (c) => esc(c.id) }, { title: "Protocol", html: (c) => esc(c.protocol) },
       { title: "Peer", html: (c) => esc(c.peer) }, { title: "Client", html: (c) => esc(c.client_id) },
-      { title: "Since", html: (c) => esc(new Date(c.connected_at_ms).toLocaleTimeString()) },
-      { title: "In", num: true, html: (c) => bytes(c.bytes_in) }, { title: "Out", num: true, html: (c) => bytes(c.bytes_out) },
+      { title: "User", html: (c) => esc(c.user ?? "") }, { title: "Vhost", html: (c) => esc(c.vhost ?? "") },
       { title: "", html: (c) => `<button class="danger" data-close="${esc(c.id)}">Close</button>` },
     ], conns, "no client connections");
     document.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => {

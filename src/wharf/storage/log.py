@@ -40,7 +40,7 @@ from wharf.storage.record_batch import (
     decode_records,
     validate_batches,
 )
-from wharf.storage.segment import LogSegment
+from wharf.storage.segment import MAX_RELATIVE_OFFSET, MAX_SEGMENT_POSITION, LogSegment
 
 __all__ = ["AppendInfo", "Log", "LogConfig", "OffsetOutOfRangeError"]
 
@@ -99,6 +99,9 @@ class Log:
     ) -> None:
         self.path = path
         self.config = config
+        self._max_batch_bytes = config.max_batch_bytes
+        # Rolling by size also keeps positions inside the u32 range of the offset index.
+        self._segment_bytes = min(config.segment_bytes, MAX_SEGMENT_POSITION)
         self._clock_ms = clock_ms
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
@@ -209,20 +212,28 @@ class Log:
         n = len(view)
         if n == 0:
             raise CorruptBatchError("empty append: no batch given")
-        spans = validate_batches(view, self.config.max_batch_bytes)
-        # The base offsets are patched in by writing each batch as two pieces: its new first
-        # eight bytes and the caller's bytes after them (no copy of the batch).
-        pieces: list[bytes | memoryview] = []
+        spans = validate_batches(view, self._max_batch_bytes)
         base = self._next_offset
-        offset = base
-        max_ts = -1
-        for pos, size, delta, batch_max_ts in spans:
-            pieces.append(_BASE_OFFSET.pack(offset))
-            pieces.append(view[pos + 8 : pos + size])
-            offset += delta + 1
-            if batch_max_ts > max_ts:
-                max_ts = batch_max_ts
-        seg = self._segment_for(n, offset - 1)
+        pack = _BASE_OFFSET.pack
+        if len(spans) == 1:
+            _pos, _size, delta, max_ts = spans[0]
+            end = base + delta + 1
+            # The base offset is patched in by writing the batch as two pieces: its new first
+            # eight bytes and the caller's bytes after them (no copy of the batch).
+            pieces: list[bytes | memoryview] = [pack(base), view[8:]]
+        else:
+            pieces = []
+            end = base
+            max_ts = -1
+            for pos, size, delta, batch_max_ts in spans:
+                pieces.append(pack(end))
+                pieces.append(view[pos + 8 : pos + size])
+                end += delta + 1
+                if batch_max_ts > max_ts:
+                    max_ts = batch_max_ts
+        seg = self._segments[-1]
+        if seg.size and self._must_roll(seg, n, end - 1):
+            seg = self._roll()
         position = seg.size
         seg.write_at_end(pieces, n)
         offset = base
@@ -232,12 +243,12 @@ class Log:
         if seg.roll_base_ms is None:
             seg.roll_base_ms = self._clock_ms()
         with self._lock:
-            seg.size += n
-            seg.next_offset = offset
-            self._next_offset = offset
+            seg.size = position + n
+            seg.next_offset = end
+            self._next_offset = end
             self._size_bytes += n
             self._dirty.add(seg)
-        return AppendInfo(base, offset - 1, max_ts, n, position)
+        return AppendInfo(base, end - 1, max_ts, n, position)
 
     def append_records(
         self, records: Sequence[RecordInput], *, compression: int = 0
@@ -247,19 +258,16 @@ class Log:
             build_batch(records, compression=compression, now_ms=self._clock_ms())
         )
 
-    def _segment_for(self, nbytes: int, last_offset: int) -> LogSegment:
-        seg = self._segments[-1]
-        if seg.is_empty:
-            return seg
-        now = self._clock_ms()
-        too_old = seg.roll_base_ms is not None and now - seg.roll_base_ms >= self.config.segment_ms
-        if (
-            seg.size + nbytes > self.config.segment_bytes
-            or too_old
-            or not seg.can_hold(nbytes, last_offset)
-        ):
-            return self._roll()
-        return seg
+    def _must_roll(self, seg: LogSegment, nbytes: int, last_offset: int) -> bool:
+        """Whether a non-empty active segment must roll before taking this append."""
+        return (
+            seg.size + nbytes > self._segment_bytes
+            or last_offset - seg.base_offset > MAX_RELATIVE_OFFSET
+            or (
+                seg.roll_base_ms is not None
+                and self._clock_ms() - seg.roll_base_ms >= self.config.segment_ms
+            )
+        )
 
     def _roll(self) -> LogSegment:
         """Start a new active segment at the next offset."""

@@ -121,13 +121,6 @@ class LogSegment:
     def is_empty(self) -> bool:
         return self.size == 0
 
-    def can_hold(self, nbytes: int, last_offset: int) -> bool:
-        """Whether ``nbytes`` ending at ``last_offset`` fit the u32 position/offset ranges."""
-        return (
-            self.size + nbytes <= MAX_SEGMENT_POSITION
-            and last_offset - self.base_offset <= MAX_RELATIVE_OFFSET
-        )
-
     def write_at_end(self, pieces: list[bytes | memoryview], total: int) -> None:
         """Write ``pieces`` (``total`` bytes) at the end of the file; on failure cut the file
         back to its previous size and raise :class:`StorageError`."""

@@ -41,6 +41,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cramjam
 import crc32c
@@ -273,8 +274,7 @@ def set_base_offset(buf: bytearray | memoryview, pos: int, base_offset: int) -> 
 # --------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True, slots=True)
-class RecordInput:
+class RecordInput(NamedTuple):
     """One record Wharf encodes itself (AMQP message, offset commit, ...)."""
 
     key: bytes | None
@@ -283,8 +283,7 @@ class RecordInput:
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One decoded record with its absolute offset."""
 
     offset: int
@@ -404,54 +403,45 @@ def build_batch(
     return bytes(batch)
 
 
-class _Reader:
-    """Bounds-checked cursor over a records section."""
+def _varint_slow(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    shift = 0
+    z = 0
+    while True:
+        if pos >= end:
+            raise CorruptBatchError("truncated varint in record")
+        b = buf[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptBatchError("varint longer than 10 bytes in record")
 
-    __slots__ = ("buf", "pos", "end")
 
-    def __init__(self, buf: bytes | memoryview, pos: int = 0) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf)
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Zigzag varint at ``pos`` (not reading at or past ``end``): ``(value, next position)``."""
+    if pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            return (b >> 1) ^ -(b & 1), pos + 1
+    return _varint_slow(buf, pos, end)
 
-    def varint(self) -> int:
-        shift = 0
-        z = 0
-        buf = self.buf
-        while True:
-            if self.pos >= self.end:
-                raise CorruptBatchError("truncated varint in record")
-            b = buf[self.pos]
-            self.pos += 1
-            z |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise CorruptBatchError("varint longer than 10 bytes in record")
-        return (z >> 1) ^ -(z & 1)
 
-    def take(self, n: int) -> bytes:
-        if n < 0 or n > self.end - self.pos:
-            raise CorruptBatchError(
-                f"record field of {n} bytes overruns the batch ({self.end - self.pos} left)"
-            )
-        out = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return out
-
-    def nullable(self) -> bytes | None:
-        n = self.varint()
-        if n == -1:
-            return None
-        return self.take(n)
+def _field(buf: memoryview, pos: int, end: int) -> tuple[bytes | None, int]:
+    """A length-prefixed, nullable byte string: ``(value, next position)``."""
+    n, pos = _varint(buf, pos, end)
+    if n == -1:
+        return None, pos
+    if n < 0 or n > end - pos:
+        raise CorruptBatchError(f"record field of {n} bytes overruns the record ({end - pos} left)")
+    return bytes(buf[pos : pos + n]), pos + n
 
 
 def decode_varint(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
     """Read a zigzag varint at ``pos``; returns ``(value, position after it)``."""
-    reader = _Reader(buf, pos)
-    value = reader.varint()
-    return value, reader.pos
+    view = memoryview(buf)
+    return _varint(view, pos, len(view))
 
 
 def decode_records(
@@ -466,54 +456,59 @@ def decode_records(
     """
     view = memoryview(batch)
     header = validate_batch(view, max_batch_bytes=max(len(view), HEADER_SIZE))
-    section: bytes | memoryview = view[HEADER_SIZE : header.size]
+    buf = view[HEADER_SIZE : header.size]
     if header.compression != COMPRESSION_NONE:
-        section = decompress(header.compression, section, max_uncompressed_bytes)
-    reader = _Reader(section)
-    log_append = header.timestamp_type == 1
+        buf = memoryview(decompress(header.compression, buf, max_uncompressed_bytes))
+    total = len(buf)
+    base_offset = header.base_offset
+    base_ts = header.base_timestamp
+    append_time = header.max_timestamp if header.timestamp_type == 1 else None
+    max_delta = header.last_offset_delta
     records: list[Record] = []
+    pos = 0
     # The count is checked against the bytes as records are read: never preallocated from it.
     for _ in range(header.records_count):
-        length = reader.varint()
-        if length < 0 or length > reader.end - reader.pos:
+        length, pos = _varint(buf, pos, total)
+        if length < 1 or length > total - pos:
             raise CorruptBatchError(f"record length {length} overruns the batch")
-        end = reader.pos + length
-        sub = _Reader(section[: end], reader.pos)
-        sub.take(1)  # attributes, unused
-        ts_delta = sub.varint()
-        offset_delta = sub.varint()
-        key = sub.nullable()
-        value = sub.nullable()
-        count = sub.varint()
-        if count < 0 or count > end - sub.pos:
-            raise CorruptBatchError(f"header count {count} overruns the record")
-        headers: list[tuple[str, bytes | None]] = []
-        for _h in range(count):
-            hkey_raw = sub.take(sub.varint())
-            try:
-                hkey = hkey_raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorruptBatchError("record header key is not UTF-8") from exc
-            headers.append((hkey, sub.nullable()))
-        if sub.pos != end:
-            raise CorruptBatchError("record length disagrees with its fields")
-        reader.pos = end
-        if offset_delta < 0 or offset_delta > header.last_offset_delta:
+        end = pos + length
+        pos += 1  # record attributes: unused
+        ts_delta, pos = _varint(buf, pos, end)
+        offset_delta, pos = _varint(buf, pos, end)
+        if offset_delta < 0 or offset_delta > max_delta:
             raise CorruptBatchError(f"record offset delta {offset_delta} outside the batch")
+        key, pos = _field(buf, pos, end)
+        value, pos = _field(buf, pos, end)
+        count, pos = _varint(buf, pos, end)
+        if count < 0 or count > end - pos:
+            raise CorruptBatchError(f"header count {count} overruns the record")
+        headers: tuple[tuple[str, bytes | None], ...] = ()
+        if count:
+            items: list[tuple[str, bytes | None]] = []
+            for _h in range(count):
+                hkey, pos = _field(buf, pos, end)
+                if hkey is None:
+                    raise CorruptBatchError("record header key is null")
+                try:
+                    name = hkey.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise CorruptBatchError("record header key is not UTF-8") from exc
+                hvalue, pos = _field(buf, pos, end)
+                items.append((name, hvalue))
+            headers = tuple(items)
+        if pos != end:
+            raise CorruptBatchError("record length disagrees with its fields")
         records.append(
             Record(
-                offset=header.base_offset + offset_delta,
-                timestamp_ms=header.max_timestamp if log_append else header.base_timestamp
-                + ts_delta,
-                key=key,
-                value=value,
-                headers=tuple(headers),
+                base_offset + offset_delta,
+                base_ts + ts_delta if append_time is None else append_time,
+                key,
+                value,
+                headers,
             )
         )
-    if reader.pos != reader.end:
-        raise CorruptBatchError(
-            f"{reader.end - reader.pos} bytes left after {header.records_count} records"
-        )
+    if pos != total:
+        raise CorruptBatchError(f"{total - pos} bytes left after {header.records_count} records")
     return records
 
 

@@ -164,6 +164,12 @@ async def leave_group(ctx: KafkaContext, request: KafkaRequest) -> Any:
     else:
         leaving = [LeaveMember(body.member_id)]
     result = ctx.broker.groups.leave_group(body.group_id, leaving)
+    if not has_field(body, "members"):
+        # v0-2: one member, its outcome is the top-level error code.
+        error = result.error
+        if error == 0 and result.members:
+            error = result.members[0][1]
+        return build("LeaveGroupResponse", throttle_time=NO_THROTTLE, error_code=kafka_code(error))
     members = tuple(
         build(
             "MemberResponse",
@@ -173,13 +179,10 @@ async def leave_group(ctx: KafkaContext, request: KafkaRequest) -> Any:
         )
         for member, error in result.members
     )
-    error = result.error
-    if not has_field(body, "members") and error == 0 and result.members:
-        error = result.members[0][1]
     return build(
         "LeaveGroupResponse",
         throttle_time=NO_THROTTLE,
-        error_code=kafka_code(error),
+        error_code=kafka_code(result.error),
         members=members,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,58 @@ def test_delete_removes_the_directory(tmp_path: Path) -> None:
     log.delete()
     assert not (tmp_path / "log").exists()
     assert log.closed
+
+
+def test_index_files_hold_entries_that_name_batch_starts(tmp_path: Path) -> None:
+    config = LogConfig(segment_bytes=50_000, index_interval_bytes=500, retention_ms=None)
+    log = Log.open(tmp_path / "log", config)
+    positions: dict[int, int] = {}
+    for i in range(300):
+        info = log.append_records([RecordInput(None, value(i), (), 7_000 + i)])
+        positions[info.base_offset] = info.position
+    bases = log.segment_base_offsets()
+    log.close()
+    for base in bases:
+        index = (tmp_path / "log" / f"{base:020d}.index").read_bytes()
+        entries = [struct.unpack_from(">II", index, i) for i in range(0, len(index), 8)]
+        size = segment_path(tmp_path / "log", base).stat().st_size
+        # one entry per index_interval_bytes (500) of batches of under 100 bytes
+        assert size // 600 <= len(entries) <= size // 500, "index density"
+        for rel, pos in entries:
+            assert positions[base + rel] == pos
+        times = (tmp_path / "log" / f"{base:020d}.timeindex").read_bytes()
+        stamps = [struct.unpack_from(">qI", times, i) for i in range(0, len(times), 12)]
+        assert [t for t, _ in stamps] == sorted({t for t, _ in stamps})
+        for ts, rel in stamps:
+            # the largest timestamp before the entry's offset (timestamps rise with offsets)
+            assert ts == 7_000 + base + rel - 1
+
+
+def test_flush_after_a_roll_moves_the_recovery_point(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "log", CONFIG)
+    for i in range(10):
+        log.append_records([RecordInput(None, value(i))])
+    log.flush()
+    assert (tmp_path / "log" / "recovery-point").read_bytes() == b"0 0\n"
+    while len(log.segment_base_offsets()) < 3:
+        log.append_records([RecordInput(None, value(log.next_offset))])
+    end = log.next_offset
+    log.flush()
+    assert (tmp_path / "log" / "recovery-point").read_bytes() == b"0 %d\n" % end
+    log.close()
+
+
+def test_segment_age_after_reopen_counts_from_the_first_batch_timestamp(tmp_path: Path) -> None:
+    now = [1_000_000]
+    config = LogConfig(segment_ms=10_000, retention_ms=None)
+    log = Log.open(tmp_path / "log", config, clock_ms=lambda: now[0])
+    log.append_records([RecordInput(None, b"a")])  # timestamp = clock = 1_000_000
+    log.close()
+    now[0] += 9_999
+    log = Log.open(tmp_path / "log", config, clock_ms=lambda: now[0])
+    log.append_records([RecordInput(None, b"b")])
+    assert log.segment_base_offsets() == [0]
+    now[0] += 1
+    log.append_records([RecordInput(None, b"c")])
+    assert log.segment_base_offsets() == [0, 2]
+    log.close()

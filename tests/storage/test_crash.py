@@ -87,4 +87,4 @@ def test_acknowledged_records_survive_sigkill(tmp_path: Path) -> None:
             assert not changed, f"iteration {iteration}: acknowledged records changed {changed[:5]}"
         finally:
             log.close()
-    assert len(acked) > 1000, f"too few acknowledged records to mean anything ({len(acked)})"
+    assert len(acked) > 300, f"too few acknowledged records to mean anything ({len(acked)})"

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ KINDS = ["append", "append", "append", "read", "read", "retention", "delete", "t
          "timestamps"]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), steps=st.integers(1, 40))
 def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:

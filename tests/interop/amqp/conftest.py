@@ -8,6 +8,7 @@ thread of the test process (fast to start, one per test); tests that need a real
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -52,3 +53,10 @@ def amqp_broker(tmp_path: Path) -> Iterator[InProcessBroker]:
         stop.set()
         thread.join(timeout=30)
         loop.close()
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect after each test so that a leaked socket is reported against the test leaking it."""
+    yield
+    gc.collect()

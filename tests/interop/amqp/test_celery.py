@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from amqp_inprocess import InProcessBroker
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-
-from amqp_inprocess import InProcessBroker
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 

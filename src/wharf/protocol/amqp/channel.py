@@ -283,7 +283,7 @@ class Channel:
                 self.vhost.get_exchange(publish.exchange)  # 404 now, not at commit
                 self._tx_publishes.append((message, publish.mandatory))
                 return
-            result = self.vhost.publish_nowait(message, mandatory=publish.mandatory)
+            result = self.vhost.publish_nowait(message)
         except BrokerError as exc:
             raise _with_method(exc, commands.Basic.Publish()) from exc
         if publish.mandatory and not result.routed:
@@ -681,7 +681,7 @@ class Channel:
         vhost = self.vhost
         results: list[PublishResult] = []
         for message, mandatory in publishes:
-            result = vhost.publish_nowait(message, mandatory=mandatory)
+            result = vhost.publish_nowait(message)
             if mandatory and not result.routed:
                 self._return_unroutable(message)
             results.append(result)

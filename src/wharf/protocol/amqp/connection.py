@@ -214,7 +214,13 @@ class AMQPConnection:
                     self._data.clear()
                     await self._data.wait()
                     continue
-                await self._dispatch(event)
+                try:
+                    await self._dispatch(event)
+                except Exception as exc:  # a bug: report 541 and close rather than hang
+                    log.exception("amqp %s: internal error", self.peer)
+                    self._handle_error(exc, 0)
+                    self._shutdown()
+                    return
         finally:
             self.connection_lost()
 

@@ -22,13 +22,14 @@ so a hostile length never makes us buffer more than one legal frame. Malformed i
 :class:`~wharf.protocol.amqp.errors.AMQPError` with the reply code to close with.
 
 Method arguments are decoded with pamqp, except Basic.Publish, which is the one method on the
-hot path (one per published message): it is decoded by hand here (about 5x faster than the
-generic pamqp decoder, measured with ``benchmarks/amqp_codec.py``). Content headers are not
+hot path (one per published message): it is decoded by hand here. Content headers are not
 decoded at all: the property flags and list stay raw bytes, stored and delivered byte-exact.
+Together this reads a publish (method, header, body frames) in about half the time of pamqp's
+generic path (``benchmarks/amqp_codec.py``).
 
-:class:`FrameWriter` encodes outgoing frames: methods with pamqp, deliveries (Basic.Deliver,
-Basic.GetOk, Basic.Return followed by header and body frames) by hand for the same reason,
-with the body split at ``frame_max``.
+:class:`FrameWriter` encodes outgoing frames: methods with pamqp; deliveries (Basic.Deliver and
+Basic.Get-Ok, then header and body frames) by hand, about 8x faster than marshalling the same
+frames with pamqp (same benchmark), with the body split at ``frame_max``.
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ProtocolHeaderReceived:
     """The client sent the AMQP 0-9-1 protocol header."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class MethodFrame:
     """A method frame other than Basic.Publish, decoded by pamqp."""
 
@@ -92,7 +93,7 @@ class MethodFrame:
     method: base.Frame
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class PublishFrame:
     """Basic.Publish, decoded by hand (hot path)."""
 
@@ -103,7 +104,7 @@ class PublishFrame:
     immediate: bool
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ContentHeaderFrame:
     """A content header; ``properties`` is the raw flags + property list."""
 
@@ -113,13 +114,13 @@ class ContentHeaderFrame:
     properties: bytes
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ContentBodyFrame:
     channel: int
     payload: bytes
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class HeartbeatFrame:
     channel: int
 
@@ -183,7 +184,7 @@ class FrameReader:
             return NEED_DATA
         if buf[end] != FRAME_END:
             raise _frame_error(f"frame-end octet is 0x{buf[end]:02x}, not 0xce")
-        payload = bytes(buf[pos + 7 : end])
+        payload = bytes(memoryview(buf)[pos + 7 : end])
         self._consume(end + 1)
         if frame_type == FRAME_METHOD:
             return _decode_method(channel, payload)

@@ -39,6 +39,7 @@ class DelayedMessages:
 
     def restore(self) -> None:
         for item in self.store.recover():
+            assert item.message is not None  # recover keeps bodies unless told not to
             due = item.expires_at or 0
             heapq.heappush(self._heap, (due, item.seq, item.offset, item.message))
 
@@ -47,7 +48,7 @@ class DelayedMessages:
 
     def hold(self, message: Message, due_ms: int, now_ms: int) -> int | None:
         """Keep ``message`` until ``due_ms``; returns the offset to wait on for durability."""
-        seq = self.store.messages.next_offset  # the offset of its record: never reused
+        seq = self.store.next_offset  # the offset of its record: never reused
         keep = self.durable and message.persistent
         offset = self.store.append(seq, message, due_ms, now_ms, keep=keep)
         heapq.heappush(self._heap, (due_ms, seq, offset, message))

@@ -33,6 +33,7 @@ from wharf.core.consumers import Consumer, Delivery
 from wharf.core.dead_letter import DeathReason
 from wharf.core.message import Message
 from wharf.core.queue_args import Overflow, QueueArgs
+from wharf.core.queue_records import stored_size
 from wharf.core.queue_store import QueueStore, StoredMessage
 from wharf.errors import AccessRefusedError, PreconditionError
 
@@ -40,9 +41,9 @@ __all__ = ["EnqueueResult", "Queue", "QueueEntry", "QueueHooks"]
 
 # Move at most this many pinning records to the tail per maintenance pass.
 _MOVE_BATCH = 1000
-# Bytes a one-record batch takes in the log beyond its body, properties, exchange and key
-# (batch header, record framing, header keys); used to tell live bytes from dead ones.
-_RECORD_OVERHEAD = 100
+# Body bytes of ready messages a queue on a disk log keeps in memory; beyond this, new
+# messages are kept only in the log and read back when delivered.
+RESIDENT_BYTES = 8 << 20
 
 
 class QueueHooks(Protocol):
@@ -58,46 +59,56 @@ class QueueHooks(Protocol):
 
 
 class QueueEntry:
-    """One live message of a queue."""
+    """One live message of a queue: its place, its log record, and maybe its message.
+
+    ``held`` is the message when kept in memory, None when only the log has it; :attr:`message`
+    reads it back from ``store`` then."""
 
     __slots__ = (
         "consumer",
-        "stored",
         "delivery_count",
         "expires_at",
-        "message",
+        "held",
+        "keep",
         "offset",
         "priority",
         "ready",
         "seq",
         "size",
+        "store",
+        "stored",
     )
 
     def __init__(
         self,
         seq: int,
         offset: int,
-        message: Message,
+        held: Message | None,
         priority: int,
         expires_at: int | None,
-        delivery_count: int = 0,
+        delivery_count: int,
+        size: int,
+        stored: int,
+        keep: bool,
+        store: QueueStore,
     ) -> None:
         self.seq = seq
         self.offset = offset
-        self.message = message
+        self.held = held
         self.priority = priority
         self.expires_at = expires_at
         self.delivery_count = delivery_count
         self.ready = True
         self.consumer: Consumer | None = None
-        self.size = len(message.body)
-        self.stored = (
-            self.size
-            + len(message.properties)
-            + len(message.exchange)
-            + len(message.routing_key)
-            + _RECORD_OVERHEAD
-        )
+        self.size = size  # body bytes
+        self.stored = stored  # estimated log bytes
+        self.keep = keep  # survives a restart
+        self.store = store
+
+    @property
+    def message(self) -> Message:
+        held = self.held
+        return self.store.read_message(self.offset) if held is None else held
 
     def __lt__(self, other: QueueEntry) -> bool:  # heap tie-break; never reached in practice
         return self.seq < other.seq
@@ -135,6 +146,7 @@ class Queue:
         clock: Clock,
         hooks: QueueHooks,
         segment_bytes: int,
+        resident_bytes: int = RESIDENT_BYTES,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -147,6 +159,9 @@ class Queue:
         self._clock = clock
         self._hooks = hooks
         self._segment_bytes = segment_bytes
+        # Bodies are dropped from memory only where the log can give them back.
+        self._resident_limit = resident_bytes if store.durable else None
+        self._resident_bytes = 0  # body bytes held in memory by live entries
         self._ready: list[tuple[int, int, QueueEntry]] = []
         self._ready_bytes = 0
         self._entries: dict[int, QueueEntry] = {}  # seq -> live entry
@@ -194,6 +209,11 @@ class Queue:
         return self._live_bytes
 
     @property
+    def resident_bytes(self) -> int:
+        """Body bytes held in memory (the rest are read back from the log when delivered)."""
+        return self._resident_bytes
+
+    @property
     def consumers(self) -> tuple[Consumer, ...]:
         return tuple(self._consumers)
 
@@ -212,15 +232,21 @@ class Queue:
 
     def restore(self, stored: Iterable[StoredMessage]) -> None:
         """Load the live records found by :meth:`QueueStore.recover` (at open)."""
+        cap = self.args.max_priority
         for item in stored:
             entry = QueueEntry(
                 item.seq,
                 item.offset,
-                item.message,
-                self._priority_of(item.message),
+                None,
+                0 if cap is None else min(item.priority, cap),
                 item.expires_at,
                 item.delivery_count,
+                item.size,
+                item.stored,
+                True,
+                self.store,
             )
+            self._hold(entry, item.message)
             self._add_live(entry)
             self._push_ready(entry)
 
@@ -242,13 +268,27 @@ class Queue:
                 self._send_to_dlx(message, DeathReason.MAXLEN)
             self._commit_state()
             return EnqueueResult(False)
-        keep = self.store.durable and message.persistent
+        store = self.store
+        keep = store.state is not None and message.persistent
         # A message's sequence number is the offset of its first record: unique for the
         # queue's whole life, across restarts, and kept when the record moves to the tail.
-        seq = self.store.messages.next_offset
+        seq = store.next_offset
         expires_at = self._expiry_for(message, now)
-        offset = self.store.append(seq, message, expires_at, now, keep=keep)
-        entry = QueueEntry(seq, offset, message, self._priority_of(message), expires_at)
+        offset = store.append(seq, message, expires_at, now, keep=keep)
+        cap = self.args.max_priority
+        entry = QueueEntry(
+            seq,
+            offset,
+            None,
+            0 if cap is None else min(message.priority, cap),
+            expires_at,
+            0,
+            len(message.body),
+            stored_size(message),
+            keep,
+            store,
+        )
+        self._hold(entry, message)
         self._add_live(entry)
         self._push_ready(entry)
         self.published += 1
@@ -274,9 +314,12 @@ class Queue:
             ttl = per_message if ttl is None else min(ttl, per_message)
         return None if ttl is None else now + ttl
 
-    def _priority_of(self, message: Message) -> int:
-        cap = self.args.max_priority
-        return 0 if cap is None else min(message.priority, cap)
+    def _hold(self, entry: QueueEntry, message: Message | None) -> None:
+        """Keep ``message`` in memory with its entry if within the resident budget."""
+        limit = self._resident_limit
+        if message is not None and (limit is None or self._resident_bytes + entry.size <= limit):
+            entry.held = message
+            self._resident_bytes += entry.size
 
     def _is_full(self, incoming: int) -> bool:
         if self.args.max_length is not None and len(self._ready) >= self.args.max_length:
@@ -344,10 +387,17 @@ class Queue:
         self.delivered += 1
         if redelivered:
             self.redelivered += 1
+        message = entry.held
+        if message is None:
+            message = self.store.read_message(entry.offset)
+        elif self._resident_limit is not None:
+            # The consumer has it now; a redelivery reads it back from the log.
+            entry.held = None
+            self._resident_bytes -= entry.size
         delivery = Delivery(
             self,
             entry.seq,
-            entry.message,
+            message,
             redelivered,
             entry.delivery_count,
             tag,
@@ -503,6 +553,8 @@ class Queue:
 
     async def maintain(self) -> None:
         """Reclaim log space and compact the state log (run periodically)."""
+        self._commit_state()
+        self.store.write_pending()
         first = self._first_live_offset()
         log = self.store.messages
         if first is not None and self._pinning(first):
@@ -533,9 +585,8 @@ class Queue:
             (e for e in self._entries.values() if e.offset < cutoff), key=lambda e: e.offset
         )[:_MOVE_BATCH]
         for entry in old:
-            keep = self.store.durable and entry.message.persistent
             new_offset = self.store.append(
-                entry.seq, entry.message, entry.expires_at, now, keep=keep
+                entry.seq, entry.message, entry.expires_at, now, keep=entry.keep
             )
             self._pending_settle.append(entry.offset)
             del self._offset_owner[entry.offset]
@@ -564,6 +615,8 @@ class Queue:
         self._live_bytes -= entry.size
         self._live_stored -= entry.stored
         self._pending_settle.append(entry.offset)
+        if entry.held is not None:
+            self._resident_bytes -= entry.size
 
     def _push_ready(self, entry: QueueEntry) -> None:
         entry.ready = True

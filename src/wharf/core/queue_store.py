@@ -23,6 +23,8 @@ state log. Durability waits go through the message log's :class:`GroupCommitter`
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,14 @@ from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.group_commit import GroupCommitter
 from wharf.core.message import Message
+from wharf.core.queue_records import (
+    BatchBuilder,
+    DecodedMessage,
+    decode_message,
+    decode_messages,
+    stored_size,
+)
+from wharf.errors import StorageError
 from wharf.storage.interface import LogLike
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
@@ -39,22 +49,31 @@ from wharf.storage.record_batch import Record, RecordInput, decode_records, iter
 
 __all__ = ["QueueStore", "StoredMessage", "open_store"]
 
+log = logging.getLogger(__name__)
+
 _U64 = struct.Struct(">Q")
 _SNAP_ENTRY = struct.Struct(">QQI")
 _READ_CHUNK = 1 << 20
-# Compact the state log after this many records since the last snapshot.
+# Message reads fetch this much from the log at once (the batch holding the offset and more).
+_READ_AHEAD_BYTES = 256 << 10
+# A pending message batch is written once it reaches this size.
+_MAX_PENDING_BYTES = 512 << 10
+# Compact the state log after this many settlements and deliveries since the last snapshot.
 _SNAPSHOT_EVERY = 20_000
 
 
 @dataclass(slots=True)
 class StoredMessage:
-    """A live record found by recovery."""
+    """A live record found by recovery (``message`` None when bodies were not asked for)."""
 
     offset: int
     seq: int
-    message: Message
+    message: Message | None
     expires_at: int | None
     delivery_count: int
+    priority: int = 0
+    size: int = 0
+    stored: int = 0
 
 
 def _pack_u64s(values: Sequence[int]) -> bytes:
@@ -86,20 +105,6 @@ def iter_records(log: LogLike, start: int) -> Iterator[Record]:
         offset = last + 1
 
 
-def _decode_message(record: Record) -> tuple[int, Message, int | None, bool]:
-    fields = dict(record.headers)
-    seq = _U64.unpack(record.key or b"\0" * 8)[0]
-    message = Message(
-        (fields.get("e") or b"").decode("utf-8"),
-        (fields.get("k") or b"").decode("utf-8"),
-        fields.get("p") or b"\0\0",
-        record.value or b"",
-    )
-    raw_expiry = fields.get("x")
-    expires_at = _U64.unpack(raw_expiry)[0] if raw_expiry else None
-    return seq, message, expires_at, "t" in fields
-
-
 class QueueStore:
     """The logs of one queue; see the module docstring for the record layout."""
 
@@ -109,12 +114,24 @@ class QueueStore:
         state: LogLike | None,
         committer: GroupCommitter | None,
         state_committer: GroupCommitter | None = None,
+        *,
+        max_batch_bytes: int = _MAX_PENDING_BYTES,
     ) -> None:
         self.messages = messages
         self.state = state
         self._committer = committer
         self._state_committer = state_committer
         self._since_snapshot = 0
+        self._batch = BatchBuilder()
+        self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
+        self._next = messages.next_offset
+        self._settle: list[int] = []
+        self._delivered: list[int] = []
+        self._scheduled = False
+        self._write_error: StorageError | None = None
+        self._cache: dict[int, DecodedMessage] = {}
+        self._cache_range = (0, 0)
+        self.batches_written = 0  # message batches appended, for benchmarks and metrics
 
     def start(self) -> None:
         """Start the periodic flushers (needs a running event loop)."""
@@ -127,40 +144,121 @@ class QueueStore:
     def durable(self) -> bool:
         return self.state is not None
 
+    @property
+    def next_offset(self) -> int:
+        """The offset the next appended message gets (the log's end plus what is pending)."""
+        return self._next
+
+    # ------------------------------------------------------------------------ writing
+
     def append(
         self, seq: int, message: Message, expires_at: int | None, now_ms: int, *, keep: bool
     ) -> int:
-        """Append one message; ``keep`` = survive a restart. Returns its offset."""
-        headers: list[tuple[str, bytes | None]] = [
-            ("e", message.exchange.encode("utf-8")),
-            ("k", message.routing_key.encode("utf-8")),
-            ("p", message.properties),
-        ]
-        if expires_at is not None:
-            headers.append(("x", _U64.pack(max(expires_at, 0))))
-        if not keep:
-            headers.append(("t", b""))
-        offset = self.messages.next_offset
-        self.messages.append_records([RecordInput(_U64.pack(seq), message.body, headers, now_ms)])
+        """Add one message to the pending batch; ``keep`` = survive a restart. Returns its
+        offset. The batch is written at the end of this event-loop iteration (at once when
+        no loop runs, or when it is full); a write error from a full batch is raised here,
+        before the message is taken."""
+        batch = self._batch
+        if batch.count and batch.size + len(message.body) + 256 > self._batch_limit:
+            self.write_pending()
+        batch.add(seq, message, expires_at, now_ms, keep)
+        offset = self._next
+        self._next = offset + 1
+        self._schedule()
         return offset
 
-    async def wait_durable(self, offset: int) -> None:
-        """Return once the record at ``offset`` is on disk (per the fsync policy)."""
-        if self._committer is not None:
-            await self._committer.wait_durable(offset + 1)
-
     def settle(self, offsets: Sequence[int]) -> None:
+        """Record settled offsets (written with the next batch; never waited on)."""
         if self.state is not None and offsets:
-            self._write_state(b"A", _pack_u64s(offsets))
+            self._settle.extend(offsets)
+            self._schedule()
 
     def delivered(self, seqs: Sequence[int]) -> None:
+        """Record sequence numbers delivered once more (written with the next batch)."""
         if self.state is not None and seqs:
-            self._write_state(b"D", _pack_u64s(seqs))
+            self._delivered.extend(seqs)
+            self._schedule()
 
-    def _write_state(self, key: bytes, value: bytes) -> None:
-        assert self.state is not None
-        self.state.append_records([RecordInput(key, value)])
-        self._since_snapshot += 1
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_pending()
+            return
+        self._scheduled = True
+        loop.call_soon(self._write_scheduled)
+
+    def _write_scheduled(self) -> None:
+        self._scheduled = False
+        try:
+            self.write_pending()
+        except StorageError as exc:
+            # Kept pending with their offsets; retried by the next write. Waiters for them
+            # get the error (their publishers are nacked).
+            log.error("queue log write failed, will retry: %s", exc)
+
+    def write_pending(self) -> None:
+        """Append the pending message batch and state records now (raises StorageError)."""
+        batch = self._batch
+        if batch.count:
+            count = batch.count
+            data = batch.finish()
+            try:
+                self.messages.append(data)
+            except StorageError as exc:
+                self._write_error = exc
+                batch.restore(data, count)
+                raise
+            self._write_error = None
+            self.batches_written += 1
+        if self.state is not None and (self._settle or self._delivered):
+            records: list[RecordInput] = []
+            if self._settle:
+                records.append(RecordInput(b"A", _pack_u64s(self._settle)))
+            if self._delivered:
+                records.append(RecordInput(b"D", _pack_u64s(self._delivered)))
+            self.state.append_records(records)
+            self._since_snapshot += len(self._settle) + len(self._delivered)
+            self._settle = []
+            self._delivered = []
+
+    async def wait_durable(self, offset: int) -> None:
+        """Return once the record at ``offset`` is on disk (per the fsync policy); raises
+        StorageError when it could not be written."""
+        if self._committer is None:
+            return
+        if offset >= self.messages.next_offset:
+            if self._write_error is not None:
+                raise self._write_error  # retried by the next publish or maintenance pass
+            self.write_pending()
+        await self._committer.wait_durable(offset + 1)
+
+    # ------------------------------------------------------------------------ reading
+
+    def read_message(self, offset: int) -> Message:
+        """The message stored at ``offset`` (bodies not kept in memory are read back here).
+
+        The batches read are kept until an offset outside them is asked for: deliveries go
+        mostly in log order, so one read serves a run of them."""
+        low, high = self._cache_range
+        if not low <= offset < high:
+            if offset >= self.messages.next_offset:
+                self.write_pending()
+            chunk = self.messages.read(offset, _READ_AHEAD_BYTES)
+            cache: dict[int, DecodedMessage] = {}
+            for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
+                for item in decode_messages(memoryview(chunk)[pos : pos + header.size]):
+                    cache[item.offset] = item
+            self._cache = cache
+            self._cache_range = (min(cache, default=offset), max(cache, default=offset) + 1)
+        found = self._cache.get(offset)
+        if found is None:
+            raise StorageError(f"no message record at offset {offset} of {self.messages}")
+        return found.message
+
+    # ---------------------------------------------------------------------- compaction
 
     def needs_snapshot(self) -> bool:
         return self.state is not None and self._since_snapshot >= _SNAPSHOT_EVERY
@@ -171,9 +269,10 @@ class QueueStore:
         The snapshot is made durable before the records it replaces are deleted."""
         if self.state is None:
             return
-        value = _U64.pack(self.messages.next_offset) + b"".join(
-            _SNAP_ENTRY.pack(o, s, c) for o, s, c in live
-        )
+        self._settle = []  # the snapshot says it all
+        self._delivered = []
+        self.write_pending()
+        value = _U64.pack(self._next) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
         at = self.state.next_offset
         self.state.append_records([RecordInput(b"S", value)])
         if self._state_committer is not None:
@@ -183,11 +282,18 @@ class QueueStore:
 
     def reclaim(self, first_live_offset: int) -> None:
         """Let the message log drop everything before ``first_live_offset``."""
-        if first_live_offset > self.messages.log_start_offset:
-            self.messages.delete_records_before(first_live_offset)
+        self.write_pending()
+        first = min(first_live_offset, self.messages.next_offset)
+        if first > self.messages.log_start_offset:
+            self.messages.delete_records_before(first)
+            self._cache = {}
+            self._cache_range = (0, 0)
 
-    def recover(self) -> list[StoredMessage]:
-        """Live records in offset order; duplicates of a moved record are settled here."""
+    def recover(self, *, keep_bodies: bool = True) -> list[StoredMessage]:
+        """Live records in offset order; duplicates of a moved record are settled here.
+
+        Without ``keep_bodies`` the messages are not returned (``message`` None), so a deep
+        queue is recovered without holding its bodies in memory."""
         boundary = 0
         live_below: set[int] = set()
         settled: set[int] = set()
@@ -214,19 +320,32 @@ class QueueStore:
             o = rec.offset
             if o in settled or (o < boundary and o not in live_below):
                 continue
-            seq, message, expires_at, transient = _decode_message(rec)
-            if transient:
+            item = decode_message(rec)
+            if item.transient:
                 duplicates.append(o)  # not kept across restarts: settle it now
                 continue
-            previous = by_seq.get(seq)
+            previous = by_seq.get(item.seq)
             if previous is not None:
                 duplicates.append(previous.offset)
-            by_seq[seq] = StoredMessage(o, seq, message, expires_at, counts.get(seq, 0))
+            message = item.message
+            by_seq[item.seq] = StoredMessage(
+                o,
+                item.seq,
+                message if keep_bodies else None,
+                item.expires_at,
+                counts.get(item.seq, 0),
+                message.priority,
+                len(message.body),
+                stored_size(message),
+            )
         self.settle(duplicates)
         return sorted(by_seq.values(), key=lambda m: m.offset)
 
+    # ----------------------------------------------------------------------- lifecycle
+
     async def flush(self) -> None:
         """Make everything written so far durable (clean shutdown)."""
+        self.write_pending()
         if self._committer is not None:
             await self._committer.flush_now()
         if self._state_committer is not None:
@@ -234,6 +353,9 @@ class QueueStore:
 
     async def destroy(self) -> None:
         """Close and delete the logs (queue deleted)."""
+        self._batch = BatchBuilder()
+        self._settle = []
+        self._delivered = []
         await self._close_committers()
         self.messages.delete()
         if self.state is not None:
@@ -262,7 +384,12 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         segment_bytes=config.queue_segment_bytes, retention_ms=None, retention_bytes=None
     )
     if path is None:
-        return QueueStore(MemoryLog(log_config, clock_ms=clock.now_ms), None, None)
+        return QueueStore(
+            MemoryLog(log_config, clock_ms=clock.now_ms),
+            None,
+            None,
+            max_batch_bytes=_batch_limit(log_config),
+        )
     messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
     state = Log.open(path / "state", log_config, clock_ms=clock.now_ms)
     committer = GroupCommitter(
@@ -278,4 +405,12 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         interval_ms=config.fsync_interval_ms,
         durable_offset=state.next_offset,
     )
-    return QueueStore(messages, state, committer, state_committer)
+    return QueueStore(
+        messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)
+    )
+
+
+def _batch_limit(config: LogConfig) -> int:
+    # A batch is never split across segments: keep batches small next to a segment, so that
+    # space is still reclaimed segment by segment.
+    return min(config.max_batch_bytes, max(config.segment_bytes // 4, 1))

@@ -288,7 +288,7 @@ class VirtualHost:
             hooks=self,
             segment_bytes=self.config.queue_segment_bytes,
         )
-        queue.restore(store.recover())
+        queue.restore(store.recover(keep_bodies=False))  # bodies are read back when due
         store.start()
         self.queues[name] = queue
         if persistent:

@@ -1,0 +1,199 @@
+"""The records of a queue's message log: encoded many to a batch, decoded one batch at a time.
+
+Record layout (inside a Kafka RecordBatch v2, see :mod:`wharf.storage.record_batch`): key = the
+message's sequence number (u64); value = the body; headers ``e`` exchange, ``k`` routing key,
+``p`` AMQP property bytes, ``x`` expiry time (u64 ms, only when a TTL applies), ``t`` (empty)
+for a transient message.
+
+How it works: :class:`BatchBuilder` appends each record's bytes to one growing ``bytearray``
+behind room for the 61-byte batch header, from pieces that are mostly precomputed (the
+exchange/routing-key headers are cached per pair, small varints come from a table), and
+:meth:`BatchBuilder.finish` packs the header and computes the one CRC-32C of the batch. So a
+batch of a thousand messages costs one header, one CRC and one write. :func:`decode_messages`
+is the reverse for reads of records whose bodies are not kept in memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import crc32c
+
+from wharf.core.message import Message
+from wharf.storage.record_batch import HEADER_SIZE, MAGIC, Record, decode_records, encode_varint
+
+__all__ = [
+    "BatchBuilder",
+    "DecodedMessage",
+    "decode_message",
+    "decode_messages",
+    "stored_size",
+]
+
+_U64 = struct.Struct(">Q")
+# base_offset, batch_length, partition_leader_epoch, magic, crc, attributes, last_offset_delta,
+# base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence, records_count
+_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
+_CRC_START = 21  # the CRC covers attributes .. end of batch
+_LOG_OVERHEAD = 12  # base_offset + batch_length
+_SMALL = tuple(bytes([2 * i]) for i in range(64))  # zigzag varints of 0..63
+_KEY = b"\x10"  # key length 8 as a zigzag varint
+_ROUTE_CACHE_LIMIT = 1024
+# Bytes a record takes in the log beyond its body, properties, exchange and key (record
+# framing, header keys, a share of the batch header), rounded up: used to tell live log bytes
+# from dead ones.
+_RECORD_OVERHEAD = 100
+
+
+def stored_size(message: Message) -> int:
+    """Estimated log bytes of ``message``'s record."""
+    return (
+        len(message.body)
+        + len(message.properties)
+        + len(message.exchange)
+        + len(message.routing_key)
+        + _RECORD_OVERHEAD
+    )
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 64:
+        return _SMALL[value]
+    out = bytearray()
+    encode_varint(value, out)
+    return bytes(out)
+
+
+class BatchBuilder:
+    """Message records accumulated into one batch; see the module docstring."""
+
+    __slots__ = ("_buf", "_routes", "base_ts", "count", "max_ts")
+
+    def __init__(self) -> None:
+        self._buf = bytearray(HEADER_SIZE)
+        self._routes: dict[tuple[str, str], bytes] = {}
+        self.count = 0
+        self.base_ts = 0
+        self.max_ts = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes the batch would take now."""
+        return len(self._buf)
+
+    def add(
+        self, seq: int, message: Message, expires_at: int | None, now_ms: int, keep: bool
+    ) -> None:
+        """Append one message record (offset delta = records so far)."""
+        if self.count == 0:
+            self.base_ts = self.max_ts = now_ms
+        elif now_ms > self.max_ts:
+            self.max_ts = now_ms
+        route = self._routes.get((message.exchange, message.routing_key))
+        if route is None:
+            route = self._route(message.exchange, message.routing_key)
+        props = message.properties
+        body = message.body
+        headers = 3
+        tail = b""
+        if expires_at is not None:
+            headers += 1
+            tail = b"\x02x\x10" + _U64.pack(max(expires_at, 0))
+        if not keep:
+            headers += 1
+            tail += b"\x02t\x00"
+        ts_delta = now_ms - self.base_ts
+        record = b"".join(
+            (
+                b"\x00",
+                _SMALL[ts_delta] if 0 <= ts_delta < 64 else _varint(ts_delta),
+                _varint(self.count),
+                _KEY,
+                _U64.pack(seq),
+                _varint(len(body)),
+                body,
+                _SMALL[headers],
+                route,
+                b"\x02p",
+                _varint(len(props)),
+                props,
+                tail,
+            )
+        )
+        buf = self._buf
+        buf += _varint(len(record))
+        buf += record
+        self.count += 1
+
+    def _route(self, exchange: str, routing_key: str) -> bytes:
+        e = exchange.encode("utf-8")
+        k = routing_key.encode("utf-8")
+        route = b"".join((b"\x02e", _varint(len(e)), e, b"\x02k", _varint(len(k)), k))
+        if len(self._routes) >= _ROUTE_CACHE_LIMIT:
+            self._routes.clear()
+        self._routes[(exchange, routing_key)] = route
+        return route
+
+    def restore(self, batch: bytearray, count: int) -> None:
+        """Take back what :meth:`finish` returned (its write failed), to be written again."""
+        if self.count:
+            raise ValueError("restore into a builder that has records")
+        self._buf = batch
+        self.count = count
+
+    def finish(self) -> bytearray:
+        """The complete batch (base offset 0, assigned by the log); the builder is emptied."""
+        buf = self._buf
+        _BATCH_HEADER.pack_into(
+            buf,
+            0,
+            0,
+            len(buf) - _LOG_OVERHEAD,
+            -1,
+            MAGIC,
+            0,
+            0,
+            self.count - 1,
+            self.base_ts,
+            self.max_ts,
+            -1,
+            -1,
+            -1,
+            self.count,
+        )
+        struct.pack_into(">I", buf, 17, crc32c.crc32c(memoryview(buf)[_CRC_START:]))
+        self._buf = bytearray(HEADER_SIZE)
+        self.count = 0
+        return buf
+
+
+@dataclass(slots=True)
+class DecodedMessage:
+    """One message record read back from the log."""
+
+    offset: int
+    seq: int
+    message: Message
+    expires_at: int | None
+    transient: bool
+
+
+def decode_message(record: Record) -> DecodedMessage:
+    """The message a record holds (fields absent from a damaged record read as empty)."""
+    fields = dict(record.headers)
+    seq = _U64.unpack(record.key)[0] if record.key and len(record.key) == 8 else record.offset
+    message = Message(
+        (fields.get("e") or b"").decode("utf-8"),
+        (fields.get("k") or b"").decode("utf-8"),
+        fields.get("p") or b"\0\0",
+        record.value or b"",
+    )
+    raw_expiry = fields.get("x")
+    expires_at = _U64.unpack(raw_expiry)[0] if raw_expiry and len(raw_expiry) == 8 else None
+    return DecodedMessage(record.offset, seq, message, expires_at, "t" in fields)
+
+
+def decode_messages(batch: bytes | memoryview) -> list[DecodedMessage]:
+    """Every message of one complete batch."""
+    return [decode_message(record) for record in decode_records(batch)]

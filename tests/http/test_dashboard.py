@@ -40,6 +40,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(60_000)  # generous: CI machines may be loaded
     page = context.new_page()
     problems: list[str] = []
 
@@ -98,6 +99,15 @@ def test_dashboard_shows_objects_and_live_chart(
     tab.goto(f"{http_server.http_url}/#/browser?kind=topic&name={topic}&partition=0&offset=0")
     tab.wait_for_selector("#messages table")
     assert tab.locator("#messages pre.payload").count() > 0
+
+    # every other page renders its tables from the API
+    for page_name, shown in (
+        ("groups", "#groups table"),
+        ("exchanges", "#exchanges td >> text=amq.topic"),
+        ("connections", "#connections table"),
+    ):
+        tab.click(f"nav a[data-page={page_name}]")
+        tab.wait_for_selector(shown)
 
     assert problems == []
     assert all(url.startswith(http_server.http_url) for url in requested), requested

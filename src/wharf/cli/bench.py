@@ -11,6 +11,7 @@ summary gives msg/s, MB/s and latency percentiles for each phase.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class Phase:
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile by nearest rank."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) - 1e-9)))
     return ordered[rank - 1]
 
 

@@ -156,16 +156,19 @@ class Log:
             self._unsynced_index_paths += [active.index.path, active.time_index.path]
         self.flush()
         self._write_recovery_point(self._next_offset)
-        self._closed = True
-        for seg in self._segments:
-            seg.close()
+        self._release()
 
-    def delete(self) -> None:
-        """Close the log and remove its directory with everything in it."""
-        if not self._closed:
+    def _release(self) -> None:
+        # Under the lock, so that a concurrent flush either sees the log closed or has already
+        # duplicated the descriptors it syncs.
+        with self._lock:
             self._closed = True
             for seg in self._segments:
                 seg.close()
+
+    def delete(self) -> None:
+        """Close the log and remove its directory with everything in it."""
+        self._release()
         shutil.rmtree(self.path, ignore_errors=True)
         parent = os.path.dirname(os.path.abspath(self.path))
         try:
@@ -294,17 +297,24 @@ class Log:
 
         Safe to call from one other thread while the owner thread appends.
         """
+        fds: list[int] = []
         with self._lock:
             if self._closed:
                 return self._durable_offset
             target = self._next_offset
             dirty = list(self._dirty)
-            self._dirty.clear()
             index_paths = self._unsynced_index_paths
-            self._unsynced_index_paths = []
             dir_dirty = self._dir_dirty
+            try:
+                for seg in dirty:
+                    fds.append(os.dup(seg.fd))
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
+            self._dirty.clear()
+            self._unsynced_index_paths = []
             self._dir_dirty = False
-            fds = [os.dup(seg.fd) for seg in dirty]
         try:
             for fd in fds:
                 os.fdatasync(fd)
@@ -314,7 +324,7 @@ class Log:
                 fsync_dir(self.path)
         except OSError as exc:
             with self._lock:
-                self._dirty.update(dirty)
+                self._dirty.update(seg for seg in dirty if seg.fd >= 0)
                 self._unsynced_index_paths = index_paths + self._unsynced_index_paths
                 self._dir_dirty = self._dir_dirty or dir_dirty
             raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
@@ -325,7 +335,12 @@ class Log:
             if target > self._durable_offset:
                 self._durable_offset = target
         if index_paths:
-            self._write_recovery_point(target)
+            try:
+                self._write_recovery_point(target)
+            except StorageError as exc:
+                # The data is durable; only the shortcut for the next recovery is missing
+                # (that recovery then verifies more). The next roll or close writes it again.
+                _log.warning("log %s: recovery point not advanced: %s", self.path, exc)
         return self._durable_offset
 
     def _write_recovery_point(self, offset: int) -> None:

@@ -68,6 +68,7 @@ def test_crash_copy_recovers_everything(crashed: tuple[Path, int, int, int]) -> 
     snap, victim, _pos, _size = crashed
     log = Log.open(snap, CONFIG)
     assert log.next_offset == victim + 1
+    assert log.recovery_truncated_bytes == 0
     assert all_values(log) == [value(i) for i in range(41)]
     log.close()
 
@@ -86,6 +87,7 @@ def test_truncating_the_last_batch_at_every_byte_keeps_exactly_the_prefix(
         log = reopen_variant(snap, tmp_path / "work", base, truncate)
         try:
             assert log.next_offset == victim, cut
+            assert log.recovery_truncated_bytes == cut - pos, cut
             assert all_values(log) == expected, cut
             assert segment_path(Path(log.path), base).stat().st_size == pos, cut
             # the log takes appends again right where the valid prefix ends

@@ -96,8 +96,11 @@ class Log:
         log_start_offset: int,
         recovery_point: int,
         clock_ms: Callable[[], int],
+        truncated_bytes: int = 0,
     ) -> None:
         self.path = path
+        # Bytes of torn tail that recovery cut off when this log was opened.
+        self.recovery_truncated_bytes = truncated_bytes
         self.config = config
         self._max_batch_bytes = config.max_batch_bytes
         # Rolling by size also keeps positions inside the u32 range of the offset index.
@@ -140,6 +143,7 @@ class Log:
             loaded.log_start_offset,
             loaded.recovery_point,
             clock,
+            loaded.truncated_bytes,
         )
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ def test_ready_line_is_logged_once_and_names_every_bound_listener(
     lines = _ready_lines(wharf_server.log_text())
     assert len(lines) == 1, lines
     assert "wharf ready:" in lines[0]
+    assert list(wharf_server.endpoints) == ["kafka", "amqp", "http"]
     for name, (host, port) in wharf_server.endpoints.items():
         assert f"{name}={host}:{port}" in lines[0]
         assert port != 0

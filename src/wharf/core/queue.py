@@ -146,7 +146,7 @@ class Queue:
         clock: Clock,
         hooks: QueueHooks,
         segment_bytes: int,
-        resident_bytes: int = RESIDENT_BYTES,
+        resident_bytes: int | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -160,7 +160,8 @@ class Queue:
         self._hooks = hooks
         self._segment_bytes = segment_bytes
         # Bodies are dropped from memory only where the log can give them back.
-        self._resident_limit = resident_bytes if store.durable else None
+        budget = RESIDENT_BYTES if resident_bytes is None else resident_bytes
+        self._resident_limit = budget if store.durable else None
         self._resident_bytes = 0  # body bytes held in memory by live entries
         self._ready: list[tuple[int, int, QueueEntry]] = []
         self._ready_bytes = 0

@@ -22,6 +22,7 @@ def test_create_list_describe_alter_delete(api: httpx.Client, unique: str) -> No
     listed = {t["name"]: t for t in api.get("/api/topics").json()}
     assert listed[unique]["partition_count"] == 3
     assert listed[unique]["messages"] == 0
+    assert [p["high_watermark"] for p in listed[unique]["partitions"]] == [0, 0, 0]
 
     altered = api.patch(
         f"/api/topics/{unique}/configs",

@@ -50,6 +50,7 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpListener", "HttpServer", "build_app", 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
+SHUTDOWN_GRACE_S = 5.0  # how long running requests (long polls included) may finish on close
 
 _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
@@ -166,6 +167,8 @@ class HttpServer:
         raise RuntimeError("HTTP listener is not bound")
 
     async def close(self) -> None:
+        """Stop listening, let running requests finish (long polls end within
+        :data:`SHUTDOWN_GRACE_S`), then close every connection."""
         await self._runner.cleanup()
 
 
@@ -179,7 +182,7 @@ async def start_http(
 ) -> HttpServer:
     """Serve the API, metrics and dashboard for ``broker`` on ``host:port`` (0 = any free)."""
     app = build_app(broker, server, max_body_bytes=max_body_bytes)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -223,6 +226,8 @@ class HttpListener:
         """Keep serving: the API stays reachable while the other listeners drain."""
 
     async def close(self, grace_s: float) -> None:
+        """Running requests get :data:`SHUTDOWN_GRACE_S` to finish, then connections close
+        (the server's own ``grace_s`` deadline still bounds the whole call)."""
         if self._http is not None:
-            await asyncio.wait_for(self._http.close(), timeout=max(grace_s, 0.1))
-            self._http = None
+            http, self._http = self._http, None
+            await http.close()

@@ -10,6 +10,7 @@ paths for this: the counters already exist in core and are only read here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from wharf.http.routing import Endpoint
 from wharf.http.schemas import ListenerInfo, RatePoint
 from wharf.http.stats import Counters, sample_counters
 from wharf.http.status import ServerView
+
+log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL_S = 1.0
 HISTORY_SAMPLES = 300
@@ -71,7 +74,10 @@ class RateTracker:
     async def run(self) -> None:
         while True:
             if not self._broker.closed:
-                self.sample()
+                try:
+                    self.sample()
+                except Exception:  # a sampling failure must not end the charts for good
+                    log.exception("sampling broker counters failed")
             await asyncio.sleep(self._interval_s)
 
 

@@ -3,8 +3,6 @@ through an exchange, peek without removing, get with removal only when asked).""
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from wharf.core.broker import Broker
@@ -201,7 +199,6 @@ async def _get_from_queue(request: web.Request) -> web.StreamResponse:
                 delivery.message, position, delivery.redelivered, delivery.delivery_count
             )
         )
-    await asyncio.sleep(0)  # let the queue's state writes be scheduled before answering
     return json_response(Messages(messages=taken))
 
 

@@ -98,6 +98,7 @@ class TopicSummary(msgspec.Struct):
     messages: int
     bytes: int
     configs: dict[str, str]
+    partitions: list[PartitionInfo]
 
 
 class TopicGroupLag(msgspec.Struct):
@@ -105,14 +106,9 @@ class TopicGroupLag(msgspec.Struct):
     lag: int
 
 
-class TopicDetail(msgspec.Struct):
-    name: str
-    topic_id: str
-    partition_count: int
-    messages: int
-    bytes: int
-    configs: dict[str, str]
-    partitions: list[PartitionInfo]
+class TopicDetail(TopicSummary):
+    """A topic with the lag of every consumer group that committed offsets on it."""
+
     groups: list[TopicGroupLag]
 
 

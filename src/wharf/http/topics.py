@@ -27,6 +27,16 @@ def _summary(stats: view.TopicStats) -> TopicSummary:
         messages=sum(p.high_watermark - p.start_offset for p in stats.partitions),
         bytes=sum(p.size_bytes for p in stats.partitions),
         configs=stats.configs,
+        partitions=[
+            PartitionInfo(
+                partition=p.partition,
+                log_start_offset=p.start_offset,
+                high_watermark=p.high_watermark,
+                messages=p.high_watermark - p.start_offset,
+                bytes=p.size_bytes,
+            )
+            for p in stats.partitions
+        ],
     )
 
 
@@ -45,16 +55,7 @@ def topic_detail(broker: Broker, name: str) -> TopicDetail:
         messages=summary.messages,
         bytes=summary.bytes,
         configs=summary.configs,
-        partitions=[
-            PartitionInfo(
-                partition=p.partition,
-                log_start_offset=p.start_offset,
-                high_watermark=p.high_watermark,
-                messages=p.high_watermark - p.start_offset,
-                bytes=p.size_bytes,
-            )
-            for p in stats.partitions
-        ],
+        partitions=summary.partitions,
         groups=[TopicGroupLag(group=g, lag=lag) for g, lag in sorted(lags.items())],
     )
 
@@ -97,7 +98,7 @@ ENDPOINTS = [
         "GET",
         "/api/topics",
         _list_topics,
-        "List topics with partition counts, messages, bytes and configs",
+        "List topics with partitions (offsets, sizes), messages, bytes and configs",
         "topics",
         response=list[TopicSummary],
     ),

@@ -157,8 +157,10 @@ def test_damage_below_the_recovery_point_refuses_to_open_and_truncates_nothing(
     damaged = segment_path(tmp_path / "log", bases[1])
     size = damaged.stat().st_size
     os.truncate(damaged, size - 5)
+    fds_before = len(os.listdir("/proc/self/fd"))
     with caplog.at_level(logging.ERROR), pytest.raises(StorageError, match="recovery point"):
         Log.open(tmp_path / "log", CONFIG)
+    assert len(os.listdir("/proc/self/fd")) == fds_before, "a refused open leaked descriptors"
     assert any("refusing to open" in r.getMessage() for r in caplog.records)
     assert damaged.stat().st_size == size - 5
     assert segment_path(tmp_path / "log", bases[-1]).exists()

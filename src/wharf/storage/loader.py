@@ -57,8 +57,22 @@ class LogLoader:
         self.index_interval_bytes = index_interval_bytes
         self.now_ms = now_ms
         self.truncated_bytes = 0
+        self._opened: list[LogSegment] = []
 
     def load(self) -> LoadedLog:
+        """Recover the directory and return its segments, open and ready for appends."""
+        try:
+            return self._load()
+        except BaseException:
+            for seg in self._opened:
+                seg.close()
+            raise
+
+    def _open(self, seg: LogSegment, *, create: bool) -> None:
+        seg.open(create=create)
+        self._opened.append(seg)
+
+    def _load(self) -> LoadedLog:
         self._ensure_dir()
         rp_path = os.path.join(self.dir, RECOVERY_POINT_FILE)
         lso_path = os.path.join(self.dir, LOG_START_OFFSET_FILE)
@@ -75,12 +89,11 @@ class LogLoader:
         reindexed: list[LogSegment] = []
         for i, base in enumerate(bases):
             seg = LogSegment(self.dir, base, self.index_interval_bytes)
-            seg.open(create=False)
+            self._open(seg, create=False)
             later = bases[i + 1 :]
             trusted = bool(later) and later[0] <= recovery_point
             if segments and base != segments[-1].next_offset:
                 if trusted or segments[-1].next_offset < recovery_point:
-                    seg.close()
                     self._refuse(
                         seg, 0, f"segment starts at {base}, previous ends at "
                         f"{segments[-1].next_offset}"
@@ -111,7 +124,7 @@ class LogLoader:
 
         if not segments:
             seg = LogSegment(self.dir, lso, self.index_interval_bytes)
-            seg.open(create=True)
+            self._open(seg, create=True)
             segments.append(seg)
             rescanned.append(seg)
         lso = max(lso, segments[0].base_offset)
@@ -125,7 +138,7 @@ class LogLoader:
             for seg in segments:
                 seg.delete_files()
             seg = LogSegment(self.dir, lso, self.index_interval_bytes)
-            seg.open(create=True)
+            self._open(seg, create=True)
             segments = [seg]
             rescanned = [seg]
             reindexed = []
@@ -242,7 +255,6 @@ class LogLoader:
                 if attempt_start is not None:
                     rebuilt = True
                     continue  # the index may have misled us: walk again from the start
-                seg.close()
                 self._refuse(seg, position, str(exc))
             seg.next_offset = expected
             self._set_roll_base(seg)

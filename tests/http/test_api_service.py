@@ -141,3 +141,19 @@ def test_oversized_body_is_refused_with_413(api: httpx.Client, unique: str) -> N
     assert refused.status_code == 413
     assert "error" in refused.json()
     assert api.get(f"/api/topics/{unique}").json()["messages"] == 0
+
+
+def test_dashboard_assets_are_local(api: httpx.Client) -> None:
+    page = api.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/static/app.js" in assets and "/static/chart.js" in assets
+    for asset in assets:
+        assert asset.startswith(("/static/", "data:", "#/")), asset  # nothing from elsewhere
+    for name in ("app.js", "chart.js", "style.css"):
+        body = api.get(f"/static/{name}")
+        assert body.status_code == 200
+        assert not re.search(r"https?://", body.text), name
+    assert api.get("/static/nothing.js").status_code == 404
+    assert api.get("/static/app.py").status_code == 404

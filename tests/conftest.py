@@ -8,7 +8,9 @@ on 127.0.0.1 with a free port; see :class:`helpers.broker_process.WharfProcess` 
 ``start_wharf(*args, data_dir=None, env=None, wait_ready=True)``: the same with extra
 ``wharf serve`` flags (``"--fsync", "never"``), a chosen data directory or ``WHARF_*``
 variables; call it as often as needed. Every process still running at the end of the test is
-sent SIGTERM, and the test errors if it does not exit with code 0.
+sent SIGTERM, and the test errors if it does not exit with code 0. Servers started this way give
+open connections 5 s to finish on SIGTERM (``WHARF_SHUTDOWN_TIMEOUT_MS=5000``) unless ``env``
+says otherwise.
 
 A run with skipped tests fails (exit code 1): a skip must never pass for a success. Set
 ``WHARF_ALLOW_SKIPS=1`` to let skips through when working on a machine without kcat or similar.

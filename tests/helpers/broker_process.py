@@ -23,6 +23,9 @@ from pathlib import Path
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 _REBIND_ATTEMPTS = 10
+# A client that cannot answer the server's close (a blocked pika connection) would hold every
+# shutdown for the default 15 s; tests give connections 5 s (override with env=...).
+_TEST_ENV = {"WHARF_SHUTDOWN_TIMEOUT_MS": "5000"}
 
 _READY_MARKER = "wharf ready:"
 _ENDPOINT = re.compile(r"(\w+)=(\[[^\]]+\]|[^\s:=]+):(\d+)")
@@ -90,7 +93,7 @@ class WharfProcess:
         self.data_dir = data_dir
         self.args = list(args)
         self.log_dir = log_dir
-        self.env = dict(env or {})
+        self.env = {**_TEST_ENV, **(env or {})}
         self.ready_timeout = ready_timeout
         self.endpoints: dict[str, tuple[str, int]] = {}
         self.log_paths: list[Path] = []

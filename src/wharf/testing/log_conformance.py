@@ -131,6 +131,22 @@ class LogConformance:
         _check(int.from_bytes(stored[:8], "big") == 1, "base offset not assigned by the log")
         _check(info.size == len(batch), f"AppendInfo.size {info.size} != {len(batch)}")
 
+    def test_append_accepts_buffers_and_leaves_them_unchanged(self, make_log: LogFactory) -> None:
+        log = make_log(self.small, VirtualClock())
+        log.append_records([RecordInput(None, b"first")])
+        original = build_batch([RecordInput(b"k", b"v")] * 3, base_offset=1234)
+        for kind, buf in (
+            ("bytes", original),
+            ("bytearray", bytearray(original)),
+            ("memoryview", memoryview(bytearray(original))),
+        ):
+            before = bytes(buf)
+            info = log.append(buf)
+            _check(bytes(buf) == before, f"append modified the caller's {kind}")
+            stored = log.read(info.base_offset, 1)
+            _check(stored[8:] == original[8:], f"{kind} stored differently")
+            _check(records_in(stored)[0].offset == info.base_offset, f"{kind} offsets")
+
     def test_several_batches_in_one_append(self, make_log: LogFactory) -> None:
         log = make_log(self.small, VirtualClock())
         three = b"".join(

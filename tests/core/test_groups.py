@@ -379,3 +379,84 @@ async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
     finally:
         coord.close()
         await store.close()
+
+
+async def test_sync_errors_and_a_lost_join_response(coordinator: GroupCoordinator) -> None:
+    a, b = await asyncio.gather(join(coordinator), join(coordinator))
+    leader, follower = (a, b) if a.member_id == a.leader_id else (b, a)
+    wrong = await coordinator.sync_group("g", follower.member_id, follower.generation_id + 1)
+    assert wrong.error is ErrorCode.ILLEGAL_GENERATION
+    stranger = await coordinator.sync_group("g", "stranger", follower.generation_id)
+    assert stranger.error is ErrorCode.UNKNOWN_MEMBER_ID
+    inconsistent = await coordinator.sync_group(
+        "g", follower.member_id, follower.generation_id, protocol_name="roundrobin"
+    )
+    assert inconsistent.error is ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+    # the follower never saw its join response and sends the same join again: same generation
+    again = await join(coordinator, member_id=follower.member_id)
+    assert again.generation_id == follower.generation_id
+    assert coordinator.describe_group("g").state is GroupState.COMPLETING_REBALANCE
+    await asyncio.gather(sync(coordinator, leader), sync(coordinator, again))
+    # a stable follower rejoining with unchanged metadata gets the current generation back
+    unchanged = await join(coordinator, member_id=follower.member_id)
+    assert unchanged.generation_id == follower.generation_id
+    assert coordinator.describe_group("g").state is GroupState.STABLE
+    # changed metadata starts a rebalance; syncing the old generation is then refused
+    changing = asyncio.create_task(
+        join(coordinator, member_id=follower.member_id, protocols=[("range", b"new")])
+    )
+    await wait_until(
+        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
+    )
+    late = await coordinator.sync_group("g", leader.member_id, leader.generation_id)
+    assert late.error is ErrorCode.REBALANCE_IN_PROGRESS
+    rejoined = await join(coordinator, member_id=leader.member_id)
+    changed = await changing
+    assert rejoined.generation_id == changed.generation_id == leader.generation_id + 1
+    assert {m.metadata for m in rejoined.members} == {CONSUMER[0][1], b"new"}
+
+
+async def test_old_clients_join_without_the_member_id_round_trip(
+    coordinator: GroupCoordinator,
+) -> None:
+    result = await coordinator.join_group(
+        "g",
+        "",
+        protocol_type="consumer",
+        protocols=CONSUMER,
+        session_timeout_ms=SESSION_MS,
+        require_known_member_id=False,
+    )
+    assert result.error is ErrorCode.NONE
+    assert result.member_id == result.leader_id
+    assert result.generation_id == 1
+
+
+async def test_member_id_never_used_stops_blocking_after_its_session(
+    coordinator: GroupCoordinator,
+) -> None:
+    a = await join(coordinator)
+    await sync(coordinator, a)
+    abandoned = await coordinator.join_group(
+        "g", "", protocol_type="consumer", protocols=CONSUMER, session_timeout_ms=200
+    )
+    assert abandoned.error is ErrorCode.MEMBER_ID_REQUIRED
+    # a rebalance now waits for the pending member, until its session timeout expires
+    rejoined = await coordinator.join_group(
+        "g",
+        a.member_id,
+        protocol_type="consumer",
+        protocols=[("range", b"changed")],
+        session_timeout_ms=SESSION_MS,
+        rebalance_timeout_ms=10_000,
+    )
+    assert rejoined.error is ErrorCode.NONE
+    assert [m.member_id for m in rejoined.members] == [a.member_id]
+    late = await coordinator.join_group(
+        "g",
+        abandoned.member_id,
+        protocol_type="consumer",
+        protocols=CONSUMER,
+        session_timeout_ms=SESSION_MS,
+    )
+    assert late.error is ErrorCode.UNKNOWN_MEMBER_ID

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -77,6 +78,9 @@ class AMQPProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(_WRITE_HIGH_WATER, _WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small frames (acks, confirms, deliveries) must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = transport.get_extra_info("peername") or ("?", 0)
         host = str(peername[0])
         peer = f"{host}:{peername[1]}"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 from amqp_inprocess import InProcessBroker
-from amqp_wire import HEADER, handshake, read_frames, send_method
+from amqp_wire import HEADER, handshake, read_frames, read_until, send_method
 from pamqp import commands
 from pamqp import frame as pamqp_frame
 
@@ -129,3 +129,25 @@ def test_missed_heartbeats_close_the_connection(amqp_broker, healthy) -> None:
         assert time.monotonic() - started < 20
     assert frames  # the broker's own heartbeats arrived first
     assert all(not isinstance(f, commands.Connection.OpenOk) for f in frames)
+
+
+def test_publish_immediate_is_not_implemented(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 1, commands.Channel.Open())
+        send_method(sock, 1, commands.Basic.Publish(routing_key="q", immediate=True))
+        frames, _ = read_frames(sock)
+    assert close_code(frames) == 540
+
+
+def test_oversized_body_closes_only_the_channel(amqp_broker, healthy) -> None:
+    with handshake(amqp_broker.port) as sock:
+        send_method(sock, 1, commands.Channel.Open())
+        send_method(sock, 1, commands.Basic.Publish(routing_key="q"))
+        # A content header announcing 1 TiB: refused at once, nothing allocated for it.
+        header = struct.pack(">HHQ", 60, 0, 1 << 40) + b"\x00\x00"
+        sock.sendall(struct.pack(">BHI", 2, 1, len(header)) + header + b"\xce")
+        frames = read_until(sock, commands.Channel.Close)
+        assert frames[-1].reply_code == 406
+        send_method(sock, 1, commands.Channel.CloseOk())
+        send_method(sock, 2, commands.Channel.Open())
+        assert read_until(sock, commands.Channel.OpenOk)

@@ -302,3 +302,63 @@ def test_wrong_credentials_and_unknown_vhost(amqp_broker: InProcessBroker) -> No
             )
         )
     assert "(530)" in str(info.value)
+
+
+def test_headers_exchange_e2e_binding_and_alternate_exchange(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.exchange_declare("hdr", "headers")
+    channel.queue_declare("pdf-reports")
+    channel.queue_bind(
+        "pdf-reports", "hdr", arguments={"x-match": "all", "format": "pdf", "type": "report"}
+    )
+    report = pika.BasicProperties(headers={"format": "pdf", "type": "report"})
+    channel.basic_publish("hdr", "", b"yes", report)
+    channel.basic_publish("hdr", "", b"no", pika.BasicProperties(headers={"format": "pdf"}))
+    assert [get_body(channel, "pdf-reports") for _ in range(2)] == [b"yes", None]
+
+    channel.exchange_declare("upstream", "topic")
+    channel.exchange_declare("downstream", "fanout")
+    channel.exchange_bind(destination="downstream", source="upstream", routing_key="a.#")
+    channel.queue_declare("from-downstream")
+    channel.queue_bind("from-downstream", "downstream")
+    channel.basic_publish("upstream", "a.b", b"via e2e")
+    channel.basic_publish("upstream", "b.a", b"not routed")
+    assert [get_body(channel, "from-downstream") for _ in range(2)] == [b"via e2e", None]
+
+    channel.exchange_declare("unrouted", "fanout")
+    channel.queue_declare("unrouted-q")
+    channel.queue_bind("unrouted-q", "unrouted")
+    channel.exchange_declare("main", "direct", arguments={"alternate-exchange": "unrouted"})
+    channel.basic_publish("main", "nobody-binds-this", b"to the alternate")
+    assert get_body(channel, "unrouted-q") == b"to the alternate"
+
+
+def test_consumer_cancelled_when_its_queue_is_deleted(connect: Connect) -> None:
+    consumer_channel = connect().channel()
+    consumer_channel.queue_declare("doomed")
+    cancelled: list[str] = []
+    consumer_channel.add_on_cancel_callback(
+        lambda frame: cancelled.append(frame.method.consumer_tag)
+    )
+    consumer_channel.basic_consume("doomed", lambda *a: None, consumer_tag="watcher")
+    connect().channel().queue_delete("doomed")
+    pump(consumer_channel.connection, lambda: cancelled == ["watcher"])
+    assert consumer_channel.is_open
+
+
+def test_qos_prefetch_limits_unacked_deliveries(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("prefetched")
+    for i in range(10):
+        channel.basic_publish("", "prefetched", f"m{i}".encode())
+    channel.basic_qos(prefetch_count=3)
+    got: list[tuple[int, bytes]] = []
+    channel.basic_consume("prefetched", lambda ch, m, p, body: got.append((m.delivery_tag, body)))
+    pump(channel.connection, lambda: len(got) == 3)
+    channel.connection.process_data_events(time_limit=0.3)
+    assert len(got) == 3  # no fourth delivery until something is acked
+    channel.basic_ack(got[1][0])
+    pump(channel.connection, lambda: len(got) == 4)
+    channel.basic_ack(0, multiple=True)
+    pump(channel.connection, lambda: len(got) == 7)
+    assert [body for _, body in got] == [f"m{i}".encode() for i in range(7)]

@@ -208,6 +208,10 @@ class Channel:
     async def handle(self, event: object) -> None:
         if isinstance(event, PublishFrame):
             self._content = content_transition(self._content, ContentInput.PUBLISH)
+            if event.immediate:  # removed from RabbitMQ 3.0 on; clients do not send it
+                raise AMQPConnectionError(
+                    ReplyCode.NOT_IMPLEMENTED, "immediate=true", class_id=60, method_id=40
+                )
             self._publish = event
         elif isinstance(event, ContentHeaderFrame):
             self._on_content_header(event)

@@ -106,7 +106,6 @@ class AMQPSettings:
             "consumer_cancel_notify": True,
             "authentication_failure_close": True,
             "per_consumer_qos": True,
-            "connection.blocked": False,
         }
     )
 

@@ -460,3 +460,32 @@ async def test_member_id_never_used_stops_blocking_after_its_session(
         session_timeout_ms=SESSION_MS,
     )
     assert late.error is ErrorCode.UNKNOWN_MEMBER_ID
+
+
+@pytest.mark.parametrize("supports_skip", [True, False])
+async def test_static_leader_restart_in_stable_group(
+    coordinator: GroupCoordinator, supports_skip: bool
+) -> None:
+    a, b = await asyncio.gather(
+        join(coordinator, instance="host-a"), join(coordinator, instance="host-b")
+    )
+    await asyncio.gather(sync(coordinator, a), sync(coordinator, b))
+    leader_instance = "host-a" if a.member_id == a.leader_id else "host-b"
+    old_leader = a if leader_instance == "host-a" else b
+    restarted = await coordinator.join_group(
+        "g",
+        "",
+        protocol_type="consumer",
+        protocols=CONSUMER,
+        session_timeout_ms=SESSION_MS,
+        group_instance_id=leader_instance,
+        supports_skip_assignment=supports_skip,
+    )
+    assert restarted.error is ErrorCode.NONE
+    assert restarted.leader_id == restarted.member_id != old_leader.member_id
+    assert restarted.generation_id == old_leader.generation_id
+    assert restarted.skip_assignment is supports_skip
+    assert len(restarted.members) == (2 if supports_skip else 0)
+    synced = await coordinator.sync_group("g", restarted.member_id, restarted.generation_id)
+    assert synced.assignment == f"to:{old_leader.member_id}".encode()
+    assert coordinator.describe_group("g").state is GroupState.STABLE

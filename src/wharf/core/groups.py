@@ -163,11 +163,15 @@ class GroupCoordinator:
         client_id: str = "",
         client_host: str = "",
         require_known_member_id: bool = True,
+        supports_skip_assignment: bool = True,
     ) -> JoinResult:
         """Join (or rejoin) ``group_id``; returns when the join phase completes.
 
         ``require_known_member_id`` asks new dynamic members to come back with the generated id
         (the JoinGroup v4+ round trip; the result has ``MEMBER_ID_REQUIRED``).
+        ``supports_skip_assignment`` says the client understands ``skip_assignment`` (JoinGroup
+        v9+): a static leader replacing itself in a Stable group then gets the members with
+        ``skip_assignment``; older clients get no members, so they compute no assignment.
         """
         rebalance_ms = session_timeout_ms if rebalance_timeout_ms is None else rebalance_timeout_ms
         if not group_id:
@@ -200,7 +204,7 @@ class GroupCoordinator:
         )
         if not member_id:
             if group_instance_id is not None:
-                self._join_static(group, member_args, future)
+                self._join_static(group, member_args, future, supports_skip_assignment)
             elif require_known_member_id:
                 new_id = self._new_member_id(client_id)
                 group.pending_members[new_id] = loop.call_later(
@@ -225,7 +229,9 @@ class GroupCoordinator:
             return False
         return bool(group.candidate_protocols() & {name for name, _ in protocols})
 
-    def _join_static(self, group: _Group, args: _MemberArgs, future: _JOIN_RESULT) -> None:
+    def _join_static(
+        self, group: _Group, args: _MemberArgs, future: _JOIN_RESULT, skip_ok: bool
+    ) -> None:
         assert args.group_instance_id is not None
         old_id = group.static_members.get(args.group_instance_id)
         new_id = self._new_member_id(args.group_instance_id)
@@ -246,10 +252,8 @@ class GroupCoordinator:
             if group.select_protocol() == group.protocol_name:
                 # same protocol for the next generation: take over the old member's assignment
                 self._restart_session(group, old)
-                is_leader = group.leader_id == new_id
-                future.set_result(
-                    self._join_result(group, old, members=is_leader, skip_assignment=is_leader)
-                )
+                skip = skip_ok and group.leader_id == new_id
+                future.set_result(self._join_result(group, old, members=skip, skip_assignment=skip))
                 return
             old.join_future = future
             self._prepare_rebalance(group)

@@ -12,11 +12,12 @@ import shutil
 import struct
 from pathlib import Path
 
+import crc32c
 import pytest
 
-from wharf.errors import StorageError
+from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.log import Log, LogConfig
-from wharf.storage.record_batch import RecordInput
+from wharf.storage.record_batch import RecordInput, build_batch
 from wharf.testing.log_conformance import records_in
 
 CONFIG = LogConfig(segment_bytes=1200, index_interval_bytes=200, retention_ms=None)
@@ -357,4 +358,25 @@ def test_segment_age_after_reopen_counts_from_the_first_batch_timestamp(tmp_path
     now[0] += 1
     log.append_records([RecordInput(None, b"c")])
     assert log.segment_base_offsets() == [0, 2]
+    log.close()
+
+
+def test_an_undecodable_batch_is_reported_without_blaming_the_index(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = LogConfig(index_interval_bytes=100, retention_ms=None)
+    log = Log.open(tmp_path / "log", config)
+    for i in range(30):
+        log.append_records([RecordInput(None, value(i), (), 1000 + i)])
+    # A producer's batch with a valid CRC whose gzip section is garbage: stored as is (the
+    # append path does not decode), found out only when Wharf decodes it.
+    bad = bytearray(build_batch([RecordInput(None, b"x" * 300, (), 5000)], compression=1))
+    bad[70:80] = b"\xff" * 10
+    struct.pack_into(">I", bad, 17, crc32c.crc32c(bytes(bad[21:])))
+    info = log.append(bytes(bad))
+    with caplog.at_level(logging.ERROR), pytest.raises(CorruptBatchError):
+        log.offset_for_timestamp(4000)
+    assert not any("points at no batch" in r.getMessage() for r in caplog.records)
+    assert log.offset_for_timestamp(1010) == 10
+    assert len(log.read(info.base_offset, 1)) == len(bad)
     log.close()

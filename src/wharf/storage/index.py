@@ -15,6 +15,7 @@ import os
 import struct
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterator
 
 __all__ = ["OffsetIndex", "TimeIndex"]
 
@@ -78,6 +79,10 @@ class OffsetIndex:
             return None
         return self._offsets[-1], self._positions[-1]
 
+    def entries(self) -> Iterator[tuple[int, int]]:
+        """Every ``(offset, position)`` entry, in order."""
+        return zip(self._offsets, self._positions, strict=True)
+
     def truncate_after(self, offset: int) -> None:
         """Drop entries for offsets greater than ``offset``."""
         i = bisect_right(self._offsets, offset)
@@ -102,7 +107,7 @@ class OffsetIndex:
 
     def write(self) -> None:
         out = bytearray()
-        for off, pos in zip(self._offsets, self._positions, strict=True):
+        for off, pos in self.entries():
             out += _OFFSET_ENTRY.pack(off - self.base_offset, pos)
         _write_file(self.path, bytes(out))
 

@@ -395,7 +395,7 @@ class Log:
 
         Returns False when the indexes were not involved (the data itself is bad).
         """
-        if not len(seg.index):
+        if seg.index_is_consistent():
             return False
         _log.error("log %s: index of %s points at no batch; rebuilding it", self.path, seg.path)
         seg.rebuild_indexes()

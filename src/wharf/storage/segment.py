@@ -164,6 +164,18 @@ class LogSegment:
         for pos, header, _chunk, _cs in self.scan(0, self.size):
             self.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
 
+    def index_is_consistent(self) -> bool:
+        """Whether every offset-index entry names the start of the batch it claims."""
+        for offset, position in self.index.entries():
+            if self.size - position < HEADER_SIZE:
+                return False
+            base, _length, magic, _delta, _max_ts = _SCAN_FIELDS.unpack_from(
+                self.pread(position, _SCAN_FIELDS.size)
+            )
+            if magic != MAGIC or base != offset:
+                return False
+        return True
+
     def start_position(self, offset: int) -> tuple[int, int]:
         """``(position, base offset)`` of an indexed batch at or before ``offset``."""
         entry = self.index.floor(offset)

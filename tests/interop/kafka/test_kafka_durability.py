@@ -1,4 +1,5 @@
-"""kill -9 durability: every record acknowledged with acks=all survives a SIGKILL."""
+"""kill -9 durability: every record acknowledged with acks=all, and every committed group
+offset, survives a SIGKILL of the server."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def test_acked_records_survive_sigkill(start_wharf, tmp_path: Path) -> None:  # 
         if i % 500 == 0:
             producer.flush(10)
     producer.flush(10)
+    # A committed group offset is acknowledged after its fsync too.
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": "durable-group"})
+    try:
+        committer.commit(offsets=[TopicPartition("durable", 0, 123)], asynchronous=False)
+    finally:
+        committer.close()
     # Keep producing while the server dies: some of these are acked, some are lost in flight.
     for j in range(i, i + 2000):
         producer.produce("durable", value=b"record-%d" % j, partition=0, on_delivery=delivered)
@@ -65,6 +72,12 @@ def test_acked_records_survive_sigkill(start_wharf, tmp_path: Path) -> None:  # 
                 stored[msg.offset()] = msg.value()
     finally:
         consumer.close()
+    resumed = Consumer({"bootstrap.servers": server.kafka_bootstrap, "group.id": "durable-group"})
+    try:
+        [committed] = resumed.committed([TopicPartition("durable", 0)], timeout=30)
+    finally:
+        resumed.close()
+    assert committed.offset == 123
     missing = [offset for offset in acked if stored.get(offset) != acked[offset]]
     assert missing == []
     assert sorted(stored) == list(range(len(stored)))  # offsets unchanged, no gaps

@@ -46,13 +46,12 @@ class MemoryLog:
         config: LogConfig | None = None,
         *,
         clock_ms: Callable[[], int] | None = None,
-        start_offset: int = 0,
     ) -> None:
         self.config = config or LogConfig()
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._segments = [self._new_segment(start_offset)]
-        self._log_start_offset = start_offset
-        self._next_offset = start_offset
+        self._segments = [self._new_segment(0)]
+        self._log_start_offset = 0
+        self._next_offset = 0
         self._size_bytes = 0
         self._closed = False
 

@@ -229,3 +229,26 @@ def test_fetch_request_v11_from_kafka_python() -> None:
     assert isinstance(decoded, KafkaRequest)
     assert decoded.body.max_wait.total_seconds() == 0.5
     assert decoded.body.topics[0].partitions[0].fetch_offset == 12
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # Metadata v1: topics array announcing 2**31-1 entries, none present
+        struct.pack(">hhihb", 3, 1, 1, 1, ord("c")) + struct.pack(">i", 0x7FFFFFFF),
+        # Metadata v9 (flexible): compact array length as a 5-byte varint
+        struct.pack(">hhihb", 3, 9, 1, 1, ord("c")) + b"\x00" + b"\xff\xff\xff\xff\x07",
+        # Produce v7: records field announcing 2 GiB
+        struct.pack(">hhihb", 0, 7, 1, 1, ord("c"))
+        + struct.pack(">hhi", -1, -1, 1000)
+        + struct.pack(">ih", 1, 1)
+        + b"t"
+        + struct.pack(">iii", 1, 0, 0x7FFFFFFF),
+    ],
+    ids=["legacy-array", "compact-array", "records"],
+)
+def test_announced_lengths_beyond_the_frame_are_refused(payload: bytes) -> None:
+    codec = ServerCodec()
+    codec.receive_data(frame(payload))
+    with pytest.raises(TruncatedRequestError):
+        codec.next_event()

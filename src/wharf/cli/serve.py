@@ -2,7 +2,9 @@
 
 This module is the composition root: it turns flags, ``WHARF_*`` variables and the TOML file
 into :class:`~wharf.server.settings.ServerSettings` and hands the server the list of listener
-factories (:data:`LISTENERS`) — the one place that may import every front end.
+factories (:func:`listener_factories`) — the one place that may import every front end. The
+server and the front ends are imported only when the server really starts, so that every other
+``wharf`` command (and ``--print-config``) starts in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -15,12 +17,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from wharf.cli.http_listener import with_http
 from wharf.core.config import FsyncPolicy
 from wharf.errors import WharfError
-from wharf.server.amqp_listener import create_amqp_listener
-from wharf.server.app import run
-from wharf.server.kafka_listener import KafkaListener
 from wharf.server.listener import ListenerFactory
 from wharf.server.logging_setup import configure_logging
 from wharf.server.settings import (
@@ -32,12 +30,19 @@ from wharf.server.settings import (
     load_settings,
 )
 
-__all__ = ["LISTENERS", "serve"]
+__all__ = ["listener_factories", "serve"]
 
 logger = logging.getLogger("wharf.server")
 
-# Front ends started by `wharf serve`, in this order (the ready line lists them in this order).
-LISTENERS: list[ListenerFactory] = [KafkaListener.from_settings, create_amqp_listener]
+
+def listener_factories() -> list[ListenerFactory]:
+    """Front ends started by ``wharf serve``, in order (the ready line lists them in this order)."""
+    from wharf.cli.http_listener import with_http
+    from wharf.server.amqp_listener import create_amqp_listener
+    from wharf.server.kafka_listener import KafkaListener
+
+    return with_http([KafkaListener.from_settings, create_amqp_listener])
+
 
 _DEFAULTS = ServerSettings()
 _EXIT_CONFIG = 2  # bad flags, environment or TOML (the same code click uses for bad flags)
@@ -123,8 +128,10 @@ def serve(
         sys.stdout.write(dump_toml(settings))
         return
     configure_logging(settings.log_format, settings.log_level)
+    from wharf.server.app import run
+
     try:
-        run(settings, with_http(LISTENERS))
+        run(settings, listener_factories())
     except WharfError as exc:
         logger.error("%s", exc)
         raise typer.Exit(_EXIT_RUNTIME) from None

@@ -19,10 +19,12 @@ importing this module. Endpoints are plain tuples for the same reason.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from wharf.core.broker import Broker
 from wharf.server.settings import ServerSettings
+
+if TYPE_CHECKING:  # the broker (and all of core) loads only when a server really starts
+    from wharf.core.broker import Broker
 
 __all__ = ["Endpoint", "Listener", "ListenerFactory"]
 

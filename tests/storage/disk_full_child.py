@@ -1,7 +1,13 @@
-"""Child process for the disk-full test: appends under RLIMIT_FSIZE, reports what it saw.
+"""Child process for the disk-full tests: appends until writes fail, reports what it saw.
 
-Usage: ``python fsize_child.py <log dir> <limit bytes>``. With SIGXFSZ ignored, a write past
-the limit fails with EFBIG, just as a full disk fails with ENOSPC. Prints one JSON object.
+Usage:
+
+* ``python disk_full_child.py fsize <log dir> <limit bytes>``: under RLIMIT_FSIZE with SIGXFSZ
+  ignored, a write past the limit fails with EFBIG; space comes back by raising the limit.
+* ``python disk_full_child.py enospc <log dir> <filler file>``: on a small filesystem already
+  holding ``<filler file>``, writes fail with ENOSPC; space comes back by deleting the filler.
+
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from wharf.testing.log_conformance import records_in
 
 
 def main() -> None:
-    directory, limit = sys.argv[1], int(sys.argv[2])
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    mode, directory, arg = sys.argv[1:4]
     log = Log.open(directory, LogConfig(segment_bytes=1 << 30, retention_ms=None))
     _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    if mode == "fsize":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(arg), hard))
     report: dict[str, object] = {}
     values: list[bytes] = []
     failures = []
@@ -49,7 +56,10 @@ def main() -> None:
     report["failures"] = failures
     report["flush"] = log.flush() == log.next_offset
     report["readable_while_full"] = [r.value for r in records_in(log.read(0, 1 << 30))] == values
-    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    if mode == "fsize":
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    else:
+        os.unlink(arg)
     for j in range(20):
         values.append(b"after %d" % j)
         log.append_records([RecordInput(None, values[-1])])

@@ -157,3 +157,25 @@ def test_without_expiration() -> None:
     decoded = _decode(m2.properties)
     assert decoded.content_type == "t" and decoded.app_id == "a" and decoded.expiration is None
     assert m2.without_expiration().properties == m2.properties
+
+
+def test_scan_every_truncation_fails_and_cache_changes_nothing() -> None:
+    raw = _wire(
+        content_type="text/plain",
+        headers={"a": 1},
+        delivery_mode=2,
+        priority=3,
+        expiration="60000",
+        message_id="id-1",
+        timestamp=None,
+    )
+    fresh = props.scan(bytearray(raw))  # not cacheable: scanned afresh
+    assert props.scan(raw) == fresh and props.scan(raw) == fresh  # second one from the cache
+    assert (fresh.delivery_mode, fresh.priority, fresh.expiration_ms) == (2, 3, 60000)
+    for cut in range(len(raw)):
+        for _ in range(2):  # a failure is never cached
+            with pytest.raises(props.MalformedPropertiesError):
+                props.scan(raw[:cut])
+    # an octet field alone at the end, cut off
+    with pytest.raises(props.MalformedPropertiesError):
+        props.scan(struct.pack(">H", props.FLAG_DELIVERY_MODE | props.FLAG_PRIORITY) + b"\x02")

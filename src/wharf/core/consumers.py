@@ -11,8 +11,7 @@ ack, a larger prefetch, channel.flow on), the front end calls :meth:`Queue.dispa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from wharf.core.message import Message
 
@@ -51,14 +50,14 @@ class Consumer(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One message handed out by a queue.
 
     ``delivery_id`` identifies the message within its queue until it is settled: pass it back
     to :meth:`Queue.ack <wharf.core.queue.Queue.ack>` or :meth:`Queue.reject
     <wharf.core.queue.Queue.reject>` (front ends map their own delivery tags onto it).
-    ``message_count`` is the number of ready messages left (basic.get-ok).
+    ``message_count`` is the number of ready messages left (basic.get-ok). Immutable (a named
+    tuple: one is made per message handed out, so construction is kept cheap).
     """
 
     queue: Queue

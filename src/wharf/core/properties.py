@@ -134,31 +134,69 @@ def scan(data: bytes) -> ScannedProperties:
 
     Raises :class:`MalformedPropertiesError` on truncated or inconsistent bytes and
     :class:`PreconditionError` on an expiration that is not a non-negative integer (RabbitMQ
-    answers the same with 406 PRECONDITION_FAILED).
+    answers the same with 406 PRECONDITION_FAILED). Results for short property lists are
+    cached: publishers mostly send the same properties again and again.
     """
-    if len(data) < 2:
+    if type(data) is not bytes:  # only immutable bytes can be cache keys
+        return _scan(data)
+    cached = _SCAN_CACHE.get(data)
+    if cached is not None:
+        return cached
+    result = _scan(data)
+    if len(data) <= _SCAN_CACHE_MAX_LEN:
+        if len(_SCAN_CACHE) >= _SCAN_CACHE_SIZE:
+            _SCAN_CACHE.clear()
+        _SCAN_CACHE[data] = result
+    return result
+
+
+_SCAN_CACHE: dict[bytes, ScannedProperties] = {}
+_SCAN_CACHE_SIZE = 512
+_SCAN_CACHE_MAX_LEN = 96
+
+
+def _scan(data: bytes) -> ScannedProperties:
+    n = len(data)
+    if n < 2:
         raise MalformedPropertiesError("property list shorter than its flags word")
-    flags = _U16.unpack_from(data, 0)[0]
-    pos = _fields_start(data, flags)
-    found: dict[int, tuple[int, int]] = {}
+    flags = (data[0] << 8) | data[1]
+    pos = _fields_start(data, flags) if flags & 1 else 2
+    delivery_mode: int | None = None
+    priority: int | None = None
+    headers: tuple[int, int] | None = None
+    expiration: tuple[int, int] | None = None
+    user_id: tuple[int, int] | None = None
     for flag, kind in _FIELDS:
-        if flags & flag:
-            end = _field_end(data, pos, kind)
-            found[flag] = (pos, end)
-            pos = end
-    if pos != len(data):
+        if not flags & flag:
+            continue
+        if kind == "o":
+            if pos >= n:
+                raise MalformedPropertiesError("property field runs past the end")
+            if flag == FLAG_DELIVERY_MODE:
+                delivery_mode = data[pos]
+            else:
+                priority = data[pos]
+            pos += 1
+            continue
+        end = _field_end(data, pos, kind)
+        if flag == FLAG_HEADERS:
+            headers = (pos, end)
+        elif flag == FLAG_EXPIRATION:
+            expiration = (pos, end)
+        elif flag == FLAG_USER_ID:
+            user_id = (pos, end)
+        pos = end
+    if pos != n:
         raise MalformedPropertiesError("trailing bytes after the property fields")
-    expiration = found.get(FLAG_EXPIRATION)
-    user_id = found.get(FLAG_USER_ID)
     return ScannedProperties(
-        delivery_mode=data[found[FLAG_DELIVERY_MODE][0]] if FLAG_DELIVERY_MODE in found else None,
-        priority=data[found[FLAG_PRIORITY][0]] if FLAG_PRIORITY in found else None,
+        delivery_mode=delivery_mode,
+        priority=priority,
         expiration_ms=(
             None
             if expiration is None
             else _parse_expiration(data[expiration[0] + 1 : expiration[1]])
         ),
-        headers_span=found.get(FLAG_HEADERS),
+        headers_span=headers,
         expiration_span=expiration,
         user_id=(
             None

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from wharf.core.clock import Clock
 from wharf.core.consumers import Consumer, Delivery
@@ -114,13 +113,16 @@ class QueueEntry:
         return self.seq < other.seq
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
+class EnqueueResult(NamedTuple):
     """``accepted`` False: refused by x-overflow reject-publish(-dlx) (nack the publisher).
     ``sync_offset``: pass to :meth:`Queue.wait_durable` before confirming, when not None."""
 
     accepted: bool
     sync_offset: int | None = None
+
+
+_REFUSED = EnqueueResult(False)
+_ACCEPTED = EnqueueResult(True)
 
 
 class Queue:
@@ -165,6 +167,10 @@ class Queue:
         self._resident_bytes = 0  # body bytes held in memory by live entries
         self._ready: list[tuple[int, int, QueueEntry]] = []
         self._ready_bytes = 0
+        self._expiring = 0  # ready entries with an expiry time
+        self._max_limited = args.overflow is Overflow.DROP_HEAD and (
+            args.max_length is not None or args.max_length_bytes is not None
+        )
         self._entries: dict[int, QueueEntry] = {}  # seq -> live entry
         self._unacked: dict[int, QueueEntry] = {}
         self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
@@ -261,14 +267,15 @@ class Queue:
         oldest ready messages are dropped (dead-lettered, reason maxlen) to make room.
         """
         if self.deleted:
-            return EnqueueResult(False)
+            return _REFUSED
         now = self._clock.now_ms()
-        self._expire_head(now)
+        if self._expiring:
+            self._expire_head(now)
         if self.args.overflow is not Overflow.DROP_HEAD and self._is_full(len(message.body)):
             if self.args.overflow is Overflow.REJECT_PUBLISH_DLX:
                 self._send_to_dlx(message, DeathReason.MAXLEN)
             self._commit_state()
-            return EnqueueResult(False)
+            return _REFUSED
         store = self.store
         keep = store.state is not None and message.persistent
         # A message's sequence number is the offset of its first record: unique for the
@@ -293,13 +300,16 @@ class Queue:
         self._add_live(entry)
         self._push_ready(entry)
         self.published += 1
-        self._fresh = seq  # may still go to a waiting consumer at its expiry instant (TTL 0)
-        self.dispatch()
-        self._fresh = -1
-        self._expire_head(self._clock.now_ms())
-        self._enforce_max_length()
+        if self._consumers:
+            self._fresh = seq  # may still go to a waiting consumer at its expiry instant (TTL 0)
+            self.dispatch()
+            self._fresh = -1
+        if self._expiring:
+            self._expire_head(self._clock.now_ms())
+        if self._max_limited:
+            self._enforce_max_length()
         self._commit_state()
-        return EnqueueResult(True, offset if keep else None)
+        return EnqueueResult(True, offset) if keep else _ACCEPTED
 
     async def wait_durable(self, offset: int) -> None:
         """Wait until the message at ``offset`` is fsynced (under ``--fsync always``).
@@ -372,7 +382,7 @@ class Queue:
             if consumer not in self._consumers or not consumer.can_take():
                 idle += 1
                 continue
-            if self._ready[0][1] != self._fresh:
+            if self._expiring and self._ready[0][1] != self._fresh:
                 self._expire_head(self._clock.now_ms())
             if not self._ready:
                 return
@@ -623,14 +633,20 @@ class Queue:
         entry.ready = True
         heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
         self._ready_bytes += entry.size
+        if entry.expires_at is not None:
+            self._expiring += 1
 
     def _pop_ready(self) -> QueueEntry:
         entry = heapq.heappop(self._ready)[2]
         entry.ready = False
         self._ready_bytes -= entry.size
+        if entry.expires_at is not None:
+            self._expiring -= 1
         return entry
 
     def _expire_head(self, now_ms: int) -> None:
+        if not self._expiring:
+            return
         while self._ready:
             head = self._ready[0][2]
             if head.expires_at is None or head.expires_at > now_ms:
@@ -662,6 +678,7 @@ class Queue:
         self.deleted = True
         consumers, self._consumers = self._consumers, []
         self._ready.clear()
+        self._expiring = 0
         self._unacked.clear()
         self._entries.clear()
         return consumers

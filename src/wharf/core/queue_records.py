@@ -35,6 +35,7 @@ _U64 = struct.Struct(">Q")
 # base_offset, batch_length, partition_leader_epoch, magic, crc, attributes, last_offset_delta,
 # base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence, records_count
 _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
+_CRC = struct.Struct(">I")
 _CRC_START = 21  # the CRC covers attributes .. end of batch
 _LOG_OVERHEAD = 12  # base_offset + batch_length
 _SMALL = tuple(bytes([2 * i]) for i in range(64))  # zigzag varints of 0..63
@@ -58,8 +59,18 @@ def stored_size(message: Message) -> int:
 
 
 def _varint(value: int) -> bytes:
-    if 0 <= value < 64:
+    """``value`` (>= 0) as a zigzag varint."""
+    if value < 64:
         return _SMALL[value]
+    if value < 8192:  # two bytes
+        z = value << 1
+        return bytes(((z & 0x7F) | 0x80, z >> 7))
+    out = bytearray()
+    encode_varint(value, out)
+    return bytes(out)
+
+
+def _signed_varint(value: int) -> bytes:
     out = bytearray()
     encode_varint(value, out)
     return bytes(out)
@@ -107,7 +118,7 @@ class BatchBuilder:
         record = b"".join(
             (
                 b"\x00",
-                _SMALL[ts_delta] if 0 <= ts_delta < 64 else _varint(ts_delta),
+                _SMALL[ts_delta] if 0 <= ts_delta < 64 else _signed_varint(ts_delta),
                 _varint(self.count),
                 _KEY,
                 _U64.pack(seq),
@@ -162,7 +173,7 @@ class BatchBuilder:
             -1,
             self.count,
         )
-        struct.pack_into(">I", buf, 17, crc32c.crc32c(memoryview(buf)[_CRC_START:]))
+        _CRC.pack_into(buf, 17, crc32c.crc32c(memoryview(buf)[_CRC_START:]))
         self._buf = bytearray(HEADER_SIZE)
         self.count = 0
         return buf

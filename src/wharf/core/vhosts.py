@@ -21,9 +21,8 @@ import base64
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +79,13 @@ class PublishResult:
     routed: bool = False
     rejected: bool = False
     queues: list[str] = field(default_factory=list)
-    _waits: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # (wait, offset): ``await wait(offset)`` returns once that copy is durable
+    _waits: list[tuple[Callable[[int], Awaitable[None]], int]] = field(default_factory=list)
 
     async def wait_durable(self) -> None:
         """Return once every copy that must survive a crash is fsynced."""
-        for wait in self._waits:
-            await wait()
+        for wait, offset in self._waits:
+            await wait(offset)
 
 
 class VirtualHost:
@@ -424,13 +424,25 @@ class VirtualHost:
         """Route and enqueue ``message`` now (keeping publish order); await
         :meth:`PublishResult.wait_durable` before confirming. NotFoundError (404) for a missing
         exchange, AccessRefusedError (403) for an internal one."""
-        exchange = self.get_exchange(message.exchange)
+        exchange = self.exchanges.get(message.exchange)
+        if exchange is None:
+            exchange = self.get_exchange(message.exchange)  # raises NotFoundError
         if exchange.internal:
             raise AccessRefusedError(
                 f"cannot publish to internal exchange '{message.exchange}' in vhost '{self.name}'"
             )
         self.published += 1
         result = PublishResult()
+        if exchange.name == "":  # the default exchange: the queue the routing key names
+            exchange.messages_in += 1
+            name = message.routing_key
+            if name in self.queues:
+                exchange.messages_out += 1
+                self._deliver_to((name,), message, result)
+                result.routed = True
+            else:
+                self.unroutable += 1
+            return result
         queues: set[str] = set()
         held = self._route(exchange, message, queues, set(), result)
         self._deliver_to(queues, message, result)
@@ -472,7 +484,7 @@ class VirtualHost:
                 now = self.clock.now_ms()
                 offset = held.hold(message, now + delay, now)
                 if offset is not None and result is not None:
-                    result._waits.append(partial(held.store.wait_durable, offset))
+                    result._waits.append((held.store.wait_durable, offset))
                 self.wakeup()
                 return True
         destinations = exchange.route(message)
@@ -493,8 +505,10 @@ class VirtualHost:
                 held_any |= self._route(self.exchanges[alternate], message, queues, visited, result)
         return held_any
 
-    def _deliver_to(self, queues: set[str], message: Message, result: PublishResult | None) -> None:
-        for name in sorted(queues):
+    def _deliver_to(
+        self, queues: Collection[str], message: Message, result: PublishResult | None
+    ) -> None:
+        for name in sorted(queues) if len(queues) > 1 else queues:
             queue = self.queues[name]
             outcome = queue.enqueue(message)
             if result is None:
@@ -503,7 +517,7 @@ class VirtualHost:
             if not outcome.accepted:
                 result.rejected = True
             elif outcome.sync_offset is not None:
-                result._waits.append(partial(queue.wait_durable, outcome.sync_offset))
+                result._waits.append((queue.wait_durable, outcome.sync_offset))
 
     # ------------------------------------------------------------------- hooks from queues
 

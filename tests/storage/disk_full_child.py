@@ -26,7 +26,9 @@ from wharf.testing.log_conformance import records_in
 
 def main() -> None:
     mode, directory, arg = sys.argv[1:4]
-    log = Log.open(directory, LogConfig(segment_bytes=1 << 30, retention_ms=None))
+    # Small segments on the full filesystem, so that rolls (new files, index writes) fail too.
+    config = LogConfig(segment_bytes=1 << 30 if mode == "fsize" else 8192, retention_ms=None)
+    log = Log.open(directory, config)
     _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     if mode == "fsize":
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -43,12 +45,16 @@ def main() -> None:
             log.append(b"".join(build_batch([RecordInput(b"%d" % i, v)]) for v in batch))
             values.extend(batch)
         except StorageError as exc:
-            seg = os.path.join(directory, f"{log.segment_base_offsets()[-1]:020d}.log")
+            on_disk = sum(
+                os.path.getsize(os.path.join(directory, name))
+                for name in os.listdir(directory)
+                if name.endswith(".log")
+            )
             failures.append(
                 {
                     "errno": exc.errno,
                     "unchanged": before == (log.next_offset, log.size_bytes),
-                    "file_size": os.path.getsize(seg),
+                    "file_size": on_disk,
                     "log_size": log.size_bytes,
                 }
             )
@@ -65,9 +71,10 @@ def main() -> None:
         log.append_records([RecordInput(None, values[-1])])
     log.flush()
     log.close()
-    log = Log.open(directory, LogConfig(segment_bytes=1 << 30, retention_ms=None))
+    log = Log.open(directory, config)
     report["after_reopen"] = [r.value for r in records_in(log.read(0, 1 << 30))] == values
     report["count"] = len(values)
+    report["segments"] = len(log.segment_base_offsets())
     log.close()
     print(json.dumps(report))
 

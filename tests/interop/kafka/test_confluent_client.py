@@ -180,3 +180,22 @@ def test_admin_api(bootstrap: str, topic_name: str) -> None:
     for future in admin.delete_topics([topic_name]).values():
         future.result(30)
     assert topic_name not in admin.list_topics(timeout=30).topics
+
+
+def test_batch_above_topic_max_message_bytes_is_refused(bootstrap: str, topic_name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1, config={"max.message.bytes": "2000"})])[
+        topic_name
+    ].result(30)
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "retries": 0})
+    producer.produce(topic_name, value=b"x" * 5000, partition=0, on_delivery=delivered)
+    producer.flush(30)
+    assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE]
+    # Smaller records still go through.
+    assert produce(bootstrap, topic_name, [(None, b"small")]) == [0]

@@ -48,6 +48,14 @@ def test_round_trip_keys_headers_null_values_timestamps(bootstrap: str, topic_na
     got = [(r.key, r.value, list(r.headers), r.timestamp, r.offset) for r in records]
     assert got == [(k, v, h, ts, i) for i, (k, v, h, ts) in enumerate(sent)]
 
+    lookup = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tp = TopicPartition(topic_name, 0)
+        found = lookup.offsets_for_times({tp: 1_700_000_000_002})[tp]
+        assert (found.offset, found.timestamp) == (1, 1_700_000_000_002)
+    finally:
+        lookup.close()
+
 
 def test_group_commit_and_resume(bootstrap: str, topic_name: str, group_name: str) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)

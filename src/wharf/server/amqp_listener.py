@@ -70,6 +70,7 @@ class AMQPProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self.conn: AMQPConnection | None = None
         self._started = time.monotonic()
+        self._closing_since: float | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -196,7 +197,9 @@ class AMQPProtocol(asyncio.Protocol):
                 self.abort()
                 return
         elif conn.state is ConnState.CLOSING:
-            if now - self._last_received > _CLOSE_OK_TIMEOUT_S:
+            if self._closing_since is None:
+                self._closing_since = now
+            elif now - self._closing_since > _CLOSE_OK_TIMEOUT_S:
                 log.info("amqp %s: no Close-Ok from the client; dropping", conn.peer)
                 self.abort()
                 return

@@ -205,33 +205,37 @@ class Channel:
 
     # -- frames --------------------------------------------------------------------------------
 
-    async def handle(self, event: object) -> None:
-        if isinstance(event, PublishFrame):
+    def content(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:
+        """A frame of a published message (synchronous: the hot path never awaits)."""
+        if type(event) is ContentBodyFrame:
+            self._on_content_body(event)
+        elif type(event) is PublishFrame:
             self._content = content_transition(self._content, ContentInput.PUBLISH)
             if event.immediate:  # removed from RabbitMQ 3.0 on; clients do not send it
                 raise AMQPConnectionError(
                     ReplyCode.NOT_IMPLEMENTED, "immediate=true", class_id=60, method_id=40
                 )
             self._publish = event
-        elif isinstance(event, ContentHeaderFrame):
+        else:
+            assert type(event) is ContentHeaderFrame
             self._on_content_header(event)
-        elif isinstance(event, ContentBodyFrame):
-            self._on_content_body(event)
-        elif isinstance(event, MethodFrame):
-            self._content = content_transition(self._content, ContentInput.METHOD)
-            method = event.method
-            handler = self._methods.get(type(method))
-            if handler is None:
-                raise AMQPConnectionError(
-                    ReplyCode.COMMAND_INVALID,
-                    f"{method.name} is not valid on a channel",
-                    class_id=method.index >> 16,
-                    method_id=method.index & 0xFFFF,
-                )
-            try:
-                await handler(method)
-            except BrokerError as exc:
-                raise _with_method(exc, method) from exc
+
+    async def handle(self, event: MethodFrame) -> None:
+        """A method frame of this channel."""
+        self._content = content_transition(self._content, ContentInput.METHOD)
+        method = event.method
+        handler = self._methods.get(type(method))
+        if handler is None:
+            raise AMQPConnectionError(
+                ReplyCode.COMMAND_INVALID,
+                f"{method.name} is not valid on a channel",
+                class_id=method.index >> 16,
+                method_id=method.index & 0xFFFF,
+            )
+        try:
+            await handler(method)
+        except BrokerError as exc:
+            raise _with_method(exc, method) from exc
 
     def _on_content_header(self, frame: ContentHeaderFrame) -> None:
         if frame.class_id != BASIC_CLASS:
@@ -259,7 +263,7 @@ class Channel:
 
     def _on_content_body(self, frame: ContentBodyFrame) -> None:
         if self._content is not ContentState.AWAIT_BODY:
-            self._content = content_transition(self._content, ContentInput.BODY)  # raises
+            content_transition(self._content, ContentInput.BODY)  # raises UNEXPECTED_FRAME
         self._received += len(frame.payload)
         if self._received > self._body_size:
             raise AMQPConnectionError(
@@ -268,8 +272,7 @@ class Channel:
             )
         self._body.append(frame.payload)
         if self._received < self._body_size:
-            self._content = content_transition(self._content, ContentInput.BODY)
-            return
+            return  # AWAIT_BODY --BODY--> AWAIT_BODY
         self._content = content_transition(self._content, ContentInput.LAST_BODY)
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []

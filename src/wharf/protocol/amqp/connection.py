@@ -214,7 +214,10 @@ class AMQPConnection:
                     await self._data.wait()
                     continue
                 try:
-                    await self._dispatch(event)
+                    if isinstance(event, ContentBodyFrame | ContentHeaderFrame | PublishFrame):
+                        self._content_frame(event)
+                    else:
+                        await self._dispatch(event)
                 except Exception as exc:  # a bug: report 541 and close rather than hang
                     log.exception("amqp %s: internal error", self.peer)
                     self._handle_error(exc, 0)
@@ -223,10 +226,30 @@ class AMQPConnection:
         finally:
             self.connection_lost()
 
+    def _content_frame(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:
+        """The hot path: frames of a published message, handled without awaiting."""
+        number = event.channel
+        channel = self.channels.get(number)
+        if channel is None or channel.state is not ChannelState.OPEN:
+            if self.state in DISCARDING_STATES or (
+                channel is not None and channel.state is ChannelState.CLOSING
+            ):
+                return
+            error = AMQPConnectionError(
+                ReplyCode.CHANNEL_ERROR if self.state is ConnState.OPEN else (
+                    ReplyCode.COMMAND_INVALID
+                ),
+                f"content frame on channel {number}, which is not open",
+            )
+            self._handle_error(error, 0)
+            return
+        try:
+            channel.content(event)
+        except (WharfError, AMQPError) as exc:
+            self._handle_error(exc, number)
+
     async def _dispatch(self, event: object) -> None:
-        if isinstance(event, PublishFrame | ContentHeaderFrame | ContentBodyFrame):
-            await self._channel_frame(event.channel, event)
-        elif isinstance(event, MethodFrame):
+        if isinstance(event, MethodFrame):
             if event.channel == 0:
                 await self._connection_method(event.method)
             else:
@@ -375,7 +398,7 @@ class AMQPConnection:
 
     # -- channels ------------------------------------------------------------------------------
 
-    async def _channel_frame(self, number: int, event: object) -> None:
+    async def _channel_frame(self, number: int, event: MethodFrame) -> None:
         if self.state is not ConnState.OPEN:
             if self.state in DISCARDING_STATES:
                 return
@@ -386,7 +409,7 @@ class AMQPConnection:
                 0,
             )
             return
-        method = event.method if isinstance(event, MethodFrame) else None
+        method = event.method
         channel = self.channels.get(number)
         try:
             if channel is None:

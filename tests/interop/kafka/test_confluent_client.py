@@ -12,7 +12,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -199,3 +199,28 @@ def test_batch_above_topic_max_message_bytes_is_refused(bootstrap: str, topic_na
     assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE]
     # Smaller records still go through.
     assert produce(bootstrap, topic_name, [(None, b"small")]) == [0]
+
+
+def test_incremental_append_and_subtract_on_cleanup_policy(bootstrap: str, topic_name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+
+    def alter(*entries: ConfigEntry) -> None:
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC, topic_name, incremental_configs=list(entries)
+        )
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(30)
+
+    def policy() -> str:
+        described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic_name)])
+        [entries] = [f.result(30) for f in described.values()]
+        return str(entries["cleanup.policy"].value)
+
+    alter(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND))
+    assert policy() == "delete,compact"
+    alter(ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SUBTRACT))
+    assert policy() == "compact"
+    with pytest.raises(KafkaException) as info:
+        alter(ConfigEntry("retention.ms", "5", incremental_operation=AlterConfigOpType.APPEND))
+    assert info.value.args[0].code() == KafkaError.INVALID_CONFIG

@@ -23,6 +23,29 @@ RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 
 OP_SET, OP_DELETE, OP_APPEND, OP_SUBTRACT = 0, 1, 2, 3
+LIST_CONFIGS = frozenset({"cleanup.policy"})  # the list-valued topic configs
+
+
+def _current_value(ctx: KafkaContext, resource: Any, name: str) -> str:
+    if resource.resource_type != RESOURCE_TOPIC:
+        return ""
+    if ctx.broker.topics.find(resource.resource_name) is None:
+        return ""
+    for entry in ctx.broker.topics.describe_configs(resource.resource_name):
+        if entry.name == name:
+            return entry.value or ""
+    return ""
+
+
+def _edit_list(current: str, value: str | None, operation: int) -> str:
+    """APPEND adds the given items missing from the list; SUBTRACT removes them."""
+    items = [item for item in current.split(",") if item]
+    given = [item.strip() for item in (value or "").split(",") if item.strip()]
+    if operation == OP_APPEND:
+        items += [item for item in given if item not in items]
+    else:
+        items = [item for item in items if item not in given]
+    return ",".join(items)
 
 
 def _describe_topic(ctx: KafkaContext, build: Any, resource: Any) -> tuple[ErrorCode, Any]:
@@ -122,8 +145,13 @@ async def incremental_alter_configs(ctx: KafkaContext, request: KafkaRequest) ->
                 changes[c.name] = c.value
             elif c.config_operation == OP_DELETE:
                 changes[c.name] = None
+            elif c.config_operation in (OP_APPEND, OP_SUBTRACT) and c.name in LIST_CONFIGS:
+                current = changes.get(c.name) or _current_value(ctx, resource, c.name)
+                changes[c.name] = _edit_list(current, c.value, c.config_operation)
             else:
-                error, message = ErrorCode.invalid_config, f"{c.name}: only SET and DELETE"
+                error = ErrorCode.invalid_config
+                message = f"{c.name}: operation {c.config_operation} is not allowed"
+                break
         if error == ErrorCode.none:
             error, message = await _alter(
                 ctx, resource, changes, replace=False, validate_only=body.validate_only

@@ -43,8 +43,8 @@ async def find_coordinator(ctx: KafkaContext, request: KafkaRequest) -> Any:
     body = request.body
     build = builder(request.api_key, request.api_version)
     key_type = getattr(body, "key_type", _KEY_TYPE_GROUP)
-    # Groups and transactional ids alike are coordinated by this one node; transactions are not
-    # served, so a transaction coordinator lookup is refused.
+    # This node coordinates every group. Transactions are not served, so a lookup of a
+    # transaction coordinator (key type 1) is refused.
     error = ErrorCode.none if key_type == _KEY_TYPE_GROUP else ErrorCode.coordinator_not_available
     node = ctx.broker.config.node_id if error == ErrorCode.none else -1
     host = ctx.advertised_host if error == ErrorCode.none else ""

@@ -1,8 +1,9 @@
 """One segment of a log: a ``.log`` file of back-to-back batches plus its two sparse indexes.
 
 A segment knows its base offset (its file name), its size in bytes, the next offset after its
-last batch and the largest batch timestamp. It writes with ``pwrite`` at its own size, so a
-failed or partial write is simply cut back with ``ftruncate`` and leaves no trace.
+last batch and the largest batch timestamp. It writes with ``pwritev`` at its own size, so a
+failed or partial write is simply cut back with ``ftruncate`` and leaves no trace. Scans read
+the file in chunks and look only at the header fields they need.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ __all__ = ["BatchSpan", "LogSegment", "segment_file_name"]
 
 # Bytes read from a segment file at a time when scanning batch headers.
 READ_CHUNK = 256 * 1024
-# Offsets inside a segment are stored relative to its base as u32, positions as u32.
+# The indexes store offsets relative to the segment base and file positions as u32; both are
+# kept below 2**31, as Kafka does.
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_POSITION = (1 << 31) - 1
 # Buffers per pwritev call (Linux IOV_MAX is 1024).

@@ -134,3 +134,40 @@ def test_errors_are_one_line_with_nonzero_exit(unique: str) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("error: cannot reach the broker at http://127.0.0.1:9")
     assert sys.executable  # the command ran under the test interpreter
+
+
+def test_follow_with_a_group_commits_while_running(cli_server: WharfProcess, unique: str) -> None:
+    topic, group = f"{unique}-t", f"{unique}-g"
+    with httpx.Client(base_url=cli_server.http_url) as api:
+        assert api.post("/api/topics", json={"name": topic}).status_code == 201
+        for i in range(2):
+            api.post(f"/api/topics/{topic}/messages", json={"value": f"m{i}"})
+        follower = subprocess.Popen(
+            wharf_command(
+                "consume",
+                topic,
+                "--group",
+                group,
+                "--from-beginning",
+                "--follow",
+                "--url",
+                cli_server.http_url,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                detail = api.get(f"/api/groups/{group}")
+                if detail.status_code == 200 and detail.json()["offsets"]:
+                    if detail.json()["offsets"][0]["committed"] == 2:
+                        break
+                assert follower.poll() is None, follower.communicate()[1]
+                assert time.monotonic() < deadline, "the follower never committed"
+                time.sleep(0.1)
+        finally:
+            follower.terminate()
+            follower.communicate(timeout=30)

@@ -3,7 +3,8 @@
 Topics are read through the peek endpoint partition by partition: from ``--offset``, from a
 group's committed offsets (``--group``, committing progress back), from the beginning, or
 (default) from the end. Queues are drained with ``get`` and ``ack``: consumed messages leave
-the queue. ``--follow`` keeps waiting for new messages; ``--count`` stops after that many.
+the queue. With ``--group``, progress is committed when the command ends, and after each batch
+while following. ``--follow`` keeps waiting for new messages; ``--count`` stops after that many.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def _consume_topic(
                     break
                 if len(partitions) > 1:
                     time.sleep(QUEUE_POLL_S)
+            elif group is not None and follow:
+                reader.commit(group)  # a long-running follower keeps its group current
     finally:
         if group is not None:
             reader.commit(group)

@@ -130,4 +130,5 @@ async def test_random_joins_crashes_and_leaves_converge(tmp_path: Path) -> None:
             task.cancel()
         await asyncio.gather(*(t for _, t in live.values()), return_exceptions=True)
         coord.close()
+        await coord.wait_persisted()
         await store.close()

@@ -37,6 +37,7 @@ async def coordinator(tmp_path: Path) -> AsyncIterator[GroupCoordinator]:
         yield coord
     finally:
         coord.close()
+        await coord.wait_persisted()
         await store.close()
 
 
@@ -317,6 +318,7 @@ async def test_new_group_waits_initial_delay_and_gathers_late_joiners(tmp_path: 
         assert len([r for r in (a, b) if r.members]) == 1
     finally:
         coord.close()
+        await coord.wait_persisted()
         await store.close()
 
 
@@ -363,6 +365,7 @@ async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
         }
     finally:
         coord.close()
+        await coord.wait_persisted()
         await store.close()
     # a new coordinator over the reopened store still knows the committed offsets
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
@@ -378,6 +381,7 @@ async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
         assert coord.list_groups() == []
     finally:
         coord.close()
+        await coord.wait_persisted()
         await store.close()
 
 
@@ -489,3 +493,55 @@ async def test_static_leader_restart_in_stable_group(
     synced = await coordinator.sync_group("g", restarted.member_id, restarted.generation_id)
     assert synced.assignment == f"to:{old_leader.member_id}".encode()
     assert coordinator.describe_group("g").state is GroupState.STABLE
+
+
+async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path) -> None:
+    config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
+    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
+    coord = GroupCoordinator(config, ManualClock(), store)
+    coord.start()
+    a, b = await asyncio.gather(
+        join(coord, instance="static-a", session_ms=5000), join(coord, session_ms=400)
+    )
+    await asyncio.gather(sync(coord, a), sync(coord, b))
+    empty = await join(coord, group="gone")
+    await sync(coord, empty, group="gone")
+    coord.leave_group("gone", [LeaveMember(empty.member_id)])
+    coord.close()
+    await coord.wait_persisted()
+    await store.close()
+
+    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
+    coord = GroupCoordinator(config, ManualClock(), store)
+    coord.start()
+    try:
+        description = coord.describe_group("g")
+        assert description.state is GroupState.STABLE
+        assert {m.member_id: m.assignment for m in description.members} == {
+            a.member_id: f"to:{a.member_id}".encode(),
+            b.member_id: f"to:{b.member_id}".encode(),
+        }
+        assert coord.describe_group("gone").state is GroupState.DEAD
+        assert coord.heartbeat("g", a.member_id, a.generation_id) is ErrorCode.NONE
+        synced = await coord.sync_group("g", a.member_id, a.generation_id)
+        assert synced.assignment == f"to:{a.member_id}".encode()
+        assert (
+            coord.heartbeat("g", "other", a.generation_id, group_instance_id="static-a")
+            is ErrorCode.FENCED_INSTANCE_ID
+        )
+        # b died while the broker was down: its session runs out and a rebalance starts
+
+        async def heartbeat_until_told_to_rejoin() -> ErrorCode:
+            while (code := coord.heartbeat("g", a.member_id, a.generation_id)) is ErrorCode.NONE:
+                await asyncio.sleep(0.05)
+            return code
+
+        code = await asyncio.wait_for(heartbeat_until_told_to_rejoin(), 10)
+        assert code is ErrorCode.REBALANCE_IN_PROGRESS
+        alone = await join(coord, member_id=a.member_id, instance="static-a", session_ms=5000)
+        assert alone.generation_id == a.generation_id + 1
+        assert [m.member_id for m in alone.members] == [a.member_id]
+    finally:
+        coord.close()
+        await coord.wait_persisted()
+        await store.close()

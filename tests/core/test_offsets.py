@@ -97,3 +97,24 @@ async def test_expire_removes_only_old_offsets_of_empty_groups(tmp_path: Path) -
     store = open_store(tmp_path)
     assert store.groups() == ["active", "recent"]
     await store.close()
+
+
+async def test_group_metadata_is_kept_through_compaction_and_reopen(tmp_path: Path) -> None:
+    store = open_store(tmp_path, compact_min_records=20)
+    await store.store_group_metadata("g", b"snapshot-1")
+    await store.store_group_metadata("h", b"other")
+    for i in range(40):
+        await store.commit("g", {TP0: OffsetAndMetadata(i)})
+    await store.store_group_metadata("g", b"snapshot-2")
+    await store.store_group_metadata("h", None)
+    assert store.compactions >= 1
+    await store.close()
+    store = open_store(tmp_path)
+    assert store.group_metadata() == {"g": b"snapshot-2"}
+    assert store.fetch("g") == {TP0: OffsetAndMetadata(39)}
+    await store.delete_group("g")
+    assert store.group_metadata() == {}
+    await store.close()
+    store = open_store(tmp_path)
+    assert store.group_metadata() == {} and store.groups() == []
+    await store.close()

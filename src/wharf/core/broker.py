@@ -113,6 +113,7 @@ class Broker:
         )
         self.topics.start()
         self.offsets.start()
+        self.groups.start()
         # queues
         self.vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
         # background work
@@ -134,6 +135,7 @@ class Broker:
                 await self.vhosts.close()
             if hasattr(self, "groups"):
                 self.groups.close()
+                await self.groups.wait_persisted()
             if hasattr(self, "topics"):
                 await self.topics.close()
             if hasattr(self, "offsets"):

@@ -23,8 +23,10 @@ How it works. Each group is a small state machine (all transitions live in this 
 * Static members (``group_instance_id``) keep their identity across restarts: a join with a known
   instance id and no member id replaces the old member (fencing the old id) without a rebalance
   when the group is Stable and the metadata would not change the chosen protocol.
-* Group state is in memory. Committed offsets are durable in the :class:`OffsetStore`; a group
-  that only has committed offsets shows as Empty.
+* Committed offsets are durable in the :class:`OffsetStore`; a group that only has committed
+  offsets shows as Empty. Each time a group becomes Stable its membership is saved there too
+  (``group_snapshot.py``), and :meth:`GroupCoordinator.start` restores it after a restart, so
+  live members carry on in their generation without a rebalance.
 
 Results carry :class:`ErrorCode` values equal to Kafka's error codes.
 """
@@ -32,6 +34,7 @@ Results carry :class:`ErrorCode` values equal to Kafka's error codes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +42,13 @@ from dataclasses import dataclass, field
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.group_snapshot import (
+    SNAPSHOT_VERSION,
+    GroupSnapshot,
+    MemberSnapshot,
+    decode_snapshot,
+    encode_snapshot,
+)
 from wharf.core.group_subscription import subscribed_topics
 from wharf.core.group_types import (
     NO_GENERATION,
@@ -54,10 +64,13 @@ from wharf.core.group_types import (
 )
 from wharf.core.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.stream_errors import ErrorCode
+from wharf.errors import StorageError
 
 __all__ = ["GroupCoordinator", "MAX_OFFSET_METADATA_BYTES"]
 
 MAX_OFFSET_METADATA_BYTES = 4096  # Kafka's offset.metadata.max.bytes default
+
+log = logging.getLogger(__name__)
 
 _JOIN_RESULT = asyncio.Future[JoinResult]
 _SYNC_RESULT = asyncio.Future[SyncResult]
@@ -146,7 +159,45 @@ class GroupCoordinator:
         self.offsets = offsets
         self._partition_exists = partition_exists
         self._groups: dict[str, _Group] = {}
+        self._persisting: set[asyncio.Task[None]] = set()
         self.rebalances = 0  # completed join phases, for metrics
+
+    def start(self) -> None:
+        """Restore the groups that were Stable when the broker stopped (needs a running loop)."""
+        now = self._clock.now_ms()
+        for group_id, data in self.offsets.group_metadata().items():
+            snapshot = decode_snapshot(data)
+            if snapshot is None or not snapshot.members:
+                log.warning("ignoring unreadable membership snapshot of group %r", group_id)
+                continue
+            group = _Group(
+                group_id,
+                state=GroupState.STABLE,
+                state_since_ms=now,
+                generation_id=snapshot.generation_id,
+                protocol_type=snapshot.protocol_type,
+                protocol_name=snapshot.protocol_name,
+                leader_id=snapshot.leader_id,
+            )
+            for m in snapshot.members:
+                member = _Member(
+                    m.member_id,
+                    m.group_instance_id,
+                    m.client_id,
+                    m.client_host,
+                    m.session_timeout_ms,
+                    m.rebalance_timeout_ms,
+                    snapshot.protocol_type,
+                    [(name, meta) for name, meta in m.protocols],
+                    assignment=m.assignment,
+                )
+                group.members[m.member_id] = member
+                if m.group_instance_id is not None:
+                    group.static_members[m.group_instance_id] = m.member_id
+                self._restart_session(group, member)
+            if group.leader_id not in group.members:
+                group.leader_id = next(iter(group.members))
+            self._groups[group_id] = group
 
     # ------------------------------------------------------------------ join
 
@@ -254,6 +305,7 @@ class GroupCoordinator:
                 self._restart_session(group, old)
                 skip = skip_ok and group.leader_id == new_id
                 future.set_result(self._join_result(group, old, members=skip, skip_assignment=skip))
+                self._persist(group)
                 return
             old.join_future = future
             self._prepare_rebalance(group)
@@ -408,6 +460,7 @@ class GroupCoordinator:
             group.protocol_name = None
             group.protocol_type = None
             self._set_state(group, GroupState.EMPTY)
+            self._persist(group)
             self._forget_if_unused(group)
             return
         group.protocol_name = group.select_protocol()
@@ -481,6 +534,7 @@ class GroupCoordinator:
             for m in group.members.values():
                 m.assignment = given.get(m.member_id, b"")
             self._set_state(group, GroupState.STABLE)
+            self._persist(group)
             for m in group.members.values():
                 self._resolve_sync(m, self._sync_result(group, m))
         return await future
@@ -713,6 +767,48 @@ class GroupCoordinator:
                 await self.offsets.delete_group(group_id)
                 results[group_id] = ErrorCode.NONE
         return results
+
+    async def wait_persisted(self) -> None:
+        """Wait until every membership snapshot written so far is stored."""
+        while self._persisting:
+            await asyncio.gather(*self._persisting)
+
+    def _persist(self, group: _Group) -> None:
+        """Store the group's membership as of now (a Stable group) or drop it (Empty)."""
+        data = None
+        if group.state is GroupState.STABLE:
+            snapshot = GroupSnapshot(
+                SNAPSHOT_VERSION,
+                group.generation_id,
+                group.protocol_type or "",
+                group.protocol_name or "",
+                group.leader_id or "",
+                [
+                    MemberSnapshot(
+                        m.member_id,
+                        m.group_instance_id,
+                        m.client_id,
+                        m.client_host,
+                        m.session_timeout_ms,
+                        m.rebalance_timeout_ms,
+                        list(m.protocols),
+                        m.assignment,
+                    )
+                    for m in group.members.values()
+                ],
+            )
+            data = encode_snapshot(snapshot)
+        # tasks reach the store's lock in creation order, so snapshots are stored in order
+        task = asyncio.get_running_loop().create_task(self._store(group.group_id, data))
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
+
+    async def _store(self, group_id: str, data: bytes | None) -> None:
+        try:
+            await self.offsets.store_group_metadata(group_id, data)
+        except StorageError:
+            log.exception("membership of group %r not saved; it will rebalance after a restart",
+                          group_id)
 
     def close(self) -> None:
         """Cancel every timer and wake every parked caller (broker shutdown)."""

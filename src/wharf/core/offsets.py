@@ -63,7 +63,8 @@ class _Value(msgspec.Struct, array_like=True):
     timestamp_ms: int
 
 
-_key_codec = msgspec.json.Decoder(tuple[str, str, int])
+# keys: [group, topic, partition] for an offset, [group] for the group's membership snapshot
+_key_codec = msgspec.json.Decoder(list[str | int])
 _value_codec = msgspec.json.Decoder(_Value)
 _encode = msgspec.json.encode
 
@@ -84,6 +85,7 @@ class OffsetStore:
         self._log = log
         self._committer = committer
         self._offsets: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
+        self._group_metadata: dict[str, bytes] = {}
         self._records = 0  # records in the log, live or superseded
         self._lock = asyncio.Lock()  # one writer at a time (compaction swaps the log)
         self.compactions = 0
@@ -124,6 +126,10 @@ class OffsetStore:
     def has_group(self, group_id: str) -> bool:
         return group_id in self._offsets
 
+    def group_metadata(self) -> dict[str, bytes]:
+        """The membership snapshot stored for each group (opaque to this store)."""
+        return dict(self._group_metadata)
+
     def fetch(
         self, group_id: str, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -142,12 +148,22 @@ class OffsetStore:
             [(group_id, tp, entry) for tp, entry in offsets.items()],
         )
 
+    async def store_group_metadata(self, group_id: str, snapshot: bytes | None) -> None:
+        """Keep (or with ``None`` drop) the group coordinator's snapshot of a group."""
+        if snapshot is None and group_id not in self._group_metadata:
+            return
+        await self._write([(group_id, None, snapshot)])
+
     async def delete(self, group_id: str, partitions: Iterable[TopicPartition]) -> None:
         committed = self._offsets.get(group_id, {})
         await self._write([(group_id, tp, None) for tp in partitions if tp in committed])
 
     async def delete_group(self, group_id: str) -> None:
-        await self._write([(group_id, tp, None) for tp in self._offsets.get(group_id, {})])
+        """Drop the group's offsets and membership snapshot."""
+        entries: list[_Entry] = [(group_id, tp, None) for tp in self._offsets.get(group_id, {})]
+        if group_id in self._group_metadata:
+            entries.append((group_id, None, None))
+        await self._write(entries)
 
     async def delete_topic(self, topic: str) -> None:
         """Forget every group's offsets for a deleted topic."""
@@ -180,9 +196,7 @@ class OffsetStore:
         await self._write(expired)
         return len(expired)
 
-    async def _write(
-        self, entries: Sequence[tuple[str, TopicPartition, OffsetAndMetadata | None]]
-    ) -> None:
+    async def _write(self, entries: Sequence[_Entry]) -> None:
         if not entries:
             return
         async with self._lock:
@@ -204,8 +218,18 @@ class OffsetStore:
 
     # ------------------------------------------------------------------ replay, compaction
 
-    def _apply(self, group_id: str, tp: TopicPartition, entry: OffsetAndMetadata | None) -> None:
-        if entry is None:
+    def _apply(
+        self,
+        group_id: str,
+        tp: TopicPartition | None,
+        entry: OffsetAndMetadata | bytes | None,
+    ) -> None:
+        if tp is None:
+            if isinstance(entry, bytes):
+                self._group_metadata[group_id] = entry
+            else:
+                self._group_metadata.pop(group_id, None)
+        elif not isinstance(entry, OffsetAndMetadata):
             committed = self._offsets.get(group_id)
             if committed is not None:
                 committed.pop(tp, None)
@@ -215,7 +239,7 @@ class OffsetStore:
             self._offsets.setdefault(group_id, {})[tp] = entry
 
     def _live(self) -> int:
-        return sum(len(committed) for committed in self._offsets.values())
+        return sum(len(c) for c in self._offsets.values()) + len(self._group_metadata)
 
     def _replay(self) -> None:
         offset = self._log.log_start_offset
@@ -229,14 +253,18 @@ class OffsetStore:
                 for record in decode_records(batch):
                     if record.offset < offset or record.key is None:
                         continue
-                    group_id, topic, partition = _key_codec.decode(record.key)
-                    entry = None
-                    if record.value is not None:
-                        v = _value_codec.decode(record.value)
-                        entry = OffsetAndMetadata(
-                            v.offset, v.metadata, v.leader_epoch, v.timestamp_ms
-                        )
-                    self._apply(group_id, TopicPartition(topic, partition), entry)
+                    key = _key_codec.decode(record.key)
+                    if len(key) == 1 and isinstance(key[0], str):
+                        self._apply(key[0], None, record.value)
+                    else:
+                        group_id, topic, partition = _offset_key(key)
+                        entry = None
+                        if record.value is not None:
+                            v = _value_codec.decode(record.value)
+                            entry = OffsetAndMetadata(
+                                v.offset, v.metadata, v.leader_epoch, v.timestamp_ms
+                            )
+                        self._apply(group_id, TopicPartition(topic, partition), entry)
                     self._records += 1
                 offset = header.last_offset + 1
 
@@ -253,6 +281,7 @@ class OffsetStore:
             for group_id, committed in self._offsets.items()
             for tp, entry in committed.items()
         ]
+        live += [_record(g, None, snapshot) for g, snapshot in self._group_metadata.items()]
         try:
             await asyncio.to_thread(self._rewrite, live)
         except (OSError, StorageError):
@@ -289,9 +318,24 @@ class OffsetStore:
         shutil.rmtree(old_dir)
 
 
-def _record(group_id: str, tp: TopicPartition, entry: OffsetAndMetadata | None) -> RecordInput:
+_Entry = tuple[str, TopicPartition | None, OffsetAndMetadata | bytes | None]
+
+
+def _offset_key(key: list[str | int]) -> tuple[str, str, int]:
+    match key:
+        case [str(group_id), str(topic), int(partition)]:
+            return group_id, topic, partition
+    raise StorageError(f"unexpected key {key!r} in the consumer offsets log")
+
+
+def _record(
+    group_id: str, tp: TopicPartition | None, entry: OffsetAndMetadata | bytes | None
+) -> RecordInput:
+    if tp is None:
+        assert not isinstance(entry, OffsetAndMetadata)
+        return RecordInput(key=_encode((group_id,)), value=entry)
     key = _encode((group_id, tp.topic, tp.partition))
-    if entry is None:
+    if not isinstance(entry, OffsetAndMetadata):
         return RecordInput(key=key, value=None)
     value = _Value(entry.offset, entry.leader_epoch, entry.metadata, entry.commit_timestamp_ms)
     return RecordInput(key=key, value=_encode(value), timestamp_ms=entry.commit_timestamp_ms)

@@ -3,7 +3,8 @@
 Usage: ``python crash_writer.py <log dir> <seed>``. The main thread appends batches of random
 records; a committer thread calls ``flush()`` in a loop (group commit). Each record whose offset
 falls below ``durable_offset`` is acknowledged by printing ``<offset> <sha256 of value>`` on
-stdout. The parent kills this process with SIGKILL at a random moment.
+stdout, after an ``opening`` line (before recovery) and a ``ready`` line. The parent kills this
+process with SIGKILL at a random moment, sometimes while it is still recovering the log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CONFIG = LogConfig(segment_bytes=48 * 1024, index_interval_bytes=512, retention_
 def main() -> None:
     directory, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
+    print("opening", flush=True)
     log = Log.open(directory, CONFIG)
     stop = threading.Event()
 

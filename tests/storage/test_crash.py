@@ -17,11 +17,12 @@ from wharf.storage.log import Log
 from wharf.testing.log_conformance import records_in
 
 WRITER = Path(__file__).with_name("crash_writer.py")
-ITERATIONS = 30
+ITERATIONS = 32
 
 
-def run_and_kill(directory: Path, seed: int, run_for: float) -> dict[int, str]:
-    """Start the writer, let it run ``run_for`` seconds after it is ready, SIGKILL it."""
+def run_and_kill(directory: Path, seed: int, run_for: float, *, early: bool) -> dict[int, str]:
+    """Start the writer and SIGKILL it ``run_for`` seconds after it is ready, or, if ``early``,
+    that long after it starts opening (recovering) the log. Returns what it acknowledged."""
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), str(directory), str(seed)],
         stdout=subprocess.PIPE,
@@ -32,6 +33,7 @@ def run_and_kill(directory: Path, seed: int, run_for: float) -> dict[int, str]:
     buffer = b""
     deadline: float | None = None
     start_deadline = time.monotonic() + 60
+    trigger = b"opening\n" if early else b"ready"
     try:
         while True:
             now = time.monotonic()
@@ -39,13 +41,13 @@ def run_and_kill(directory: Path, seed: int, run_for: float) -> dict[int, str]:
                 break
             if deadline is None and now > start_deadline:
                 break
-            ready, _, _ = select.select([proc.stdout], [], [], 0.01)
+            ready, _, _ = select.select([proc.stdout], [], [], 0.001)
             if ready:
                 chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]
                 if not chunk:
                     break
                 buffer += chunk
-                if deadline is None and b"\n" in buffer:
+                if deadline is None and trigger in buffer:
                     deadline = time.monotonic() + run_for
             elif proc.poll() is not None:
                 break
@@ -54,9 +56,11 @@ def run_and_kill(directory: Path, seed: int, run_for: float) -> dict[int, str]:
         rest, err = proc.communicate(timeout=60)
     buffer += rest
     lines = buffer.split(b"\n")
-    assert lines[0].startswith(b"ready"), err.decode(errors="replace")
+    assert lines[0] == b"opening", err.decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
-    for line in lines[1:-1]:  # the last piece may be a half-written line: not acknowledged
+    if len(lines) > 2:
+        assert lines[1].startswith(b"ready"), lines[1]
+    for line in lines[2:-1]:  # the last piece may be a half-written line: not acknowledged
         offset, digest = line.split()
         acked[int(offset)] = digest.decode()
     return acked
@@ -68,7 +72,13 @@ def test_acknowledged_records_survive_sigkill(tmp_path: Path) -> None:
     rng = random.Random(20261129)
     acked: dict[int, str] = {}
     for iteration in range(ITERATIONS):
-        acked.update(run_and_kill(directory, iteration, rng.uniform(0.02, 0.35)))
+        if iteration % 4 == 3:
+            # killed while opening: recovery itself must be safe to interrupt
+            acked.update(run_and_kill(directory, iteration, rng.uniform(0, 0.01), early=True))
+        else:
+            acked.update(
+                run_and_kill(directory, iteration, rng.uniform(0.02, 0.35), early=False)
+            )
         log = Log.open(directory)
         try:
             stored: dict[int, str] = {}

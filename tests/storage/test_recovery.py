@@ -380,3 +380,28 @@ def test_an_undecodable_batch_is_reported_without_blaming_the_index(
     assert log.offset_for_timestamp(1010) == 10
     assert len(log.read(info.base_offset, 1)) == len(bad)
     log.close()
+
+
+def test_start_offset_past_the_recovered_end_starts_empty_there(tmp_path: Path) -> None:
+    config = LogConfig(retention_ms=None)
+    log = Log.open(tmp_path / "live", config)
+    for i in range(10):
+        log.append_records([RecordInput(None, value(i))])
+    log.flush()
+    position = log.append_records([RecordInput(None, value(10))]).position
+    for i in range(11, 20):
+        log.append_records([RecordInput(None, value(i))])
+    log.delete_records_before(15)
+    assert log.segment_base_offsets() == [0]
+    snap = crash_copy(log, tmp_path / "snap")
+    log.close()
+    # the unflushed records 10..19 did not reach the disk; the start offset 15 did
+    os.truncate(segment_path(snap, 0), position)
+    log = Log.open(snap, config)
+    try:
+        assert (log.log_start_offset, log.next_offset, log.size_bytes) == (15, 15, 0)
+        assert log.segment_base_offsets() == [15]
+        assert log.read(15, 100) == b""
+        assert log.append_records([RecordInput(None, b"x")]).base_offset == 15
+    finally:
+        log.close()

@@ -161,3 +161,11 @@ async def test_list_offsets_earliest_latest_and_by_timestamp(ctx: KafkaContext) 
     assert (await lookup(-1))[0] == 3
     assert await lookup(1_500) == (2, 2_000)
     assert await lookup(9_999) == (-1, -1)
+
+
+async def test_an_error_on_one_partition_is_answered_without_waiting(ctx: KafkaContext) -> None:
+    request = fetch_request([("a", 0, 1 << 20), ("missing", 0, 1 << 20)], max_wait_ms=60_000)
+    response = await asyncio.wait_for(handle(ctx, request), 10)
+    got = parts(response)
+    assert got["missing"].error_code == ErrorCode.unknown_topic_or_partition
+    assert got["a"].error_code == ErrorCode.none

@@ -6,8 +6,9 @@ records before it), at least one batch even when it exceeds the limits, otherwis
 ``partition_max_bytes`` and the request's ``max_bytes`` overall. The bytes are served exactly
 as stored: never decoded or re-encoded.
 
-When less than ``min_bytes`` is available the handler waits, up to ``max_wait``, for the first
-append to any requested partition (core futures, no polling), then reads again. Fetch sessions
+When less than ``min_bytes`` is available and no partition has an error, the handler waits, up
+to ``max_wait``, for the first append to any requested partition (core events, no polling),
+then reads again. Fetch sessions
 (KIP-227) are not kept: every response carries session id 0, so clients send full requests.
 """
 
@@ -102,12 +103,17 @@ async def fetch(ctx: KafkaContext, request: KafkaRequest) -> Any:
     max_bytes = body.max_bytes
     total = _read(slots, max_bytes)
     wait_s = body.max_wait.total_seconds()
-    if total < body.min_bytes and wait_s > 0:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while total < body.min_bytes and (remaining := deadline - loop.time()) > 0:
-            await _wait_for_data(slots, remaining)
-            total = _read(slots, max_bytes)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    # Wait only while nothing needs the client's attention: an error on any partition (unknown
+    # topic, offset out of range) is answered at once, as Kafka does.
+    while (
+        total < body.min_bytes
+        and not any(slot.error != ErrorCode.none for slot in slots)
+        and (remaining := deadline - loop.time()) > 0
+    ):
+        await _wait_for_data(slots, remaining)
+        total = _read(slots, max_bytes)
     return _response(request, slots)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,11 @@ from kafka.protocol.metadata import ApiVersionsRequest
 from kafka.protocol.metadata import ApiVersionsResponse as KpApiVersionsResponse
 
 from wharf.core.broker import Broker
-from wharf.server.kafka_listener import KafkaListener, start_kafka_listener
+from wharf.server.kafka_listener import (
+    KafkaListener,
+    default_advertised_host,
+    start_kafka_listener,
+)
 
 
 @pytest.fixture
@@ -101,3 +106,12 @@ async def test_close_waits_for_nothing_when_idle(tmp_path: Path) -> None:
         writer.close()
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", served.port)
+
+
+def test_wildcard_binds_advertise_the_host_name() -> None:
+    assert default_advertised_host("127.0.0.1") == "127.0.0.1"
+    assert default_advertised_host("0.0.0.0") == socket.gethostname()
+    assert KafkaListener("::", 0).advertised_host == socket.gethostname()
+    assert KafkaListener("::", 0, advertised_host="broker.example").advertised_host == (
+        "broker.example"
+    )

@@ -8,13 +8,16 @@ Two ways in:
   then drives it through the :class:`~wharf.server.listener.Listener` calls (``start``,
   ``stop_accepting``, ``close``).
 
-The address Metadata and FindCoordinator advertise defaults to the bound one.
+The address Metadata and FindCoordinator advertise defaults to the bound one; when the listener
+binds every interface (``0.0.0.0``, ``::``) it is the machine's host name instead, since
+clients cannot connect to a wildcard address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 
 from wharf.core.broker import Broker
@@ -28,6 +31,13 @@ __all__ = ["KafkaListener", "start_kafka_listener"]
 log = logging.getLogger(__name__)
 
 Endpoint = tuple[str, str, int]
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def default_advertised_host(host: str) -> str:
+    """What to tell clients when no advertised host is configured."""
+    return socket.gethostname() if host in _WILDCARDS else host
 
 
 class KafkaListener:
@@ -45,7 +55,7 @@ class KafkaListener:
     ) -> None:
         self.host = host
         self.requested_port = port
-        self.advertised_host = advertised_host or host
+        self.advertised_host = advertised_host or default_advertised_host(host)
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[KafkaConnection] = set()
         self._server: asyncio.Server | None = None

@@ -356,3 +356,45 @@ def test_recorded_session_with_trailing_partial_frame() -> None:
         events.append(event)
     assert len(events) == 11
     assert reader.buffered == 12
+
+
+def test_read_content_takes_header_and_body_in_one_step() -> None:
+    body = bytes(range(256)) * 40
+    data = publish_message_bytes(body, frame_max=4096)
+    reader = opened_reader(4096)
+    reader.receive_data(data + b"\x01")  # and the first byte of the next frame
+    publish = reader.next_event()
+    assert isinstance(publish, PublishFrame)
+    content = reader.read_content(1, max_body=1 << 20)
+    assert content is not None
+    properties, got = content
+    assert got == body
+    assert properties == read_all(opened_reader(4096), data)[1].properties  # type: ignore[union-attr]
+    assert reader.buffered == 1
+
+
+@pytest.mark.parametrize("cut", [1, 7, 20, 40, -1])
+def test_read_content_leaves_incomplete_input_alone(cut: int) -> None:
+    data = publish_message_bytes(b"x" * 5000, frame_max=4096)
+    reader = opened_reader(4096)
+    reader.receive_data(data[:cut] if cut > 0 else data[:-1])
+    if 0 < cut <= 20:  # not even the publish frame is complete
+        assert reader.next_event() is NEED_DATA
+        return
+    assert isinstance(reader.next_event(), PublishFrame)
+    before = reader.buffered
+    assert reader.read_content(1, max_body=1 << 20) is None
+    assert reader.buffered == before
+
+
+def test_read_content_refuses_other_channel_and_oversized_bodies() -> None:
+    data = publish_message_bytes(b"payload")
+    reader = opened_reader()
+    reader.receive_data(data)
+    assert isinstance(reader.next_event(), PublishFrame)
+    assert reader.read_content(2, max_body=1 << 20) is None  # content is for channel 1
+    assert reader.read_content(1, max_body=3) is None  # over the size limit: general path
+    assert reader.read_content(1, max_body=1 << 20) == (
+        read_all(opened_reader(), data)[1].properties,  # type: ignore[union-attr]
+        b"payload",
+    )

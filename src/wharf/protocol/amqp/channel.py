@@ -220,6 +220,15 @@ class Channel:
             assert type(event) is ContentHeaderFrame
             self._on_content_header(event)
 
+    def whole_content(self, properties: bytes, body: bytes) -> None:
+        """The content header and every body frame of the message just announced by
+        Basic.Publish, read in one step (AWAIT_HEADER --HEADER--> AWAIT_BODY --LAST_BODY-->
+        IDLE, or --LAST_BODY--> IDLE for an empty body)."""
+        assert self._content is ContentState.AWAIT_HEADER
+        self._content = ContentState.IDLE
+        self._properties = properties
+        self._complete_publish(body)
+
     async def handle(self, event: MethodFrame) -> None:
         """A method frame of this channel."""
         self._content = content_transition(self._content, ContentInput.METHOD)

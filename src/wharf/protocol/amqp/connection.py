@@ -31,7 +31,7 @@ from pamqp import decode as amqp_decode
 
 from wharf.core.broker import Broker
 from wharf.errors import AccessRefusedError, BrokerError, StorageError, WharfError
-from wharf.protocol.amqp.channel import Channel
+from wharf.protocol.amqp.channel import MAX_BODY_SIZE, Channel
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -245,6 +245,10 @@ class AMQPConnection:
             return
         try:
             channel.content(event)
+            if type(event) is PublishFrame:
+                content = self.reader.read_content(number, MAX_BODY_SIZE)
+                if content is not None:
+                    channel.whole_content(*content)
         except (WharfError, AMQPError) as exc:
             self._handle_error(exc, number)
 

@@ -198,6 +198,64 @@ class FrameReader:
             return HeartbeatFrame(channel)
         raise _frame_error(f"unknown frame type {frame_type}")
 
+    def read_content(self, channel: int, max_body: int) -> tuple[bytes, bytes] | None:
+        """Take a whole message's content (header + body frames on ``channel``) in one step.
+
+        Called right after a Basic.Publish: when the content header and every body frame are
+        already buffered and well-formed, they are consumed and ``(properties, body)`` is
+        returned, saving two events per message. Anything else (incomplete, another channel,
+        a malformed or oversized frame) returns None and leaves the buffer untouched, so that
+        :meth:`next_event` deals with it frame by frame.
+        """
+        buf = self._buffer
+        n = len(buf)
+        pos = self._pos
+        if n - pos < 7:
+            return None
+        frame_type, frame_channel, size = _HEADER.unpack_from(buf, pos)
+        end = pos + 7 + size
+        if (
+            frame_type != FRAME_HEADER
+            or frame_channel != channel
+            or size < 14
+            or size + FRAME_OVERHEAD > self.frame_max
+            or end >= n
+            or buf[end] != FRAME_END
+        ):
+            return None
+        class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(buf, pos + 7)
+        if class_id != BASIC_CLASS or body_size > max_body or buf[pos + 20] & 1:
+            return None  # (a continued flags word is left to the general path)
+        header_end = end
+        p = end + 1
+        remaining = body_size
+        spans: list[tuple[int, int]] = []
+        while remaining > 0:
+            if n - p < 7:
+                return None
+            frame_type, frame_channel, size = _HEADER.unpack_from(buf, p)
+            end = p + 7 + size
+            if (
+                frame_type != FRAME_BODY
+                or frame_channel != channel
+                or size > remaining
+                or size + FRAME_OVERHEAD > self.frame_max
+                or end >= n
+                or buf[end] != FRAME_END
+            ):
+                return None
+            spans.append((p + 7, end))
+            remaining -= size
+            p = end + 1
+        with memoryview(buf) as view:
+            properties = bytes(view[pos + 19 : header_end])
+            if len(spans) == 1:
+                body = bytes(view[spans[0][0] : spans[0][1]])
+            else:
+                body = b"".join([view[a:b] for a, b in spans])
+        self._consume(p)
+        return properties, body
+
     def _read_protocol_header(self, available: int) -> ProtocolHeaderReceived | _NeedData:
         head = bytes(self._buffer[self._pos : self._pos + min(available, 8)])
         if not PROTOCOL_HEADER.startswith(head):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import tracemalloc
@@ -15,6 +16,7 @@ from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.message import Message
 from wharf.core.vhost_registry import VhostRegistry
+from wharf.errors import StorageError
 
 Opener = Callable[..., Awaitable[VhostRegistry]]
 
@@ -183,3 +185,31 @@ async def test_transient_queue_keeps_bodies(
     assert q.resident_bytes == q.message_bytes == 100 * 100
     got = [q.basic_get(no_ack=True) for _ in range(100)]
     assert [d.message.body for d in got if d] == sent
+
+
+async def test_a_failed_batch_write_nacks_its_confirms_and_is_written_later(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    log = q.store.messages
+    real_append = log.append
+
+    def disk_full(batches: bytes | bytearray | memoryview) -> object:
+        raise StorageError("No space left on device", errno=errno.ENOSPC)
+
+    monkeypatch.setattr(log, "append", disk_full)  # fault injection: the disk is full
+    results = [v.publish_nowait(persistent(b"m%d" % i)) for i in range(3)]
+    for result in results:
+        with pytest.raises(StorageError):
+            await result.wait_durable()  # nack: not stored
+    assert log.next_offset == 0 and q.message_count == 3
+    monkeypatch.setattr(log, "append", real_append)  # space is back
+    last = v.publish_nowait(persistent(b"m3"))
+    await last.wait_durable()
+    assert log.next_offset == 4 and q.store.batches_written == 1
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    q = reg["/"].queues["d"]
+    got = [q.basic_get(no_ack=True) for _ in range(4)]
+    assert [d.message.body for d in got if d] == [b"m0", b"m1", b"m2", b"m3"]

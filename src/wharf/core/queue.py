@@ -31,7 +31,7 @@ from wharf.core.clock import Clock
 from wharf.core.consumers import Consumer, Delivery
 from wharf.core.dead_letter import DeathReason
 from wharf.core.message import Message
-from wharf.core.queue_args import Overflow, QueueArgs
+from wharf.core.queue_args import MAX_PRIORITY_CAP, Overflow, QueueArgs
 from wharf.core.queue_records import stored_size
 from wharf.core.queue_store import QueueStore, StoredMessage
 from wharf.errors import AccessRefusedError, PreconditionError
@@ -121,6 +121,7 @@ class EnqueueResult(NamedTuple):
     sync_offset: int | None = None
 
 
+_SEQ_MASK = (1 << 64) - 1
 _REFUSED = EnqueueResult(False)
 _ACCEPTED = EnqueueResult(True)
 
@@ -165,7 +166,10 @@ class Queue:
         budget = RESIDENT_BYTES if resident_bytes is None else resident_bytes
         self._resident_limit = budget if store.durable else None
         self._resident_bytes = 0  # body bytes held in memory by live entries
-        self._ready: list[tuple[int, int, QueueEntry]] = []
+        # Heap of ready keys: the sequence number, with (cap - priority) from bit 64 on when
+        # the queue has priorities. Plain ints keep the heap small and its comparisons cheap.
+        self._ready: list[int] = []
+        self._prioritised = args.max_priority is not None
         self._ready_bytes = 0
         self._expiring = 0  # ready entries with an expiry time
         self._max_limited = args.overflow is Overflow.DROP_HEAD and (
@@ -174,7 +178,7 @@ class Queue:
         self._entries: dict[int, QueueEntry] = {}  # seq -> live entry
         self._unacked: dict[int, QueueEntry] = {}
         self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
-        self._offset_owner: dict[int, int] = {}  # live offset -> seq
+        self._moved: dict[int, int] = {}  # offset -> seq of live records whose offset != seq
         self._live_bytes = 0
         self._live_stored = 0  # estimated log bytes of live records
         self._consumers: list[Consumer] = []
@@ -382,7 +386,7 @@ class Queue:
             if consumer not in self._consumers or not consumer.can_take():
                 idle += 1
                 continue
-            if self._expiring and self._ready[0][1] != self._fresh:
+            if self._expiring and self._ready[0] & _SEQ_MASK != self._fresh:
                 self._expire_head(self._clock.now_ms())
             if not self._ready:
                 return
@@ -428,7 +432,8 @@ class Queue:
 
     def peek(self, count: int) -> list[QueueEntry]:
         """The next ``count`` ready messages in delivery order, left in place (browsing)."""
-        return [entry for _, _, entry in heapq.nsmallest(count, self._ready)]
+        entries = self._entries
+        return [entries[key & _SEQ_MASK] for key in heapq.nsmallest(count, self._ready)]
 
     def basic_get(self, no_ack: bool) -> Delivery | None:
         """Take the head message, or None when the queue has none ready (basic.get-empty)."""
@@ -541,7 +546,7 @@ class Queue:
     def next_deadline(self) -> int | None:
         """The next time (ms) :meth:`tick` has work: head expiry or x-expires."""
         deadlines: list[int] = []
-        head_expiry = self._ready[0][2].expires_at if self._ready else None
+        head_expiry = self._head().expires_at if self._ready else None
         if head_expiry is not None:
             deadlines.append(head_expiry)
         if self.args.expires_ms is not None and not self._consumers:
@@ -600,29 +605,36 @@ class Queue:
                 entry.seq, entry.message, entry.expires_at, now, keep=entry.keep
             )
             self._pending_settle.append(entry.offset)
-            del self._offset_owner[entry.offset]
+            self._moved.pop(entry.offset, None)
             entry.offset = new_offset
-            self._offset_owner[new_offset] = entry.seq
+            self._moved[new_offset] = entry.seq
             heapq.heappush(self._offsets, new_offset)
 
     def _first_live_offset(self) -> int | None:
         heap = self._offsets
-        while heap and heap[0] not in self._offset_owner:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
+        entries = self._entries
+        while heap:
+            offset = heap[0]
+            entry = entries.get(self._moved.get(offset, offset))
+            if entry is not None and entry.offset == offset:
+                return offset
+            heapq.heappop(heap)  # settled, or moved to the tail since
+        return None
 
     # --------------------------------------------------------------------------- internals
 
     def _add_live(self, entry: QueueEntry) -> None:
         self._entries[entry.seq] = entry
-        self._offset_owner[entry.offset] = entry.seq
+        if entry.offset != entry.seq:
+            self._moved[entry.offset] = entry.seq
         heapq.heappush(self._offsets, entry.offset)
         self._live_bytes += entry.size
         self._live_stored += entry.stored
 
     def _remove_live(self, entry: QueueEntry) -> None:
         del self._entries[entry.seq]
-        self._offset_owner.pop(entry.offset, None)
+        if entry.offset != entry.seq:
+            self._moved.pop(entry.offset, None)
         self._live_bytes -= entry.size
         self._live_stored -= entry.stored
         self._pending_settle.append(entry.offset)
@@ -631,13 +643,19 @@ class Queue:
 
     def _push_ready(self, entry: QueueEntry) -> None:
         entry.ready = True
-        heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
+        key = entry.seq
+        if self._prioritised:
+            key |= (MAX_PRIORITY_CAP - entry.priority) << 64
+        heapq.heappush(self._ready, key)
         self._ready_bytes += entry.size
         if entry.expires_at is not None:
             self._expiring += 1
 
+    def _head(self) -> QueueEntry:
+        return self._entries[self._ready[0] & _SEQ_MASK]
+
     def _pop_ready(self) -> QueueEntry:
-        entry = heapq.heappop(self._ready)[2]
+        entry = self._entries[heapq.heappop(self._ready) & _SEQ_MASK]
         entry.ready = False
         self._ready_bytes -= entry.size
         if entry.expires_at is not None:
@@ -648,7 +666,7 @@ class Queue:
         if not self._expiring:
             return
         while self._ready:
-            head = self._ready[0][2]
+            head = self._head()
             if head.expires_at is None or head.expires_at > now_ms:
                 return
             self._pop_ready()

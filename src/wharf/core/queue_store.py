@@ -13,7 +13,15 @@ Two logs per durable queue:
   snapshot, u64 boundary then (u64 offset, u64 seq, u32 delivery count) per live record; every
   offset below the boundary that the snapshot does not list is settled.
 
-How it works: recovery replays the state log (from its last snapshot on) and then reads the
+How it works: appends are not written one by one. Message records go into a pending batch
+(:class:`~wharf.core.queue_records.BatchBuilder`) and settlements and deliveries into pending
+lists; a ``call_soon`` callback writes them when the event-loop iteration that produced them
+is over, so one iteration's publishes are one batch, one write and one fsync. Anything that
+needs the log up to date (a durability wait on a pending record, a read, maintenance, close)
+writes the pending batch first. :meth:`QueueStore.read_message` reads back bodies that the
+queue does not keep in memory, keeping the last decoded run of batches for the next reads.
+
+Recovery replays the state log (from its last snapshot on) and then reads the
 message log from its start, keeping the records not settled. If a record was re-appended at the
 tail (to free old segments) and the crash came before the old offset was settled, both copies
 carry the same sequence number and the later one wins. The state log is compacted by writing a
@@ -128,7 +136,6 @@ class QueueStore:
         self._settle: list[int] = []
         self._delivered: list[int] = []
         self._scheduled = False
-        self._write_error: StorageError | None = None
         self._cache: dict[int, DecodedMessage] = {}
         self._cache_range = (0, 0)
         self.batches_written = 0  # message batches appended, for benchmarks and metrics
@@ -207,11 +214,9 @@ class QueueStore:
             data = batch.finish()
             try:
                 self.messages.append(data)
-            except StorageError as exc:
-                self._write_error = exc
+            except StorageError:
                 batch.restore(data, count)
                 raise
-            self._write_error = None
             self.batches_written += 1
         if self.state is not None and (self._settle or self._delivered):
             records: list[RecordInput] = []
@@ -230,9 +235,7 @@ class QueueStore:
         if self._committer is None:
             return
         if offset >= self.messages.next_offset:
-            if self._write_error is not None:
-                raise self._write_error  # retried by the next publish or maintenance pass
-            self.write_pending()
+            self.write_pending()  # a batch whose write failed is tried again here
         await self._committer.wait_durable(offset + 1)
 
     # ------------------------------------------------------------------------ reading

@@ -10,6 +10,7 @@ import time
 import httpx
 import pika
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.broker_process import WharfProcess
 from wharf.http.app import DEFAULT_MAX_BODY_BYTES
@@ -83,6 +84,14 @@ def test_connections_lists_and_closes_clients(
         assert conn["vhost"] == "/"
         assert conn["peer"].startswith("127.0.0.1:")
         assert kafka_conns[0]["protocol"] == "kafka"
+        gauges = {
+            sample.labels["protocol"]: sample.value
+            for family in text_string_to_metric_families(api.get("/metrics").text)
+            if family.name == "wharf_connections"
+            for sample in family.samples
+        }
+        assert gauges["amqp"] >= 1 and gauges["kafka"] >= 1
+        assert api.get("/api/overview").json()["totals"]["connections"] >= 2
 
         assert api.delete(f"/api/connections/{conn['id']}").status_code == 204
         with pytest.raises(pika.exceptions.ConnectionClosedByBroker):

@@ -149,3 +149,23 @@ async def test_garbage_closes_the_transport(broker: Broker) -> None:
     connection.data_received(struct.pack(">i", 1 << 30))
     assert transport.closed
     assert transport.written == []
+
+
+async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> None:
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    one = long_poll(1, "events")
+    connection = KafkaConnection(
+        ctx, set(), max_frame_bytes=1 << 20, max_in_flight_bytes=2 * (len(one) - 4)
+    )
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(one)
+    await asyncio.sleep(0.02)
+    assert not transport.paused
+    connection.data_received(long_poll(2, "events"))
+    await asyncio.sleep(0.02)
+    assert transport.paused
+    await broker.produce("events", b"wake up", partition=0)
+    await wait_until(lambda: len(transport.written) == 2)
+    assert not transport.paused
+    connection.connection_lost(None)

@@ -7,10 +7,10 @@ head of that queue only (a fast Metadata answer waits behind a slow long-poll Fe
 it). Requests still run concurrently, so several in-flight Produce requests share one group
 commit fsync.
 
-Flow control: reading pauses while more than ``max_in_flight`` requests wait for their
-responses or while the transport's write buffer is above its high-water mark
-(``pause_writing``), and resumes once both have drained — backpressure instead of unbounded
-buffers.
+Flow control: reading pauses while ``max_in_flight`` requests, or ``max_in_flight_bytes`` of
+request bytes, wait for their responses, or while the transport's write buffer is above its
+high-water mark (``pause_writing``), and resumes once they have drained: backpressure instead
+of unbounded buffers.
 
 This class is the one place per connection that turns failures into outcomes: a
 :class:`~wharf.protocol.kafka.errors.KafkaProtocolError` from the codec, or any exception from a
@@ -41,6 +41,7 @@ __all__ = ["KafkaConnection"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_IN_FLIGHT_BYTES = 64 << 20
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -53,15 +54,18 @@ class KafkaConnection(asyncio.Protocol):
         *,
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
     ) -> None:
         self._ctx = ctx
         self._connections = connections
         self._codec = ServerCodec(max_frame_bytes)
         self._max_in_flight = max_in_flight
+        self._max_in_flight_bytes = max_in_flight_bytes
+        self._pending_bytes = 0
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
         # One entry per request awaiting its turn: the handler task (None: no response wanted).
-        self._pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
+        self._pending: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
         self._reading_paused = False
         self._writing_paused = False
         self._closed = False
@@ -90,9 +94,10 @@ class KafkaConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._connections.discard(self)
-        for _, task in self._pending:
+        for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        self._pending_bytes = 0
         self._idle.set()
 
     def data_received(self, data: bytes) -> None:
@@ -129,14 +134,17 @@ class KafkaConnection(asyncio.Protocol):
             task.set_result(handle_fallback(event))
         else:
             task = asyncio.ensure_future(handle(self._ctx, event))
-        self._pending.append((event.correlation_id, task))
+        size = event.size if isinstance(event, KafkaRequest) else 0
+        self._pending.append((event.correlation_id, size, task))
+        self._pending_bytes += size
         self._idle.clear()
         task.add_done_callback(self._on_done)
 
     def _on_done(self, _: asyncio.Future[Any]) -> None:
         transport = self._transport
-        while self._pending and self._pending[0][1].done():
-            correlation_id, task = self._pending.popleft()
+        while self._pending and self._pending[0][2].done():
+            correlation_id, size, task = self._pending.popleft()
+            self._pending_bytes -= size
             if task.cancelled():
                 return
             exc = task.exception()
@@ -161,7 +169,12 @@ class KafkaConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closed:
             return
-        busy = self._draining or self._writing_paused or len(self._pending) >= self._max_in_flight
+        busy = (
+            self._draining
+            or self._writing_paused
+            or len(self._pending) >= self._max_in_flight
+            or self._pending_bytes >= self._max_in_flight_bytes
+        )
         if busy and not self._reading_paused:
             self._reading_paused = True
             transport.pause_reading()
@@ -175,9 +188,10 @@ class KafkaConnection(asyncio.Protocol):
             return
         log.log(level, "kafka %s: closing connection: %s", self._peer, reason)
         self._closed = True
-        for _, task in self._pending:
+        for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        self._pending_bytes = 0
         self._idle.set()
         if self._transport is not None:
             self._transport.close()

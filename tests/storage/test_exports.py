@@ -22,7 +22,7 @@ def test_storage_package_exports() -> None:
         "iter_batches",
     ]
     for name in wharf.storage.__all__:
-        assert getattr(wharf.storage, name) is not None
+        assert hasattr(wharf.storage, name), name
 
 
 def test_record_batch_exports() -> None:

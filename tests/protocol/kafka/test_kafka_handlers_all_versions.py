@@ -111,3 +111,11 @@ async def test_produce_with_acks_zero_sends_no_response(context: KafkaContext) -
     body = dataclasses.replace(build(load_request_schema(0, 9)), acks=0)
     assert await handle(context, KafkaRequest(0, 9, 1, "test", body, 0)) is None
     assert context.broker.topics.partition("x", 0).log_end_offset == 1
+
+
+async def test_produce_with_invalid_acks_stores_nothing(context: KafkaContext) -> None:
+    body = dataclasses.replace(build(load_request_schema(0, 9)), acks=2)
+    response = await handle(context, KafkaRequest(0, 9, 1, "test", body, 0))
+    [part] = response.responses[0].partition_responses
+    assert part.error_code == ErrorCode.invalid_required_acks
+    assert context.broker.topics.partition("x", 0).log_end_offset == 0

@@ -26,11 +26,15 @@ from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 __all__ = ["init_producer_id", "produce"]
 
+VALID_ACKS = (-1, 0, 1)
+
 
 async def _append_one(
     ctx: KafkaContext, topic: str, index: int, records: bytes | None, acks: int
 ) -> tuple[ErrorCode, int, int]:
     """(error, base offset, log start offset) for one partition."""
+    if acks not in VALID_ACKS:
+        return ErrorCode.invalid_required_acks, -1, -1
     error = await ensure_topic(ctx, topic, allow_create=True)
     if error != ErrorCode.none:
         return error, -1, -1

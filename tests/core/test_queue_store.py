@@ -15,8 +15,11 @@ import pytest
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.message import Message
+from wharf.core.queue_store import open_store
 from wharf.core.vhost_registry import VhostRegistry
 from wharf.errors import StorageError
+from wharf.storage.checkpoint import write_checkpoint
+from wharf.storage.loader import RECOVERY_POINT_FILE
 
 Opener = Callable[..., Awaitable[VhostRegistry]]
 
@@ -213,3 +216,31 @@ async def test_a_failed_batch_write_nacks_its_confirms_and_is_written_later(
     q = reg["/"].queues["d"]
     got = [q.basic_get(no_ack=True) for _ in range(4)]
     assert [d.message.body for d in got if d] == [b"m0", b"m1", b"m2", b"m3"]
+
+
+async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
+    tmp_path: Path,
+) -> None:
+    config, clock = BrokerConfig(fsync=FsyncPolicy.NEVER), ManualClock()
+    store = open_store(tmp_path, config, clock)
+    for i in range(3):
+        store.append(i, persistent(b"old"), None, 0, keep=True)
+    store.settle([0, 1, 2])
+    store.delivered([0, 1])
+    await store.close()
+    # A crash where the message log's tail never reached the disk but the state log's did:
+    # the message log comes back empty.
+    messages_dir = tmp_path / "messages"
+    for segment in messages_dir.glob("*.log"):
+        os.truncate(segment, 0)
+    write_checkpoint(str(messages_dir / RECOVERY_POINT_FILE), 0)
+    store = open_store(tmp_path, config, clock)
+    assert store.recover() == [] and store.next_offset == 0
+    assert store.append(0, persistent(b"new"), None, 0, keep=True) == 0  # offset 0 again
+    await store.close()
+    for _ in range(2):  # the stale state must not come back on any later open either
+        store = open_store(tmp_path, config, clock)
+        live = store.recover()
+        await store.close()
+        assert [(m.offset, m.delivery_count) for m in live] == [(0, 0)]
+        assert live[0].message is not None and live[0].message.body == b"new"

@@ -317,6 +317,11 @@ class QueueStore:
                 elif rec.key == b"D":
                     for s in _unpack_u64s(rec.value):
                         counts[s] = counts.get(s, 0) + 1
+        # State about offsets the message log does not have (its unsynced tail was lost in a
+        # crash while the state log's was not) must not apply to the records that will get
+        # those offsets now: it is dropped, and a snapshot makes that final.
+        end = self.messages.next_offset
+        stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
         by_seq: dict[int, StoredMessage] = {}
         duplicates: list[int] = []
         for rec in iter_records(self.messages, 0):
@@ -341,8 +346,22 @@ class QueueStore:
                 len(message.body),
                 stored_size(message),
             )
-        self.settle(duplicates)
-        return sorted(by_seq.values(), key=lambda m: m.offset)
+        live = sorted(by_seq.values(), key=lambda m: m.offset)
+        if stale:
+            self._snapshot_now(end, [(m.offset, m.seq, m.delivery_count) for m in live])
+        else:
+            self.settle(duplicates)
+        return live
+
+    def _snapshot_now(self, boundary: int, live: Sequence[tuple[int, int, int]]) -> None:
+        """Write a durable snapshot synchronously (at open, before anything else runs)."""
+        assert self.state is not None
+        value = _U64.pack(boundary) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
+        at = self.state.next_offset
+        self.state.append_records([RecordInput(b"S", value)])
+        self.state.flush()
+        self.state.delete_records_before(at)
+        self._since_snapshot = 0
 
     # ----------------------------------------------------------------------- lifecycle
 

@@ -59,21 +59,22 @@ def stored_size(message: Message) -> int:
 
 
 def _varint(value: int) -> bytes:
-    """``value`` (>= 0) as a zigzag varint."""
-    if value < 64:
-        return _SMALL[value]
-    if value < 8192:  # two bytes
-        z = value << 1
-        return bytes(((z & 0x7F) | 0x80, z >> 7))
+    """``value`` as a zigzag varint."""
+    if 0 <= value < _TABLE_SIZE:
+        return _VARINTS[value]
     out = bytearray()
     encode_varint(value, out)
     return bytes(out)
 
 
-def _signed_varint(value: int) -> bytes:
-    out = bytearray()
-    encode_varint(value, out)
-    return bytes(out)
+def _two_bytes(value: int) -> bytes:
+    z = value << 1
+    return bytes(((z & 0x7F) | 0x80, z >> 7))
+
+
+# Zigzag varints of 0 .. 8191 (one or two bytes): record lengths, offset deltas, body sizes.
+_TABLE_SIZE = 8192
+_VARINTS = _SMALL + tuple(_two_bytes(i) for i in range(64, _TABLE_SIZE))
 
 
 class BatchBuilder:
@@ -115,27 +116,45 @@ class BatchBuilder:
             headers += 1
             tail += b"\x02t\x00"
         ts_delta = now_ms - self.base_ts
-        record = b"".join(
+        table = _VARINTS
+        ts = table[ts_delta] if 0 <= ts_delta < _TABLE_SIZE else _varint(ts_delta)
+        count = self.count
+        delta = table[count] if count < _TABLE_SIZE else _varint(count)
+        body_size = len(body)
+        body_len = table[body_size] if body_size < _TABLE_SIZE else _varint(body_size)
+        props_size = len(props)
+        props_len = table[props_size] if props_size < _TABLE_SIZE else _varint(props_size)
+        # attributes, key length, key, header count, "p" header key: 13 fixed bytes
+        size = (
+            13
+            + len(ts)
+            + len(delta)
+            + len(body_len)
+            + body_size
+            + len(route)
+            + len(props_len)
+            + props_size
+            + len(tail)
+        )
+        self._buf += b"".join(
             (
+                table[size] if size < _TABLE_SIZE else _varint(size),
                 b"\x00",
-                _SMALL[ts_delta] if 0 <= ts_delta < 64 else _signed_varint(ts_delta),
-                _varint(self.count),
+                ts,
+                delta,
                 _KEY,
                 _U64.pack(seq),
-                _varint(len(body)),
+                body_len,
                 body,
                 _SMALL[headers],
                 route,
                 b"\x02p",
-                _varint(len(props)),
+                props_len,
                 props,
                 tail,
             )
         )
-        buf = self._buf
-        buf += _varint(len(record))
-        buf += record
-        self.count += 1
+        self.count = count + 1
 
     def _route(self, exchange: str, routing_key: str) -> bytes:
         e = exchange.encode("utf-8")

@@ -122,10 +122,14 @@ class AMQPProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._writing_paused = True
         self._update_reading()
+        if self.conn is not None:
+            self.conn.set_writable(False)  # no more deliveries until the client catches up
 
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._update_reading()
+        if self.conn is not None:
+            self.conn.set_writable(True)
 
     # -- Transport (what AMQPConnection writes to) -------------------------------------------
 

@@ -151,3 +151,24 @@ def test_oversized_body_closes_only_the_channel(amqp_broker, healthy) -> None:
         send_method(sock, 1, commands.Channel.CloseOk())
         send_method(sock, 2, commands.Channel.Open())
         assert read_until(sock, commands.Channel.OpenOk)
+
+
+def test_consumer_that_stops_reading_holds_deliveries_back(amqp_broker, healthy) -> None:
+    sock = handshake(amqp_broker.port)
+    try:
+        send_method(sock, 1, commands.Channel.Open())
+        send_method(sock, 1, commands.Queue.Declare(queue="unread"))
+        read_until(sock, commands.Queue.DeclareOk)
+        send_method(sock, 1, commands.Basic.Consume(queue="unread", no_ack=True))
+        read_until(sock, commands.Basic.ConsumeOk)
+        # From now on the raw client reads nothing.
+        channel = healthy.channel()
+        body = b"x" * 1024
+        for _ in range(30_000):
+            channel.basic_publish("", "unread", body)
+        left = channel.queue_declare("unread", passive=True).method.message_count
+        # 30 MB published; the socket buffers and the 4 MiB write limit hold far less, so
+        # most messages must still be waiting in the queue rather than in memory buffers.
+        assert left > 5_000
+    finally:
+        sock.close()

@@ -78,6 +78,7 @@ class ChannelOwner(Protocol):
     writer: FrameWriter
     vhost_name: str
     username: str
+    writable: bool  # False while the socket's write buffer is above its high-water mark
 
     @property
     def client_capabilities(self) -> dict[str, Any]: ...
@@ -121,6 +122,8 @@ class ChannelConsumer:
     def can_take(self) -> bool:
         channel = self._channel
         if not channel.active or channel.state is not ChannelState.OPEN:
+            return False
+        if not channel.owner.writable:
             return False
         if self._no_ack:
             return True
@@ -409,6 +412,10 @@ class Channel:
         for queue, ids in by_queue.items():
             action(queue, ids)  # the queue dispatches again by itself
         self._dispatch_consumed(skip=by_queue)
+
+    def resume_deliveries(self) -> None:
+        """The connection can take more output again."""
+        self._dispatch_consumed()
 
     def _dispatch_consumed(self, skip: Container[Queue] = ()) -> None:
         """Credit came back: let every queue we consume from push more."""

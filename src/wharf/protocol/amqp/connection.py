@@ -167,6 +167,7 @@ class AMQPConnection:
         self.vhost_name = "/"
         self.client_properties: dict[str, Any] = {}
         self.close_reason: str | None = None
+        self.writable = True
         self._data = asyncio.Event()
         self._paused = False
         self._closed = False
@@ -189,6 +190,13 @@ class AMQPConnection:
         if not self._paused and self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max:
             self._paused = True
             self.transport.pause_reading()
+
+    def set_writable(self, writable: bool) -> None:
+        """Flow control from the adapter: stop deliveries while the client is not reading."""
+        self.writable = writable
+        if writable:
+            for channel in list(self.channels.values()):
+                channel.resume_deliveries()
 
     @property
     def client_capabilities(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.message import Message
 from wharf.core.queue_store import open_store
 from wharf.core.vhost_registry import VhostRegistry
-from wharf.errors import StorageError
+from wharf.errors import PreconditionError, StorageError
 from wharf.storage.checkpoint import write_checkpoint
 from wharf.storage.loader import RECOVERY_POINT_FILE
 
@@ -244,3 +244,23 @@ async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
         await store.close()
         assert [(m.offset, m.delivery_count) for m in live] == [(0, 0)]
         assert live[0].message is not None and live[0].message.body == b"new"
+
+
+async def test_large_messages_are_stored_alone_and_oversized_ones_refused(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    big = os.urandom(3 << 20)  # larger than a storage batch's default limit
+    results = [v.publish_nowait(persistent(b)) for b in (b"small", big, b"after")]
+    for result in results:
+        await result.wait_durable()
+    monkeypatch.setattr("wharf.core.queue_store.MAX_MESSAGE_BYTES", 1000)
+    with pytest.raises(PreconditionError):
+        v.publish_nowait(persistent(b"x" * 1001))
+    assert q.message_count == 3
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    q = reg["/"].queues["d"]
+    got = [q.basic_get(no_ack=True) for _ in range(3)]
+    assert [d.message.body for d in got if d] == [b"small", big, b"after"]

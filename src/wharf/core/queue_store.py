@@ -49,13 +49,13 @@ from wharf.core.queue_records import (
     decode_messages,
     stored_size,
 )
-from wharf.errors import StorageError
+from wharf.errors import PreconditionError, StorageError
 from wharf.storage.interface import LogLike
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
 from wharf.storage.record_batch import Record, RecordInput, decode_records, iter_batches
 
-__all__ = ["QueueStore", "StoredMessage", "open_store"]
+__all__ = ["MAX_MESSAGE_BYTES", "QueueStore", "StoredMessage", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ _READ_CHUNK = 1 << 20
 _READ_AHEAD_BYTES = 256 << 10
 # A pending message batch is written once it reaches this size.
 _MAX_PENDING_BYTES = 512 << 10
+# The largest body a queue takes (RabbitMQ's default max_message_size), and room for the rest
+# of its record (properties, exchange, routing key, framing) in a batch of its own.
+MAX_MESSAGE_BYTES = 128 << 20
+_RECORD_ROOM = 1 << 20
 # Compact the state log after this many settlements and deliveries since the last snapshot.
 _SNAPSHOT_EVERY = 20_000
 
@@ -164,9 +168,15 @@ class QueueStore:
         """Add one message to the pending batch; ``keep`` = survive a restart. Returns its
         offset. The batch is written at the end of this event-loop iteration (at once when
         no loop runs, or when it is full); a write error from a full batch is raised here,
-        before the message is taken."""
+        before the message is taken, and so is PreconditionError for a body above
+        :data:`MAX_MESSAGE_BYTES`."""
+        size = len(message.body)
+        if size > MAX_MESSAGE_BYTES:
+            raise PreconditionError(
+                f"message size {size} is larger than the maximum {MAX_MESSAGE_BYTES}"
+            )
         batch = self._batch
-        if batch.count and batch.size + len(message.body) + 256 > self._batch_limit:
+        if batch.count and batch.size + size + len(message.properties) + 600 > self._batch_limit:
             self.write_pending()
         batch.add(seq, message, expires_at, now_ms, keep)
         offset = self._next
@@ -403,7 +413,10 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
     Queue logs are never trimmed by time or size retention: only settlement frees space.
     """
     log_config = LogConfig(
-        segment_bytes=config.queue_segment_bytes, retention_ms=None, retention_bytes=None
+        segment_bytes=config.queue_segment_bytes,
+        retention_ms=None,
+        retention_bytes=None,
+        max_batch_bytes=MAX_MESSAGE_BYTES + _RECORD_ROOM,
     )
     if path is None:
         return QueueStore(

@@ -13,7 +13,8 @@ Each message is built from property bytes as the AMQP front end builds it (a new
 
 For each: wall-clock messages per second (the machine may be shared, so this is noisy) and
 process CPU microseconds per message (user + system, including the fsync thread; steadier).
-Then a deep durable queue: body bytes kept in memory and Python heap growth per message.
+Then a deep durable queue: body bytes kept in memory, Python heap growth per message, and
+``push+ack`` draining it (most bodies read back from the log).
 
     .venv/bin/python benchmarks/queue_core.py [messages]
 """
@@ -184,6 +185,7 @@ async def deep_queue(n: int) -> None:
             f"{resident / 2**20:,.1f} MiB of {queue.message_bytes / 2**20:,.1f} MiB, "
             f"heap growth {grown / 2**20:,.1f} MiB ({grown / n:,.0f} B/msg)"
         )
+        await measure("push+ack (deep)", n, lambda: consume(queue, n))
         await reg.close()
     finally:
         shutil.rmtree(path, ignore_errors=True)

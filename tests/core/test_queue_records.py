@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
+import crc32c
 import pytest
 
 from wharf.core.message import Message
 from wharf.core.queue_records import BatchBuilder, decode_messages
+from wharf.errors import CorruptBatchError
 from wharf.storage.record_batch import RecordInput, build_batch, validate_batch
 
 _U64 = 8
@@ -76,3 +80,23 @@ def test_builder_is_empty_after_finish_and_restore_gives_the_batch_back() -> Non
         builder.restore(batch, 1)
     builder.add(2, CASES[0][1], None, 6, True)
     assert [d.seq for d in decode_messages(bytes(builder.finish()))] == [1, 2]
+
+
+def test_damaged_records_raise_corrupt_batch_error_only() -> None:
+    builder = BatchBuilder()
+    for seq, message, expires_at, now, keep in CASES[:2]:
+        builder.add(seq, message, expires_at, now, keep)
+    batch = builder.finish()
+    for cut in range(len(batch)):  # every truncation
+        with pytest.raises(CorruptBatchError):
+            decode_messages(bytes(batch[:cut]))
+    for pos in range(61, len(batch)):  # every byte of the records, CRC made valid again
+        for value in (0x00, 0x7F, 0xFF):
+            damaged = bytearray(batch)
+            damaged[pos] = value
+            struct.pack_into(">I", damaged, 17, crc32c.crc32c(bytes(damaged[21:])))
+            try:
+                decoded = decode_messages(bytes(damaged))
+            except CorruptBatchError:
+                continue
+            assert len(decoded) == 2  # a change that still parses: same number of records

@@ -21,7 +21,17 @@ from dataclasses import dataclass
 import crc32c
 
 from wharf.core.message import Message
-from wharf.storage.record_batch import HEADER_SIZE, MAGIC, Record, decode_records, encode_varint
+from wharf.core.properties import MalformedPropertiesError
+from wharf.errors import CorruptBatchError, PreconditionError
+from wharf.storage.record_batch import (
+    COMPRESSION_NONE,
+    HEADER_SIZE,
+    MAGIC,
+    Record,
+    decode_records,
+    encode_varint,
+    validate_batch,
+)
 
 __all__ = [
     "BatchBuilder",
@@ -225,5 +235,118 @@ def decode_message(record: Record) -> DecodedMessage:
 
 
 def decode_messages(batch: bytes | memoryview) -> list[DecodedMessage]:
-    """Every message of one complete batch."""
-    return [decode_message(record) for record in decode_records(batch)]
+    """Every message of one complete batch (CRC checked; CorruptBatchError when invalid).
+
+    Uncompressed batches (all that Wharf writes) are parsed here directly, knowing the record
+    layout; anything else goes through the generic decoder."""
+    view = memoryview(batch)
+    header = validate_batch(view, max_batch_bytes=max(len(view), HEADER_SIZE))
+    if header.compression != COMPRESSION_NONE:
+        return [decode_message(record) for record in decode_records(batch)]
+    data = bytes(view[HEADER_SIZE : header.size])
+    try:
+        out = _parse_records(data, header.records_count, header.base_offset)
+        if any(not 0 <= m.offset - header.base_offset <= header.last_offset_delta for m in out):
+            raise CorruptBatchError("record offset delta outside the batch")
+    except (
+        IndexError,
+        struct.error,
+        UnicodeDecodeError,
+        MalformedPropertiesError,
+        PreconditionError,
+    ) as exc:
+        raise CorruptBatchError(f"malformed message record: {exc}") from None
+    if len(out) != header.records_count:
+        raise CorruptBatchError("record count disagrees with the batch")
+    return out
+
+
+def _parse_records(data: bytes, count: int, base_offset: int) -> list[DecodedMessage]:
+    out: list[DecodedMessage] = []
+    n = len(data)
+    pos = 0
+    for _ in range(count):
+        length, pos = _read_varint(data, pos)
+        end = pos + length
+        if length < 1 or end > n:
+            raise CorruptBatchError(f"record length {length} overruns the batch")
+        _, p = _read_varint(data, pos + 1)  # after the attributes: timestamp delta
+        delta, p = _read_varint(data, p)
+        key_len, p = _read_varint(data, p)
+        offset = base_offset + delta
+        seq = _U64.unpack_from(data, p)[0] if key_len == 8 else offset
+        if key_len > 0:
+            p += key_len
+        body_len, p = _read_varint(data, p)
+        if body_len > 0:
+            body = data[p : p + body_len]
+            p += body_len
+        else:
+            body = b""
+        header_count, p = _read_varint(data, p)
+        if header_count < 0 or header_count > end - p:
+            raise CorruptBatchError(f"header count {header_count} overruns the record")
+        exchange, routing_key, props, expires_at, transient, p = _parse_headers(
+            data, p, header_count
+        )
+        if p != end:
+            raise CorruptBatchError("record length disagrees with its fields")
+        message = Message(exchange.decode("utf-8"), routing_key.decode("utf-8"), props, body)
+        out.append(DecodedMessage(offset, seq, message, expires_at, transient))
+        pos = end
+    if pos != n:
+        raise CorruptBatchError(f"{n - pos} bytes left after {count} records")
+    return out
+
+
+def _parse_headers(
+    data: bytes, p: int, count: int
+) -> tuple[bytes, bytes, bytes, int | None, bool, int]:
+    """Exchange, routing key, properties, expiry, transient marker, and the end position."""
+    exchange = routing_key = b""
+    props = b"\0\0"
+    expires_at: int | None = None
+    transient = False
+    for _ in range(count):
+        name_len, p = _read_varint(data, p)
+        if name_len > 0:
+            name = data[p : p + name_len]
+            p += name_len
+        else:
+            name = b""
+        value_len, p = _read_varint(data, p)
+        if value_len > 0:
+            value = data[p : p + value_len]
+            p += value_len
+        else:
+            value = b""
+        if name == b"p":
+            props = value or props
+        elif name == b"e":
+            exchange = value
+        elif name == b"k":
+            routing_key = value
+        elif name == b"x" and len(value) == 8:
+            expires_at = _U64.unpack(value)[0]
+        elif name == b"t":
+            transient = True
+    return exchange, routing_key, props, expires_at, transient, p
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at ``pos`` (IndexError when cut off); returns (value, next position)."""
+    b = data[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    z = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = data[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptBatchError("varint longer than 10 bytes in record")

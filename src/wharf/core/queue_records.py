@@ -10,7 +10,8 @@ behind room for the 61-byte batch header, from pieces that are mostly precompute
 exchange/routing-key headers are cached per pair, small varints come from a table), and
 :meth:`BatchBuilder.finish` packs the header and computes the one CRC-32C of the batch. So a
 batch of a thousand messages costs one header, one CRC and one write. :func:`decode_messages`
-is the reverse for reads of records whose bodies are not kept in memory.
+is the reverse (recovery, and bodies not kept in memory): one CRC check per batch, then a
+parse that knows the record layout, every length checked against what remains.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from wharf.storage.record_batch import (
 __all__ = [
     "BatchBuilder",
     "DecodedMessage",
-    "decode_message",
     "decode_messages",
     "stored_size",
 ]
@@ -219,7 +219,7 @@ class DecodedMessage:
     transient: bool
 
 
-def decode_message(record: Record) -> DecodedMessage:
+def _decode_message(record: Record) -> DecodedMessage:
     """The message a record holds (fields absent from a damaged record read as empty)."""
     fields = dict(record.headers)
     seq = _U64.unpack(record.key)[0] if record.key and len(record.key) == 8 else record.offset
@@ -242,7 +242,7 @@ def decode_messages(batch: bytes | memoryview) -> list[DecodedMessage]:
     view = memoryview(batch)
     header = validate_batch(view, max_batch_bytes=max(len(view), HEADER_SIZE))
     if header.compression != COMPRESSION_NONE:
-        return [decode_message(record) for record in decode_records(batch)]
+        return [_decode_message(record) for record in decode_records(batch)]
     data = bytes(view[HEADER_SIZE : header.size])
     try:
         out = _parse_records(data, header.records_count, header.base_offset)

@@ -45,7 +45,6 @@ from wharf.core.message import Message
 from wharf.core.queue_records import (
     BatchBuilder,
     DecodedMessage,
-    decode_message,
     decode_messages,
     stored_size,
 )
@@ -96,6 +95,25 @@ def _unpack_u64s(raw: bytes | None) -> tuple[int, ...]:
     if not raw:
         return ()
     return struct.unpack(f">{len(raw) // 8}Q", raw[: len(raw) // 8 * 8])
+
+
+def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
+    """Every message record of a queue's message log, in offset order."""
+    offset = log.log_start_offset
+    end = log.next_offset
+    while offset < end:
+        chunk = log.read(offset, _READ_CHUNK)
+        if not chunk:
+            return
+        last = offset
+        for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
+            for item in decode_messages(memoryview(chunk)[pos : pos + header.size]):
+                if item.offset >= offset:
+                    yield item
+                last = max(last, item.offset)
+        if last < offset:
+            return
+        offset = last + 1
 
 
 def iter_records(log: LogLike, start: int) -> Iterator[Record]:
@@ -334,11 +352,10 @@ class QueueStore:
         stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
         by_seq: dict[int, StoredMessage] = {}
         duplicates: list[int] = []
-        for rec in iter_records(self.messages, 0):
-            o = rec.offset
+        for item in iter_messages(self.messages):
+            o = item.offset
             if o in settled or (o < boundary and o not in live_below):
                 continue
-            item = decode_message(rec)
             if item.transient:
                 duplicates.append(o)  # not kept across restarts: settle it now
                 continue

@@ -16,6 +16,10 @@ How it works
   interval, and closes the connection when nothing was received for two intervals.
 * A handshake that does not reach Open-Ok within ``handshake_timeout`` is dropped; a
   connection that sent Close and gets no Close-Ok within a few seconds is dropped too.
+* Resource alarms (:mod:`wharf.server.amqp_alarms`), polled once a second: while memory is
+  above ``memory_high_watermark_bytes`` or free disk below ``disk_free_limit_bytes``, a
+  connection that publishes gets Connection.Blocked and is no longer read until the alarm
+  clears (Connection.Unblocked).
 * Every close is logged with its reason.
 """
 
@@ -34,6 +38,7 @@ from wharf.core.broker import Broker
 from wharf.protocol.amqp.connection import AMQPConnection, AMQPSettings
 from wharf.protocol.amqp.errors import ReplyCode
 from wharf.protocol.amqp.state import ConnState
+from wharf.server.amqp_alarms import ResourceAlarm
 from wharf.server.listener import Endpoint
 from wharf.server.settings import ServerSettings
 
@@ -44,6 +49,7 @@ log = logging.getLogger("wharf.amqp")
 _WRITE_HIGH_WATER = 4 << 20
 _WRITE_LOW_WATER = 1 << 20
 _CLOSE_OK_TIMEOUT_S = 5.0
+ALARM_CHECK_INTERVAL_S = 1.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -92,6 +98,7 @@ class AMQPProtocol(asyncio.Protocol):
             is_loopback=_is_loopback(host),
             settings=self._listener.amqp_settings,
         )
+        self.conn.alarm = self._listener.alarm.reason if self._listener.alarm else None
         self._listener.protocols.add(self)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"amqp {peer}")
         self._schedule_tick(1.0)
@@ -246,6 +253,8 @@ class AMQPListener:
         self._server: asyncio.Server | None = None
         self._broker: Broker | None = None
         self._all_closed = asyncio.Event()
+        self.alarm: ResourceAlarm | None = None
+        self._alarm_task: asyncio.Task[None] | None = None
 
     def forget(self, protocol: AMQPProtocol) -> None:
         self.protocols.discard(protocol)
@@ -259,6 +268,8 @@ class AMQPListener:
 
     async def start(self, broker: Broker) -> Sequence[Endpoint]:
         self._broker = broker
+        self.alarm = ResourceAlarm(broker.config, broker.path)
+        self.alarm.check()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: AMQPProtocol(self), self.host, self.port, reuse_address=True
@@ -267,13 +278,30 @@ class AMQPListener:
         for sock in self._server.sockets:
             addr: Any = sock.getsockname()
             endpoints.append(("amqp", str(addr[0]), int(addr[1])))
+        self._alarm_task = loop.create_task(self._watch_resources())
         return endpoints
+
+    async def _watch_resources(self) -> None:
+        """Poll the resource alarm; tell every connection when it is raised or cleared."""
+        assert self.alarm is not None
+        while True:
+            await asyncio.sleep(ALARM_CHECK_INTERVAL_S)
+            if self.alarm.check():
+                reason = self.alarm.reason
+                log.warning("amqp: resource alarm %s", reason or "cleared")
+                for protocol in list(self.protocols):
+                    if protocol.conn is not None and not protocol.conn.closed:
+                        protocol.conn.set_alarm(reason)
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._alarm_task is not None:
+            self._alarm_task.cancel()
 
     async def close(self, grace_s: float) -> None:
+        if self._alarm_task is not None:
+            self._alarm_task.cancel()
         for protocol in list(self.protocols):
             protocol.shutdown()
         if self.protocols:

@@ -362,3 +362,46 @@ def test_qos_prefetch_limits_unacked_deliveries(connect: Connect) -> None:
     channel.basic_ack(0, multiple=True)
     pump(channel.connection, lambda: len(got) == 7)
     assert [body for _, body in got] == [f"m{i}".encode() for i in range(7)]
+
+
+def test_publishers_blocked_while_disk_is_low(
+    connect: Connect, amqp_broker: InProcessBroker
+) -> None:
+    config = amqp_broker.broker.config
+    alarm = amqp_broker.listener.alarm
+    assert alarm is not None
+    publisher = connect()
+    events: list[str] = []
+    publisher.add_on_connection_blocked_callback(lambda c, m: events.append("blocked"))
+    publisher.add_on_connection_unblocked_callback(lambda c, m: events.append("unblocked"))
+    channel = publisher.channel()
+    channel.queue_declare("alarmed")
+    reader = connect().channel()
+
+    def wait_alarm(reason: str | None) -> None:
+        deadline = time.monotonic() + 15
+        while alarm.reason != reason and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alarm.reason == reason
+
+    limit = config.disk_free_limit_bytes
+    try:
+        config.disk_free_limit_bytes = 1 << 62  # more free space than any disk has
+        wait_alarm("low on disk")
+        channel.basic_publish("", "alarmed", b"first")  # read, then the publisher is blocked
+        pump(publisher, lambda: events == ["blocked"])
+        assert get_body(reader, "alarmed") == b"first"
+        channel.basic_publish("", "alarmed", b"second")  # not read while blocked
+        publisher.process_data_events(time_limit=0.3)
+        # A connection that only consumes carries on meanwhile.
+        assert reader.queue_declare("alarmed", passive=True).method.message_count == 0
+    finally:
+        config.disk_free_limit_bytes = limit
+    wait_alarm(None)
+    pump(publisher, lambda: events == ["blocked", "unblocked"], timeout=15)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if reader.queue_declare("alarmed", passive=True).method.message_count == 1:
+            break
+        reader.connection.sleep(0.05)
+    assert [get_body(reader, "alarmed") for _ in range(2)] == [b"second", None]

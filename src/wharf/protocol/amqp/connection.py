@@ -106,6 +106,7 @@ class AMQPSettings:
             "consumer_cancel_notify": True,
             "authentication_failure_close": True,
             "per_consumer_qos": True,
+            "connection.blocked": True,
         }
     )
 
@@ -169,7 +170,9 @@ class AMQPConnection:
         self.close_reason: str | None = None
         self.writable = True
         self._data = asyncio.Event()
-        self._paused = False
+        self._paused = False  # too much unparsed input
+        self._blocked = False  # resource alarm and this connection publishes
+        self.alarm: str | None = None  # the broker's resource alarm, if one is raised
         self._closed = False
         self._handlers: dict[type[base.Frame], Callable[[Any], Awaitable[None]]] = {
             commands.Connection.StartOk: self._on_start_ok,
@@ -189,7 +192,8 @@ class AMQPConnection:
         self._data.set()
         if not self._paused and self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max:
             self._paused = True
-            self.transport.pause_reading()
+            if not self._blocked:
+                self.transport.pause_reading()
 
     def set_writable(self, writable: bool) -> None:
         """Flow control from the adapter: stop deliveries while the client is not reading."""
@@ -217,7 +221,8 @@ class AMQPConnection:
                 if event is NEED_DATA:
                     if self._paused:
                         self._paused = False
-                        self.transport.resume_reading()
+                        if not self._blocked:
+                            self.transport.resume_reading()
                     self._data.clear()
                     await self._data.wait()
                     continue
@@ -234,8 +239,37 @@ class AMQPConnection:
         finally:
             self.connection_lost()
 
+    def set_alarm(self, reason: str | None) -> None:
+        """A resource alarm was raised (``reason``) or cleared (None) by the server.
+
+        As in RabbitMQ, a connection is blocked only once it publishes while the alarm is on:
+        it gets Connection.Blocked (if it advertised ``connection.blocked``) and the broker
+        stops reading from it; consumers keep draining queues. Clearing the alarm unblocks it.
+        """
+        self.alarm = reason
+        if reason is None and self._blocked:
+            self._blocked = False
+            if self.blocked_notifications:
+                self._send_method(0, commands.Connection.Unblocked())
+            if not self._paused:
+                self.transport.resume_reading()
+
+    @property
+    def blocked_notifications(self) -> bool:
+        return bool(self.client_capabilities.get("connection.blocked"))
+
+    def _block(self) -> None:
+        self._blocked = True
+        log.info("amqp %s: blocked: %s", self.peer, self.alarm)
+        if self.blocked_notifications:
+            self._send_method(0, commands.Connection.Blocked(reason=self.alarm or ""))
+        if not self._paused:
+            self.transport.pause_reading()
+
     def _content_frame(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:
         """The hot path: frames of a published message, handled without awaiting."""
+        if self.alarm is not None and not self._blocked and self.state is ConnState.OPEN:
+            self._block()
         number = event.channel
         channel = self.channels.get(number)
         if channel is None or channel.state is not ChannelState.OPEN:

@@ -18,7 +18,14 @@ import time
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput
 
-CONFIG = LogConfig(segment_bytes=48 * 1024, index_interval_bytes=512, retention_ms=None)
+# The recovery point follows the flushes every 8 KiB, so kills land before, during and after
+# checkpoints inside the active segment as well as at rolls.
+CONFIG = LogConfig(
+    segment_bytes=48 * 1024,
+    index_interval_bytes=512,
+    retention_ms=None,
+    recovery_point_interval_bytes=8 * 1024,
+)
 
 
 def main() -> None:

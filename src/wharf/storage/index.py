@@ -1,8 +1,10 @@
 """Sparse per-segment indexes: offset -> file position, and timestamp -> offset.
 
 Both live in memory as two parallel arrays and are written to their files whole when a segment
-is rolled or the log is closed; the files are a cache. Every loaded file is checked (entry size,
-order, range) and a damaged or missing one is rebuilt from the segment's batches.
+is rolled or the log is closed, and (the entries below the new recovery point) when the log
+moves its recovery point inside the active segment; the files are a cache. Every loaded file is
+checked (entry size, order, range) and a damaged or missing one is rebuilt from the segment's
+batches.
 
 ``.index`` entries (8 bytes): relative offset u32, position u32.
 ``.timeindex`` entries (12 bytes): timestamp i64, relative offset u32. An entry ``(T, o)`` says
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 __all__ = ["OffsetIndex", "TimeIndex"]
@@ -105,11 +107,23 @@ class OffsetIndex:
             prev_rel, prev_pos = rel, pos
         return True
 
-    def write(self) -> None:
-        out = bytearray()
-        for off, pos in self.entries():
-            out += _OFFSET_ENTRY.pack(off - self.base_offset, pos)
-        _write_file(self.path, bytes(out))
+    def write(self, below: int | None = None) -> None:
+        """Write the file: every entry, or those for offsets below ``below``.
+
+        Another thread may call this while the owner appends: the arrays are copied first
+        (each copy is one step under the GIL) and only the entries below ``below``, which
+        existed before either copy, are kept.
+        """
+        offsets = self._offsets[:]
+        positions = self._positions[:]
+        n = min(len(offsets), len(positions))
+        if below is not None:
+            n = min(n, bisect_left(offsets, below))
+        base = self.base_offset
+        fields = [0] * (2 * n)
+        fields[0::2] = [off - base for off in offsets[:n]]
+        fields[1::2] = positions[:n]
+        _write_file(self.path, struct.pack(f">{2 * n}I", *fields))
 
 
 class TimeIndex:
@@ -172,8 +186,16 @@ class TimeIndex:
             prev_ts, prev_rel = ts, rel
         return True
 
-    def write(self) -> None:
-        out = bytearray()
-        for ts, off in zip(self._stamps, self._offsets, strict=True):
-            out += _TIME_ENTRY.pack(ts, off - self.base_offset)
-        _write_file(self.path, bytes(out))
+    def write(self, below: int | None = None) -> None:
+        """Write the file: every entry, or those for offsets below ``below`` (see
+        :meth:`OffsetIndex.write` for writing while the owner appends)."""
+        offsets = self._offsets[:]
+        stamps = self._stamps[:]
+        n = min(len(offsets), len(stamps))
+        if below is not None:
+            n = min(n, bisect_left(offsets, below))
+        base = self.base_offset
+        fields: list[int] = [0] * (2 * n)
+        fields[0::2] = stamps[:n]
+        fields[1::2] = [off - base for off in offsets[:n]]
+        _write_file(self.path, struct.pack(">" + "qI" * n, *fields))

@@ -8,8 +8,11 @@ How it works. Two checkpoints guide the load:
 * ``log-start-offset``: segments wholly below it are deleted.
 
 From the recovery point on, every batch is verified (length, magic, CRC-32C, consecutive
-offsets). The first invalid or incomplete batch is a torn tail: it and everything after it
-(including later segments) are cut off, and the indexes are rebuilt.
+offsets). The recovery point may fall inside a segment (a flush moved it while that segment
+was active): that segment's walk starts at its last index entry below the recovery point
+(checked against the batch it names) and checks structure only up to the recovery point. The
+first invalid or incomplete batch is a torn tail: it and everything after it (including later
+segments) are cut off, and the indexes are rebuilt.
 
 Damage inside the trusted region is not a torn tail: it means fsynced data changed underneath
 us. The loader then logs an error naming the file and position and refuses to open the log
@@ -47,6 +50,7 @@ class LoadedLog:
     log_start_offset: int
     recovery_point: int
     truncated_bytes: int
+    verified_bytes: int
 
 
 class LogLoader:
@@ -57,6 +61,7 @@ class LogLoader:
         self.index_interval_bytes = index_interval_bytes
         self.now_ms = now_ms
         self.truncated_bytes = 0
+        self.verified_bytes = 0  # bytes of the batches whose CRC was checked
         self._opened: list[LogSegment] = []
 
     def load(self) -> LoadedLog:
@@ -148,7 +153,7 @@ class LogLoader:
         write_checkpoint(rp_path, end)
         if stored_lso != lso:
             write_checkpoint(lso_path, lso)
-        return LoadedLog(segments, lso, end, self.truncated_bytes)
+        return LoadedLog(segments, lso, end, self.truncated_bytes, self.verified_bytes)
 
     # ------------------------------------------------------------------ steps
 
@@ -234,6 +239,7 @@ class LogLoader:
                 assert entry is not None
                 expected, position = entry
             seg.bytes_since_index = 0
+            verified = 0
             try:
                 for pos, header, _chunk, _cs in seg.scan(
                     position, seg.size, verify_from_offset=verify_from
@@ -244,10 +250,13 @@ class LogLoader:
                             f"expected {expected}"
                         )
                     seg.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
+                    if verify_from is not None and header.base_offset >= verify_from:
+                        verified += header.size
                     expected = header.last_offset + 1
                     position = pos + header.size
             except CorruptBatchError as exc:
                 if verify_from is not None and expected >= verify_from:
+                    self.verified_bytes += verified
                     self._truncate(seg, position, expected, exc)
                     seg.next_offset = expected
                     self._set_roll_base(seg)
@@ -256,6 +265,7 @@ class LogLoader:
                     rebuilt = True
                     continue  # the index may have misled us: walk again from the start
                 self._refuse(seg, position, str(exc))
+            self.verified_bytes += verified
             seg.next_offset = expected
             self._set_roll_base(seg)
             return False, rebuilt

@@ -14,6 +14,15 @@ cannot pull its descriptor away), then publishes the new durable offset under th
 Segments roll by size (``segment_bytes``) and age (``segment_ms``); a rolled segment's index
 files are written at roll time and fsynced by the next flush, after which the recovery point
 checkpoint moves past it (see :mod:`wharf.storage.loader`).
+
+The recovery point also follows the flushes inside the active segment, throttled by
+``recovery_point_interval_bytes`` and ``recovery_point_interval_ms``: after a flush returns,
+if that many bytes were flushed or that much time went by since the last checkpoint, the
+flushing thread writes the active segment's index files (entries below the flushed offset, so
+the next recovery can start walking near the checkpoint), fsyncs them, then writes the
+checkpoint with the offset that flush made durable. So a crash re-verifies at most about that
+many bytes, and the checkpoint never names an offset that was not fsynced. Flushes run one at
+a time (``_flush_lock``); appends never wait for them.
 """
 
 from __future__ import annotations
@@ -63,12 +72,20 @@ class LogConfig:
     retention_bytes: int | None = None  # None: no size limit
     index_interval_bytes: int = 4096
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    # A flush moves the recovery point when this many bytes were flushed, or this much time
+    # went by, since it last moved (None: only at roll and close). Bounds re-verification.
+    recovery_point_interval_bytes: int | None = 64 << 20
+    recovery_point_interval_ms: int | None = 5000
 
     def __post_init__(self) -> None:
         if self.segment_bytes < 1 or self.segment_ms < 1 or self.index_interval_bytes < 1:
             raise ValueError("segment_bytes, segment_ms and index_interval_bytes must be >= 1")
         if self.max_batch_bytes < 61:
             raise ValueError("max_batch_bytes must hold at least one batch header (61 bytes)")
+        for name in ("recovery_point_interval_bytes", "recovery_point_interval_ms"):
+            interval = getattr(self, name)
+            if interval is not None and interval < 1:
+                raise ValueError(f"{name} must be >= 1 or None")
 
 
 class AppendInfo(NamedTuple):
@@ -97,10 +114,13 @@ class Log:
         recovery_point: int,
         clock_ms: Callable[[], int],
         truncated_bytes: int = 0,
+        verified_bytes: int = 0,
     ) -> None:
         self.path = path
         # Bytes of torn tail that recovery cut off when this log was opened.
         self.recovery_truncated_bytes = truncated_bytes
+        # Bytes whose CRC recovery checked when this log was opened (those past the checkpoint).
+        self.recovery_verified_bytes = verified_bytes
         self.config = config
         self._max_batch_bytes = config.max_batch_bytes
         # Rolling by size also keeps positions inside the u32 range of the offset index.
@@ -118,8 +138,19 @@ class Log:
         self._dirty: set[LogSegment] = set()
         self._unsynced_index_paths: list[str] = []
         self._dir_dirty = False
-        self._checkpoint_lock = threading.Lock()
+        self._appended_bytes = 0  # every byte ever appended through this object
         self._closed = False
+        # One flush at a time, so that no flush reports (or checkpoints) an offset whose fsync
+        # another flush is still running.
+        self._flush_lock = threading.Lock()
+        # Guards writes of the recovery point and what its throttle remembers:
+        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_bytes = 0  # _appended_bytes covered by the last checkpoint
+        self._checkpoint_ms = clock_ms()
+        # Guards writing index files, which the owner (roll, close) and a flush may both do;
+        # a flush writes the active segment's files only while _indexes_final is False.
+        self._index_files_lock = threading.Lock()
+        self._indexes_final = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +175,7 @@ class Log:
             loaded.recovery_point,
             clock,
             loaded.truncated_bytes,
+            loaded.verified_bytes,
         )
 
     def close(self) -> None:
@@ -152,14 +184,16 @@ class Log:
             return
         active = self._segments[-1]
         try:
-            active.write_indexes()
+            with self._index_files_lock:
+                self._indexes_final = True
+                active.write_indexes()
         except OSError as exc:
             raise StorageError(f"cannot write indexes of {active.path}: {exc}",
                                errno=exc.errno) from exc
         with self._lock:
             self._unsynced_index_paths += [active.index.path, active.time_index.path]
         self.flush()
-        self._write_recovery_point(self._next_offset)
+        self._write_recovery_point(self._next_offset, self._appended_bytes)
         self._release()
 
     def _release(self) -> None:
@@ -197,6 +231,11 @@ class Log:
     @property
     def durable_offset(self) -> int:
         return self._durable_offset
+
+    @property
+    def recovery_point(self) -> int:
+        """The checkpointed offset below which the next open trusts the data."""
+        return self._recovery_point
 
     @property
     def size_bytes(self) -> int:
@@ -254,6 +293,7 @@ class Log:
             seg.next_offset = end
             self._next_offset = end
             self._size_bytes += n
+            self._appended_bytes += n
             self._dirty.add(seg)
         return AppendInfo(base, end - 1, max_ts, n, position)
 
@@ -282,7 +322,8 @@ class Log:
         new = LogSegment(self.path, self._next_offset, self.config.index_interval_bytes)
         new.open(create=True)
         try:
-            old.write_indexes()
+            with self._index_files_lock:
+                old.write_indexes()
         except OSError as exc:
             new.delete_files()
             raise StorageError(f"cannot write indexes of {old.path}: {exc}",
@@ -299,13 +340,21 @@ class Log:
     def flush(self) -> int:
         """fdatasync everything written so far; returns the durable end offset.
 
-        Safe to call from one other thread while the owner thread appends.
+        Safe to call from one other thread while the owner thread appends. Afterwards, when
+        a segment rolled or the throttle allows (see the module docstring), moves the recovery
+        point to the offset this flush made durable.
         """
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         fds: list[int] = []
         with self._lock:
             if self._closed:
                 return self._durable_offset
             target = self._next_offset
+            appended = self._appended_bytes
+            active = self._segments[-1]
             dirty = list(self._dirty)
             index_paths = self._unsynced_index_paths
             dir_dirty = self._dir_dirty
@@ -338,20 +387,51 @@ class Log:
         with self._lock:
             if target > self._durable_offset:
                 self._durable_offset = target
-        if index_paths:
+        if target > self._recovery_point and (index_paths or self._checkpoint_due(appended)):
             try:
-                self._write_recovery_point(target)
+                if target > active.base_offset:
+                    self._write_active_indexes(active, target)
+                self._write_recovery_point(target, appended)
             except StorageError as exc:
                 # The data is durable; only the shortcut for the next recovery is missing
-                # (that recovery then verifies more). The next roll or close writes it again.
+                # (that recovery then verifies more). A later flush or close writes it again.
                 _log.warning("log %s: recovery point not advanced: %s", self.path, exc)
         return self._durable_offset
 
-    def _write_recovery_point(self, offset: int) -> None:
+    def _checkpoint_due(self, appended: int) -> bool:
+        """Whether the throttle lets a flush move the recovery point inside a segment."""
+        cfg = self.config
+        every_bytes = cfg.recovery_point_interval_bytes
+        if every_bytes is not None and appended - self._checkpoint_bytes >= every_bytes:
+            return True
+        every_ms = cfg.recovery_point_interval_ms
+        if every_ms is None:
+            return False
+        elapsed = self._clock_ms() - self._checkpoint_ms
+        return elapsed >= every_ms or elapsed < 0  # < 0: the wall clock stepped back
+
+    def _write_active_indexes(self, seg: LogSegment, below: int) -> None:
+        """Write and fsync ``seg``'s index files with the entries below ``below``, unless the
+        owner has written them whole since (the segment rolled, or the log is closing)."""
+        try:
+            with self._index_files_lock:
+                if self._indexes_final or seg is not self._segments[-1]:
+                    return
+                seg.index.write(below)
+                seg.time_index.write(below)
+            _fsync_path(seg.index.path)
+            _fsync_path(seg.time_index.path)
+        except OSError as exc:
+            raise StorageError(f"cannot write indexes of {seg.path}: {exc}",
+                               errno=exc.errno) from exc
+
+    def _write_recovery_point(self, offset: int, appended: int) -> None:
         with self._checkpoint_lock:
             if offset > self._recovery_point:
                 write_checkpoint(os.path.join(self.path, RECOVERY_POINT_FILE), offset)
                 self._recovery_point = offset
+                self._checkpoint_bytes = appended
+                self._checkpoint_ms = self._clock_ms()
 
     # ------------------------------------------------------------------ reading
 

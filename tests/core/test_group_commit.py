@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from wharf.core.config import FsyncPolicy
-from wharf.core.group_commit import GroupCommitter
+from wharf.core.group_commit import FSYNC_BUCKETS_S, GroupCommitter, fsync_histograms
 from wharf.errors import StorageError
 
 
@@ -139,3 +139,38 @@ async def test_request_flush_makes_data_durable_without_waiting() -> None:
     await asyncio.sleep(0.02)
     assert log.flushes == 1
     await committer.close()
+
+
+async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
+    kind = "test-timed-kind"
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS, kind=kind)
+    other = GroupCommitter(GatedLog(), FsyncPolicy.ALWAYS, kind=kind)
+    histogram = committer.fsync_latency
+    assert other.fsync_latency is histogram  # one histogram per kind, shared
+    assert fsync_histograms()[kind] is histogram
+    assert (histogram.count, histogram.sum, sum(histogram.counts)) == (0, 0.0, 0)
+
+    await committer.wait_durable(log.append(1))
+    assert histogram.count == 1 and sum(histogram.counts) == 1
+
+    # a flush held open for at least 60 ms lands in a bucket above 50 ms
+    log.gate.clear()
+    log.started.clear()
+    waiting = asyncio.create_task(committer.wait_durable(log.append(1)))
+    assert await asyncio.to_thread(log.started.wait, 10)
+    await asyncio.sleep(0.06)
+    log.gate.set()
+    await asyncio.wait_for(waiting, 10)
+    assert histogram.count == 2 and sum(histogram.counts) == 2
+    above = FSYNC_BUCKETS_S.index(0.05) + 1
+    assert sum(histogram.counts[above:]) >= 1
+    assert histogram.sum >= 0.06
+
+    # a failed flush is not counted as a completed one
+    log.fail_with = StorageError("disk gone", errno=errno.EIO)
+    with pytest.raises(StorageError):
+        await committer.wait_durable(log.append(1))
+    assert histogram.count == 2
+    await committer.close()
+    await other.close()

@@ -105,7 +105,11 @@ class OffsetStore:
         _finish_interrupted_swap(directory)
         log = Log.open(str(directory), _log_config())
         committer = GroupCommitter(
-            log, fsync, interval_ms=fsync_interval_ms, durable_offset=log.durable_offset
+            log,
+            fsync,
+            interval_ms=fsync_interval_ms,
+            durable_offset=log.durable_offset,
+            kind="offsets",
         )
         store = cls(directory, log, committer, compact_min_records=compact_min_records)
         store._replay()
@@ -295,7 +299,11 @@ class OffsetStore:
             _finish_interrupted_swap(self._directory)
             self._log = Log.open(str(self._directory), _log_config())
         self._committer = GroupCommitter(
-            self._log, policy, interval_ms=interval_ms, durable_offset=self._log.durable_offset
+            self._log,
+            policy,
+            interval_ms=interval_ms,
+            durable_offset=self._log.durable_offset,
+            kind="offsets",
         )
         self._committer.start()
 

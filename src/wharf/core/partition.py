@@ -92,6 +92,7 @@ class Partition:
             durable_offset=self.log.durable_offset,
             on_durable=self._durable_advanced,
             executor=executor,
+            kind="partition",
         )
         self.producers = ProducerStateTable()
         self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)

@@ -4,7 +4,9 @@ How it works: :class:`BrokerCollector` is a prometheus-client custom collector. 
 publish/deliver paths calls prometheus: on each scrape the collector walks topics, partitions,
 queues, groups and listeners and reports the plain counters and gauges core objects already
 keep. The one histogram measured here is the HTTP API's own request latency, kept in a
-:class:`~wharf.http.latency.LatencyHistogram` (plain bucket counts) by a middleware.
+:class:`~wharf.http.latency.LatencyHistogram` (plain bucket counts) by a middleware; the fsync
+latency histogram (``wharf_fsync_seconds``, by log kind) is read from the group committers'
+plain bucket counts (:func:`wharf.core.group_commit.fsync_histograms`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
+from wharf.core.group_commit import fsync_histograms
 from wharf.http import broker_view as view
 from wharf.http.context import ApiContext, context_of
 from wharf.http.routing import Endpoint, Handler
@@ -145,12 +149,30 @@ class BrokerCollector(Collector):
         fsyncs = CounterMetricFamily("wharf_fsyncs", "Completed group-commit fsyncs")
         fsyncs.add_metric([], view.fsync_count(broker))
         yield fsyncs
+        yield _fsync_latency()
 
         yield context.http_latency.families(
             "wharf_http_request_duration_seconds",
             "HTTP API request latency by route",
             "route",
         )
+
+
+def _fsync_latency() -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "wharf_fsync_seconds",
+        "Duration of group-commit flushes (fdatasync of a log), by log kind",
+        labels=["kind"],
+    )
+    for kind, histogram in sorted(fsync_histograms().items()):
+        bounds = (*map(str, histogram.buckets), "+Inf")
+        running = 0
+        cumulative: list[tuple[str, float]] = []
+        for bound, count in zip(bounds, histogram.counts, strict=True):
+            running += count
+            cumulative.append((bound, float(running)))
+        family.add_metric([kind], cumulative, histogram.sum)
+    return family
 
 
 @web.middleware

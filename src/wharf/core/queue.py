@@ -71,7 +71,6 @@ class QueueEntry:
         "keep",
         "offset",
         "priority",
-        "ready",
         "seq",
         "size",
         "store",
@@ -97,7 +96,6 @@ class QueueEntry:
         self.priority = priority
         self.expires_at = expires_at
         self.delivery_count = delivery_count
-        self.ready = True
         self.consumer: Consumer | None = None
         self.size = size  # body bytes
         self.stored = stored  # estimated log bytes
@@ -108,9 +106,6 @@ class QueueEntry:
     def message(self) -> Message:
         held = self.held
         return self.store.read_message(self.offset) if held is None else held
-
-    def __lt__(self, other: QueueEntry) -> bool:  # heap tie-break; never reached in practice
-        return self.seq < other.seq
 
 
 class EnqueueResult(NamedTuple):
@@ -149,7 +144,6 @@ class Queue:
         clock: Clock,
         hooks: QueueHooks,
         segment_bytes: int,
-        resident_bytes: int | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -163,8 +157,7 @@ class Queue:
         self._hooks = hooks
         self._segment_bytes = segment_bytes
         # Bodies are dropped from memory only where the log can give them back.
-        budget = RESIDENT_BYTES if resident_bytes is None else resident_bytes
-        self._resident_limit = budget if store.durable else None
+        self._resident_limit = RESIDENT_BYTES if store.durable else None
         self._resident_bytes = 0  # body bytes held in memory by live entries
         # Heap of ready keys: the sequence number, with (cap - priority) from bit 64 on when
         # the queue has priorities. Plain ints keep the heap small and its comparisons cheap.
@@ -642,7 +635,6 @@ class Queue:
             self._resident_bytes -= entry.size
 
     def _push_ready(self, entry: QueueEntry) -> None:
-        entry.ready = True
         key = entry.seq
         if self._prioritised:
             key |= (MAX_PRIORITY_CAP - entry.priority) << 64
@@ -656,7 +648,6 @@ class Queue:
 
     def _pop_ready(self) -> QueueEntry:
         entry = self._entries[heapq.heappop(self._ready) & _SEQ_MASK]
-        entry.ready = False
         self._ready_bytes -= entry.size
         if entry.expires_at is not None:
             self._expiring -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -83,6 +84,8 @@ async def test_unknown_api_versions_version_gets_v0_error_and_ranges(
 async def test_bad_frame_closes_that_connection_only(
     listener: KafkaListener, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Pin the level: another test's library (Celery) may have raised the root logger's level.
+    caplog.set_level(logging.WARNING, logger="wharf")
     good_reader, good_writer = await asyncio.open_connection("127.0.0.1", listener.port)
     bad_reader, bad_writer = await asyncio.open_connection("127.0.0.1", listener.port)
     try:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 from amqp_inprocess import InProcessBroker
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_log_level() -> Iterator[None]:
+    """Celery's in-process worker sets the root logger to its own level; give it back."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def test_celery_task_end_to_end_with_rpc_backend(amqp_broker: InProcessBroker) -> None:

@@ -5,7 +5,8 @@ list of messages with priorities, expiry times and delivery counts. Rules publis
 reject (with and without requeue), lose a consumer holding messages, advance time, drain the
 dead-letter queue and restart the whole registry from disk. After every step the ready and
 unacked counts must agree; every delivery must be the message the model predicts, with the
-predicted redelivered flag and delivery count.
+predicted redelivered flag and delivery count. The same rules run again with a resident-body
+budget of a few bytes, so that most bodies are read back from the log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from queue_helpers import RecordingConsumer
 
+from wharf.core import queue as queue_module
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.consumers import Delivery
@@ -230,3 +232,27 @@ QueueMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestQueueMachine = QueueMachine.TestCase
+
+
+class PagedQueueMachine(QueueMachine):
+    """The same rules with room for about two bodies in memory: the rest come from the log."""
+
+    def __init__(self) -> None:
+        self.saved_budget = queue_module.RESIDENT_BYTES
+        queue_module.RESIDENT_BYTES = 8
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            queue_module.RESIDENT_BYTES = self.saved_budget
+
+
+PagedQueueMachine.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPagedQueueMachine = PagedQueueMachine.TestCase

@@ -87,7 +87,6 @@ class ChannelOwner(Protocol):
 
     def send_raw(self, data: bytes) -> None: ...
 
-    def fail(self, exc: BaseException, channel_number: int) -> None: ...
 
 
 
@@ -456,9 +455,6 @@ class Channel:
         if self._confirm_task is not None:
             self._confirm_task.cancel()
             self._confirm_task = None
-
-    async def release(self) -> None:
-        self.release_now()
 
     # -- exchange class ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from wharf.core.broker import Broker
 from wharf.errors import AccessRefusedError, BrokerError, StorageError, WharfError
 from wharf.protocol.amqp.channel import MAX_BODY_SIZE, Channel
 from wharf.protocol.amqp.errors import (
+    CHANNEL_SCOPED,
     AMQPChannelError,
     AMQPConnectionError,
     AMQPError,
@@ -467,12 +468,12 @@ class AMQPConnection:
                 )
             if isinstance(method, commands.Channel.Close):
                 channel.state = channel_transition(channel.state, ChannelInput.CLOSE)
-                await self._drop_channel(number)
+                self._drop_channel(number)
                 self._send_method(number, commands.Channel.CloseOk())
                 return
             if isinstance(method, commands.Channel.CloseOk):
                 channel.state = channel_transition(channel.state, ChannelInput.CLOSE_OK)
-                await self._drop_channel(number)
+                self._drop_channel(number)
                 return
             if channel.state is ChannelState.CLOSING:
                 return  # discard everything until Close-Ok
@@ -493,10 +494,10 @@ class AMQPConnection:
         self.channels[number] = Channel(self, number)
         self._send_method(number, commands.Channel.OpenOk())
 
-    async def _drop_channel(self, number: int) -> None:
+    def _drop_channel(self, number: int) -> None:
         channel = self.channels.pop(number, None)
         if channel is not None:
-            await channel.release()
+            channel.release_now()
 
     def _release_exclusive_queues(self) -> None:
         """Exclusive queues die with the connection that declared them (the owner is us)."""
@@ -529,7 +530,7 @@ class AMQPConnection:
         elif isinstance(exc, BrokerError):
             code, text = broker_error_reply(exc)
             class_id = method_id = 0
-            channel_scoped = True
+            channel_scoped = code in CHANNEL_SCOPED
         elif isinstance(exc, StorageError):
             code, text = ReplyCode.INTERNAL_ERROR, f"storage failure: {exc}"
             class_id = method_id = 0
@@ -555,11 +556,6 @@ class AMQPConnection:
         self.close_reason = text
         log.info("amqp %s: closing connection: %s", self.peer, text)
         self.send_connection_close(code, text, class_id, method_id)
-
-    def fail(self, exc: BaseException, channel_number: int) -> None:
-        """Report an error found outside the frame loop (e.g. a failed background delivery)."""
-        if not self._closed:
-            self._handle_error(exc, channel_number)
 
     # -- output and lifecycle ------------------------------------------------------------------
 

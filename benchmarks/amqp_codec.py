@@ -13,7 +13,7 @@ from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
 from pamqp.body import ContentBody
 
-from wharf.protocol.amqp.frames import PROTOCOL_HEADER, FrameReader, FrameWriter
+from wharf.protocol.amqp.frames import PROTOCOL_HEADER, FrameReader, FrameWriter, PublishFrame
 
 
 def per_op_us(stmt, number: int) -> float:
@@ -40,6 +40,12 @@ def main() -> None:
         reader.next_event()
         reader.next_event()
 
+    def wharf_decode_whole() -> None:
+        reader.receive_data(message)
+        publish = reader.next_event()
+        assert isinstance(publish, PublishFrame)
+        reader.read_content(1, 1 << 20)
+
     def pamqp_decode() -> None:
         data = message
         while data:
@@ -59,6 +65,7 @@ def main() -> None:
     n = 20000
     rows = [
         ("decode publish+header+body (wharf)", per_op_us(wharf_decode, n)),
+        ("decode publish, then whole content", per_op_us(wharf_decode_whole, n)),
         ("decode publish+header+body (pamqp)", per_op_us(pamqp_decode, n)),
         ("encode deliver+header+body (wharf)", per_op_us(wharf_deliver, n)),
         ("encode deliver+header+body (pamqp)", per_op_us(pamqp_deliver, n)),

@@ -24,12 +24,12 @@ so a hostile length never makes us buffer more than one legal frame. Malformed i
 Method arguments are decoded with pamqp, except Basic.Publish, which is the one method on the
 hot path (one per published message): it is decoded by hand here. Content headers are not
 decoded at all: the property flags and list stay raw bytes, stored and delivered byte-exact.
-Together this reads a publish (method, header, body frames) in about half the time of pamqp's
-generic path (``benchmarks/amqp_codec.py``).
+Together this reads a publish (method, header, body frames) in about a third of the time of
+pamqp's generic path (``benchmarks/amqp_codec.py``: 3.3 us against 10 us for 100 bytes).
 
 :class:`FrameWriter` encodes outgoing frames: methods with pamqp; deliveries (Basic.Deliver and
-Basic.Get-Ok, then header and body frames) by hand, about 8x faster than marshalling the same
-frames with pamqp (same benchmark), with the body split at ``frame_max``.
+Basic.Get-Ok, then header and body frames) by hand, about 7x faster than marshalling the same
+frames with pamqp (same benchmark: 1.2 us against 8.8 us), with the body split at ``frame_max``.
 """
 
 from __future__ import annotations

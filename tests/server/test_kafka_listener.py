@@ -86,6 +86,8 @@ async def test_bad_frame_closes_that_connection_only(
 ) -> None:
     # Pin the level: another test's library (Celery) may have raised the root logger's level.
     caplog.set_level(logging.WARNING, logger="wharf")
+    # Logging set up by other tests in this process may have raised the "wharf" logger's level.
+    caplog.set_level(logging.WARNING, logger="wharf")
     good_reader, good_writer = await asyncio.open_connection("127.0.0.1", listener.port)
     bad_reader, bad_writer = await asyncio.open_connection("127.0.0.1", listener.port)
     try:

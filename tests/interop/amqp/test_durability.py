@@ -4,6 +4,8 @@ persistent message survives SIGKILL, and delayed messages survive a crash too.""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import aio_pika
@@ -109,3 +111,20 @@ def test_delayed_message_survives_crash(start_wharf) -> None:
         assert time.time() - published >= 2.0
     finally:
         conn.close()
+
+
+def test_graceful_shutdown_closes_clients_with_320(start_wharf) -> None:
+    server = start_wharf()
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.amqp_port))
+    try:
+        conn.channel().queue_declare("q")
+        os.kill(server.pid, signal.SIGTERM)  # the listener sends Connection.Close 320
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                conn.process_data_events(time_limit=0.1)
+        assert info.value.reply_code == 320
+    finally:
+        if conn.is_open:
+            conn.close()
+    assert server.wait_exit() == 0

@@ -405,3 +405,25 @@ def test_publishers_blocked_while_disk_is_low(
             break
         reader.connection.sleep(0.05)
     assert [get_body(reader, "alarmed") for _ in range(2)] == [b"second", None]
+
+
+def test_max_length_reject_publish_dlx_nacks_and_dead_letters(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.confirm_delivery()
+    channel.queue_declare("overflowed")
+    channel.queue_declare(
+        "full-dlx",
+        arguments={
+            "x-max-length": 1,
+            "x-overflow": "reject-publish-dlx",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "overflowed",
+        },
+    )
+    channel.basic_publish("", "full-dlx", b"fits")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full-dlx", b"refused")
+    assert get_body(channel, "full-dlx") == b"fits"
+    method, props, body = channel.basic_get("overflowed", auto_ack=True)
+    assert body == b"refused"
+    assert props.headers["x-death"][0]["reason"] == "maxlen"

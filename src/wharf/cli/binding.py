@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -10,11 +11,12 @@ from wharf.cli.client import (
     DEFAULT_URL,
     JsonOption,
     UrlOption,
+    VhostFilterOption,
     VhostOption,
     WharfClient,
     reporting_errors,
 )
-from wharf.cli.output import emit, print_table
+from wharf.cli.output import show_list
 from wharf.cli.queue import ArgumentOption, typed_arguments
 
 app = typer.Typer(help="Manage bindings between exchanges and queues.", no_args_is_help=True)
@@ -25,79 +27,65 @@ ToExchange = Annotated[
 ]
 
 
-def _body(
-    source: str, destination: str, routing_key: str, to_exchange: bool, argument: list[str] | None
-) -> dict[str, Any]:
-    return {
-        "source": source,
-        "destination": destination,
-        "destination_type": "exchange" if to_exchange else "queue",
-        "routing_key": routing_key,
-        "arguments": typed_arguments(argument),
-    }
+def _binding_command(send: Callable[..., Any], done: str, doc: str) -> Callable[..., None]:
+    """A command that sends one binding to /api/bindings with ``send`` (POST binds, DELETE
+    unbinds), then prints ``done`` formatted with the source, destination and key."""
+
+    def command(
+        source: str,
+        destination: str,
+        routing_key: RoutingKey = "",
+        to_exchange: ToExchange = False,
+        argument: ArgumentOption = None,
+        vhost: VhostOption = "/",
+        url: UrlOption = DEFAULT_URL,
+    ) -> None:
+        body = {
+            "source": source,
+            "destination": destination,
+            "destination_type": "exchange" if to_exchange else "queue",
+            "routing_key": routing_key,
+            "arguments": typed_arguments(argument),
+        }
+        with reporting_errors(), WharfClient(url) as client:
+            send(client, "/api/bindings", body, vhost=vhost)
+        print(done.format(source=source, destination=destination, key=routing_key))
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command("create")
-def create(
-    source: str,
-    destination: str,
-    routing_key: RoutingKey = "",
-    to_exchange: ToExchange = False,
-    argument: ArgumentOption = None,
-    vhost: VhostOption = "/",
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Bind DESTINATION (a queue) to the exchange SOURCE."""
-    with reporting_errors(), WharfClient(url) as client:
-        client.post(
-            "/api/bindings",
-            _body(source, destination, routing_key, to_exchange, argument),
-            vhost=vhost,
-        )
-    print(f"bound {destination} to {source} with key {routing_key!r}")
-
-
-@app.command("delete")
-def delete(
-    source: str,
-    destination: str,
-    routing_key: RoutingKey = "",
-    to_exchange: ToExchange = False,
-    argument: ArgumentOption = None,
-    vhost: VhostOption = "/",
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Remove the binding of DESTINATION to SOURCE with that routing key."""
-    with reporting_errors(), WharfClient(url) as client:
-        client.delete(
-            "/api/bindings",
-            _body(source, destination, routing_key, to_exchange, argument),
-            vhost=vhost,
-        )
-    print(f"unbound {destination} from {source} (key {routing_key!r})")
+app.command("create")(
+    _binding_command(
+        WharfClient.post,
+        "bound {destination} to {source} with key {key!r}",
+        "Bind DESTINATION (a queue) to the exchange SOURCE.",
+    )
+)
+app.command("delete")(
+    _binding_command(
+        WharfClient.delete,
+        "unbound {destination} from {source} (key {key!r})",
+        "Remove the binding of DESTINATION to SOURCE with that routing key.",
+    )
+)
 
 
 @app.command("list")
 def list_bindings(
-    vhost: Annotated[str | None, typer.Option("--vhost", help="Only this vhost.")] = None,
-    url: UrlOption = DEFAULT_URL,
-    as_json: JsonOption = False,
+    vhost: VhostFilterOption = None, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
 ) -> None:
     """List bindings."""
-    with reporting_errors(), WharfClient(url) as client:
-        bindings: list[dict[str, Any]] = client.get("/api/bindings", vhost=vhost)
-    emit(
+    show_list(
+        url,
         as_json,
-        bindings,
-        lambda: print_table(
-            None,
-            [
-                ("source", lambda b: b["source"] or "(default)"),
-                ("destination", lambda b: b["destination"]),
-                ("type", lambda b: b["destination_type"]),
-                ("routing key", lambda b: b["routing_key"]),
-                ("arguments", lambda b: b["arguments"]),
-            ],
-            bindings,
-        ),
+        "/api/bindings",
+        [
+            ("source", lambda b: b["source"] or "(default)"),
+            ("destination", "destination"),
+            ("type", "destination_type"),
+            ("routing key", "routing_key"),
+            ("arguments", "arguments"),
+        ],
+        vhost=vhost,
     )

@@ -26,6 +26,7 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
 ]
 VhostOption = Annotated[str, typer.Option("--vhost", help="AMQP virtual host.")]
+VhostFilterOption = Annotated[str | None, typer.Option("--vhost", help="Only this vhost.")]
 
 
 class CliError(Exception):

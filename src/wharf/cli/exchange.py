@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -10,12 +10,13 @@ from wharf.cli.client import (
     DEFAULT_URL,
     JsonOption,
     UrlOption,
+    VhostFilterOption,
     VhostOption,
     WharfClient,
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_table
+from wharf.cli.output import emit, show_list
 from wharf.cli.queue import ArgumentOption, typed_arguments
 
 app = typer.Typer(help="Manage AMQP exchanges.", no_args_is_help=True)
@@ -50,27 +51,21 @@ def declare(
 
 @app.command("list")
 def list_exchanges(
-    vhost: Annotated[str | None, typer.Option("--vhost", help="Only this vhost.")] = None,
-    url: UrlOption = DEFAULT_URL,
-    as_json: JsonOption = False,
+    vhost: VhostFilterOption = None, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
 ) -> None:
     """List exchanges."""
-    with reporting_errors(), WharfClient(url) as client:
-        exchanges: list[dict[str, Any]] = client.get("/api/exchanges", vhost=vhost)
-    emit(
+    show_list(
+        url,
         as_json,
-        exchanges,
-        lambda: print_table(
-            None,
-            [
-                ("vhost", lambda x: x["vhost"]),
-                ("exchange", lambda x: x["name"] or "(default)"),
-                ("type", lambda x: x["type"]),
-                ("durable", lambda x: x["durable"]),
-                ("arguments", lambda x: x["arguments"]),
-            ],
-            exchanges,
-        ),
+        "/api/exchanges",
+        [
+            ("vhost", "vhost"),
+            ("exchange", lambda x: x["name"] or "(default)"),
+            ("type", "type"),
+            ("durable", "durable"),
+            ("arguments", "arguments"),
+        ],
+        vhost=vhost,
     )
 
 

@@ -16,7 +16,7 @@ from wharf.cli.client import (
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_fields, print_table
+from wharf.cli.output import emit, print_fields, print_table, show_list
 
 app = typer.Typer(help="Inspect and manage Kafka consumer groups.", no_args_is_help=True)
 
@@ -24,21 +24,11 @@ app = typer.Typer(help="Inspect and manage Kafka consumer groups.", no_args_is_h
 @app.command("list")
 def list_groups(url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
     """List consumer groups with state, member count and total lag."""
-    with reporting_errors(), WharfClient(url) as client:
-        groups: list[dict[str, Any]] = client.get("/api/groups")
-    emit(
+    show_list(
+        url,
         as_json,
-        groups,
-        lambda: print_table(
-            None,
-            [
-                ("group", lambda g: g["group"]),
-                ("state", lambda g: g["state"]),
-                ("members", lambda g: g["members"]),
-                ("lag", lambda g: g["lag"]),
-            ],
-            groups,
-        ),
+        "/api/groups",
+        [("group", "group"), ("state", "state"), ("members", "members"), ("lag", "lag")],
     )
 
 
@@ -60,9 +50,9 @@ def describe(group: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = Fal
         print_table(
             "Members",
             [
-                ("member", lambda m: m["member_id"]),
-                ("client", lambda m: m["client_id"]),
-                ("host", lambda m: m["client_host"]),
+                ("member", "member_id"),
+                ("client", "client_id"),
+                ("host", "client_host"),
                 (
                     "assignment",
                     lambda m: " ".join(
@@ -76,11 +66,11 @@ def describe(group: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = Fal
         print_table(
             "Offsets",
             [
-                ("topic", lambda o: o["topic"]),
-                ("partition", lambda o: o["partition"]),
-                ("committed", lambda o: o["committed"]),
-                ("high watermark", lambda o: o["high_watermark"]),
-                ("lag", lambda o: o["lag"]),
+                ("topic", "topic"),
+                ("partition", "partition"),
+                ("committed", "committed"),
+                ("high watermark", "high_watermark"),
+                ("lag", "lag"),
             ],
             detail["offsets"],
         )
@@ -153,10 +143,10 @@ def reset_offsets(
         print_table(
             f"Group {group}: {verb}",
             [
-                ("topic", lambda c: c["topic"]),
-                ("partition", lambda c: c["partition"]),
-                ("current", lambda c: c["current"]),
-                ("new", lambda c: c["new"]),
+                ("topic", "topic"),
+                ("partition", "partition"),
+                ("current", "current"),
+                ("new", "new"),
             ],
             result["changes"],
         )

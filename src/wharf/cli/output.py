@@ -1,4 +1,8 @@
-"""Printing command results: rich tables for people, JSON for scripts."""
+"""Printing command results: rich tables for people, JSON for scripts.
+
+A table column is ``(heading, cell)`` where ``cell`` is the row's field name or a function of
+the row.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-Column = tuple[str, Callable[[Any], object]]
+from wharf.cli.client import WharfClient, reporting_errors
+
+Column = tuple[str, str | Callable[[Any], object]]
 
 
 def console() -> Console:
@@ -28,7 +34,7 @@ def print_table(title: str | None, columns: Sequence[Column], rows: Sequence[Any
     for name, _ in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(get(row)) for _, get in columns))
+        table.add_row(*(_cell(_field(row, get)) for _, get in columns))
     console().print(table)
 
 
@@ -41,12 +47,23 @@ def print_fields(title: str | None, fields: Sequence[tuple[str, object]]) -> Non
     console().print(table)
 
 
+def show_list(url: str, as_json: bool, path: str, columns: Sequence[Column], **params: Any) -> None:
+    """GET the list at ``path`` from the broker and print it: a table, or JSON when asked for."""
+    with reporting_errors(), WharfClient(url) as client:
+        rows: list[dict[str, Any]] = client.get(path, **params)
+    emit(as_json, rows, lambda: print_table(None, columns, rows))
+
+
 def emit(as_json: bool, value: Any, human: Callable[[], None]) -> None:
     """JSON when asked for, the human rendering otherwise."""
     if as_json:
         print_json(value)
     else:
         human()
+
+
+def _field(row: Any, get: str | Callable[[Any], object]) -> object:
+    return row[get] if isinstance(get, str) else get(row)
 
 
 def _cell(value: object) -> str:

@@ -10,13 +10,14 @@ from wharf.cli.client import (
     DEFAULT_URL,
     JsonOption,
     UrlOption,
+    VhostFilterOption,
     VhostOption,
     WharfClient,
     parse_pairs,
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_fields, print_table
+from wharf.cli.output import emit, print_fields, show_list
 
 app = typer.Typer(help="Manage AMQP queues.", no_args_is_help=True)
 
@@ -34,18 +35,6 @@ def typed_arguments(pairs: list[str] | None) -> dict[str, Any]:
     for key, value in parse_pairs(pairs, "--argument").items():
         result[key] = int(value) if value.lstrip("-").isdigit() else value
     return result
-
-
-def _queue_columns() -> list[tuple[str, Any]]:
-    return [
-        ("queue", lambda q: q["name"]),
-        ("ready", lambda q: q["messages"]),
-        ("unacked", lambda q: q["unacked"]),
-        ("consumers", lambda q: q["consumers"]),
-        ("publish/s", lambda q: q["publish_per_s"]),
-        ("deliver/s", lambda q: q["deliver_per_s"]),
-        ("ack/s", lambda q: q["ack_per_s"]),
-    ]
 
 
 @app.command("declare")
@@ -84,14 +73,24 @@ def declare(
 
 @app.command("list")
 def list_queues(
-    vhost: Annotated[str | None, typer.Option("--vhost", help="Only this vhost.")] = None,
-    url: UrlOption = DEFAULT_URL,
-    as_json: JsonOption = False,
+    vhost: VhostFilterOption = None, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
 ) -> None:
     """List queues with depth, unacked, consumers and rates."""
-    with reporting_errors(), WharfClient(url) as client:
-        queues: list[dict[str, Any]] = client.get("/api/queues", vhost=vhost)
-    emit(as_json, queues, lambda: print_table(None, _queue_columns(), queues))
+    show_list(
+        url,
+        as_json,
+        "/api/queues",
+        [
+            ("queue", "name"),
+            ("ready", "messages"),
+            ("unacked", "unacked"),
+            ("consumers", "consumers"),
+            ("publish/s", "publish_per_s"),
+            ("deliver/s", "deliver_per_s"),
+            ("ack/s", "ack_per_s"),
+        ],
+        vhost=vhost,
+    )
 
 
 @app.command("describe")

@@ -35,9 +35,9 @@ def status(url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False
         print_table(
             "Listeners",
             [
-                ("name", lambda r: r["name"]),
+                ("name", "name"),
                 ("address", lambda r: f"{r['host']}:{r['port']}"),
-                ("ready", lambda r: r["ready"]),
+                ("ready", "ready"),
             ],
             overview["listeners"],
         )

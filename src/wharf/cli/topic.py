@@ -16,7 +16,7 @@ from wharf.cli.client import (
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_fields, print_json, print_table
+from wharf.cli.output import emit, print_fields, print_table, show_list
 
 app = typer.Typer(help="Manage topics (streams).", no_args_is_help=True)
 
@@ -48,21 +48,16 @@ def create(
 @app.command("list")
 def list_topics(url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
     """List topics with partition counts, messages and bytes."""
-    with reporting_errors(), WharfClient(url) as client:
-        topics: list[dict[str, Any]] = client.get("/api/topics")
-    emit(
+    show_list(
+        url,
         as_json,
-        topics,
-        lambda: print_table(
-            None,
-            [
-                ("topic", lambda t: t["name"]),
-                ("partitions", lambda t: t["partition_count"]),
-                ("messages", lambda t: t["messages"]),
-                ("bytes", lambda t: t["bytes"]),
-            ],
-            topics,
-        ),
+        "/api/topics",
+        [
+            ("topic", "name"),
+            ("partitions", "partition_count"),
+            ("messages", "messages"),
+            ("bytes", "bytes"),
+        ],
     )
 
 
@@ -80,17 +75,17 @@ def describe(name: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = Fals
         print_table(
             "Partitions",
             [
-                ("partition", lambda p: p["partition"]),
-                ("start offset", lambda p: p["log_start_offset"]),
-                ("high watermark", lambda p: p["high_watermark"]),
-                ("messages", lambda p: p["messages"]),
-                ("bytes", lambda p: p["bytes"]),
+                ("partition", "partition"),
+                ("start offset", "log_start_offset"),
+                ("high watermark", "high_watermark"),
+                ("messages", "messages"),
+                ("bytes", "bytes"),
             ],
             topic["partitions"],
         )
         print_table(
             "Consumer groups",
-            [("group", lambda g: g["group"]), ("lag", lambda g: g["lag"])],
+            [("group", "group"), ("lag", "lag")],
             topic["groups"],
         )
         print_table(
@@ -120,10 +115,13 @@ def alter(
         if not changes:
             raise CliError("nothing to change: give --config KEY=VALUE or --reset KEY")
         topic = client.patch(f"/api/topics/{segment(name)}/configs", {"configs": changes})
-    if as_json:
-        print_json(topic)
-    else:
-        print(f"altered topic {name}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    emit(
+        as_json,
+        topic,
+        lambda: print(
+            f"altered topic {name}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
+        ),
+    )
 
 
 @app.command("delete")

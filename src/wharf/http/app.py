@@ -60,7 +60,6 @@ _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (AccessRefusedError, 403),
     (InvalidArgumentError, 400),
     (BrokerError, 400),
-    (StorageError, 503),
 )
 
 
@@ -155,9 +154,8 @@ def build_app(
 class HttpServer:
     """A running HTTP listener; ``await close()`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, site: web.TCPSite) -> None:
+    def __init__(self, runner: web.AppRunner) -> None:
         self._runner = runner
-        self._site = site
 
     @property
     def port(self) -> int:
@@ -190,7 +188,7 @@ async def start_http(
     except BaseException:
         await runner.cleanup()
         raise
-    return HttpServer(runner, site)
+    return HttpServer(runner)
 
 
 class HttpListener:

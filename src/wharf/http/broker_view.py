@@ -9,6 +9,7 @@ from wharf.core.broker import Broker
 from wharf.core.exchanges import Exchange
 from wharf.core.partition import Partition
 from wharf.core.queue import Queue
+from wharf.core.topics import Topic
 from wharf.core.vhosts import VirtualHost
 from wharf.errors import NotFoundError
 from wharf.http.schemas import OffsetLag
@@ -34,19 +35,25 @@ class TopicStats:
 
 
 def topic_stats(broker: Broker) -> list[TopicStats]:
-    return [
-        TopicStats(
-            name=topic.name,
-            topic_id=str(topic.topic_id),
-            configs={
-                entry.name: entry.value
-                for entry in broker.topics.describe_configs(topic.name)
-                if entry.value is not None
-            },
-            partitions=[_partition_stats(p) for p in topic.partitions],
-        )
-        for topic in broker.topics.list()
-    ]
+    return [_topic_stats(broker, topic) for topic in broker.topics.list()]
+
+
+def one_topic_stats(broker: Broker, name: str) -> TopicStats:
+    """The stats of topic ``name`` (404 when absent)."""
+    return _topic_stats(broker, broker.topics.get(name))
+
+
+def _topic_stats(broker: Broker, topic: Topic) -> TopicStats:
+    return TopicStats(
+        name=topic.name,
+        topic_id=str(topic.topic_id),
+        configs={
+            entry.name: entry.value
+            for entry in broker.topics.describe_configs(topic.name)
+            if entry.value is not None
+        },
+        partitions=[_partition_stats(p) for p in topic.partitions],
+    )
 
 
 def _partition_stats(p: Partition) -> PartitionStats:

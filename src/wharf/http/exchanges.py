@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -81,24 +82,24 @@ async def _list_bindings(request: web.Request) -> web.StreamResponse:
     return json_response(result)
 
 
-async def _bind(request: web.Request) -> web.StreamResponse:
+async def _change_binding(request: web.Request, *, bind: bool) -> web.StreamResponse:
     spec = await read_body(request, Binding)
     host = view.vhost(context_of(request).broker, vhost_of(request))
+    change: Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
     if spec.destination_type == "queue":
-        await host.bind_queue(spec.destination, spec.source, spec.routing_key, spec.arguments)
+        change = host.bind_queue if bind else host.unbind_queue
     else:
-        await host.bind_exchange(spec.destination, spec.source, spec.routing_key, spec.arguments)
+        change = host.bind_exchange if bind else host.unbind_exchange
+    await change(spec.destination, spec.source, spec.routing_key, spec.arguments)
     return web.Response(status=204)
+
+
+async def _bind(request: web.Request) -> web.StreamResponse:
+    return await _change_binding(request, bind=True)
 
 
 async def _unbind(request: web.Request) -> web.StreamResponse:
-    spec = await read_body(request, Binding)
-    host = view.vhost(context_of(request).broker, vhost_of(request))
-    if spec.destination_type == "queue":
-        await host.unbind_queue(spec.destination, spec.source, spec.routing_key, spec.arguments)
-    else:
-        await host.unbind_exchange(spec.destination, spec.source, spec.routing_key, spec.arguments)
-    return web.Response(status=204)
+    return await _change_binding(request, bind=False)
 
 
 ENDPOINTS = [

@@ -18,30 +18,9 @@ from wharf.http.schemas import (
     GroupSummary,
     MemberInfo,
     OffsetChange,
-    OffsetLag,
     ResetOffsets,
     ResetResult,
 )
-
-
-def group_offsets(broker: Broker, group: str) -> list[OffsetLag]:
-    """Committed offsets of ``group`` with the lag behind each partition's high watermark."""
-    rows: list[OffsetLag] = []
-    committed = broker.groups.fetch_offsets(group)
-    for tp, entry in sorted(committed.items()):
-        end = view.high_watermark(broker, tp.topic, tp.partition)
-        if end is None:
-            continue  # the topic was deleted; the stale offset means nothing to show
-        rows.append(
-            OffsetLag(
-                topic=tp.topic,
-                partition=tp.partition,
-                committed=entry.offset,
-                high_watermark=end,
-                lag=max(end - entry.offset, 0),
-            )
-        )
-    return rows
 
 
 def _require_group(broker: Broker, group: str) -> None:
@@ -54,7 +33,7 @@ async def _list_groups(request: web.Request) -> web.StreamResponse:
     result = []
     for listing in broker.groups.list_groups():
         description = broker.groups.describe_group(listing.group_id)
-        lag = sum(row.lag for row in group_offsets(broker, listing.group_id))
+        lag = sum(row.lag for row in view.group_offsets(broker, listing.group_id))
         result.append(
             GroupSummary(
                 group=listing.group_id,
@@ -84,7 +63,7 @@ async def _describe_group(request: web.Request) -> web.StreamResponse:
         )
         for m in description.members
     ]
-    offsets = group_offsets(broker, group)
+    offsets = view.group_offsets(broker, group)
     return json_response(
         GroupDetail(
             group=group,

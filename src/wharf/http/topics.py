@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
 from wharf.core.broker import Broker
@@ -41,21 +42,13 @@ def _summary(stats: view.TopicStats) -> TopicSummary:
 
 
 def topic_detail(broker: Broker, name: str) -> TopicDetail:
-    topic = broker.topics.get(name)  # 404 when absent
-    stats = next(s for s in view.topic_stats(broker) if s.name == topic.name)
-    summary = _summary(stats)
+    summary = _summary(view.one_topic_stats(broker, name))
     lags: dict[str, int] = {}
     for group, row in view.all_group_offsets(broker):
         if row.topic == name:
             lags[group] = lags.get(group, 0) + row.lag
     return TopicDetail(
-        name=summary.name,
-        topic_id=summary.topic_id,
-        partition_count=summary.partition_count,
-        messages=summary.messages,
-        bytes=summary.bytes,
-        configs=summary.configs,
-        partitions=summary.partitions,
+        **msgspec.structs.asdict(summary),
         groups=[TopicGroupLag(group=g, lag=lag) for g, lag in sorted(lags.items())],
     )
 

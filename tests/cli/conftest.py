@@ -13,6 +13,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from helpers.broker_process import WharfProcess
+from helpers.module_server import module_server, unique_name
 from wharf.cli.main import app
 
 RunCli = Callable[..., Result]
@@ -20,19 +21,8 @@ RunCli = Callable[..., Result]
 
 @pytest.fixture(scope="module")
 def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfProcess]:
-    base = tmp_path_factory.mktemp("wharf-cli")
-    process = WharfProcess(
-        base / "data",
-        (),
-        log_dir=base / "logs",
-        env={"WHARF_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"},
-    )
-    process.start()
-    try:
+    with module_server(tmp_path_factory, "wharf-cli") as process:
         yield process
-    finally:
-        if process.running:
-            process.terminate()
 
 
 @pytest.fixture
@@ -48,4 +38,4 @@ def wharf(cli_server: WharfProcess) -> RunCli:
 
 @pytest.fixture
 def unique(request: pytest.FixtureRequest) -> str:
-    return request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:200]
+    return unique_name(request)

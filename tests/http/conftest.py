@@ -9,24 +9,13 @@ import httpx
 import pytest
 
 from helpers.broker_process import WharfProcess
+from helpers.module_server import module_server, unique_name
 
 
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfProcess]:
-    base = tmp_path_factory.mktemp("wharf-http")
-    # no initial rebalance delay, so consumer groups form quickly in the group tests
-    process = WharfProcess(
-        base / "data",
-        (),
-        log_dir=base / "logs",
-        env={"WHARF_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"},
-    )
-    process.start()
-    try:
+    with module_server(tmp_path_factory, "wharf-http") as process:
         yield process
-    finally:
-        if process.running:
-            process.terminate()
 
 
 @pytest.fixture
@@ -38,4 +27,4 @@ def api(http_server: WharfProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def unique(request: pytest.FixtureRequest) -> str:
     """A name no other test of the module uses (safe for topics, queues, groups)."""
-    return request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:200]
+    return unique_name(request)

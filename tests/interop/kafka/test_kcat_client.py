@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+from confluent_kafka import Producer
 
 pytestmark = [
     pytest.mark.interop,
@@ -64,3 +65,17 @@ def test_consumer_group(bootstrap: str, topic_name: str, group_name: str) -> Non
         topic_name,
     )
     assert sorted(out.split()) == [f"m{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_reads_batches_compressed_by_confluent_kafka(
+    bootstrap: str, topic_name: str, codec: str
+) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 50}
+    )
+    for i in range(30):
+        producer.produce(topic_name, key=b"k%d" % i, value=b"value-%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    out = kcat("-b", bootstrap, "-C", "-t", topic_name, "-o", "beginning", "-e", "-f", "%k=%s\n")
+    assert out.splitlines() == [f"k{i}=value-{i}" for i in range(30)]

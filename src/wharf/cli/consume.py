@@ -56,8 +56,11 @@ class _TopicReader:
         self.positions: dict[int, int] = {}
         self.committed: dict[int, int] = {}
 
-    def start(self, offset: int | None, group: str | None, from_beginning: bool) -> None:
-        detail = self.client.get(f"/api/topics/{segment(self.topic)}")
+    def start(
+        self, detail: dict[str, Any], offset: int | None, group: str | None, from_beginning: bool
+    ) -> None:
+        """Set each partition's position; ``detail`` is the topic as GET /api/topics/NAME
+        returns it."""
         bounds = {p["partition"]: p for p in detail["partitions"]}
         missing = [p for p in self.partitions if p not in bounds]
         if missing:
@@ -125,7 +128,7 @@ def _consume_topic(
     detail = client.get(f"/api/topics/{segment(name)}")
     partitions = [partition] if partition is not None else list(range(detail["partition_count"]))
     reader = _TopicReader(client, name, partitions)
-    reader.start(offset, group, from_beginning)
+    reader.start(detail, offset, group, from_beginning)
     printed = 0
     try:
         while count is None or printed < count:

@@ -82,9 +82,7 @@ def produce(
         params = {} if resolved is Kind.TOPIC else {"vhost": vhost}
         for number, raw in enumerate(sys.stdin, start=1):
             line = raw.rstrip("\n")
-            if not line and not as_json:
-                continue
-            if as_json and not line.strip():
+            if not (line.strip() if as_json else line):
                 continue
             result = client.post(
                 paths[resolved], _message(line, as_json, defaults, number), **params

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from wharf.cli.client import JsonOption, UrlOption, WharfClient, reporting_errors
+from wharf.cli.client import DEFAULT_URL, JsonOption, UrlOption, WharfClient, reporting_errors
 from wharf.cli.output import emit, print_fields, print_table
 
 
-def status(url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False) -> None:
+def status(url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
     """Show version, uptime, listeners, totals and current rates of a running broker."""
     with reporting_errors(), WharfClient(url) as client:
         overview: dict[str, Any] = client.get("/api/overview")

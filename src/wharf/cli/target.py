@@ -26,10 +26,7 @@ def resolve(client: WharfClient, name: str, kind: Kind, vhost: str, allowed: set
         (Kind.EXCHANGE, f"/api/exchanges/{segment(name)}", {"vhost": vhost}),
     ]
     for candidate, path, params in probes:
-        if candidate not in allowed:
-            continue
-        response = client.probe(path, params)
-        if response:
+        if candidate in allowed and client.probe(path, params):
             return candidate
-    names = " or ".join(k.value for k in (Kind.TOPIC, Kind.QUEUE, Kind.EXCHANGE) if k in allowed)
+    names = " or ".join(candidate.value for candidate, _, _ in probes if candidate in allowed)
     raise CliError(f"no {names} named {name!r}")

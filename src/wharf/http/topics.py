@@ -21,23 +21,24 @@ from wharf.http.schemas import (
 
 
 def _summary(stats: view.TopicStats) -> TopicSummary:
+    partitions = [
+        PartitionInfo(
+            partition=p.partition,
+            log_start_offset=p.start_offset,
+            high_watermark=p.high_watermark,
+            messages=p.high_watermark - p.start_offset,
+            bytes=p.size_bytes,
+        )
+        for p in stats.partitions
+    ]
     return TopicSummary(
         name=stats.name,
         topic_id=stats.topic_id,
-        partition_count=len(stats.partitions),
-        messages=sum(p.high_watermark - p.start_offset for p in stats.partitions),
-        bytes=sum(p.size_bytes for p in stats.partitions),
+        partition_count=len(partitions),
+        messages=sum(p.messages for p in partitions),
+        bytes=sum(p.bytes for p in partitions),
         configs=stats.configs,
-        partitions=[
-            PartitionInfo(
-                partition=p.partition,
-                log_start_offset=p.start_offset,
-                high_watermark=p.high_watermark,
-                messages=p.high_watermark - p.start_offset,
-                bytes=p.size_bytes,
-            )
-            for p in stats.partitions
-        ],
+        partitions=partitions,
     )
 
 

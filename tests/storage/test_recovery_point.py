@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from wharf.errors import StorageError
+from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput
 from wharf.testing.log_conformance import VirtualClock, records_in
@@ -219,3 +219,17 @@ def test_interval_settings_are_checked() -> None:
         LogConfig(recovery_point_interval_bytes=0)
     with pytest.raises(ValueError, match="recovery_point_interval_ms"):
         LogConfig(recovery_point_interval_ms=-1)
+
+
+def test_new_settings_apply_from_the_next_append(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "log", CONFIG)
+    try:
+        append(log, 0, 20)
+        assert log.segment_base_offsets() == [0]
+        log.config = replace(CONFIG, segment_bytes=200, max_batch_bytes=150)
+        with pytest.raises(CorruptBatchError):  # larger than the new max_batch_bytes
+            log.append_records([RecordInput(None, b"x" * 200)])
+        append(log, 20, 1)  # the 200-byte segment limit rolls the active segment
+        assert log.segment_base_offsets() == [0, 20]
+    finally:
+        log.close()

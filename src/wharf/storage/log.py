@@ -98,6 +98,10 @@ class AppendInfo(NamedTuple):
     position: int
 
 
+# AppendInfo from a tuple without the keyword handling of its constructor (append's hot path).
+_append_info = AppendInfo._make
+
+
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -121,10 +125,7 @@ class Log:
         self.recovery_truncated_bytes = truncated_bytes
         # Bytes whose CRC recovery checked when this log was opened (those past the checkpoint).
         self.recovery_verified_bytes = verified_bytes
-        self.config = config
-        self._max_batch_bytes = config.max_batch_bytes
-        # Rolling by size also keeps positions inside the u32 range of the offset index.
-        self._segment_bytes = min(config.segment_bytes, MAX_SEGMENT_POSITION)
+        self.config = config  # also sets the cached limits below
         self._clock_ms = clock_ms
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
@@ -153,6 +154,19 @@ class Log:
         self._indexes_final = False
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: LogConfig) -> None:
+        """Take new settings (a topic's config changed); they apply from the next append."""
+        self._config = config
+        self._max_batch_bytes = config.max_batch_bytes
+        # Rolling by size also keeps positions inside the u32 range of the offset index.
+        self._segment_bytes = min(config.segment_bytes, MAX_SEGMENT_POSITION)
+        self._segment_ms = config.segment_ms
 
     @classmethod
     def open(
@@ -261,8 +275,10 @@ class Log:
         spans = validate_batches(view, self._max_batch_bytes)
         base = self._next_offset
         pack = _BASE_OFFSET.pack
-        if len(spans) == 1:
-            _pos, _size, delta, max_ts = spans[0]
+        single = len(spans) == 1
+        if single:
+            delta = spans[0][2]
+            max_ts = spans[0][3]
             end = base + delta + 1
             # The base offset is patched in by writing the batch as two pieces: its new first
             # eight bytes and the caller's bytes after them (no copy of the batch).
@@ -278,16 +294,27 @@ class Log:
                 if batch_max_ts > max_ts:
                     max_ts = batch_max_ts
         seg = self._segments[-1]
-        if seg.size and self._must_roll(seg, n, end - 1):
-            seg = self._roll()
+        now_ms = self._clock_ms()
         position = seg.size
+        # Roll a non-empty active segment that this append would take past its size, its
+        # relative offset range or its age.
+        if position and (
+            position + n > self._segment_bytes
+            or end - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
+            or (seg.roll_base_ms is not None and now_ms - seg.roll_base_ms >= self._segment_ms)
+        ):
+            seg = self._roll()
+            position = 0
         seg.write_at_end(pieces, n)
-        offset = base
-        for pos, size, delta, batch_max_ts in spans:
-            seg.note_batch(position + pos, offset, size, batch_max_ts)
-            offset += delta + 1
+        if single:
+            seg.note_batch(position, base, n, max_ts)
+        else:
+            offset = base
+            for pos, size, delta, batch_max_ts in spans:
+                seg.note_batch(position + pos, offset, size, batch_max_ts)
+                offset += delta + 1
         if seg.roll_base_ms is None:
-            seg.roll_base_ms = self._clock_ms()
+            seg.roll_base_ms = now_ms
         with self._lock:
             seg.size = position + n
             seg.next_offset = end
@@ -295,7 +322,7 @@ class Log:
             self._size_bytes += n
             self._appended_bytes += n
             self._dirty.add(seg)
-        return AppendInfo(base, end - 1, max_ts, n, position)
+        return _append_info((base, end - 1, max_ts, n, position))
 
     def append_records(
         self, records: Sequence[RecordInput], *, compression: int = 0
@@ -303,17 +330,6 @@ class Log:
         """Encode ``records`` into one batch and append it."""
         return self.append(
             build_batch(records, compression=compression, now_ms=self._clock_ms())
-        )
-
-    def _must_roll(self, seg: LogSegment, nbytes: int, last_offset: int) -> bool:
-        """Whether a non-empty active segment must roll before taking this append."""
-        return (
-            seg.size + nbytes > self._segment_bytes
-            or last_offset - seg.base_offset > MAX_RELATIVE_OFFSET
-            or (
-                seg.roll_base_ms is not None
-                and self._clock_ms() - seg.roll_base_ms >= self.config.segment_ms
-            )
         )
 
     def _roll(self) -> LogSegment:

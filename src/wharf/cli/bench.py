@@ -21,7 +21,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from wharf.cli.client import (
     DEFAULT_URL,
@@ -99,6 +106,12 @@ def _progress() -> Progress:
     )
 
 
+def _advance(progress: Progress, task: TaskID, done: int, since: float) -> None:
+    """Show ``done`` messages on ``task`` with the rate since ``since`` (a perf_counter time)."""
+    rate = round(done / max(time.perf_counter() - since, 1e-9))
+    progress.update(task, completed=done, rate=rate)
+
+
 def _kafka_address(client: WharfClient) -> str | None:
     overview = client.get("/api/overview")
     for listener in overview["listeners"]:
@@ -129,8 +142,7 @@ def _bench_http(
         if first_offset is None:
             first_offset = result["offset"]
         if i % 100 == 99 or i == count - 1:
-            rate = round((i + 1) / max(time.perf_counter() - started, 1e-9))
-            progress.update(task, completed=i + 1, rate=rate)
+            _advance(progress, task, i + 1, started)
     produce.seconds = time.perf_counter() - started
     produce.messages = count
     produce.payload_bytes = count * len(payload)
@@ -152,8 +164,7 @@ def _bench_http(
         consume.messages += len(result["messages"])
         consume.payload_bytes += sum(len(m["value"]) for m in result["messages"])
         offset = result["next_offset"]
-        rate = round(consume.messages / max(time.perf_counter() - started, 1e-9))
-        progress.update(task, completed=consume.messages, rate=rate)
+        _advance(progress, task, consume.messages, started)
     consume.seconds = time.perf_counter() - started
     return produce, consume
 
@@ -195,8 +206,7 @@ def _bench_kafka(
                 producer.poll(0.05)
         producer.poll(0)
         if i % 500 == 499:
-            rate = round(produce.messages / max(time.perf_counter() - started, 1e-9))
-            progress.update(task, completed=produce.messages, rate=rate)
+            _advance(progress, task, produce.messages, started)
     producer.flush(60)
     produce.seconds = time.perf_counter() - started
     produce.payload_bytes = produce.messages * size
@@ -233,8 +243,7 @@ def _bench_kafka(
                 if message.error() is None:
                     consume.messages += 1
                     consume.payload_bytes += len(message.value() or b"")
-            rate = round(consume.messages / max(time.perf_counter() - assigned_at[0], 1e-9))
-            progress.update(task, completed=consume.messages, rate=rate)
+            _advance(progress, task, consume.messages, assigned_at[0])
     finally:
         consumer.close()
     consume.seconds = time.perf_counter() - assigned_at[0]

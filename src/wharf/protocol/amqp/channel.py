@@ -2,42 +2,40 @@
 
 How it works
 ------------
-:meth:`Channel.handle` receives every frame of its channel number (the connection has already
-dealt with Channel.Open/Close). Method frames are dispatched through ``_METHODS`` to one
-coroutine each; a Basic.Publish is followed by a content header and body frames, assembled
-under the content table of :mod:`wharf.protocol.amqp.state` and then published.
+:meth:`Channel.handle` receives the method frames of its channel number (the connection has
+already dealt with Channel.Open/Close) and dispatches them through ``_methods`` to one coroutine
+each. :meth:`Channel.content` receives Basic.Publish and the content header and body frames
+that follow it, synchronously (the hot path), under the content table of
+:mod:`wharf.protocol.amqp.state`; the completed message is routed by the virtual host.
 
 Consuming: each Basic.Consume creates a :class:`ChannelConsumer` (the core's
 :class:`~wharf.core.consumers.Consumer`) registered with the queue. The queue pushes
 :class:`~wharf.core.consumers.Delivery` objects while ``can_take`` allows; the channel numbers
 them with its own delivery tags (1, 2, ... per channel) and keeps unsettled ones in
-``_unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them. Closing the channel
+``unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them. Closing the channel
 requeues what is left, marked redelivered.
 
 Prefetch (Basic.Qos) follows RabbitMQ's reading of ``global``: ``global=false`` limits each
 consumer, ``global=true`` the whole channel. Unlike RabbitMQ, a per-consumer limit also applies
 to consumers already running on the channel (Celery raises its prefetch that way).
 
-Publisher confirms: in confirm mode every published message gets a sequence number; the core's
-durability future for it resolves once it is stored (fsynced when persistent and the queue is
-durable). Confirms are sent in batches on the next loop iteration: the longest settled prefix
-becomes one Basic.Ack with multiple=true, anything settled out of order is acked singly, and a
-message that could not be stored is nacked.
+Publisher confirms (confirm.select) are kept by
+:class:`~wharf.protocol.amqp.confirms.PublisherConfirms`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Container
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import base, commands
 
 from wharf.core.consumers import Delivery
 from wharf.core.message import Message
-from wharf.errors import AccessRefusedError, BrokerError, StorageError
+from wharf.errors import AccessRefusedError, BrokerError
+from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -159,14 +157,7 @@ class Channel:
         self._body_size = 0
         self._body: list[bytes] = []
         self._received = 0
-        # confirms
-        self.confirm_mode = False
-        self._publish_seq = 0
-        self._confirms: deque[tuple[int, PublishResult]] = deque()
-        self._confirm_wakeup = asyncio.Event()
-        self._confirm_task: asyncio.Task[None] | None = None
-        self._settled: list[tuple[int, bool]] = []  # (sequence number, stored?) in order
-        self._confirm_flush_scheduled = False
+        self.confirms: PublisherConfirms | None = None  # set by confirm.select
         # transactions
         self.tx_mode = False
         self._tx_publishes: list[tuple[Message, bool]] = []
@@ -306,14 +297,8 @@ class Channel:
             raise _with_method(exc, commands.Basic.Publish()) from exc
         if publish.mandatory and not result.routed:
             self._return_unroutable(message)
-        if self.confirm_mode:
-            self._publish_seq += 1
-            self._confirms.append((self._publish_seq, result))
-            if self._confirm_task is None:
-                self._confirm_task = asyncio.get_running_loop().create_task(
-                    self._confirm_loop()
-                )
-            self._confirm_wakeup.set()
+        if self.confirms is not None:
+            self.confirms.published(result)
 
     def _return_unroutable(self, message: Message) -> None:
         self.owner.send_raw(
@@ -327,50 +312,6 @@ class Channel:
                 message.body,
             )
         )
-
-    async def _confirm_loop(self) -> None:
-        """Wait for each confirm-mode publish to be stored, in publish order."""
-        confirms = self._confirms
-        while self.state is ChannelState.OPEN:
-            if not confirms:
-                self._confirm_wakeup.clear()
-                await self._confirm_wakeup.wait()
-                continue
-            seq, result = confirms.popleft()
-            ok = not result.rejected
-            if ok:
-                try:
-                    await result.wait_durable()
-                except (StorageError, BrokerError):
-                    ok = False  # could not be stored (disk full, ...): nack
-            self._settled.append((seq, ok))
-            if not self._confirm_flush_scheduled:
-                self._confirm_flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_confirms)
-
-    def _flush_confirms(self) -> None:
-        """Send settled confirms; a run of acks becomes one Basic.Ack with multiple=true."""
-        self._confirm_flush_scheduled = False
-        settled, self._settled = self._settled, []
-        if self.state is not ChannelState.OPEN:
-            return
-        last_ack = 0
-        for seq, ok in settled:
-            if ok:
-                last_ack = seq
-                continue
-            if last_ack:
-                self.owner.send_method(
-                    self.number, commands.Basic.Ack(delivery_tag=last_ack, multiple=True)
-                )
-                last_ack = 0
-            self.owner.send_method(
-                self.number, commands.Basic.Nack(delivery_tag=seq, multiple=False, requeue=False)
-            )
-        if last_ack:
-            self.owner.send_method(
-                self.number, commands.Basic.Ack(delivery_tag=last_ack, multiple=True)
-            )
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -451,10 +392,8 @@ class Channel:
                 queue.reject(ids, requeue=True)
         self._tx_publishes.clear()
         self._tx_settles.clear()
-        self._confirms.clear()
-        if self._confirm_task is not None:
-            self._confirm_task.cancel()
-            self._confirm_task = None
+        if self.confirms is not None:
+            self.confirms.close()
 
     # -- exchange class ------------------------------------------------------------------------
 
@@ -669,12 +608,13 @@ class Channel:
                 class_id=85,
                 method_id=10,
             )
-        self.confirm_mode = True
+        if self.confirms is None:
+            self.confirms = PublisherConfirms(partial(self.owner.send_method, self.number))
         if not m.nowait:
             self.owner.send_method(self.number, commands.Confirm.SelectOk())
 
     async def _tx_select(self, m: commands.Tx.Select) -> None:
-        if self.confirm_mode:
+        if self.confirms is not None:
             raise AMQPChannelError(
                 ReplyCode.PRECONDITION_FAILED,
                 "cannot switch from confirm to tx mode",

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pamqp import base, commands
-from pamqp import decode as amqp_decode
 
 from wharf.core.broker import Broker
 from wharf.errors import AccessRefusedError, BrokerError, StorageError, WharfError
+from wharf.protocol.amqp.auth import MECHANISMS, parse_credentials
 from wharf.protocol.amqp.channel import MAX_BODY_SIZE, Channel
 from wharf.protocol.amqp.errors import (
     CHANNEL_SCOPED,
@@ -109,35 +109,6 @@ class AMQPSettings:
             "per_consumer_qos": True,
             "connection.blocked": True,
         }
-    )
-
-
-def _parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str]:
-    """Username and password from a PLAIN or AMQPLAIN Start-Ok response."""
-    raw = response.encode("utf-8") if isinstance(response, str) else bytes(response)
-    if mechanism == "PLAIN":
-        parts = raw.split(b"\x00")
-        if len(parts) != 3:
-            raise AMQPConnectionError(ReplyCode.SYNTAX_ERROR, "malformed PLAIN response")
-        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-    if mechanism == "AMQPLAIN":
-        # A field table without its 4-byte length prefix.
-        length = len(raw).to_bytes(4, "big")
-        try:
-            _, table = amqp_decode.field_table(length + raw)
-        except (ValueError, KeyError, IndexError) as exc:
-            raise AMQPConnectionError(
-                ReplyCode.SYNTAX_ERROR, f"malformed AMQPLAIN response: {exc}"
-            ) from exc
-        login, password = table.get("LOGIN"), table.get("PASSWORD")
-        if not isinstance(login, str | bytes) or not isinstance(password, str | bytes):
-            raise AMQPConnectionError(ReplyCode.SYNTAX_ERROR, "AMQPLAIN needs LOGIN and PASSWORD")
-        as_str = [
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in (login, password)
-        ]
-        return as_str[0], as_str[1]
-    raise AMQPConnectionError(
-        ReplyCode.COMMAND_INVALID, f"unsupported authentication mechanism {mechanism!r}"
     )
 
 
@@ -322,7 +293,7 @@ class AMQPConnection:
                     "information": "https://github.com/wharf-broker/wharf",
                     "capabilities": self.settings.capabilities,
                 },
-                mechanisms="PLAIN AMQPLAIN",
+                mechanisms=MECHANISMS,
                 locales="en_US",
             ),
         )
@@ -348,7 +319,7 @@ class AMQPConnection:
     async def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.state = connection_transition(self.state, ConnInput.START_OK)
         self.client_properties = dict(method.client_properties or {})
-        username, password = _parse_credentials(method.mechanism, method.response)
+        username, password = parse_credentials(method.mechanism, method.response)
         if not self._authenticate(username, password):
             self.close_reason = f"authentication failed for user {username!r}"
             self.send_connection_close(

@@ -14,8 +14,10 @@ from wharf.testing.log_conformance import records_in
 def test_concurrent_flush_with_appends_rolls_and_retention(tmp_path: Path) -> None:
     log = Log.open(
         tmp_path / "log",
+        # the flushes also move the recovery point (and write the active segment's index
+        # files) every 1 KiB, racing with the owner's rolls
         LogConfig(segment_bytes=8192, index_interval_bytes=512, retention_bytes=64 * 1024,
-                  retention_ms=None),
+                  retention_ms=None, recovery_point_interval_bytes=1024),
     )
     stop = threading.Event()
     seen: list[int] = []
@@ -44,6 +46,7 @@ def test_concurrent_flush_with_appends_rolls_and_retention(tmp_path: Path) -> No
     assert not errors, errors
     assert seen == sorted(seen), "durable offset went backwards"
     assert log.flush() == 3000 == log.durable_offset
+    assert log.recovery_point > 2000
     snapshot = tmp_path / "snap"
     shutil.copytree(log.path, snapshot)  # what a crash right now would leave
     start = log.log_start_offset

@@ -337,18 +337,20 @@ class Log:
         old = self._segments[-1]
         new = LogSegment(self.path, self._next_offset, self.config.index_interval_bytes)
         new.open(create=True)
-        try:
-            with self._index_files_lock:
+        # The whole index files are written and the new segment becomes the active one in one
+        # step for a flush, which writes the active segment's files only while it is active.
+        with self._index_files_lock:
+            try:
                 old.write_indexes()
-        except OSError as exc:
-            new.delete_files()
-            raise StorageError(f"cannot write indexes of {old.path}: {exc}",
-                               errno=exc.errno) from exc
-        with self._lock:
-            self._segments.append(new)
-            self._bases.append(new.base_offset)
-            self._unsynced_index_paths += [old.index.path, old.time_index.path]
-            self._dir_dirty = True
+            except OSError as exc:
+                new.delete_files()
+                raise StorageError(f"cannot write indexes of {old.path}: {exc}",
+                                   errno=exc.errno) from exc
+            with self._lock:
+                self._segments.append(new)
+                self._bases.append(new.base_offset)
+                self._unsynced_index_paths += [old.index.path, old.time_index.path]
+                self._dir_dirty = True
         return new
 
     # ------------------------------------------------------------------ durability

@@ -449,6 +449,7 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         config.fsync,
         interval_ms=config.fsync_interval_ms,
         durable_offset=messages.next_offset,
+        kind="queue",
     )
     # Settlements are never waited on; they reach the disk on this interval and at close.
     state_committer = GroupCommitter(
@@ -456,6 +457,7 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
         interval_ms=config.fsync_interval_ms,
         durable_offset=state.next_offset,
+        kind="queue-state",
     )
     return QueueStore(
         messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)

@@ -7,6 +7,7 @@ transport that records what the connection does to it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from kafka.protocol.metadata import ApiVersionsRequest
 from wharf.core.broker import Broker
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.server.kafka_connection import KafkaConnection
+from wharf.server.request_stats import RequestStats
 
 
 class RecordingTransport(asyncio.Transport):
@@ -169,3 +171,50 @@ async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> Non
     await wait_until(lambda: len(transport.written) == 2)
     assert not transport.paused
     connection.connection_lost(None)
+
+
+async def test_requests_are_timed_and_counted_with_the_client_id(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    stats = RequestStats("kafka")
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20, request_stats=stats)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    assert connection.client_id == ""
+    assert (connection.requests, connection.bytes_in, connection.bytes_out) == (0, 0, 0)
+    sent = api_versions(1) + api_versions(2)
+    connection.data_received(sent)
+    await wait_until(lambda: len(transport.written) == 2)
+    assert connection.client_id == "conn-test"
+    assert connection.requests == 2
+    assert connection.bytes_in == len(sent)
+    assert connection.bytes_out == sum(map(len, transport.written))
+    [timings] = stats.operations()
+    assert (timings.protocol, timings.operation, timings.count) == ("kafka", "ApiVersions", 2)
+    assert sum(timings.counts) == 2
+    assert connection.id.startswith("kafka-")
+    connection.connection_lost(None)
+    closed = [r for r in caplog.records if "closed" in r.getMessage()]
+    assert [r.levelno for r in closed] == [logging.INFO]
+    fields = closed[0].wharf_fields
+    assert f"kafka-{fields['conn']}" == connection.id
+    assert fields["client_id"] == "conn-test"
+    assert (fields["requests"], fields["bytes_in"]) == (2, len(sent))
+
+
+async def test_a_bad_frame_logs_a_warning_with_the_reason(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(struct.pack(">i", -1))
+    connection.connection_lost(None)  # the close that follows is not logged a second time
+    records = [r for r in caplog.records if r.name == "wharf.connections"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+    reason = records[1].wharf_fields["reason"]
+    assert reason.startswith("protocol error: InvalidFrameLengthError"), reason

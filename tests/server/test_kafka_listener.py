@@ -120,3 +120,30 @@ def test_wildcard_binds_advertise_the_host_name() -> None:
     assert KafkaListener("::", 0, advertised_host="broker.example").advertised_host == (
         "broker.example"
     )
+
+
+async def test_connections_closed_at_shutdown_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    async with Broker.open(tmp_path / "data") as broker:
+        served = await start_kafka_listener(broker, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        try:
+            writer.write(api_versions(1))
+            await asyncio.wait_for(read_frame(reader), 10)
+            [connection] = served.connections
+            [timings] = served.request_stats.operations()
+            assert (timings.operation, timings.count) == ("ApiVersions", 1)
+            await served.close(5.0)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+    peer = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+    records = [r for r in caplog.records if getattr(r, "wharf_fields", {}).get("peer") == peer]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+    assert f"kafka-{records[0].wharf_fields['conn']}" == connection.id
+    closed = records[1].wharf_fields
+    assert closed["reason"] == "server shutting down"
+    assert closed["client_id"] == "listener-test"
+    assert closed["requests"] == 1

@@ -5,7 +5,9 @@ the composition root's layer) joins them. :class:`ListenerRegistry` wraps each l
 of ``wharf serve`` so that every listener it creates is recorded along with the addresses its
 ``start`` bound; the HTTP listener gets the registry as its
 :class:`~wharf.http.status.ServerView` and reports those listeners (ready from a successful
-start until ``stop_accepting``) and the client connections of the Kafka and AMQP listeners.
+start until ``stop_accepting``), the client connections of the Kafka and AMQP listeners, and
+the request latencies of every listener that keeps a ``request_stats``
+(:class:`~wharf.server.request_stats.RequestStats`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 
 from wharf.core.broker import Broker
 from wharf.http.app import HttpListener
-from wharf.http.status import ConnectionView
+from wharf.http.status import ConnectionView, OperationLatencyView
 from wharf.protocol.amqp.connection import AMQPConnection
 from wharf.protocol.amqp.errors import ReplyCode
 from wharf.server.amqp_listener import AMQPListener
 from wharf.server.kafka_connection import KafkaConnection
 from wharf.server.kafka_listener import KafkaListener
 from wharf.server.listener import Endpoint, Listener, ListenerFactory
+from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 
@@ -89,6 +92,14 @@ class ListenerRegistry:
     def connections(self) -> Sequence[ConnectionView]:
         return [conn for conn, _ in self._live_connections()]
 
+    def request_latencies(self) -> Sequence[OperationLatencyView]:
+        found: list[OperationLatencyView] = []
+        for tracked in self._tracked:
+            stats = getattr(tracked.inner, "request_stats", None)
+            if isinstance(stats, RequestStats):
+                found.extend(stats.operations())
+        return found
+
     async def close_connection(self, connection_id: str) -> bool:
         for conn, close in self._live_connections():
             if conn.id == connection_id:
@@ -115,6 +126,10 @@ class _Connection:
     client_id: str
     user: str | None
     vhost: str | None
+    connected_since_ms: int | None = None
+    requests: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
 
 
 def _text(value: object) -> str:
@@ -154,7 +169,18 @@ def _kafka_connections(
 ) -> list[tuple[_Connection, Callable[[], None]]]:
     found: list[tuple[_Connection, Callable[[], None]]] = []
     for connection in list(listener.connections):
-        info = _Connection(f"kafka-{id(connection):x}", "kafka", connection.peer, "", None, None)
+        info = _Connection(
+            connection.id,
+            "kafka",
+            connection.peer,
+            connection.client_id,
+            None,
+            None,
+            connection.connected_since_ms,
+            connection.requests,
+            connection.bytes_in,
+            connection.bytes_out,
+        )
 
         def close(connection: KafkaConnection = connection) -> None:
             connection.close("closed by an operator")

@@ -22,6 +22,10 @@ async def _list_connections(request: web.Request) -> web.StreamResponse:
                 client_id=c.client_id,
                 user=c.user,
                 vhost=c.vhost,
+                connected_since_ms=c.connected_since_ms,
+                requests=c.requests,
+                bytes_in=c.bytes_in,
+                bytes_out=c.bytes_out,
             )
             for c in conns
         ]

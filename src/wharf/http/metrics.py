@@ -6,7 +6,9 @@ queues, groups and listeners and reports the plain counters and gauges core obje
 keep. The one histogram measured here is the HTTP API's own request latency, kept in a
 :class:`~wharf.http.latency.LatencyHistogram` (plain bucket counts) by a middleware; the fsync
 latency histogram (``wharf_fsync_seconds``, by log kind) is read from the group committers'
-plain bucket counts (:func:`wharf.core.group_commit.fsync_histograms`).
+plain bucket counts (:func:`wharf.core.group_commit.fsync_histograms`); the Kafka/AMQP request
+latency histogram (``wharf_request_seconds``) from the listeners' plain bucket counts
+(:mod:`wharf.http.request_latency`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from prometheus_client.registry import Collector
 from wharf.core.group_commit import fsync_histograms
 from wharf.http import broker_view as view
 from wharf.http.context import ApiContext, context_of
+from wharf.http.request_latency import request_latency_family
 from wharf.http.routing import Endpoint, Handler
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,6 +145,7 @@ class BrokerCollector(Collector):
             for protocol, count in sorted(per_protocol.items()):
                 connections.add_metric([protocol], count)
         yield connections
+        yield request_latency_family(context.server)
 
         storage = GaugeMetricFamily("wharf_storage_bytes", "Bytes of every log on disk")
         storage.add_metric([], view.storage_bytes(broker))

@@ -326,7 +326,8 @@ class GetMessages(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ConnectionInfo(msgspec.Struct):
-    """``user`` and ``vhost`` are AMQP's (null for Kafka connections)."""
+    """``user`` and ``vhost`` are AMQP's (null for Kafka connections); the figures are null
+    where a listener does not keep them."""
 
     id: str
     protocol: str
@@ -334,3 +335,7 @@ class ConnectionInfo(msgspec.Struct):
     client_id: str
     user: str | None
     vhost: str | None
+    connected_since_ms: int | None
+    requests: int | None
+    bytes_in: int | None
+    bytes_out: int | None

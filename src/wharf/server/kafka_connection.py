@@ -14,7 +14,15 @@ of unbounded buffers.
 
 This class is the one place per connection that turns failures into outcomes: a
 :class:`~wharf.protocol.kafka.errors.KafkaProtocolError` from the codec, or any exception from a
-handler, is logged with the peer address and closes this connection; the broker stays up.
+handler, closes this connection with the reason logged; the broker stays up. A
+:class:`~wharf.server.logging_setup.ConnectionLog` writes one line when the connection opens and
+one when it closes (a warning with the reason unless the client closed it).
+
+Figures: each request is timed from its decoding to its response being written (so a response
+waiting behind a long-poll Fetch counts that wait, as the client sees it) into the listener's
+:class:`~wharf.server.request_stats.RequestStats` under its API name; the connection counts its
+requests and bytes in and out and keeps the client id of the latest request header, for the
+HTTP API's connection list.
 """
 
 from __future__ import annotations
@@ -23,7 +31,11 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
+from functools import cache
+from time import perf_counter
 from typing import Any, cast
+
+from kio.index import load_request_schema
 
 from wharf.protocol.kafka.codec import (
     ApiVersionsFallback,
@@ -35,6 +47,8 @@ from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.dispatch import handle, handle_fallback
 from wharf.protocol.kafka.errors import KafkaProtocolError
 from wharf.protocol.kafka.framing import NEED_DATA
+from wharf.server.logging_setup import ConnectionLog
+from wharf.server.request_stats import RequestStats
 
 __all__ = ["KafkaConnection"]
 
@@ -42,6 +56,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_IN_FLIGHT_BYTES = 64 << 20
+
+
+@cache
+def operation_name(api_key: int, api_version: int) -> str:
+    """The API's name as Kafka spells it (``Produce``, ``Fetch``, ``Metadata``)."""
+    return load_request_schema(api_key, api_version).__name__.removesuffix("Request")
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -55,17 +75,25 @@ class KafkaConnection(asyncio.Protocol):
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
+        request_stats: RequestStats | None = None,
     ) -> None:
         self._ctx = ctx
         self._connections = connections
+        self._stats = request_stats if request_stats is not None else RequestStats("kafka")
+        self._log: ConnectionLog | None = None
+        self._client_id = ""
+        self._requests = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._codec = ServerCodec(max_frame_bytes)
         self._max_in_flight = max_in_flight
         self._max_in_flight_bytes = max_in_flight_bytes
         self._pending_bytes = 0
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
-        # One entry per request awaiting its turn: the handler task (None: no response wanted).
-        self._pending: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
+        # One entry per request awaiting its turn: correlation id, request bytes, the handler
+        # task (its result None: no response wanted), API name, perf_counter() at decoding.
+        self._pending: deque[tuple[int, int, asyncio.Future[Any], str, float]] = deque()
         self._reading_paused = False
         self._writing_paused = False
         self._closed = False
@@ -78,11 +106,50 @@ class KafkaConnection(asyncio.Protocol):
         """The client's address, ``host:port`` (for logs and the HTTP API)."""
         return self._peer
 
+    @property
+    def id(self) -> str:
+        """``kafka-<n>``, with the number the connection's log lines carry (``conn=<n>``)."""
+        return f"kafka-{self._log.id}" if self._log is not None else "kafka-?"
+
+    @property
+    def client_id(self) -> str:
+        """The client id of the latest request header ("" before the first request)."""
+        return self._client_id
+
+    @property
+    def connected_since_ms(self) -> int | None:
+        """Wall-clock time the connection was accepted, in ms since the epoch."""
+        return self._log.opened_at_ms if self._log is not None else None
+
+    @property
+    def requests(self) -> int:
+        """Requests decoded so far."""
+        return self._requests
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received from the client."""
+        return self._bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        """Response bytes written to the client."""
+        return self._bytes_out
+
+    def _figures(self) -> dict[str, object]:
+        return {
+            "client_id": self._client_id,
+            "requests": self._requests,
+            "bytes_in": self._bytes_in,
+            "bytes_out": self._bytes_out,
+        }
+
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._log = ConnectionLog("kafka", transport)
         peer = self._transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._peer = f"{peer[0]}:{peer[1]}"
@@ -94,15 +161,18 @@ class KafkaConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._connections.discard(self)
-        for _, _, task in self._pending:
+        for _, _, task, _, _ in self._pending:
             task.cancel()
         self._pending.clear()
         self._pending_bytes = 0
         self._idle.set()
+        if self._log is not None:  # already logged (with its reason) if the server closed it
+            self._log.closed("connection lost" if exc else None, exc, details=self._figures())
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self._bytes_in += len(data)
         self._codec.receive_data(data)
         try:
             while True:
@@ -111,7 +181,7 @@ class KafkaConnection(asyncio.Protocol):
                     break
                 self._start(event)
         except KafkaProtocolError as exc:
-            self.close(f"{type(exc).__name__} (error code {int(exc.code)}): {exc}")
+            self.close(f"protocol error: {type(exc).__name__} (error code {int(exc.code)}): {exc}")
             return
         self._update_reading()
 
@@ -129,13 +199,20 @@ class KafkaConnection(asyncio.Protocol):
     # -- requests and responses -------------------------------------------------------------
 
     def _start(self, event: KafkaRequest | ApiVersionsFallback) -> None:
+        started = perf_counter()
         if isinstance(event, ApiVersionsFallback):
             task: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             task.set_result(handle_fallback(event))
+            size = 0
+            operation = "ApiVersions"
         else:
             task = asyncio.ensure_future(handle(self._ctx, event))
-        size = event.size if isinstance(event, KafkaRequest) else 0
-        self._pending.append((event.correlation_id, size, task))
+            size = event.size
+            operation = operation_name(event.api_key, event.api_version)
+        if event.client_id is not None:
+            self._client_id = event.client_id
+        self._requests += 1
+        self._pending.append((event.correlation_id, size, task, operation, started))
         self._pending_bytes += size
         self._idle.clear()
         task.add_done_callback(self._on_done)
@@ -143,18 +220,27 @@ class KafkaConnection(asyncio.Protocol):
     def _on_done(self, _: asyncio.Future[Any]) -> None:
         transport = self._transport
         while self._pending and self._pending[0][2].done():
-            correlation_id, size, task = self._pending.popleft()
+            correlation_id, size, task, operation, started = self._pending.popleft()
             self._pending_bytes -= size
             if task.cancelled():
                 return
             exc = task.exception()
             if exc is not None:
-                log.error("kafka %s: request %d failed", self._peer, correlation_id, exc_info=exc)
-                self.close(f"internal error serving request {correlation_id}: {exc!r}")
+                log.error(
+                    "kafka %s: %s request %d failed",
+                    self._peer,
+                    operation,
+                    correlation_id,
+                    exc_info=exc,
+                )
+                self.close(f"internal error serving {operation} request {correlation_id}: {exc!r}")
                 return
             response = task.result()
             if response is not None and transport is not None and not self._closed:
-                transport.write(encode_response(correlation_id, response))
+                frame = encode_response(correlation_id, response)
+                self._bytes_out += len(frame)
+                transport.write(frame)
+            self._stats.observe(operation, perf_counter() - started)
         if not self._pending:
             self._idle.set()
         self._update_reading()
@@ -182,13 +268,14 @@ class KafkaConnection(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
 
-    def close(self, reason: str, *, level: int = logging.WARNING) -> None:
-        """Close this connection, logging why."""
+    def close(self, reason: str) -> None:
+        """Close this connection, logging why (a warning: the client did not ask for it)."""
         if self._closed:
             return
-        log.log(level, "kafka %s: closing connection: %s", self._peer, reason)
+        if self._log is not None:
+            self._log.closed(reason, details=self._figures())
         self._closed = True
-        for _, _, task in self._pending:
+        for _, _, task, _, _ in self._pending:
             task.cancel()
         self._pending.clear()
         self._pending_bytes = 0

@@ -11,6 +11,9 @@ Two ways in:
 The address Metadata and FindCoordinator advertise defaults to the bound one; when the listener
 binds every interface (``0.0.0.0``, ``::``) it is the machine's host name instead, since
 clients cannot connect to a wildcard address.
+
+``request_stats`` holds the latency of every request its connections served, by API name (read
+by ``/metrics``); ``connections`` the open connections (listed and closed by the HTTP API).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from wharf.core.broker import Broker
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.framing import DEFAULT_MAX_FRAME_BYTES
 from wharf.server.kafka_connection import KafkaConnection
+from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 __all__ = ["KafkaListener", "start_kafka_listener"]
@@ -58,6 +62,7 @@ class KafkaListener:
         self.advertised_host = advertised_host or default_advertised_host(host)
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[KafkaConnection] = set()
+        self.request_stats = RequestStats("kafka")
         self._server: asyncio.Server | None = None
         self._port: int | None = None
 
@@ -78,7 +83,12 @@ class KafkaListener:
         base = KafkaContext(broker=broker, advertised_host=self.advertised_host, advertised_port=0)
 
         def connection() -> KafkaConnection:
-            return KafkaConnection(base, self.connections, max_frame_bytes=self.max_frame_bytes)
+            return KafkaConnection(
+                base,
+                self.connections,
+                max_frame_bytes=self.max_frame_bytes,
+                request_stats=self.request_stats,
+            )
 
         self._server = await loop.create_server(connection, self.host, self.requested_port)
         self._port = int(self._server.sockets[0].getsockname()[1])
@@ -99,7 +109,7 @@ class KafkaListener:
                 [asyncio.ensure_future(c.drain()) for c in connections], timeout=grace_s
             )
         for connection in list(self.connections):
-            connection.close("broker shutting down", level=logging.INFO)
+            connection.close("server shutting down")
         if self._server is not None:
             await self._server.wait_closed()
 

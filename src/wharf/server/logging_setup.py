@@ -6,7 +6,9 @@ each line is one JSON object (``time``, ``level``, ``logger``, ``message``, then
 Attach fields with ``logger.info("...", extra=log_fields(peer="127.0.0.1:5000"))``.
 
 Listeners log connections through :class:`ConnectionLog`: one line when a connection opens and
-one when it closes, at warning level with the reason when the close was abnormal.
+one when it closes, at warning level with the reason when the close was abnormal (a protocol
+error, an internal error, an operator's or the server's shutdown closing it, a reset); the close
+line may carry the connection's figures (client id, requests, bytes in and out).
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class ConnectionLog:
 
     Create it in ``connection_made``; call :meth:`closed` once the connection is gone, with a
     ``reason`` (and the exception, if any) when the close was not a normal client disconnect or
-    an orderly protocol close. Later calls to :meth:`closed` are ignored.
+    an orderly protocol close. Later calls to :meth:`closed` are ignored. ``id`` (unique in the
+    process) and ``opened_at_ms`` (wall clock) also serve the HTTP API's connection list.
     """
 
     def __init__(self, protocol: str, transport: asyncio.BaseTransport) -> None:
@@ -125,6 +128,7 @@ class ConnectionLog:
         self.protocol = protocol
         self.peer = format_address(transport.get_extra_info("peername"))
         self.local = format_address(transport.get_extra_info("sockname"))
+        self.opened_at_ms = time.time_ns() // 1_000_000
         self._opened = time.monotonic()
         self._closed = False
         _connection_logger.info(
@@ -135,8 +139,15 @@ class ConnectionLog:
             extra=log_fields(conn=self.id, protocol=protocol, peer=self.peer, local=self.local),
         )
 
-    def closed(self, reason: str | None = None, exc: BaseException | None = None) -> None:
-        """Log the close; ``reason`` set means abnormal (logged as a warning)."""
+    def closed(
+        self,
+        reason: str | None = None,
+        exc: BaseException | None = None,
+        *,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log the close; ``reason`` set means abnormal (logged as a warning). ``details`` are
+        extra fields for the line (client id, byte counts)."""
         if self._closed:
             return
         self._closed = True
@@ -146,6 +157,7 @@ class ConnectionLog:
             "peer": self.peer,
             "duration_ms": round((time.monotonic() - self._opened) * 1000),
         }
+        fields.update(details or {})
         if reason is None and exc is None:
             _connection_logger.info(
                 "%s connection %d closed", self.protocol, self.id, extra=log_fields(**fields)

@@ -277,6 +277,10 @@ const connectionsPage = {
       { title: "Id", html: (c) => esc(c.id) }, { title: "Protocol", html: (c) => esc(c.protocol) },
       { title: "Peer", html: (c) => esc(c.peer) }, { title: "Client", html: (c) => esc(c.client_id) },
       { title: "User", html: (c) => esc(c.user ?? "") }, { title: "Vhost", html: (c) => esc(c.vhost ?? "") },
+      { title: "Connected since", html: (c) => (c.connected_since_ms ? esc(new Date(c.connected_since_ms).toISOString()) : "") },
+      { title: "Requests", num: true, html: (c) => (c.requests == null ? "" : num(c.requests)) },
+      { title: "In", num: true, html: (c) => (c.bytes_in == null ? "" : bytes(c.bytes_in)) },
+      { title: "Out", num: true, html: (c) => (c.bytes_out == null ? "" : bytes(c.bytes_out)) },
       { title: "", html: (c) => `<button class="danger" data-close="${esc(c.id)}">Close</button>` },
     ], conns, "no client connections");
     document.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => {

@@ -101,6 +101,11 @@ def test_connections_lists_and_closes_clients(
         assert api.delete(f"/api/connections/{kafka_conns[0]['id']}").status_code == 204
         kafka.settimeout(20)
         assert kafka.recv(1) == b""  # the broker closed the socket
+        number = kafka_conns[0]["id"].removeprefix("kafka-")
+        http_server.wait_for_log(
+            rf"WARNING wharf\.connections: kafka connection {number} closed abnormally: "
+            r"closed by an operator"
+        )
         deadline = time.monotonic() + 20
         while any(c["id"] == conn["id"] for c in api.get("/api/connections").json()):
             assert time.monotonic() < deadline

@@ -82,3 +82,36 @@ def test_tls_client_hello_on_plain_port() -> None:
         decoder.next_frame()
     assert isinstance(info.value, KafkaProtocolError)
     assert "TLS" in str(info.value)
+
+
+def test_large_frame_across_many_reads_then_the_next_frame() -> None:
+    big = bytes(range(256)) * 4000  # about a megabyte, like a produce request
+    data = frame(big) + frame(b"after") + frame(b"tail")[:6]
+    decoder = FrameDecoder()
+    got: list[bytes] = []
+    for i in range(0, len(data), 65536):
+        decoder.receive_data(data[i : i + 65536])
+        got.extend(drain(decoder))
+    assert got == [big, b"after"]
+    assert decoder.buffered == 6
+    decoder.receive_data(frame(b"tail")[6:])
+    assert drain(decoder) == [b"tail"]
+    assert decoder.buffered == 0
+
+
+def test_size_prefix_split_over_reads() -> None:
+    data = frame(b"abcdef") * 3
+    decoder = FrameDecoder()
+    got: list[bytes] = []
+    for piece in (data[:2], data[2:3], data[3:12], data[12:]):
+        decoder.receive_data(piece)
+        got.extend(drain(decoder))
+    assert got == [b"abcdef"] * 3
+
+
+def test_a_mutable_buffer_is_copied_on_receipt() -> None:
+    data = bytearray(frame(b"keep"))
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    data[4:8] = b"XXXX"
+    assert drain(decoder) == [b"keep"]

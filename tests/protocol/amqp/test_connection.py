@@ -54,6 +54,9 @@ class Client:
         """Everything written so far, once the connection has processed its input."""
         for _ in range(20):
             await asyncio.sleep(0)
+        return self._take()
+
+    def _take(self) -> list[tuple[int, object]]:
         data = bytes(self.transport.output)
         self.transport.output.clear()
         out: list[tuple[int, object]] = []
@@ -64,6 +67,11 @@ class Client:
         return out
 
     async def expect(self, kind: type) -> object:
+        """Wait (authentication runs on a worker thread) for exactly one frame, of ``kind``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not self.transport.output and loop.time() < deadline:
+            await asyncio.sleep(0.001)
         frames = await self.frames()
         assert len(frames) == 1 and isinstance(frames[0][1], kind), frames
         return frames[0][1]

@@ -24,6 +24,7 @@ import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from pamqp import base, commands
@@ -290,7 +291,7 @@ class AMQPConnection:
                     "product": self.settings.product,
                     "version": _VERSION,
                     "platform": "Python",
-                    "information": "https://github.com/wharf-broker/wharf",
+                    "information": "Wharf: queues (AMQP 0-9-1) and streams (Kafka) in one broker",
                     "capabilities": self.settings.capabilities,
                 },
                 mechanisms=MECHANISMS,
@@ -320,7 +321,7 @@ class AMQPConnection:
         self.state = connection_transition(self.state, ConnInput.START_OK)
         self.client_properties = dict(method.client_properties or {})
         username, password = parse_credentials(method.mechanism, method.response)
-        if not self._authenticate(username, password):
+        if not await self._authenticate(username, password):
             self.close_reason = f"authentication failed for user {username!r}"
             self.send_connection_close(
                 ReplyCode.ACCESS_REFUSED,
@@ -338,10 +339,13 @@ class AMQPConnection:
             ),
         )
 
-    def _authenticate(self, username: str, password: str) -> bool:
+    async def _authenticate(self, username: str, password: str) -> bool:
         # Like RabbitMQ, guest is a loopback-only user: the user store refuses it from elsewhere.
+        # The password hash takes milliseconds of CPU: run it off the event loop.
+        users = self.broker.vhosts.users
+        check = partial(users.authenticate, username, password, loopback=self.is_loopback)
         try:
-            self.broker.vhosts.users.authenticate(username, password, loopback=self.is_loopback)
+            await asyncio.get_running_loop().run_in_executor(None, check)
         except AccessRefusedError:
             return False
         return True

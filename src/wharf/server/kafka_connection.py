@@ -103,7 +103,7 @@ class KafkaConnection(asyncio.Protocol):
 
     @property
     def peer(self) -> str:
-        """The client's address, ``host:port`` (for logs and the HTTP API)."""
+        """The client's address, ``host:port`` (``[host]:port`` for IPv6)."""
         return self._peer
 
     @property
@@ -150,12 +150,10 @@ class KafkaConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
         self._log = ConnectionLog("kafka", transport)
+        self._peer = self._log.peer
         peer = self._transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self._peer = f"{peer[0]}:{peer[1]}"
             self._ctx = dataclasses.replace(self._ctx, client_host=str(peer[0]))
-        else:
-            self._peer = str(peer)
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -427,3 +427,43 @@ def test_max_length_reject_publish_dlx_nacks_and_dead_letters(connect: Connect) 
     method, props, body = channel.basic_get("overflowed", auto_ack=True)
     assert body == b"refused"
     assert props.headers["x-death"][0]["reason"] == "maxlen"
+
+
+def test_recover_requeues_unacked_as_redelivered(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("recover-q")
+    channel.basic_publish("", "recover-q", b"again")
+    method, _, _ = channel.basic_get("recover-q")
+    assert not method.redelivered
+    channel.basic_recover(requeue=True)
+    method, _, body = channel.basic_get("recover-q", auto_ack=True)
+    assert body == b"again" and method.redelivered
+
+
+def test_purge_unbind_and_conditional_deletes(connect: Connect) -> None:
+    conn = connect()
+    channel = conn.channel()
+    channel.exchange_declare("ex-del", "direct")
+    channel.queue_declare("q-del")
+    channel.queue_bind("q-del", "ex-del", "k")
+    for _ in range(3):
+        channel.basic_publish("ex-del", "k", b"m")
+    assert channel.queue_purge("q-del").method.message_count == 3
+    channel.queue_unbind("q-del", "ex-del", "k")
+    channel.basic_publish("ex-del", "k", b"unrouted now")
+    assert get_body(channel, "q-del") is None
+    channel.basic_publish("", "q-del", b"still here")
+    assert channel_error(lambda: channel.queue_delete("q-del", if_empty=True)) == 406
+    channel = conn.channel()
+    channel.basic_consume("q-del", lambda *a: None)
+    other = conn.channel()
+    assert channel_error(lambda: other.queue_delete("q-del", if_unused=True)) == 406
+    other = conn.channel()
+    other.queue_bind("q-del", "ex-del", "k2")
+    assert channel_error(lambda: other.exchange_delete("ex-del", if_unused=True)) == 406
+    other = conn.channel()
+    other.exchange_delete("ex-del")
+    # The consumer above holds the one message unacked: no ready messages are deleted.
+    assert other.queue_delete("q-del").method.message_count == 0
+    assert other.queue_delete("never-existed").method.message_count == 0
+    assert channel_error(lambda: other.exchange_declare("ex-del", passive=True)) == 404

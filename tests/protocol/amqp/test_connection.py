@@ -171,3 +171,18 @@ async def test_channel_errors_keep_the_connection(broker: Broker) -> None:
     client.send(1, commands.Channel.Open())  # twice: a connection error
     close = await client.expect(commands.Connection.Close)
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 504
+
+
+async def test_channel_flow_stops_and_resumes(broker: Broker) -> None:
+    client = Client(broker)
+    await client.open()
+    await client.expect(commands.Connection.OpenOk)
+    client.send(1, commands.Channel.Open())
+    await client.expect(commands.Channel.OpenOk)
+    client.send(1, commands.Channel.Flow(active=False))
+    flow_ok = await client.expect(commands.Channel.FlowOk)
+    assert isinstance(flow_ok, commands.Channel.FlowOk) and flow_ok.active is False
+    assert client.conn.channels[1].active is False
+    client.send(1, commands.Channel.Flow(active=True))
+    flow_ok = await client.expect(commands.Channel.FlowOk)
+    assert isinstance(flow_ok, commands.Channel.FlowOk) and flow_ok.active is True

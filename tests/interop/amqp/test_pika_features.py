@@ -467,3 +467,20 @@ def test_purge_unbind_and_conditional_deletes(connect: Connect) -> None:
     assert other.queue_delete("q-del").method.message_count == 0
     assert other.queue_delete("never-existed").method.message_count == 0
     assert channel_error(lambda: other.exchange_declare("ex-del", passive=True)) == 404
+
+
+def test_raising_per_consumer_prefetch_applies_to_running_consumers(connect: Connect) -> None:
+    # Celery raises its prefetch with basic.qos(global=false) while consuming (documented
+    # difference from RabbitMQ, where only later consumers would see the new limit).
+    channel = connect().channel()
+    channel.queue_declare("raised")
+    for i in range(5):
+        channel.basic_publish("", "raised", f"m{i}".encode())
+    channel.basic_qos(prefetch_count=1)
+    got: list[bytes] = []
+    channel.basic_consume("raised", lambda ch, m, p, body: got.append(body))
+    pump(channel.connection, lambda: len(got) == 1)
+    channel.basic_qos(prefetch_count=3)
+    pump(channel.connection, lambda: len(got) == 3)
+    channel.connection.process_data_events(time_limit=0.2)
+    assert got == [b"m0", b"m1", b"m2"]

@@ -143,8 +143,8 @@ def main() -> None:
         subprocess.run([*summarize, str(rabbit_out)], check=False)
         print_ratios(wharf_out, rabbit_out)
     print(f"\nraw results: {out_dir}")
-    if a.out_dir is not None:
-        shutil.rmtree(work / "data", ignore_errors=True)
+    shutil.rmtree(work / "data", ignore_errors=True)  # Wharf's data directory
+    shutil.rmtree(work / "peers" / "rabbitmq" / "mnesia", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -398,7 +398,6 @@ class Channel:
     # -- exchange class ------------------------------------------------------------------------
 
     async def _exchange_declare(self, m: commands.Exchange.Declare) -> None:
-        _check_name(m.exchange, m)
         await self.vhost.declare_exchange(
             m.exchange,
             m.exchange_type,
@@ -412,7 +411,6 @@ class Channel:
             self.owner.send_method(self.number, commands.Exchange.DeclareOk())
 
     async def _exchange_delete(self, m: commands.Exchange.Delete) -> None:
-        _check_name(m.exchange, m)
         vhost = self.vhost
         if m.exchange in vhost.exchanges:  # deleting an absent exchange succeeds (RabbitMQ)
             await vhost.delete_exchange(m.exchange, if_unused=bool(m.if_unused))
@@ -436,7 +434,6 @@ class Channel:
     # -- queue class ---------------------------------------------------------------------------
 
     async def _queue_declare(self, m: commands.Queue.Declare) -> None:
-        _check_name(m.queue, m)
         queue = await self.vhost.declare_queue(
             m.queue,
             durable=bool(m.durable),
@@ -676,14 +673,6 @@ def _unknown_tag(tag: int) -> AMQPChannelError:
 
 def _random_suffix() -> str:
     return secrets.token_urlsafe(16)
-
-
-def _check_name(name: str, m: base.Frame) -> None:
-    if len(name.encode("utf-8")) > 255:
-        raise AMQPConnectionError(
-            ReplyCode.SYNTAX_ERROR, "name longer than 255 bytes", class_id=m.index >> 16,
-            method_id=m.index & 0xFFFF,
-        )
 
 
 def _with_method(exc: BrokerError, m: base.Frame) -> AMQPChannelError | AMQPConnectionError:

@@ -134,6 +134,9 @@ def test_py_amqp_with_amqplain_login(amqp_broker: InProcessBroker) -> None:
             if message is not None:
                 break
         assert message is not None and message.body == "hello"
+        tag = channel.basic_consume("pyamqp-q", callback=lambda m: None)
+        assert tag.startswith("amq.ctag-")  # an empty tag asks the server for one
+        channel.basic_cancel(tag)
     finally:
         conn.close()
 

@@ -484,3 +484,14 @@ def test_raising_per_consumer_prefetch_applies_to_running_consumers(connect: Con
     pump(channel.connection, lambda: len(got) == 3)
     channel.connection.process_data_events(time_limit=0.2)
     assert got == [b"m0", b"m1", b"m2"]
+
+
+def test_exclusive_consumer_refuses_others(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("one-reader")
+    tag = channel.basic_consume("one-reader", lambda *a: None, exclusive=True)
+    other = connect().channel()
+    assert channel_error(lambda: other.basic_consume("one-reader", lambda *a: None)) == 403
+    channel.basic_cancel(tag)
+    other = connect().channel()
+    assert other.basic_consume("one-reader", lambda *a: None).startswith("ctag")

@@ -3,9 +3,12 @@
 How it works: :meth:`Broker.open` is an async context manager. Entering it takes an exclusive
 lock on the data directory (``<data>/.lock``), then opens the components in dependency order
 (streams: topics and their partition logs, committed offsets, the group coordinator; then the
-background maintenance task). Leaving it stops them in reverse order: background tasks first,
-then parked group members are woken, then every log is flushed and closed. Front ends (Kafka,
-AMQP, HTTP) and embedding applications hold the same ``Broker`` object.
+background maintenance task; queues: the virtual hosts with their exchanges, queues and
+bindings). Leaving it stops them in reverse order: background tasks first, then in-process
+queue subscriptions end (their unsettled messages return to their queues), parked group
+members are woken, and every log is flushed and closed. Front ends (Kafka, AMQP, HTTP) and
+embedding applications hold the same ``Broker`` object; the streams and queues methods below
+are the embedding API (see docs/embedded.md).
 
 Data directory layout (streams)::
 
@@ -26,17 +29,23 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.embedded_consumer import QueueSubscription, ReceivedMessage
+from wharf.core.exchanges import Exchange
 from wharf.core.groups import GroupCoordinator
+from wharf.core.message import Message
 from wharf.core.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.partitioner import RoundRobin, key_partition
 from wharf.core.producer_state import ProducerIdAllocator
+from wharf.core.queue import Queue
 from wharf.core.stream_errors import ErrorCode, StreamsError
 from wharf.core.topics import Topic, TopicManager
-from wharf.core.vhost_registry import VhostRegistry
-from wharf.errors import ResourceLockedError
+from wharf.core.vhost_registry import DEFAULT_VHOST, VhostRegistry
+from wharf.core.vhosts import PublishResult, VirtualHost
+from wharf.errors import BrokerError, ResourceLockedError
 from wharf.storage.record_batch import Record, RecordInput
 
 __all__ = ["Broker"]
@@ -65,6 +74,8 @@ class Broker:
         self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
         self._maintenance: asyncio.Task[None] | None = None
         self._round_robin: dict[str, RoundRobin] = {}
+        self._subscriptions: set[QueueSubscription] = set()
+        self._subscription_count = 0
 
     @classmethod
     @asynccontextmanager
@@ -131,6 +142,9 @@ class Broker:
                     await self._maintenance
                 except asyncio.CancelledError:
                     pass
+            for subscription in list(self._subscriptions):
+                subscription.close()  # unsettled messages return; iterators stop
+            self._subscriptions.clear()
             if hasattr(self, "vhosts"):
                 await self.vhosts.close()
             if hasattr(self, "groups"):
@@ -249,6 +263,167 @@ class Broker:
         if producer_epoch >= MAX_PRODUCER_EPOCH:
             return self.producer_ids.allocate(), 0
         return producer_id, producer_epoch + 1
+
+    # ------------------------------------------------------------------ embedded queues API
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        passive: bool = False,
+        vhost: str = DEFAULT_VHOST,
+    ) -> Queue:
+        """Declare a queue (AMQP x-arguments in ``arguments``, e.g. ``x-max-priority``,
+        ``x-dead-letter-exchange``, ``x-message-ttl``); redeclaring with the same settings
+        returns the existing queue, with other settings raises PreconditionError."""
+        return await self._vhost(vhost).declare_queue(
+            name, durable=durable, auto_delete=auto_delete, arguments=arguments, passive=passive
+        )
+
+    async def delete_queue(
+        self,
+        name: str,
+        *,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        vhost: str = DEFAULT_VHOST,
+    ) -> int:
+        """Delete a queue and its messages (returns how many were ready); its subscriptions
+        end."""
+        return await self._vhost(vhost).delete_queue(name, if_unused=if_unused, if_empty=if_empty)
+
+    async def declare_exchange(
+        self,
+        name: str,
+        type_: str = "direct",
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        vhost: str = DEFAULT_VHOST,
+    ) -> Exchange:
+        """Declare an exchange: ``direct``, ``fanout``, ``topic``, ``headers`` or
+        ``x-delayed-message``."""
+        return await self._vhost(vhost).declare_exchange(
+            name,
+            type_,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=arguments,
+        )
+
+    async def bind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        vhost: str = DEFAULT_VHOST,
+    ) -> None:
+        """Route ``exchange``'s messages matching ``routing_key`` (or header ``arguments``)
+        to ``queue``."""
+        await self._vhost(vhost).bind_queue(queue, exchange, routing_key, arguments)
+
+    def queue(self, name: str, *, vhost: str = DEFAULT_VHOST) -> Queue:
+        """The queue (counters and gauges: ``message_count``, ``unacked_count``, ...);
+        raises NotFoundError."""
+        return self._vhost(vhost).get_queue(name)
+
+    async def publish(
+        self,
+        to: str,
+        body: bytes,
+        *,
+        routing_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        persistent: bool = True,
+        expiration_ms: int | None = None,
+        vhost: str = DEFAULT_VHOST,
+        **properties: Any,
+    ) -> PublishResult:
+        """Publish one message and return once it is safe.
+
+        Without ``routing_key``, ``to`` names a queue (NotFoundError if there is none) and the
+        message goes straight to it; with one, ``to`` names an exchange ("" is the default
+        exchange) that routes it. ``properties`` takes the other AMQP properties
+        (content_type, correlation_id, reply_to, message_id, timestamp, type, app_id, ...).
+        A persistent message on a durable queue is on disk when this returns (under
+        ``fsync=always``). The :class:`PublishResult` says whether it was ``routed`` to any
+        queue and whether a full queue ``rejected`` it (x-overflow reject-publish).
+        """
+        host = self._vhost(vhost)
+        if routing_key is None:
+            host.get_queue(to)
+            exchange, key = "", to
+        else:
+            exchange, key = to, routing_key
+        message = Message.build(
+            exchange,
+            key,
+            body,
+            headers=headers,
+            persistent=persistent,
+            priority=priority,
+            expiration_ms=expiration_ms,
+            **properties,
+        )
+        return await host.publish(message)
+
+    async def get(
+        self, queue: str, *, no_ack: bool = False, vhost: str = DEFAULT_VHOST
+    ) -> ReceivedMessage | None:
+        """Take the next ready message of ``queue``, or None if it has none ready.
+
+        Without ``no_ack`` the message stays handed out until it is acked or rejected (or the
+        broker restarts, which returns it)."""
+        delivery = self._vhost(vhost).get_queue(queue).basic_get(no_ack)
+        return None if delivery is None else ReceivedMessage(delivery, None, settled=no_ack)
+
+    @asynccontextmanager
+    async def consume(
+        self,
+        queue: str,
+        *,
+        prefetch: int = 100,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        tag: str | None = None,
+        vhost: str = DEFAULT_VHOST,
+    ) -> AsyncIterator[QueueSubscription]:
+        """Subscribe to ``queue``: ``async with broker.consume(q) as messages: async for m in
+        messages: ... await m.ack()``.
+
+        At most ``prefetch`` messages are received and unsettled at a time (0: no limit).
+        With ``no_ack`` each message counts as acknowledged once the iterator yields it.
+        Leaving the block returns every unsettled message to the queue, redelivered; the
+        iterator stops when the block is left, the queue is deleted or the broker closes.
+        """
+        target = self._vhost(vhost).get_queue(queue)
+        if tag is None:
+            self._subscription_count += 1
+            tag = f"embedded-{self._subscription_count}"
+        subscription = QueueSubscription(
+            target, tag, prefetch=prefetch, no_ack=no_ack, exclusive=exclusive
+        )
+        subscription.start()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            subscription.close()
+
+    def _vhost(self, name: str) -> VirtualHost:
+        if self._closed:
+            raise BrokerError("the broker is closed")
+        return self.vhosts[name]
 
     # ------------------------------------------------------------------ background work
 

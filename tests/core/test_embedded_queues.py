@@ -168,20 +168,27 @@ async def test_unsettled_message_survives_broker_close_inside_the_block(
     broker = await Broker.start(tmp_path)
     try:
         await broker.declare_queue("jobs")
+        await broker.declare_queue("other")
         await broker.publish("jobs", b"x")
+        await broker.publish("other", b"y")
+        taken = await broker.get("other")
+        assert taken is not None
         async with broker.consume("jobs") as messages:
             (message,) = await take(messages, 1)
             await broker.close()
             with pytest.raises(PreconditionError):
                 await message.ack()
+            with pytest.raises(BrokerError):
+                await taken.ack()
             assert await take(messages, 1) == []
         with pytest.raises(BrokerError):
-            await broker.publish("jobs", b"y")
+            await broker.publish("jobs", b"z")
     finally:
         await broker.close()
     async with Broker.open(tmp_path) as broker:
-        again = await broker.get("jobs", no_ack=True)
-        assert again is not None and again.body == b"x" and again.redelivered
+        for name, body in (("jobs", b"x"), ("other", b"y")):
+            again = await broker.get(name, no_ack=True)
+            assert again is not None and again.body == body and again.redelivered
 
 
 async def test_priority_order(tmp_path: Path) -> None:

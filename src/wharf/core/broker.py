@@ -33,7 +33,7 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.embedded_consumer import QueueSubscription, ReceivedMessage
+from wharf.core.embedded_consumer import GetHolder, QueueSubscription, ReceivedMessage
 from wharf.core.exchanges import Exchange
 from wharf.core.groups import GroupCoordinator
 from wharf.core.message import Message
@@ -76,6 +76,7 @@ class Broker:
         self._round_robin: dict[str, RoundRobin] = {}
         self._subscriptions: set[QueueSubscription] = set()
         self._subscription_count = 0
+        self._gets = GetHolder()
 
     @classmethod
     @asynccontextmanager
@@ -142,6 +143,7 @@ class Broker:
                     await self._maintenance
                 except asyncio.CancelledError:
                     pass
+            self._gets.open = False
             for subscription in list(self._subscriptions):
                 subscription.close()  # unsettled messages return; iterators stop
             self._subscriptions.clear()
@@ -384,7 +386,7 @@ class Broker:
         Without ``no_ack`` the message stays handed out until it is acked or rejected (or the
         broker restarts, which returns it)."""
         delivery = self._vhost(vhost).get_queue(queue).basic_get(no_ack)
-        return None if delivery is None else ReceivedMessage(delivery, None, settled=no_ack)
+        return None if delivery is None else ReceivedMessage(delivery, self._gets, settled=no_ack)
 
     @asynccontextmanager
     async def consume(

@@ -19,16 +19,28 @@ closes), iteration stops after the messages already received.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wharf.core.consumers import Delivery
-from wharf.errors import PreconditionError
+from wharf.errors import BrokerError, PreconditionError
 
 if TYPE_CHECKING:
     from wharf.core.message import Message
     from wharf.core.queue import Queue
 
-__all__ = ["QueueSubscription", "ReceivedMessage"]
+__all__ = ["GetHolder", "QueueSubscription", "ReceivedMessage"]
+
+
+class Holder(Protocol):
+    """Who a received message was handed to: says whether it can still be settled."""
+
+    def check_settle(self, delivery_id: int) -> None:
+        """Raise (PreconditionError, BrokerError) if ``delivery_id`` can no longer be settled."""
+        ...
+
+    def settled(self, delivery_id: int) -> None:
+        """It was acked or rejected."""
+        ...
 
 
 class ReceivedMessage:
@@ -43,9 +55,7 @@ class ReceivedMessage:
 
     __slots__ = ("_delivery", "_owner", "_settled")
 
-    def __init__(
-        self, delivery: Delivery, owner: QueueSubscription | None, *, settled: bool
-    ) -> None:
+    def __init__(self, delivery: Delivery, owner: Holder, *, settled: bool) -> None:
         self._delivery = delivery
         self._owner = owner
         self._settled = settled
@@ -106,26 +116,36 @@ class ReceivedMessage:
 
     def _settle(self) -> None:
         """Check the message can still be settled and mark it settled (raises
-        PreconditionError: settled already, or its subscription ended and returned it)."""
+        PreconditionError: settled already, or its subscription ended and returned it;
+        BrokerError: the broker is closed)."""
         if self._settled:
             raise PreconditionError(f"message {self._delivery.delivery_id} is already settled")
-        owner = self._owner
-        if owner is not None and not owner.holds(self._delivery.delivery_id):
-            raise PreconditionError(
-                f"message {self._delivery.delivery_id} was returned to queue "
-                f"'{self.queue}' when its subscription ended"
-            )
+        self._owner.check_settle(self._delivery.delivery_id)
         self._settled = True
 
     def _credit_back(self) -> None:
-        if self._owner is not None:
-            self._owner.settled(self._delivery.delivery_id)
+        self._owner.settled(self._delivery.delivery_id)
 
     def __repr__(self) -> str:
         return (
             f"ReceivedMessage(queue={self.queue!r}, body={self.body[:32]!r}, "
             f"redelivered={self.redelivered}, delivery_count={self.delivery_count})"
         )
+
+
+class GetHolder:
+    """The holder of messages taken with ``Broker.get``: settleable while the broker is open
+    (a restart returns the unsettled ones to their queues)."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def check_settle(self, delivery_id: int) -> None:
+        if not self.open:
+            raise BrokerError("the broker is closed")
+
+    def settled(self, delivery_id: int) -> None:
+        """Nothing to do: ``get`` has no credit to give back."""
 
 
 _END = None  # put in the inbox when the subscription ends
@@ -203,8 +223,12 @@ class QueueSubscription:
             self._ended = True
             self._inbox.put_nowait(_END)
 
-    def holds(self, delivery_id: int) -> bool:
-        return delivery_id in self._held
+    def check_settle(self, delivery_id: int) -> None:
+        if delivery_id not in self._held:
+            raise PreconditionError(
+                f"message {delivery_id} was returned to queue '{self.queue.name}' when its "
+                "subscription ended"
+            )
 
     def settled(self, delivery_id: int) -> None:
         """A message was acked or rejected: its credit comes back."""

@@ -149,12 +149,16 @@ def _amqp_connections(
         props = conn.client_properties
         client = _text(props.get("connection_name") or props.get("product"))
         info = _Connection(
-            f"amqp-{id(protocol):x}",
+            protocol.id,
             "amqp",
             conn.peer,
             client,
             conn.username or None,
             conn.vhost_name,
+            protocol.connected_since_ms,
+            protocol.requests,
+            protocol.bytes_in,
+            protocol.bytes_out,
         )
 
         def close(conn: AMQPConnection = conn) -> None:

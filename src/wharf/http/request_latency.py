@@ -13,9 +13,11 @@ from wharf.http.status import ServerView
 NAME = "wharf_request_seconds"
 HELP = (
     "Protocol request latency, from the request decoded to its response written, by protocol "
-    "and operation (for Kafka, the API name). A Fetch long poll counts its wait for data "
-    "(up to the client's fetch max wait), so Fetch latency is dominated by that wait; a "
-    "response queued behind it on the same connection counts the wait too"
+    "and operation (for Kafka, the API name; for AMQP, the method name). A Fetch long poll "
+    "counts its wait for data (up to the client's fetch max wait), so Fetch latency is "
+    "dominated by that wait; a response queued behind it on the same connection counts the "
+    "wait too. AMQP times synchronous methods (Queue.Declare, Basic.Get, ...) to their reply, "
+    "and Basic.Publish only on channels in confirm mode, to its Basic.Ack or Basic.Nack"
 )
 
 

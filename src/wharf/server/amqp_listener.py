@@ -20,7 +20,13 @@ How it works
   above ``memory_high_watermark_bytes`` or free disk below ``disk_free_limit_bytes``, a
   connection that publishes gets Connection.Blocked and is no longer read until the alarm
   clears (Connection.Unblocked).
-* Every close is logged with its reason.
+* Figures and logs: a :class:`~wharf.server.logging_setup.ConnectionLog` writes one line when
+  the connection opens and one when it closes: info when the client closed it (Connection.Close
+  or end of stream), a warning with the reason otherwise (protocol error, missed heartbeats,
+  refused login, handshake timeout, operator close, server shutdown, reset), with the user,
+  vhost, client product, requests and bytes in and out. The connection counts bytes both
+  ways; synchronous methods and confirmed publishes are timed into the listener's
+  :class:`~wharf.server.request_stats.RequestStats` (``wharf_request_seconds``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from wharf.protocol.amqp.errors import ReplyCode
 from wharf.protocol.amqp.state import ConnState
 from wharf.server.amqp_alarms import ResourceAlarm
 from wharf.server.listener import Endpoint
+from wharf.server.logging_setup import ConnectionLog
+from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 __all__ = ["AMQPListener", "AMQPProtocol", "create_amqp_listener"]
@@ -59,6 +67,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _text(value: object) -> str:
+    """A client-properties value as text (tables may carry byte strings)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
 class AMQPProtocol(asyncio.Protocol):
     """One client socket; see the module docstring."""
 
@@ -75,6 +90,9 @@ class AMQPProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.conn: AMQPConnection | None = None
+        self._log: ConnectionLog | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
         self._started = time.monotonic()
         self._closing_since: float | None = None
 
@@ -88,6 +106,7 @@ class AMQPProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:  # small frames (acks, confirms, deliveries) must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._log = ConnectionLog("amqp", transport)
         peername = transport.get_extra_info("peername") or ("?", 0)
         host = str(peername[0])
         peer = f"{host}:{peername[1]}"
@@ -97,13 +116,49 @@ class AMQPProtocol(asyncio.Protocol):
             peer=peer,
             is_loopback=_is_loopback(host),
             settings=self._listener.amqp_settings,
+            request_stats=self._listener.request_stats,
         )
         self.conn.alarm = self._listener.alarm.reason if self._listener.alarm else None
         self._listener.protocols.add(self)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"amqp {peer}")
         self._schedule_tick(1.0)
 
+    @property
+    def id(self) -> str:
+        """``amqp-<n>``, with the number the connection's log lines carry (``conn=<n>``)."""
+        return f"amqp-{self._log.id}" if self._log is not None else "amqp-?"
+
+    @property
+    def connected_since_ms(self) -> int | None:
+        """Wall-clock time the connection was accepted, in ms since the epoch."""
+        return self._log.opened_at_ms if self._log is not None else None
+
+    @property
+    def requests(self) -> int:
+        """Method frames received so far (Basic.Publish included)."""
+        return self.conn.requests if self.conn is not None else 0
+
+    def _figures(self) -> dict[str, object]:
+        conn = self.conn
+        if conn is None:
+            return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+        props = conn.client_properties
+        fields: dict[str, object] = {
+            "user": conn.username,
+            "vhost": conn.vhost_name,
+            "client": _text(props.get("product")),
+        }
+        if props.get("connection_name"):
+            fields["connection_name"] = _text(props["connection_name"])
+        return {
+            **fields,
+            "requests": conn.requests,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         self._last_received = time.monotonic()
         if self.conn is not None:
             self.conn.receive_data(data)
@@ -117,11 +172,15 @@ class AMQPProtocol(asyncio.Protocol):
             self._timer.cancel()
         conn = self.conn
         if conn is not None and not conn.closed:
-            reason = conn.close_reason or f"socket closed by peer ({exc or 'eof'})"
-            log.info("amqp %s: connection lost: %s", conn.peer, reason)
             conn.connection_lost()
-        elif conn is not None:
-            log.info("amqp %s: connection closed: %s", conn.peer, conn.close_reason or "closed")
+        if self._log is not None:
+            reason = conn.close_reason if conn is not None else None
+            if conn is not None and conn.client_closed:
+                self._log.closed(details=self._figures())
+            elif reason is not None:
+                self._log.closed(reason, details=self._figures())
+            else:  # the client went away without Connection.Close: info on EOF, else a warning
+                self._log.closed("connection lost" if exc else None, exc, details=self._figures())
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._pending.clear()
@@ -184,6 +243,7 @@ class AMQPProtocol(asyncio.Protocol):
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
         self._last_sent = time.monotonic()
+        self.bytes_out += len(data)
         self._transport.write(data)
 
     async def _run(self) -> None:
@@ -203,22 +263,20 @@ class AMQPProtocol(asyncio.Protocol):
         period = 1.0
         if conn.state is not ConnState.OPEN and conn.state is not ConnState.CLOSING:
             if now - self._started > conn.settings.handshake_timeout:
-                conn.close_reason = "handshake timeout"
-                log.info("amqp %s: closing: handshake not finished in time", conn.peer)
+                conn.close_reason = "handshake not finished in time"
                 self.abort()
                 return
         elif conn.state is ConnState.CLOSING:
             if self._closing_since is None:
                 self._closing_since = now
             elif now - self._closing_since > _CLOSE_OK_TIMEOUT_S:
-                log.info("amqp %s: no Close-Ok from the client; dropping", conn.peer)
+                conn.close_reason = f"{conn.close_reason or 'closing'}; no Close-Ok from the client"
                 self.abort()
                 return
         elif conn.heartbeat:
             interval = conn.heartbeat
             if now - self._last_received > 2 * interval:
                 conn.close_reason = f"missed heartbeats from client, timeout: {interval}s"
-                log.info("amqp %s: closing: %s", conn.peer, conn.close_reason)
                 # The client is presumed gone; like RabbitMQ, just drop the socket.
                 self.abort()
                 return
@@ -250,6 +308,7 @@ class AMQPListener:
         self.port = port
         self.amqp_settings = amqp_settings or AMQPSettings()
         self.protocols: set[AMQPProtocol] = set()
+        self.request_stats = RequestStats("amqp")
         self._server: asyncio.Server | None = None
         self._broker: Broker | None = None
         self._all_closed = asyncio.Event()

@@ -40,3 +40,25 @@ async def test_nothing_is_sent_after_close() -> None:
     for _ in range(10):
         await asyncio.sleep(0)
     assert sent == []
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float]] = []
+
+    def observe(self, operation: str, seconds: float) -> None:
+        self.seen.append((operation, seconds))
+
+
+async def test_each_confirmed_or_nacked_publish_is_timed_once() -> None:
+    sent: list[base.Frame] = []
+    observer = RecordingObserver()
+    confirms = PublisherConfirms(sent.append, observer)
+    for rejected in (False, True, False):
+        confirms.published(PublishResult(routed=True, rejected=rejected))
+    assert observer.seen == []  # nothing is timed before its confirm is written
+    await settle(sent, 3)
+    assert len(sent) == 3
+    assert [operation for operation, _ in observer.seen] == ["Basic.Publish"] * 3
+    assert all(seconds >= 0 for _, seconds in observer.seen)
+    confirms.close()

@@ -57,6 +57,7 @@ from wharf.protocol.amqp.state import (
     ContentState,
     content_transition,
 )
+from wharf.protocol.amqp.timing import RequestObserver
 
 if TYPE_CHECKING:
     from wharf.core.broker import Broker
@@ -77,6 +78,7 @@ class ChannelOwner(Protocol):
     vhost_name: str
     username: str
     writable: bool  # False while the socket's write buffer is above its high-water mark
+    request_stats: RequestObserver | None  # times confirmed publishes, if set
 
     @property
     def client_capabilities(self) -> dict[str, Any]: ...
@@ -84,8 +86,6 @@ class ChannelOwner(Protocol):
     def send_method(self, channel: int, method: base.Frame) -> None: ...
 
     def send_raw(self, data: bytes) -> None: ...
-
-
 
 
 class ChannelConsumer:
@@ -606,7 +606,9 @@ class Channel:
                 method_id=10,
             )
         if self.confirms is None:
-            self.confirms = PublisherConfirms(partial(self.owner.send_method, self.number))
+            self.confirms = PublisherConfirms(
+                partial(self.owner.send_method, self.number), self.owner.request_stats
+            )
         if not m.nowait:
             self.owner.send_method(self.number, commands.Confirm.SelectOk())
 

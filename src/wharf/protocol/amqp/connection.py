@@ -15,6 +15,14 @@ The server adapter feeds received bytes to :meth:`AMQPConnection.receive_data` a
 :meth:`AMQPConnection._handle_error` is the one place that turns an exception into a wire
 response: channel-scoped reply codes close that channel with Channel.Close, every other code
 (and any unexpected exception, as 541 INTERNAL_ERROR) closes the connection.
+
+Figures: ``requests`` counts the method frames received (Basic.Publish included). With a
+``request_stats`` observer, every synchronous method (one the client waits on: Channel.Open,
+Queue.Declare, Basic.Get, ...) and Connection.Start-Ok is timed from its decoding to its reply
+written, and publishes on a channel in confirm mode are timed up to their confirm (see
+:mod:`wharf.protocol.amqp.confirms`); other methods (Basic.Ack, publishes without confirms)
+are counted but not timed. ``client_closed`` tells a close the client asked for (Connection.Close
+before any error of ours) from one the broker decided (``close_reason``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from time import perf_counter
 from typing import Any, Protocol
 
 from pamqp import base, commands
@@ -63,6 +72,7 @@ from wharf.protocol.amqp.state import (
     channel_transition,
     connection_transition,
 )
+from wharf.protocol.amqp.timing import RequestObserver
 
 __all__ = ["AMQPConnection", "AMQPSettings", "Transport"]
 
@@ -72,6 +82,8 @@ _VERSION = importlib.metadata.version("wharf")
 
 #: Tasks deleting exclusive queues of closed connections (kept referenced until done).
 _background: set[asyncio.Task[None]] = set()
+
+_START_OK = commands.Connection.StartOk
 
 #: Unparsed input we keep at most before asking the adapter to stop reading.
 _MAX_BUFFERED_FACTOR = 4
@@ -124,8 +136,12 @@ class AMQPConnection:
         peer: str,
         is_loopback: bool,
         settings: AMQPSettings | None = None,
+        request_stats: RequestObserver | None = None,
     ) -> None:
         self.broker = broker
+        self.request_stats = request_stats
+        self.requests = 0
+        self.client_closed = False
         self.transport = transport
         self.peer = peer
         self.is_loopback = is_loopback
@@ -261,6 +277,7 @@ class AMQPConnection:
         try:
             channel.content(event)
             if type(event) is PublishFrame:
+                self.requests += 1
                 content = self.reader.read_content(number, MAX_BODY_SIZE)
                 if content is not None:
                     channel.whole_content(*content)
@@ -269,14 +286,25 @@ class AMQPConnection:
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, MethodFrame):
-            if event.channel == 0:
-                await self._connection_method(event.method)
-            else:
-                await self._channel_frame(event.channel, event)
+            self.requests += 1
+            stats = self.request_stats
+            method = event.method
+            if stats is None or not (method.synchronous or type(method) is _START_OK):
+                await self._method(event)
+                return
+            started = perf_counter()
+            await self._method(event)
+            stats.observe(method.name, perf_counter() - started)
         elif isinstance(event, HeartbeatFrame):
             return
         elif isinstance(event, ProtocolHeaderReceived):
             self._start()
+
+    async def _method(self, event: MethodFrame) -> None:
+        if event.channel == 0:
+            await self._connection_method(event.method)
+        else:
+            await self._channel_frame(event.channel, event)
 
     # -- connection class ----------------------------------------------------------------------
 
@@ -386,6 +414,7 @@ class AMQPConnection:
     async def _on_close(self, method: commands.Connection.Close) -> None:
         self.state = connection_transition(self.state, ConnInput.CLOSE)
         if self.close_reason is None:
+            self.client_closed = True
             self.close_reason = (
                 f"client closed: {method.reply_code} {method.reply_text}".rstrip()
             )

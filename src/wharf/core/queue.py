@@ -15,10 +15,14 @@ same for idle queues, enforces ``x-expires``, and reclaims space: it advances th
 start to the oldest live record, and when a few old records pin much more dead space, moves
 them to the tail (same sequence number, new offset) so the old segments can be deleted.
 
-Dispatch is synchronous: :meth:`dispatch` pushes ready messages round-robin to consumers whose
+Dispatch is synchronous: :meth:`dispatch` pushes ready messages to consumers whose
 ``can_take()`` is true (only the active one under single-active-consumer) until the queue is
-empty or nobody has credit. Publishing, acking, rejecting and consumer changes dispatch by
-themselves; a front end calls :meth:`dispatch` when a consumer's credit comes back.
+empty or nobody has credit. Consumers are grouped by their priority (AMQP's ``x-priority``
+consume argument, 0 by default), highest first: a message goes to the highest-priority group
+that has a consumer with credit, round robin within the group, so lower priorities receive
+only while every higher-priority consumer is blocked (prefetch, flow). Publishing, acking,
+rejecting and consumer changes dispatch by themselves; a front end calls :meth:`dispatch` when
+a consumer's credit comes back.
 """
 
 from __future__ import annotations
@@ -117,6 +121,17 @@ class EnqueueResult(NamedTuple):
 
 
 _SEQ_MASK = (1 << 64) - 1
+
+
+class _PriorityLevel:
+    """The consumers of one priority, in subscription order, and where round robin stands."""
+
+    __slots__ = ("consumers", "priority", "rr")
+
+    def __init__(self, priority: int, consumers: list[Consumer]) -> None:
+        self.priority = priority
+        self.consumers = consumers
+        self.rr = 0
 _REFUSED = EnqueueResult(False)
 _ACCEPTED = EnqueueResult(True)
 
@@ -174,8 +189,8 @@ class Queue:
         self._moved: dict[int, int] = {}  # offset -> seq of live records whose offset != seq
         self._live_bytes = 0
         self._live_stored = 0  # estimated log bytes of live records
-        self._consumers: list[Consumer] = []
-        self._rr = 0
+        self._consumers: list[Consumer] = []  # in subscription order
+        self._levels: list[_PriorityLevel] = []  # the same consumers by priority, highest first
         self._had_consumer = False
         self._dispatching = False
         self._again = False
@@ -370,12 +385,22 @@ class Queue:
         if not self._consumers or not self._ready:
             return
         active = self.active_consumer
-        candidates = [active] if active is not None else list(self._consumers)
+        if active is not None:
+            self._serve(_PriorityLevel(0, [active]))
+            return
+        for level in list(self._levels):
+            if not self._ready:
+                return
+            self._serve(level)
+
+    def _serve(self, level: _PriorityLevel) -> None:
+        """Hand ready messages round robin to the consumers of ``level`` while one has credit."""
+        candidates = list(level.consumers)
         n = len(candidates)
         idle = 0
         while self._ready and idle < n:
-            consumer = candidates[self._rr % n]
-            self._rr += 1
+            consumer = candidates[level.rr % n]
+            level.rr += 1
             if consumer not in self._consumers or not consumer.can_take():
                 idle += 1
                 continue
@@ -497,13 +522,22 @@ class Queue:
 
     # --------------------------------------------------------------------------- consumers
 
-    def add_consumer(self, consumer: Consumer) -> None:
-        """Subscribe; raises AccessRefusedError (403) against an exclusive consumer."""
+    def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
+        """Subscribe with a ``priority`` (higher is served first, see the module docstring);
+        raises AccessRefusedError (403) against an exclusive consumer."""
         if any(c.exclusive for c in self._consumers) or (consumer.exclusive and self._consumers):
             raise AccessRefusedError(
                 f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
             )
         self._consumers.append(consumer)
+        levels = self._levels
+        at = 0
+        while at < len(levels) and levels[at].priority > priority:
+            at += 1
+        if at < len(levels) and levels[at].priority == priority:
+            levels[at].consumers.append(consumer)
+        else:
+            levels.insert(at, _PriorityLevel(priority, [consumer]))
         self._had_consumer = True
         self.last_used_ms = self._clock.now_ms()
         self.dispatch()
@@ -515,6 +549,12 @@ class Queue:
         if consumer not in self._consumers:
             return
         self._consumers.remove(consumer)
+        for level in self._levels:
+            if consumer in level.consumers:
+                level.consumers.remove(consumer)
+                if not level.consumers:
+                    self._levels.remove(level)
+                break
         self.last_used_ms = self._clock.now_ms()
         if requeue_unacked:
             mine = [e for e in self._unacked.values() if e.consumer is consumer]
@@ -531,6 +571,7 @@ class Queue:
     def cancel_consumers(self) -> None:
         """Tell every consumer the broker ended its subscription (queue deleted)."""
         consumers, self._consumers = self._consumers, []
+        self._levels = []
         for consumer in consumers:
             consumer.cancelled(self)
 
@@ -686,6 +727,7 @@ class Queue:
         """Mark deleted and return the consumers (the virtual host cancels them)."""
         self.deleted = True
         consumers, self._consumers = self._consumers, []
+        self._levels = []
         self._ready.clear()
         self._expiring = 0
         self._unacked.clear()

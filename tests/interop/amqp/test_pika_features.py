@@ -495,3 +495,46 @@ def test_exclusive_consumer_refuses_others(connect: Connect) -> None:
     channel.basic_cancel(tag)
     other = connect().channel()
     assert other.basic_consume("one-reader", lambda *a: None).startswith("ctag")
+
+
+def test_consumer_priorities_serve_higher_priority_first(connect: Connect) -> None:
+    conn = connect()
+    assert conn._impl.server_capabilities.get("consumer_priorities") is True
+    publisher = conn.channel()
+    publisher.queue_declare("prioritised-consumers")
+    got: dict[str, list[tuple[int, bytes]]] = {"high": [], "low": []}
+    channels = {}
+    for name, priority, prefetch in (("low", 1, 10), ("high", 5, 2)):
+        channel = conn.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+
+        def on_message(ch, m, p, body: bytes, name: str = name) -> None:
+            got[name].append((m.delivery_tag, body))
+
+        channel.basic_consume(
+            "prioritised-consumers", on_message, arguments={"x-priority": priority}
+        )
+        channels[name] = channel
+    for i in range(5):
+        publisher.basic_publish("", "prioritised-consumers", f"m{i}".encode())
+    pump(conn, lambda: len(got["high"]) + len(got["low"]) == 5)
+    # high takes its prefetch first; low, registered earlier, gets only what high cannot take
+    assert [body for _, body in got["high"]] == [b"m0", b"m1"]
+    assert [body for _, body in got["low"]] == [b"m2", b"m3", b"m4"]
+    channels["high"].basic_ack(0, multiple=True)
+    for i in range(5, 7):
+        publisher.basic_publish("", "prioritised-consumers", f"m{i}".encode())
+    pump(conn, lambda: len(got["high"]) == 4)
+    assert [body for _, body in got["high"]][2:] == [b"m5", b"m6"]
+    assert len(got["low"]) == 3
+
+
+def test_consumer_priority_must_be_an_integer(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("bad-consumer-priority")
+    code = channel_error(
+        lambda: channel.basic_consume(
+            "bad-consumer-priority", lambda *a: None, arguments={"x-priority": "high"}
+        )
+    )
+    assert code == 406

@@ -15,6 +15,9 @@ them with its own delivery tags (1, 2, ... per channel) and keeps unsettled ones
 ``unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them. Closing the channel
 requeues what is left, marked redelivered.
 
+A consumer's ``x-priority`` argument (an integer, default 0) is its priority in the queue's
+dispatch (:mod:`wharf.core.queue`): higher priorities with credit are served first.
+
 Prefetch (Basic.Qos) follows RabbitMQ's reading of ``global``: ``global=false`` limits each
 consumer, ``global=true`` the whole channel. Unlike RabbitMQ, a per-consumer limit also applies
 to consumers already running on the channel (Celery raises its prefetch that way).
@@ -517,12 +520,13 @@ class Channel:
             raise AccessRefusedError(
                 f"queue '{queue.name}' in vhost '{self.owner.vhost_name}' in exclusive use"
             )
+        priority = _consumer_priority(m.arguments)
         consumer = ChannelConsumer(self, queue, tag, no_ack=m.no_ack, exclusive=m.exclusive)
         # Consume-Ok goes out before the first delivery, which add_consumer may trigger.
         if not m.nowait:
             self.owner.send_method(self.number, commands.Basic.ConsumeOk(consumer_tag=tag))
         self.consumers[tag] = consumer
-        queue.add_consumer(consumer)
+        queue.add_consumer(consumer, priority=priority)
 
     async def _basic_cancel(self, m: commands.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag or "", None)
@@ -665,6 +669,19 @@ def _rejecter(requeue: bool) -> Callable[[Queue, list[int]], None]:
         queue.reject(ids, requeue=requeue)
 
     return reject
+
+
+def _consumer_priority(arguments: dict[str, Any] | None) -> int:
+    """Basic.Consume's ``x-priority`` (default 0); anything but an integer is 406."""
+    value = (arguments or {}).get("x-priority", 0)
+    if type(value) is not int:
+        raise AMQPChannelError(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg 'x-priority': {value!r} is not an integer",
+            class_id=60,
+            method_id=20,
+        )
+    return value
 
 
 def _unknown_tag(tag: int) -> AMQPChannelError:

@@ -121,6 +121,7 @@ class AMQPSettings:
             "authentication_failure_close": True,
             "per_consumer_qos": True,
             "connection.blocked": True,
+            "consumer_priorities": True,
         }
     )
 

@@ -37,7 +37,8 @@ from pamqp import base, commands
 
 from wharf.core.consumers import Delivery
 from wharf.core.message import Message
-from wharf.errors import AccessRefusedError, BrokerError
+from wharf.core.vhosts import PublishResult
+from wharf.errors import AccessRefusedError, BrokerError, StorageError
 from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
@@ -65,7 +66,7 @@ from wharf.protocol.amqp.timing import RequestObserver
 if TYPE_CHECKING:
     from wharf.core.broker import Broker
     from wharf.core.queue import Queue
-    from wharf.core.vhosts import PublishResult, VirtualHost
+    from wharf.core.vhosts import VirtualHost
 
 __all__ = ["MAX_BODY_SIZE", "Channel", "ChannelConsumer", "ChannelOwner"]
 
@@ -298,6 +299,14 @@ class Channel:
             result = self.vhost.publish_nowait(message)
         except BrokerError as exc:
             raise _with_method(exc, commands.Basic.Publish()) from exc
+        except StorageError:
+            # A queue's log could not take it (disk full, with a full batch already waiting):
+            # in confirm mode that is a nack, as for a write that fails later; without
+            # confirms the connection is closed with the error.
+            if self.confirms is None:
+                raise
+            self.confirms.published(PublishResult(routed=True, rejected=True))
+            return
         if publish.mandatory and not result.routed:
             self._return_unroutable(message)
         if self.confirms is not None:

@@ -163,3 +163,56 @@ def test_bad_input_is_logged_as_a_warning_with_the_reason(wharf_server: WharfPro
     assert "reason=" in closed.group(0)
     events = [m["event"] for m in connection_lines(wharf_server) if m["conn"] == conn]
     assert events == ["opened", "closed"], events
+
+
+def closed_abnormally(server: WharfProcess, number: str) -> str:
+    """The reason of connection ``number``'s warning close line."""
+    line = server.wait_for_log(
+        rf"WARNING wharf\.connections: amqp connection {number} closed abnormally: (.*)$"
+    )
+    return line.group(1)
+
+
+def test_operator_close_and_refused_login_are_warnings_with_the_reason(
+    wharf_server: WharfProcess,
+) -> None:
+    connection = connect(wharf_server, "to-be-closed")
+    try:
+        listed = httpx.get(f"{wharf_server.http_url}/api/connections", timeout=30).json()
+        (conn,) = [c for c in listed if c["client_id"] == "to-be-closed"]
+        deleted = httpx.delete(f"{wharf_server.http_url}/api/connections/{conn['id']}", timeout=30)
+        assert deleted.status_code in (200, 204), deleted.text
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            connection.process_data_events(time_limit=10)
+        assert info.value.reply_code == 320
+    finally:
+        if connection.is_open:
+            connection.close()
+    reason = closed_abnormally(wharf_server, conn["id"].removeprefix("amqp-"))
+    assert "closed by an operator" in reason
+
+    assert wharf_server.amqp_port is not None
+    params = pika.ConnectionParameters(
+        "127.0.0.1",
+        wharf_server.amqp_port,
+        credentials=pika.PlainCredentials("guest", "wrong password"),
+    )
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(params)
+    refused = wharf_server.wait_for_log(
+        r"WARNING wharf\.connections: amqp connection (\d+) closed abnormally: "
+        r"authentication failed for user 'guest'"
+    )
+    assert refused
+
+
+def test_client_hanging_up_without_close_is_an_info_line(wharf_server: WharfProcess) -> None:
+    assert wharf_server.amqp_port is not None
+    with socket.create_connection(("127.0.0.1", wharf_server.amqp_port), timeout=15) as sock:
+        peer = f"127.0.0.1:{sock.getsockname()[1]}"
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        assert sock.recv(65536)  # Connection.Start; then hang up
+    opened = wharf_server.wait_for_log(rf"amqp connection (\d+) opened from {re.escape(peer)} ")
+    conn = opened.group(1)
+    closed = wharf_server.wait_for_log(rf"(\w+) wharf\.connections: amqp connection {conn} closed")
+    assert closed.group(1) == "INFO", closed.group(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -121,7 +122,7 @@ def test_random_garbage_after_handshake(amqp_broker, healthy) -> None:
     assert close_code(frames) in (501, 502, 504, 505, 540)
 
 
-def test_missed_heartbeats_close_the_connection(amqp_broker, healthy) -> None:
+def test_missed_heartbeats_close_the_connection(amqp_broker, healthy, caplog) -> None:
     with handshake(amqp_broker.port, heartbeat=1) as sock:
         # Say nothing: after two silent intervals the broker drops the socket.
         started = time.monotonic()
@@ -129,6 +130,17 @@ def test_missed_heartbeats_close_the_connection(amqp_broker, healthy) -> None:
         assert time.monotonic() - started < 20
     assert frames  # the broker's own heartbeats arrived first
     assert all(not isinstance(f, commands.Connection.OpenOk) for f in frames)
+    # The close is logged as a warning with the reason.
+    deadline = time.monotonic() + 20
+    while not [
+        record
+        for record in caplog.records
+        if record.name == "wharf.connections"
+        and record.levelno == logging.WARNING
+        and "missed heartbeats from client" in record.getMessage()
+    ]:
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.05)
 
 
 def test_publish_immediate_is_not_implemented(amqp_broker, healthy) -> None:

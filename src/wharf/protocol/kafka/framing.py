@@ -9,8 +9,8 @@ plaintext port shows up as a size starting with ``0x16 0x03``; it is reported as
 Received data is kept as the list of chunks the transport delivered (no growing buffer): a
 frame's payload is copied exactly once, by one ``b"".join`` of the chunks (or memoryview slices
 of them) it spans, when its last byte has arrived. A produce request of a megabyte arrives in
-dozens of reads; appending each to a ``bytearray`` and slicing the frame out of it made three
-fresh megabyte-sized buffers per request, and their page faults cost the broker milliseconds.
+dozens of reads; appending each to one growing ``bytearray`` and slicing the frame out of it
+would make three fresh megabyte-sized buffers per request, whose page faults cost milliseconds.
 
 "Incomplete" is a return value (:data:`NEED_DATA`), "invalid" raises a
 :class:`~wharf.protocol.kafka.errors.KafkaProtocolError`.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import pytest
 from kio.schema.errors import ErrorCode
@@ -115,3 +116,20 @@ def test_a_mutable_buffer_is_copied_on_receipt() -> None:
     decoder.receive_data(data)
     data[4:8] = b"XXXX"
     assert drain(decoder) == [b"keep"]
+
+
+def test_trickled_bytes_do_not_cost_an_object_per_read() -> None:
+    data = frame(b"z" * 300_000)
+    decoder = FrameDecoder()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(0, 200_000, 2):
+            decoder.receive_data(data[i : i + 2])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decoder.next_frame() is NEED_DATA
+    assert held < 1_000_000  # 200 KB of data; an object per 2-byte read would be over 4 MB
+    decoder.receive_data(data[200_000:])
+    assert drain(decoder) == [b"z" * 300_000]

@@ -34,6 +34,8 @@ __all__ = ["DEFAULT_MAX_FRAME_BYTES", "NEED_DATA", "FrameDecoder", "NeedData", "
 DEFAULT_MAX_FRAME_BYTES: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 
 _SIZE = struct.Struct(">i")
+# Reads shorter than this are appended to a short last chunk instead of being kept apart.
+_SMALL_READ: Final = 4096
 
 
 class NeedData(enum.Enum):
@@ -71,7 +73,13 @@ class FrameDecoder:
         if data:
             # bytes are kept by reference; a mutable buffer is copied so it cannot change under us
             chunk = data if isinstance(data, bytes) else bytes(data)
-            self._chunks.append(chunk)
+            chunks = self._chunks
+            if len(chunk) < _SMALL_READ and chunks and len(chunks[-1]) < _SMALL_READ:
+                # tiny reads (a peer trickling bytes) are merged, so that a frame held in
+                # thousands of reads does not cost an object per read
+                chunks[-1] = b"".join((chunks[-1], chunk))
+            else:
+                chunks.append(chunk)
             self._buffered += len(chunk)
 
     def next_frame(self) -> bytes | NeedData:

@@ -27,10 +27,13 @@ from aiokafka.coordinator.assignors.range import (
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from kafka.errors import InconsistentGroupProtocolError
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -190,6 +193,20 @@ class ConfluentMember(Member):
         self._consumer.close()
 
 
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, member: Member) -> None:
+        self._member = member
+
+    def on_partitions_revoked(self, revoked: Iterable[KpTopicPartition]) -> None:
+        self._member.event("revoke", (tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[KpTopicPartition]) -> None:
+        self._member.event("assign", (tp.partition for tp in assigned))
+
+    def on_partitions_lost(self, lost: Iterable[KpTopicPartition]) -> None:
+        self._member.event("lost", (tp.partition for tp in lost))
+
+
 class KafkaPythonMember(Member):
     def __init__(
         self, name: str, bootstrap: str, topic: str, group: str, assignors: Sequence[type]
@@ -200,7 +217,6 @@ class KafkaPythonMember(Member):
     def open(self) -> None:
         bootstrap, topic, group, assignors = self._args
         self._consumer = KafkaConsumer(
-            topic,
             bootstrap_servers=bootstrap,
             group_id=group,
             client_id=self.name,
@@ -211,6 +227,7 @@ class KafkaPythonMember(Member):
             heartbeat_interval_ms=HEARTBEAT_MS,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
         )
+        self._consumer.subscribe([topic], listener=_Listener(self))
 
     def poll_once(self) -> tuple[Partitions, list[tuple[int, str]]]:
         # 1 s polls: with 100 ms ones kafka-python 3.0.12 was seen to finish a join without
@@ -227,6 +244,22 @@ def settled(members: Sequence[Member], sizes: Sequence[int]) -> bool:
     """Every partition owned by exactly one member, each member owning as many as expected."""
     owned = [m.assignment for m in members]
     return sorted(len(a) for a in owned) == sorted(sizes) and frozenset().union(*owned) == ALL
+
+
+def check_incremental(first: Member, second: Member) -> None:
+    """The rebalance callbacks of a cooperative rebalance from ``first`` alone to both members."""
+    kept, moved = first.assignment, second.assignment
+    # the first member gave up only what moved, never everything it owned
+    revoked = [p for kind, p in first.events if kind == "revoke" and p]
+    assert revoked and all(p != ALL for p in revoked), first.events
+    assert frozenset().union(*revoked) == moved
+    assert not kept & moved
+    assert not any(kind == "lost" for kind, _ in first.events + second.events)
+    # callbacks name only the partitions added: the first member got partitions only once
+    assigned_first = [p for kind, p in first.events if kind == "assign" and p]
+    assert assigned_first == [ALL], first.events
+    assert [kind for kind, p in second.events if p] == ["assign"], second.events
+    assert frozenset().union(*(p for _, p in second.events)) == moved
 
 
 def check_exactly_once(bootstrap: str, topic: str, members: Sequence[Member]) -> None:
@@ -316,18 +349,7 @@ def test_confluent_cooperative_sticky_keeps_partitions_while_rebalancing(
         second = ConfluentMember("ck-b", bootstrap, topic_name, group_name, strategy)
         start(second, members)
         wait_for(lambda: settled(members, [3, 3]), "the group to settle on two members")
-
-        kept, moved = first.assignment, second.assignment
-        # incremental callbacks: the first member gave up only what moved, never everything
-        revoked = [p for kind, p in first.events if kind == "revoke"]
-        assert revoked and all(p != ALL for p in revoked), first.events
-        assert frozenset().union(*revoked) == moved
-        assert not kept & moved
-        assert not any(kind == "lost" for kind, _ in first.events + second.events)
-        assigned_first = frozenset().union(*(p for kind, p in first.events if kind == "assign"))
-        assert assigned_first == ALL  # only the first assignment added partitions
-        assert [k for k, _ in second.events] == ["assign"] * len(second.events)
-        assert frozenset().union(*(p for _, p in second.events)) == moved
+        check_incremental(first, second)
         assert group_protocol(bootstrap, group_name) == ("Stable", strategy, 2)
         check_exactly_once(bootstrap, topic_name, members)
     finally:
@@ -388,6 +410,30 @@ def test_kafka_python_sticky_assignor_keeps_owners_when_a_third_member_joins(
         for m in members[:2]:
             assert m.assignment <= before[m.name], (m.name, m.assignment, before)
         assert group_protocol(bootstrap, group_name) == ("Stable", "sticky", 3)
+        check_exactly_once(bootstrap, topic_name, members)
+    finally:
+        stop_all(members)
+
+
+def test_kafka_python_cooperative_sticky_keeps_partitions_while_rebalancing(
+    bootstrap: str, topic_name: str, group_name: str
+) -> None:
+    create_topic(bootstrap, topic_name)
+    members: list[Member] = []
+
+    def member(name: str) -> Member:
+        return start(
+            KafkaPythonMember(name, bootstrap, topic_name, group_name, [CooperativeStickyAssignor]),
+            members,
+        )
+
+    try:
+        first = member("kp-a")
+        wait_for(lambda: first.assignment == ALL, "the first member to own every partition")
+        second = member("kp-b")
+        wait_for(lambda: settled(members, [3, 3]), "the group to settle on two members")
+        check_incremental(first, second)
+        assert group_protocol(bootstrap, group_name) == ("Stable", "cooperative-sticky", 2)
         check_exactly_once(bootstrap, topic_name, members)
     finally:
         stop_all(members)
@@ -521,4 +567,36 @@ def test_members_with_different_strategy_lists_agree_on_the_common_one(
         assert len(described.members) == 2
         check_exactly_once(bootstrap, topic_name, members)
     finally:
+        stop_all(members)
+
+
+def test_member_without_a_common_strategy_is_refused(
+    bootstrap: str, topic_name: str, group_name: str
+) -> None:
+    """A roundrobin-only consumer cannot join a range-only group; the group carries on."""
+    create_topic(bootstrap, topic_name)
+    members: list[Member] = []
+    stranger = KafkaConsumer(
+        topic_name,
+        bootstrap_servers=bootstrap,
+        group_id=group_name,
+        partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_MS,
+    )
+    try:
+        first = start(
+            KafkaPythonMember("kp-a", bootstrap, topic_name, group_name, [RangePartitionAssignor]),
+            members,
+        )
+        wait_for(lambda: first.assignment == ALL, "the first member to own every partition")
+        with pytest.raises(InconsistentGroupProtocolError):
+            deadline = time.monotonic() + DEADLINE_S
+            while time.monotonic() < deadline:
+                stranger.poll(timeout_ms=1000)
+        assert stranger.assignment() == set()
+        assert group_protocol(bootstrap, group_name) == ("Stable", "range", 1)
+        check_exactly_once(bootstrap, topic_name, members)
+    finally:
+        stranger.close()
         stop_all(members)

@@ -34,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
@@ -97,8 +98,17 @@ def _unpack_u64s(raw: bytes | None) -> tuple[int, ...]:
     return struct.unpack(f">{len(raw) // 8}Q", raw[: len(raw) // 8 * 8])
 
 
-def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
-    """Every message record of a queue's message log, in offset order."""
+class _HasOffset(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+_Item = TypeVar("_Item", bound=_HasOffset)
+
+
+def _iter_log(log: LogLike, decode: Callable[[memoryview], list[_Item]]) -> Iterator[_Item]:
+    """Every item ``decode`` finds in ``log``'s batches, from its start to its end, in offset
+    order (a chunk that starts inside a batch skips the records before the asked offset)."""
     offset = log.log_start_offset
     end = log.next_offset
     while offset < end:
@@ -107,7 +117,7 @@ def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
             return
         last = offset
         for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
-            for item in decode_messages(memoryview(chunk)[pos : pos + header.size]):
+            for item in decode(memoryview(chunk)[pos : pos + header.size]):
                 if item.offset >= offset:
                     yield item
                 last = max(last, item.offset)
@@ -116,23 +126,14 @@ def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
         offset = last + 1
 
 
-def iter_records(log: LogLike, start: int) -> Iterator[Record]:
-    """Every record of ``log`` from offset ``start`` to its end."""
-    offset = max(start, log.log_start_offset)
-    end = log.next_offset
-    while offset < end:
-        chunk = log.read(offset, _READ_CHUNK)
-        if not chunk:
-            return
-        last = offset
-        for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
-            for record in decode_records(memoryview(chunk)[pos : pos + header.size]):
-                if record.offset >= offset:
-                    yield record
-                last = max(last, record.offset)
-        if last < offset:
-            return
-        offset = last + 1
+def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
+    """Every message record of a queue's message log, in offset order."""
+    return _iter_log(log, decode_messages)
+
+
+def iter_records(log: LogLike) -> Iterator[Record]:
+    """Every record of ``log``, in offset order."""
+    return _iter_log(log, decode_records)
 
 
 class QueueStore:
@@ -330,7 +331,7 @@ class QueueStore:
         settled: set[int] = set()
         counts: dict[int, int] = {}
         if self.state is not None:
-            for rec in iter_records(self.state, 0):
+            for rec in iter_records(self.state):
                 if rec.key == b"S" and rec.value is not None:
                     boundary = _U64.unpack_from(rec.value, 0)[0]
                     live_below = set()

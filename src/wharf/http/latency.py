@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
+from itertools import accumulate
 
 from prometheus_client.core import HistogramMetricFamily
 
@@ -28,9 +30,12 @@ class LatencyHistogram:
     def families(self, name: str, doc: str, label_name: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=[label_name])
         for label, counts in sorted(self._counts.items()):
-            cumulative, running = [], 0
-            for bound, count in zip((*map(str, self.buckets), "+Inf"), counts, strict=True):
-                running += count
-                cumulative.append((bound, float(running)))
-            family.add_metric([label], cumulative, self._sums[label])
+            family.add_metric([label], cumulative_buckets(self.buckets, counts), self._sums[label])
         return family
+
+
+def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (one per bound, then one above every bound) as the cumulative
+    ``(le, count)`` pairs a Prometheus histogram family takes."""
+    les = (*map(str, bounds), "+Inf")
+    return [(le, float(total)) for le, total in zip(les, accumulate(counts), strict=True)]

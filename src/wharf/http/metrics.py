@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
+from operator import attrgetter
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,10 +32,44 @@ from prometheus_client.registry import Collector
 from wharf.core.group_commit import fsync_histograms
 from wharf.http import broker_view as view
 from wharf.http.context import ApiContext, context_of
+from wharf.http.latency import cumulative_buckets
 from wharf.http.request_latency import request_latency_family
 from wharf.http.routing import Endpoint, Handler
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# One family per queue counter: (family type, metric name, help, Queue attribute).
+_QUEUE_FAMILIES: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, str], ...] = (
+    (
+        GaugeMetricFamily,
+        "wharf_queue_messages_ready",
+        "Messages ready for delivery",
+        "message_count",
+    ),
+    (
+        GaugeMetricFamily,
+        "wharf_queue_messages_unacked",
+        "Delivered, not yet acknowledged",
+        "unacked_count",
+    ),
+    (GaugeMetricFamily, "wharf_queue_consumers", "Consumers attached", "consumer_count"),
+    (
+        GaugeMetricFamily,
+        "wharf_queue_message_bytes",
+        "Body bytes of live messages",
+        "message_bytes",
+    ),
+    (CounterMetricFamily, "wharf_queue_messages_published", "Messages enqueued", "published"),
+    (CounterMetricFamily, "wharf_queue_messages_delivered", "Messages delivered", "delivered"),
+    (CounterMetricFamily, "wharf_queue_messages_acked", "Messages acknowledged", "acked"),
+    (
+        CounterMetricFamily,
+        "wharf_queue_messages_dead_lettered",
+        "Messages dead-lettered",
+        "dead_lettered",
+    ),
+)
 
 
 class BrokerCollector(Collector):
@@ -96,44 +131,15 @@ class BrokerCollector(Collector):
             members.add_metric([listing.group_id], len(described.members))
         yield from (lag, members)
 
-        qlabels = ["vhost", "queue"]
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            "ready": GaugeMetricFamily(
-                "wharf_queue_messages_ready", "Messages ready for delivery", labels=qlabels
-            ),
-            "unacked": GaugeMetricFamily(
-                "wharf_queue_messages_unacked", "Delivered, not yet acknowledged", labels=qlabels
-            ),
-            "consumers": GaugeMetricFamily(
-                "wharf_queue_consumers", "Consumers attached", labels=qlabels
-            ),
-            "bytes": GaugeMetricFamily(
-                "wharf_queue_message_bytes", "Body bytes of live messages", labels=qlabels
-            ),
-            "published": CounterMetricFamily(
-                "wharf_queue_messages_published", "Messages enqueued", labels=qlabels
-            ),
-            "delivered": CounterMetricFamily(
-                "wharf_queue_messages_delivered", "Messages delivered", labels=qlabels
-            ),
-            "acked": CounterMetricFamily(
-                "wharf_queue_messages_acked", "Messages acknowledged", labels=qlabels
-            ),
-            "dead_lettered": CounterMetricFamily(
-                "wharf_queue_messages_dead_lettered", "Messages dead-lettered", labels=qlabels
-            ),
-        }
+        families = [
+            (kind(name, doc, labels=["vhost", "queue"]), attrgetter(attribute))
+            for kind, name, doc, attribute in _QUEUE_FAMILIES
+        ]
         for queue in view.queues(broker):
             key = [queue.vhost, queue.name]
-            families["ready"].add_metric(key, queue.message_count)
-            families["unacked"].add_metric(key, queue.unacked_count)
-            families["consumers"].add_metric(key, queue.consumer_count)
-            families["bytes"].add_metric(key, queue.message_bytes)
-            families["published"].add_metric(key, queue.published)
-            families["delivered"].add_metric(key, queue.delivered)
-            families["acked"].add_metric(key, queue.acked)
-            families["dead_lettered"].add_metric(key, queue.dead_lettered)
-        yield from families.values()
+            for family, value in families:
+                family.add_metric(key, value(queue))
+        yield from (family for family, _ in families)
 
         connections = GaugeMetricFamily(
             "wharf_connections", "Open client connections", labels=["protocol"]
@@ -169,12 +175,7 @@ def _fsync_latency() -> HistogramMetricFamily:
         labels=["kind"],
     )
     for kind, histogram in sorted(fsync_histograms().items()):
-        bounds = (*map(str, histogram.buckets), "+Inf")
-        running = 0
-        cumulative: list[tuple[str, float]] = []
-        for bound, count in zip(bounds, histogram.counts, strict=True):
-            running += count
-            cumulative.append((bound, float(running)))
+        cumulative = cumulative_buckets(histogram.buckets, histogram.counts)
         family.add_metric([kind], cumulative, histogram.sum)
     return family
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client.core import HistogramMetricFamily
 
+from wharf.http.latency import cumulative_buckets
 from wharf.http.status import ServerView
 
 NAME = "wharf_request_seconds"
@@ -25,11 +26,6 @@ def request_latency_family(server: ServerView | None) -> HistogramMetricFamily:
     """The histogram family of every operation the server's listeners timed so far."""
     family = HistogramMetricFamily(NAME, HELP, labels=["protocol", "operation"])
     for timings in server.request_latencies() if server is not None else ():
-        bounds = (*map(str, timings.buckets), "+Inf")
-        running = 0
-        cumulative: list[tuple[str, float]] = []
-        for bound, count in zip(bounds, timings.counts, strict=True):
-            running += count
-            cumulative.append((bound, float(running)))
+        cumulative = cumulative_buckets(timings.buckets, timings.counts)
         family.add_metric([timings.protocol, timings.operation], cumulative, timings.sum)
     return family

@@ -90,4 +90,5 @@ def produce(
             produced += 1
             if as_json:
                 sys.stdout.write(json.dumps(result) + "\n")
-    print(f"produced {produced} messages to {resolved} {name}", file=sys.stderr)
+    noun = "message" if produced == 1 else "messages"
+    print(f"produced {produced} {noun} to {resolved} {name}", file=sys.stderr)

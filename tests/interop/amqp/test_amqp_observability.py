@@ -11,55 +11,14 @@ import time
 import httpx
 import pika
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.broker_process import WharfProcess
+from helpers.observability import connection_lines, request_histograms
 
 pytestmark = pytest.mark.interop
 
-_CONNECTION_LINE = re.compile(
-    r"^\S+ (?P<level>[A-Z]+) wharf\.connections: "
-    r"amqp connection (?P<conn>\d+) (?P<event>opened|closed)(?P<rest>.*)$",
-    re.MULTILINE,
-)
-
-
-def amqp_histograms(server: WharfProcess) -> dict[str, dict[str, float]]:
-    """AMQP operation -> {"count", "sum"} from ``wharf_request_seconds``, checking that each
-    histogram's buckets are cumulative and end at its count."""
-    text = httpx.get(f"{server.http_url}/metrics", timeout=30).text
-    found: dict[str, dict[str, float]] = {}
-    buckets: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "wharf_request_seconds":
-            continue
-        assert family.type == "histogram"
-        assert "confirm mode" in family.documentation
-        for sample in family.samples:
-            if sample.labels["protocol"] != "amqp":
-                continue
-            operation = sample.labels["operation"]
-            entry = found.setdefault(operation, {})
-            if sample.name.endswith("_bucket"):
-                buckets.setdefault(operation, []).append(sample.value)
-                if sample.labels["le"] == "+Inf":
-                    entry["inf"] = sample.value
-            elif sample.name.endswith("_count"):
-                entry["count"] = sample.value
-            elif sample.name.endswith("_sum"):
-                entry["sum"] = sample.value
-    for operation, values in buckets.items():
-        assert values == sorted(values), operation
-        assert found[operation]["inf"] == found[operation]["count"], operation
-    return found
-
-
 def count(histograms: dict[str, dict[str, float]], operation: str) -> float:
     return histograms.get(operation, {}).get("count", 0.0)
-
-
-def connection_lines(server: WharfProcess) -> list[re.Match[str]]:
-    return list(_CONNECTION_LINE.finditer(server.log_text()))
 
 
 def connect(server: WharfProcess, name: str) -> pika.BlockingConnection:
@@ -73,7 +32,7 @@ def connect(server: WharfProcess, name: str) -> pika.BlockingConnection:
 def test_request_latency_counts_synchronous_methods_and_confirmed_publishes(
     wharf_server: WharfProcess,
 ) -> None:
-    before = amqp_histograms(wharf_server)
+    before = request_histograms(wharf_server, "amqp", "confirm mode")
     connection = connect(wharf_server, "latency")
     try:
         channel = connection.channel()
@@ -88,7 +47,7 @@ def test_request_latency_counts_synchronous_methods_and_confirmed_publishes(
         assert all(method is not None for method, _, _ in got)
     finally:
         connection.close()
-    after = amqp_histograms(wharf_server)
+    after = request_histograms(wharf_server, "amqp", "confirm mode")
     for operation, at_least in [
         ("Connection.Open", 1),
         ("Channel.Open", 1),
@@ -131,7 +90,7 @@ def test_connection_figures_and_one_open_and_one_close_line(wharf_server: WharfP
         rf"amqp connection {number} closed( .*)$"
     )
     line = closed.group(0)
-    events = [(m["event"], m["level"]) for m in connection_lines(wharf_server)
+    events = [(m["event"], m["level"]) for m in connection_lines(wharf_server, "amqp")
               if m["conn"] == number]
     # The client sent Connection.Close: an info line without a reason.
     assert events == [("opened", "INFO"), ("closed", "INFO")], (events, wharf_server.log_text())
@@ -161,7 +120,7 @@ def test_bad_input_is_logged_as_a_warning_with_the_reason(wharf_server: WharfPro
     )
     assert "FRAME_ERROR" in closed.group(1), closed.group(0)
     assert "reason=" in closed.group(0)
-    events = [m["event"] for m in connection_lines(wharf_server) if m["conn"] == conn]
+    events = [m["event"] for m in connection_lines(wharf_server, "amqp") if m["conn"] == conn]
     assert events == ["opened", "closed"], events
 
 

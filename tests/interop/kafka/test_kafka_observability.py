@@ -11,57 +11,16 @@ import time
 import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.broker_process import WharfProcess
+from helpers.observability import connection_lines, request_histograms
 
 pytestmark = pytest.mark.interop
-
-_CONNECTION_LINE = re.compile(
-    r"^\S+ (?P<level>[A-Z]+) wharf\.connections: "
-    r"kafka connection (?P<conn>\d+) (?P<event>opened|closed)(?P<rest>.*)$",
-    re.MULTILINE,
-)
-
-
-def request_histograms(server: WharfProcess) -> dict[str, dict[str, float]]:
-    """Kafka operation -> {"count", "sum", "inf"} from ``wharf_request_seconds``, checking that
-    each histogram's buckets are cumulative."""
-    text = httpx.get(f"{server.http_url}/metrics", timeout=30).text
-    found: dict[str, dict[str, float]] = {}
-    buckets: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "wharf_request_seconds":
-            continue
-        assert family.type == "histogram"
-        assert "long poll" in family.documentation
-        for sample in family.samples:
-            if sample.labels["protocol"] != "kafka":
-                continue
-            operation = sample.labels["operation"]
-            entry = found.setdefault(operation, {})
-            if sample.name.endswith("_bucket"):
-                buckets.setdefault(operation, []).append(sample.value)
-                if sample.labels["le"] == "+Inf":
-                    entry["inf"] = sample.value
-            elif sample.name.endswith("_count"):
-                entry["count"] = sample.value
-            elif sample.name.endswith("_sum"):
-                entry["sum"] = sample.value
-    for operation, values in buckets.items():
-        assert values == sorted(values), operation
-        assert found[operation]["inf"] == found[operation]["count"], operation
-    return found
-
-
-def connection_lines(server: WharfProcess) -> list[re.Match[str]]:
-    return list(_CONNECTION_LINE.finditer(server.log_text()))
-
 
 def test_request_latency_histograms_count_produce_fetch_and_metadata(
     kafka_server: WharfProcess, topic_name: str
 ) -> None:
-    before = request_histograms(kafka_server)
+    before = request_histograms(kafka_server, "kafka", "long poll")
     producer = KafkaProducer(bootstrap_servers=kafka_server.kafka_bootstrap, acks="all")
     try:
         for i in range(5):
@@ -84,7 +43,7 @@ def test_request_latency_histograms_count_produce_fetch_and_metadata(
     finally:
         consumer.close()
     assert len(records) == 5
-    after = request_histograms(kafka_server)
+    after = request_histograms(kafka_server, "kafka", "long poll")
     for operation in ("Produce", "Fetch", "Metadata", "ApiVersions"):
         then = before.get(operation, {}).get("count", 0.0)
         assert after[operation]["count"] > then, (operation, before, after)
@@ -119,14 +78,14 @@ def test_connections_show_client_figures_and_log_one_open_and_one_close(
     while True:
         closed = {
             int(m["conn"])
-            for m in connection_lines(kafka_server)
+            for m in connection_lines(kafka_server, "kafka")
             if m["event"] == "closed" and f"client_id={client_id} " in m["rest"] + " "
         }
         if ids <= closed:
             break
         assert time.monotonic() < deadline, (ids, kafka_server.log_text())
         time.sleep(0.05)
-    lines = connection_lines(kafka_server)
+    lines = connection_lines(kafka_server, "kafka")
     for conn in closed:
         events = [(m["event"], m["level"]) for m in lines if int(m["conn"]) == conn]
         # The client closed its sockets itself: an info line, no reason.
@@ -149,5 +108,5 @@ def test_a_bad_frame_is_logged_as_a_warning_with_the_reason(kafka_server: WharfP
     )
     assert "reason=" in closed.group(1)
     assert closed.group(1).startswith("protocol error: InvalidFrameLengthError")
-    events = [m["event"] for m in connection_lines(kafka_server) if m["conn"] == conn]
+    events = [m["event"] for m in connection_lines(kafka_server, "kafka") if m["conn"] == conn]
     assert events == ["opened", "closed"]

@@ -1,9 +1,15 @@
-"""A consumer for queue tests: records deliveries, takes up to ``prefetch`` unacked ones."""
+"""Helpers for queue tests: the ``open_registry`` fixture's type, and a consumer that records
+deliveries and takes up to ``prefetch`` unacked ones."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from wharf.core.consumers import Delivery
 from wharf.core.queue import Queue
+from wharf.core.vhost_registry import VhostRegistry
+
+Opener = Callable[..., Awaitable[VhostRegistry]]
 
 
 class RecordingConsumer:

@@ -3,28 +3,10 @@ round robin, and a blocked higher priority lets lower ones receive."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from queue_helpers import RecordingConsumer
 
-from wharf.core.clock import ManualClock
-from wharf.core.config import BrokerConfig
 from wharf.core.message import Message
-from wharf.core.vhost_registry import VhostRegistry
 from wharf.core.vhosts import VirtualHost
-
-
-@pytest.fixture
-async def vhost(tmp_path: Path) -> AsyncIterator[VirtualHost]:
-    registry = await VhostRegistry.open(
-        tmp_path / "q", BrokerConfig(), ManualClock(), start_timer=False
-    )
-    try:
-        yield registry["/"]
-    finally:
-        await registry.close()
 
 
 def publish(vhost: VirtualHost, count: int, start: int = 0) -> None:

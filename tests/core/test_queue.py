@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from queue_helpers import RecordingConsumer
+from queue_helpers import Opener, RecordingConsumer
 
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.message import Message
-from wharf.core.vhost_registry import VhostRegistry
 from wharf.core.vhosts import VirtualHost
 from wharf.errors import (
     AccessRefusedError,
@@ -21,37 +19,6 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
-
-Opener = Callable[..., Awaitable[VhostRegistry]]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def open_registry(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Opener]:
-    opened: list[VhostRegistry] = []
-
-    async def opener(config: BrokerConfig | None = None) -> VhostRegistry:
-        for r in opened:
-            await r.close()
-        opened.clear()
-        reg = await VhostRegistry.open(
-            tmp_path / "q", config or BrokerConfig(), clock, start_timer=False
-        )
-        opened.append(reg)
-        return reg
-
-    yield opener
-    for r in opened:
-        await r.close()
-
-
-@pytest.fixture
-async def vhost(open_registry: Opener) -> VirtualHost:
-    return (await open_registry())["/"]
 
 
 def msg(body: bytes, key: str = "q", **kw: object) -> Message:

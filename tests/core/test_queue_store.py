@@ -7,41 +7,18 @@ import errno
 import gc
 import os
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from queue_helpers import Opener
 
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.message import Message
 from wharf.core.queue_store import open_store
-from wharf.core.vhost_registry import VhostRegistry
 from wharf.errors import PreconditionError, StorageError
 from wharf.storage.checkpoint import write_checkpoint
 from wharf.storage.loader import RECOVERY_POINT_FILE
-
-Opener = Callable[..., Awaitable[VhostRegistry]]
-
-
-@pytest.fixture
-async def open_registry(tmp_path: Path) -> AsyncIterator[Opener]:
-    opened: list[VhostRegistry] = []
-    clock = ManualClock()
-
-    async def opener(config: BrokerConfig | None = None) -> VhostRegistry:
-        for r in opened:
-            await r.close()
-        opened.clear()
-        reg = await VhostRegistry.open(
-            tmp_path / "q", config or BrokerConfig(), clock, start_timer=False
-        )
-        opened.append(reg)
-        return reg
-
-    yield opener
-    for r in opened:
-        await r.close()
 
 
 def persistent(body: bytes) -> Message:

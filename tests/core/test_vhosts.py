@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from queue_helpers import Opener
 
 from wharf.core.broker import Broker
 from wharf.core.clock import ManualClock
@@ -14,40 +14,13 @@ from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.exchanges import UnknownExchangeTypeError
 from wharf.core.message import Message
 from wharf.core.users import Access, Permission
-from wharf.core.vhost_registry import VhostRegistry
 from wharf.core.vhosts import VirtualHost
 from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
 
-Opener = Callable[..., Awaitable[VhostRegistry]]
-
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def open_registry(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Opener]:
-    opened: list[VhostRegistry] = []
-
-    async def opener() -> VhostRegistry:
-        for r in opened:
-            await r.close()
-        opened.clear()
-        reg = await VhostRegistry.open(
-            tmp_path / "q", BrokerConfig(fsync=FsyncPolicy.NEVER), clock, start_timer=False
-        )
-        opened.append(reg)
-        return reg
-
-    yield opener
-    for r in opened:
-        await r.close()
-
-
-@pytest.fixture
-async def vhost(open_registry: Opener) -> VirtualHost:
-    return (await open_registry())["/"]
+def registry_config() -> BrokerConfig:
+    return BrokerConfig(fsync=FsyncPolicy.NEVER)
 
 
 def drain(vhost: VirtualHost, queue: str) -> list[bytes]:

@@ -1,0 +1,59 @@
+"""Fixtures shared by the core tests.
+
+``clock``: the :class:`ManualClock` the registries of a test run on.
+``registry_config``: the :class:`BrokerConfig` ``open_registry`` uses when not given one; a
+module overrides this fixture to change its default.
+``open_registry(config=None)``: opens the test's :class:`VhostRegistry` on ``tmp_path / "q"``,
+closing the one opened before (so a second call is a restart); the last one is closed when
+the test ends.
+``vhost``: the default virtual host of a registry opened with the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from queue_helpers import Opener
+
+from wharf.core.clock import ManualClock
+from wharf.core.config import BrokerConfig
+from wharf.core.vhost_registry import VhostRegistry
+from wharf.core.vhosts import VirtualHost
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def registry_config() -> BrokerConfig:
+    return BrokerConfig()
+
+
+@pytest.fixture
+async def open_registry(
+    tmp_path: Path, clock: ManualClock, registry_config: BrokerConfig
+) -> AsyncIterator[Opener]:
+    opened: list[VhostRegistry] = []
+
+    async def opener(config: BrokerConfig | None = None) -> VhostRegistry:
+        for r in opened:
+            await r.close()
+        opened.clear()
+        reg = await VhostRegistry.open(
+            tmp_path / "q", config or registry_config, clock, start_timer=False
+        )
+        opened.append(reg)
+        return reg
+
+    yield opener
+    for r in opened:
+        await r.close()
+
+
+@pytest.fixture
+async def vhost(open_registry: Opener) -> VirtualHost:
+    return (await open_registry())["/"]

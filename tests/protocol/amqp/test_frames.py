@@ -65,6 +65,15 @@ def opened_reader(frame_max: int = 131072) -> FrameReader:
     return reader
 
 
+def rejected(data: bytes, frame_max: int = 131072) -> AMQPConnectionError:
+    """The error an opened reader raises for ``data``."""
+    reader = opened_reader(frame_max)
+    reader.receive_data(data)
+    with pytest.raises(AMQPConnectionError) as info:
+        reader.next_event()
+    return info.value
+
+
 def publish_message_bytes(body: bytes, frame_max: int = 131072) -> bytes:
     props = commands.Basic.Properties(
         content_type="text/plain", delivery_mode=2, headers={"k": "v"}, priority=3
@@ -163,12 +172,9 @@ def test_many_frames_in_one_read() -> None:
 
 
 def test_oversized_frame_rejected_from_header_alone() -> None:
-    reader = opened_reader(frame_max=4096)
     # Only the 7-byte header of a frame claiming 4 GiB: refused before any payload is awaited.
-    reader.receive_data(struct.pack(">BHI", 1, 1, 0xFFFFFFFF))
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.FRAME_ERROR
+    error = rejected(struct.pack(">BHI", 1, 1, 0xFFFFFFFF), frame_max=4096)
+    assert error.reply_code == ReplyCode.FRAME_ERROR
 
 
 def test_frame_exactly_at_frame_max_accepted() -> None:
@@ -183,28 +189,17 @@ def test_frame_exactly_at_frame_max_accepted() -> None:
 def test_bad_frame_end() -> None:
     data = bytearray(pamqp_frame.marshal(commands.Channel.Open(), 1))
     data[-1] = 0x00
-    reader = opened_reader()
-    reader.receive_data(bytes(data))
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.FRAME_ERROR
+    assert rejected(bytes(data)).reply_code == ReplyCode.FRAME_ERROR
 
 
 def test_unknown_frame_type() -> None:
-    reader = opened_reader()
-    reader.receive_data(b"\x05\x00\x01\x00\x00\x00\x01\x00\xce")
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.FRAME_ERROR
+    assert rejected(b"\x05\x00\x01\x00\x00\x00\x01\x00\xce").reply_code == ReplyCode.FRAME_ERROR
 
 
 def test_unknown_method_is_not_implemented() -> None:
-    reader = opened_reader()
-    reader.receive_data(b"\x01\x00\x01\x00\x00\x00\x04\x00\x63\x00\x01\xce")
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.NOT_IMPLEMENTED
-    assert (info.value.class_id, info.value.method_id) == (99, 1)
+    error = rejected(b"\x01\x00\x01\x00\x00\x00\x04\x00\x63\x00\x01\xce")
+    assert error.reply_code == ReplyCode.NOT_IMPLEMENTED
+    assert (error.class_id, error.method_id) == (99, 1)
 
 
 @pytest.mark.parametrize(
@@ -217,27 +212,17 @@ def test_unknown_method_is_not_implemented() -> None:
     ],
 )
 def test_truncated_method_arguments_are_syntax_errors(payload: bytes) -> None:
-    reader = opened_reader()
-    reader.receive_data(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.SYNTAX_ERROR
+    error = rejected(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
+    assert error.reply_code == ReplyCode.SYNTAX_ERROR
 
 
 def test_nonempty_heartbeat_is_frame_error() -> None:
-    reader = opened_reader()
-    reader.receive_data(b"\x08\x00\x00\x00\x00\x00\x01\x00\xce")
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.FRAME_ERROR
+    assert rejected(b"\x08\x00\x00\x00\x00\x00\x01\x00\xce").reply_code == ReplyCode.FRAME_ERROR
 
 
 def test_truncated_content_header() -> None:
-    reader = opened_reader()
-    reader.receive_data(b"\x02\x00\x01\x00\x00\x00\x0c" + b"\x00\x3c" + b"\x00" * 10 + b"\xce")
-    with pytest.raises(AMQPConnectionError) as info:
-        reader.next_event()
-    assert info.value.reply_code == ReplyCode.FRAME_ERROR
+    error = rejected(b"\x02\x00\x01\x00\x00\x00\x0c" + b"\x00\x3c" + b"\x00" * 10 + b"\xce")
+    assert error.reply_code == ReplyCode.FRAME_ERROR
 
 
 def test_writer_methods_round_trip_through_pamqp() -> None:

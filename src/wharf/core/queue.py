@@ -568,13 +568,6 @@ class Queue:
             return
         self.dispatch()
 
-    def cancel_consumers(self) -> None:
-        """Tell every consumer the broker ended its subscription (queue deleted)."""
-        consumers, self._consumers = self._consumers, []
-        self._levels = []
-        for consumer in consumers:
-            consumer.cancelled(self)
-
     # ------------------------------------------------------------------------------- timer
 
     def next_deadline(self) -> int | None:

@@ -128,9 +128,6 @@ class UserStore:
                 raise InvalidArgumentError(f"invalid permission regex {pattern!r}: {exc}") from None
         self.permissions[(user, vhost)] = permission
 
-    def clear_permissions(self, user: str, vhost: str) -> None:
-        self.permissions.pop((user, vhost), None)
-
     def can_access_vhost(self, user: str, vhost: str) -> bool:
         return (user, vhost) in self.permissions
 

@@ -316,14 +316,13 @@ class VirtualHost:
         if if_empty and (queue.message_count or queue.unacked_count):
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
-        consumers = self._detach_queue(queue)
-        for consumer in consumers:
-            consumer.cancelled(queue)
+        self._detach_queue(queue)
         await queue.store.destroy()
         return count
 
-    def _detach_queue(self, queue: Queue) -> list[Any]:
-        """Remove a queue and its bindings from the vhost (synchronous part of deletion)."""
+    def _detach_queue(self, queue: Queue) -> None:
+        """Remove a queue and its bindings from the vhost and cancel its consumers (the
+        synchronous part of deletion)."""
         self.queues.pop(queue.name, None)
         for exchange in list(self.exchanges.values()):
             for binding in list(exchange.bindings):
@@ -332,7 +331,8 @@ class VirtualHost:
                     self._maybe_auto_delete(exchange)
         if queue.store.durable:
             self._save()
-        return queue.detach()
+        for consumer in queue.detach():
+            consumer.cancelled(queue)
 
     async def purge_queue(self, name: str, owner: object | None = None) -> int:
         """queue.purge: drop ready messages; returns how many."""
@@ -541,9 +541,7 @@ class VirtualHost:
         """An auto-delete queue lost its last consumer: delete it."""
         if self.queues.get(queue.name) is not queue:
             return
-        consumers = self._detach_queue(queue)
-        for consumer in consumers:
-            consumer.cancelled(queue)
+        self._detach_queue(queue)
         self._spawn(queue.store.destroy())
 
     def _spawn(self, coro: Awaitable[None]) -> None:

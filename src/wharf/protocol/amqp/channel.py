@@ -38,7 +38,7 @@ from pamqp import base, commands
 from wharf.core.consumers import Delivery
 from wharf.core.message import Message
 from wharf.core.vhosts import PublishResult
-from wharf.errors import AccessRefusedError, BrokerError, StorageError
+from wharf.errors import AccessRefusedError, BrokerError, NotFoundError, StorageError
 from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
@@ -194,11 +194,13 @@ class Channel:
 
     @property
     def vhost(self) -> VirtualHost:
-        vhosts = self.owner.broker.vhosts
         name = self.owner.vhost_name
-        if name not in vhosts:
-            raise AMQPConnectionError(ReplyCode.CONNECTION_FORCED, f"vhost '{name}' was deleted")
-        return vhosts[name]
+        try:
+            return self.owner.broker.vhosts[name]
+        except NotFoundError:
+            raise AMQPConnectionError(
+                ReplyCode.CONNECTION_FORCED, f"vhost '{name}' was deleted"
+            ) from None
 
     # -- frames --------------------------------------------------------------------------------
 

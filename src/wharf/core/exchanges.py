@@ -11,6 +11,7 @@ The x-delayed-message type routes like its ``x-delayed-type`` once a message's d
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -86,7 +87,7 @@ class Binding:
         return (self.kind, self.destination)
 
 
-class Exchange:
+class Exchange(ABC):
     """Base of every exchange type; subclasses implement the binding index and :meth:`route`.
 
     Counters (plain ints for metrics): ``messages_in`` (published to this exchange) and
@@ -134,14 +135,17 @@ class Exchange:
         self._index_remove(binding)
         return True
 
+    @abstractmethod
     def route(self, message: Message) -> set[Destination]:
-        raise NotImplementedError
+        """Implemented by each exchange type."""
 
+    @abstractmethod
     def _index_add(self, binding: Binding) -> None:
-        raise NotImplementedError
+        """Implemented by each exchange type."""
 
+    @abstractmethod
     def _index_remove(self, binding: Binding) -> None:
-        raise NotImplementedError
+        """Implemented by each exchange type."""
 
     def same_declaration(
         self,

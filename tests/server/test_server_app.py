@@ -152,17 +152,29 @@ async def test_ready_line_names_every_listener_and_shutdown_is_staged(
     DataDirLock(settings.data_dir).acquire()  # released
 
 
-async def test_a_listener_that_overruns_its_grace_is_cancelled(
-    settings: ServerSettings, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings.shutdown_timeout_ms = 50
-    events: list[str] = []
+async def _serve_stuck_listener(
+    settings: ServerSettings,
+    caplog: pytest.LogCaptureFixture,
+    events: list[str],
+    *,
+    grace_ms: int,
+) -> tuple[asyncio.Task[None], ShutdownRequest]:
+    """Serve one listener that never finishes closing, and ask for a shutdown once ready."""
+    settings.shutdown_timeout_ms = grace_ms
     stuck = EchoListener("stuck", settings, events)
     stuck.hang_on_close = True
     shutdown = ShutdownRequest()
     server = asyncio.create_task(serve(settings, [lambda s: stuck], shutdown))
     await _wait_for_log(caplog, r"^wharf ready: stuck=")
     shutdown.request("test")
+    return server, shutdown
+
+
+async def test_a_listener_that_overruns_its_grace_is_cancelled(
+    settings: ServerSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[str] = []
+    server, shutdown = await _serve_stuck_listener(settings, caplog, events, grace_ms=50)
     await asyncio.wait_for(server, 30)
     assert "listener stuck did not close in time; cancelling it" in caplog.text
     assert "stuck closed" not in events
@@ -171,14 +183,8 @@ async def test_a_listener_that_overruns_its_grace_is_cancelled(
 async def test_a_second_signal_skips_the_grace_period(
     settings: ServerSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings.shutdown_timeout_ms = 600_000
     events: list[str] = []
-    stuck = EchoListener("stuck", settings, events)
-    stuck.hang_on_close = True
-    shutdown = ShutdownRequest()
-    server = asyncio.create_task(serve(settings, [lambda s: stuck], shutdown))
-    await _wait_for_log(caplog, r"^wharf ready: stuck=")
-    shutdown.request("test")
+    server, shutdown = await _serve_stuck_listener(settings, caplog, events, grace_ms=600_000)
     async with asyncio.timeout(30):
         while "stuck closing" not in events:
             await asyncio.sleep(0.01)

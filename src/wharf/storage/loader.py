@@ -238,7 +238,7 @@ class LogLoader:
                 entry = seg.index.last()
                 assert entry is not None
                 expected, position = entry
-            seg.bytes_since_index = 0
+            seg.index_due = position + seg.index_interval_bytes
             verified = 0
             try:
                 for pos, header, _chunk, _cs in seg.scan(
@@ -249,7 +249,7 @@ class LogLoader:
                             f"batch at position {pos} has base offset {header.base_offset}, "
                             f"expected {expected}"
                         )
-                    seg.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
+                    seg.note_batch(pos, header.base_offset, header.max_timestamp)
                     if verify_from is not None and header.base_offset >= verify_from:
                         verified += header.size
                     expected = header.last_offset + 1
@@ -286,8 +286,7 @@ class LogLoader:
 
     def _set_roll_base(self, seg: LogSegment) -> None:
         if seg.size < HEADER_SIZE:
-            seg.roll_base_ms = None
-            return
+            return  # empty: its first append sets the roll base
         first = parse_header(seg.pread(0, HEADER_SIZE))
         seg.roll_base_ms = first.max_timestamp if first.max_timestamp >= 0 else self.now_ms
 

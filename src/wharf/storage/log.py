@@ -38,23 +38,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import crc32c
+
 from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.checkpoint import fsync_dir, write_checkpoint
 from wharf.storage.loader import LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, LogLoader
 from wharf.storage.record_batch import (
+    APPEND_FIELDS,
+    CRC_START,
     DEFAULT_MAX_BATCH_BYTES,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    MIN_BATCH_LENGTH,
     Record,
     RecordInput,
     build_batch,
     decode_records,
     validate_batches,
 )
-from wharf.storage.segment import MAX_RELATIVE_OFFSET, MAX_SEGMENT_POSITION, LogSegment
+from wharf.storage.segment import MAX_IOV, MAX_RELATIVE_OFFSET, MAX_SEGMENT_POSITION, LogSegment
 
 __all__ = ["AppendInfo", "Log", "LogConfig", "OffsetOutOfRangeError"]
 
 _DAY_MS = 24 * 3600 * 1000
-_BASE_OFFSET = struct.Struct(">q")
+# Bound once for the append path, which runs them once per append.
+_pack_offset = struct.Struct(">q").pack
+_unpack_append = APPEND_FIELDS.unpack_from
+_crc32c = crc32c.crc32c
+_pwritev = os.pwritev
 _log = logging.getLogger(__name__)
 
 
@@ -99,8 +111,9 @@ class AppendInfo(NamedTuple):
     position: int
 
 
-# AppendInfo from a tuple without the keyword handling of its constructor (append's hot path).
-_append_info = AppendInfo._make
+# AppendInfo from a tuple without the keyword handling of its constructor or the length check
+# of _make (append's hot path): tuple.__new__(AppendInfo, fields).
+_new_tuple = tuple.__new__
 
 
 def _wall_clock_ms() -> int:
@@ -132,22 +145,25 @@ class Log:
         self._bases = [s.base_offset for s in segments]
         self._log_start_offset = log_start_offset
         self._next_offset = segments[-1].next_offset
-        self._size_bytes = sum(s.size for s in segments)
+        # Bytes of the segments before the active one (size_bytes adds the active one's).
+        self._older_bytes = sum(s.size for s in segments[:-1])
         self._recovery_point = recovery_point
         self._durable_offset = self._next_offset
         # Shared with the committer thread, guarded by _lock:
         self._lock = threading.Lock()
-        self._dirty: set[LogSegment] = set()
+        self._active_dirty = False  # the active segment has writes a flush has not synced
+        self._dirty: set[LogSegment] = set()  # older segments with such writes
         self._unsynced_index_paths: list[str] = []
         self._dir_dirty = False
-        self._appended_bytes = 0  # every byte ever appended through this object
+        # Bytes appended through this object = this + the active segment's size.
+        self._appended_before_active = -segments[-1].size
         self._closed = False
         # One flush at a time, so that no flush reports (or checkpoints) an offset whose fsync
         # another flush is still running.
         self._flush_lock = threading.Lock()
         # Guards writes of the recovery point and what its throttle remembers:
         self._checkpoint_lock = threading.Lock()
-        self._checkpoint_bytes = 0  # _appended_bytes covered by the last checkpoint
+        self._checkpoint_bytes = 0  # appended bytes covered by the last checkpoint
         self._checkpoint_ms = clock_ms()
         # Guards writing index files, which the owner (roll, close) and a flush may both do;
         # a flush writes the active segment's files only while _indexes_final is False.
@@ -208,8 +224,17 @@ class Log:
         with self._lock:
             self._unsynced_index_paths += [active.index.path, active.time_index.path]
         self.flush()
-        self._write_recovery_point(self._next_offset, self._appended_bytes)
+        self._write_recovery_point(self._next_offset, self._appended_before_active + active.size)
+        self._release_reserved(active)
         self._release()
+
+    def _release_reserved(self, seg: LogSegment) -> None:
+        """Give back the space reserved past the end of ``seg``; a failure only costs disk
+        space until the segment is deleted, so it is logged, not raised."""
+        try:
+            seg.release_reserved()
+        except StorageError as exc:
+            _log.warning("log %s: %s", self.path, exc)
 
     def _release(self) -> None:
         # Under the lock, so that a concurrent flush either sees the log closed or has already
@@ -254,7 +279,7 @@ class Log:
 
     @property
     def size_bytes(self) -> int:
-        return self._size_bytes
+        return self._older_bytes + self._segments[-1].size
 
     def segment_base_offsets(self) -> list[int]:
         return list(self._bases)
@@ -267,63 +292,101 @@ class Log:
         Raises :class:`CorruptBatchError` for invalid input (nothing is written) and
         :class:`StorageError` for I/O failures (nothing is kept).
         """
-        if self._closed:
-            raise StorageError(f"log {self.path} is closed")
         view = memoryview(batches)
         n = len(view)
+        # One whole, valid batch (a Kafka produce of one partition, every batch Wharf encodes)
+        # is appended inline: this runs once per append, and each call or lookup saved here
+        # shows in the throughput of small batches (docs/performance.md). The checks are
+        # those of validate_batches; _append_batches takes everything else and, for invalid
+        # input, names what is wrong.
+        if n >= HEADER_SIZE and not self._closed:
+            length, _epoch, magic, crc, delta, max_ts, count = _unpack_append(view, 8)
+            if (
+                length + LOG_OVERHEAD == n
+                and magic == MAGIC
+                and length >= MIN_BATCH_LENGTH
+                and n <= self._max_batch_bytes
+                and delta >= 0
+                and count >= 0
+                and _crc32c(view[CRC_START:]) == crc
+            ):
+                base = self._next_offset
+                end = base + delta + 1
+                seg, position = self._place(n, end)
+                # The base offset is patched in by writing the batch as two pieces: its new
+                # first eight bytes and the caller's bytes after them (no copy of the batch).
+                pieces: list[bytes | memoryview] = [_pack_offset(base), view[8:]]
+                try:
+                    written = _pwritev(seg.fd, pieces, position)
+                except OSError as exc:
+                    seg.write_failed(0, n, exc)
+                if written != n:
+                    seg.finish_write(pieces, n, written)
+                if position >= seg.index_due:
+                    seg.note_batch(position, base, max_ts)
+                elif max_ts > seg.max_timestamp:
+                    seg.max_timestamp = max_ts
+                with self._lock:
+                    seg.size = position + n
+                    seg.next_offset = end
+                    self._next_offset = end
+                    self._active_dirty = True
+                return _new_tuple(AppendInfo, (base, end - 1, max_ts, n, position))
+        return self._append_batches(view, n)
+
+    def _append_batches(self, view: memoryview, n: int) -> AppendInfo:
+        """``append`` of anything but one valid batch: several batches, or invalid input."""
+        self._check_open()
         if n == 0:
             raise CorruptBatchError("empty append: no batch given")
         spans = validate_batches(view, self._max_batch_bytes)
-        base = self._next_offset
-        pack = _BASE_OFFSET.pack
-        single = len(spans) == 1
-        if single:
-            delta = spans[0][2]
-            max_ts = spans[0][3]
-            end = base + delta + 1
-            # The base offset is patched in by writing the batch as two pieces: its new first
-            # eight bytes and the caller's bytes after them (no copy of the batch).
-            pieces: list[bytes | memoryview] = [pack(base), view[8:]]
-        else:
-            pieces = []
-            end = base
-            max_ts = -1
-            for pos, size, delta, batch_max_ts in spans:
-                pieces.append(pack(end))
-                pieces.append(view[pos + 8 : pos + size])
-                end += delta + 1
-                if batch_max_ts > max_ts:
-                    max_ts = batch_max_ts
-        seg = self._segments[-1]
-        now_ms = self._clock_ms()
-        position = seg.size
-        # Roll a non-empty active segment that this append would take past its size, its
-        # relative offset range or its age.
-        if position and (
-            position + n > self._segment_bytes
-            or end - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
-            or (seg.roll_base_ms is not None and now_ms - seg.roll_base_ms >= self._segment_ms)
-        ):
-            seg = self._roll()
-            position = 0
-        seg.write_at_end(pieces, n)
-        if single:
-            seg.note_batch(position, base, n, max_ts)
-        else:
-            offset = base
-            for pos, size, delta, batch_max_ts in spans:
-                seg.note_batch(position + pos, offset, size, batch_max_ts)
-                offset += delta + 1
-        if seg.roll_base_ms is None:
-            seg.roll_base_ms = now_ms
+        base = end = self._next_offset
+        max_ts = -1
+        pieces: list[bytes | memoryview] = []
+        for pos, size, delta, batch_max_ts in spans:
+            pieces.append(_pack_offset(end))
+            pieces.append(view[pos + 8 : pos + size])
+            end += delta + 1
+            max_ts = max(max_ts, batch_max_ts)
+        seg, position = self._place(n, end)
+        written = 0
+        try:
+            if len(pieces) <= MAX_IOV:
+                written = _pwritev(seg.fd, pieces, position)
+        except OSError as exc:
+            seg.write_failed(0, n, exc)
+        if written != n:
+            seg.finish_write(pieces, n, written)
+        offset = base
+        for pos, _size, delta, batch_max_ts in spans:
+            seg.note_batch(position + pos, offset, batch_max_ts)
+            offset += delta + 1
         with self._lock:
             seg.size = position + n
             seg.next_offset = end
             self._next_offset = end
-            self._size_bytes += n
-            self._appended_bytes += n
-            self._dirty.add(seg)
-        return _append_info((base, end - 1, max_ts, n, position))
+            self._active_dirty = True
+        return AppendInfo(base, end - 1, max_ts, n, position)
+
+    def _place(self, n: int, end: int) -> tuple[LogSegment, int]:
+        """The segment and position where ``n`` bytes of batches ending before offset ``end``
+        go: the active segment, rolled first if the append would take it past its size, its
+        relative offset range or its age. Reserves blocks ahead when needed."""
+        seg = self._segments[-1]
+        now_ms = self._clock_ms()
+        position = seg.size
+        if position and (
+            position + n > self._segment_bytes
+            or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
+            or now_ms - seg.roll_base_ms >= self._segment_ms
+        ):
+            seg = self._roll()
+            position = 0
+        if not position:
+            seg.roll_base_ms = now_ms
+        if position + n > seg.reserved_end:
+            seg.reserve_for(position + n)
+        return seg, position
 
     def append_records(
         self, records: Sequence[RecordInput], *, compression: int = 0
@@ -336,6 +399,7 @@ class Log:
     def _roll(self) -> LogSegment:
         """Start a new active segment at the next offset."""
         old = self._segments[-1]
+        self._release_reserved(old)
         new = LogSegment(self.path, self._next_offset, self.config.index_interval_bytes)
         new.open(create=True)
         # The whole index files are written and the new segment becomes the active one in one
@@ -348,6 +412,11 @@ class Log:
                 raise StorageError(f"cannot write indexes of {old.path}: {exc}",
                                    errno=exc.errno) from exc
             with self._lock:
+                self._older_bytes += old.size
+                self._appended_before_active += old.size
+                if self._active_dirty:
+                    self._dirty.add(old)
+                    self._active_dirty = False
                 self._segments.append(new)
                 self._bases.append(new.base_offset)
                 self._unsynced_index_paths += [old.index.path, old.time_index.path]
@@ -372,9 +441,11 @@ class Log:
             if self._closed:
                 return self._durable_offset
             target = self._next_offset
-            appended = self._appended_bytes
             active = self._segments[-1]
+            appended = self._appended_before_active + active.size
             dirty = list(self._dirty)
+            if self._active_dirty:
+                dirty.append(active)
             index_paths = self._unsynced_index_paths
             dir_dirty = self._dir_dirty
             try:
@@ -385,6 +456,7 @@ class Log:
                     os.close(fd)
                 raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
             self._dirty.clear()
+            self._active_dirty = False
             self._unsynced_index_paths = []
             self._dir_dirty = False
         try:
@@ -395,10 +467,7 @@ class Log:
             if dir_dirty:
                 fsync_dir(self.path)
         except OSError as exc:
-            with self._lock:
-                self._dirty.update(seg for seg in dirty if seg.fd >= 0)
-                self._unsynced_index_paths = index_paths + self._unsynced_index_paths
-                self._dir_dirty = self._dir_dirty or dir_dirty
+            self._unsynced(dirty, index_paths, dir_dirty)
             raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
         finally:
             for fd in fds:
@@ -416,6 +485,17 @@ class Log:
                 # (that recovery then verifies more). A later flush or close writes it again.
                 _log.warning("log %s: recovery point not advanced: %s", self.path, exc)
         return self._durable_offset
+
+    def _unsynced(self, dirty: list[LogSegment], index_paths: list[str], dir_dirty: bool) -> None:
+        """After a failed flush: what it took off the to-sync lists goes back on them."""
+        with self._lock:
+            for seg in dirty:
+                if seg is self._segments[-1]:
+                    self._active_dirty = True
+                elif seg.fd >= 0:
+                    self._dirty.add(seg)
+            self._unsynced_index_paths = index_paths + self._unsynced_index_paths
+            self._dir_dirty = self._dir_dirty or dir_dirty
 
     def _checkpoint_due(self, appended: int) -> bool:
         """Whether the throttle lets a flush move the recovery point inside a segment."""
@@ -588,7 +668,7 @@ class Log:
         self._check_open()
         cfg = self.config
         doomed = 0
-        size = self._size_bytes
+        size = self.size_bytes
         for seg in self._segments:
             if seg.is_empty:
                 break
@@ -620,7 +700,7 @@ class Log:
             with self._lock:
                 seg = self._segments.pop(0)
                 self._bases.pop(0)
-                self._size_bytes -= seg.size
+                self._older_bytes -= seg.size
                 self._dirty.discard(seg)
             doomed.append(seg)
         for seg in doomed:

@@ -100,7 +100,7 @@ _CONTROL_BIT = 0x20
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 # The fields the append path needs, read from offset 8: batch_length, partition_leader_epoch,
 # magic, crc, last_offset_delta, max_timestamp, records_count.
-_APPEND_FIELDS = struct.Struct(">iibI2xi8xq14xi")
+APPEND_FIELDS = struct.Struct(">iibI2xi8xq14xi")
 _BASE_OFFSET = struct.Struct(">q")
 _CRC = struct.Struct(">I")
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -242,7 +242,7 @@ def validate_batches(
     :class:`CorruptBatchError` (with the precise reason) on the first bad one.
     """
     spans: list[tuple[int, int, int, int]] = []
-    unpack = _APPEND_FIELDS.unpack_from
+    unpack = APPEND_FIELDS.unpack_from
     crc_of = crc32c.crc32c
     pos = 0
     n = len(view)

@@ -1,9 +1,12 @@
 """One segment of a log: a ``.log`` file of back-to-back batches plus its two sparse indexes.
 
 A segment knows its base offset (its file name), its size in bytes, the next offset after its
-last batch and the largest batch timestamp. It writes with ``pwritev`` at its own size, so a
-failed or partial write is simply cut back with ``ftruncate`` and leaves no trace. Scans read
-the file in chunks and look only at the header fields they need.
+last batch and the largest batch timestamp. The log writes with ``pwritev`` at the segment's
+size, so a failed or partial write is simply cut back with ``ftruncate`` and leaves no trace.
+Once a segment holds a mebibyte, the log reserves its blocks ahead of the appends (as much
+again as it holds, at most 4 MiB; see :mod:`wharf.storage.preallocate`) and gives back what
+is left when the segment rolls, the log closes or is opened again. Scans read the file in
+chunks and look only at the header fields they need.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage import preallocate
 from wharf.storage.index import OffsetIndex, TimeIndex
 from wharf.storage.record_batch import (
     HEADER_SIZE,
@@ -34,7 +38,13 @@ READ_CHUNK = 256 * 1024
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_POSITION = (1 << 31) - 1
 # Buffers per pwritev call (Linux IOV_MAX is 1024).
-_MAX_IOV = 1024
+MAX_IOV = 1024
+# Blocks are reserved ahead of appends once a segment holds RESERVE_FROM bytes: as many bytes
+# as it holds, at most RESERVE_MAX, so a small log never holds much more disk than data.
+RESERVE_FROM = 1 << 20
+RESERVE_MAX = 4 << 20
+# Blocks past the end of a segment found on opening it that are worth giving back.
+_LEFTOVER_RESERVATION = 64 << 10
 
 
 # base_offset, batch_length, magic, last_offset_delta, max_timestamp (see record_batch's layout).
@@ -67,9 +77,10 @@ class LogSegment:
         "max_timestamp",
         "index",
         "time_index",
-        "bytes_since_index",
+        "index_due",
         "roll_base_ms",
         "index_interval_bytes",
+        "reserved_end",
     )
 
     def __init__(self, directory: str, base_offset: int, index_interval_bytes: int) -> None:
@@ -86,9 +97,13 @@ class LogSegment:
         self.size = 0
         self.next_offset = base_offset
         self.max_timestamp = -1
-        self.bytes_since_index = 0
-        self.roll_base_ms: int | None = None
         self.index_interval_bytes = index_interval_bytes
+        # The next batch at or past this position gets index entries.
+        self.index_due = index_interval_bytes
+        # The time the segment's age counts from (for rolling); set by its first batch.
+        self.roll_base_ms = 0
+        # File position up to which blocks are reserved (see reserve_for).
+        self.reserved_end = 0
 
     # ------------------------------------------------------------------ files
 
@@ -96,7 +111,11 @@ class LogSegment:
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         try:
             self.fd = os.open(self.path, flags, 0o644)
-            self.size = os.fstat(self.fd).st_size
+            stat = os.fstat(self.fd)
+            self.size = stat.st_size
+            if stat.st_blocks * 512 - stat.st_size >= _LEFTOVER_RESERVATION:
+                # Space reserved before a crash, never used: give it back.
+                preallocate.release(self.fd, self.size)
         except OSError as exc:
             raise StorageError(f"cannot open segment {self.path}: {exc}", errno=exc.errno) from exc
 
@@ -123,37 +142,57 @@ class LogSegment:
     def is_empty(self) -> bool:
         return self.size == 0
 
-    def write_at_end(self, pieces: list[bytes | memoryview], total: int) -> None:
-        """Write ``pieces`` (``total`` bytes) at the end of the file; on failure cut the file
-        back to its previous size and raise :class:`StorageError`."""
-        start = self.size
-        written = 0
-        try:
-            if len(pieces) <= _MAX_IOV:
-                written = os.pwritev(self.fd, pieces, start)
-            if written < total:
-                rest = memoryview(b"".join(pieces))
-                while written < total:
-                    written += os.pwrite(self.fd, rest[written:], start + written)
-        except OSError as exc:
-            try:
-                os.ftruncate(self.fd, start)
-            except OSError:
-                # The bytes past ``size`` are never read and are overwritten by the next
-                # append; recovery would drop them as a torn tail.
-                pass
-            raise StorageError(
-                f"write to {self.path} failed after {written} of {total} bytes: {exc}",
-                errno=exc.errno,
-            ) from exc
+    def reserve_for(self, end: int) -> None:
+        """Reserve blocks for appends up to and past ``end`` (an append is about to pass
+        ``reserved_end``). A failed reservation is not retried before ``end`` doubles."""
+        if end < RESERVE_FROM:
+            return
+        target = end + min(end, RESERVE_MAX)
+        preallocate.reserve(self.fd, self.size, target - self.size)
+        self.reserved_end = target
 
-    def note_batch(self, position: int, base_offset: int, size: int, max_ts: int) -> None:
+    def release_reserved(self) -> None:
+        """Give back the blocks reserved past the segment's size."""
+        if self.reserved_end > self.size:
+            try:
+                preallocate.release(self.fd, self.size)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot release reserved space of {self.path}: {exc}", errno=exc.errno
+                ) from exc
+        self.reserved_end = 0
+
+    def finish_write(self, pieces: list[bytes | memoryview], total: int, written: int) -> None:
+        """Complete a write of ``pieces`` (``total`` bytes) at the end of the file of which
+        only ``written`` bytes went in; see :meth:`write_failed` for a failure."""
+        rest = memoryview(b"".join(pieces))
+        start = self.size
+        try:
+            while written < total:
+                written += os.pwrite(self.fd, rest[written:], start + written)
+        except OSError as exc:
+            self.write_failed(written, total, exc)
+
+    def write_failed(self, written: int, total: int, exc: OSError) -> NoReturn:
+        """Cut the file back to its size before a write of ``total`` bytes that failed after
+        ``written`` and raise :class:`StorageError`."""
+        try:
+            os.ftruncate(self.fd, self.size)
+        except OSError:
+            # The bytes past ``size`` are never read and are overwritten by the next append;
+            # recovery would drop them as a torn tail.
+            pass
+        raise StorageError(
+            f"write to {self.path} failed after {written} of {total} bytes: {exc}",
+            errno=exc.errno,
+        ) from exc
+
+    def note_batch(self, position: int, base_offset: int, max_ts: int) -> None:
         """Account for a batch now stored at ``position`` (indexes, timestamps)."""
-        if self.bytes_since_index >= self.index_interval_bytes and position > 0:
+        if position >= self.index_due:
             self.index.append(base_offset, position)
             self.time_index.append(self.max_timestamp, base_offset)
-            self.bytes_since_index = 0
-        self.bytes_since_index += size
+            self.index_due = position + self.index_interval_bytes
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
 
@@ -162,9 +201,9 @@ class LogSegment:
         self.index.clear()
         self.time_index.clear()
         self.max_timestamp = -1
-        self.bytes_since_index = 0
+        self.index_due = self.index_interval_bytes
         for pos, header, _chunk, _cs in self.scan(0, self.size):
-            self.note_batch(pos, header.base_offset, header.size, header.max_timestamp)
+            self.note_batch(pos, header.base_offset, header.max_timestamp)
 
     def index_is_consistent(self) -> bool:
         """Whether every offset-index entry names the start of the batch it claims."""

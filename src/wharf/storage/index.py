@@ -1,8 +1,10 @@
 """Sparse per-segment indexes: offset -> file position, and timestamp -> offset.
 
-Both live in memory as two parallel arrays and are written to their files whole when a segment
-is rolled or the log is closed, and (the entries below the new recovery point) when the log
-moves its recovery point inside the active segment; the files are a cache. Every loaded file is
+Both live in memory as two parallel arrays, public so that a segment's append bookkeeping
+(``LogSegment.note_batch``, once per append) can add entries without a call per index. They are
+written to their files whole when a segment is rolled or the log is closed, and (the entries
+below the new recovery point) when the log moves its recovery point inside the active segment;
+the files are a cache. Every loaded file is
 checked (entry size, order, range) and a damaged or missing one is rebuilt from the segment's
 batches.
 
@@ -50,46 +52,46 @@ def _write_file(path: str, data: bytes) -> None:
 class OffsetIndex:
     """Sparse map from absolute offset to the file position of the batch starting there."""
 
-    __slots__ = ("path", "base_offset", "_offsets", "_positions")
+    __slots__ = ("path", "base_offset", "offsets", "positions")
 
     def __init__(self, path: str, base_offset: int) -> None:
         self.path = path
         self.base_offset = base_offset
-        self._offsets = array("Q")
-        self._positions = array("Q")
+        self.offsets = array("Q")
+        self.positions = array("Q")
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return len(self.offsets)
 
     def append(self, offset: int, position: int) -> None:
-        self._offsets.append(offset)
-        self._positions.append(position)
+        self.offsets.append(offset)
+        self.positions.append(position)
 
     def clear(self) -> None:
-        del self._offsets[:]
-        del self._positions[:]
+        del self.offsets[:]
+        del self.positions[:]
 
     def floor(self, offset: int) -> tuple[int, int] | None:
         """The last entry ``(offset, position)`` with entry offset <= ``offset``."""
-        i = bisect_right(self._offsets, offset) - 1
+        i = bisect_right(self.offsets, offset) - 1
         if i < 0:
             return None
-        return self._offsets[i], self._positions[i]
+        return self.offsets[i], self.positions[i]
 
     def last(self) -> tuple[int, int] | None:
-        if not self._offsets:
+        if not self.offsets:
             return None
-        return self._offsets[-1], self._positions[-1]
+        return self.offsets[-1], self.positions[-1]
 
     def entries(self) -> Iterator[tuple[int, int]]:
         """Every ``(offset, position)`` entry, in order."""
-        return zip(self._offsets, self._positions, strict=True)
+        return zip(self.offsets, self.positions, strict=True)
 
     def truncate_after(self, offset: int) -> None:
         """Drop entries for offsets greater than ``offset``."""
-        i = bisect_right(self._offsets, offset)
-        del self._offsets[i:]
-        del self._positions[i:]
+        i = bisect_right(self.offsets, offset)
+        del self.offsets[i:]
+        del self.positions[i:]
 
     def load(self, log_size: int) -> bool:
         """Read the file; keep it only if it is well formed for a log of ``log_size`` bytes."""
@@ -114,8 +116,8 @@ class OffsetIndex:
         (each copy is one step under the GIL) and only the entries below ``below``, which
         existed before either copy, are kept.
         """
-        offsets = self._offsets[:]
-        positions = self._positions[:]
+        offsets = self.offsets[:]
+        positions = self.positions[:]
         n = min(len(offsets), len(positions))
         if below is not None:
             n = min(n, bisect_left(offsets, below))
@@ -129,46 +131,46 @@ class OffsetIndex:
 class TimeIndex:
     """Sparse map from timestamp to the first offset that may hold a later timestamp."""
 
-    __slots__ = ("path", "base_offset", "_stamps", "_offsets")
+    __slots__ = ("path", "base_offset", "stamps", "offsets")
 
     def __init__(self, path: str, base_offset: int) -> None:
         self.path = path
         self.base_offset = base_offset
-        self._stamps = array("q")
-        self._offsets = array("Q")
+        self.stamps = array("q")
+        self.offsets = array("Q")
 
     def __len__(self) -> int:
-        return len(self._stamps)
+        return len(self.stamps)
 
     def append(self, timestamp: int, offset: int) -> None:
         """Record that all batches before ``offset`` have timestamps <= ``timestamp``."""
-        if self._stamps and timestamp <= self._stamps[-1]:
+        if self.stamps and timestamp <= self.stamps[-1]:
             return
-        self._stamps.append(timestamp)
-        self._offsets.append(offset)
+        self.stamps.append(timestamp)
+        self.offsets.append(offset)
 
     def clear(self) -> None:
-        del self._stamps[:]
-        del self._offsets[:]
+        del self.stamps[:]
+        del self.offsets[:]
 
     def start_offset(self, timestamp: int) -> int:
         """An offset at or before the first record with a timestamp >= ``timestamp``."""
-        i = bisect_right(self._stamps, timestamp - 1) - 1
+        i = bisect_right(self.stamps, timestamp - 1) - 1
         if i < 0:
             return self.base_offset
-        return self._offsets[i]
+        return self.offsets[i]
 
     def max_timestamp_before(self, offset: int) -> int:
         """The largest timestamp known to occur before ``offset`` (-1 if none)."""
-        i = bisect_right(self._offsets, offset) - 1
+        i = bisect_right(self.offsets, offset) - 1
         if i < 0:
             return -1
-        return self._stamps[i]
+        return self.stamps[i]
 
     def truncate_after(self, offset: int) -> None:
-        i = bisect_right(self._offsets, offset)
-        del self._stamps[i:]
-        del self._offsets[i:]
+        i = bisect_right(self.offsets, offset)
+        del self.stamps[i:]
+        del self.offsets[i:]
 
     def load(self, log_size: int) -> bool:
         self.clear()
@@ -181,16 +183,16 @@ class TimeIndex:
             if ts <= prev_ts or rel < prev_rel:
                 self.clear()
                 return False
-            self._stamps.append(ts)
-            self._offsets.append(self.base_offset + rel)
+            self.stamps.append(ts)
+            self.offsets.append(self.base_offset + rel)
             prev_ts, prev_rel = ts, rel
         return True
 
     def write(self, below: int | None = None) -> None:
         """Write the file: every entry, or those for offsets below ``below`` (see
         :meth:`OffsetIndex.write` for writing while the owner appends)."""
-        offsets = self._offsets[:]
-        stamps = self._stamps[:]
+        offsets = self.offsets[:]
+        stamps = self.stamps[:]
         n = min(len(offsets), len(stamps))
         if below is not None:
             n = min(n, bisect_left(offsets, below))

@@ -312,7 +312,21 @@ class Log:
             ):
                 base = self._next_offset
                 end = base + delta + 1
-                seg, position = self._place(n, end)
+                # _place, inline:
+                seg = self._segments[-1]
+                now_ms = self._clock_ms()
+                position = seg.size
+                if position and (
+                    position + n > self._segment_bytes
+                    or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
+                    or now_ms - seg.roll_base_ms >= self._segment_ms
+                ):
+                    seg = self._roll()
+                    position = 0
+                if not position:
+                    seg.roll_base_ms = now_ms
+                if position + n > seg.reserved_end:
+                    seg.reserve_for(position + n)
                 # The base offset is patched in by writing the batch as two pieces: its new
                 # first eight bytes and the caller's bytes after them (no copy of the batch).
                 pieces: list[bytes | memoryview] = [_pack_offset(base), view[8:]]

@@ -190,8 +190,13 @@ class LogSegment:
     def note_batch(self, position: int, base_offset: int, max_ts: int) -> None:
         """Account for a batch now stored at ``position`` (indexes, timestamps)."""
         if position >= self.index_due:
-            self.index.append(base_offset, position)
-            self.time_index.append(self.max_timestamp, base_offset)
+            # OffsetIndex.append and TimeIndex.append, inline (this runs once per append).
+            self.index.offsets.append(base_offset)
+            self.index.positions.append(position)
+            times = self.time_index
+            if not times.stamps or self.max_timestamp > times.stamps[-1]:
+                times.stamps.append(self.max_timestamp)
+                times.offsets.append(base_offset)
             self.index_due = position + self.index_interval_bytes
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts

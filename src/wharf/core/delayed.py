@@ -35,7 +35,10 @@ class DelayedMessages:
     def __init__(self, store: QueueStore, *, durable: bool) -> None:
         self.store = store
         self.durable = durable
+        self.removed = False  # the exchange was deleted (its store with it)
         self._heap: list[tuple[int, int, int, Message]] = []  # (due, seq, offset, message)
+        # Released but not settled yet (see take_due): offset -> seq.
+        self._releasing: dict[int, int] = {}
 
     def restore(self) -> None:
         for item in self.store.recover():
@@ -57,20 +60,29 @@ class DelayedMessages:
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
 
-    def take_due(self, now_ms: int) -> list[Message]:
-        """Remove and return (x-delay stripped) the messages due by ``now_ms``, in order."""
-        out: list[Message] = []
-        settled: list[int] = []
+    def take_due(self, now_ms: int) -> list[tuple[int, Message]]:
+        """Remove and return the messages due by ``now_ms``, in order, as (offset of their
+        record, message without x-delay). Their records stay until :meth:`settle`."""
+        out: list[tuple[int, Message]] = []
         while self._heap and self._heap[0][0] <= now_ms:
-            _, _, offset, message = heapq.heappop(self._heap)
-            settled.append(offset)
-            out.append(message.with_headers({}, remove=["x-delay"]))
-        self.store.settle(settled)
+            _, seq, offset, message = heapq.heappop(self._heap)
+            self._releasing[offset] = seq
+            out.append((offset, message.with_headers({}, remove=["x-delay"])))
         return out
 
+    def settle(self, offsets: list[int]) -> None:
+        """Record that the released messages at ``offsets`` are delivered (see take_due);
+        nothing once the exchange is gone."""
+        for offset in offsets:
+            self._releasing.pop(offset, None)
+        if not self.removed:
+            self.store.settle(offsets)
+
     async def maintain(self) -> None:
-        first = min((offset for _, _, offset, _ in self._heap), default=None)
+        held = [(offset, seq) for _, seq, offset, _ in self._heap]
+        held += self._releasing.items()
+        first = min((offset for offset, _ in held), default=None)
         log = self.store.messages
         self.store.reclaim(log.next_offset if first is None else first)
         if self.store.needs_snapshot():
-            await self.store.snapshot([(o, s, 0) for _, s, o, _ in self._heap])
+            await self.store.snapshot([(offset, seq, 0) for offset, seq in held])

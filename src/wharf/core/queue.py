@@ -52,8 +52,11 @@ RESIDENT_BYTES = 8 << 20
 class QueueHooks(Protocol):
     """What a queue asks of its virtual host."""
 
-    def dead_letter(self, queue: Queue, message: Message, reason: DeathReason) -> None:
-        """Republish ``message`` to the queue's dead-letter exchange."""
+    def dead_letter(
+        self, queue: Queue, message: Message, reason: DeathReason, offset: int | None
+    ) -> None:
+        """Republish ``message`` to the queue's dead-letter exchange, then settle its record
+        at ``offset`` in the queue's log with :meth:`Queue.settle` (None: it has none)."""
         ...
 
     def queue_unused(self, queue: Queue) -> None:
@@ -195,6 +198,9 @@ class Queue:
         self._dispatching = False
         self._again = False
         self._pending_settle: list[int] = []
+        # Dead-lettered records whose copies are not on disk yet: offset -> (seq, delivery
+        # count). Not live, but kept in the log (reclaim, snapshots) until settle().
+        self._settling: dict[int, tuple[int, int]] = {}
         self._pending_delivered: list[int] = []
         self._fresh = -1
         self.last_used_ms = clock.now_ms()
@@ -285,7 +291,8 @@ class Queue:
             self._expire_head(now)
         if self.args.overflow is not Overflow.DROP_HEAD and self._is_full(len(message.body)):
             if self.args.overflow is Overflow.REJECT_PUBLISH_DLX:
-                self._send_to_dlx(message, DeathReason.MAXLEN)
+                self.dead_lettered += 1
+                self._hooks.dead_letter(self, message, DeathReason.MAXLEN, None)
             self._commit_state()
             return _REFUSED
         store = self.store
@@ -604,11 +611,13 @@ class Queue:
             self._move_to_tail(first)
             self._commit_state()
             first = self._first_live_offset()
+        if self._settling:
+            first = min(self._settling) if first is None else min(first, *self._settling)
         self.store.reclaim(log.next_offset if first is None else first)
         if self.store.needs_snapshot():
-            await self.store.snapshot(
-                [(e.offset, e.seq, e.delivery_count) for e in self._entries.values()]
-            )
+            live = [(e.offset, e.seq, e.delivery_count) for e in self._entries.values()]
+            live += [(offset, seq, count) for offset, (seq, count) in self._settling.items()]
+            await self.store.snapshot(live)
 
     def _pinning(self, first: int) -> bool:
         log = self.store.messages
@@ -658,13 +667,14 @@ class Queue:
         self._live_bytes += entry.size
         self._live_stored += entry.stored
 
-    def _remove_live(self, entry: QueueEntry) -> None:
+    def _remove_live(self, entry: QueueEntry, *, settle: bool = True) -> None:
         del self._entries[entry.seq]
         if entry.offset != entry.seq:
             self._moved.pop(entry.offset, None)
         self._live_bytes -= entry.size
         self._live_stored -= entry.stored
-        self._pending_settle.append(entry.offset)
+        if settle:
+            self._pending_settle.append(entry.offset)
         if entry.held is not None:
             self._resident_bytes -= entry.size
 
@@ -699,14 +709,23 @@ class Queue:
             self._dead_letter_entry(head, DeathReason.EXPIRED)
 
     def _dead_letter_entry(self, entry: QueueEntry, reason: DeathReason) -> None:
-        self._remove_live(entry)
-        self._send_to_dlx(entry.message, reason)
-
-    def _send_to_dlx(self, message: Message, reason: DeathReason) -> None:
         if self.args.dead_letter_exchange is None:
+            self._remove_live(entry)
             return
+        # The record stays unsettled in the log until the dead-lettered copies are on disk
+        # (the virtual host settles it then): a crash in between keeps the message here.
+        self._remove_live(entry, settle=False)
+        self._settling[entry.offset] = (entry.seq, entry.delivery_count)
         self.dead_lettered += 1
-        self._hooks.dead_letter(self, message, reason)
+        self._hooks.dead_letter(self, entry.message, reason, entry.offset)
+
+    def settle(self, offsets: list[int]) -> None:
+        """Record that the messages at ``offsets`` left the queue for good (see
+        :meth:`QueueHooks.dead_letter`); nothing once the queue is deleted."""
+        for offset in offsets:
+            self._settling.pop(offset, None)
+        if not self.deleted:
+            self.store.settle(offsets)
 
     def _commit_state(self) -> None:
         if self._pending_settle:

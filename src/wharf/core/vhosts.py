@@ -47,6 +47,7 @@ from wharf.errors import (
     NotFoundError,
     PreconditionError,
     ResourceLockedError,
+    StorageError,
 )
 
 __all__ = ["PublishResult", "VirtualHost"]
@@ -65,6 +66,14 @@ STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
 def dir_name(name: str) -> str:
     """A file-system-safe, fixed-length directory name for a queue/exchange/vhost name."""
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -197,6 +206,7 @@ class VirtualHost:
                     self._maybe_auto_delete(other)
         held = self.delayed.pop(exchange.name, None)
         if held is not None:
+            held.removed = True
             await held.store.destroy()
         self._save()
 
@@ -521,21 +531,47 @@ class VirtualHost:
 
     # ------------------------------------------------------------------- hooks from queues
 
-    def dead_letter(self, queue: Queue, message: Message, reason: DeathReason) -> None:
-        """Republish a message dead-lettered by ``queue`` (at-most-once, not awaited)."""
+    def dead_letter(
+        self, queue: Queue, message: Message, reason: DeathReason, offset: int | None
+    ) -> None:
+        """Republish a message dead-lettered by ``queue``; settle its record at ``offset`` in
+        ``queue`` once every copy that must survive a crash is on disk (at least once: a
+        crash in between leaves it in both queues)."""
         dlx = queue.args.dead_letter_exchange
-        if dlx is None:
+        exchange = None if dlx is None else self.exchanges.get(dlx)
+        result = PublishResult()
+        if dlx is not None and exchange is not None:
+            routing_key = queue.args.dead_letter_routing_key
+            dead = add_death(message, queue.name, reason, self.clock.now_ms())
+            dead = dead.with_route(dlx, message.routing_key if routing_key is None else routing_key)
+            targets: set[str] = set()
+            self._route(exchange, dead, targets, set(), None)
+            targets = {t for t in targets if not is_cycle(dead, t)}
+            self._deliver_to(targets, dead, result)
+        if offset is not None:
+            self._settle_when_durable(queue.settle, [offset], result)
+
+    def _settle_when_durable(
+        self, settle: Callable[[list[int]], None], offsets: list[int], copies: PublishResult
+    ) -> None:
+        """Call ``settle(offsets)`` once ``copies`` are durable: at once when none has to be,
+        else from a task. If a copy cannot be written the source is not settled, so the
+        message is back in its source after a restart. Without a running event loop (the
+        core driven synchronously) there is nothing to wait with: it settles at once."""
+        if not copies._waits or not _loop_running():
+            settle(offsets)
             return
-        exchange = self.exchanges.get(dlx)
-        if exchange is None:
-            return
-        routing_key = queue.args.dead_letter_routing_key
-        dead = add_death(message, queue.name, reason, self.clock.now_ms())
-        dead = dead.with_route(dlx, message.routing_key if routing_key is None else routing_key)
-        targets: set[str] = set()
-        self._route(exchange, dead, targets, set(), None)
-        targets = {t for t in targets if not is_cycle(dead, t)}
-        self._deliver_to(targets, dead, None)
+
+        async def settle_after_copies() -> None:
+            try:
+                await copies.wait_durable()
+            except StorageError as exc:
+                log.error("moved messages not settled in their source (copies not on disk): %s",
+                          exc)
+                return
+            settle(offsets)
+
+        self._spawn(settle_after_copies())
 
     def queue_unused(self, queue: Queue) -> None:
         """An auto-delete queue lost its last consumer: delete it."""
@@ -566,10 +602,15 @@ class VirtualHost:
             exchange = self.exchanges.get(name)
             if exchange is None:
                 continue
-            for message in held.take_due(now):
+            due = held.take_due(now)
+            if not due:
+                continue
+            copies = PublishResult()
+            for _, message in due:
                 queues: set[str] = set()
                 self._route(exchange, message, queues, set(), None, released=True)
-                self._deliver_to(queues, message, None)
+                self._deliver_to(queues, message, copies)
+            self._settle_when_durable(held.settle, [offset for offset, _ in due], copies)
         for queue in list(self.queues.values()):
             if queue.idle_expired(now):
                 await self.delete_queue(queue.name, owner=queue.exclusive_owner)

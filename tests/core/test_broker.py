@@ -1,4 +1,6 @@
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,7 @@ from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
 from wharf.core.partitioner import key_partition
 from wharf.core.stream_errors import ErrorCode, StreamsError, UnknownTopicError
-from wharf.errors import ResourceLockedError
+from wharf.errors import ResourceLockedError, StorageError
 
 
 async def test_data_directory_is_locked_while_open(tmp_path: Path) -> None:
@@ -110,3 +112,39 @@ async def test_init_producer_id_allocates_and_bumps_epochs(tmp_path: Path) -> No
         assert unknown.value.code is ErrorCode.INVALID_PRODUCER_ID_MAPPING
     async with Broker.open(tmp_path) as broker:
         assert broker.init_producer_id(pid, 1) == (pid, 2)  # still known after restart
+
+
+async def test_failed_fsync_fences_its_partition_until_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fdatasync = os.fdatasync
+    doomed: set[int] = set()  # inodes whose next fdatasync fails
+
+    def failing_once(fd: int) -> None:
+        inode = os.fstat(fd).st_ino
+        if inode in doomed:
+            doomed.discard(inode)
+            raise OSError(errno.EIO, "injected I/O error")
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+    async with Broker.open(tmp_path / "data") as broker:
+        await broker.create_topic("fenced", partitions=1)
+        await broker.create_topic("fine", partitions=1)
+        assert await broker.produce("fenced", b"kept", partition=0) == (0, 0)
+        [segment] = (tmp_path / "data" / "topics" / "fenced-0").glob("*.log")
+        doomed.add(segment.stat().st_ino)
+        with pytest.raises(StorageError, match="fsync failed"):
+            await broker.produce("fenced", b"not acknowledged", partition=0)
+        # However the disk behaves now, the partition reports nothing more as durable.
+        with pytest.raises(StorageError, match="no more appends"):
+            await broker.produce("fenced", b"refused", partition=0)
+        assert [r.value for r in await broker.fetch("fenced", 0, 0)] == [b"kept"]
+        assert await broker.produce("fine", b"other topics go on", partition=0) == (0, 0)
+
+    async with Broker.open(tmp_path / "data") as broker:
+        values = [r.value for r in await broker.fetch("fenced", 0, 0)]
+        assert values[0] == b"kept" and b"refused" not in values
+        partition, offset = await broker.produce("fenced", b"after the restart", partition=0)
+        assert [r.value for r in await broker.fetch("fenced", 0, offset)] == [b"after the restart"]
+        assert [r.value for r in await broker.fetch("fine", 0, 0)] == [b"other topics go on"]

@@ -1,5 +1,5 @@
-"""flush() syncs every segment written since the last flush: the active one, one that rolled
-in between, and after a failed flush everything that flush had taken on."""
+"""flush() syncs every segment written since the last flush, the active one and any that
+rolled in between; after a failed fsync the log is fenced until it is opened again."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from wharf.errors import StorageError
+from wharf.storage.checkpoint import read_checkpoint
+from wharf.storage.loader import RECOVERY_POINT_FILE
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput
+from wharf.testing.log_conformance import records_in
 
 _fdatasync = os.fdatasync
+_pwrite = os.pwrite
 
 
 class SyncRecorder:
@@ -73,16 +77,71 @@ def test_flush_syncs_a_segment_that_rolled_since(tmp_path: Path, syncs: SyncReco
     log.close()
 
 
-def test_failed_flush_leaves_everything_to_the_next(tmp_path: Path, syncs: SyncRecorder) -> None:
+def test_failed_fsync_fences_the_log_until_it_is_reopened(
+    tmp_path: Path, syncs: SyncRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = Log.open(tmp_path / "log", LogConfig(retention_ms=None, segment_bytes=1024))
-    syncs.synced.clear()
     append(log, 12)  # a roll or two, then the active segment
     segments = sorted((tmp_path / "log").glob("*.log"))
     assert len(segments) > 1
     syncs.failures = 1
-    with pytest.raises(StorageError, match="injected"):
+    with pytest.raises(StorageError, match="fsync failed") as failed:
+        log.flush()
+    assert failed.value.errno == errno.EIO
+    assert log.fenced and log.durable_offset == 0
+    # The kernel may have dropped what it could not write: a later fsync proves nothing.
+    with pytest.raises(StorageError, match="fsync failed"):
         log.flush()
     assert log.durable_offset == 0
-    assert log.flush() == 12
-    assert sorted(syncs.synced) == sorted(inode(s) for s in segments)
+    with pytest.raises(StorageError, match="no more appends"):
+        append(log)
+    assert log.next_offset == 12
+    assert len(records_in(log.read(0, 1 << 20))) > 0  # reads go on
     log.close()
+    assert read_checkpoint(str(tmp_path / "log" / RECOVERY_POINT_FILE)) in (None, 0)
+
+    # Opening it again verifies everything past the recovery point, writes it again (so that
+    # the fsync after covers pages the kernel may have marked clean) and fsyncs it.
+    rewritten: list[tuple[int, int, int]] = []
+
+    def recording_pwrite(fd: int, data: bytes | memoryview, position: int) -> int:
+        written = _pwrite(fd, data, position)
+        rewritten.append((os.fstat(fd).st_ino, position, written))
+        return written
+
+    monkeypatch.setattr(os, "pwrite", recording_pwrite)
+    syncs.synced.clear()
+    reopened = Log.open(tmp_path / "log")
+    monkeypatch.setattr(os, "pwrite", _pwrite)
+    try:
+        assert reopened.next_offset == 12
+        assert not reopened.fenced
+        for segment in segments:
+            ranges = sorted((pos, n) for ino, pos, n in rewritten if ino == inode(segment))
+            covered = 0
+            for pos, n in ranges:
+                assert pos == covered, f"{segment.name}: gap before {pos}"
+                covered += n
+            assert covered == segment.stat().st_size, f"{segment.name} not written again"
+            assert inode(segment) in syncs.synced
+        append(reopened)
+        assert reopened.flush() == 13
+    finally:
+        reopened.close()
+
+
+def test_a_clean_close_leaves_nothing_to_write_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = Log.open(tmp_path / "log", LogConfig(retention_ms=None))
+    append(log, 50)
+    log.close()
+    rewritten: list[int] = []
+
+    def recording_pwrite(fd: int, data: bytes | memoryview, position: int) -> int:
+        rewritten.append(position)
+        return _pwrite(fd, data, position)
+
+    monkeypatch.setattr(os, "pwrite", recording_pwrite)
+    Log.open(tmp_path / "log").close()
+    assert rewritten == []

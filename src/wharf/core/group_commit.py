@@ -6,7 +6,8 @@ otherwise it parks a future and, unless a flush is already running, starts the f
 loop runs ``log.flush()`` on a worker thread (the log allows appends on the owner thread
 meanwhile), wakes every waiter whose end offset the flush covered, and runs again while waiters
 remain, so appends that arrive during one fsync share the next. A failed flush (``StorageError``)
-fails the waiters it was meant to cover with that error; the next waiter starts a fresh attempt.
+fails the waiters it was meant to cover with that error; the next waiter starts a fresh attempt
+(which a disk log fenced by a failed fsync fails at once, until the broker restarts).
 
 ``INTERVAL`` flushes from a background task every ``fsync_interval_ms`` and never makes callers
 wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on_durable`` is
@@ -225,14 +226,22 @@ class GroupCommitter:
         ]
 
     async def _tick(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._interval_s)
             if self._log.next_offset <= self._durable:
                 continue
             try:
                 await self._flush_once()
-            except StorageError:
-                log.exception("periodic fsync failed; will retry in %.3f s", self._interval_s)
+            except StorageError as exc:
+                # Logged once while it keeps failing (a log fenced by a failed fsync fails
+                # every time until the broker restarts).
+                if not failing:
+                    log.error("periodic fsync failed: %s; retrying every %.3f s",
+                              exc, self._interval_s)
+                failing = True
+            else:
+                failing = False
 
 
 def _consume_outcome(future: asyncio.Future[None]) -> None:

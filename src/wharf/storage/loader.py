@@ -19,8 +19,13 @@ us. The loader then logs an error naming the file and position and refuses to op
 (:class:`~wharf.errors.StorageError`); nothing is truncated, so an operator can inspect or move
 the segment aside.
 
-Once loaded, the recovered segments are fsynced and the recovery point is moved to the end of
-the log, so the next open trusts everything that is there now.
+Once loaded, the verified tail of each segment is written again (the same bytes, read back)
+and the recovered segments are fsynced; then the recovery point is moved to the end of the
+log, so the next open trusts everything that is there now. Writing the tail again is what
+makes that fsync mean something after a failed one: the kernel may have marked pages it could
+not write as clean, still readable from the page cache but not on disk, and an fsync skips
+clean pages. The tail is what the last checkpoint did not cover, at most about
+``recovery_point_interval_bytes`` after a crash, and nothing after a clean close.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ _log = logging.getLogger(__name__)
 RECOVERY_POINT_FILE = "recovery-point"
 LOG_START_OFFSET_FILE = "log-start-offset"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+# Bytes read and written at a time when a verified tail is written again.
+_REWRITE_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -62,6 +69,8 @@ class LogLoader:
         self.now_ms = now_ms
         self.truncated_bytes = 0
         self.verified_bytes = 0  # bytes of the batches whose CRC was checked
+        # Per segment, the bytes at its end whose CRC was checked (written again on load).
+        self.verified_tails: dict[LogSegment, int] = {}
         self._opened: list[LogSegment] = []
 
     def load(self) -> LoadedLog:
@@ -257,6 +266,7 @@ class LogLoader:
             except CorruptBatchError as exc:
                 if verify_from is not None and expected >= verify_from:
                     self.verified_bytes += verified
+                    self.verified_tails[seg] = verified
                     self._truncate(seg, position, expected, exc)
                     seg.next_offset = expected
                     self._set_roll_base(seg)
@@ -266,6 +276,7 @@ class LogLoader:
                     continue  # the index may have misled us: walk again from the start
                 self._refuse(seg, position, str(exc))
             self.verified_bytes += verified
+            self.verified_tails[seg] = verified
             seg.next_offset = expected
             self._set_roll_base(seg)
             return False, rebuilt
@@ -299,6 +310,7 @@ class LogLoader:
                 _fsync_path(seg.index.path)
                 _fsync_path(seg.time_index.path)
             for seg in rescanned:
+                self._write_again(seg, self.verified_tails.get(seg, 0))
                 os.fdatasync(seg.fd)
                 seg.write_indexes()
                 if seg is not segments[-1]:
@@ -309,6 +321,18 @@ class LogLoader:
             fsync_dir(self.dir)
         except OSError as exc:
             raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc
+
+
+    def _write_again(self, seg: LogSegment, tail: int) -> None:
+        """Write the last ``tail`` bytes of ``seg`` again, as they read now (see above)."""
+        position = seg.size - tail
+        while position < seg.size:
+            chunk = seg.pread(position, min(_REWRITE_CHUNK, seg.size - position))
+            view = memoryview(chunk)
+            while view:
+                written = os.pwrite(seg.fd, view, position)
+                view = view[written:]
+                position += written
 
 
 def _fsync_path(path: str) -> None:

@@ -36,7 +36,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import crc32c
 
@@ -158,6 +158,11 @@ class Log:
         # Bytes appended through this object = this + the active segment's size.
         self._appended_before_active = -segments[-1].size
         self._closed = False
+        # Why the log is fenced, once an fsync failed: the kernel may have dropped the pages
+        # it could not write, and a later fsync would then succeed without them. A fenced log
+        # takes no more appends and reports nothing more as durable; opening it again (a
+        # restart) recovers it and writes its unverified tail anew (see the loader).
+        self._fenced: StorageError | None = None
         # One flush at a time, so that no flush reports (or checkpoints) an offset whose fsync
         # another flush is still running.
         self._flush_lock = threading.Lock()
@@ -210,10 +215,14 @@ class Log:
         )
 
     def close(self) -> None:
-        """Flush, write the indexes and the recovery point, and release the files."""
+        """Flush, write the indexes and the recovery point, and release the files. A fenced
+        log only releases its files: its recovery point stays where durability ended."""
         if self._closed:
             return
         active = self._segments[-1]
+        if self._fenced is not None:
+            self._release()
+            return
         try:
             with self._index_files_lock:
                 self._indexes_final = True
@@ -299,7 +308,7 @@ class Log:
         # shows in the throughput of small batches (docs/performance.md). The checks are
         # those of validate_batches; _append_batches takes everything else and, for invalid
         # input, names what is wrong.
-        if n >= HEADER_SIZE and not self._closed:
+        if n >= HEADER_SIZE and not self._closed and self._fenced is None:
             length, _epoch, magic, crc, delta, max_ts, count = _unpack_append(view, 8)
             if (
                 length + LOG_OVERHEAD == n
@@ -349,8 +358,10 @@ class Log:
         return self._append_batches(view, n)
 
     def _append_batches(self, view: memoryview, n: int) -> AppendInfo:
-        """``append`` of anything but one valid batch: several batches, or invalid input."""
+        """``append`` of anything but one valid batch: several batches, or invalid input, or a
+        log that takes no appends."""
         self._check_open()
+        self._check_not_fenced()
         if n == 0:
             raise CorruptBatchError("empty append: no batch given")
         spans = validate_batches(view, self._max_batch_bytes)
@@ -454,6 +465,7 @@ class Log:
         with self._lock:
             if self._closed:
                 return self._durable_offset
+            self._check_not_fenced()
             target = self._next_offset
             active = self._segments[-1]
             appended = self._appended_before_active + active.size
@@ -481,8 +493,7 @@ class Log:
             if dir_dirty:
                 fsync_dir(self.path)
         except OSError as exc:
-            self._unsynced(dirty, index_paths, dir_dirty)
-            raise StorageError(f"cannot sync log {self.path}: {exc}", errno=exc.errno) from exc
+            self._fence(exc)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -500,16 +511,18 @@ class Log:
                 _log.warning("log %s: recovery point not advanced: %s", self.path, exc)
         return self._durable_offset
 
-    def _unsynced(self, dirty: list[LogSegment], index_paths: list[str], dir_dirty: bool) -> None:
-        """After a failed flush: what it took off the to-sync lists goes back on them."""
+    def _fence(self, exc: OSError) -> NoReturn:
+        """After a failed fsync: fence the log (see ``_fenced``) and raise."""
+        error = StorageError(
+            f"log {self.path}: fsync failed ({exc}); what was written since the last good "
+            f"flush (offsets from {self._durable_offset}) may not be on disk, so the log takes "
+            f"no more appends until it is opened again (restart the broker)",
+            errno=exc.errno,
+        )
         with self._lock:
-            for seg in dirty:
-                if seg is self._segments[-1]:
-                    self._active_dirty = True
-                elif seg.fd >= 0:
-                    self._dirty.add(seg)
-            self._unsynced_index_paths = index_paths + self._unsynced_index_paths
-            self._dir_dirty = self._dir_dirty or dir_dirty
+            self._fenced = error
+        _log.error("%s", error)
+        raise StorageError(str(error), errno=exc.errno) from exc
 
     def _checkpoint_due(self, appended: int) -> bool:
         """Whether the throttle lets a flush move the recovery point inside a segment."""
@@ -726,6 +739,15 @@ class Log:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"log {self.path} is closed")
+
+    def _check_not_fenced(self) -> None:
+        if self._fenced is not None:
+            raise StorageError(str(self._fenced), errno=self._fenced.errno)
+
+    @property
+    def fenced(self) -> bool:
+        """Whether an fsync failed, so that the log takes no more appends until reopened."""
+        return self._fenced is not None
 
 
 def _fsync_path(path: str) -> None:

@@ -32,7 +32,7 @@ def test_record_batch_exports() -> None:
             "COMPRESSION_ZSTD", "HEADER_SIZE", "MAGIC", "BatchHeader", "Record", "RecordInput",
             "build_batch", "check_header", "compress", "decode_records", "decode_varint",
             "decompress", "encode_varint", "iter_batches", "parse_header", "set_base_offset",
-            "validate_batch", "validate_batches",
+            "validate_batch", "validate_batches", "with_log_append_time",
         ]
     )
     for name in wharf.storage.record_batch.__all__:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from wharf.storage.record_batch import (
     decode_records,
     iter_batches,
     parse_header,
+    with_log_append_time,
 )
 
 __all__ = ["AppendResult", "Partition", "wait_for_any"]
@@ -151,7 +153,9 @@ class Partition:
     # ------------------------------------------------------------------ writing
 
     async def append(self, batches: bytes, *, acks: int = -1) -> AppendResult:
-        """Append Kafka record batches (one or more, concatenated) as sent by a producer.
+        """Append Kafka record batches (one or more, concatenated) as sent by a producer
+        (stamped with the append time first when the topic has
+        ``message.timestamp.type=LogAppendTime``).
 
         Raises :class:`MessageTooLargeError` for a batch above ``max.message.bytes``,
         :class:`ProducerStateError` for idempotence violations, ``CorruptBatchError`` for
@@ -163,7 +167,12 @@ class Partition:
         if duplicate is not None:
             await self._wait_durable(duplicate.last_offset + 1, acks)
             return duplicate
-        info = self.log.append(batches)
+        append_time = -1
+        stored: bytes | bytearray = batches
+        if self.config.log_append_time:
+            append_time = time.time_ns() // 1_000_000
+            stored = with_log_append_time(batches, append_time, self.log.config.max_batch_bytes)
+        info = self.log.append(stored)
         offset = info.base_offset
         records = 0
         for header in headers:
@@ -176,7 +185,10 @@ class Partition:
         if self.committer.policy is not FsyncPolicy.ALWAYS:
             self._wake()
         await self._wait_durable(info.last_offset + 1, acks)
-        return AppendResult(info.base_offset, info.last_offset, self.log.log_start_offset)
+        return AppendResult(
+            info.base_offset, info.last_offset, self.log.log_start_offset,
+            log_append_time_ms=append_time,
+        )
 
     async def append_records(
         self, records: Sequence[RecordInput], *, acks: int = -1, now_ms: int | None = None

@@ -3,9 +3,10 @@
 Topics store only their overrides (name -> string, as Kafka's admin API sends them); the
 effective :class:`TopicConfig` is the broker's :class:`TopicDefaults` with the overrides parsed
 on top. Wharf acts on ``retention.ms``, ``retention.bytes``, ``cleanup.policy``,
-``max.message.bytes``, ``segment.bytes`` and ``segment.ms``. Other standard Kafka topic configs
-(:data:`STORED_ONLY`) are accepted and reported back so that tools creating topics with them
-work, but they change nothing; unknown names are refused (``INVALID_CONFIG``).
+``max.message.bytes``, ``segment.bytes``, ``segment.ms`` and ``message.timestamp.type``. Other
+standard Kafka topic configs (:data:`STORED_ONLY`) are accepted and reported back so that tools
+creating topics with them work, but they change nothing; unknown names are refused
+(``INVALID_CONFIG``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ CLEANUP_POLICY = "cleanup.policy"
 MAX_MESSAGE_BYTES = "max.message.bytes"
 SEGMENT_BYTES = "segment.bytes"
 SEGMENT_MS = "segment.ms"
+TIMESTAMP_TYPE = "message.timestamp.type"
 
 ENFORCED = (RETENTION_MS, RETENTION_BYTES, CLEANUP_POLICY, MAX_MESSAGE_BYTES, SEGMENT_BYTES,
-            SEGMENT_MS)
+            SEGMENT_MS, TIMESTAMP_TYPE)
 STORED_ONLY = frozenset(
     {
         "compression.type",
@@ -52,7 +54,6 @@ STORED_ONLY = frozenset(
         "message.timestamp.after.max.ms",
         "message.timestamp.before.max.ms",
         "message.timestamp.difference.max.ms",
-        "message.timestamp.type",
         "min.cleanable.dirty.ratio",
         "min.compaction.lag.ms",
         "min.insync.replicas",
@@ -64,6 +65,8 @@ STORED_ONLY = frozenset(
     }
 )
 CLEANUP_POLICIES = frozenset({"delete", "compact", "compact,delete", "delete,compact"})
+CREATE_TIME = "CreateTime"
+LOG_APPEND_TIME = "LogAppendTime"
 # The smallest segment Kafka allows (segment.bytes lower bound), and a sane floor for the rest.
 MIN_SEGMENT_BYTES = 14
 MIN_MESSAGE_BYTES = 0
@@ -99,6 +102,9 @@ class TopicConfig:
     max_message_bytes: int
     segment_bytes: int
     segment_ms: int
+    # message.timestamp.type=LogAppendTime: batches are stamped with the time the broker
+    # appended them (CreateTime: the producer's timestamps stand)
+    log_append_time: bool = False
 
     @classmethod
     def resolve(cls, defaults: TopicDefaults, overrides: Mapping[str, str]) -> TopicConfig:
@@ -110,6 +116,7 @@ class TopicConfig:
             max_message_bytes=_int_or(parsed.get(MAX_MESSAGE_BYTES), defaults.max_message_bytes),
             segment_bytes=_int_or(parsed.get(SEGMENT_BYTES), defaults.segment_bytes),
             segment_ms=_int_or(parsed.get(SEGMENT_MS), defaults.segment_ms),
+            log_append_time=overrides.get(TIMESTAMP_TYPE, CREATE_TIME) == LOG_APPEND_TIME,
         )
 
     @property
@@ -149,6 +156,7 @@ def describe(defaults: TopicDefaults, overrides: Mapping[str, str]) -> list[Conf
         MAX_MESSAGE_BYTES: str(defaults.max_message_bytes),
         SEGMENT_BYTES: str(defaults.segment_bytes),
         SEGMENT_MS: str(defaults.segment_ms),
+        TIMESTAMP_TYPE: CREATE_TIME,
     }
     entries = [
         ConfigEntry(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG)
@@ -197,6 +205,11 @@ def _parse(configs: Mapping[str, str]) -> dict[str, int | None]:
             raise InvalidConfigError(
                 f"cleanup.policy must be delete, compact or both, not {configs[CLEANUP_POLICY]!r}"
             )
+    if TIMESTAMP_TYPE in configs and configs[TIMESTAMP_TYPE] not in (CREATE_TIME, LOG_APPEND_TIME):
+        raise InvalidConfigError(
+            f"message.timestamp.type must be CreateTime or LogAppendTime, not "
+            f"{configs[TIMESTAMP_TYPE]!r}"
+        )
     return out
 
 

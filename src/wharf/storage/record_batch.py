@@ -71,6 +71,7 @@ __all__ = [
     "set_base_offset",
     "validate_batch",
     "validate_batches",
+    "with_log_append_time",
 ]
 
 HEADER_SIZE = 61
@@ -102,7 +103,10 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 # magic, crc, last_offset_delta, max_timestamp, records_count.
 APPEND_FIELDS = struct.Struct(">iibI2xi8xq14xi")
 _BASE_OFFSET = struct.Struct(">q")
-_CRC = struct.Struct(">I")
+_CRC = struct.Struct(">I")  # just before CRC_START
+_ATTRIBUTES = struct.Struct(">h")  # at CRC_START
+_TIMESTAMP = struct.Struct(">q")
+_MAX_TIMESTAMP_AT = 35
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER_SIZE = 16
 _BLOCK_LEN = struct.Struct(">i")
@@ -264,6 +268,29 @@ def validate_batches(
         spans.append((pos, size, delta, max_ts))
         pos += size
     return spans
+
+
+def with_log_append_time(
+    batches: bytes | bytearray | memoryview,
+    now_ms: int,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> bytearray:
+    """A copy of ``batches`` in which every batch has timestamp type LogAppendTime and
+    ``now_ms`` as its max timestamp, its CRC computed anew; the records are untouched (readers
+    of a LogAppendTime batch take its max timestamp as every record's). The batches are
+    validated first (:func:`validate_batches`), so a corrupt one is never given a valid CRC.
+    """
+    view = memoryview(batches)
+    spans = validate_batches(view, max_batch_bytes)
+    out = bytearray(view)
+    with memoryview(out) as stamped:
+        for pos, size, _delta, _max_ts in spans:
+            attributes = _ATTRIBUTES.unpack_from(stamped, pos + CRC_START)[0]
+            _ATTRIBUTES.pack_into(stamped, pos + CRC_START, attributes | _TIMESTAMP_TYPE_BIT)
+            _TIMESTAMP.pack_into(stamped, pos + _MAX_TIMESTAMP_AT, now_ms)
+            crc = crc32c.crc32c(stamped[pos + CRC_START : pos + size])
+            _CRC.pack_into(stamped, pos + CRC_START - _CRC.size, crc)
+    return out
 
 
 def set_base_offset(buf: bytearray | memoryview, pos: int, base_offset: int) -> None:

@@ -14,6 +14,7 @@ fsync, so one fsync covers the whole request (and other requests arriving meanwh
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -31,21 +32,21 @@ VALID_ACKS = (-1, 0, 1)
 
 async def _append_one(
     ctx: KafkaContext, topic: str, index: int, records: bytes | None, acks: int
-) -> tuple[ErrorCode, int, int]:
-    """(error, base offset, log start offset) for one partition."""
+) -> tuple[ErrorCode, int, int, int]:
+    """(error, base offset, log start offset, log append time or -1) for one partition."""
     if acks not in VALID_ACKS:
-        return ErrorCode.invalid_required_acks, -1, -1
+        return ErrorCode.invalid_required_acks, -1, -1, -1
     error = await ensure_topic(ctx, topic, allow_create=True)
     if error != ErrorCode.none:
-        return error, -1, -1
+        return error, -1, -1, -1
     if records is None:
-        return ErrorCode.corrupt_message, -1, -1
+        return ErrorCode.corrupt_message, -1, -1, -1
     try:
         partition = ctx.broker.topics.partition(topic, index)
         result = await partition.append(records, acks=acks)
     except Exception as exc:  # every failure becomes this partition's error code
-        return error_code_for(exc), -1, -1
-    return ErrorCode.none, result.base_offset, result.log_start_offset
+        return error_code_for(exc), -1, -1, -1
+    return ErrorCode.none, result.base_offset, result.log_start_offset, result.log_append_time_ms
 
 
 async def produce(ctx: KafkaContext, request: KafkaRequest) -> Any:
@@ -64,14 +65,19 @@ async def produce(ctx: KafkaContext, request: KafkaRequest) -> Any:
         return None
     build = builder(request.api_key, request.api_version)
     by_topic: dict[str, list[Any]] = {}
-    for (topic, index, _), (error, base_offset, start_offset) in zip(jobs, outcomes, strict=True):
+    for (topic, index, _), outcome in zip(jobs, outcomes, strict=True):
+        error, base_offset, start_offset, append_time = outcome
         by_topic.setdefault(topic, []).append(
             build(
                 "PartitionProduceResponse",
                 index=index,
                 error_code=error,
                 base_offset=base_offset,
-                log_append_time=None,  # CreateTime topics: the producer's timestamps stand
+                # None (-1 on the wire) for CreateTime topics: the producer's timestamps stand
+                log_append_time=(
+                    None if append_time < 0
+                    else datetime.datetime.fromtimestamp(append_time / 1000, datetime.UTC)
+                ),
                 log_start_offset=start_offset,
                 record_errors=(),
                 error_message=None,

@@ -19,6 +19,7 @@ from wharf.server.kafka_listener import (
     default_advertised_host,
     start_kafka_listener,
 )
+from wharf.server.settings import ServerSettings
 
 
 @pytest.fixture
@@ -147,3 +148,37 @@ async def test_connections_closed_at_shutdown_say_so(
     assert closed["reason"] == "server shutting down"
     assert closed["client_id"] == "listener-test"
     assert closed["requests"] == 1
+
+
+async def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "data") as broker:
+        served = await start_kafka_listener(broker, "127.0.0.1", 0, max_idle_ms=400)
+        try:
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", served.port)
+            busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", served.port)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # The busy client sends a request every 100 ms for 1.5 s, well past the limit.
+            for cid in range(15):
+                busy_writer.write(api_versions(cid))
+                await busy_writer.drain()
+                await asyncio.wait_for(read_frame(busy_reader), 10)
+                await asyncio.sleep(0.1)
+            # The idle one was closed by the server: end of stream, not a timeout.
+            assert await asyncio.wait_for(idle_reader.read(1), 10) == b""
+            assert loop.time() - started >= 0.4
+            assert len(served.connections) == 1
+            busy_writer.write(api_versions(99))
+            await busy_writer.drain()
+            frame = await asyncio.wait_for(read_frame(busy_reader), 10)
+            assert struct.unpack_from(">i", frame) == (99,)
+            idle_writer.close()
+            busy_writer.close()
+        finally:
+            await served.close(1.0)
+
+
+def test_idle_limit_comes_from_the_settings() -> None:
+    settings = ServerSettings(kafka_connections_max_idle_ms=1234)
+    assert KafkaListener.from_settings(settings).max_idle_ms == 1234
+    assert KafkaListener.from_settings(ServerSettings()).max_idle_ms == 600_000

@@ -100,6 +100,8 @@ class KafkaConnection(asyncio.Protocol):
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # loop.time() of the last bytes received or response sent (for the idle timeout)
+        self._last_active = asyncio.get_running_loop().time()
 
     @property
     def peer(self) -> str:
@@ -170,6 +172,7 @@ class KafkaConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self._last_active = asyncio.get_running_loop().time()
         self._bytes_in += len(data)
         self._codec.receive_data(data)
         try:
@@ -238,10 +241,18 @@ class KafkaConnection(asyncio.Protocol):
                 frame = encode_response(correlation_id, response)
                 self._bytes_out += len(frame)
                 transport.write(frame)
+                self._last_active = asyncio.get_running_loop().time()
             self._stats.observe(operation, perf_counter() - started)
         if not self._pending:
             self._idle.set()
         self._update_reading()
+
+    def idle_seconds(self, now: float) -> float:
+        """How long (by ``loop.time()``) nothing came in or went out while no request was
+        pending; 0 while one is (a long-poll Fetch is not idleness)."""
+        if self._pending:
+            return 0.0
+        return now - self._last_active
 
     async def drain(self) -> None:
         """Wait until every request received so far has been answered."""

@@ -14,6 +14,11 @@ clients cannot connect to a wildcard address.
 
 ``request_stats`` holds the latency of every request its connections served, by API name (read
 by ``/metrics``); ``connections`` the open connections (listed and closed by the HTTP API).
+
+Idle connections are closed as Kafka's ``connections.max.idle.ms`` does: a sweep runs every
+quarter of ``max_idle_ms`` (at most every 30 s) and closes, with the reason logged, each
+connection that has had no request pending and no bytes in or out for that long. Clients
+reconnect when they next need the broker.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 Endpoint = tuple[str, str, int]
 
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+# Kafka's connections.max.idle.ms default: 10 minutes.
+DEFAULT_MAX_IDLE_MS = 600_000
 
 
 def default_advertised_host(host: str) -> str:
@@ -56,12 +63,15 @@ class KafkaListener:
         *,
         advertised_host: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_idle_ms: int = DEFAULT_MAX_IDLE_MS,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.advertised_host = advertised_host or default_advertised_host(host)
         self.max_frame_bytes = max_frame_bytes
+        self.max_idle_ms = max_idle_ms  # 0: never close idle connections
         self.connections: set[KafkaConnection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.request_stats = RequestStats("kafka")
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -69,7 +79,12 @@ class KafkaListener:
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> KafkaListener:
         """The factory ``wharf serve`` calls."""
-        return cls(settings.host, settings.kafka_port, advertised_host=settings.advertised_host)
+        return cls(
+            settings.host,
+            settings.kafka_port,
+            advertised_host=settings.advertised_host,
+            max_idle_ms=settings.kafka_connections_max_idle_ms,
+        )
 
     @property
     def port(self) -> int:
@@ -93,12 +108,34 @@ class KafkaListener:
         self._server = await loop.create_server(connection, self.host, self.requested_port)
         self._port = int(self._server.sockets[0].getsockname()[1])
         base.advertised_port = self._port
+        if self.max_idle_ms > 0:
+            self._sweeper = loop.create_task(self._close_idle_connections())
         return [(self.name, self.host, self.port)]
+
+    async def _close_idle_connections(self) -> None:
+        limit_s = self.max_idle_ms / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(limit_s / 4, 30.0))
+            now = loop.time()
+            for connection in list(self.connections):
+                if connection.idle_seconds(now) >= limit_s:
+                    connection.close(
+                        f"idle for more than {self.max_idle_ms} ms "
+                        f"(server.kafka_connections_max_idle_ms)"
+                    )
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Let connections finish their in-flight requests for up to ``grace_s``, then close."""
@@ -121,10 +158,15 @@ async def start_kafka_listener(
     *,
     advertised_host: str | None = None,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_idle_ms: int = DEFAULT_MAX_IDLE_MS,
 ) -> KafkaListener:
     """Bind ``host:port`` and serve Kafka clients from ``broker``."""
     listener = KafkaListener(
-        host, port, advertised_host=advertised_host, max_frame_bytes=max_frame_bytes
+        host,
+        port,
+        advertised_host=advertised_host,
+        max_frame_bytes=max_frame_bytes,
+        max_idle_ms=max_idle_ms,
     )
     await listener.start(broker)
     log.info("kafka listener on %s:%d", host, listener.port)

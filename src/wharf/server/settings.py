@@ -70,6 +70,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     advertised_host: str | None = None  # host named to Kafka clients; None = ``host``
     kafka_port: int = 9092
+    # Kafka connections with nothing pending and no traffic for this long are closed, as
+    # Kafka's connections.max.idle.ms (0: never)
+    kafka_connections_max_idle_ms: int = 600_000
     amqp_port: int = 5672
     http_port: int = 8080
     log_format: LogFormat = LogFormat.TEXT

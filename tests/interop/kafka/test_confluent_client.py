@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -23,6 +31,8 @@ from confluent_kafka.admin import (
 )
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
+
+from helpers.broker_process import WharfProcess
 
 pytestmark = pytest.mark.interop
 
@@ -224,3 +234,74 @@ def test_incremental_append_and_subtract_on_cleanup_policy(bootstrap: str, topic
     with pytest.raises(KafkaException) as info:
         alter(ConfigEntry("retention.ms", "5", incremental_operation=AlterConfigOpType.APPEND))
     assert info.value.args[0].code() == KafkaError.INVALID_CONFIG
+
+
+def test_log_append_time_topic_stamps_batches_with_the_broker_clock(
+    bootstrap: str, topic_name: str
+) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    refused = admin.create_topics(
+        [NewTopic(topic_name + "-bad", 1, 1, config={"message.timestamp.type": "WallTime"})]
+    )[topic_name + "-bad"]
+    with pytest.raises(KafkaException) as bad:
+        refused.result(30)
+    assert bad.value.args[0].code() == KafkaError.INVALID_CONFIG
+    admin.create_topics(
+        [NewTopic(topic_name, 1, 1, config={"message.timestamp.type": "LogAppendTime"})]
+    )[topic_name].result(30)
+
+    reports: list[tuple[KafkaError | None, tuple[int, int]]] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    before = int(time.time() * 1000)
+    for i in range(3):
+        producer.produce(
+            topic_name,
+            value=b"v%d" % i,
+            partition=0,
+            timestamp=1_000,  # the producer's CreateTime, which the topic overrides
+            on_delivery=lambda err, msg: reports.append((err, msg.timestamp())),
+        )
+    assert producer.flush(30) == 0
+    after = int(time.time() * 1000)
+    # The produce response carries the append time into the delivery reports...
+    assert [err for err, _ in reports] == [None] * 3
+    for _, (kind, stamp) in reports:
+        assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= stamp <= after
+    # ...and the stored batches carry it to every consumer.
+    got = consume(bootstrap, topic_name, 3)
+    assert [m.value() for m in got] == [b"v0", b"v1", b"v2"]
+    for msg in got:
+        kind, stamp = msg.timestamp()
+        assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= stamp <= after
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        reader.assign([KpTopicPartition(topic_name, 0)])
+        reader.seek(KpTopicPartition(topic_name, 0), 0)
+        polled = reader.poll(timeout_ms=10_000, max_records=3)
+        records = [r for batch in polled.values() for r in batch]
+    finally:
+        reader.close()
+    assert len(records) == 3
+    for record in records:
+        assert record.timestamp_type == 1 and before <= record.timestamp <= after
+
+
+def test_idle_connections_are_closed_and_librdkafka_reconnects(
+    start_wharf: Callable[..., WharfProcess],
+) -> None:
+    server = start_wharf(env={"WHARF_KAFKA_CONNECTIONS_MAX_IDLE_MS": "500"})
+    assert produce(server.kafka_bootstrap, "idle-topic", [(None, b"before")]) == [0]
+    producer = Producer({"bootstrap.servers": server.kafka_bootstrap, "linger.ms": 5})
+    delivered: list[int] = []
+    producer.produce("idle-topic", value=b"first", partition=0,
+                     on_delivery=lambda err, msg: delivered.append(msg.offset()))
+    assert producer.flush(30) == 0
+    server.wait_for_log(r"idle for more than 500 ms")
+    time.sleep(1.0)  # past the limit again: librdkafka's connections are gone
+    producer.produce("idle-topic", value=b"after", partition=0,
+                     on_delivery=lambda err, msg: delivered.append(msg.offset()))
+    assert producer.flush(30) == 0
+    assert delivered == [1, 2]
+    assert [m.value() for m in consume(server.kafka_bootstrap, "idle-topic", 3)] == [
+        b"before", b"first", b"after"
+    ]

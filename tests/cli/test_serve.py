@@ -21,6 +21,7 @@ def test_print_config_shows_the_defaults() -> None:
         "host": "127.0.0.1",
         "advertised_host": "none",
         "kafka_port": 9092,
+        "kafka_connections_max_idle_ms": 600000,
         "amqp_port": 5672,
         "http_port": 8080,
         "log_format": "text",

@@ -122,6 +122,25 @@ async def test_list_offsets_by_timestamp(tmp_path: Path) -> None:
     await p.close()
 
 
+async def test_max_timestamp_across_segments_within_the_visible_range(tmp_path: Path) -> None:
+    p = open_partition(tmp_path, **{"segment.bytes": "300"})  # a few batches per segment
+    stamps = [5, 40, 7, 40, 12, 3, 60, 9, 60, 2, 8, 1, 30, 4]
+    for i, ts in enumerate(stamps):
+        await p.append(batch(b"%02d" % i, ts=ts))
+    assert len(p.log.segment_base_offsets()) > 3
+
+    def expected(start: int, end: int) -> tuple[int, int]:
+        top = max(stamps[start:end])
+        return stamps.index(top, start, end), top
+
+    assert p.list_offset(-3) == expected(0, len(stamps)) == (6, 60)  # the first of two
+    p.delete_records_before(7)  # the log start falls inside a segment
+    assert p.list_offset(-3) == expected(7, len(stamps)) == (8, 60)
+    p.delete_records_before(9)
+    assert p.list_offset(-3) == expected(9, len(stamps)) == (12, 30)
+    await p.close()
+
+
 async def test_delete_records_before_moves_log_start(tmp_path: Path) -> None:
     p = open_partition(tmp_path)
     for i in range(5):

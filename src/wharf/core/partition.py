@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,26 +333,43 @@ class Partition:
         return -1, -1
 
     def _max_timestamp(self) -> tuple[int, int]:
-        """Scan the batch headers below the high watermark for the largest timestamp."""
-        best: BatchHeader | None = None
-        offset, hw = self.log.log_start_offset, self.high_watermark
-        while offset < hw:
-            data = self.log.read(offset, 1 << 20, max_offset=hw)
-            if not data:
-                break
-            for position, header in iter_batches(data, max_batch_bytes=len(data)):
-                if not header.is_control and (
-                    best is None or header.max_timestamp > best.max_timestamp
-                ):
-                    best = header
-                    best_batch = data[position : position + header.size]
-                offset = header.last_offset + 1
-        if best is None:
+        """The first record with the largest timestamp below the high watermark.
+
+        A segment wholly visible (between the log start and the high watermark) is known by
+        the largest timestamp it keeps; only a segment cut by either end has its batch headers
+        read, and then the batches of the one segment holding the winner."""
+        hw, start = self.high_watermark, self.log.log_start_offset
+        best_ts, best_range = -1, None
+        for base, end, segment_max in self.log.segment_timestamps():
+            low, high = max(base, start), min(end, hw)
+            if low >= high:
+                continue
+            if base < start or end > hw:
+                segment_max = max((h.max_timestamp for _, h, _ in self._headers_in(low, high)),
+                                  default=-1)
+            if segment_max > best_ts:
+                best_ts, best_range = segment_max, (low, high)
+        if best_range is None:
             return -1, -1
-        for record in decode_records(best_batch):
-            if record.timestamp_ms == best.max_timestamp:
-                return record.offset, record.timestamp_ms
-        return best.last_offset, best.max_timestamp
+        for _, header, batch in self._headers_in(*best_range):
+            if header.max_timestamp == best_ts:
+                for record in decode_records(batch):
+                    if record.timestamp_ms == best_ts:
+                        return record.offset, best_ts
+                return header.last_offset, best_ts
+        return -1, -1
+
+    def _headers_in(self, low: int, high: int) -> Iterator[tuple[int, BatchHeader, bytes]]:
+        """(position, header, batch bytes) of the data batches holding offsets in [low, high)."""
+        offset = low
+        while offset < high:
+            data = self.log.read(offset, 1 << 20, max_offset=high)
+            if not data:
+                return
+            for position, header in iter_batches(data, max_batch_bytes=len(data)):
+                offset = header.last_offset + 1
+                if not header.is_control:
+                    yield position, header, data[position : position + header.size]
 
     # ------------------------------------------------------------------ deletion
 

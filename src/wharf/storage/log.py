@@ -293,6 +293,11 @@ class Log:
     def segment_base_offsets(self) -> list[int]:
         return list(self._bases)
 
+    def segment_timestamps(self) -> list[tuple[int, int, int]]:
+        """``(base offset, next offset, largest batch max timestamp or -1)`` of every segment,
+        oldest first."""
+        return [(s.base_offset, s.next_offset, s.max_timestamp) for s in self._segments]
+
     # ------------------------------------------------------------------ appending
 
     def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo:

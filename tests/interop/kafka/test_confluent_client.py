@@ -28,6 +28,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
@@ -305,3 +306,26 @@ def test_idle_connections_are_closed_and_librdkafka_reconnects(
     assert [m.value() for m in consume(server.kafka_bootstrap, "idle-topic", 3)] == [
         b"before", b"first", b"after"
     ]
+
+
+def test_list_offsets_by_every_spec_including_max_timestamp(
+    bootstrap: str, topic_name: str
+) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for stamp in (5_000, 9_000, 7_000, 9_000, 1_000):  # one batch each
+        producer.produce(topic_name, value=b"%d" % stamp, partition=0, timestamp=stamp)
+        assert producer.flush(30) == 0
+    tp = TopicPartition(topic_name, 0)
+
+    def listed(spec: OffsetSpec) -> tuple[int, int]:
+        info = admin.list_offsets({tp: spec})[tp].result(30)
+        return info.offset, info.timestamp
+
+    # The first record with the largest timestamp (ListOffsets v7, timestamp -3).
+    assert listed(OffsetSpec.max_timestamp()) == (1, 9_000)
+    assert listed(OffsetSpec.earliest())[0] == 0
+    assert listed(OffsetSpec.latest())[0] == 5
+    assert listed(OffsetSpec.for_timestamp(6_000)) == (1, 9_000)
+    assert listed(OffsetSpec.for_timestamp(9_001))[0] == -1

@@ -14,7 +14,7 @@ __all__ = ["SUPPORTED_VERSIONS", "is_supported"]
 SUPPORTED_VERSIONS: Final[dict[int, tuple[int, int]]] = {
     0: (3, 9),  # Produce
     1: (4, 12),  # Fetch (v13+ address topics by id)
-    2: (1, 6),  # ListOffsets (v7 adds max-timestamp lookups)
+    2: (1, 7),  # ListOffsets (v7: timestamp -3, the record with the largest timestamp)
     3: (0, 12),  # Metadata
     8: (2, 8),  # OffsetCommit
     9: (1, 8),  # OffsetFetch (v8: several groups per request)

@@ -43,7 +43,7 @@ from wharf.protocol.kafka.codec import (
     ServerCodec,
     encode_response,
 )
-from wharf.protocol.kafka.context import KafkaContext
+from wharf.protocol.kafka.context import KafkaContext, SaslSession
 from wharf.protocol.kafka.dispatch import handle, handle_fallback
 from wharf.protocol.kafka.errors import KafkaProtocolError
 from wharf.protocol.kafka.framing import NEED_DATA
@@ -154,8 +154,8 @@ class KafkaConnection(asyncio.Protocol):
         self._log = ConnectionLog("kafka", transport)
         self._peer = self._log.peer
         peer = self._transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self._ctx = dataclasses.replace(self._ctx, client_host=str(peer[0]))
+        host = str(peer[0]) if isinstance(peer, tuple) else ""
+        self._ctx = dataclasses.replace(self._ctx, client_host=host, session=SaslSession())
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -226,6 +226,10 @@ class KafkaConnection(asyncio.Protocol):
             if task.cancelled():
                 return
             exc = task.exception()
+            if isinstance(exc, KafkaProtocolError):  # e.g. a request before authentication
+                self.close(f"protocol error: {type(exc).__name__} (error code {int(exc.code)}): "
+                           f"{exc}")
+                return
             if exc is not None:
                 log.error(
                     "kafka %s: %s request %d failed",
@@ -242,6 +246,10 @@ class KafkaConnection(asyncio.Protocol):
                 self._bytes_out += len(frame)
                 transport.write(frame)
                 self._last_active = asyncio.get_running_loop().time()
+            last_words = self._ctx.session.close_after_response
+            if last_words is not None:
+                self.close(last_words)
+                return
             self._stats.observe(operation, perf_counter() - started)
         if not self._pending:
             self._idle.set()

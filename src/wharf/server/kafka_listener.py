@@ -15,6 +15,9 @@ clients cannot connect to a wildcard address.
 ``request_stats`` holds the latency of every request its connections served, by API name (read
 by ``/metrics``); ``connections`` the open connections (listed and closed by the HTTP API).
 
+With ``sasl_plain`` clients must authenticate with SASL PLAIN (the broker's users, as for
+AMQP) before anything but ApiVersions; see :mod:`wharf.protocol.kafka.handlers_sasl`.
+
 Idle connections are closed as Kafka's ``connections.max.idle.ms`` does: a sweep runs every
 quarter of ``max_idle_ms`` (at most every 30 s) and closes, with the reason logged, each
 connection that has had no request pending and no bytes in or out for that long. Clients
@@ -64,8 +67,10 @@ class KafkaListener:
         advertised_host: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_idle_ms: int = DEFAULT_MAX_IDLE_MS,
+        sasl_plain: bool = False,
     ) -> None:
         self.host = host
+        self.sasl_plain = sasl_plain  # clients must authenticate (SASL PLAIN) first
         self.requested_port = port
         self.advertised_host = advertised_host or default_advertised_host(host)
         self.max_frame_bytes = max_frame_bytes
@@ -84,6 +89,7 @@ class KafkaListener:
             settings.kafka_port,
             advertised_host=settings.advertised_host,
             max_idle_ms=settings.kafka_connections_max_idle_ms,
+            sasl_plain=settings.kafka_sasl_plain,
         )
 
     @property
@@ -95,7 +101,12 @@ class KafkaListener:
     async def start(self, broker: Broker) -> Sequence[Endpoint]:
         """Bind and start serving; returns the bound address."""
         loop = asyncio.get_running_loop()
-        base = KafkaContext(broker=broker, advertised_host=self.advertised_host, advertised_port=0)
+        base = KafkaContext(
+            broker=broker,
+            advertised_host=self.advertised_host,
+            advertised_port=0,
+            sasl_required=self.sasl_plain,
+        )
 
         def connection() -> KafkaConnection:
             return KafkaConnection(
@@ -159,6 +170,7 @@ async def start_kafka_listener(
     advertised_host: str | None = None,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     max_idle_ms: int = DEFAULT_MAX_IDLE_MS,
+    sasl_plain: bool = False,
 ) -> KafkaListener:
     """Bind ``host:port`` and serve Kafka clients from ``broker``."""
     listener = KafkaListener(
@@ -167,6 +179,7 @@ async def start_kafka_listener(
         advertised_host=advertised_host,
         max_frame_bytes=max_frame_bytes,
         max_idle_ms=max_idle_ms,
+        sasl_plain=sasl_plain,
     )
     await listener.start(broker)
     log.info("kafka listener on %s:%d", host, listener.port)

@@ -73,6 +73,8 @@ class ServerSettings:
     # Kafka connections with nothing pending and no traffic for this long are closed, as
     # Kafka's connections.max.idle.ms (0: never)
     kafka_connections_max_idle_ms: int = 600_000
+    # Kafka clients must authenticate with SASL PLAIN (the broker's users) first
+    kafka_sasl_plain: bool = False
     amqp_port: int = 5672
     http_port: int = 8080
     log_format: LogFormat = LogFormat.TEXT

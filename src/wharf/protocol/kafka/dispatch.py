@@ -21,6 +21,7 @@ from wharf.protocol.kafka import (
     handlers_metadata,
     handlers_offsets,
     handlers_produce,
+    handlers_sasl,
 )
 from wharf.protocol.kafka.codec import ApiVersionsFallback, KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
@@ -49,11 +50,13 @@ HANDLERS: Final[dict[int, Handler]] = {
     14: handlers_groups.sync_group,
     15: handlers_groups.describe_groups,
     16: handlers_groups.list_groups,
+    17: handlers_sasl.sasl_handshake,
     18: _api_versions,
     19: handlers_admin.create_topics,
     20: handlers_admin.delete_topics,
     21: handlers_offsets.delete_records,
     22: handlers_produce.init_producer_id,
+    36: handlers_sasl.sasl_authenticate,
     32: handlers_configs.describe_configs,
     33: handlers_configs.alter_configs,
     37: handlers_admin.create_partitions,
@@ -65,7 +68,9 @@ HANDLERS: Final[dict[int, Handler]] = {
 
 
 async def handle(ctx: KafkaContext, request: KafkaRequest) -> Any:
-    """Serve one request; ``None`` means no response is sent."""
+    """Serve one request; ``None`` means no response is sent. Raises KafkaProtocolError for a
+    request that needs SASL authentication first (the connection is then closed)."""
+    handlers_sasl.refuse_before_auth(ctx, request)
     return await HANDLERS[request.api_key](ctx, request)
 
 

@@ -20,6 +20,7 @@ from wharf.cli import (
     serve,
     status,
     topic,
+    user,
 )
 
 __all__ = ["app", "main"]
@@ -46,6 +47,7 @@ app.add_typer(group.app, name="group")
 app.add_typer(queue.app, name="queue")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(binding.app, name="binding")
+app.add_typer(user.app, name="user")
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
 app.command("bench")(bench.bench)

@@ -40,6 +40,7 @@ from wharf.http import (
     overview,
     queues,
     topics,
+    users,
 )
 from wharf.http.context import CONTEXT, ApiContext
 from wharf.http.routing import Endpoint, Handler, json_response
@@ -73,6 +74,7 @@ def all_endpoints() -> list[Endpoint]:
         *queues.ENDPOINTS,
         *exchanges.ENDPOINTS,
         *connections.ENDPOINTS,
+        *users.ENDPOINTS,
         *messages.ENDPOINTS,
         *metrics.ENDPOINTS,
         *openapi.ENDPOINTS,

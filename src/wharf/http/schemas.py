@@ -339,3 +339,24 @@ class ConnectionInfo(msgspec.Struct):
     requests: int | None
     bytes_in: int | None
     bytes_out: int | None
+
+
+class UserPermission(msgspec.Struct, forbid_unknown_fields=True):
+    """What a user may do in one virtual host: regular expressions over resource names."""
+
+    configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+
+
+class UserInfo(msgspec.Struct):
+    name: str
+    tags: list[str]
+    loopback_only: bool
+    permissions: dict[str, UserPermission]  # by virtual host
+
+
+class PutUser(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+    tags: list[str] = []
+    loopback_only: bool = False

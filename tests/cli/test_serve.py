@@ -22,6 +22,7 @@ def test_print_config_shows_the_defaults() -> None:
         "advertised_host": "none",
         "kafka_port": 9092,
         "kafka_connections_max_idle_ms": 600000,
+        "kafka_sasl_plain": False,
         "amqp_port": 5672,
         "http_port": 8080,
         "log_format": "text",

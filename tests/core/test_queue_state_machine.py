@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from queue_helpers import RecordingConsumer
 
-from wharf.core import queue as queue_module
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.consumers import Delivery
@@ -46,6 +45,8 @@ class ModelMessage:
 
 
 class QueueMachine(RuleBasedStateMachine):
+    resident = BrokerConfig().queue_resident_bytes  # body bytes a queue keeps in memory
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -65,9 +66,8 @@ class QueueMachine(RuleBasedStateMachine):
 
     def open(self) -> None:
         async def opening() -> VhostRegistry:
-            reg = await VhostRegistry.open(
-                self.dir, BrokerConfig(fsync=FsyncPolicy.NEVER), self.clock, start_timer=False
-            )
+            config = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_resident_bytes=self.resident)
+            reg = await VhostRegistry.open(self.dir, config, self.clock, start_timer=False)
             v = reg["/"]
             await v.declare_queue("dlq", durable=True)
             await v.declare_queue(
@@ -237,16 +237,7 @@ TestQueueMachine = QueueMachine.TestCase
 class PagedQueueMachine(QueueMachine):
     """The same rules with room for about two bodies in memory: the rest come from the log."""
 
-    def __init__(self) -> None:
-        self.saved_budget = queue_module.RESIDENT_BYTES
-        queue_module.RESIDENT_BYTES = 8
-        super().__init__()
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            queue_module.RESIDENT_BYTES = self.saved_budget
+    resident = 8
 
 
 PagedQueueMachine.TestCase.settings = settings(

@@ -65,11 +65,8 @@ async def test_confirm_of_a_pending_publish_writes_its_batch(open_registry: Open
     assert q.store.messages.durable_offset == q.store.next_offset == 1
 
 
-async def test_bodies_beyond_the_budget_are_read_back_byte_exact(
-    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wharf.core.queue.RESIDENT_BYTES", 10_000)
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+async def test_bodies_beyond_the_budget_are_read_back_byte_exact(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER, queue_resident_bytes=10_000))
     v = reg["/"]
     q = await v.declare_queue("d", durable=True, arguments={"x-max-priority": 5})
     sent = bodies(300, 1000)
@@ -100,11 +97,8 @@ async def test_bodies_beyond_the_budget_are_read_back_byte_exact(
     )
 
 
-async def test_expired_and_dead_lettered_bodies_are_read_back(
-    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wharf.core.queue.RESIDENT_BYTES", 0)
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+async def test_expired_and_dead_lettered_bodies_are_read_back(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER, queue_resident_bytes=0))
     v = reg["/"]
     await v.declare_queue("dead", durable=True)
     q = await v.declare_queue(
@@ -124,11 +118,8 @@ async def test_expired_and_dead_lettered_bodies_are_read_back(
     assert dead.message.headers["x-death"][0]["reason"] == "maxlen"
 
 
-async def test_deep_queue_keeps_only_its_index_in_memory(
-    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wharf.core.queue.RESIDENT_BYTES", 1 << 20)
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+async def test_deep_queue_keeps_only_its_index_in_memory(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER, queue_resident_bytes=1 << 20))
     v = reg["/"]
     q = await v.declare_queue("d", durable=True)
     n, size = 10_000, 2_000
@@ -152,11 +143,8 @@ async def test_deep_queue_keeps_only_its_index_in_memory(
     assert [int.from_bytes(d.message.body[:4], "big") for d in got if d] == list(range(n))
 
 
-async def test_transient_queue_keeps_bodies(
-    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("wharf.core.queue.RESIDENT_BYTES", 0)  # only for queues on disk
-    reg = await open_registry()
+async def test_transient_queue_keeps_bodies(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(queue_resident_bytes=0))  # only for queues on disk
     v = reg["/"]
     q = await v.declare_queue("d", durable=False)
     sent = bodies(100, 100)

@@ -45,6 +45,9 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     queue_segment_bytes: int = 64 << 20
+    # Body bytes of ready messages a durable queue keeps in memory; beyond it, bodies are read
+    # back from the queue's log when delivered.
+    queue_resident_bytes: int = 8 << 20
     retention_check_interval_ms: int = 300_000
     memory_high_watermark_bytes: int | None = None  # publishers blocked above this RSS
     disk_free_limit_bytes: int = 50 << 20  # publishers blocked below this much free disk

@@ -44,9 +44,6 @@ __all__ = ["EnqueueResult", "Queue", "QueueEntry", "QueueHooks"]
 
 # Move at most this many pinning records to the tail per maintenance pass.
 _MOVE_BATCH = 1000
-# Body bytes of ready messages a queue on a disk log keeps in memory; beyond this, new
-# messages are kept only in the log and read back when delivered.
-RESIDENT_BYTES = 8 << 20
 
 
 class QueueHooks(Protocol):
@@ -162,6 +159,7 @@ class Queue:
         clock: Clock,
         hooks: QueueHooks,
         segment_bytes: int,
+        resident_bytes: int,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -174,8 +172,9 @@ class Queue:
         self._clock = clock
         self._hooks = hooks
         self._segment_bytes = segment_bytes
-        # Bodies are dropped from memory only where the log can give them back.
-        self._resident_limit = RESIDENT_BYTES if store.durable else None
+        # Body bytes of ready messages kept in memory; beyond them new messages are kept only
+        # in the log and read back when delivered. Only where the log can give them back.
+        self._resident_limit = resident_bytes if store.durable else None
         self._resident_bytes = 0  # body bytes held in memory by live entries
         # Heap of ready keys: the sequence number, with (cap - priority) from bit 64 on when
         # the queue has priorities. Plain ints keep the heap small and its comparisons cheap.

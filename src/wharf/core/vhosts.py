@@ -297,6 +297,7 @@ class VirtualHost:
             clock=self.clock,
             hooks=self,
             segment_bytes=self.config.queue_segment_bytes,
+            resident_bytes=self.config.queue_resident_bytes,
         )
         queue.restore(store.recover(keep_bodies=False))  # bodies are read back when due
         store.start()

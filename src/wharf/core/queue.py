@@ -193,6 +193,8 @@ class Queue:
         self._live_stored = 0  # estimated log bytes of live records
         self._consumers: list[Consumer] = []  # in subscription order
         self._levels: list[_PriorityLevel] = []  # the same consumers by priority, highest first
+        # Under x-single-active-consumer: the consumer that receives (see active_consumer).
+        self._active: Consumer | None = None
         self._had_consumer = False
         self._dispatching = False
         self._again = False
@@ -247,10 +249,20 @@ class Queue:
 
     @property
     def active_consumer(self) -> Consumer | None:
-        """Under single-active-consumer, the one consumer that receives messages."""
-        if self.args.single_active_consumer and self._consumers:
-            return self._consumers[0]
-        return None
+        """Under single-active-consumer, the one consumer that receives messages.
+
+        The first consumer becomes active. When one with a higher ``x-priority`` subscribes
+        (or, among the rest, when the active one leaves) the highest-priority consumer, the
+        earliest among equals, takes over: at once if the active one left, else once the
+        active one has no unacknowledged message left; until then nobody gets new deliveries,
+        so the queue's order is kept."""
+        return self._active if self.args.single_active_consumer else None
+
+    def _preferred(self) -> Consumer:
+        return self._levels[0].consumers[0]
+
+    def _holds_unacked(self, consumer: Consumer) -> bool:
+        return any(entry.consumer is consumer for entry in self._unacked.values())
 
     # ---------------------------------------------------------------------------- recovery
 
@@ -388,11 +400,19 @@ class Queue:
         self._commit_state()
 
     def _dispatch_round(self) -> None:
-        if not self._consumers or not self._ready:
+        if not self._consumers:
             return
         active = self.active_consumer
         if active is not None:
-            self._serve(_PriorityLevel(0, [active]))
+            preferred = self._preferred()
+            if active is not preferred:
+                if self._holds_unacked(active):
+                    return  # the hand-over waits for the active consumer's acks
+                self._active = active = preferred
+            if self._ready:
+                self._serve(_PriorityLevel(0, [active]))
+            return
+        if not self._ready:
             return
         for level in list(self._levels):
             if not self._ready:
@@ -544,6 +564,8 @@ class Queue:
             levels[at].consumers.append(consumer)
         else:
             levels.insert(at, _PriorityLevel(priority, [consumer]))
+        if self._active is None:
+            self._active = consumer
         self._had_consumer = True
         self.last_used_ms = self._clock.now_ms()
         self.dispatch()
@@ -561,6 +583,8 @@ class Queue:
                 if not level.consumers:
                     self._levels.remove(level)
                 break
+        if consumer is self._active:
+            self._active = self._preferred() if self._levels else None
         self.last_used_ms = self._clock.now_ms()
         if requeue_unacked:
             mine = [e for e in self._unacked.values() if e.consumer is consumer]
@@ -739,6 +763,7 @@ class Queue:
         self.deleted = True
         consumers, self._consumers = self._consumers, []
         self._levels = []
+        self._active = None
         self._ready.clear()
         self._expiring = 0
         self._unacked.clear()

@@ -187,6 +187,42 @@ def test_single_active_consumer(connect: Connect) -> None:
     assert got == {"a": [b"m0", b"m1", b"m2", b"m3"], "b": [b"m4"]}
 
 
+def test_single_active_consumer_hands_over_to_a_higher_priority(connect: Connect) -> None:
+    channel = connect().channel()
+    channel.queue_declare("sac-prio", arguments={"x-single-active-consumer": True})
+    channel.basic_qos(prefetch_count=1)
+    got: dict[str, list[tuple[int, bytes]]] = {"low": [], "high": []}
+
+    def on_message(name: str) -> Callable[..., None]:
+        return lambda ch, method, props, body: got[name].append((method.delivery_tag, body))
+
+    channel.basic_consume("sac-prio", on_message("low"), consumer_tag="low")
+    for i in range(4):
+        channel.basic_publish("", "sac-prio", f"m{i}".encode())
+    pump(channel.connection, lambda: len(got["low"]) == 1)
+    # A higher-priority consumer arrives while "low" holds m0 unacknowledged: nothing more is
+    # delivered until "low" acks, then "high" is the active consumer and gets the rest in order.
+    channel.basic_consume(
+        "sac-prio", on_message("high"), consumer_tag="high", arguments={"x-priority": 10}
+    )
+    channel.connection.process_data_events(time_limit=0.3)
+    assert got == {"low": [(got["low"][0][0], b"m0")], "high": []}
+    channel.basic_ack(got["low"][0][0])
+    pump(channel.connection, lambda: len(got["high"]) == 1)
+    while len(got["high"]) < 3:
+        channel.basic_ack(got["high"][-1][0])
+        count = len(got["high"])
+        pump(channel.connection, lambda count=count: len(got["high"]) == count + 1)
+    assert [body for _, body in got["low"]] == [b"m0"]
+    assert [body for _, body in got["high"]] == [b"m1", b"m2", b"m3"]
+    # A lower-priority newcomer does not take over.
+    channel.basic_consume("sac-prio", on_message("low"), consumer_tag="low-2")
+    channel.basic_ack(got["high"][-1][0])
+    channel.basic_publish("", "sac-prio", b"m4")
+    pump(channel.connection, lambda: len(got["high"]) == 4)
+    assert got["high"][-1][1] == b"m4" and len(got["low"]) == 1
+
+
 def test_delivery_limit_dead_letters(connect: Connect) -> None:
     channel = connect().channel()
     channel.queue_declare("dl-target")

@@ -1,8 +1,10 @@
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
 
+from wharf.core import producer_state
 from wharf.core.config import FsyncPolicy, TopicDefaults
 from wharf.core.partition import Partition, wait_for_any
 from wharf.core.stream_errors import MessageTooLargeError, OffsetOutOfRangeError
@@ -193,3 +195,30 @@ async def test_unbounded_wait_ends_on_data_or_close(tmp_path: Path) -> None:
     assert not for_close.done()
     await p.close()
     assert await asyncio.wait_for(for_close, 10) is True
+
+
+async def test_idempotent_state_outlives_a_crash_long_after_the_producer_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a snapshot only this many offsets of the tail are replayed (100,000 for real).
+    monkeypatch.setattr(producer_state, "REBUILD_TAIL_OFFSETS", 50)
+    p = open_partition(tmp_path, **{"segment.bytes": "2000"})
+    once = build_batch([RecordInput(None, b"once")], producer_id=7, producer_epoch=0,
+                       base_sequence=0)
+    first = await p.append(once)
+    for i in range(120):  # other records, far past the tail window, over several segments
+        await p.append(batch(b"%03d" % i + b"x" * 60))
+    assert len(p.log.segment_base_offsets()) > 3
+    crashed = tmp_path / "crashed" / "t-0"
+    shutil.copytree(p.path, crashed)  # what a crash now leaves: no snapshot from a clean close
+    await p.close()
+
+    config = TopicConfig.resolve(TopicDefaults(), {"segment.bytes": "2000"})
+    reopened = Partition("t", 0, crashed, config, fsync=FsyncPolicy.ALWAYS, fsync_interval_ms=20)
+    reopened.start()
+    try:
+        retry = await reopened.append(once)  # the producer retries, not knowing it got through
+        assert retry.duplicate and retry.base_offset == first.base_offset
+        assert reopened.log_end_offset == 121
+    finally:
+        await reopened.close()

@@ -122,6 +122,14 @@ class Partition:
         except StorageError:
             log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
 
+    def _snapshot_producers(self, end_offset: int) -> None:
+        """Save the producer state as of ``end_offset``, the start of a new segment, so that
+        recovery after a crash replays at most the active segment (see producer_state)."""
+        try:
+            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, end_offset)
+        except StorageError:
+            log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
+
     async def delete(self) -> None:
         """Close and remove the partition's files; later calls report an unknown partition."""
         self._closed = True
@@ -173,6 +181,8 @@ class Partition:
             append_time = time.time_ns() // 1_000_000
             stored = with_log_append_time(batches, append_time, self.log.config.max_batch_bytes)
         info = self.log.append(stored)
+        if info.position == 0 and info.base_offset > 0:
+            self._snapshot_producers(info.base_offset)
         offset = info.base_offset
         records = 0
         for header in headers:

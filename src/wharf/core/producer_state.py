@@ -15,11 +15,13 @@ five batches it wrote (first and last sequence, first and last offset), like Kaf
   producer the partition has no state for (its state may have aged out of the log), which is
   accepted as it comes.
 
-Sequences are 31-bit and wrap to 0 after ``2**31 - 1``. A clean close saves the table as a
-snapshot (``producer-state.json`` in the partition directory, with the log end it describes);
-opening loads it and replays the batch headers written after it. Without a usable snapshot
-(after a crash, or when the log is shorter than the snapshot says) the table is rebuilt from
-the batch headers of the log tail, :data:`REBUILD_TAIL_OFFSETS` offsets back at most.
+Sequences are 31-bit and wrap to 0 after ``2**31 - 1``. The partition saves the table as a
+snapshot (``producer-state.json`` in the partition directory, with the offset it describes)
+when its log rolls to a new segment (the state before the batch that opens it) and when it
+closes cleanly; opening loads it and replays the batch headers written after it, so after a
+crash at most the active segment is replayed. Without a usable snapshot (none yet, or the log
+ends before the offset it names) the table is rebuilt from the batch headers of the log tail,
+:data:`REBUILD_TAIL_OFFSETS` offsets back at most.
 """
 
 from __future__ import annotations
@@ -172,16 +174,17 @@ class ProducerStateTable:
         )
 
     def rebuild(self, log: LogLike, snapshot_path: Path | None = None) -> None:
-        """Reload the table: from the snapshot a clean close left (if it still fits the log),
-        then from the headers of the batches written after it, at most
-        :data:`REBUILD_TAIL_OFFSETS` offsets back from the log end."""
+        """Reload the table: from the snapshot (if it still fits the log), then from the
+        headers of every batch written after it; without one, from the headers of the batches
+        at most :data:`REBUILD_TAIL_OFFSETS` offsets back from the log end."""
         self._producers.clear()
         start = log.log_start_offset
-        if snapshot_path is not None:
-            loaded = self._load_snapshot(snapshot_path, log.next_offset)
-            if loaded is not None:
-                start = max(start, loaded)
-        start = max(start, log.next_offset - REBUILD_TAIL_OFFSETS)
+        loaded = None if snapshot_path is None else self._load_snapshot(snapshot_path,
+                                                                         log.next_offset)
+        if loaded is not None:
+            start = max(start, loaded)
+        else:
+            start = max(start, log.next_offset - REBUILD_TAIL_OFFSETS)
         for header in _headers_from(log, start):
             self.record(header, header.base_offset)
 

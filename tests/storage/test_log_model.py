@@ -84,3 +84,27 @@ def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
     finally:
         disk.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_reopened_log_rolls_by_age_as_the_live_one_does(tmp_path: Path) -> None:
+    # Found by the test above: the live log counted a segment's age from the wall clock of its
+    # first append, a reopened one from its first batch's timestamp, so they rolled apart.
+    clock = VirtualClock(start_ms=100_000)
+    disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock)
+    mem = MemoryLog(CONFIG, clock_ms=clock)
+
+    def append(ts: list[int]) -> None:
+        batch = build_batch([RecordInput(None, b"v", (), t) for t in ts])
+        assert disk.append(batch) == mem.append(batch)
+
+    try:
+        append([clock.ms, clock.ms + 1])
+        clock.advance(CONFIG.segment_ms)
+        disk.close()
+        disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock)
+        append([clock.ms - 1, clock.ms])  # 4,999 ms after the first batch: no roll yet
+        assert disk.segment_base_offsets() == mem.segment_base_offsets() == [0]
+        append([clock.ms + 1])  # 5,000 ms
+        assert disk.segment_base_offsets() == mem.segment_base_offsets() == [0, 4]
+    finally:
+        disk.close()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from wharf.errors import CorruptBatchError, StorageError
 from wharf.storage.checkpoint import fsync_dir, read_checkpoint, write_checkpoint
 from wharf.storage.record_batch import HEADER_SIZE, MAGIC, parse_header
-from wharf.storage.segment import LogSegment
+from wharf.storage.segment import LogSegment, roll_base
 
 __all__ = ["LOG_START_OFFSET_FILE", "RECOVERY_POINT_FILE", "LoadedLog", "LogLoader"]
 
@@ -299,7 +299,8 @@ class LogLoader:
         if seg.size < HEADER_SIZE:
             return  # empty: its first append sets the roll base
         first = parse_header(seg.pread(0, HEADER_SIZE))
-        seg.roll_base_ms = first.max_timestamp if first.max_timestamp >= 0 else self.now_ms
+        seg.roll_base_ms, seg.roll_by_timestamp = roll_base(first.max_timestamp,
+                                                            lambda: self.now_ms)
 
     def _make_durable(
         self, segments: list[LogSegment], rescanned: list[LogSegment], reindexed: list[LogSegment]

@@ -57,7 +57,13 @@ from wharf.storage.record_batch import (
     decode_records,
     validate_batches,
 )
-from wharf.storage.segment import MAX_IOV, MAX_RELATIVE_OFFSET, MAX_SEGMENT_POSITION, LogSegment
+from wharf.storage.segment import (
+    MAX_IOV,
+    MAX_RELATIVE_OFFSET,
+    MAX_SEGMENT_POSITION,
+    LogSegment,
+    roll_base,
+)
 
 __all__ = ["AppendInfo", "Log", "LogConfig", "OffsetOutOfRangeError"]
 
@@ -328,17 +334,17 @@ class Log:
                 end = base + delta + 1
                 # _place, inline:
                 seg = self._segments[-1]
-                now_ms = self._clock_ms()
                 position = seg.size
                 if position and (
                     position + n > self._segment_bytes
                     or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
-                    or now_ms - seg.roll_base_ms >= self._segment_ms
+                    or (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
+                    >= self._segment_ms
                 ):
                     seg = self._roll()
                     position = 0
                 if not position:
-                    seg.roll_base_ms = now_ms
+                    seg.roll_base_ms, seg.roll_by_timestamp = roll_base(max_ts, self._clock_ms)
                 if position + n > seg.reserved_end:
                     seg.reserve_for(position + n)
                 # The base offset is patched in by writing the batch as two pieces: its new
@@ -378,7 +384,7 @@ class Log:
             pieces.append(view[pos + 8 : pos + size])
             end += delta + 1
             max_ts = max(max_ts, batch_max_ts)
-        seg, position = self._place(n, end)
+        seg, position = self._place(n, end, max_ts, spans[0][3])
         written = 0
         try:
             if len(pieces) <= MAX_IOV:
@@ -398,22 +404,23 @@ class Log:
             self._active_dirty = True
         return AppendInfo(base, end - 1, max_ts, n, position)
 
-    def _place(self, n: int, end: int) -> tuple[LogSegment, int]:
+    def _place(self, n: int, end: int, max_ts: int, first_max_ts: int) -> tuple[LogSegment, int]:
         """The segment and position where ``n`` bytes of batches ending before offset ``end``
-        go: the active segment, rolled first if the append would take it past its size, its
-        relative offset range or its age. Reserves blocks ahead when needed."""
+        (largest timestamp ``max_ts``, the first batch's ``first_max_ts``) go: the active
+        segment, rolled first if the append would take it past its size, its relative offset
+        range or its age (see segment.roll_base). Reserves blocks ahead when needed."""
         seg = self._segments[-1]
-        now_ms = self._clock_ms()
         position = seg.size
         if position and (
             position + n > self._segment_bytes
             or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
-            or now_ms - seg.roll_base_ms >= self._segment_ms
+            or (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
+            >= self._segment_ms
         ):
             seg = self._roll()
             position = 0
         if not position:
-            seg.roll_base_ms = now_ms
+            seg.roll_base_ms, seg.roll_by_timestamp = roll_base(first_max_ts, self._clock_ms)
         if position + n > seg.reserved_end:
             seg.reserve_for(position + n)
         return seg, position

@@ -22,6 +22,7 @@ from wharf.storage.record_batch import (
     set_base_offset,
     validate_batches,
 )
+from wharf.storage.segment import roll_base
 
 __all__ = ["MemoryLog"]
 
@@ -30,6 +31,7 @@ __all__ = ["MemoryLog"]
 class _Segment:
     base_offset: int
     roll_base_ms: int
+    roll_by_timestamp: bool
     size: int = 0
     next_offset: int = 0
     max_timestamp: int = -1
@@ -56,7 +58,7 @@ class MemoryLog:
         self._closed = False
 
     def _new_segment(self, base: int) -> _Segment:
-        return _Segment(base_offset=base, roll_base_ms=0, next_offset=base)
+        return _Segment(base_offset=base, roll_base_ms=0, roll_by_timestamp=True, next_offset=base)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,7 +105,7 @@ class MemoryLog:
             raise CorruptBatchError("empty append: no batch given")
         spans = validate_batches(view, self.config.max_batch_bytes)
         base = self._next_offset
-        seg = self._segment_for(n)
+        seg = self._segment_for(n, max(span[3] for span in spans), spans[0][3])
         offset = base
         max_ts = -1
         position = seg.size
@@ -129,22 +131,19 @@ class MemoryLog:
             build_batch(records, compression=compression, now_ms=self._clock_ms())
         )
 
-    def _segment_for(self, nbytes: int) -> _Segment:
+    def _segment_for(self, nbytes: int, max_ts: int, first_max_ts: int) -> _Segment:
+        """The active segment, rolled first by size or age (see segment.roll_base)."""
         seg = self._segments[-1]
-        now = self._clock_ms()
+        if seg.batches:
+            age = (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
+            if seg.size + nbytes > self.config.segment_bytes or age >= self.config.segment_ms:
+                seg = self._roll()
         if not seg.batches:
-            seg.roll_base_ms = now
-            return seg
-        if (
-            seg.size + nbytes > self.config.segment_bytes
-            or now - seg.roll_base_ms >= self.config.segment_ms
-        ):
-            return self._roll(now)
+            seg.roll_base_ms, seg.roll_by_timestamp = roll_base(first_max_ts, self._clock_ms)
         return seg
 
-    def _roll(self, now: int) -> _Segment:
+    def _roll(self) -> _Segment:
         seg = self._new_segment(self._next_offset)
-        seg.roll_base_ms = now
         self._segments.append(seg)
         return seg
 
@@ -218,7 +217,7 @@ class MemoryLog:
         if doomed == 0:
             return 0
         if doomed == len(self._segments):
-            self._roll(self._clock_ms())
+            self._roll()
         new_start = self._segments[doomed].base_offset
         self._log_start_offset = max(self._log_start_offset, new_start)
         self._delete_segments_below(new_start)
@@ -226,7 +225,7 @@ class MemoryLog:
 
     def _delete_segments_below(self, offset: int) -> None:
         if self._segments[-1].next_offset <= offset and self._segments[-1].batches:
-            self._roll(self._clock_ms())
+            self._roll()
         while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
             self._size_bytes -= self._segments.pop(0).size
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, NoReturn
 
 from wharf.errors import CorruptBatchError, StorageError
@@ -60,6 +60,17 @@ class BatchSpan(NamedTuple):
     max_timestamp: int
 
 
+def roll_base(first_max_timestamp: int, clock_ms: Callable[[], int]) -> tuple[int, bool]:
+    """What a segment's age counts from, as Kafka does: the max timestamp of its first batch
+    (``(ts, True)``: the age of a later append is that append's max timestamp minus it), or, for
+    a batch without timestamps, the wall clock (``(now, False)``: the age is now minus it).
+    Both are rebuilt from the data when a log is opened, so a reopened log rolls as a live one.
+    """
+    if first_max_timestamp >= 0:
+        return first_max_timestamp, True
+    return clock_ms(), False
+
+
 def segment_file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
@@ -79,6 +90,7 @@ class LogSegment:
         "time_index",
         "index_due",
         "roll_base_ms",
+        "roll_by_timestamp",
         "index_interval_bytes",
         "reserved_end",
     )
@@ -100,8 +112,9 @@ class LogSegment:
         self.index_interval_bytes = index_interval_bytes
         # The next batch at or past this position gets index entries.
         self.index_due = index_interval_bytes
-        # The time the segment's age counts from (for rolling); set by its first batch.
+        # What the segment's age counts from (for rolling; see roll_base): set by its first batch.
         self.roll_base_ms = 0
+        self.roll_by_timestamp = True
         # File position up to which blocks are reserved (see reserve_for).
         self.reserved_end = 0
 

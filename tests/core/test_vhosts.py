@@ -305,11 +305,8 @@ async def run_loop_a_while() -> None:
         await asyncio.sleep(0)
 
 
-async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
-    open_registry: Opener, clock: ManualClock, tmp_path: Path, gates: list[asyncio.Event]
-) -> None:
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
-    v = reg["/"]
+async def work_queue_with_poison(v: VirtualHost) -> Queue:
+    """Durable queue ``work`` (dead letters to durable ``dlq``) holding one durable message."""
     await v.declare_queue("dlq", durable=True)
     source = await v.declare_queue(
         "work",
@@ -317,6 +314,15 @@ async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
         arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"},
     )
     await v.publish(Message.build("", "work", b"poison", persistent=True))
+    return source
+
+
+async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
+    open_registry: Opener, clock: ManualClock, tmp_path: Path, gates: list[asyncio.Event]
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    source = await work_queue_with_poison(v)
     gate = gate_durability(v.queues["dlq"], gates)
     delivery = source.basic_get(no_ack=False)
     assert delivery is not None
@@ -385,13 +391,7 @@ async def test_maintenance_keeps_a_dead_lettered_record_until_it_is_settled(
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096))
     v = reg["/"]
-    await v.declare_queue("dlq", durable=True)
-    source = await v.declare_queue(
-        "work",
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"},
-    )
-    await v.publish(Message.build("", "work", b"poison", persistent=True))
+    source = await work_queue_with_poison(v)
     first = source.basic_get(no_ack=False)
     assert first is not None
     for i in range(200):  # segments after the poison message's, then all settled

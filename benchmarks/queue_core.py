@@ -33,11 +33,11 @@ from pathlib import Path
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.consumers import Delivery
-from wharf.core.message import Message
-from wharf.core.queue import Queue
-from wharf.core.vhost_registry import VhostRegistry
-from wharf.core.vhosts import PublishResult, VirtualHost
+from wharf.core.queues.consumers import Delivery
+from wharf.core.queues.message import Message
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.registry import VhostRegistry
+from wharf.core.queues.vhost import PublishResult, VirtualHost
 
 BODY = b"x" * 200
 PROPS = Message.build("", "q", b"", persistent=True, content_type="text/plain").properties

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wharf.core.config import FsyncPolicy
-from wharf.core.group_commit import GroupCommitter
+from wharf.core.durability import GroupCommitter
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput, build_batch
 
@@ -209,7 +209,7 @@ async def group_commit_run(
 async def core_group_commit_run(
     directory: Path, writers: int, seconds: float
 ) -> tuple[float, float]:
-    """The same with the broker's own ``wharf.core.group_commit.GroupCommitter``."""
+    """The same with the broker's own ``wharf.core.durability.GroupCommitter``."""
     shutil.rmtree(directory, ignore_errors=True)
     log = Log.open(directory, LogConfig(retention_ms=None))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer") as executor:

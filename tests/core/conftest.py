@@ -19,8 +19,8 @@ from queue_helpers import Opener
 
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
-from wharf.core.vhost_registry import VhostRegistry
-from wharf.core.vhosts import VirtualHost
+from wharf.core.queues.registry import VhostRegistry
+from wharf.core.queues.vhost import VirtualHost
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from wharf.core.consumers import Delivery
-from wharf.core.queue import Queue
-from wharf.core.vhost_registry import VhostRegistry
+from wharf.core.queues.consumers import Delivery
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.registry import VhostRegistry
 
 Opener = Callable[..., Awaitable[VhostRegistry]]
 

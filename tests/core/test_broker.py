@@ -8,8 +8,8 @@ import pytest
 from wharf.core.broker import Broker
 from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
-from wharf.core.partitioner import key_partition
-from wharf.core.stream_errors import ErrorCode, StreamsError, UnknownTopicError
+from wharf.core.streams.errors import ErrorCode, StreamsError, UnknownTopicError
+from wharf.core.streams.partitioner import key_partition
 from wharf.errors import ResourceLockedError, StorageError
 
 

@@ -12,9 +12,9 @@ from kio.schema.consumer_protocol_assignment.v3 import data as v3
 from kio.serial import entity_writer
 
 from wharf.errors import InvalidArgumentError
-from wharf.http.assignments import decode_assignment
-from wharf.http.latency import LatencyHistogram
-from wharf.http.payloads import from_text, header_text, to_text
+from wharf.http.metrics.latency import LatencyHistogram
+from wharf.http.views.assignments import decode_assignment
+from wharf.http.views.payloads import from_text, header_text, to_text
 
 
 def _encode(version: int, entity: object) -> bytes:

@@ -1,6 +1,6 @@
 """The ``wharf`` command.
 
-Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve`; command groups
+Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve.command`; command groups
 (``wharf topics ...``) are ``typer.Typer`` apps in ``wharf/cli/<group>.py`` added below with
 ``app.add_typer(<group>.app, name="<group>")``.
 """
@@ -9,19 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from wharf.cli import (
-    bench,
-    binding,
-    consume,
-    exchange,
-    group,
-    produce,
-    queue,
-    serve,
-    status,
-    topic,
-    user,
-)
+from wharf.cli import bench, binding, consume, exchange, group, produce, queue, status, topic, user
+from wharf.cli.serve import command as serve
 
 __all__ = ["app", "main"]
 

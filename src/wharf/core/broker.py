@@ -13,9 +13,9 @@ are the embedding API (see docs/embedded.md).
 Data directory layout (streams)::
 
     <data>/.lock                     held while a broker has the directory open
-    <data>/topics.json               topic catalogue (see core/topics.py)
+    <data>/topics.json               topic catalogue (see core/streams/topics.py)
     <data>/topics/<topic>-<n>/       one storage log per partition
-    <data>/__consumer_offsets/       committed offsets (see core/offsets.py)
+    <data>/__consumer_offsets/       committed offsets (see core/streams/offsets.py)
     <data>/producer-id-block         idempotent producer id counter
 """
 
@@ -33,18 +33,18 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.embedded_consumer import GetHolder, QueueSubscription, ReceivedMessage
-from wharf.core.exchanges import Exchange
-from wharf.core.groups import GroupCoordinator
-from wharf.core.message import Message
-from wharf.core.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
-from wharf.core.partitioner import RoundRobin, key_partition
-from wharf.core.producer_state import ProducerIdAllocator
-from wharf.core.queue import Queue
-from wharf.core.stream_errors import ErrorCode, StreamsError
-from wharf.core.topics import Topic, TopicManager
-from wharf.core.vhost_registry import DEFAULT_VHOST, VhostRegistry
-from wharf.core.vhosts import PublishResult, VirtualHost
+from wharf.core.queues.embedded import GetHolder, QueueSubscription, ReceivedMessage
+from wharf.core.queues.exchanges import Exchange
+from wharf.core.queues.message import Message
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
+from wharf.core.queues.vhost import PublishResult, VirtualHost
+from wharf.core.streams.errors import ErrorCode, StreamsError
+from wharf.core.streams.groups.coordinator import GroupCoordinator
+from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.core.streams.partitioner import RoundRobin, key_partition
+from wharf.core.streams.producer_state import ProducerIdAllocator
+from wharf.core.streams.topics import Topic, TopicManager
 from wharf.errors import BrokerError, ResourceLockedError
 from wharf.storage.record_batch import Record, RecordInput
 

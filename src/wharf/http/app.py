@@ -29,20 +29,20 @@ from wharf.errors import (
     ResourceLockedError,
     StorageError,
 )
-from wharf.http import (
+from wharf.http import openapi
+from wharf.http.api import (
     connections,
     exchanges,
     groups,
     health,
     messages,
-    metrics,
-    openapi,
     overview,
     queues,
     topics,
     users,
 )
 from wharf.http.context import CONTEXT, ApiContext
+from wharf.http.metrics import collector as metrics
 from wharf.http.routing import Endpoint, Handler, json_response
 from wharf.http.status import ServerView
 

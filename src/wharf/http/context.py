@@ -1,8 +1,8 @@
 """State the HTTP handlers share: the broker, the server view and the rate sampler.
 
 How it works: :class:`RateTracker` reads monotonic broker counters (messages published and
-delivered, bytes in) once a second through :func:`wharf.http.stats.sample_counters` and keeps
-the last few minutes of per-second rates in a ring, so the overview reports current rates and
+delivered, bytes in) once a second through :func:`wharf.http.views.counters.sample_counters` and
+keeps the last few minutes of per-second rates in a ring, so the overview reports current rates and
 the dashboard can draw a chart as soon as it loads. Nothing is counted on the broker's hot
 paths for this: the counters already exist in core and are only read here.
 """
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from wharf.core.broker import Broker
-from wharf.http.latency import LatencyHistogram
+from wharf.http.metrics.latency import LatencyHistogram
 from wharf.http.routing import Endpoint
 from wharf.http.schemas import ListenerInfo, RatePoint
-from wharf.http.stats import Counters, sample_counters
 from wharf.http.status import ServerView
+from wharf.http.views.counters import Counters, sample_counters
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ which
 5. waits for a signal, then stops the listeners in stages, closes the broker (final flush) and
    releases the lock.
 
-The factories are assembled by the composition root, ``wharf.cli.serve`` (the only layer that may
-import both ``wharf.server`` and ``wharf.http``); see :mod:`wharf.server.listener` for the
+The factories are assembled by the composition root, ``wharf.cli.serve.command`` (the only layer
+that may import both ``wharf.server`` and ``wharf.http``); see :mod:`wharf.server.listener` for the
 interface each listener implements.
 """
 

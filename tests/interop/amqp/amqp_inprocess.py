@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wharf.core.broker import Broker
-from wharf.server.amqp_listener import AMQPListener
+from wharf.server.amqp.listener import AMQPListener
 
 
 @dataclass

@@ -19,7 +19,7 @@ from amqp_inprocess import InProcessBroker
 
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig
-from wharf.server.amqp_listener import AMQPListener
+from wharf.server.amqp.listener import AMQPListener
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 
 from pamqp import base, commands
 
-from wharf.core.vhosts import PublishResult
+from wharf.core.queues.vhost import PublishResult
 from wharf.protocol.amqp.confirms import PublisherConfirms
 
 

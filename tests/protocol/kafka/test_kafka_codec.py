@@ -25,7 +25,7 @@ from wharf.protocol.kafka.errors import (
     UnsupportedVersionError,
 )
 from wharf.protocol.kafka.framing import NEED_DATA, frame
-from wharf.protocol.kafka.handlers_api_versions import api_versions_response
+from wharf.protocol.kafka.handlers.api_versions import api_versions_response
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 

@@ -16,7 +16,7 @@ from kio.schema.list_offsets.v6 import request as list_offsets_v6
 from wharf.core.broker import Broker
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.dispatch import handle
+from wharf.protocol.kafka.handlers import handle
 from wharf.storage.record_batch import RecordInput, build_batch, iter_batches
 
 

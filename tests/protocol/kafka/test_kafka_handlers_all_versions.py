@@ -26,7 +26,7 @@ from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig
 from wharf.protocol.kafka.codec import KafkaRequest, encode_response
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.dispatch import handle
+from wharf.protocol.kafka.handlers import handle
 from wharf.protocol.kafka.versions import SUPPORTED_VERSIONS
 from wharf.storage.record_batch import RecordInput, build_batch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wharf.protocol.kafka.handlers_sasl import SaslPlainError, parse_plain
+from wharf.protocol.kafka.handlers.sasl import SaslPlainError, parse_plain
 
 
 def test_plain_tokens_as_clients_send_them() -> None:

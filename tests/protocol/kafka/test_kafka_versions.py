@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kio.index import load_request_schema, load_response_schema
 
-from wharf.protocol.kafka.dispatch import HANDLERS
+from wharf.protocol.kafka.handlers import HANDLERS
 from wharf.protocol.kafka.versions import SUPPORTED_VERSIONS, is_supported
 
 

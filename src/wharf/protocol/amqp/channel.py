@@ -9,14 +9,14 @@ that follow it, synchronously (the hot path), under the content table of
 :mod:`wharf.protocol.amqp.state`; the completed message is routed by the virtual host.
 
 Consuming: each Basic.Consume creates a :class:`ChannelConsumer` (the core's
-:class:`~wharf.core.consumers.Consumer`) registered with the queue. The queue pushes
-:class:`~wharf.core.consumers.Delivery` objects while ``can_take`` allows; the channel numbers
-them with its own delivery tags (1, 2, ... per channel) and keeps unsettled ones in
+:class:`~wharf.core.queues.consumers.Consumer`) registered with the queue. The queue pushes
+:class:`~wharf.core.queues.consumers.Delivery` objects while ``can_take`` allows; the channel
+numbers them with its own delivery tags (1, 2, ... per channel) and keeps unsettled ones in
 ``unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them. Closing the channel
 requeues what is left, marked redelivered.
 
 A consumer's ``x-priority`` argument (an integer, default 0) is its priority in the queue's
-dispatch (:mod:`wharf.core.queue`): higher priorities with credit are served first.
+dispatch (:mod:`wharf.core.queues.queue`): higher priorities with credit are served first.
 
 Prefetch (Basic.Qos) follows RabbitMQ's reading of ``global``: ``global=false`` limits each
 consumer, ``global=true`` the whole channel. Unlike RabbitMQ, a per-consumer limit also applies
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import base, commands
 
-from wharf.core.consumers import Delivery
-from wharf.core.message import Message
-from wharf.core.vhosts import PublishResult
+from wharf.core.queues.consumers import Delivery
+from wharf.core.queues.message import Message
+from wharf.core.queues.vhost import PublishResult
 from wharf.errors import AccessRefusedError, BrokerError, NotFoundError, StorageError
 from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.errors import (
@@ -65,8 +65,8 @@ from wharf.protocol.amqp.timing import RequestObserver
 
 if TYPE_CHECKING:
     from wharf.core.broker import Broker
-    from wharf.core.queue import Queue
-    from wharf.core.vhosts import VirtualHost
+    from wharf.core.queues.queue import Queue
+    from wharf.core.queues.vhost import VirtualHost
 
 __all__ = ["MAX_BODY_SIZE", "Channel", "ChannelConsumer", "ChannelOwner"]
 
@@ -93,7 +93,7 @@ class ChannelOwner(Protocol):
 
 
 class ChannelConsumer:
-    """One Basic.Consume subscription; implements :class:`wharf.core.consumers.Consumer`."""
+    """One Basic.Consume subscription; implements :class:`wharf.core.queues.consumers.Consumer`."""
 
     __slots__ = ("_channel", "_exclusive", "_no_ack", "_tag", "queue", "tag_bytes", "unacked")
 

@@ -1,7 +1,7 @@
 """Publisher confirms of one channel (confirm.select).
 
 How it works: every publish on a channel in confirm mode gets the next sequence number (1, 2,
-...) and is queued here with the core's :class:`~wharf.core.vhosts.PublishResult`. One task
+...) and is queued here with the core's :class:`~wharf.core.queues.vhost.PublishResult`. One task
 per channel waits for each result to be stored, in publish order: a persistent message routed
 to a durable queue is stored once its record is fsynced (group commit), anything else at once;
 a message a queue refused (``x-overflow: reject-publish``) or that could not be written (disk
@@ -26,7 +26,7 @@ from wharf.errors import BrokerError, StorageError
 from wharf.protocol.amqp.timing import RequestObserver
 
 if TYPE_CHECKING:
-    from wharf.core.vhosts import PublishResult
+    from wharf.core.queues.vhost import PublishResult
 
 __all__ = ["PublisherConfirms"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from wharf.core.exchanges import UnknownExchangeTypeError
-from wharf.core.properties import MalformedPropertiesError
+from wharf.core.queues.exchanges import UnknownExchangeTypeError
+from wharf.core.queues.properties import MalformedPropertiesError
 from wharf.errors import (
     AccessRefusedError,
     BrokerError,

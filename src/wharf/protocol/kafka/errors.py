@@ -15,7 +15,7 @@ import errno as errno_codes
 
 from kio.schema.errors import ErrorCode
 
-from wharf.core.stream_errors import StreamsError
+from wharf.core.streams.errors import StreamsError
 from wharf.errors import (
     AlreadyExistsError,
     CorruptBatchError,

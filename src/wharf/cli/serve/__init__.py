@@ -1,0 +1,1 @@
+"""The composition root: ``wharf serve`` turns settings into listeners and runs them."""

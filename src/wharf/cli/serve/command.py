@@ -1,0 +1,140 @@
+"""``wharf serve``: run the broker in the foreground until SIGTERM or SIGINT.
+
+This module is the composition root: it turns flags, ``WHARF_*`` variables and the TOML file
+into :class:`~wharf.server.settings.ServerSettings` and hands the server the list of listener
+factories (:func:`listener_factories`) — the one place that may import every front end. The
+server and the front ends are imported only when the server really starts, so that every other
+``wharf`` command (and ``--print-config``) starts in a fraction of the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from wharf.core.config import FsyncPolicy
+from wharf.errors import WharfError
+from wharf.server.listener import ListenerFactory
+from wharf.server.logging_setup import configure_logging
+from wharf.server.settings import (
+    LogFormat,
+    LogLevel,
+    ServerSettings,
+    SettingsError,
+    dump_toml,
+    load_settings,
+)
+
+__all__ = ["listener_factories", "serve"]
+
+logger = logging.getLogger("wharf.server")
+
+
+def listener_factories() -> list[ListenerFactory]:
+    """Front ends started by ``wharf serve``, in order (the ready line lists them in this order)."""
+    from wharf.cli.serve.http_listener import with_http
+    from wharf.server.amqp.listener import create_amqp_listener
+    from wharf.server.kafka.listener import KafkaListener
+
+    return with_http([KafkaListener.from_settings, create_amqp_listener])
+
+
+_DEFAULTS = ServerSettings()
+_EXIT_CONFIG = 2  # bad flags, environment or TOML (the same code click uses for bad flags)
+_EXIT_RUNTIME = 1  # could not start, or failed while running
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"wharf: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def serve(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Directory holding the broker's logs and metadata.",
+            show_default=str(_DEFAULTS.data_dir),
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address every listener binds.", show_default=_DEFAULTS.host),
+    ] = None,
+    kafka_port: Annotated[
+        int | None,
+        typer.Option(help="Kafka protocol port; 0 picks a free port.", show_default="9092"),
+    ] = None,
+    amqp_port: Annotated[
+        int | None,
+        typer.Option(help="AMQP 0-9-1 port; 0 picks a free port.", show_default="5672"),
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="HTTP API and dashboard port; 0 picks a free port.", show_default="8080"),
+    ] = None,
+    fsync: Annotated[
+        FsyncPolicy | None,
+        typer.Option(
+            help="When appends reach the disk: always (before acknowledging), interval, never.",
+            show_default=str(_DEFAULTS.broker.fsync),
+            case_sensitive=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML settings file (flags and WHARF_* variables override it).",
+            show_default="$WHARF_CONFIG",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(help="Log lines as plain text or JSON.", show_default="text"),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(help="Least severe level logged.", show_default="info"),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the effective settings as TOML and exit."),
+    ] = False,
+) -> None:
+    """Run the broker in the foreground until SIGTERM or SIGINT."""
+    flags: dict[str, object | None] = {
+        "server.data_dir": data_dir,
+        "server.host": host,
+        "server.kafka_port": kafka_port,
+        "server.amqp_port": amqp_port,
+        "server.http_port": http_port,
+        "server.log_format": log_format,
+        "server.log_level": log_level,
+        "broker.fsync": fsync,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    try:
+        settings = load_settings(config_file=config, env=os.environ, overrides=overrides)
+    except SettingsError as exc:
+        _fail(str(exc), _EXIT_CONFIG)
+    if print_config:
+        sys.stdout.write(dump_toml(settings))
+        return
+    configure_logging(settings.log_format, settings.log_level)
+    from wharf.server.app import run
+
+    try:
+        run(settings, listener_factories())
+    except WharfError as exc:
+        logger.error("%s", exc)
+        raise typer.Exit(_EXIT_RUNTIME) from None
+    except Exception:
+        logger.exception("wharf stopped on an unexpected error")
+        raise typer.Exit(_EXIT_RUNTIME) from None

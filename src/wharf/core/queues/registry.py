@@ -1,0 +1,265 @@
+"""The virtual hosts of a broker, their users, their saved definitions and their timer.
+
+``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads ``definitions.json`` and
+re-declares every durable exchange, queue and binding (queues recover their messages from their
+logs). One background task runs the timers of every virtual host: it sleeps until the earliest
+deadline (message expiry at a queue head, a delayed message coming due, an x-expires queue) or
+one second, then calls :meth:`VirtualHost.tick`, and about once a second reclaims log space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from wharf.core.clock import Clock
+from wharf.core.config import BrokerConfig
+from wharf.core.queues.definitions import (
+    decode_arguments,
+    encode_arguments,
+    load_definitions,
+    save_definitions,
+)
+from wharf.core.queues.exchanges import DestKind
+from wharf.core.queues.vhost import VirtualHost, dir_name
+from wharf.core.users import UserStore
+from wharf.errors import NotFoundError, PreconditionError, WharfError
+
+__all__ = ["VhostRegistry"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VHOST = "/"
+_MAINTAIN_EVERY_S = 1.0
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    path.mkdir(parents=True, exist_ok=True)
+    return load_definitions(path)
+
+
+class VhostRegistry:
+    """Every virtual host of a broker; ``registry[name]`` -> :class:`VirtualHost`."""
+
+    def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
+        self.path = path
+        self.config = config
+        self.clock = clock
+        self.users = UserStore.with_defaults()
+        self._vhosts: dict[str, VirtualHost] = {}
+        self._loading = False
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        config: BrokerConfig,
+        clock: Clock,
+        *,
+        start_timer: bool = True,
+    ) -> VhostRegistry:
+        """Open the registry stored under ``path`` (created with vhost "/" and guest if new).
+
+        ``start_timer`` False leaves the timers to explicit :meth:`tick` calls (tests with a
+        manual clock)."""
+        registry = cls(path, config, clock)
+        data = _load(path)
+        if data is None:
+            registry._add_vhost(DEFAULT_VHOST)
+            registry.save()
+        else:
+            await registry._restore(data)
+        if start_timer:
+            registry._timer = asyncio.get_running_loop().create_task(registry._run_timer())
+        return registry
+
+    # ------------------------------------------------------------------------------ access
+
+    def __getitem__(self, name: str) -> VirtualHost:
+        try:
+            return self._vhosts[name]
+        except KeyError:
+            raise NotFoundError(f"no vhost '{name}'") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._vhosts
+
+    def __iter__(self) -> Iterator[VirtualHost]:
+        return iter(list(self._vhosts.values()))
+
+    def names(self) -> list[str]:
+        return list(self._vhosts)
+
+    async def create(self, name: str) -> VirtualHost:
+        """Create a virtual host (idempotent)."""
+        if name in self._vhosts:
+            return self._vhosts[name]
+        vhost = self._add_vhost(name)
+        self.save()
+        return vhost
+
+    async def delete(self, name: str) -> None:
+        """Delete a virtual host with everything in it."""
+        vhost = self[name]
+        for queue in list(vhost.queues.values()):
+            await vhost.delete_queue(queue.name, owner=queue.exclusive_owner)
+        for exchange_name in [n for n in vhost.exchanges if n and not n.startswith("amq.")]:
+            await vhost.delete_exchange(exchange_name)
+        await vhost.close()
+        del self._vhosts[name]
+        for key in [k for k in self.users.permissions if k[1] == name]:
+            del self.users.permissions[key]
+        self.save()
+
+    def _add_vhost(self, name: str) -> VirtualHost:
+        if not name:
+            raise PreconditionError("a virtual host needs a name")
+        vhost = VirtualHost(
+            name, self.path / "vhosts" / dir_name(name), self.config, self.clock, self.save
+        )
+        vhost.wakeup = self._wake.set
+        self._vhosts[name] = vhost
+        return vhost
+
+    # ------------------------------------------------------------------------- definitions
+
+    def save(self) -> None:
+        """Write the definitions file (called by the vhosts after every durable change)."""
+        if self._loading:
+            return
+        save_definitions(self.path, self._to_json())
+
+    def _to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.users.to_json()
+        data["vhosts"] = [{"name": n} for n in self._vhosts]
+        exchanges: list[dict[str, Any]] = []
+        queues: list[dict[str, Any]] = []
+        bindings: list[dict[str, Any]] = []
+        for vhost in self._vhosts.values():
+            durable_queues = {name for name, q in vhost.queues.items() if q.store.durable}
+            durable_exchanges = {name for name, ex in vhost.exchanges.items() if ex.durable}
+            for name, ex in vhost.exchanges.items():
+                if not name or name.startswith("amq.") or not ex.durable:
+                    continue
+                exchanges.append(
+                    {
+                        "vhost": vhost.name,
+                        "name": name,
+                        "type": ex.type.value,
+                        "durable": True,
+                        "auto_delete": ex.auto_delete,
+                        "internal": ex.internal,
+                        "arguments": encode_arguments(ex.arguments),
+                    }
+                )
+            for name in durable_queues:
+                q = vhost.queues[name]
+                queues.append(
+                    {
+                        "vhost": vhost.name,
+                        "name": name,
+                        "durable": True,
+                        "auto_delete": q.auto_delete,
+                        "arguments": encode_arguments(q.arguments),
+                    }
+                )
+            for b in vhost.bindings():
+                dest_ok = (
+                    b.destination in durable_queues
+                    if b.kind is DestKind.QUEUE
+                    else b.destination in durable_exchanges
+                )
+                if b.source in durable_exchanges and dest_ok:
+                    bindings.append(
+                        {
+                            "vhost": vhost.name,
+                            "source": b.source,
+                            "destination": b.destination,
+                            "destination_type": b.kind.value,
+                            "routing_key": b.routing_key,
+                            "arguments": encode_arguments(dict(b.arguments)),
+                        }
+                    )
+        data["exchanges"] = exchanges
+        data["queues"] = queues
+        data["bindings"] = bindings
+        return data
+
+    async def _restore(self, data: dict[str, Any]) -> None:
+        self._loading = True
+        try:
+            self.users = UserStore.from_json(data)
+            for v in data.get("vhosts", []):
+                self._add_vhost(v["name"])
+            for e in data.get("exchanges", []):
+                await self[e["vhost"]].declare_exchange(
+                    e["name"],
+                    e["type"],
+                    durable=True,
+                    auto_delete=e["auto_delete"],
+                    internal=e["internal"],
+                    arguments=decode_arguments(e["arguments"]),
+                )
+            for q in data.get("queues", []):
+                await self[q["vhost"]].declare_queue(
+                    q["name"],
+                    durable=True,
+                    auto_delete=q["auto_delete"],
+                    arguments=decode_arguments(q["arguments"]),
+                )
+            for b in data.get("bindings", []):
+                vhost = self[b["vhost"]]
+                args = decode_arguments(b["arguments"])
+                if b["destination_type"] == DestKind.QUEUE.value:
+                    await vhost.bind_queue(b["destination"], b["source"], b["routing_key"], args)
+                else:
+                    await vhost.bind_exchange(b["destination"], b["source"], b["routing_key"], args)
+        finally:
+            self._loading = False
+
+    # ------------------------------------------------------------------------------ timers
+
+    async def tick(self) -> None:
+        """Run every virtual host's due timers now."""
+        for vhost in list(self._vhosts.values()):
+            await vhost.tick()
+
+    async def maintain(self) -> None:
+        """Reclaim log space now."""
+        for vhost in list(self._vhosts.values()):
+            await vhost.maintain()
+
+    async def _run_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_maintain = loop.time()
+        while True:
+            deadlines = [d for v in self._vhosts.values() if (d := v.next_deadline()) is not None]
+            delay = _MAINTAIN_EVERY_S
+            if deadlines:
+                delay = min(delay, max(0.0, (min(deadlines) - self.clock.now_ms()) / 1000.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            try:
+                await self.tick()
+                if loop.time() - last_maintain >= _MAINTAIN_EVERY_S:
+                    last_maintain = loop.time()
+                    await self.maintain()
+            except WharfError:
+                log.exception("queue timer failed; retrying on the next tick")
+
+    async def close(self) -> None:
+        """Stop the timer, flush and close every queue log."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        for vhost in list(self._vhosts.values()):
+            await vhost.close()

@@ -1,0 +1,471 @@
+"""A queue's messages and settlement state on storage logs.
+
+Two logs per durable queue:
+
+* the *message log*: one record per enqueued message. Key: the message's sequence number
+  (u64, its stable place in the queue's FIFO order: the offset of its first record, so never
+  reused). Value: the body. Record headers:
+  ``e`` exchange, ``k`` routing key, ``p`` AMQP property bytes, ``x`` expiry time (u64 ms, only
+  when a TTL applies), ``t`` (empty) for a transient message, which recovery skips.
+* the *state log*: what happened to those records. Key ``A``: value is u64 offsets settled
+  (acked, dead-lettered, expired, dropped, or moved to the tail). Key ``D``: u64 sequence
+  numbers delivered once more (for the redelivered flag and delivery limits). Key ``S``: a
+  snapshot, u64 boundary then (u64 offset, u64 seq, u32 delivery count) per live record; every
+  offset below the boundary that the snapshot does not list is settled.
+
+How it works: appends are not written one by one. Message records go into a pending batch
+(:class:`~wharf.core.queues.records.BatchBuilder`) and settlements and deliveries into pending
+lists; a ``call_soon`` callback writes them when the event-loop iteration that produced them
+is over, so one iteration's publishes are one batch, one write and one fsync. Anything that
+needs the log up to date (a durability wait on a pending record, a read, maintenance, close)
+writes the pending batch first. :meth:`QueueStore.read_message` reads back bodies that the
+queue does not keep in memory, keeping the last decoded run of batches for the next reads.
+
+Recovery replays the state log (from its last snapshot on) and then reads the
+message log from its start, keeping the records not settled. If a record was re-appended at the
+tail (to free old segments) and the crash came before the old offset was settled, both copies
+carry the same sequence number and the later one wins. The state log is compacted by writing a
+snapshot and deleting the records before it. A non-durable queue uses a memory log and keeps no
+state log. Durability waits go through the message log's :class:`GroupCommitter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from wharf.core.clock import Clock
+from wharf.core.config import BrokerConfig, FsyncPolicy
+from wharf.core.durability import GroupCommitter
+from wharf.core.queues.message import Message
+from wharf.core.queues.records import (
+    BatchBuilder,
+    DecodedMessage,
+    decode_messages,
+    stored_size,
+)
+from wharf.errors import PreconditionError, StorageError
+from wharf.storage.interface import LogLike
+from wharf.storage.log import Log, LogConfig
+from wharf.storage.memory_log import MemoryLog
+from wharf.storage.record_batch import Record, RecordInput, decode_records, iter_batches
+
+__all__ = ["MAX_MESSAGE_BYTES", "QueueStore", "StoredMessage", "open_store"]
+
+log = logging.getLogger(__name__)
+
+_U64 = struct.Struct(">Q")
+_SNAP_ENTRY = struct.Struct(">QQI")
+_READ_CHUNK = 1 << 20
+# Message reads fetch this much from the log at once (the batch holding the offset and more).
+_READ_AHEAD_BYTES = 256 << 10
+# A pending message batch is written once it reaches this size.
+_MAX_PENDING_BYTES = 512 << 10
+# The largest body a queue takes (RabbitMQ's default max_message_size), and room for the rest
+# of its record (properties, exchange, routing key, framing) in a batch of its own.
+MAX_MESSAGE_BYTES = 128 << 20
+_RECORD_ROOM = 1 << 20
+# Compact the state log after this many settlements and deliveries since the last snapshot.
+_SNAPSHOT_EVERY = 20_000
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A live record found by recovery (``message`` None when bodies were not asked for)."""
+
+    offset: int
+    seq: int
+    message: Message | None
+    expires_at: int | None
+    delivery_count: int
+    priority: int = 0
+    size: int = 0
+    stored: int = 0
+
+
+def _pack_u64s(values: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(values)}Q", *values)
+
+
+def _unpack_u64s(raw: bytes | None) -> tuple[int, ...]:
+    if not raw:
+        return ()
+    return struct.unpack(f">{len(raw) // 8}Q", raw[: len(raw) // 8 * 8])
+
+
+class _HasOffset(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+_Item = TypeVar("_Item", bound=_HasOffset)
+
+
+def _iter_log(log: LogLike, decode: Callable[[memoryview], list[_Item]]) -> Iterator[_Item]:
+    """Every item ``decode`` finds in ``log``'s batches, from its start to its end, in offset
+    order (a chunk that starts inside a batch skips the records before the asked offset)."""
+    offset = log.log_start_offset
+    end = log.next_offset
+    while offset < end:
+        chunk = log.read(offset, _READ_CHUNK)
+        if not chunk:
+            return
+        last = offset
+        for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
+            for item in decode(memoryview(chunk)[pos : pos + header.size]):
+                if item.offset >= offset:
+                    yield item
+                last = max(last, item.offset)
+        if last < offset:
+            return
+        offset = last + 1
+
+
+def iter_messages(log: LogLike) -> Iterator[DecodedMessage]:
+    """Every message record of a queue's message log, in offset order."""
+    return _iter_log(log, decode_messages)
+
+
+def iter_records(log: LogLike) -> Iterator[Record]:
+    """Every record of ``log``, in offset order."""
+    return _iter_log(log, decode_records)
+
+
+class QueueStore:
+    """The logs of one queue; see the module docstring for the record layout."""
+
+    def __init__(
+        self,
+        messages: LogLike,
+        state: LogLike | None,
+        committer: GroupCommitter | None,
+        state_committer: GroupCommitter | None = None,
+        *,
+        max_batch_bytes: int = _MAX_PENDING_BYTES,
+    ) -> None:
+        self.messages = messages
+        self.state = state
+        self._committer = committer
+        self._state_committer = state_committer
+        self._since_snapshot = 0
+        self._batch = BatchBuilder()
+        self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
+        self._next = messages.next_offset
+        self._settle: list[int] = []
+        self._delivered: list[int] = []
+        self._scheduled = False
+        self._cache: dict[int, DecodedMessage] = {}
+        self._cache_range = (0, 0)
+        self.batches_written = 0  # message batches appended, for benchmarks and metrics
+
+    def start(self) -> None:
+        """Start the periodic flushers (needs a running event loop)."""
+        if self._committer is not None:
+            self._committer.start()
+        if self._state_committer is not None:
+            self._state_committer.start()
+
+    @property
+    def durable(self) -> bool:
+        return self.state is not None
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next appended message gets (the log's end plus what is pending)."""
+        return self._next
+
+    # ------------------------------------------------------------------------ writing
+
+    def append(
+        self, seq: int, message: Message, expires_at: int | None, now_ms: int, *, keep: bool
+    ) -> int:
+        """Add one message to the pending batch; ``keep`` = survive a restart. Returns its
+        offset. The batch is written at the end of this event-loop iteration (at once when
+        no loop runs, or when it is full); a write error from a full batch is raised here,
+        before the message is taken, and so is PreconditionError for a body above
+        :data:`MAX_MESSAGE_BYTES`."""
+        size = len(message.body)
+        if size > MAX_MESSAGE_BYTES:
+            raise PreconditionError(
+                f"message size {size} is larger than the maximum {MAX_MESSAGE_BYTES}"
+            )
+        batch = self._batch
+        if batch.count and batch.size + size + len(message.properties) + 600 > self._batch_limit:
+            self.write_pending()
+        batch.add(seq, message, expires_at, now_ms, keep)
+        offset = self._next
+        self._next = offset + 1
+        self._schedule()
+        return offset
+
+    def settle(self, offsets: Sequence[int]) -> None:
+        """Record settled offsets (written with the next batch; never waited on)."""
+        if self.state is not None and offsets:
+            self._settle.extend(offsets)
+            self._schedule()
+
+    def delivered(self, seqs: Sequence[int]) -> None:
+        """Record sequence numbers delivered once more (written with the next batch)."""
+        if self.state is not None and seqs:
+            self._delivered.extend(seqs)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_pending()
+            return
+        self._scheduled = True
+        loop.call_soon(self._write_scheduled)
+
+    def _write_scheduled(self) -> None:
+        self._scheduled = False
+        try:
+            self.write_pending()
+        except StorageError as exc:
+            # Kept pending with their offsets; retried by the next write. Waiters for them
+            # get the error (their publishers are nacked).
+            log.error("queue log write failed, will retry: %s", exc)
+
+    def write_pending(self) -> None:
+        """Append the pending message batch and state records now (raises StorageError)."""
+        batch = self._batch
+        if batch.count:
+            count = batch.count
+            data = batch.finish()
+            try:
+                self.messages.append(data)
+            except StorageError:
+                batch.restore(data, count)
+                raise
+            self.batches_written += 1
+        if self.state is not None and (self._settle or self._delivered):
+            records: list[RecordInput] = []
+            if self._settle:
+                records.append(RecordInput(b"A", _pack_u64s(self._settle)))
+            if self._delivered:
+                records.append(RecordInput(b"D", _pack_u64s(self._delivered)))
+            self.state.append_records(records)
+            self._since_snapshot += len(self._settle) + len(self._delivered)
+            self._settle = []
+            self._delivered = []
+
+    async def wait_durable(self, offset: int) -> None:
+        """Return once the record at ``offset`` is on disk (per the fsync policy); raises
+        StorageError when it could not be written."""
+        if self._committer is None:
+            return
+        if offset >= self.messages.next_offset:
+            self.write_pending()  # a batch whose write failed is tried again here
+        await self._committer.wait_durable(offset + 1)
+
+    # ------------------------------------------------------------------------ reading
+
+    def read_message(self, offset: int) -> Message:
+        """The message stored at ``offset`` (bodies not kept in memory are read back here).
+
+        The batches read are kept until an offset outside them is asked for: deliveries go
+        mostly in log order, so one read serves a run of them."""
+        low, high = self._cache_range
+        if not low <= offset < high:
+            if offset >= self.messages.next_offset:
+                self.write_pending()
+            chunk = self.messages.read(offset, _READ_AHEAD_BYTES)
+            cache: dict[int, DecodedMessage] = {}
+            for pos, header in iter_batches(chunk, max_batch_bytes=max(len(chunk), 61)):
+                for item in decode_messages(memoryview(chunk)[pos : pos + header.size]):
+                    cache[item.offset] = item
+            self._cache = cache
+            self._cache_range = (min(cache, default=offset), max(cache, default=offset) + 1)
+        found = self._cache.get(offset)
+        if found is None:
+            raise StorageError(f"no message record at offset {offset} of {self.messages}")
+        return found.message
+
+    # ---------------------------------------------------------------------- compaction
+
+    def needs_snapshot(self) -> bool:
+        return self.state is not None and self._since_snapshot >= _SNAPSHOT_EVERY
+
+    async def snapshot(self, live: Sequence[tuple[int, int, int]]) -> None:
+        """Compact the state log: ``live`` = (offset, seq, delivery count) of every live record.
+
+        The snapshot is made durable before the records it replaces are deleted."""
+        if self.state is None:
+            return
+        self._settle = []  # the snapshot says it all
+        self._delivered = []
+        self.write_pending()
+        value = _U64.pack(self._next) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
+        at = self.state.next_offset
+        self.state.append_records([RecordInput(b"S", value)])
+        if self._state_committer is not None:
+            await self._state_committer.flush_now()
+        self.state.delete_records_before(at)
+        self._since_snapshot = 0
+
+    def reclaim(self, first_live_offset: int) -> None:
+        """Let the message log drop everything before ``first_live_offset``."""
+        self.write_pending()
+        first = min(first_live_offset, self.messages.next_offset)
+        if first > self.messages.log_start_offset:
+            self.messages.delete_records_before(first)
+            self._cache = {}
+            self._cache_range = (0, 0)
+
+    def recover(self, *, keep_bodies: bool = True) -> list[StoredMessage]:
+        """Live records in offset order; duplicates of a moved record are settled here.
+
+        Without ``keep_bodies`` the messages are not returned (``message`` None), so a deep
+        queue is recovered without holding its bodies in memory."""
+        boundary = 0
+        live_below: set[int] = set()
+        settled: set[int] = set()
+        counts: dict[int, int] = {}
+        if self.state is not None:
+            for rec in iter_records(self.state):
+                if rec.key == b"S" and rec.value is not None:
+                    boundary = _U64.unpack_from(rec.value, 0)[0]
+                    live_below = set()
+                    settled = set()
+                    counts = {}
+                    for o, s, c in _SNAP_ENTRY.iter_unpack(rec.value[8:]):
+                        live_below.add(o)
+                        if c:
+                            counts[s] = c
+                elif rec.key == b"A":
+                    settled.update(_unpack_u64s(rec.value))
+                elif rec.key == b"D":
+                    for s in _unpack_u64s(rec.value):
+                        counts[s] = counts.get(s, 0) + 1
+        # State about offsets the message log does not have (its unsynced tail was lost in a
+        # crash while the state log's was not) must not apply to the records that will get
+        # those offsets now: it is dropped, and a snapshot makes that final.
+        end = self.messages.next_offset
+        stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
+        by_seq: dict[int, StoredMessage] = {}
+        duplicates: list[int] = []
+        for item in iter_messages(self.messages):
+            o = item.offset
+            if o in settled or (o < boundary and o not in live_below):
+                continue
+            if item.transient:
+                duplicates.append(o)  # not kept across restarts: settle it now
+                continue
+            previous = by_seq.get(item.seq)
+            if previous is not None:
+                duplicates.append(previous.offset)
+            message = item.message
+            by_seq[item.seq] = StoredMessage(
+                o,
+                item.seq,
+                message if keep_bodies else None,
+                item.expires_at,
+                counts.get(item.seq, 0),
+                message.priority,
+                len(message.body),
+                stored_size(message),
+            )
+        live = sorted(by_seq.values(), key=lambda m: m.offset)
+        if stale:
+            self._snapshot_now(end, [(m.offset, m.seq, m.delivery_count) for m in live])
+        else:
+            self.settle(duplicates)
+        return live
+
+    def _snapshot_now(self, boundary: int, live: Sequence[tuple[int, int, int]]) -> None:
+        """Write a durable snapshot synchronously (at open, before anything else runs)."""
+        assert self.state is not None
+        value = _U64.pack(boundary) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
+        at = self.state.next_offset
+        self.state.append_records([RecordInput(b"S", value)])
+        self.state.flush()
+        self.state.delete_records_before(at)
+        self._since_snapshot = 0
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    async def flush(self) -> None:
+        """Make everything written so far durable (clean shutdown)."""
+        self.write_pending()
+        if self._committer is not None:
+            await self._committer.flush_now()
+        if self._state_committer is not None:
+            await self._state_committer.flush_now()
+
+    async def destroy(self) -> None:
+        """Close and delete the logs (queue deleted)."""
+        self._batch = BatchBuilder()
+        self._settle = []
+        self._delivered = []
+        await self._close_committers()
+        self.messages.delete()
+        if self.state is not None:
+            self.state.delete()
+
+    async def _close_committers(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
+        if self._state_committer is not None:
+            await self._state_committer.close()
+
+    async def close(self) -> None:
+        await self.flush()
+        await self._close_committers()
+        self.messages.close()
+        if self.state is not None:
+            self.state.close()
+
+
+def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueStore:
+    """A durable store in directory ``path`` (recovered if present), or in memory when None.
+
+    Queue logs are never trimmed by time or size retention: only settlement frees space.
+    """
+    log_config = LogConfig(
+        segment_bytes=config.queue_segment_bytes,
+        retention_ms=None,
+        retention_bytes=None,
+        max_batch_bytes=MAX_MESSAGE_BYTES + _RECORD_ROOM,
+    )
+    if path is None:
+        return QueueStore(
+            MemoryLog(log_config, clock_ms=clock.now_ms),
+            None,
+            None,
+            max_batch_bytes=_batch_limit(log_config),
+        )
+    messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
+    state = Log.open(path / "state", log_config, clock_ms=clock.now_ms)
+    committer = GroupCommitter(
+        messages,
+        config.fsync,
+        interval_ms=config.fsync_interval_ms,
+        durable_offset=messages.next_offset,
+        kind="queue",
+    )
+    # Settlements are never waited on; they reach the disk on this interval and at close.
+    state_committer = GroupCommitter(
+        state,
+        FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
+        interval_ms=config.fsync_interval_ms,
+        durable_offset=state.next_offset,
+        kind="queue-state",
+    )
+    return QueueStore(
+        messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)
+    )
+
+
+def _batch_limit(config: LogConfig) -> int:
+    # A batch is never split across segments: keep batches small next to a segment, so that
+    # space is still reclaimed segment by segment.
+    return min(config.max_batch_bytes, max(config.segment_bytes // 4, 1))

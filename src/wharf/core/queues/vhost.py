@@ -1,0 +1,637 @@
+"""Virtual hosts: exchanges, queues and bindings, and the routing of a publish between them.
+
+How it works: :meth:`VirtualHost.publish_nowait` resolves the exchange, walks its destinations
+(following exchange-to-exchange bindings once each, trying the alternate exchange of any
+exchange that matched nothing, holding messages with an x-delay at a delayed exchange), then
+enqueues the message on every queue reached, in one synchronous step so that publish order is
+kept. The returned :class:`PublishResult` says whether the message was routed and refused, and
+:meth:`PublishResult.wait_durable` waits for the fsyncs a publisher confirm needs (persistent
+message, durable queue, ``--fsync always``).
+
+Definitions (durable exchanges, queues, bindings) are saved by the
+:class:`~wharf.core.queues.definitions.DefinitionStore` after every change, and restored by
+:class:`VhostRegistry`. Exclusive queues belong to an *owner* (a connection id of the front
+end's choosing) and are deleted by :meth:`VirtualHost.connection_closed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wharf.core.clock import Clock
+from wharf.core.config import BrokerConfig
+from wharf.core.queues.args import QueueType, parse_queue_args
+from wharf.core.queues.dead_letter import DeathReason, add_death, is_cycle
+from wharf.core.queues.delayed import DelayedMessages, delay_of
+from wharf.core.queues.exchanges import (
+    Binding,
+    DelayedExchange,
+    DestKind,
+    Exchange,
+    ExchangeType,
+    make_exchange,
+)
+from wharf.core.queues.message import Message
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.store import QueueStore, open_store
+from wharf.errors import (
+    AccessRefusedError,
+    NotFoundError,
+    PreconditionError,
+    ResourceLockedError,
+    StorageError,
+)
+
+__all__ = ["PublishResult", "VirtualHost"]
+
+log = logging.getLogger(__name__)
+
+STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
+    ("amq.direct", ExchangeType.DIRECT),
+    ("amq.fanout", ExchangeType.FANOUT),
+    ("amq.topic", ExchangeType.TOPIC),
+    ("amq.headers", ExchangeType.HEADERS),
+    ("amq.match", ExchangeType.HEADERS),
+)
+
+
+def dir_name(name: str) -> str:
+    """A file-system-safe, fixed-length directory name for a queue/exchange/vhost name."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class PublishResult:
+    """Outcome of one publish.
+
+    ``routed``: reached at least one queue (or was held by a delayed exchange); a mandatory
+    publish with ``routed`` False gets basic.return (312 NO_ROUTE). ``rejected``: a queue with
+    x-overflow reject-publish refused it: nack the publisher.
+    """
+
+    routed: bool = False
+    rejected: bool = False
+    queues: list[str] = field(default_factory=list)
+    # (wait, offset): ``await wait(offset)`` returns once that copy is durable
+    _waits: list[tuple[Callable[[int], Awaitable[None]], int]] = field(default_factory=list)
+
+    async def wait_durable(self) -> None:
+        """Return once every copy that must survive a crash is fsynced."""
+        for wait, offset in self._waits:
+            await wait(offset)
+
+
+class VirtualHost:
+    """One AMQP virtual host; obtained from ``broker.vhosts[name]``.
+
+    Counters: ``published`` (publishes received), ``unroutable``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        config: BrokerConfig,
+        clock: Clock,
+        save: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.config = config
+        self.clock = clock
+        self._save = save
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.delayed: dict[str, DelayedMessages] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.wakeup: Callable[[], None] = lambda: None
+        self.published = 0
+        self.unroutable = 0
+        default = make_exchange("", ExchangeType.DIRECT)
+        self.exchanges[""] = default
+        for ex_name, ex_type in STANDARD_EXCHANGES:
+            self.exchanges[ex_name] = make_exchange(ex_name, ex_type)
+
+    # --------------------------------------------------------------------------- exchanges
+
+    def get_exchange(self, name: str) -> Exchange:
+        try:
+            return self.exchanges[name]
+        except KeyError:
+            raise NotFoundError(f"no exchange '{name}' in vhost '{self.name}'") from None
+
+    async def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        passive: bool = False,
+    ) -> Exchange:
+        """exchange.declare. Raises NotFoundError (passive, absent), AccessRefusedError
+        (``amq.`` names), PreconditionError (redeclare with other settings, 406),
+        UnknownExchangeTypeError (503)."""
+        args = dict(arguments or {})
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise NotFoundError(f"no exchange '{name}' in vhost '{self.name}'")
+            return existing
+        if existing is not None:
+            if not existing.same_declaration(type_, durable, auto_delete, internal, args):
+                raise PreconditionError(
+                    f"inequivalent arg for exchange '{name}' in vhost '{self.name}': "
+                    f"declared as type '{existing.type.value}' durable={existing.durable} "
+                    f"auto_delete={existing.auto_delete} internal={existing.internal} "
+                    f"with other arguments"
+                )
+            return existing
+        if name.startswith("amq.") or name == "":
+            raise AccessRefusedError(f"exchange name '{name}' contains reserved prefix 'amq.'")
+        exchange = make_exchange(
+            name,
+            type_,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=args,
+        )
+        if isinstance(exchange, DelayedExchange):
+            store = self._open_store(self.path / "delayed" / dir_name(name) if durable else None)
+            held = DelayedMessages(store, durable=durable)
+            held.restore()
+            store.start()
+            self.delayed[name] = held
+        self.exchanges[name] = exchange
+        if durable:
+            self._save()
+        return exchange
+
+    async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
+        exchange = self.get_exchange(name)
+        if name == "" or name.startswith("amq."):
+            raise AccessRefusedError(f"cannot delete reserved exchange '{name}'")
+        if if_unused and exchange.bindings:
+            raise PreconditionError(f"exchange '{name}' in vhost '{self.name}' in use")
+        await self._remove_exchange(exchange)
+
+    async def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        for binding in list(exchange.bindings):
+            exchange.unbind(binding)
+        for other in list(self.exchanges.values()):  # bindings where it is the destination
+            for binding in list(other.bindings):
+                if binding.kind is DestKind.EXCHANGE and binding.destination == exchange.name:
+                    other.unbind(binding)
+                    self._maybe_auto_delete(other)
+        held = self.delayed.pop(exchange.name, None)
+        if held is not None:
+            held.removed = True
+            await held.store.destroy()
+        self._save()
+
+    def _maybe_auto_delete(self, exchange: Exchange) -> None:
+        if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
+            self._spawn(self._remove_exchange(exchange))
+
+    # ------------------------------------------------------------------------------ queues
+
+    def get_queue(self, name: str, owner: object | None = None) -> Queue:
+        """The queue, checking exclusivity: NotFoundError (404), ResourceLockedError (405)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFoundError(f"no queue '{name}' in vhost '{self.name}'")
+        if queue.exclusive_owner is not None and queue.exclusive_owner != owner:
+            raise ResourceLockedError(
+                f"cannot obtain exclusive access to locked queue '{name}' in vhost "
+                f"'{self.name}'. It could be originally declared on another connection or "
+                "the exclusive property value does not match that of the original declaration."
+            )
+        return queue
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        passive: bool = False,
+        owner: object | None = None,
+    ) -> Queue:
+        """queue.declare. ``name`` "" asks for a server-named queue (amq.gen-...). ``owner``
+        identifies the declaring connection (needed for ``exclusive``). Raises NotFoundError
+        (passive, absent), ResourceLockedError (another owner's exclusive queue),
+        AccessRefusedError (``amq.`` names), PreconditionError (bad or inequivalent
+        arguments, 406). The queue reports ``message_count`` and ``consumer_count``."""
+        args_map = dict(arguments or {})
+        if passive:
+            queue = self.get_queue(name, owner)
+            queue.last_used_ms = self.clock.now_ms()
+            return queue
+        if name == "":
+            name = "amq.gen-" + base64.urlsafe_b64encode(secrets.token_bytes(16)).decode(
+                "ascii"
+            ).rstrip("=")
+        elif name.startswith("amq."):
+            if name in self.queues:
+                return self.get_queue(name, owner)
+            raise AccessRefusedError(f"queue name '{name}' contains reserved prefix 'amq.'")
+        parsed = parse_queue_args(args_map)
+        if parsed.queue_type is QueueType.QUORUM:
+            if not durable or exclusive or auto_delete:
+                raise PreconditionError(
+                    f"invalid property for quorum queue '{name}': quorum queues must be "
+                    "durable, not exclusive and not auto-delete"
+                )
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.get_queue(name, owner)
+            if (
+                existing.durable != durable
+                or existing.auto_delete != auto_delete
+                or existing.exclusive != exclusive
+                or existing.args != parsed
+            ):
+                raise PreconditionError(
+                    f"inequivalent arg for queue '{name}' in vhost '{self.name}': "
+                    "durable, exclusive, auto_delete or x-arguments differ from the "
+                    "original declaration"
+                )
+            existing.last_used_ms = self.clock.now_ms()
+            return existing
+        if exclusive and owner is None:
+            raise PreconditionError("an exclusive queue needs an owner")
+        persistent = durable and not exclusive
+        store = self._open_store(self.path / "queues" / dir_name(name) if persistent else None)
+        queue = Queue(
+            self.name,
+            name,
+            durable=durable,
+            auto_delete=auto_delete,
+            exclusive_owner=owner if exclusive else None,
+            arguments=args_map,
+            args=parsed,
+            store=store,
+            clock=self.clock,
+            hooks=self,
+            segment_bytes=self.config.queue_segment_bytes,
+            resident_bytes=self.config.queue_resident_bytes,
+        )
+        queue.restore(store.recover(keep_bodies=False))  # bodies are read back when due
+        store.start()
+        self.queues[name] = queue
+        if persistent:
+            self._save()
+        self.wakeup()
+        return queue
+
+    def _open_store(self, path: Path | None) -> QueueStore:
+        return open_store(path, self.config, self.clock)
+
+    async def delete_queue(
+        self,
+        name: str,
+        *,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        owner: object | None = None,
+    ) -> int:
+        """queue.delete; returns the number of messages deleted. PreconditionError (406) when
+        ``if_unused`` and consumed or ``if_empty`` and not empty. Consumers get
+        :meth:`Consumer.cancelled <wharf.core.queues.consumers.Consumer.cancelled>`."""
+        queue = self.get_queue(name, owner)
+        if if_unused and queue.consumer_count:
+            raise PreconditionError(f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and (queue.message_count or queue.unacked_count):
+            raise PreconditionError(f"queue '{name}' in vhost '{self.name}' not empty")
+        count = queue.message_count
+        self._detach_queue(queue)
+        await queue.store.destroy()
+        return count
+
+    def _detach_queue(self, queue: Queue) -> None:
+        """Remove a queue and its bindings from the vhost and cancel its consumers (the
+        synchronous part of deletion)."""
+        self.queues.pop(queue.name, None)
+        for exchange in list(self.exchanges.values()):
+            for binding in list(exchange.bindings):
+                if binding.kind is DestKind.QUEUE and binding.destination == queue.name:
+                    exchange.unbind(binding)
+                    self._maybe_auto_delete(exchange)
+        if queue.store.durable:
+            self._save()
+        for consumer in queue.detach():
+            consumer.cancelled(queue)
+
+    async def purge_queue(self, name: str, owner: object | None = None) -> int:
+        """queue.purge: drop ready messages; returns how many."""
+        return self.get_queue(name, owner).purge()
+
+    async def connection_closed(self, owner: object) -> None:
+        """Delete the exclusive queues ``owner`` declared."""
+        for queue in [q for q in self.queues.values() if q.exclusive_owner == owner]:
+            await self.delete_queue(queue.name, owner=owner)
+
+    # ---------------------------------------------------------------------------- bindings
+
+    async def bind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        owner: object | None = None,
+    ) -> None:
+        """queue.bind (idempotent). NotFoundError (404) for a missing queue or exchange;
+        AccessRefusedError (403) for the default exchange."""
+        q = self.get_queue(queue, owner)
+        ex = self._bindable(exchange)
+        if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+            if q.store.durable and ex.durable:
+                self._save()
+
+    async def unbind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        owner: object | None = None,
+    ) -> None:
+        """queue.unbind (absent binding: no error, as in RabbitMQ)."""
+        self.get_queue(queue, owner)
+        ex = self._bindable(exchange)
+        if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+            self._save()
+            self._maybe_auto_delete(ex)
+
+    async def bind_exchange(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """exchange.bind: messages routed by ``source`` also go through ``destination``."""
+        dest = self._bindable(destination)
+        src = self._bindable(source)
+        if src.bind(Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)):
+            if src.durable and dest.durable:
+                self._save()
+
+    async def unbind_exchange(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """exchange.unbind."""
+        self._bindable(destination)
+        src = self._bindable(source)
+        binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
+        if src.unbind(binding):
+            self._save()
+            self._maybe_auto_delete(src)
+
+    def _bindable(self, name: str) -> Exchange:
+        if name == "":
+            raise AccessRefusedError("operation not permitted on the default exchange")
+        return self.get_exchange(name)
+
+    def bindings(self) -> Iterator[Binding]:
+        """Every explicit binding (the default exchange's implicit ones are not listed)."""
+        for name, exchange in self.exchanges.items():
+            if name:
+                yield from exchange.bindings
+
+    # ----------------------------------------------------------------------------- publish
+
+    def publish_nowait(self, message: Message) -> PublishResult:
+        """Route and enqueue ``message`` now (keeping publish order); await
+        :meth:`PublishResult.wait_durable` before confirming. NotFoundError (404) for a missing
+        exchange, AccessRefusedError (403) for an internal one."""
+        exchange = self.exchanges.get(message.exchange)
+        if exchange is None:
+            exchange = self.get_exchange(message.exchange)  # raises NotFoundError
+        if exchange.internal:
+            raise AccessRefusedError(
+                f"cannot publish to internal exchange '{message.exchange}' in vhost '{self.name}'"
+            )
+        self.published += 1
+        result = PublishResult()
+        if exchange.name == "":  # the default exchange: the queue the routing key names
+            exchange.messages_in += 1
+            name = message.routing_key
+            if name in self.queues:
+                exchange.messages_out += 1
+                self._deliver_to((name,), message, result)
+                result.routed = True
+            else:
+                self.unroutable += 1
+            return result
+        queues: set[str] = set()
+        held = self._route(exchange, message, queues, set(), result)
+        self._deliver_to(queues, message, result)
+        result.routed = bool(queues) or held
+        if not result.routed:
+            self.unroutable += 1
+        return result
+
+    async def publish(self, message: Message) -> PublishResult:
+        """:meth:`publish_nowait`, then wait for durability."""
+        result = self.publish_nowait(message)
+        await result.wait_durable()
+        return result
+
+    def _route(
+        self,
+        exchange: Exchange,
+        message: Message,
+        queues: set[str],
+        visited: set[str],
+        result: PublishResult | None,
+        *,
+        released: bool = False,
+    ) -> bool:
+        """Collect the queues ``exchange`` routes to; True if a delayed exchange held it."""
+        if exchange.name in visited:
+            return False
+        visited.add(exchange.name)
+        exchange.messages_in += 1
+        if exchange.name == "":
+            if message.routing_key in self.queues:
+                queues.add(message.routing_key)
+                exchange.messages_out += 1
+            return False
+        held = self.delayed.get(exchange.name)
+        if held is not None and not released:
+            delay = delay_of(message)
+            if delay > 0:
+                now = self.clock.now_ms()
+                offset = held.hold(message, now + delay, now)
+                if offset is not None and result is not None:
+                    result._waits.append((held.store.wait_durable, offset))
+                self.wakeup()
+                return True
+        destinations = exchange.route(message)
+        exchange.messages_out += len(destinations)
+        held_any = False
+        before = len(queues)
+        for kind, name in destinations:
+            if kind is DestKind.QUEUE:
+                if name in self.queues:
+                    queues.add(name)
+            else:
+                target = self.exchanges.get(name)
+                if target is not None:
+                    held_any |= self._route(target, message, queues, visited, result)
+        if len(queues) == before and not held_any:
+            alternate = exchange.alternate_exchange
+            if alternate is not None and alternate in self.exchanges:
+                held_any |= self._route(self.exchanges[alternate], message, queues, visited, result)
+        return held_any
+
+    def _deliver_to(
+        self, queues: Collection[str], message: Message, result: PublishResult | None
+    ) -> None:
+        for name in sorted(queues) if len(queues) > 1 else queues:
+            queue = self.queues[name]
+            outcome = queue.enqueue(message)
+            if result is None:
+                continue
+            result.queues.append(name)
+            if not outcome.accepted:
+                result.rejected = True
+            elif outcome.sync_offset is not None:
+                result._waits.append((queue.wait_durable, outcome.sync_offset))
+
+    # ------------------------------------------------------------------- hooks from queues
+
+    def dead_letter(
+        self, queue: Queue, message: Message, reason: DeathReason, offset: int | None
+    ) -> None:
+        """Republish a message dead-lettered by ``queue``; settle its record at ``offset`` in
+        ``queue`` once every copy that must survive a crash is on disk (at least once: a
+        crash in between leaves it in both queues)."""
+        dlx = queue.args.dead_letter_exchange
+        exchange = None if dlx is None else self.exchanges.get(dlx)
+        result = PublishResult()
+        if dlx is not None and exchange is not None:
+            routing_key = queue.args.dead_letter_routing_key
+            dead = add_death(message, queue.name, reason, self.clock.now_ms())
+            dead = dead.with_route(dlx, message.routing_key if routing_key is None else routing_key)
+            targets: set[str] = set()
+            self._route(exchange, dead, targets, set(), None)
+            targets = {t for t in targets if not is_cycle(dead, t)}
+            self._deliver_to(targets, dead, result)
+        if offset is not None:
+            self._settle_when_durable(queue.settle, [offset], result)
+
+    def _settle_when_durable(
+        self, settle: Callable[[list[int]], None], offsets: list[int], copies: PublishResult
+    ) -> None:
+        """Call ``settle(offsets)`` once ``copies`` are durable: at once when none has to be,
+        else from a task. If a copy cannot be written the source is not settled, so the
+        message is back in its source after a restart. Without a running event loop (the
+        core driven synchronously) there is nothing to wait with: it settles at once."""
+        if not copies._waits or not _loop_running():
+            settle(offsets)
+            return
+
+        async def settle_after_copies() -> None:
+            try:
+                await copies.wait_durable()
+            except StorageError as exc:
+                log.error("moved messages not settled in their source (copies not on disk): %s",
+                          exc)
+                return
+            settle(offsets)
+
+        self._spawn(settle_after_copies())
+
+    def queue_unused(self, queue: Queue) -> None:
+        """An auto-delete queue lost its last consumer: delete it."""
+        if self.queues.get(queue.name) is not queue:
+            return
+        self._detach_queue(queue)
+        self._spawn(queue.store.destroy())
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> int | None:
+        deadlines = [d for q in self.queues.values() if (d := q.next_deadline()) is not None]
+        deadlines += [d for h in self.delayed.values() if (d := h.next_due()) is not None]
+        return min(deadlines) if deadlines else None
+
+    async def tick(self) -> None:
+        """Release due delayed messages, expire messages at queue heads, delete idle queues."""
+        now = self.clock.now_ms()
+        for name, held in list(self.delayed.items()):
+            exchange = self.exchanges.get(name)
+            if exchange is None:
+                continue
+            due = held.take_due(now)
+            if not due:
+                continue
+            copies = PublishResult()
+            for _, message in due:
+                queues: set[str] = set()
+                self._route(exchange, message, queues, set(), None, released=True)
+                self._deliver_to(queues, message, copies)
+            self._settle_when_durable(held.settle, [offset for offset, _ in due], copies)
+        for queue in list(self.queues.values()):
+            if queue.idle_expired(now):
+                await self.delete_queue(queue.name, owner=queue.exclusive_owner)
+            else:
+                queue.tick(now)
+
+    async def maintain(self) -> None:
+        """Reclaim log space of every queue and delayed exchange."""
+        for queue in list(self.queues.values()):
+            if not queue.deleted:
+                await queue.maintain()
+        for held in list(self.delayed.values()):
+            await held.maintain()
+
+    async def close(self) -> None:
+        """Flush and close every log (definitions are already on disk)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+        for queue in self.queues.values():
+            await queue.maintain()
+            await queue.store.close()
+        for held in self.delayed.values():
+            await held.store.close()

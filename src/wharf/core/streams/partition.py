@@ -1,0 +1,454 @@
+"""One partition of a topic: a storage log plus durability, visibility and producer checks.
+
+How it works. :meth:`Partition.append` checks sizes and idempotent-producer sequences, writes
+the batches with ``log.append`` (page cache, on the event-loop thread) and then, under
+``--fsync always`` with ``acks`` other than 0, waits for the partition's group committer, so
+the producer hears back only once the data is on disk.
+
+The *high watermark* is the end of what consumers may see. Under ``always`` it is the durable
+offset: a consumer never reads data that a crash could still take away. Under ``interval`` and
+``never`` it is the log end. Reads stop at the high watermark; :meth:`wait_for_data` lets a
+long-polling fetch sleep on an :class:`asyncio.Event` that is set each time the high watermark
+moves (created only while someone waits, so appends pay nothing otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from wharf.core.config import FsyncPolicy
+from wharf.core.durability import GroupCommitter
+from wharf.core.streams.errors import (
+    ErrorCode,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    ProducerStateError,
+    StreamsError,
+    UnknownTopicError,
+)
+from wharf.core.streams.producer_state import NO_PRODUCER_ID, ProducerStateTable, last_sequence
+from wharf.core.streams.topic_config import TopicConfig
+from wharf.errors import CorruptBatchError, StorageError
+from wharf.storage.log import Log
+from wharf.storage.record_batch import (
+    HEADER_SIZE,
+    BatchHeader,
+    Record,
+    RecordInput,
+    build_batch,
+    decode_records,
+    iter_batches,
+    parse_header,
+    with_log_append_time,
+)
+
+__all__ = ["AppendResult", "Partition", "wait_for_any"]
+
+log = logging.getLogger(__name__)
+
+LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark
+EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
+MAX_TIMESTAMP = -3  # ListOffsets: the record with the largest timestamp
+# Idempotent producer state saved by a clean close, beside the partition's segments.
+PRODUCER_SNAPSHOT = "producer-state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_start_offset: int
+    duplicate: bool = False  # a retried idempotent batch that was already written
+    log_append_time_ms: int = -1  # -1: records keep their CreateTime (LogAppendTime unused)
+
+
+class Partition:
+    """A partition of a topic; created and owned by the topic manager."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        path: Path,
+        config: TopicConfig,
+        *,
+        fsync: FsyncPolicy,
+        fsync_interval_ms: int,
+        executor: Executor | None = None,
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.path = path
+        self.config = config
+        self.log = Log.open(path, config.log_config())
+        self.committer = GroupCommitter(
+            self.log,
+            fsync,
+            interval_ms=fsync_interval_ms,
+            durable_offset=self.log.durable_offset,
+            on_durable=self._durable_advanced,
+            executor=executor,
+            kind="partition",
+        )
+        self.producers = ProducerStateTable()
+        self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)
+        self._data_event: asyncio.Event | None = None
+        self._closed = False
+        self._deleted = False
+        # counters for metrics, read by the HTTP layer
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.batches_in = 0
+        self.bytes_out = 0
+
+    def start(self) -> None:
+        self.committer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.committer.close()
+        self.log.close()
+        self._wake()
+        try:
+            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, self.log.next_offset)
+        except StorageError:
+            log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
+
+    def _snapshot_producers(self, end_offset: int) -> None:
+        """Save the producer state as of ``end_offset``, the start of a new segment, so that
+        recovery after a crash replays at most the active segment (see producer_state)."""
+        try:
+            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, end_offset)
+        except StorageError:
+            log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
+
+    async def delete(self) -> None:
+        """Close and remove the partition's files; later calls report an unknown partition."""
+        self._closed = True
+        self._deleted = True
+        await self.committer.close()
+        self.log.delete()
+        self._wake()
+
+    # ------------------------------------------------------------------ positions
+
+    @property
+    def high_watermark(self) -> int:
+        if self.committer.policy is FsyncPolicy.ALWAYS:
+            return max(self.committer.durable_offset, self.log.log_start_offset)
+        return self.log.next_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self.log.size_bytes
+
+    # ------------------------------------------------------------------ writing
+
+    async def append(self, batches: bytes, *, acks: int = -1) -> AppendResult:
+        """Append Kafka record batches (one or more, concatenated) as sent by a producer
+        (stamped with the append time first when the topic has
+        ``message.timestamp.type=LogAppendTime``).
+
+        Raises :class:`MessageTooLargeError` for a batch above ``max.message.bytes``,
+        :class:`ProducerStateError` for idempotence violations, ``CorruptBatchError`` for
+        invalid batches (nothing written) and ``StorageError`` for I/O failures.
+        """
+        self._check_open()
+        headers = self._headers(batches)
+        duplicate = self._check_producers(headers)
+        if duplicate is not None:
+            await self._wait_durable(duplicate.last_offset + 1, acks)
+            return duplicate
+        append_time = -1
+        stored: bytes | bytearray = batches
+        if self.config.log_append_time:
+            append_time = time.time_ns() // 1_000_000
+            stored = with_log_append_time(batches, append_time, self.log.config.max_batch_bytes)
+        info = self.log.append(stored)
+        if info.position == 0 and info.base_offset > 0:
+            self._snapshot_producers(info.base_offset)
+        offset = info.base_offset
+        records = 0
+        for header in headers:
+            self.producers.record(header, offset)
+            offset += header.last_offset_delta + 1
+            records += header.records_count
+        self.messages_in += records
+        self.bytes_in += info.size
+        self.batches_in += len(headers)
+        if self.committer.policy is not FsyncPolicy.ALWAYS:
+            self._wake()
+        await self._wait_durable(info.last_offset + 1, acks)
+        return AppendResult(
+            info.base_offset, info.last_offset, self.log.log_start_offset,
+            log_append_time_ms=append_time,
+        )
+
+    async def append_records(
+        self, records: Sequence[RecordInput], *, acks: int = -1, now_ms: int | None = None
+    ) -> AppendResult:
+        """Encode ``records`` into one batch and append it (the embedded API's path)."""
+        return await self.append(build_batch(records, now_ms=now_ms), acks=acks)
+
+    def _headers(self, batches: bytes) -> list[BatchHeader]:
+        headers: list[BatchHeader] = []
+        pos = 0
+        limit = self.config.max_message_bytes
+        while pos < len(batches):
+            header = parse_header(batches, pos)
+            if header.batch_length < HEADER_SIZE - 12 or header.size > len(batches) - pos:
+                raise CorruptBatchError(
+                    f"batch at position {pos} announces {header.size} bytes, "
+                    f"{len(batches) - pos} present"
+                )
+            if header.size > limit:
+                raise MessageTooLargeError(
+                    f"batch of {header.size} bytes exceeds max.message.bytes={limit} of "
+                    f"{self.topic}-{self.index}"
+                )
+            headers.append(header)
+            pos += header.size
+        return headers
+
+    def _check_producers(self, headers: list[BatchHeader]) -> AppendResult | None:
+        idempotent = [h for h in headers if h.producer_id != NO_PRODUCER_ID]
+        if not idempotent:
+            return None
+        if len(headers) == 1:
+            duplicate = self.producers.check(headers[0])
+            if duplicate is None:
+                return None
+            return AppendResult(
+                duplicate.first_offset,
+                duplicate.last_offset,
+                self.log.log_start_offset,
+                duplicate=True,
+            )
+        # several batches in one append: each must be new and follow the one before it
+        previous: dict[int, BatchHeader] = {}
+        for header in idempotent:
+            before = previous.get(header.producer_id)
+            if before is None:
+                if self.producers.check(header) is not None:
+                    raise ProducerStateError(
+                        "a retried batch was sent together with other batches",
+                        ErrorCode.DUPLICATE_SEQUENCE_NUMBER,
+                    )
+            elif header.producer_epoch != before.producer_epoch or (
+                header.base_sequence != (last_sequence(before) + 1) % 2**31
+            ):
+                raise ProducerStateError(
+                    f"batches of producer {header.producer_id} in one append are not in sequence",
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                )
+            previous[header.producer_id] = header
+        return None
+
+    async def _wait_durable(self, end_offset: int, acks: int) -> None:
+        if self.committer.policy is not FsyncPolicy.ALWAYS:
+            return
+        if acks == 0:
+            self.committer.request_flush(end_offset)
+        else:
+            await self.committer.wait_durable(end_offset)
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from the one holding ``offset``, none at or past the high watermark.
+
+        At least one batch is returned when one is available, even above ``max_bytes``. An
+        offset past the log end, or before the log start, raises :class:`OffsetOutOfRangeError`.
+        """
+        self._check_open()
+        hw = self.high_watermark
+        if offset < self.log.log_start_offset or offset > self.log.next_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log.log_start_offset}, "
+                f"{self.log.next_offset}] of {self.topic}-{self.index}"
+            )
+        if offset >= hw:
+            return b""
+        try:
+            data = self.log.read(offset, max_bytes, max_offset=hw)
+        except StorageError as exc:
+            if offset < self.log.log_start_offset:  # retention moved the start meanwhile
+                raise OffsetOutOfRangeError(str(exc)) from exc
+            raise
+        self.bytes_out += len(data)
+        return data
+
+    def read_records(self, offset: int, max_records: int, max_bytes: int = 1 << 20) -> list[Record]:
+        """Decoded records from ``offset`` on (control batches skipped), at most ``max_records``."""
+        out: list[Record] = []
+        while len(out) < max_records:
+            data = self.read(offset, max_bytes)
+            if not data:
+                break
+            for position, header in iter_batches(data, max_batch_bytes=len(data)):
+                if not header.is_control:
+                    batch = data[position : position + header.size]
+                    out.extend(r for r in decode_records(batch) if r.offset >= offset)
+                offset = header.last_offset + 1
+        return out[:max_records]
+
+    async def wait_for_data(self, offset: int, timeout_s: float | None = None) -> bool:
+        """Wait until the high watermark passes ``offset`` (True) or ``timeout_s`` runs out
+        (``None``: no limit; the partition closing also ends the wait)."""
+        return await wait_for_any([(self, offset)], timeout_s)
+
+    def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
+        """ListOffsets: ``(offset, timestamp)`` for a timestamp, or for -1 (latest: the high
+        watermark), -2 (earliest: the log start) or -3 (the record with the largest timestamp).
+
+        For a timestamp, the first record at or after it below the high watermark. ``(-1, -1)``
+        when there is none.
+        """
+        if timestamp_ms == LATEST_TIMESTAMP:
+            return self.high_watermark, -1
+        if timestamp_ms == EARLIEST_TIMESTAMP:
+            return self.log.log_start_offset, -1
+        if timestamp_ms == MAX_TIMESTAMP:
+            return self._max_timestamp()
+        if timestamp_ms < 0:
+            raise StreamsError(
+                f"unsupported ListOffsets timestamp {timestamp_ms}", ErrorCode.INVALID_REQUEST
+            )
+        hw = self.high_watermark
+        found = self.log.offset_for_timestamp(timestamp_ms)
+        while found is not None and found < hw:
+            records = self.read_records(found, 500)
+            if not records:
+                break
+            for record in records:
+                if record.timestamp_ms >= timestamp_ms:
+                    return record.offset, record.timestamp_ms
+                found = record.offset + 1
+        return -1, -1
+
+    def _max_timestamp(self) -> tuple[int, int]:
+        """The first record with the largest timestamp below the high watermark.
+
+        A segment wholly visible (between the log start and the high watermark) is known by
+        the largest timestamp it keeps; only a segment cut by either end has its batch headers
+        read, and then the batches of the one segment holding the winner."""
+        hw, start = self.high_watermark, self.log.log_start_offset
+        best_ts, best_range = -1, None
+        for base, end, segment_max in self.log.segment_timestamps():
+            low, high = max(base, start), min(end, hw)
+            if low >= high:
+                continue
+            if base < start or end > hw:
+                segment_max = max((h.max_timestamp for _, h, _ in self._headers_in(low, high)),
+                                  default=-1)
+            if segment_max > best_ts:
+                best_ts, best_range = segment_max, (low, high)
+        if best_range is None:
+            return -1, -1
+        for _, header, batch in self._headers_in(*best_range):
+            if header.max_timestamp == best_ts:
+                for record in decode_records(batch):
+                    if record.timestamp_ms == best_ts:
+                        return record.offset, best_ts
+                return header.last_offset, best_ts
+        return -1, -1
+
+    def _headers_in(self, low: int, high: int) -> Iterator[tuple[int, BatchHeader, bytes]]:
+        """(position, header, batch bytes) of the data batches holding offsets in [low, high)."""
+        offset = low
+        while offset < high:
+            data = self.log.read(offset, 1 << 20, max_offset=high)
+            if not data:
+                return
+            for position, header in iter_batches(data, max_batch_bytes=len(data)):
+                offset = header.last_offset + 1
+                if not header.is_control:
+                    yield position, header, data[position : position + header.size]
+
+    # ------------------------------------------------------------------ deletion
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: hide everything below ``offset`` (-1: the high watermark).
+
+        Returns the new log start offset (Kafka's low watermark).
+        """
+        hw = self.high_watermark
+        target = hw if offset == -1 else offset
+        if target < 0 or target > hw:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: the high watermark is {hw}"
+            )
+        self.log.delete_records_before(target)
+        return self.log.log_start_offset
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Drop whole segments past ``retention.ms``/``retention.bytes``; returns how many."""
+        if self._closed:
+            return 0
+        return self.log.enforce_retention(now_ms)
+
+    def update_config(self, config: TopicConfig) -> None:
+        self.config = config
+        self.log.config = config.log_config()
+
+    # ------------------------------------------------------------------ internals
+
+    def _durable_advanced(self, _durable: int) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        event = self._data_event
+        if event is not None:
+            self._data_event = None
+            event.set()
+
+    def _event(self) -> asyncio.Event:
+        if self._data_event is None:
+            self._data_event = asyncio.Event()
+        return self._data_event
+
+    def _check_open(self) -> None:
+        if self._deleted:
+            raise UnknownTopicError(f"partition {self.topic}-{self.index} was deleted")
+        if self._closed:
+            raise StorageError(f"partition {self.topic}-{self.index} is closed")
+
+
+async def wait_for_any(
+    positions: Sequence[tuple[Partition, int]], timeout_s: float | None = None
+) -> bool:
+    """Wait until any partition's high watermark passes its offset, or ``timeout_s`` runs out.
+
+    For a long-polling fetch over several partitions; returns whether data is available (a
+    closing partition also ends the wait, with True: the caller's read then reports it).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    while True:
+        if any(p.high_watermark > offset or p._closed for p, offset in positions):
+            return True
+        remaining = None if deadline is None else deadline - loop.time()
+        if (remaining is not None and remaining <= 0) or not positions:
+            return False
+        waits = [asyncio.ensure_future(p._event().wait()) for p, _ in positions]
+        try:
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()

@@ -1,0 +1,1 @@
+"""The JSON API routes, one module per kind of object."""

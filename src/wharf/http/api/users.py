@@ -1,0 +1,102 @@
+"""Users and their permissions (the logins of AMQP and of Kafka's SASL PLAIN): list, create or
+replace, delete, and grant or revoke access to a virtual host. Password hashes never leave the
+broker. Every change is saved with the definitions at once."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from aiohttp import web
+
+from wharf.core.users import Permission, UserStore
+from wharf.errors import InvalidArgumentError, NotFoundError
+from wharf.http.api.queues import VHOST, vhost_of
+from wharf.http.context import context_of
+from wharf.http.routing import Endpoint, json_response, read_body
+from wharf.http.schemas import PutUser, UserInfo, UserPermission
+
+
+def _info(users: UserStore, name: str) -> UserInfo:
+    user = users.users[name]
+    return UserInfo(
+        name=user.name,
+        tags=list(user.tags),
+        loopback_only=user.loopback_only,
+        permissions={
+            vhost: UserPermission(p.configure, p.write, p.read)
+            for (who, vhost), p in sorted(users.permissions.items())
+            if who == name
+        },
+    )
+
+
+async def _list_users(request: web.Request) -> web.StreamResponse:
+    users = context_of(request).broker.vhosts.users
+    return json_response([_info(users, name) for name in sorted(users.users)])
+
+
+async def _describe_user(request: web.Request) -> web.StreamResponse:
+    users = context_of(request).broker.vhosts.users
+    name = request.match_info["name"]
+    if name not in users.users:
+        raise NotFoundError(f"no user '{name}'")
+    return json_response(_info(users, name))
+
+
+async def _put_user(request: web.Request) -> web.StreamResponse:
+    spec = await read_body(request, PutUser)
+    if not spec.password:
+        raise InvalidArgumentError("a user needs a password")
+    registry = context_of(request).broker.vhosts
+    name = request.match_info["name"]
+    add = partial(registry.users.add_user, name, spec.password, tags=spec.tags,
+                  loopback_only=spec.loopback_only)
+    await asyncio.get_running_loop().run_in_executor(None, add)  # hashing takes milliseconds
+    registry.save()
+    return json_response(_info(registry.users, name))
+
+
+async def _delete_user(request: web.Request) -> web.StreamResponse:
+    registry = context_of(request).broker.vhosts
+    registry.users.delete_user(request.match_info["name"])
+    registry.save()
+    return web.Response(status=204)
+
+
+async def _set_permissions(request: web.Request) -> web.StreamResponse:
+    spec = await read_body(request, UserPermission)
+    registry = context_of(request).broker.vhosts
+    vhost = vhost_of(request)
+    if vhost not in registry:
+        raise NotFoundError(f"no vhost '{vhost}'")
+    name = request.match_info["name"]
+    registry.users.set_permissions(name, vhost, Permission(spec.configure, spec.write, spec.read))
+    registry.save()
+    return json_response(_info(registry.users, name))
+
+
+async def _clear_permissions(request: web.Request) -> web.StreamResponse:
+    registry = context_of(request).broker.vhosts
+    name, vhost = request.match_info["name"], vhost_of(request)
+    if registry.users.permissions.pop((name, vhost), None) is None:
+        raise NotFoundError(f"user '{name}' has no permissions in vhost '{vhost}'")
+    registry.save()
+    return web.Response(status=204)
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/api/users", _list_users, "List users with their permissions", "users",
+             response=list[UserInfo]),
+    Endpoint("GET", "/api/users/{name}", _describe_user, "One user", "users",
+             response=UserInfo),
+    Endpoint("PUT", "/api/users/{name}", _put_user,
+             "Create or replace a user (AMQP and Kafka SASL PLAIN logins)", "users",
+             body=PutUser, response=UserInfo),
+    Endpoint("DELETE", "/api/users/{name}", _delete_user, "Delete a user", "users", status=204),
+    Endpoint("PUT", "/api/users/{name}/permissions", _set_permissions,
+             "Grant a user access to a virtual host (regular expressions per access kind)",
+             "users", body=UserPermission, response=UserInfo, query=(VHOST,)),
+    Endpoint("DELETE", "/api/users/{name}/permissions", _clear_permissions,
+             "Revoke a user's access to a virtual host", "users", status=204, query=(VHOST,)),
+]

@@ -1,0 +1,1 @@
+"""Prometheus exposition: the scrape-time collector and the latency families it renders."""

@@ -1,0 +1,212 @@
+"""Prometheus metrics at /metrics, read from the broker's own counters at scrape time.
+
+How it works: :class:`BrokerCollector` is a prometheus-client custom collector. Nothing on the
+publish/deliver paths calls prometheus: on each scrape the collector walks topics, partitions,
+queues, groups and listeners and reports the plain counters and gauges core objects already
+keep. The one histogram measured here is the HTTP API's own request latency, kept in a
+:class:`~wharf.http.metrics.latency.LatencyHistogram` (plain bucket counts) by a middleware; the
+fsync latency histogram (``wharf_fsync_seconds``, by log kind) is read from the group committers'
+plain bucket counts (:func:`wharf.core.durability.fsync_histograms`); the Kafka/AMQP request
+latency histogram (``wharf_request_seconds``) from the listeners' plain bucket counts
+(:mod:`wharf.http.metrics.request_latency`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from operator import attrgetter
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from wharf.core.durability import fsync_histograms
+from wharf.http.context import ApiContext, context_of
+from wharf.http.metrics.latency import cumulative_buckets
+from wharf.http.metrics.request_latency import request_latency_family
+from wharf.http.routing import Endpoint, Handler
+from wharf.http.views import broker as view
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# One family per queue counter: (family type, metric name, help, Queue attribute).
+_QUEUE_FAMILIES: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, str], ...] = (
+    (
+        GaugeMetricFamily,
+        "wharf_queue_messages_ready",
+        "Messages ready for delivery",
+        "message_count",
+    ),
+    (
+        GaugeMetricFamily,
+        "wharf_queue_messages_unacked",
+        "Delivered, not yet acknowledged",
+        "unacked_count",
+    ),
+    (GaugeMetricFamily, "wharf_queue_consumers", "Consumers attached", "consumer_count"),
+    (
+        GaugeMetricFamily,
+        "wharf_queue_message_bytes",
+        "Body bytes of live messages",
+        "message_bytes",
+    ),
+    (CounterMetricFamily, "wharf_queue_messages_published", "Messages enqueued", "published"),
+    (CounterMetricFamily, "wharf_queue_messages_delivered", "Messages delivered", "delivered"),
+    (CounterMetricFamily, "wharf_queue_messages_acked", "Messages acknowledged", "acked"),
+    (
+        CounterMetricFamily,
+        "wharf_queue_messages_dead_lettered",
+        "Messages dead-lettered",
+        "dead_lettered",
+    ),
+)
+
+
+class BrokerCollector(Collector):
+    """Every wharf_* metric, computed from the broker when scraped."""
+
+    def __init__(self, context: ApiContext) -> None:
+        self._context = context
+
+    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one flat list of families
+        context = self._context
+        broker = context.broker
+        info = InfoMetricFamily("wharf_build", "Wharf version")
+        info.add_metric([], {"version": version("wharf")})
+        yield info
+        uptime = GaugeMetricFamily("wharf_uptime_seconds", "Seconds since the API started")
+        uptime.add_metric([], time.monotonic() - context.started_monotonic)
+        yield uptime
+
+        labels = ["topic", "partition"]
+        end = CounterMetricFamily(
+            "wharf_partition_messages_in", "Records appended (the log end offset)", labels=labels
+        )
+        bytes_out = CounterMetricFamily(
+            "wharf_partition_bytes_out", "Record batch bytes read by consumers", labels=labels
+        )
+        bytes_in = CounterMetricFamily(
+            "wharf_partition_bytes_in", "Record batch bytes appended", labels=labels
+        )
+        start = GaugeMetricFamily(
+            "wharf_partition_log_start_offset", "First offset still stored", labels=labels
+        )
+        stored = GaugeMetricFamily(
+            "wharf_partition_messages", "Records stored (end minus start offset)", labels=labels
+        )
+        size = GaugeMetricFamily("wharf_partition_size_bytes", "Bytes on disk", labels=labels)
+        for topic in view.topic_stats(broker):
+            for p in topic.partitions:
+                key = [topic.name, str(p.partition)]
+                end.add_metric(key, p.end_offset)
+                bytes_out.add_metric(key, p.bytes_out)
+                bytes_in.add_metric(key, p.bytes_in)
+                start.add_metric(key, p.start_offset)
+                stored.add_metric(key, p.end_offset - p.start_offset)
+                size.add_metric(key, p.size_bytes)
+        yield from (end, bytes_in, bytes_out, start, stored, size)
+
+        lag = GaugeMetricFamily(
+            "wharf_consumer_group_lag",
+            "High watermark minus committed offset",
+            labels=["group", "topic", "partition"],
+        )
+        for group, row in view.all_group_offsets(broker):
+            lag.add_metric([group, row.topic, str(row.partition)], row.lag)
+        members = GaugeMetricFamily(
+            "wharf_consumer_group_members", "Active members", labels=["group"]
+        )
+        for listing in broker.groups.list_groups():
+            described = broker.groups.describe_group(listing.group_id)
+            members.add_metric([listing.group_id], len(described.members))
+        yield from (lag, members)
+
+        families = [
+            (kind(name, doc, labels=["vhost", "queue"]), attrgetter(attribute))
+            for kind, name, doc, attribute in _QUEUE_FAMILIES
+        ]
+        for queue in view.queues(broker):
+            key = [queue.vhost, queue.name]
+            for family, value in families:
+                family.add_metric(key, value(queue))
+        yield from (family for family, _ in families)
+
+        connections = GaugeMetricFamily(
+            "wharf_connections", "Open client connections", labels=["protocol"]
+        )
+        if context.server is not None:
+            per_protocol: dict[str, int] = {}
+            for conn in context.server.connections():
+                per_protocol[conn.protocol] = per_protocol.get(conn.protocol, 0) + 1
+            for protocol, count in sorted(per_protocol.items()):
+                connections.add_metric([protocol], count)
+        yield connections
+        yield request_latency_family(context.server)
+
+        storage = GaugeMetricFamily("wharf_storage_bytes", "Bytes of every log on disk")
+        storage.add_metric([], view.storage_bytes(broker))
+        yield storage
+        fsyncs = CounterMetricFamily("wharf_fsyncs", "Completed group-commit fsyncs")
+        fsyncs.add_metric([], view.fsync_count(broker))
+        yield fsyncs
+        yield _fsync_latency()
+
+        yield context.http_latency.families(
+            "wharf_http_request_duration_seconds",
+            "HTTP API request latency by route",
+            "route",
+        )
+
+
+def _fsync_latency() -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "wharf_fsync_seconds",
+        "Duration of group-commit flushes (fdatasync of a log), by log kind",
+        labels=["kind"],
+    )
+    for kind, histogram in sorted(fsync_histograms().items()):
+        cumulative = cumulative_buckets(histogram.buckets, histogram.counts)
+        family.add_metric([kind], cumulative, histogram.sum)
+    return family
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe each API request's duration under its route template."""
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        context_of(request).http_latency.observe(
+            f"{request.method} {route}", time.perf_counter() - started
+        )
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(context_of(request)))
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/metrics",
+        _metrics,
+        "Prometheus metrics (text exposition format)",
+        "metrics",
+        content_type="text/plain",
+    ),
+]

@@ -1,0 +1,187 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from wharf.core.config import BrokerConfig, FsyncPolicy, TopicDefaults
+from wharf.core.streams.errors import (
+    ErrorCode,
+    InvalidConfigError,
+    InvalidPartitionsError,
+    InvalidTopicError,
+    StreamsError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from wharf.core.streams.topic_config import ConfigSource
+from wharf.core.streams.topics import TopicManager
+from wharf.errors import StorageError
+from wharf.storage.record_batch import RecordInput
+
+
+def config(**kwargs: object) -> BrokerConfig:
+    return BrokerConfig(fsync=FsyncPolicy.ALWAYS, **kwargs)  # type: ignore[arg-type]
+
+
+def open_manager(path: Path, broker_config: BrokerConfig | None = None) -> TopicManager:
+    manager = TopicManager.open(path, broker_config or config())
+    manager.start()
+    return manager
+
+
+async def test_topics_ids_and_configs_survive_restart(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    events = await manager.create("events", 3, {"retention.ms": "1000", "min.insync.replicas": "2"})
+    logs = await manager.create("logs")
+    assert len(logs.partitions) == 1
+    await manager.partition("events", 2).append_records([RecordInput(b"k", b"v")])
+    await manager.close()
+
+    manager = open_manager(tmp_path)
+    assert [t.name for t in manager.list()] == ["events", "logs"]
+    again = manager.get("events")
+    assert again.topic_id == events.topic_id
+    assert manager.by_id(events.topic_id) is again
+    assert manager.get("logs").topic_id == logs.topic_id != events.topic_id
+    assert len(again.partitions) == 3
+    assert again.config.retention_ms == 1000
+    assert again.overrides == {"retention.ms": "1000", "min.insync.replicas": "2"}
+    assert manager.partition("events", 2).log_end_offset == 1
+    catalogue = json.loads((tmp_path / "topics.json").read_text())
+    assert {t["name"] for t in catalogue["topics"]} == {"events", "logs"}
+    await manager.close()
+
+
+async def test_names_are_checked_like_kafka(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    for bad in ["", ".", "..", "a" * 250, "has space", "slash/name", "__consumer_offsets"]:
+        with pytest.raises(InvalidTopicError):
+            await manager.create(bad)
+    await manager.create("a.b")
+    with pytest.raises(InvalidTopicError, match="collides"):
+        await manager.create("a_b")
+    with pytest.raises(TopicExistsError):
+        await manager.create("a.b")
+    await manager.create("x" * 249)
+    await manager.close()
+
+
+async def test_partition_counts_and_replication_are_validated(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    with pytest.raises(InvalidPartitionsError):
+        await manager.create("t", 0)
+    with pytest.raises(StreamsError) as rf:
+        await manager.create("t", 1, replication_factor=3)
+    assert rf.value.code is ErrorCode.INVALID_REPLICATION_FACTOR
+    with pytest.raises(InvalidConfigError):
+        await manager.create("t", 1, {"retention.ms": "soon"})
+    with pytest.raises(InvalidConfigError):
+        await manager.create("t", 1, {"no.such.config": "1"})
+    with pytest.raises(InvalidConfigError):
+        await manager.create("t", 1, {"cleanup.policy": "shred"})
+    checked = await manager.create("t", 2, validate_only=True)
+    assert checked.name == "t" and manager.find("t") is None
+    assert manager.list() == []
+    await manager.close()
+
+
+async def test_add_partitions_grows_and_persists(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 2)
+    with pytest.raises(InvalidPartitionsError):
+        await manager.add_partitions("t", 2)
+    await manager.add_partitions("t", 4)
+    await manager.partition("t", 3).append_records([RecordInput(None, b"v")])
+    await manager.close()
+    manager = open_manager(tmp_path)
+    assert len(manager.get("t").partitions) == 4
+    assert manager.partition("t", 3).log_end_offset == 1
+    with pytest.raises(UnknownTopicError):
+        manager.partition("t", 4)
+    await manager.close()
+
+
+async def test_delete_removes_data_and_recreate_starts_empty(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    old = await manager.create("t", 2)
+    await manager.partition("t", 0).append_records([RecordInput(None, b"v")])
+    await manager.delete("t")
+    with pytest.raises(UnknownTopicError):
+        manager.get("t")
+    assert not (tmp_path / "topics" / "t-0").exists()
+    new = await manager.create("t", 1)
+    assert new.topic_id != old.topic_id
+    assert manager.partition("t", 0).log_end_offset == 0
+    await manager.close()
+
+
+async def test_log_directories_missing_from_catalogue_are_removed_on_open(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("keep", 1)
+    await manager.close()
+    # as if a crash happened after the catalogue dropped a topic but before its logs went
+    (tmp_path / "topics" / "gone-0").mkdir()
+    (tmp_path / "topics" / "keep-5").mkdir()
+    manager = open_manager(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "topics").iterdir()) == ["keep-0"]
+    await manager.close()
+
+
+async def test_describe_and_alter_configs(tmp_path: Path) -> None:
+    defaults = TopicDefaults(retention_ms=5000)
+    manager = open_manager(tmp_path, config(topic_defaults=defaults))
+    await manager.create("t", 1, {"segment.bytes": "1000"})
+    entries = {e.name: e for e in manager.describe_configs("t")}
+    assert entries["retention.ms"].value == "5000"
+    assert entries["retention.ms"].source is ConfigSource.DEFAULT_CONFIG
+    assert entries["segment.bytes"].value == "1000"
+    assert not entries["segment.bytes"].is_default
+    assert entries["retention.bytes"].value == "-1"
+
+    await manager.alter_configs("t", {"retention.ms": "-1"})
+    topic = manager.get("t")
+    assert topic.config.retention_ms is None and topic.config.segment_bytes == 1000
+    assert topic.partitions[0].log.config.retention_ms is None
+    await manager.alter_configs("t", delete=["segment.bytes"])
+    assert manager.get("t").overrides == {"retention.ms": "-1"}
+    await manager.alter_configs("t", {"max.message.bytes": "500"}, replace=True)
+    assert manager.get("t").overrides == {"max.message.bytes": "500"}
+    with pytest.raises(InvalidConfigError):
+        await manager.alter_configs("t", {"segment.ms": "0"})
+    await manager.alter_configs("t", {"segment.ms": "10"}, validate_only=True)
+    assert "segment.ms" not in manager.get("t").overrides
+    await manager.close()
+    manager = open_manager(tmp_path, config(topic_defaults=defaults))
+    assert manager.get("t").config.max_message_bytes == 500
+    assert manager.get("t").config.retention_ms == 5000
+    await manager.close()
+
+
+async def test_auto_create_follows_the_setting(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path, config(topic_defaults=TopicDefaults(partitions=2)))
+    auto = await manager.ensure("auto")
+    assert len(auto.partitions) == 2
+    assert await manager.ensure("auto") is auto
+    await manager.close()
+    manager = open_manager(tmp_path / "off", config(auto_create_topics=False))
+    with pytest.raises(UnknownTopicError):
+        await manager.ensure("auto")
+    await manager.close()
+
+
+async def test_partition_handles_of_a_deleted_topic_report_unknown(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 1)
+    handle = manager.partition("t", 0)
+    await manager.delete("t")
+    with pytest.raises(UnknownTopicError):
+        await handle.append_records([RecordInput(None, b"late")])
+    with pytest.raises(UnknownTopicError):
+        handle.read(0, 100)
+    await manager.close()
+
+
+def test_unreadable_catalogue_is_reported_not_guessed(tmp_path: Path) -> None:
+    (tmp_path / "topics.json").write_text('{"version": 1, "topics": [{"name": 5}]}')
+    with pytest.raises(StorageError, match="catalogue"):
+        TopicManager.open(tmp_path, config())

@@ -1,0 +1,176 @@
+"""Group commit against a flush target whose fsync the test can hold open.
+
+The target stands in for the one method group commit calls on a log (``flush`` on a worker
+thread); it lets the test make appends arrive *while* an fsync is running, which a real disk does
+not do on demand. Group commit over a real storage log is covered in streams/test_partition.py.
+"""
+
+import asyncio
+import errno
+import threading
+
+import pytest
+
+from wharf.core.config import FsyncPolicy
+from wharf.core.durability import FSYNC_BUCKETS_S, GroupCommitter, fsync_histograms
+from wharf.errors import StorageError
+
+
+class GatedLog:
+    def __init__(self) -> None:
+        self.next_offset = 0
+        self.flushes = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.fail_with: StorageError | None = None
+
+    def append(self, n: int) -> int:
+        self.next_offset += n
+        return self.next_offset
+
+    def flush(self) -> int:
+        covered = self.next_offset
+        self.started.set()
+        assert self.gate.wait(30)
+        self.flushes += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        return covered
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_appends_during_an_fsync_share_the_next_one() -> None:
+    log = GatedLog()
+    advanced: list[int] = []
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS, on_durable=advanced.append)
+    log.gate.clear()
+    first = asyncio.create_task(committer.wait_durable(log.append(1)))
+    await asyncio.to_thread(log.started.wait, 10)
+    later = [asyncio.create_task(committer.wait_durable(log.append(1))) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    assert not first.done() and not any(t.done() for t in later)
+    log.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 10)
+    assert log.flushes == 2
+    assert committer.fsyncs == 2
+    assert advanced == [1, 21]
+    assert committer.durable_offset == 21
+    # already durable: returns without another fsync
+    await committer.wait_durable(21)
+    assert log.flushes == 2
+    await committer.close()
+
+
+async def test_flush_error_fails_the_waiters_and_a_later_wait_retries() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+    log.fail_with = StorageError("disk full", errno=errno.ENOSPC)
+    end = log.append(3)
+    results = await asyncio.gather(
+        committer.wait_durable(end), committer.wait_durable(end), return_exceptions=True
+    )
+    assert all(isinstance(r, StorageError) and r.errno == errno.ENOSPC for r in results)
+    assert committer.durable_offset == 0
+    log.fail_with = None
+    await committer.wait_durable(end)
+    assert committer.durable_offset == 3
+    await committer.close()
+
+
+async def test_interval_policy_does_not_wait_and_flushes_in_background() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.INTERVAL, interval_ms=20)
+    committer.start()
+    log.gate.clear()
+    await asyncio.wait_for(committer.wait_durable(log.append(5)), 1)
+    log.gate.set()
+    await wait_until(lambda: committer.durable_offset == 5)
+    flushes = log.flushes
+    await asyncio.sleep(0.1)
+    assert log.flushes == flushes  # nothing new written, so no further fsync
+    await committer.close()
+
+
+async def test_never_policy_never_flushes() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.NEVER, interval_ms=10)
+    committer.start()
+    await committer.wait_durable(log.append(5))
+    await asyncio.sleep(0.05)
+    assert log.flushes == 0
+    assert await committer.flush_now() == 5
+    await committer.close()
+
+
+async def test_wait_after_close_is_refused() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+    await committer.close()
+    with pytest.raises(StorageError, match="closed"):
+        await committer.wait_durable(log.append(1))
+
+
+async def test_unexpected_flush_failure_still_reaches_the_waiters() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+
+    def broken_flush() -> int:
+        raise OSError(5, "unexpected")
+
+    log.flush = broken_flush  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="unexpected"):
+        await asyncio.wait_for(committer.wait_durable(log.append(1)), 10)
+    await committer.close()
+
+
+async def test_request_flush_makes_data_durable_without_waiting() -> None:
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS)
+    committer.request_flush(log.append(2))
+    await wait_until(lambda: committer.durable_offset == 2)
+    committer.request_flush(1)  # already durable: nothing to do
+    await asyncio.sleep(0.02)
+    assert log.flushes == 1
+    await committer.close()
+
+
+async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
+    kind = "test-timed-kind"
+    log = GatedLog()
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS, kind=kind)
+    other = GroupCommitter(GatedLog(), FsyncPolicy.ALWAYS, kind=kind)
+    histogram = committer.fsync_latency
+    assert other.fsync_latency is histogram  # one histogram per kind, shared
+    assert fsync_histograms()[kind] is histogram
+    assert (histogram.count, histogram.sum, sum(histogram.counts)) == (0, 0.0, 0)
+
+    await committer.wait_durable(log.append(1))
+    assert histogram.count == 1 and sum(histogram.counts) == 1
+
+    # a flush held open for at least 60 ms lands in a bucket above 50 ms
+    log.gate.clear()
+    log.started.clear()
+    waiting = asyncio.create_task(committer.wait_durable(log.append(1)))
+    assert await asyncio.to_thread(log.started.wait, 10)
+    await asyncio.sleep(0.06)
+    log.gate.set()
+    await asyncio.wait_for(waiting, 10)
+    assert histogram.count == 2 and sum(histogram.counts) == 2
+    above = FSYNC_BUCKETS_S.index(0.05) + 1
+    assert sum(histogram.counts[above:]) >= 1
+    assert histogram.sum >= 0.06
+
+    # a failed flush is not counted as a completed one
+    log.fail_with = StorageError("disk gone", errno=errno.EIO)
+    with pytest.raises(StorageError):
+        await committer.wait_durable(log.append(1))
+    assert histogram.count == 2
+    await committer.close()
+    await other.close()

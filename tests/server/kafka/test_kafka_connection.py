@@ -1,0 +1,220 @@
+"""KafkaConnection flow control and ordering, driven through a recording transport.
+
+The broker is real (embedded, on a temporary directory); only the socket is replaced by a
+transport that records what the connection does to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka.protocol.consumer import FetchRequest
+from kafka.protocol.metadata import ApiVersionsRequest
+
+from wharf.core.broker import Broker
+from wharf.protocol.kafka.context import KafkaContext
+from wharf.server.kafka.connection import KafkaConnection
+from wharf.server.request_stats import RequestStats
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.paused = False
+        self.pauses = 0
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def correlation_ids(self) -> list[int]:
+        return [struct.unpack_from(">i", frame, 4)[0] for frame in self.written]
+
+
+def encoded(request: Any, correlation_id: int) -> bytes:
+    request.with_header(correlation_id=correlation_id, client_id="conn-test")
+    return bytes(request.encode(header=True, framed=True))
+
+
+def long_poll(correlation_id: int, topic: str) -> bytes:
+    request = FetchRequest(
+        replica_id=-1,
+        max_wait_ms=10_000,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=[
+            FetchRequest.FetchTopic(
+                topic=topic,
+                partitions=[
+                    FetchRequest.FetchTopic.FetchPartition(
+                        partition=0,
+                        current_leader_epoch=-1,
+                        fetch_offset=0,
+                        log_start_offset=-1,
+                        partition_max_bytes=1 << 20,
+                    )
+                ],
+            )
+        ],
+        forgotten_topics_data=[],
+        rack_id="",
+        version=11,
+    )
+    return encoded(request, correlation_id)
+
+
+def api_versions(correlation_id: int) -> bytes:
+    request = ApiVersionsRequest(client_software_name="t", client_software_version="1", version=3)
+    return encoded(request, correlation_id)
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    async with Broker.open(tmp_path / "data") as opened:
+        await opened.topics.create("events", 1)
+        yield opened
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_reading_pauses_at_the_in_flight_limit_and_answers_keep_request_order(
+    broker: Broker,
+) -> None:
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20, max_in_flight=3)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+
+    # Two long polls on an empty partition, then a quick request: three in flight.
+    connection.data_received(long_poll(1, "events") + long_poll(2, "events") + api_versions(3))
+    await asyncio.sleep(0.05)
+    assert transport.paused
+    assert transport.written == []  # ApiVersions is done but must wait behind the fetches
+
+    await broker.produce("events", b"wake up", partition=0)
+    await wait_until(lambda: len(transport.written) == 3)
+    assert transport.correlation_ids() == [1, 2, 3]
+    assert not transport.paused
+    connection.connection_lost(None)
+
+
+async def test_a_full_write_buffer_pauses_reading(broker: Broker) -> None:
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.pause_writing()
+    assert transport.paused
+    connection.resume_writing()
+    assert not transport.paused
+    connection.data_received(api_versions(9))
+    await wait_until(lambda: len(transport.written) == 1)
+    assert transport.correlation_ids() == [9]
+    connection.connection_lost(None)
+
+
+async def test_garbage_closes_the_transport(broker: Broker) -> None:
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(struct.pack(">i", 1 << 30))
+    assert transport.closed
+    assert transport.written == []
+
+
+async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> None:
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    one = long_poll(1, "events")
+    connection = KafkaConnection(
+        ctx, set(), max_frame_bytes=1 << 20, max_in_flight_bytes=2 * (len(one) - 4)
+    )
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(one)
+    await asyncio.sleep(0.02)
+    assert not transport.paused
+    connection.data_received(long_poll(2, "events"))
+    await asyncio.sleep(0.02)
+    assert transport.paused
+    await broker.produce("events", b"wake up", partition=0)
+    await wait_until(lambda: len(transport.written) == 2)
+    assert not transport.paused
+    connection.connection_lost(None)
+
+
+async def test_requests_are_timed_and_counted_with_the_client_id(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    stats = RequestStats("kafka")
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20, request_stats=stats)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    assert connection.client_id == ""
+    assert (connection.requests, connection.bytes_in, connection.bytes_out) == (0, 0, 0)
+    sent = api_versions(1) + api_versions(2)
+    connection.data_received(sent)
+    await wait_until(lambda: len(transport.written) == 2)
+    assert connection.client_id == "conn-test"
+    assert connection.requests == 2
+    assert connection.bytes_in == len(sent)
+    assert connection.bytes_out == sum(map(len, transport.written))
+    [timings] = stats.operations()
+    assert (timings.protocol, timings.operation, timings.count) == ("kafka", "ApiVersions", 2)
+    assert sum(timings.counts) == 2
+    assert connection.id.startswith("kafka-")
+    connection.connection_lost(None)
+    closed = [r for r in caplog.records if "closed" in r.getMessage()]
+    assert [r.levelno for r in closed] == [logging.INFO]
+    fields = closed[0].wharf_fields
+    assert f"kafka-{fields['conn']}" == connection.id
+    assert fields["client_id"] == "conn-test"
+    assert (fields["requests"], fields["bytes_in"]) == (2, len(sent))
+
+
+async def test_a_bad_frame_logs_a_warning_with_the_reason(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(struct.pack(">i", -1))
+    connection.connection_lost(None)  # the close that follows is not logged a second time
+    records = [r for r in caplog.records if r.name == "wharf.connections"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+    reason = records[1].wharf_fields["reason"]
+    assert reason.startswith("protocol error: InvalidFrameLengthError"), reason

@@ -134,3 +134,26 @@ def test_topic_errors_are_json(api: httpx.Client, unique: str) -> None:
     unknown_route = api.get("/api/nothing-here")
     assert unknown_route.status_code == 404
     assert "error" in unknown_route.json()
+
+
+def test_delete_removes_committed_offsets(api: httpx.Client, unique: str) -> None:
+    """Deleting a topic over HTTP drops every group's committed offsets for it, as Kafka's
+    DeleteTopics does: a topic created again under the same name starts with no offsets."""
+    topic, group = f"{unique}-t", f"{unique}-g"
+    assert api.post("/api/topics", json={"name": topic, "partitions": 1}).status_code == 201
+    for i in range(3):
+        sent = api.post(f"/api/topics/{topic}/messages", json={"value": f"v{i}"})
+        assert sent.status_code == 201, sent.text
+    reset = api.post(
+        f"/api/groups/{group}/reset-offsets",
+        json={"to": "latest", "topic": topic, "execute": True},
+    )
+    assert reset.json()["executed"] is True
+    assert api.get(f"/api/groups/{group}").json()["offsets"][0]["committed"] == 3
+
+    assert api.delete(f"/api/topics/{topic}").status_code == 204
+    assert api.post("/api/topics", json={"name": topic, "partitions": 1}).status_code == 201
+    described = api.get(f"/api/groups/{group}")
+    assert described.status_code in (200, 404), described.text
+    if described.status_code == 200:
+        assert described.json()["offsets"] == []

@@ -83,7 +83,7 @@ async def _alter_configs(request: web.Request) -> web.StreamResponse:
 
 
 async def _delete_topic(request: web.Request) -> web.StreamResponse:
-    await context_of(request).broker.topics.delete(request.match_info["name"])
+    await context_of(request).broker.delete_topic(request.match_info["name"])
     return web.Response(status=204)
 
 

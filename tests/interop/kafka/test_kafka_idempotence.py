@@ -158,3 +158,48 @@ def test_idempotent_librdkafka_producer_delivers_each_message_once(
     finally:
         consumer.close()
     assert values == [b"%d" % i for i in range(5000)]
+
+
+def test_init_producer_id_bumps_only_ids_issued_here(kafka_server: WharfProcess) -> None:
+    """KIP-360 re-initialisation: a producer id this broker issued gets its next epoch; an id it
+    never issued is refused with INVALID_PRODUCER_ID_MAPPING rather than adopted."""
+    assert kafka_server.kafka_port is not None
+    client = RawClient(kafka_server.kafka_port)
+    try:
+        first = client.call(
+            InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000, version=4),
+            InitProducerIdResponse,
+            4,
+        )
+        assert first.error_code == 0  # type: ignore[attr-defined]
+        pid, epoch = first.producer_id, first.producer_epoch  # type: ignore[attr-defined]
+
+        again = client.call(
+            InitProducerIdRequest(
+                transactional_id=None,
+                transaction_timeout_ms=60_000,
+                producer_id=pid,
+                producer_epoch=epoch,
+                version=4,
+            ),
+            InitProducerIdResponse,
+            4,
+        )
+        assert again.error_code == 0  # type: ignore[attr-defined]
+        assert (again.producer_id, again.producer_epoch) == (pid, epoch + 1)  # type: ignore[attr-defined]
+
+        stranger = client.call(
+            InitProducerIdRequest(
+                transactional_id=None,
+                transaction_timeout_ms=60_000,
+                producer_id=pid + 1_000_000,
+                producer_epoch=0,
+                version=4,
+            ),
+            InitProducerIdResponse,
+            4,
+        )
+        assert stranger.error_code == 49  # type: ignore[attr-defined]  # INVALID_PRODUCER_ID_MAPPING
+        assert stranger.producer_id == -1  # type: ignore[attr-defined]
+    finally:
+        client.close()

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.protocol.admin import CreateTopicsRequest, CreateTopicsResponse
 from kafka.protocol.consumer import FetchRequest
 from kafka.protocol.metadata import ApiVersionsRequest
 
 from wharf.core.broker import Broker
+from wharf.errors import StorageError
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.server.kafka.connection import KafkaConnection
 from wharf.server.request_stats import RequestStats
@@ -218,3 +220,59 @@ async def test_a_bad_frame_logs_a_warning_with_the_reason(
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
     reason = records[1].wharf_fields["reason"]
     assert reason.startswith("protocol error: InvalidFrameLengthError"), reason
+
+
+def create_topic(correlation_id: int, name: str) -> bytes:
+    request = CreateTopicsRequest(
+        topics=[
+            CreateTopicsRequest.CreatableTopic(
+                name=name, num_partitions=1, replication_factor=1, assignments=[], configs=[]
+            )
+        ],
+        timeout_ms=1000,
+        validate_only=False,
+        version=4,
+    )
+    return encoded(request, correlation_id)
+
+
+async def test_a_wharf_error_in_a_handler_is_that_entry_s_error_code(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def disk_failed(*args: Any, **kwargs: Any) -> None:
+        raise StorageError("no space left on device")
+
+    monkeypatch.setattr(broker.topics, "create", disk_failed)
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(create_topic(5, "new-topic"))
+    await wait_until(lambda: transport.written)
+    response = CreateTopicsResponse[4].decode(transport.written[0][8:])
+    [(name, code, message)] = [(t[0], t[1], t[2]) for t in response.topics]
+    assert (name, code) == ("new-topic", 56)  # KAFKA_STORAGE_ERROR
+    assert "no space" in message
+    assert not transport.closed
+    connection.connection_lost(None)
+
+
+async def test_a_bug_in_a_handler_is_logged_with_its_traceback_and_closes_the_connection(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def bug(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("a bug, not a refusal")
+
+    monkeypatch.setattr(broker.topics, "create", bug)
+    caplog.set_level(logging.INFO)
+    ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
+    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    connection.data_received(create_topic(6, "new-topic"))
+    await wait_until(lambda: transport.closed)
+    assert transport.written == []  # no UNKNOWN_SERVER_ERROR answer hides the bug
+    [failure] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failure.exc_info is not None and failure.exc_info[0] is KeyError
+    closed = [r for r in caplog.records if r.name == "wharf.connections"][-1]
+    assert closed.wharf_fields["reason"].startswith("internal error serving CreateTopics")

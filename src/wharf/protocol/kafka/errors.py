@@ -7,11 +7,15 @@ Two directions meet here:
   that describes it; the connection adapter logs it and closes the connection.
 * :func:`error_code_for` turns an exception raised by ``core`` or ``storage`` while a handler
   runs into the error code put in that partition's, group's or topic's response entry.
+  Handlers catch only :data:`SERVED_ERRORS` (Wharf's own errors and ``OSError``); anything else
+  is a bug: it propagates to the connection adapter, which logs it with its traceback and closes
+  the connection.
 """
 
 from __future__ import annotations
 
 import errno as errno_codes
+from typing import Final
 
 from kio.schema.errors import ErrorCode
 
@@ -24,6 +28,7 @@ from wharf.errors import (
     PreconditionError,
     ProtocolError,
     StorageError,
+    WharfError,
 )
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "TlsOnPlainPortError",
     "TruncatedRequestError",
     "UnknownApiKeyError",
+    "SERVED_ERRORS",
     "UnsupportedVersionError",
     "error_code_for",
     "kafka_code",
@@ -78,6 +84,10 @@ class UnsupportedVersionError(KafkaProtocolError):
     code = ErrorCode.unsupported_version
 
 
+SERVED_ERRORS: Final = (WharfError, OSError)
+"""The exceptions a handler turns into a response entry's error code."""
+
+
 def kafka_code(code: int) -> ErrorCode:
     """A core outcome code as a Kafka error code (the core uses Kafka's numbering)."""
     try:
@@ -86,7 +96,7 @@ def kafka_code(code: int) -> ErrorCode:
         return ErrorCode.unknown_server_error
 
 
-def error_code_for(exc: BaseException) -> ErrorCode:
+def error_code_for(exc: WharfError | OSError) -> ErrorCode:
     """The Kafka error code for an exception raised while serving a request.
 
     The core's streams errors carry their code; the other Wharf error families map by kind.

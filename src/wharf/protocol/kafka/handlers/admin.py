@@ -12,7 +12,7 @@ from kio.schema.errors import ErrorCode
 
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.errors import error_code_for
+from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 __all__ = ["create_partitions", "create_topics", "delete_topics"]
@@ -52,7 +52,7 @@ async def _create_one(
             replication_factor=topic.replication_factor,
             validate_only=validate_only,
         )
-    except Exception as exc:  # reported as this topic's error code
+    except SERVED_ERRORS as exc:  # reported as this topic's error code
         return error_code_for(exc), str(exc)
     return ErrorCode.none, None
 
@@ -108,7 +108,7 @@ async def delete_topics(ctx: KafkaContext, request: KafkaRequest) -> Any:
             name, topic_id = topic.name, topic.topic_id
             try:
                 await ctx.broker.delete_topic(name)
-            except Exception as exc:  # reported as this topic's error code
+            except SERVED_ERRORS as exc:  # reported as this topic's error code
                 error, message = error_code_for(exc), str(exc)
         results.append(
             build(
@@ -132,7 +132,7 @@ async def create_partitions(ctx: KafkaContext, request: KafkaRequest) -> Any:
             await ctx.broker.topics.add_partitions(
                 topic.name, topic.count, validate_only=body.validate_only
             )
-        except Exception as exc:  # reported as this topic's error code
+        except SERVED_ERRORS as exc:  # reported as this topic's error code
             error, message = error_code_for(exc), str(exc)
         results.append(
             build(

@@ -14,7 +14,7 @@ from kio.schema.errors import ErrorCode
 
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.errors import error_code_for
+from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 __all__ = ["alter_configs", "describe_configs", "incremental_alter_configs"]
@@ -114,7 +114,7 @@ async def _alter(
             replace=replace,
             validate_only=validate_only,
         )
-    except Exception as exc:  # reported as this resource's error code
+    except SERVED_ERRORS as exc:  # reported as this resource's error code
         return error_code_for(exc), str(exc)
     return ErrorCode.none, None
 

@@ -24,7 +24,7 @@ from wharf.core.streams.errors import StreamsError
 from wharf.core.streams.partition import Partition, wait_for_any
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.errors import error_code_for
+from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 __all__ = ["fetch"]
@@ -59,7 +59,7 @@ def _read(slots: list[_Slot], max_bytes: int) -> int:
         try:
             if budget > 0 or slot.offset < slot.log_start_offset:
                 slot.records = partition.read(slot.offset, max(budget, 1))
-        except Exception as exc:  # a failed read becomes this partition's error code
+        except SERVED_ERRORS as exc:  # a failed read becomes this partition's error code
             slot.error = error_code_for(exc)
             continue
         slot.error = ErrorCode.none

@@ -8,7 +8,7 @@ from kio.schema.errors import ErrorCode
 
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.errors import error_code_for
+from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
 __all__ = ["delete_records", "list_offsets"]
@@ -24,7 +24,7 @@ async def list_offsets(ctx: KafkaContext, request: KafkaRequest) -> Any:
             try:
                 partition = ctx.broker.topics.partition(topic.name, p.partition_index)
                 offset, timestamp = partition.list_offset(p.timestamp)
-            except Exception as exc:  # reported as this partition's error code
+            except SERVED_ERRORS as exc:  # reported as this partition's error code
                 error = error_code_for(exc)
             parts.append(
                 build(
@@ -51,7 +51,7 @@ async def delete_records(ctx: KafkaContext, request: KafkaRequest) -> Any:
                 partition = ctx.broker.topics.partition(topic.name, p.partition_index)
                 # -1 means "up to the high watermark" (delete everything).
                 low = partition.delete_records_before(p.offset)
-            except Exception as exc:  # reported as this partition's error code
+            except SERVED_ERRORS as exc:  # reported as this partition's error code
                 error = error_code_for(exc)
             parts.append(
                 build(

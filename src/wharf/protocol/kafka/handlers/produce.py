@@ -21,7 +21,7 @@ from kio.schema.errors import ErrorCode
 
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.protocol.kafka.errors import error_code_for
+from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
 from wharf.protocol.kafka.handlers.metadata import ensure_topic
 from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 
@@ -44,7 +44,7 @@ async def _append_one(
     try:
         partition = ctx.broker.topics.partition(topic, index)
         result = await partition.append(records, acks=acks)
-    except Exception as exc:  # every failure becomes this partition's error code
+    except SERVED_ERRORS as exc:  # reported as this partition's error code
         return error_code_for(exc), -1, -1, -1
     return ErrorCode.none, result.base_offset, result.log_start_offset, result.log_append_time_ms
 
@@ -107,11 +107,18 @@ async def init_producer_id(ctx: KafkaContext, request: KafkaRequest) -> Any:
         )
     producer_id = getattr(body, "producer_id", -1)
     epoch = getattr(body, "producer_epoch", -1)
-    if producer_id >= 0 and 0 <= epoch < 32766:
-        # v3+: a producer re-initialising its own id (after a fatal error) bumps its epoch.
-        epoch += 1
-    else:
-        producer_id, epoch = ctx.broker.init_producer_id()
+    try:
+        # v3+: a producer re-initialising its own id (after a fatal error) gets its next epoch,
+        # provided the broker issued that id.
+        producer_id, epoch = ctx.broker.init_producer_id(producer_id, epoch)
+    except SERVED_ERRORS as exc:
+        return build(
+            "InitProducerIdResponse",
+            throttle_time=NO_THROTTLE,
+            error_code=error_code_for(exc),
+            producer_id=-1,
+            producer_epoch=-1,
+        )
     return build(
         "InitProducerIdResponse",
         throttle_time=NO_THROTTLE,

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from wharf.core.broker import Broker
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
 from wharf.core.streams.errors import ErrorCode, StreamsError, UnknownTopicError
 from wharf.core.streams.partitioner import key_partition
 from wharf.errors import ResourceLockedError, StorageError
+from wharf.testing.clock import VirtualClock
 
 
 async def test_data_directory_is_locked_while_open(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ async def test_auto_creation_can_be_turned_off(tmp_path: Path) -> None:
 
 
 async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -> None:
-    clock = ManualClock(start_ms=1_000_000)
+    clock = VirtualClock(start_ms=1_000_000)
     config = BrokerConfig(offsets_retention_ms=60_000)
     async with Broker.open(tmp_path, config, clock=clock) as broker:
         await broker.create_topic("t", configs={"retention.ms": "60000", "segment.bytes": "100"})

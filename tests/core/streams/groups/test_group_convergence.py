@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.groups.types import GroupState, LeaveMember
 from wharf.core.streams.offsets import OffsetStore
+from wharf.testing.clock import VirtualClock
 
 SESSION_MS = 400
 HEARTBEAT_S = 0.05
@@ -83,7 +83,7 @@ async def test_random_joins_crashes_and_leaves_converge(tmp_path: Path) -> None:
     rng = random.Random(7)
     config = BrokerConfig(group_initial_rebalance_delay_ms=50, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, ManualClock(), store)
+    coord = GroupCoordinator(config, VirtualClock(), store)
     live: dict[str, tuple[SimulatedConsumer, asyncio.Task[None]]] = {}
 
     def start(n: int) -> None:

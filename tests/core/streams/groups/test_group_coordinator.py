@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.groups.types import GroupState, JoinResult, LeaveMember
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.testing.clock import VirtualClock
 
 SESSION_MS = 1000
 
@@ -32,7 +32,7 @@ async def coordinator(tmp_path: Path) -> AsyncIterator[GroupCoordinator]:
     config = BrokerConfig(group_initial_rebalance_delay_ms=100, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
     store.start()
-    coord = GroupCoordinator(config, ManualClock(), store)
+    coord = GroupCoordinator(config, VirtualClock(), store)
     try:
         yield coord
     finally:
@@ -308,7 +308,7 @@ async def test_static_member_restart_takes_over_without_rebalance(
 async def test_new_group_waits_initial_delay_and_gathers_late_joiners(tmp_path: Path) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=400, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, ManualClock(), store)
+    coord = GroupCoordinator(config, VirtualClock(), store)
     try:
         first = asyncio.create_task(join(coord, rebalance_ms=10_000))
         await wait_until(lambda: coord.describe_group("g").state is GroupState.PREPARING_REBALANCE)
@@ -324,7 +324,7 @@ async def test_new_group_waits_initial_delay_and_gathers_late_joiners(tmp_path: 
 
 async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
-    clock = ManualClock()
+    clock = VirtualClock()
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
     coord = GroupCoordinator(config, clock, store)
     tp = TopicPartition("events", 0)
@@ -498,7 +498,7 @@ async def test_static_leader_restart_in_stable_group(
 async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, ManualClock(), store)
+    coord = GroupCoordinator(config, VirtualClock(), store)
     coord.start()
     a, b = await asyncio.gather(
         join(coord, instance="static-a", session_ms=5000), join(coord, session_ms=400)
@@ -512,7 +512,7 @@ async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path)
     await store.close()
 
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, ManualClock(), store)
+    coord = GroupCoordinator(config, VirtualClock(), store)
     coord.start()
     try:
         description = coord.describe_group("g")

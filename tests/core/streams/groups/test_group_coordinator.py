@@ -4,6 +4,7 @@ import asyncio
 import struct
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -15,6 +16,7 @@ from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPart
 from wharf.testing.clock import VirtualClock
 
 SESSION_MS = 1000
+T = TypeVar("T")
 
 
 def subscription(*topics: str) -> bytes:
@@ -28,11 +30,11 @@ CONSUMER = [("range", subscription("events"))]
 
 
 @pytest.fixture
-async def coordinator(tmp_path: Path) -> AsyncIterator[GroupCoordinator]:
+async def coordinator(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[GroupCoordinator]:
     config = BrokerConfig(group_initial_rebalance_delay_ms=100, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
     store.start()
-    coord = GroupCoordinator(config, VirtualClock(), store)
+    coord = GroupCoordinator(config, clock, store)
     try:
         yield coord
     finally:
@@ -89,20 +91,22 @@ async def sync(coord: GroupCoordinator, result: JoinResult, group: str = "g") ->
     return synced.assignment
 
 
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
+async def started(task: asyncio.Task[T]) -> asyncio.Task[T]:
+    """Let a newly created task run up to its first wait (a join parks in one step)."""
+    await asyncio.sleep(0)
+    assert not task.done()
+    return task
 
 
-async def test_first_member_lifecycle(coordinator: GroupCoordinator) -> None:
+async def test_first_member_lifecycle(coordinator: GroupCoordinator, clock: VirtualClock) -> None:
     first = await coordinator.join_group(
         "g", "", protocol_type="consumer", protocols=CONSUMER, session_timeout_ms=SESSION_MS
     )
     assert first.error is ErrorCode.MEMBER_ID_REQUIRED
     assert first.member_id
-    result = await join(coordinator, member_id=first.member_id)
+    joined_at = clock.now_ms()
+    result = await clock.run_until(join(coordinator, member_id=first.member_id))
+    assert clock.now_ms() == joined_at + 100  # the initial rebalance delay
     assert result.error is ErrorCode.NONE
     assert result.member_id == first.member_id == result.leader_id
     assert result.generation_id == 1
@@ -126,9 +130,9 @@ async def test_first_member_lifecycle(coordinator: GroupCoordinator) -> None:
 
 
 async def test_members_joining_together_share_one_generation(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    results = await asyncio.gather(*(join(coordinator) for _ in range(3)))
+    results = await clock.run_until(asyncio.gather(*(join(coordinator) for _ in range(3))))
     assert {r.generation_id for r in results} == {1}
     leaders = [r for r in results if r.member_id == r.leader_id]
     assert len(leaders) == 1
@@ -136,7 +140,7 @@ async def test_members_joining_together_share_one_generation(
     assert all(not r.members for r in results if r is not leaders[0])
     # followers sync first and wait for the leader's assignment
     followers = [asyncio.create_task(sync(coordinator, r)) for r in results if r is not leaders[0]]
-    await asyncio.sleep(0.05)
+    await clock.run_for(50)
     assert not any(f.done() for f in followers)
     await sync(coordinator, leaders[0])
     got = await asyncio.gather(*followers)
@@ -146,14 +150,12 @@ async def test_members_joining_together_share_one_generation(
 
 
 async def test_new_member_triggers_rebalance_of_stable_group(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    a = await join(coordinator)
+    a = await clock.run_until(join(coordinator))
     await sync(coordinator, a)
-    b_task = asyncio.create_task(join(coordinator))
-    await wait_until(
-        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
-    )
+    b_task = await started(asyncio.create_task(join(coordinator)))
+    assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
     assert coordinator.heartbeat("g", a.member_id, 1) is ErrorCode.REBALANCE_IN_PROGRESS
     a2 = await join(coordinator, member_id=a.member_id)
     b = await b_task
@@ -167,11 +169,13 @@ async def test_new_member_triggers_rebalance_of_stable_group(
 
 
 async def test_member_that_does_not_rejoin_is_dropped_at_rebalance_timeout(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    a = await join(coordinator, rebalance_ms=300)
+    a = await clock.run_until(join(coordinator, rebalance_ms=300))
     await sync(coordinator, a)
-    b = await join(coordinator, rebalance_ms=300)  # a never rejoins; a's session is 1 s
+    asked_at = clock.now_ms()
+    b = await clock.run_until(join(coordinator, rebalance_ms=300))  # a never rejoins
+    assert clock.now_ms() == asked_at + 300  # the rebalance timeout, not a's 1 s session
     assert b.generation_id == 2
     assert b.leader_id == b.member_id
     assert [m.member_id for m in b.members] == [b.member_id]
@@ -179,14 +183,15 @@ async def test_member_that_does_not_rejoin_is_dropped_at_rebalance_timeout(
 
 
 async def test_protocol_is_chosen_by_vote_among_common_protocols(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
     prefs = [
         [("range", b"r1"), ("roundrobin", b"rr1"), ("sticky", b"s1")],
         [("roundrobin", b"rr2"), ("range", b"r2")],
         [("roundrobin", b"rr3"), ("range", b"r3")],
     ]
-    results = await asyncio.gather(*(join(coordinator, protocols=p) for p in prefs))
+    joins = asyncio.gather(*(join(coordinator, protocols=p) for p in prefs))
+    results = await clock.run_until(joins)
     assert {r.protocol_name for r in results} == {"roundrobin"}
     (leader,) = [r for r in results if r.leader_id == r.member_id]
     assert sorted(m.metadata for m in leader.members) == [b"rr1", b"rr2", b"rr3"]
@@ -217,8 +222,10 @@ async def test_join_validates_session_timeout_and_group_id(
     assert unknown.error is ErrorCode.UNKNOWN_MEMBER_ID
 
 
-async def test_leader_leaving_hands_leadership_on(coordinator: GroupCoordinator) -> None:
-    a, b = await asyncio.gather(join(coordinator), join(coordinator))
+async def test_leader_leaving_hands_leadership_on(
+    coordinator: GroupCoordinator, clock: VirtualClock
+) -> None:
+    a, b = await clock.run_until(asyncio.gather(join(coordinator), join(coordinator)))
     leader, follower = (a, b) if a.member_id == a.leader_id else (b, a)
     await asyncio.gather(sync(coordinator, leader), sync(coordinator, follower))
     left = coordinator.leave_group("g", [LeaveMember(leader.member_id), LeaveMember("ghost")])
@@ -234,27 +241,27 @@ async def test_leader_leaving_hands_leadership_on(coordinator: GroupCoordinator)
 
 
 async def test_silent_member_is_evicted_after_its_session_timeout(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    quiet = await join(coordinator, session_ms=300)
+    quiet = await clock.run_until(join(coordinator, session_ms=300))
     await sync(coordinator, quiet)
-    chatty_task = asyncio.create_task(join(coordinator, session_ms=5000))
-    await wait_until(
-        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
-    )
+    chatty_task = await started(asyncio.create_task(join(coordinator, session_ms=5000)))
+    assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
     # the quiet member rejoins once, then stops heartbeating
     rejoined = await join(coordinator, member_id=quiet.member_id, session_ms=300)
     chatty = await chatty_task
     await asyncio.gather(sync(coordinator, rejoined), sync(coordinator, chatty))
+    synced_at = clock.now_ms()
 
     async def heartbeats() -> ErrorCode:
         while True:
             code = coordinator.heartbeat("g", chatty.member_id, chatty.generation_id)
             if code is not ErrorCode.NONE:
                 return code
-            await asyncio.sleep(0.05)
+            await clock.sleep(0.05)
 
-    assert await asyncio.wait_for(heartbeats(), 10) is ErrorCode.REBALANCE_IN_PROGRESS
+    assert await clock.run_until(heartbeats(), limit_s=10) is ErrorCode.REBALANCE_IN_PROGRESS
+    assert clock.now_ms() - synced_at in range(300, 350)  # told at the first beat after 300 ms
     alone = await join(coordinator, member_id=chatty.member_id, session_ms=5000)
     assert [m.member_id for m in alone.members] == [chatty.member_id]
     assert coordinator.heartbeat("g", quiet.member_id, alone.generation_id) is (
@@ -263,10 +270,10 @@ async def test_silent_member_is_evicted_after_its_session_timeout(
 
 
 async def test_static_member_restart_takes_over_without_rebalance(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    a, b = await asyncio.gather(
-        join(coordinator, instance="host-a"), join(coordinator, instance="host-b")
+    a, b = await clock.run_until(
+        asyncio.gather(join(coordinator, instance="host-a"), join(coordinator, instance="host-b"))
     )
     await asyncio.gather(sync(coordinator, a), sync(coordinator, b))
     follower = b if a.member_id == a.leader_id else a
@@ -289,12 +296,10 @@ async def test_static_member_restart_takes_over_without_rebalance(
     assert coordinator.heartbeat("g", follower.member_id, 1) is ErrorCode.UNKNOWN_MEMBER_ID
     # the next rebalance waits for the new incarnation like for any other member
     leader = a if follower is b else b
-    newcomer = asyncio.create_task(join(coordinator))
-    await wait_until(
-        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
-    )
+    newcomer = await started(asyncio.create_task(join(coordinator)))
+    assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
     leader_again = asyncio.create_task(join(coordinator, member_id=leader.member_id))
-    await asyncio.sleep(0.05)
+    await clock.run_for(50)
     assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
     assert not newcomer.done() and not leader_again.done()
     follower_again = await join(coordinator, member_id=restarted.member_id, instance=instance)
@@ -305,15 +310,21 @@ async def test_static_member_restart_takes_over_without_rebalance(
     assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
 
 
-async def test_new_group_waits_initial_delay_and_gathers_late_joiners(tmp_path: Path) -> None:
+async def test_new_group_waits_initial_delay_and_gathers_late_joiners(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=400, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, VirtualClock(), store)
+    coord = GroupCoordinator(config, clock, store)
     try:
-        first = asyncio.create_task(join(coord, rebalance_ms=10_000))
-        await wait_until(lambda: coord.describe_group("g").state is GroupState.PREPARING_REBALANCE)
+        started_at = clock.now_ms()
+        first = await started(asyncio.create_task(join(coord, rebalance_ms=10_000)))
+        assert coord.describe_group("g").state is GroupState.PREPARING_REBALANCE
+        await clock.run_for(200)
         second = asyncio.create_task(join(coord, rebalance_ms=10_000))
-        a, b = await asyncio.gather(first, second)
+        a, b = await clock.run_until(asyncio.gather(first, second))
+        # the late joiner extended the 400 ms delay by another 400 ms
+        assert clock.now_ms() == started_at + 800
         assert a.generation_id == b.generation_id == 1
         assert len([r for r in (a, b) if r.members]) == 1
     finally:
@@ -322,14 +333,13 @@ async def test_new_group_waits_initial_delay_and_gathers_late_joiners(tmp_path: 
         await store.close()
 
 
-async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
+async def test_offset_commit_rules_and_durability(tmp_path: Path, clock: VirtualClock) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
-    clock = VirtualClock()
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
     coord = GroupCoordinator(config, clock, store)
     tp = TopicPartition("events", 0)
     try:
-        member = await join(coord)
+        member = await clock.run_until(join(coord))
         bad = await coord.commit_offsets(
             "g", {tp: OffsetAndMetadata(3)}, member_id=member.member_id, generation_id=7
         )
@@ -385,8 +395,10 @@ async def test_offset_commit_rules_and_durability(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_sync_errors_and_a_lost_join_response(coordinator: GroupCoordinator) -> None:
-    a, b = await asyncio.gather(join(coordinator), join(coordinator))
+async def test_sync_errors_and_a_lost_join_response(
+    coordinator: GroupCoordinator, clock: VirtualClock
+) -> None:
+    a, b = await clock.run_until(asyncio.gather(join(coordinator), join(coordinator)))
     leader, follower = (a, b) if a.member_id == a.leader_id else (b, a)
     wrong = await coordinator.sync_group("g", follower.member_id, follower.generation_id + 1)
     assert wrong.error is ErrorCode.ILLEGAL_GENERATION
@@ -406,12 +418,12 @@ async def test_sync_errors_and_a_lost_join_response(coordinator: GroupCoordinato
     assert unchanged.generation_id == follower.generation_id
     assert coordinator.describe_group("g").state is GroupState.STABLE
     # changed metadata starts a rebalance; syncing the old generation is then refused
-    changing = asyncio.create_task(
-        join(coordinator, member_id=follower.member_id, protocols=[("range", b"new")])
+    changing = await started(
+        asyncio.create_task(
+            join(coordinator, member_id=follower.member_id, protocols=[("range", b"new")])
+        )
     )
-    await wait_until(
-        lambda: coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
-    )
+    assert coordinator.describe_group("g").state is GroupState.PREPARING_REBALANCE
     late = await coordinator.sync_group("g", leader.member_id, leader.generation_id)
     assert late.error is ErrorCode.REBALANCE_IN_PROGRESS
     rejoined = await join(coordinator, member_id=leader.member_id)
@@ -421,15 +433,17 @@ async def test_sync_errors_and_a_lost_join_response(coordinator: GroupCoordinato
 
 
 async def test_old_clients_join_without_the_member_id_round_trip(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    result = await coordinator.join_group(
-        "g",
-        "",
-        protocol_type="consumer",
-        protocols=CONSUMER,
-        session_timeout_ms=SESSION_MS,
-        require_known_member_id=False,
+    result = await clock.run_until(
+        coordinator.join_group(
+            "g",
+            "",
+            protocol_type="consumer",
+            protocols=CONSUMER,
+            session_timeout_ms=SESSION_MS,
+            require_known_member_id=False,
+        )
     )
     assert result.error is ErrorCode.NONE
     assert result.member_id == result.leader_id
@@ -437,23 +451,27 @@ async def test_old_clients_join_without_the_member_id_round_trip(
 
 
 async def test_member_id_never_used_stops_blocking_after_its_session(
-    coordinator: GroupCoordinator,
+    coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
-    a = await join(coordinator)
+    a = await clock.run_until(join(coordinator))
     await sync(coordinator, a)
     abandoned = await coordinator.join_group(
         "g", "", protocol_type="consumer", protocols=CONSUMER, session_timeout_ms=200
     )
     assert abandoned.error is ErrorCode.MEMBER_ID_REQUIRED
+    handed_out_at = clock.now_ms()
     # a rebalance now waits for the pending member, until its session timeout expires
-    rejoined = await coordinator.join_group(
-        "g",
-        a.member_id,
-        protocol_type="consumer",
-        protocols=[("range", b"changed")],
-        session_timeout_ms=SESSION_MS,
-        rebalance_timeout_ms=10_000,
+    rejoined = await clock.run_until(
+        coordinator.join_group(
+            "g",
+            a.member_id,
+            protocol_type="consumer",
+            protocols=[("range", b"changed")],
+            session_timeout_ms=SESSION_MS,
+            rebalance_timeout_ms=10_000,
+        )
     )
+    assert clock.now_ms() == handed_out_at + 200
     assert rejoined.error is ErrorCode.NONE
     assert [m.member_id for m in rejoined.members] == [a.member_id]
     late = await coordinator.join_group(
@@ -468,10 +486,10 @@ async def test_member_id_never_used_stops_blocking_after_its_session(
 
 @pytest.mark.parametrize("supports_skip", [True, False])
 async def test_static_leader_restart_in_stable_group(
-    coordinator: GroupCoordinator, supports_skip: bool
+    coordinator: GroupCoordinator, clock: VirtualClock, supports_skip: bool
 ) -> None:
-    a, b = await asyncio.gather(
-        join(coordinator, instance="host-a"), join(coordinator, instance="host-b")
+    a, b = await clock.run_until(
+        asyncio.gather(join(coordinator, instance="host-a"), join(coordinator, instance="host-b"))
     )
     await asyncio.gather(sync(coordinator, a), sync(coordinator, b))
     leader_instance = "host-a" if a.member_id == a.leader_id else "host-b"
@@ -495,16 +513,20 @@ async def test_static_leader_restart_in_stable_group(
     assert coordinator.describe_group("g").state is GroupState.STABLE
 
 
-async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path) -> None:
+async def test_stable_group_survives_a_restart_without_rebalance(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, VirtualClock(), store)
+    coord = GroupCoordinator(config, clock, store)
     coord.start()
-    a, b = await asyncio.gather(
-        join(coord, instance="static-a", session_ms=5000), join(coord, session_ms=400)
+    a, b = await clock.run_until(
+        asyncio.gather(
+            join(coord, instance="static-a", session_ms=5000), join(coord, session_ms=400)
+        )
     )
     await asyncio.gather(sync(coord, a), sync(coord, b))
-    empty = await join(coord, group="gone")
+    empty = await clock.run_until(join(coord, group="gone"))
     await sync(coord, empty, group="gone")
     coord.leave_group("gone", [LeaveMember(empty.member_id)])
     coord.close()
@@ -512,8 +534,9 @@ async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path)
     await store.close()
 
     store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, VirtualClock(), store)
+    coord = GroupCoordinator(config, clock, store)
     coord.start()
+    restarted_at = clock.now_ms()
     try:
         description = coord.describe_group("g")
         assert description.state is GroupState.STABLE
@@ -533,11 +556,12 @@ async def test_stable_group_survives_a_restart_without_rebalance(tmp_path: Path)
 
         async def heartbeat_until_told_to_rejoin() -> ErrorCode:
             while (code := coord.heartbeat("g", a.member_id, a.generation_id)) is ErrorCode.NONE:
-                await asyncio.sleep(0.05)
+                await clock.sleep(0.05)
             return code
 
-        code = await asyncio.wait_for(heartbeat_until_told_to_rejoin(), 10)
+        code = await clock.run_until(heartbeat_until_told_to_rejoin(), limit_s=10)
         assert code is ErrorCode.REBALANCE_IN_PROGRESS
+        assert clock.now_ms() - restarted_at in range(400, 450)  # b's session from the restart
         alone = await join(coord, member_id=a.member_id, instance="static-a", session_ms=5000)
         assert alone.generation_id == a.generation_id + 1
         assert [m.member_id for m in alone.members] == [a.member_id]

@@ -17,9 +17,10 @@ How it works. Each group is a small state machine (all transitions live in this 
   result; the leader (the first member to join, or the next one if it left) also gets everyone's
   metadata.
 * ``sync_group`` parks followers until the leader sends the assignments; the group is Stable.
-* Every member has a session timer (asyncio ``call_later``), restarted by each join, sync,
-  heartbeat and offset commit; when it fires the member is removed, unless it is waiting in a
-  join or sync (then the rebalance timeout governs it, as in Kafka).
+* Every member has a session timer (the injected clock's ``call_later``, like every timer
+  here), restarted by each join, sync, heartbeat and offset commit; when it fires the member is
+  removed, unless it is waiting in a join or sync (then the rebalance timeout governs it, as in
+  Kafka).
 * Static members (``group_instance_id``) keep their identity across restarts: a join with a known
   instance id and no member id replaces the old member (fencing the old id) without a rebalance
   when the group is Stable and the metadata would not change the chosen protocol.
@@ -39,8 +40,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
-from wharf.core.clock import Clock
+from wharf.core.clock import Clock, TimerHandle
 from wharf.core.config import BrokerConfig
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.snapshot import (
@@ -89,7 +91,7 @@ class _Member:
     assignment: bytes = b""
     join_future: _JOIN_RESULT | None = None
     sync_future: _SYNC_RESULT | None = None
-    session_timer: asyncio.TimerHandle | None = None
+    session_timer: TimerHandle | None = None
 
     def supports(self, protocol: str) -> bool:
         return any(name == protocol for name, _ in self.protocols)
@@ -115,8 +117,8 @@ class _Group:
     leader_id: str | None = None
     members: dict[str, _Member] = field(default_factory=dict)
     static_members: dict[str, str] = field(default_factory=dict)  # instance id -> member id
-    pending_members: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    join_timer: asyncio.TimerHandle | None = None
+    pending_members: dict[str, TimerHandle] = field(default_factory=dict)
+    join_timer: TimerHandle | None = None
     initial_delay: bool = False  # in the delay of the first rebalance after Empty
     new_member_added: bool = False
 
@@ -258,8 +260,8 @@ class GroupCoordinator:
                 self._join_static(group, member_args, future, supports_skip_assignment)
             elif require_known_member_id:
                 new_id = self._new_member_id(client_id)
-                group.pending_members[new_id] = loop.call_later(
-                    session_timeout_ms / 1000, self._expire_pending, group, new_id
+                group.pending_members[new_id] = self._clock.call_later(
+                    session_timeout_ms / 1000, partial(self._expire_pending, group, new_id)
                 )
                 return JoinResult(ErrorCode.MEMBER_ID_REQUIRED, new_id)
             else:
@@ -399,19 +401,18 @@ class GroupCoordinator:
                 self._resolve_sync(member, SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
         if group.join_timer is not None:
             group.join_timer.cancel()
-        loop = asyncio.get_running_loop()
         if group.state is GroupState.EMPTY:
             delay_ms = self._config.group_initial_rebalance_delay_ms
             remaining_ms = max(group.max_rebalance_timeout_ms() - delay_ms, 0)
             group.new_member_added = False
             group.initial_delay = True
-            group.join_timer = loop.call_later(
-                delay_ms / 1000, self._initial_delay_expired, group, delay_ms, remaining_ms
+            group.join_timer = self._clock.call_later(
+                delay_ms / 1000, partial(self._initial_delay_expired, group, delay_ms, remaining_ms)
             )
         else:
             group.initial_delay = False
-            group.join_timer = loop.call_later(
-                group.max_rebalance_timeout_ms() / 1000, self._complete_join, group
+            group.join_timer = self._clock.call_later(
+                group.max_rebalance_timeout_ms() / 1000, partial(self._complete_join, group)
             )
         self._set_state(group, GroupState.PREPARING_REBALANCE)
         self._maybe_complete_join(group)
@@ -421,12 +422,9 @@ class GroupCoordinator:
         if group.new_member_added and remaining_ms > 0:
             group.new_member_added = False
             next_delay = min(delay_ms, remaining_ms)
-            group.join_timer = asyncio.get_running_loop().call_later(
+            group.join_timer = self._clock.call_later(
                 next_delay / 1000,
-                self._initial_delay_expired,
-                group,
-                delay_ms,
-                remaining_ms - next_delay,
+                partial(self._initial_delay_expired, group, delay_ms, remaining_ms - next_delay),
             )
             return
         group.initial_delay = False
@@ -829,8 +827,8 @@ class GroupCoordinator:
 
     def _restart_session(self, group: _Group, member: _Member) -> None:
         self._cancel_timer(member)
-        member.session_timer = asyncio.get_running_loop().call_later(
-            member.session_timeout_ms / 1000, self._session_expired, group, member
+        member.session_timer = self._clock.call_later(
+            member.session_timeout_ms / 1000, partial(self._session_expired, group, member)
         )
 
     def _session_expired(self, group: _Group, member: _Member) -> None:

@@ -100,6 +100,16 @@ async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -
         assert broker.committed_offsets("g") == {}
 
 
+async def test_log_append_time_comes_from_the_broker_clock(tmp_path: Path) -> None:
+    clock = VirtualClock(start_ms=1_000_000)
+    async with Broker.open(tmp_path, clock=clock) as broker:
+        await broker.create_topic("stamped", configs={"message.timestamp.type": "LogAppendTime"})
+        clock.advance(500)
+        _, offset = await broker.produce("stamped", b"v", timestamp_ms=1234)
+        [record] = await broker.fetch("stamped", 0, offset)
+        assert record.timestamp_ms == 1_000_500
+
+
 async def test_init_producer_id_allocates_and_bumps_epochs(tmp_path: Path) -> None:
     async with Broker.open(tmp_path) as broker:
         pid, epoch = broker.init_producer_id()

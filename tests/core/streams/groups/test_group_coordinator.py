@@ -1,101 +1,17 @@
 """Group membership driven by several simulated members running concurrently."""
 
 import asyncio
-import struct
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from group_helpers import CONSUMER, SESSION_MS, join, started, sync
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.coordinator import GroupCoordinator
-from wharf.core.streams.groups.types import GroupState, JoinResult, LeaveMember
-from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.core.streams.groups.types import GroupState, LeaveMember
+from wharf.core.streams.offsets import OffsetStore
 from wharf.testing.clock import VirtualClock
-
-SESSION_MS = 1000
-T = TypeVar("T")
-
-
-def subscription(*topics: str) -> bytes:
-    out = struct.pack(">hi", 0, len(topics))
-    for topic in topics:
-        out += struct.pack(">h", len(topic)) + topic.encode()
-    return out + struct.pack(">i", -1)
-
-
-CONSUMER = [("range", subscription("events"))]
-
-
-@pytest.fixture
-async def coordinator(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[GroupCoordinator]:
-    config = BrokerConfig(group_initial_rebalance_delay_ms=100, group_min_session_timeout_ms=100)
-    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    store.start()
-    coord = GroupCoordinator(config, clock, store)
-    try:
-        yield coord
-    finally:
-        coord.close()
-        await coord.wait_persisted()
-        await store.close()
-
-
-async def join(
-    coord: GroupCoordinator,
-    group: str = "g",
-    member_id: str = "",
-    *,
-    protocols: Sequence[tuple[str, bytes]] = CONSUMER,
-    instance: str | None = None,
-    session_ms: int = SESSION_MS,
-    rebalance_ms: int | None = None,
-) -> JoinResult:
-    """A client's join: the member-id round trip for new dynamic members, then the real join."""
-    result = await coord.join_group(
-        group,
-        member_id,
-        protocol_type="consumer",
-        protocols=protocols,
-        session_timeout_ms=session_ms,
-        rebalance_timeout_ms=rebalance_ms,
-        group_instance_id=instance,
-        client_id="client",
-        client_host="/127.0.0.1",
-    )
-    if result.error is ErrorCode.MEMBER_ID_REQUIRED:
-        assert member_id == "" and result.member_id
-        return await join(
-            coord,
-            group,
-            result.member_id,
-            protocols=protocols,
-            instance=instance,
-            session_ms=session_ms,
-            rebalance_ms=rebalance_ms,
-        )
-    return result
-
-
-async def sync(coord: GroupCoordinator, result: JoinResult, group: str = "g") -> bytes:
-    """Leader assigns ``b"<member id>"`` to each member; returns this member's assignment."""
-    assignments = None
-    if result.member_id == result.leader_id:
-        assignments = {m.member_id: f"to:{m.member_id}".encode() for m in result.members}
-    synced = await coord.sync_group(
-        group, result.member_id, result.generation_id, assignments=assignments
-    )
-    assert synced.error is ErrorCode.NONE, synced
-    return synced.assignment
-
-
-async def started(task: asyncio.Task[T]) -> asyncio.Task[T]:
-    """Let a newly created task run up to its first wait (a join parks in one step)."""
-    await asyncio.sleep(0)
-    assert not task.done()
-    return task
 
 
 async def test_first_member_lifecycle(coordinator: GroupCoordinator, clock: VirtualClock) -> None:
@@ -333,68 +249,6 @@ async def test_new_group_waits_initial_delay_and_gathers_late_joiners(
         await store.close()
 
 
-async def test_offset_commit_rules_and_durability(tmp_path: Path, clock: VirtualClock) -> None:
-    config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
-    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, clock, store)
-    tp = TopicPartition("events", 0)
-    try:
-        member = await clock.run_until(join(coord))
-        bad = await coord.commit_offsets(
-            "g", {tp: OffsetAndMetadata(3)}, member_id=member.member_id, generation_id=7
-        )
-        assert bad == {tp: ErrorCode.REBALANCE_IN_PROGRESS}  # still CompletingRebalance
-        await sync(coord, member)
-        bad = await coord.commit_offsets(
-            "g", {tp: OffsetAndMetadata(3)}, member_id=member.member_id, generation_id=7
-        )
-        assert bad == {tp: ErrorCode.ILLEGAL_GENERATION}
-        ok = await coord.commit_offsets(
-            "g",
-            {
-                tp: OffsetAndMetadata(3, "m"),
-                TopicPartition("events", 1): OffsetAndMetadata(0, "x" * 5000),
-            },
-            member_id=member.member_id,
-            generation_id=member.generation_id,
-        )
-        assert ok == {
-            tp: ErrorCode.NONE,
-            TopicPartition("events", 1): ErrorCode.OFFSET_METADATA_TOO_LARGE,
-        }
-        simple = await coord.commit_offsets("manual", {tp: OffsetAndMetadata(11)})
-        assert simple == {tp: ErrorCode.NONE}
-        refused = await coord.commit_offsets("nogroup", {tp: OffsetAndMetadata(1)}, generation_id=3)
-        assert refused == {tp: ErrorCode.ILLEGAL_GENERATION}
-        deleted = await coord.delete_offsets("g", [tp])
-        assert deleted == (ErrorCode.NONE, {tp: ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC})
-        assert await coord.delete_groups(["g", "manual", "ghost"]) == {
-            "g": ErrorCode.NON_EMPTY_GROUP,
-            "manual": ErrorCode.NONE,
-            "ghost": ErrorCode.GROUP_ID_NOT_FOUND,
-        }
-    finally:
-        coord.close()
-        await coord.wait_persisted()
-        await store.close()
-    # a new coordinator over the reopened store still knows the committed offsets
-    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, clock, store)
-    try:
-        fetched = coord.fetch_offsets("g", [tp, TopicPartition("events", 1)])
-        assert fetched == {tp: OffsetAndMetadata(3, "m", -1, clock.now_ms())}
-        assert coord.fetch_offsets("manual") == {}
-        assert coord.describe_group("g").state is GroupState.EMPTY
-        assert [(g.group_id, g.state) for g in coord.list_groups()] == [("g", GroupState.EMPTY)]
-        clock.advance(config.offsets_retention_ms)
-        assert await coord.expire_offsets() == 1
-        assert coord.list_groups() == []
-    finally:
-        coord.close()
-        await coord.wait_persisted()
-        await store.close()
-
-
 async def test_sync_errors_and_a_lost_join_response(
     coordinator: GroupCoordinator, clock: VirtualClock
 ) -> None:
@@ -511,61 +365,3 @@ async def test_static_leader_restart_in_stable_group(
     synced = await coordinator.sync_group("g", restarted.member_id, restarted.generation_id)
     assert synced.assignment == f"to:{old_leader.member_id}".encode()
     assert coordinator.describe_group("g").state is GroupState.STABLE
-
-
-async def test_stable_group_survives_a_restart_without_rebalance(
-    tmp_path: Path, clock: VirtualClock
-) -> None:
-    config = BrokerConfig(group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=100)
-    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, clock, store)
-    coord.start()
-    a, b = await clock.run_until(
-        asyncio.gather(
-            join(coord, instance="static-a", session_ms=5000), join(coord, session_ms=400)
-        )
-    )
-    await asyncio.gather(sync(coord, a), sync(coord, b))
-    empty = await clock.run_until(join(coord, group="gone"))
-    await sync(coord, empty, group="gone")
-    coord.leave_group("gone", [LeaveMember(empty.member_id)])
-    coord.close()
-    await coord.wait_persisted()
-    await store.close()
-
-    store = OffsetStore.open(tmp_path, fsync=FsyncPolicy.ALWAYS)
-    coord = GroupCoordinator(config, clock, store)
-    coord.start()
-    restarted_at = clock.now_ms()
-    try:
-        description = coord.describe_group("g")
-        assert description.state is GroupState.STABLE
-        assert {m.member_id: m.assignment for m in description.members} == {
-            a.member_id: f"to:{a.member_id}".encode(),
-            b.member_id: f"to:{b.member_id}".encode(),
-        }
-        assert coord.describe_group("gone").state is GroupState.DEAD
-        assert coord.heartbeat("g", a.member_id, a.generation_id) is ErrorCode.NONE
-        synced = await coord.sync_group("g", a.member_id, a.generation_id)
-        assert synced.assignment == f"to:{a.member_id}".encode()
-        assert (
-            coord.heartbeat("g", "other", a.generation_id, group_instance_id="static-a")
-            is ErrorCode.FENCED_INSTANCE_ID
-        )
-        # b died while the broker was down: its session runs out and a rebalance starts
-
-        async def heartbeat_until_told_to_rejoin() -> ErrorCode:
-            while (code := coord.heartbeat("g", a.member_id, a.generation_id)) is ErrorCode.NONE:
-                await clock.sleep(0.05)
-            return code
-
-        code = await clock.run_until(heartbeat_until_told_to_rejoin(), limit_s=10)
-        assert code is ErrorCode.REBALANCE_IN_PROGRESS
-        assert clock.now_ms() - restarted_at in range(400, 450)  # b's session from the restart
-        alone = await join(coord, member_id=a.member_id, instance="static-a", session_ms=5000)
-        assert alone.generation_id == a.generation_id + 1
-        assert [m.member_id for m in alone.members] == [a.member_id]
-    finally:
-        coord.close()
-        await coord.wait_persisted()
-        await store.close()

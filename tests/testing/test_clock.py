@@ -35,6 +35,17 @@ def test_time_does_not_go_backwards() -> None:
         clock.advance_s(-0.5)
 
 
+def test_the_wall_clock_can_step_alone_either_way() -> None:
+    clock = VirtualClock(start_ms=10_000)
+    fired: list[int] = []
+    clock.call_later(1, lambda: fired.append(clock.now_ms()))
+    clock.step_wall_clock(-5_000)
+    assert (clock.now_ms(), clock.monotonic(), fired) == (5_000, 0.0, [])
+    clock.step_wall_clock(2_000)
+    clock.advance(1_000)
+    assert (clock.now_ms(), clock.monotonic(), fired) == (8_000, 1.0, [8_000])
+
+
 def test_timers_fire_in_due_order_when_their_time_comes() -> None:
     clock = VirtualClock(start_ms=0)
     fired: list[tuple[str, int]] = []

@@ -1,7 +1,9 @@
 """The virtual clock: time that moves only when a test moves it, timers included.
 
 How it works. :class:`VirtualClock` counts elapsed virtual time in integer nanoseconds (so
-repeated small steps never drift) on top of a fixed wall-clock start. ``call_later`` puts a timer
+repeated small steps never drift) on top of a fixed wall-clock start. The wall-clock reading can
+also be stepped alone, either way (:meth:`VirtualClock.step_wall_clock`), as an NTP correction
+steps a real one; monotonic time and timers never go back. ``call_later`` puts a timer
 on a heap ordered by due time, then by scheduling order. :meth:`VirtualClock.advance` walks the
 heap up to the new time: each timer fires with the clock reading its own due time, and a timer
 that a callback schedules inside the window fires in the same advance. A delay of zero or less
@@ -59,6 +61,7 @@ class VirtualClock(Clock):
 
     def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
         self._start_ms = start_ms
+        self._wall_step_ms = 0
         self._elapsed_ns = 0
         self._timers: list[tuple[int, int, VirtualTimer]] = []
         self._scheduled = 0  # tie-breaker: timers due together fire in scheduling order
@@ -66,7 +69,7 @@ class VirtualClock(Clock):
     # ------------------------------------------------------------------ reading
 
     def now_ms(self) -> int:
-        return self._start_ms + self._elapsed_ns // _NS_PER_MS
+        return self._start_ms + self._wall_step_ms + self._elapsed_ns // _NS_PER_MS
 
     def monotonic(self) -> float:
         return self._elapsed_ns / _NS_PER_S
@@ -99,6 +102,10 @@ class VirtualClock(Clock):
     def advance_s(self, seconds: float) -> None:
         """:meth:`advance` in seconds."""
         self._advance_ns(round(seconds * _NS_PER_S))
+
+    def step_wall_clock(self, ms: int) -> None:
+        """Step the wall-clock reading alone by ``ms`` (negative: back); nothing fires."""
+        self._wall_step_ms += ms
 
     def _advance_ns(self, delta_ns: int) -> None:
         if delta_ns < 0:

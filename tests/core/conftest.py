@@ -1,6 +1,6 @@
 """Fixtures shared by the core tests.
 
-``clock``: the :class:`ManualClock` the registries of a test run on.
+``clock``: the :class:`VirtualClock` the registries of a test run on.
 ``registry_config``: the :class:`BrokerConfig` ``open_registry`` uses when not given one; a
 module overrides this fixture to change its default.
 ``open_registry(config=None)``: opens the test's :class:`VhostRegistry` on ``tmp_path / "q"``,
@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from queue_helpers import Opener
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
+from wharf.testing.clock import VirtualClock
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock() -> VirtualClock:
+    return VirtualClock()
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def registry_config() -> BrokerConfig:
 
 @pytest.fixture
 async def open_registry(
-    tmp_path: Path, clock: ManualClock, registry_config: BrokerConfig
+    tmp_path: Path, clock: VirtualClock, registry_config: BrokerConfig
 ) -> AsyncIterator[Opener]:
     opened: list[VhostRegistry] = []
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from wharf.core.broker import Broker
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig
 from wharf.core.streams.errors import ErrorCode, StreamsError, UnknownTopicError
 from wharf.core.streams.partitioner import key_partition
 from wharf.errors import ResourceLockedError, StorageError
+from wharf.testing.clock import VirtualClock
 
 
 async def test_data_directory_is_locked_while_open(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ async def test_auto_creation_can_be_turned_off(tmp_path: Path) -> None:
 
 
 async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -> None:
-    clock = ManualClock(start_ms=1_000_000)
+    clock = VirtualClock(start_ms=1_000_000)
     config = BrokerConfig(offsets_retention_ms=60_000)
     async with Broker.open(tmp_path, config, clock=clock) as broker:
         await broker.create_topic("t", configs={"retention.ms": "60000", "segment.bytes": "100"})
@@ -98,6 +98,16 @@ async def test_maintenance_applies_retention_and_offset_expiry(tmp_path: Path) -
         assert part.log_start_offset == 5
         assert [r.value for r in await broker.fetch("t", 0, 5)] == [b"fresh"]
         assert broker.committed_offsets("g") == {}
+
+
+async def test_log_append_time_comes_from_the_broker_clock(tmp_path: Path) -> None:
+    clock = VirtualClock(start_ms=1_000_000)
+    async with Broker.open(tmp_path, clock=clock) as broker:
+        await broker.create_topic("stamped", configs={"message.timestamp.type": "LogAppendTime"})
+        clock.advance(500)
+        _, offset = await broker.produce("stamped", b"v", timestamp_ms=1234)
+        [record] = await broker.fetch("stamped", 0, offset)
+        assert record.timestamp_ms == 1_000_500
 
 
 async def test_init_producer_id_allocates_and_bumps_epochs(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 from wharf.storage.interface import LogLike
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
-from wharf.testing.log_conformance import LogConformance, LogFactory, VirtualClock
+from wharf.testing.clock import VirtualClock
+from wharf.testing.log_conformance import LogConformance, LogFactory
 
 
 class TestDiskLog(LogConformance):
@@ -19,7 +20,7 @@ class TestDiskLog(LogConformance):
         opened: list[Log] = []
 
         def factory(config: LogConfig, clock: VirtualClock) -> LogLike:
-            log = Log.open(tmp_path / f"log{len(opened)}", config, clock_ms=clock)
+            log = Log.open(tmp_path / f"log{len(opened)}", config, clock_ms=clock.now_ms)
             opened.append(log)
             return log
 
@@ -32,6 +33,6 @@ class TestMemoryLog(LogConformance):
     @pytest.fixture
     def make_log(self) -> LogFactory:
         def factory(config: LogConfig, clock: VirtualClock) -> LogLike:
-            return MemoryLog(config, clock_ms=clock)
+            return MemoryLog(config, clock_ms=clock.now_ms)
 
         return factory

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wharf.storage.log import Log, LogConfig, OffsetOutOfRangeError
 from wharf.storage.memory_log import MemoryLog
 from wharf.storage.record_batch import RecordInput, build_batch, iter_batches
-from wharf.testing.log_conformance import VirtualClock
+from wharf.testing.clock import VirtualClock
 
 CONFIG = LogConfig(
     segment_bytes=700, segment_ms=5_000, index_interval_bytes=150, retention_ms=20_000,
@@ -29,8 +29,8 @@ KINDS = ["append", "append", "append", "read", "read", "retention", "delete", "t
 def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     clock = VirtualClock(start_ms=100_000)
-    disk = Log.open(tmp / "log", CONFIG, clock_ms=clock)
-    mem = MemoryLog(CONFIG, clock_ms=clock)
+    disk = Log.open(tmp / "log", CONFIG, clock_ms=clock.now_ms)
+    mem = MemoryLog(CONFIG, clock_ms=clock.now_ms)
     try:
         n = 0
         for _ in range(steps):
@@ -41,7 +41,7 @@ def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
                     n += 1
                     size = data.draw(st.integers(0, 200))
                     batches += build_batch(
-                        [RecordInput(b"%d" % n, bytes([n % 256]) * size, (), clock.ms + i)
+                        [RecordInput(b"%d" % n, bytes([n % 256]) * size, (), clock.now_ms() + i)
                          for i in range(data.draw(st.integers(1, 4)))]
                     )
                 assert disk.append(batches) == mem.append(batches)
@@ -57,7 +57,8 @@ def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
                 got = disk.read(offset, max_bytes, max_offset=max_offset)
                 assert got == mem.read(offset, max_bytes, max_offset=max_offset)
             elif kind == "retention":
-                assert disk.enforce_retention(clock.ms) == mem.enforce_retention(clock.ms)
+                now = clock.now_ms()
+                assert disk.enforce_retention(now) == mem.enforce_retention(now)
             elif kind == "delete":
                 target = data.draw(st.integers(0, mem.next_offset))
                 disk.delete_records_before(target)
@@ -66,9 +67,9 @@ def test_disk_and_memory_logs_agree(data: st.DataObject, steps: int) -> None:
                 clock.advance(data.draw(st.sampled_from([1_000, 3_000, 25_000])))
             elif kind == "reopen":
                 disk.close()
-                disk = Log.open(tmp / "log", CONFIG, clock_ms=clock)
+                disk = Log.open(tmp / "log", CONFIG, clock_ms=clock.now_ms)
             else:
-                for ts in (0, clock.ms - 4_000, clock.ms, clock.ms + 10**9):
+                for ts in (0, clock.now_ms() - 4_000, clock.now_ms(), clock.now_ms() + 10**9):
                     assert disk.offset_for_timestamp(ts) == mem.offset_for_timestamp(ts)
             assert (disk.log_start_offset, disk.next_offset, disk.size_bytes) == (
                 mem.log_start_offset, mem.next_offset, mem.size_bytes
@@ -90,21 +91,21 @@ def test_a_reopened_log_rolls_by_age_as_the_live_one_does(tmp_path: Path) -> Non
     # Found by the test above: the live log counted a segment's age from the wall clock of its
     # first append, a reopened one from its first batch's timestamp, so they rolled apart.
     clock = VirtualClock(start_ms=100_000)
-    disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock)
-    mem = MemoryLog(CONFIG, clock_ms=clock)
+    disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock.now_ms)
+    mem = MemoryLog(CONFIG, clock_ms=clock.now_ms)
 
     def append(ts: list[int]) -> None:
         batch = build_batch([RecordInput(None, b"v", (), t) for t in ts])
         assert disk.append(batch) == mem.append(batch)
 
     try:
-        append([clock.ms, clock.ms + 1])
+        append([clock.now_ms(), clock.now_ms() + 1])
         clock.advance(CONFIG.segment_ms)
         disk.close()
-        disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock)
-        append([clock.ms - 1, clock.ms])  # 4,999 ms after the first batch: no roll yet
+        disk = Log.open(tmp_path / "log", CONFIG, clock_ms=clock.now_ms)
+        append([clock.now_ms() - 1, clock.now_ms()])  # 4,999 ms after the first batch: no roll yet
         assert disk.segment_base_offsets() == mem.segment_base_offsets() == [0]
-        append([clock.ms + 1])  # 5,000 ms
+        append([clock.now_ms() + 1])  # 5,000 ms
         assert disk.segment_base_offsets() == mem.segment_base_offsets() == [0, 4]
     finally:
         disk.close()

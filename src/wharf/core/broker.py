@@ -116,7 +116,7 @@ class Broker:
         """Open every component, in dependency order."""
         # streams
         self.producer_ids = ProducerIdAllocator(self.path)
-        self.topics = TopicManager.open(self.path, self.config, self._fsync_executor)
+        self.topics = TopicManager.open(self.path, self.config, self._fsync_executor, self.clock)
         self.offsets = OffsetStore.open(
             self.path, fsync=self.config.fsync, fsync_interval_ms=self.config.fsync_interval_ms
         )

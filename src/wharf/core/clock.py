@@ -1,8 +1,9 @@
 """Time as the core sees it, so tests can replace it.
 
 Everything in ``core`` that depends on time (TTL, delays, session timeouts, heartbeats,
-retention) asks a :class:`Clock` instead of calling ``time`` directly. :class:`ManualClock` lets a
-test move time forward without sleeping.
+retention) asks a :class:`Clock` instead of calling ``time`` directly, and schedules its timers
+with :meth:`Clock.call_later`. Tests pass ``wharf.testing.clock.VirtualClock`` instead: it moves
+time, and fires those timers, only when told to.
 """
 
 from __future__ import annotations
@@ -35,21 +36,3 @@ class Clock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-class ManualClock(Clock):
-    """A clock that moves only when told to."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self._ms = start_ms
-        self._mono = 0.0
-
-    def now_ms(self) -> int:
-        return self._ms
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, ms: int) -> None:
-        self._ms += ms
-        self._mono += ms / 1000.0

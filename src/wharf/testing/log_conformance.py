@@ -3,7 +3,8 @@
 
 Subclass :class:`LogConformance` in a test module as ``Test<Backend>`` and provide a pytest
 fixture named ``make_log``: a callable ``(config, clock) -> LogLike`` building a fresh, empty
-log. Every test method here receives it; the clock is a :class:`VirtualClock` the test moves.
+log. Every test method here receives it; the clock is a
+:class:`~wharf.testing.clock.VirtualClock` the test moves (the log reads ``clock.now_ms``).
 """
 
 from __future__ import annotations
@@ -26,21 +27,9 @@ from wharf.storage.record_batch import (
     decode_records,
     iter_batches,
 )
+from wharf.testing.clock import VirtualClock
 
-__all__ = ["LogConformance", "LogFactory", "VirtualClock", "records_in"]
-
-
-class VirtualClock:
-    """Milliseconds that move only when told to; call it to read the time."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self.ms = start_ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
+__all__ = ["LogConformance", "LogFactory", "records_in"]
 
 
 LogFactory = Callable[[LogConfig, VirtualClock], LogLike]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from queue_helpers import Opener, RecordingConsumer
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
@@ -19,6 +18,7 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
+from wharf.testing.clock import VirtualClock
 
 
 def msg(body: bytes, key: str = "q", **kw: object) -> Message:
@@ -112,7 +112,9 @@ async def test_cancel_without_requeue_keeps_unacked(vhost: VirtualHost) -> None:
     assert q.unacked_count == 0 and q.message_count == 0
 
 
-async def test_ttl_expiry_dead_letters_with_x_death(vhost: VirtualHost, clock: ManualClock) -> None:
+async def test_ttl_expiry_dead_letters_with_x_death(
+    vhost: VirtualHost, clock: VirtualClock
+) -> None:
     await vhost.declare_exchange("dlx", "fanout")
     dlq = await vhost.declare_queue("dlq")
     await vhost.bind_queue("dlq", "dlx", "")
@@ -168,7 +170,7 @@ async def test_x_death_count_grows_and_routing_key_override(vhost: VirtualHost) 
     assert len(deaths) == 1 and deaths[0]["count"] == 3 and deaths[0]["reason"] == "rejected"
 
 
-async def test_dead_letter_cycle_is_dropped(vhost: VirtualHost, clock: ManualClock) -> None:
+async def test_dead_letter_cycle_is_dropped(vhost: VirtualHost, clock: VirtualClock) -> None:
     q = await vhost.declare_queue(
         "loop",
         arguments={"x-message-ttl": 10, "x-dead-letter-exchange": ""},
@@ -281,7 +283,7 @@ async def test_auto_delete_and_cancel_notification(vhost: VirtualHost) -> None:
     assert c2.cancelled_by == ["gone"]
 
 
-async def test_x_expires_deletes_idle_queue(vhost: VirtualHost, clock: ManualClock) -> None:
+async def test_x_expires_deletes_idle_queue(vhost: VirtualHost, clock: VirtualClock) -> None:
     await vhost.declare_queue("idle", arguments={"x-expires": 1000})
     clock.advance(999)
     await vhost.tick()

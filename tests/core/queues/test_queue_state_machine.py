@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from queue_helpers import RecordingConsumer
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.consumers import Delivery
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
+from wharf.testing.clock import VirtualClock
 
 T = TypeVar("T")
 MAX_PRIORITY = 3
@@ -51,7 +51,7 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="wharf-qsm-"))
-        self.clock = ManualClock()
+        self.clock = VirtualClock()
         self.registry: VhostRegistry | None = None
         self.queue: Queue
         self.dlq: Queue

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from queue_helpers import Opener
 
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
 from wharf.core.queues.store import open_store
 from wharf.errors import PreconditionError, StorageError
 from wharf.storage.checkpoint import write_checkpoint
 from wharf.storage.loader import RECOVERY_POINT_FILE
+from wharf.testing.clock import VirtualClock
 
 
 def persistent(body: bytes) -> Message:
@@ -186,7 +186,7 @@ async def test_a_failed_batch_write_nacks_its_confirms_and_is_written_later(
 async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
     tmp_path: Path,
 ) -> None:
-    config, clock = BrokerConfig(fsync=FsyncPolicy.NEVER), ManualClock()
+    config, clock = BrokerConfig(fsync=FsyncPolicy.NEVER), VirtualClock()
     store = open_store(tmp_path, config, clock)
     for i in range(3):
         store.append(i, persistent(b"old"), None, 0, keep=True)

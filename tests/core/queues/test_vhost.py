@@ -12,7 +12,6 @@ import pytest
 from queue_helpers import Opener
 
 from wharf.core.broker import Broker
-from wharf.core.clock import ManualClock
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.message import Message
@@ -21,6 +20,7 @@ from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.users import Access, Permission
 from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
+from wharf.testing.clock import VirtualClock
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ async def test_auto_delete_exchange(vhost: VirtualHost) -> None:
     assert "tmp" not in vhost.exchanges
 
 
-async def test_delayed_messages_survive_reopen(open_registry: Opener, clock: ManualClock) -> None:
+async def test_delayed_messages_survive_reopen(open_registry: Opener, clock: VirtualClock) -> None:
     reg = await open_registry()
     v = reg["/"]
     await v.declare_exchange("delay", "x-delayed-message", arguments={"x-delayed-type": "direct"})
@@ -248,7 +248,7 @@ class CrashCopies:
     """Opens what a crash right now would leave of a registry's directory (its files as they
     are, pending writes of the running one not flushed), to look, then close."""
 
-    def __init__(self, source: Path, clock: ManualClock) -> None:
+    def __init__(self, source: Path, clock: VirtualClock) -> None:
         self.source = source
         self.clock = clock
         self.taken = 0
@@ -318,7 +318,7 @@ async def work_queue_with_poison(v: VirtualHost) -> Queue:
 
 
 async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
-    open_registry: Opener, clock: ManualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
@@ -350,7 +350,7 @@ async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
 
 
 async def test_released_delayed_message_is_settled_once_its_copy_is_durable(
-    open_registry: Opener, clock: ManualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
@@ -387,7 +387,7 @@ async def test_released_delayed_message_is_settled_once_its_copy_is_durable(
 
 
 async def test_maintenance_keeps_a_dead_lettered_record_until_it_is_settled(
-    open_registry: Opener, clock: ManualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096))
     v = reg["/"]

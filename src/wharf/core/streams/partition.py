@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
 from wharf.core.durability import GroupCommitter
 from wharf.core.streams.errors import (
@@ -81,8 +81,10 @@ class Partition:
         fsync: FsyncPolicy,
         fsync_interval_ms: int,
         executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.topic = topic
+        self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
         self.index = index
         self.path = path
         self.config = config
@@ -178,7 +180,7 @@ class Partition:
         append_time = -1
         stored: bytes | bytearray = batches
         if self.config.log_append_time:
-            append_time = time.time_ns() // 1_000_000
+            append_time = self._clock.now_ms()
             stored = with_log_append_time(batches, append_time, self.log.config.max_batch_bytes)
         info = self.log.append(stored)
         if info.position == 0 and info.base_offset > 0:

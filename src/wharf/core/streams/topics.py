@@ -27,6 +27,7 @@ from pathlib import Path
 
 import msgspec
 
+from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -95,9 +96,14 @@ class TopicManager:
     """Every topic of the broker; open with :meth:`open`."""
 
     def __init__(
-        self, data_dir: Path, config: BrokerConfig, executor: Executor | None = None
+        self,
+        data_dir: Path,
+        config: BrokerConfig,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._data_dir = data_dir
+        self._clock = clock
         self._logs_dir = data_dir / LOGS_DIR
         self._config = config
         self._executor = executor
@@ -108,9 +114,13 @@ class TopicManager:
 
     @classmethod
     def open(
-        cls, data_dir: Path, config: BrokerConfig, executor: Executor | None = None
+        cls,
+        data_dir: Path,
+        config: BrokerConfig,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> TopicManager:
-        manager = cls(data_dir, config, executor)
+        manager = cls(data_dir, config, executor, clock)
         manager._logs_dir.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
         for record in manager._load_catalogue():
@@ -332,6 +342,7 @@ class TopicManager:
             fsync=self._config.fsync,
             fsync_interval_ms=self._config.fsync_interval_ms,
             executor=self._executor,
+            clock=self._clock,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:

@@ -1,6 +1,6 @@
 """The durable form of a Stable group, so members keep their generation across a restart.
 
-The coordinator stores one snapshot per group in the offsets log (as Kafka stores group
+``persistence.py`` stores one snapshot per group in the offsets log (as Kafka stores group
 metadata in ``__consumer_offsets``) each time a group becomes Stable, and a tombstone when it
 becomes Empty. On start it restores the groups found there as Stable, with a fresh session
 timer per member: members that are still alive heartbeat on without a rebalance; the others

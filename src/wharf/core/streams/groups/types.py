@@ -2,15 +2,16 @@
 
 Field names follow Kafka's JoinGroup/SyncGroup/LeaveGroup/DescribeGroups/ListGroups responses so
 the Kafka front end can copy them across; ``error`` is an :class:`ErrorCode` whose value is the
-Kafka error code.
+Kafka error code. :class:`GroupState` lives in ``state.py`` with its transitions and is
+re-exported here with the records that carry it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from wharf.core.streams.errors import ErrorCode
+from wharf.core.streams.groups.state import GroupState
 
 __all__ = [
     "GroupDescription",
@@ -25,16 +26,6 @@ __all__ = [
 ]
 
 NO_GENERATION = -1
-
-
-class GroupState(StrEnum):
-    """Group states, spelled as Kafka reports them in DescribeGroups and ListGroups."""
-
-    EMPTY = "Empty"
-    PREPARING_REBALANCE = "PreparingRebalance"
-    COMPLETING_REBALANCE = "CompletingRebalance"
-    STABLE = "Stable"
-    DEAD = "Dead"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,8 @@ from wharf.core.queues.consumers import Delivery
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
-from wharf.core.queues.vhost import PublishResult, VirtualHost
+from wharf.core.queues.router import PublishResult
+from wharf.core.queues.vhost import VirtualHost
 
 BODY = b"x" * 200
 PROPS = Message.build("", "q", b"", persistent=True, content_type="text/plain").properties

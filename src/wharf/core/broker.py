@@ -38,7 +38,8 @@ from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
-from wharf.core.queues.vhost import PublishResult, VirtualHost
+from wharf.core.queues.router import PublishResult
+from wharf.core.queues.vhost import VirtualHost
 from wharf.core.streams.errors import ErrorCode, StreamsError
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition

@@ -46,6 +46,7 @@ from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPart
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
 from wharf.core.streams.topics import Topic, TopicManager
+from wharf.core.users import UserStore
 from wharf.errors import BrokerError, ResourceLockedError
 from wharf.storage.record_batch import Record, RecordInput
 
@@ -64,7 +65,8 @@ class Broker:
     offsets: OffsetStore
     groups: GroupCoordinator
     producer_ids: ProducerIdAllocator
-    vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings; users
+    vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings
+    users: UserStore  # AMQP and Kafka SASL logins, saved with the queue definitions
 
     def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
         self.path = path
@@ -127,8 +129,11 @@ class Broker:
         self.topics.start()
         self.offsets.start()
         self.groups.start()
-        # queues
-        self.vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
+        # queues, and the users (restored from the queue definitions, where they are saved)
+        self.users = UserStore.with_defaults()
+        self.vhosts = await VhostRegistry.open(
+            self.path / "queues", self.config, self.clock, self.users
+        )
         # background work
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
@@ -164,6 +169,10 @@ class Broker:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def save_users(self) -> None:
+        """Write :attr:`users` to disk (with the queue definitions) after changing them."""
+        self.vhosts.save()
 
     # ------------------------------------------------------------------ embedded streams API
 

@@ -19,6 +19,7 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
+from wharf.core.users import UserStore
 
 
 @pytest.fixture
@@ -115,8 +116,9 @@ class CrashCopies:
         self.taken += 1
         copy = self.source.parent / f"crash-{self.taken}"
         shutil.copytree(self.source, copy)
-        (copy / "wharf.lock").unlink(missing_ok=True)
-        return await VhostRegistry.open(copy, BrokerConfig(), self.clock, start_timer=False)
+        return await VhostRegistry.open(
+            copy, BrokerConfig(), self.clock, UserStore.with_defaults(), start_timer=False
+        )
 
 
 def gate_durability(queue: Queue, opened_at_end: list[asyncio.Event]) -> asyncio.Event:

@@ -1,4 +1,5 @@
-"""The vhost registry: definitions saved and restored, the broker's vhosts, the background timer."""
+"""The vhost registry: definitions (with the users given to it) saved and restored, the
+broker's vhosts, the background timer."""
 
 from __future__ import annotations
 
@@ -56,33 +57,9 @@ async def test_definitions_restore(open_registry: Opener) -> None:
         reg.users.check("alice", "other", Access.READ, "oq")
     await reg.delete("other")
     assert "other" not in reg
+    assert not reg.users.can_access_vhost("alice", "other")
     with pytest.raises(NotFoundError):
         reg["other"]
-
-
-async def test_users_and_passwords(open_registry: Opener, tmp_path: Path) -> None:
-    reg = await open_registry()
-    users = reg.users
-    assert users.authenticate("guest", "guest").name == "guest"
-    with pytest.raises(AccessRefusedError):
-        users.authenticate("guest", "wrong")
-    with pytest.raises(AccessRefusedError):
-        users.authenticate("guest", "guest", loopback=False)
-    with pytest.raises(AccessRefusedError):
-        users.authenticate("nobody", "x")
-    users.check("guest", "/", Access.CONFIGURE, "anything")
-    with pytest.raises(AccessRefusedError):
-        users.check("guest", "other", Access.READ, "q")
-    users.add_user("bob", "hunter2-plain")
-    assert users.authenticate("bob", "hunter2-plain").name == "bob"
-    reg.save()
-    text = (tmp_path / "q" / "definitions.json").read_text()
-    assert '"bob"' in text and "hunter2-plain" not in text
-    reg = await open_registry()
-    assert reg.users.authenticate("bob", "hunter2-plain").name == "bob"
-    reg.users.delete_user("bob")
-    with pytest.raises(AccessRefusedError):
-        reg.users.authenticate("bob", "hunter2-plain")
 
 
 async def test_broker_exposes_vhosts(tmp_path: Path) -> None:

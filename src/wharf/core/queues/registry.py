@@ -1,8 +1,10 @@
-"""The virtual hosts of a broker, their users, their saved definitions and their timer.
+"""The virtual hosts of a broker, their saved definitions and their timer.
 
 ``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads ``definitions.json`` and
 re-declares every durable exchange, queue and binding (queues recover their messages from their
-logs). One background task runs the timers of every virtual host: it sleeps until the earliest
+logs). The file also holds the broker's users and permissions: the registry is given the
+broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
+every save. One background task runs the timers of every virtual host: it sleeps until the earliest
 deadline (message expiry at a queue head, a delayed message coming due, an x-expires queue) or
 one second, then calls :meth:`VirtualHost.tick`, and about once a second reclaims log space.
 """
@@ -45,11 +47,11 @@ def _load(path: Path) -> dict[str, Any] | None:
 class VhostRegistry:
     """Every virtual host of a broker; ``registry[name]`` -> :class:`VirtualHost`."""
 
-    def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
+    def __init__(self, path: Path, config: BrokerConfig, clock: Clock, users: UserStore) -> None:
         self.path = path
         self.config = config
         self.clock = clock
-        self.users = UserStore.with_defaults()
+        self.users = users  # the broker's; saved with the definitions
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
         self._timer: asyncio.Task[None] | None = None
@@ -61,14 +63,16 @@ class VhostRegistry:
         path: Path,
         config: BrokerConfig,
         clock: Clock,
+        users: UserStore,
         *,
         start_timer: bool = True,
     ) -> VhostRegistry:
-        """Open the registry stored under ``path`` (created with vhost "/" and guest if new).
+        """Open the registry stored under ``path`` (created with vhost "/" if new, saving
+        ``users`` as they are; else ``users`` are restored from the saved definitions).
 
         ``start_timer`` False leaves the timers to explicit :meth:`tick` calls (tests with a
         manual clock)."""
-        registry = cls(path, config, clock)
+        registry = cls(path, config, clock, users)
         data = _load(path)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
@@ -113,8 +117,7 @@ class VhostRegistry:
             await vhost.delete_exchange(exchange_name)
         await vhost.close()
         del self._vhosts[name]
-        for key in [k for k in self.users.permissions if k[1] == name]:
-            del self.users.permissions[key]
+        self.users.forget_vhost(name)
         self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
@@ -194,7 +197,7 @@ class VhostRegistry:
     async def _restore(self, data: dict[str, Any]) -> None:
         self._loading = True
         try:
-            self.users = UserStore.from_json(data)
+            self.users.restore(data)
             for v in data.get("vhosts", []):
                 self._add_vhost(v["name"])
             for e in data.get("exchanges", []):

@@ -41,6 +41,7 @@ from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
 from wharf.core.queues.router import PublishResult
 from wharf.core.queues.vhost import VirtualHost
+from wharf.core.stats import BrokerStats
 from wharf.core.streams.errors import ErrorCode, StreamsError
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
@@ -73,6 +74,7 @@ class Broker:
         self.path = path
         self.config = config
         self.clock = clock
+        self.stats = BrokerStats()  # this broker's latency histograms (fsync, requests, HTTP)
         self._lock = DataDirLock(path)
         self._closed = False
         self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
@@ -123,9 +125,15 @@ class Broker:
         """Open every component, in dependency order."""
         # streams
         self.producer_ids = ProducerIdAllocator(self.path)
-        self.topics = TopicManager.open(self.path, self.config, self._fsync_executor)
+        fsync_latency = self.stats.fsync
+        self.topics = TopicManager.open(
+            self.path, self.config, self._fsync_executor, fsync_latency
+        )
         self.offsets = OffsetStore.open(
-            self.path, fsync=self.config.fsync, fsync_interval_ms=self.config.fsync_interval_ms
+            self.path,
+            fsync=self.config.fsync,
+            fsync_interval_ms=self.config.fsync_interval_ms,
+            fsync_latency=fsync_latency,
         )
         self.groups = GroupCoordinator(
             self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists
@@ -136,7 +144,7 @@ class Broker:
         # queues, and the users (restored from the queue definitions, where they are saved)
         self.users = UserStore.with_defaults()
         self.vhosts = await VhostRegistry.open(
-            self.path / "queues", self.config, self.clock, self.users
+            self.path / "queues", self.config, self.clock, self.users, fsync_latency=fsync_latency
         )
         # background work
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())

@@ -28,6 +28,7 @@ from wharf.core.queues.definitions import (
 )
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
+from wharf.core.stats import HistogramFamily
 from wharf.core.users import UserStore
 from wharf.errors import NotFoundError, PreconditionError, WharfError
 
@@ -47,11 +48,19 @@ def _load(path: Path) -> dict[str, Any] | None:
 class VhostRegistry:
     """Every virtual host of a broker; ``registry[name]`` -> :class:`VirtualHost`."""
 
-    def __init__(self, path: Path, config: BrokerConfig, clock: Clock, users: UserStore) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: BrokerConfig,
+        clock: Clock,
+        users: UserStore,
+        fsync_latency: HistogramFamily[str] | None = None,
+    ) -> None:
         self.path = path
         self.config = config
         self.clock = clock
         self.users = users  # the broker's; saved with the definitions
+        self._fsync_latency = fsync_latency
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
         self._timer: asyncio.Task[None] | None = None
@@ -65,14 +74,16 @@ class VhostRegistry:
         clock: Clock,
         users: UserStore,
         *,
+        fsync_latency: HistogramFamily[str] | None = None,
         start_timer: bool = True,
     ) -> VhostRegistry:
         """Open the registry stored under ``path`` (created with vhost "/" if new, saving
         ``users`` as they are; else ``users`` are restored from the saved definitions).
 
         ``start_timer`` False leaves the timers to explicit :meth:`tick` calls (tests with a
-        manual clock)."""
-        registry = cls(path, config, clock, users)
+        manual clock). ``fsync_latency``: the broker's fsync histograms, which the queue logs'
+        group commits record into."""
+        registry = cls(path, config, clock, users, fsync_latency)
         data = _load(path)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
@@ -124,7 +135,12 @@ class VhostRegistry:
         if not name:
             raise PreconditionError("a virtual host needs a name")
         vhost = VirtualHost(
-            name, self.path / "vhosts" / dir_name(name), self.config, self.clock, self.save
+            name,
+            self.path / "vhosts" / dir_name(name),
+            self.config,
+            self.clock,
+            self.save,
+            self._fsync_latency,
         )
         vhost.wakeup = self._wake.set
         self._vhosts[name] = vhost

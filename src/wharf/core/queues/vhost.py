@@ -40,6 +40,7 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, Router
 from wharf.core.queues.store import QueueStore, open_store
+from wharf.core.stats import HistogramFamily
 from wharf.errors import (
     AccessRefusedError,
     NotFoundError,
@@ -77,12 +78,14 @@ class VirtualHost:
         config: BrokerConfig,
         clock: Clock,
         save: Callable[[], None],
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
         self._save = save
+        self._fsync_latency = fsync_latency
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
@@ -277,7 +280,7 @@ class VirtualHost:
         return queue
 
     def _open_store(self, path: Path | None) -> QueueStore:
-        return open_store(path, self.config, self.clock)
+        return open_store(path, self.config, self.clock, self._fsync_latency)
 
     async def delete_queue(
         self,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from wharf.core.config import FsyncPolicy
 from wharf.core.durability import GroupCommitter
+from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
     MessageTooLargeError,
@@ -81,6 +82,7 @@ class Partition:
         fsync: FsyncPolicy,
         fsync_interval_ms: int,
         executor: Executor | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self.topic = topic
         self.index = index
@@ -95,6 +97,7 @@ class Partition:
             on_durable=self._durable_advanced,
             executor=executor,
             kind="partition",
+            fsync_latency=fsync_latency,
         )
         self.producers = ProducerStateTable()
         self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)

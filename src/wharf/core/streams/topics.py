@@ -28,6 +28,7 @@ from pathlib import Path
 import msgspec
 
 from wharf.core.config import BrokerConfig
+from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
     InvalidPartitionsError,
@@ -95,12 +96,17 @@ class TopicManager:
     """Every topic of the broker; open with :meth:`open`."""
 
     def __init__(
-        self, data_dir: Path, config: BrokerConfig, executor: Executor | None = None
+        self,
+        data_dir: Path,
+        config: BrokerConfig,
+        executor: Executor | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self._data_dir = data_dir
         self._logs_dir = data_dir / LOGS_DIR
         self._config = config
         self._executor = executor
+        self._fsync_latency = fsync_latency
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
         self._lock = asyncio.Lock()
@@ -108,9 +114,15 @@ class TopicManager:
 
     @classmethod
     def open(
-        cls, data_dir: Path, config: BrokerConfig, executor: Executor | None = None
+        cls,
+        data_dir: Path,
+        config: BrokerConfig,
+        executor: Executor | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> TopicManager:
-        manager = cls(data_dir, config, executor)
+        """``fsync_latency``: the broker's fsync histograms, which the partitions' group
+        commits record into."""
+        manager = cls(data_dir, config, executor, fsync_latency)
         manager._logs_dir.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
         for record in manager._load_catalogue():
@@ -332,6 +344,7 @@ class TopicManager:
             fsync=self._config.fsync,
             fsync_interval_ms=self._config.fsync_interval_ms,
             executor=self._executor,
+            fsync_latency=self._fsync_latency,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:

@@ -11,8 +11,8 @@ import time
 
 from pamqp import base
 
+from wharf.core.stats import BrokerStats, RequestTimer
 from wharf.protocol.amqp.confirms import PublisherConfirms
-from wharf.server.request_stats import RequestStats
 
 BATCH = 1000  # publishes per event-loop iteration, as from one socket read
 ROUNDS = 200
@@ -27,7 +27,7 @@ class StoredResult:
         return None
 
 
-async def run(observer: RequestStats | None) -> float:
+async def run(observer: RequestTimer | None) -> float:
     done = asyncio.Event()
     last = 0
 
@@ -54,7 +54,7 @@ def main() -> None:
     timed: list[float] = []
     for _ in range(15):  # interleaved, best of each: other load on the machine shows less
         plain.append(asyncio.run(run(None)))
-        timed.append(asyncio.run(run(RequestStats("amqp"))))
+        timed.append(asyncio.run(run(BrokerStats().request_timer("amqp"))))
     plain_ns, timed_ns = min(plain), min(timed)
     print(f"confirmed publish without timing: {plain_ns:7.0f} ns")
     print(f"confirmed publish with timing:    {timed_ns:7.0f} ns")

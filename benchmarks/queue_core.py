@@ -37,7 +37,9 @@ from wharf.core.queues.consumers import Delivery
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
-from wharf.core.queues.vhost import PublishResult, VirtualHost
+from wharf.core.queues.router import PublishResult
+from wharf.core.queues.vhost import VirtualHost
+from wharf.core.users import UserStore
 
 BODY = b"x" * 200
 PROPS = Message.build("", "q", b"", persistent=True, content_type="text/plain").properties
@@ -147,7 +149,9 @@ async def run(n: int, fsync: FsyncPolicy, durable: bool) -> None:
     print(f"fsync={fsync.value} durable={durable}")
     path = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
     try:
-        reg = await VhostRegistry.open(path, BrokerConfig(fsync=fsync), Clock(), start_timer=False)
+        reg = await VhostRegistry.open(
+            path, BrokerConfig(fsync=fsync), Clock(), UserStore.with_defaults(), start_timer=False
+        )
         vhost = reg["/"]
         queue = await vhost.declare_queue("q", durable=durable)
         await measure("publish+confirm", n, lambda: publish_and_confirm(vhost, n))
@@ -165,7 +169,9 @@ async def deep_queue(n: int) -> None:
     path = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
     try:
         config = BrokerConfig(fsync=FsyncPolicy.NEVER)
-        reg = await VhostRegistry.open(path, config, Clock(), start_timer=False)
+        reg = await VhostRegistry.open(
+            path, config, Clock(), UserStore.with_defaults(), start_timer=False
+        )
         vhost = reg["/"]
         queue = await vhost.declare_queue("q", durable=True)
         gc.collect()

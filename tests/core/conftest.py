@@ -4,8 +4,8 @@
 ``registry_config``: the :class:`BrokerConfig` ``open_registry`` uses when not given one; a
 module overrides this fixture to change its default.
 ``open_registry(config=None)``: opens the test's :class:`VhostRegistry` on ``tmp_path / "q"``,
-closing the one opened before (so a second call is a restart); the last one is closed when
-the test ends.
+closing the one opened before (so a second call is a restart, with a fresh user store that the
+saved definitions restore, as a broker's would be); the last one is closed when the test ends.
 ``vhost``: the default virtual host of a registry opened with the defaults.
 """
 
@@ -20,6 +20,7 @@ from queue_helpers import Opener
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
+from wharf.core.users import UserStore
 from wharf.testing.clock import VirtualClock
 
 
@@ -44,7 +45,11 @@ async def open_registry(
             await r.close()
         opened.clear()
         reg = await VhostRegistry.open(
-            tmp_path / "q", config or registry_config, clock, start_timer=False
+            tmp_path / "q",
+            config or registry_config,
+            clock,
+            UserStore.with_defaults(),
+            start_timer=False,
         )
         opened.append(reg)
         return reg

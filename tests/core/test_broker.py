@@ -16,10 +16,15 @@ from wharf.testing.clock import VirtualClock
 async def test_data_directory_is_locked_while_open(tmp_path: Path) -> None:
     async with Broker.open(tmp_path / "data") as broker:
         assert broker.path == tmp_path / "data"
-        with pytest.raises(ResourceLockedError):
+        assert (tmp_path / "data" / "wharf.pid").read_text() == f"{os.getpid()}\n"
+        refusal = rf"in use by another wharf broker \(pid {os.getpid()}\)"
+        with pytest.raises(ResourceLockedError, match=refusal):
             async with Broker.open(tmp_path / "data"):
                 pass
+        assert not broker.closed  # the refused one left the lock to its holder
+        assert (tmp_path / "data" / "wharf.pid").read_text() == f"{os.getpid()}\n"
     assert broker.closed
+    assert (tmp_path / "data" / "wharf.pid").read_text() == ""  # released
     async with Broker.open(tmp_path / "data") as again:
         assert not again.closed
 

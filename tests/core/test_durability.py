@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from wharf.core.config import FsyncPolicy
-from wharf.core.durability import FSYNC_BUCKETS_S, GroupCommitter, fsync_histograms
+from wharf.core.durability import GroupCommitter
+from wharf.core.stats import FSYNC_BUCKETS_S, HistogramFamily
 from wharf.errors import StorageError
 
 
@@ -143,12 +144,15 @@ async def test_request_flush_makes_data_durable_without_waiting() -> None:
 
 async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
     kind = "test-timed-kind"
+    family = HistogramFamily[str](FSYNC_BUCKETS_S)
     log = GatedLog()
-    committer = GroupCommitter(log, FsyncPolicy.ALWAYS, kind=kind)
-    other = GroupCommitter(GatedLog(), FsyncPolicy.ALWAYS, kind=kind)
+    committer = GroupCommitter(log, FsyncPolicy.ALWAYS, kind=kind, fsync_latency=family)
+    other = GroupCommitter(GatedLog(), FsyncPolicy.ALWAYS, kind=kind, fsync_latency=family)
     histogram = committer.fsync_latency
     assert other.fsync_latency is histogram  # one histogram per kind, shared
-    assert fsync_histograms()[kind] is histogram
+    assert family[kind] is histogram and len(family) == 1
+    alone = GroupCommitter(GatedLog(), FsyncPolicy.ALWAYS, kind=kind)
+    assert alone.fsync_latency is not histogram  # given none: a histogram of its own
     assert (histogram.count, histogram.sum, sum(histogram.counts)) == (0, 0.0, 0)
 
     await committer.wait_durable(log.append(1))
@@ -174,3 +178,4 @@ async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
     assert histogram.count == 2
     await committer.close()
     await other.close()
+    await alone.close()

@@ -11,8 +11,9 @@ from kio.schema.consumer_protocol_assignment.v0 import data as v0
 from kio.schema.consumer_protocol_assignment.v3 import data as v3
 from kio.serial import entity_writer
 
+from wharf.core.stats import Histogram
 from wharf.errors import InvalidArgumentError
-from wharf.http.metrics.latency import LatencyHistogram
+from wharf.http.metrics.latency import histogram_family
 from wharf.http.views.assignments import decode_assignment
 from wharf.http.views.payloads import from_text, header_text, to_text
 
@@ -63,10 +64,11 @@ def test_payload_text_round_trip() -> None:
 
 
 def test_latency_histogram_exports_cumulative_buckets() -> None:
-    histogram = LatencyHistogram(buckets=(0.01, 0.1))
+    histogram = Histogram((0.01, 0.1))
     for seconds in (0.005, 0.05, 0.05, 3.0):
-        histogram.observe("GET /x", seconds)
-    family = histogram.families("h_seconds", "doc", "route")
+        histogram.observe(seconds)
+    family = histogram_family("h_seconds", "doc", ["route"], [(["GET /x"], histogram)])
+    assert {s.labels.get("route") for s in family.samples} == {"GET /x"}
     samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
     assert samples[("h_seconds_bucket", "0.01")] == 1
     assert samples[("h_seconds_bucket", "0.1")] == 3

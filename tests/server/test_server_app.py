@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from wharf.core.broker import Broker
+from wharf.core.data_dir_lock import PID_FILE_NAME, DataDirLock
 from wharf.server.app import StartupError, serve
 from wharf.server.listener import Endpoint, Listener
-from wharf.server.lock import DataDirInUseError, DataDirLock
 from wharf.server.settings import ServerSettings
 from wharf.server.shutdown import ShutdownRequest
 
@@ -211,18 +212,19 @@ async def test_a_taken_port_stops_startup_and_closes_what_started(
     DataDirLock(settings.data_dir).acquire()  # released
 
 
-async def test_data_dir_in_use_refuses_before_opening_the_broker(
-    settings: ServerSettings,
-) -> None:
+async def test_data_dir_in_use_refuses_naming_the_holder(settings: ServerSettings) -> None:
+    refusal = rf"in use by another wharf broker \(pid {os.getpid()}\)"
     with DataDirLock(settings.data_dir):
-        with pytest.raises(DataDirInUseError):
+        with pytest.raises(StartupError, match=refusal):
             await serve(settings, [])
 
 
 async def test_embedded_broker_holding_the_directory_is_reported(
     settings: ServerSettings,
 ) -> None:
+    refusal = rf"in use by another wharf broker \(pid {os.getpid()}\)"
     async with Broker.open(settings.data_dir):
-        with pytest.raises(StartupError, match="in use"):
+        with pytest.raises(StartupError, match=refusal):
             await serve(settings, [])
-    assert (settings.data_dir / "wharf.pid").read_text() == ""  # our lock was released
+        assert (settings.data_dir / PID_FILE_NAME).read_text() == f"{os.getpid()}\n"
+    assert (settings.data_dir / PID_FILE_NAME).read_text() == ""  # the embedded one released it

@@ -67,7 +67,7 @@ def test_second_server_on_the_same_data_dir_refuses_and_names_the_first(
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(lines) == 1, result.stderr
-    assert f"is in use by another wharf server (pid {wharf_server.pid})" in lines[0]
+    assert f"is in use by another wharf broker (pid {wharf_server.pid})" in lines[0]
     assert not _ready_lines(result.stderr)
     assert wharf_server.running  # the first one is unaffected
     assert (wharf_server.data_dir / "wharf.pid").read_text().strip() == str(wharf_server.pid)

@@ -1,7 +1,8 @@
 """The embedded broker: one object that owns every core component of a data directory.
 
 How it works: :meth:`Broker.open` is an async context manager. Entering it takes an exclusive
-lock on the data directory (``<data>/.lock``), then opens the components in dependency order
+lock on the data directory (``<data>/wharf.pid``, naming the holder's pid: see
+:mod:`wharf.core.data_dir_lock`), then opens the components in dependency order
 (streams: topics and their partition logs, committed offsets, the group coordinator; then the
 background maintenance task; queues: the virtual hosts with their exchanges, queues and
 bindings). Leaving it stops them in reverse order: background tasks first, then in-process
@@ -12,7 +13,7 @@ are the embedding API (see docs/embedded.md).
 
 Data directory layout (streams)::
 
-    <data>/.lock                     held while a broker has the directory open
+    <data>/wharf.pid                 locked while a broker has the directory open; its pid
     <data>/topics.json               topic catalogue (see core/streams/topics.py)
     <data>/topics/<topic>-<n>/       one storage log per partition
     <data>/__consumer_offsets/       committed offsets (see core/streams/offsets.py)
@@ -22,7 +23,6 @@ Data directory layout (streams)::
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -33,19 +33,23 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.data_dir_lock import DataDirLock
 from wharf.core.queues.embedded import GetHolder, QueueSubscription, ReceivedMessage
 from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
-from wharf.core.queues.vhost import PublishResult, VirtualHost
+from wharf.core.queues.router import PublishResult
+from wharf.core.queues.vhost import VirtualHost
+from wharf.core.stats import BrokerStats
 from wharf.core.streams.errors import ErrorCode, StreamsError
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
 from wharf.core.streams.topics import Topic, TopicManager
-from wharf.errors import BrokerError, ResourceLockedError
+from wharf.core.users import UserStore
+from wharf.errors import BrokerError
 from wharf.storage.record_batch import Record, RecordInput
 
 __all__ = ["Broker"]
@@ -63,13 +67,15 @@ class Broker:
     offsets: OffsetStore
     groups: GroupCoordinator
     producer_ids: ProducerIdAllocator
-    vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings; users
+    vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings
+    users: UserStore  # AMQP and Kafka SASL logins, saved with the queue definitions
 
     def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
         self.path = path
         self.config = config
         self.clock = clock
-        self._lock_fd: int | None = None
+        self.stats = BrokerStats()  # this broker's latency histograms (fsync, requests, HTTP)
+        self._lock = DataDirLock(path)
         self._closed = False
         self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
         self._maintenance: asyncio.Task[None] | None = None
@@ -87,7 +93,10 @@ class Broker:
         *,
         clock: Clock | None = None,
     ) -> AsyncIterator[Broker]:
-        """Open (creating if needed) the broker stored at ``path``; close it on exit."""
+        """Open (creating if needed) the broker stored at ``path``; close it on exit.
+
+        Raises :class:`~wharf.core.data_dir_lock.DataDirInUseError` (a ResourceLockedError
+        naming the holder's pid) when another broker has the directory open."""
         broker = await cls.start(path, config, clock=clock)
         try:
             yield broker
@@ -105,7 +114,7 @@ class Broker:
         """Open the broker without a ``with`` block; the caller must ``await broker.close()``."""
         broker = cls(Path(path), config or BrokerConfig(), clock or Clock())
         try:
-            broker._lock_data_dir()
+            broker._lock.acquire()  # DataDirInUseError names the broker in the way
             await broker._start_components()
         except BaseException:
             await broker.close()
@@ -116,9 +125,15 @@ class Broker:
         """Open every component, in dependency order."""
         # streams
         self.producer_ids = ProducerIdAllocator(self.path)
-        self.topics = TopicManager.open(self.path, self.config, self._fsync_executor, self.clock)
+        fsync_latency = self.stats.fsync
+        self.topics = TopicManager.open(
+            self.path, self.config, self._fsync_executor, fsync_latency, self.clock
+        )
         self.offsets = OffsetStore.open(
-            self.path, fsync=self.config.fsync, fsync_interval_ms=self.config.fsync_interval_ms
+            self.path,
+            fsync=self.config.fsync,
+            fsync_interval_ms=self.config.fsync_interval_ms,
+            fsync_latency=fsync_latency,
         )
         self.groups = GroupCoordinator(
             self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists
@@ -126,8 +141,11 @@ class Broker:
         self.topics.start()
         self.offsets.start()
         self.groups.start()
-        # queues
-        self.vhosts = await VhostRegistry.open(self.path / "queues", self.config, self.clock)
+        # queues, and the users (restored from the queue definitions, where they are saved)
+        self.users = UserStore.with_defaults()
+        self.vhosts = await VhostRegistry.open(
+            self.path / "queues", self.config, self.clock, self.users, fsync_latency=fsync_latency
+        )
         # background work
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
@@ -158,11 +176,15 @@ class Broker:
                 await self.offsets.close()
         finally:
             self._fsync_executor.shutdown(wait=True)
-            self._unlock_data_dir()
+            self._lock.release()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def save_users(self) -> None:
+        """Write :attr:`users` to disk (with the queue definitions) after changing them."""
+        self.vhosts.save()
 
     # ------------------------------------------------------------------ embedded streams API
 
@@ -447,23 +469,3 @@ class Broker:
             log.info(
                 "retention deleted %d segments; %d committed offsets expired", deleted, expired
             )
-
-    # ------------------------------------------------------------------ data directory lock
-
-    def _lock_data_dir(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ResourceLockedError(
-                f"data directory {self.path} is in use by another broker"
-            ) from None
-        self._lock_fd = fd
-
-    def _unlock_data_dir(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None

@@ -14,10 +14,11 @@ wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on
 called on the event-loop thread each time the durable offset advances.
 
 Every completed flush is timed (``time.perf_counter`` around ``log.flush`` on the worker
-thread) and counted on the event-loop thread into the :class:`FsyncHistogram` of the log's
-kind (``partition``, ``queue``, ``offsets``...): plain integer bucket counts, a sum and a count,
-shared by every committer of that kind in the process (so they survive logs being closed or
-replaced) and read by the HTTP layer's ``/metrics`` through :func:`fsync_histograms`.
+thread) and counted on the event-loop thread into the histogram of the log's kind
+(``partition``, ``queue``, ``offsets``...) in the fsync histograms the committer is given (the
+broker's ``broker.stats.fsync``, shared by every committer of that kind of that broker, so they
+survive logs being closed or replaced; read by the HTTP layer's ``/metrics``). A committer given
+none keeps a histogram of its own.
 """
 
 from __future__ import annotations
@@ -25,63 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Protocol
 
 from wharf.core.config import FsyncPolicy
+from wharf.core.stats import FSYNC_BUCKETS_S, Histogram, HistogramFamily
 from wharf.errors import StorageError
 
-__all__ = [
-    "FSYNC_BUCKETS_S",
-    "Flushable",
-    "FsyncHistogram",
-    "GroupCommitter",
-    "fsync_histogram",
-    "fsync_histograms",
-]
+__all__ = ["Flushable", "GroupCommitter"]
 
 log = logging.getLogger(__name__)
-
-# Upper bounds (seconds) of the fsync latency buckets; one more bucket counts the rest.
-FSYNC_BUCKETS_S = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)
-
-
-class FsyncHistogram:
-    """Durations of flushes: per-bucket counts (not cumulative), their sum and count."""
-
-    __slots__ = ("buckets", "counts", "sum", "count")
-
-    def __init__(self, buckets: tuple[float, ...] = FSYNC_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # counts[i]: buckets[i-1] < d <= buckets[i]
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.buckets, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-
-_HISTOGRAMS: dict[str, FsyncHistogram] = {}
-
-
-def fsync_histogram(kind: str) -> FsyncHistogram:
-    """The process-wide fsync histogram of logs of ``kind``."""
-    histogram = _HISTOGRAMS.get(kind)
-    if histogram is None:
-        histogram = _HISTOGRAMS[kind] = FsyncHistogram()
-    return histogram
-
-
-def fsync_histograms() -> dict[str, FsyncHistogram]:
-    """Every kind's fsync histogram so far, by kind."""
-    return dict(_HISTOGRAMS)
-
 
 class Flushable(Protocol):
     """The part of a storage log group commit needs."""
@@ -107,11 +62,14 @@ class GroupCommitter:
         on_durable: Callable[[int], None] | None = None,
         executor: Executor | None = None,
         kind: str = "other",
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self._log = log
         self.kind = kind
-        # shared with every committer of this kind; see the module docstring
-        self.fsync_latency = fsync_histogram(kind)
+        # shared with every committer of this kind given the same family; see the module docstring
+        self.fsync_latency = (
+            Histogram(FSYNC_BUCKETS_S) if fsync_latency is None else fsync_latency[kind]
+        )
         self.policy = policy
         self.interval_ms = max(interval_ms, 1)
         self._interval_s = self.interval_ms / 1000.0

@@ -72,7 +72,9 @@ class Permission:
 
 
 class UserStore:
-    """Users and permissions; the registry persists them with the definitions."""
+    """Users and permissions: ``broker.users``. The broker saves them with the queue
+    definitions (``<data>/queues/definitions.json``, the ``users`` and ``permissions`` lists
+    of :meth:`to_json`), after every change made through it."""
 
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
@@ -128,6 +130,11 @@ class UserStore:
                 raise InvalidArgumentError(f"invalid permission regex {pattern!r}: {exc}") from None
         self.permissions[(user, vhost)] = permission
 
+    def forget_vhost(self, vhost: str) -> None:
+        """Drop every permission on ``vhost`` (it was deleted)."""
+        for key in [k for k in self.permissions if k[1] == vhost]:
+            del self.permissions[key]
+
     def can_access_vhost(self, user: str, vhost: str) -> bool:
         return (user, vhost) in self.permissions
 
@@ -163,18 +170,18 @@ class UserStore:
             ],
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UserStore:
-        store = cls()
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace every user and permission with those of :meth:`to_json`'s ``data``."""
+        self.users.clear()
+        self.permissions.clear()
         for u in data.get("users", []):
-            store.users[u["name"]] = User(
+            self.users[u["name"]] = User(
                 u["name"],
                 u["password_hash"],
                 list(u.get("tags", [])),
                 bool(u.get("loopback_only", False)),
             )
         for p in data.get("permissions", []):
-            store.permissions[(p["user"], p["vhost"])] = Permission(
+            self.permissions[(p["user"], p["vhost"])] = Permission(
                 p["configure"], p["write"], p["read"]
             )
-        return store

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from wharf.core.broker import Broker
-from wharf.http.metrics.latency import LatencyHistogram
 from wharf.http.routing import Endpoint
 from wharf.http.schemas import ListenerInfo, RatePoint
 from wharf.http.status import ServerView
@@ -94,7 +93,6 @@ class ApiContext:
     server: ServerView | None
     endpoints: list[Endpoint] = field(default_factory=list)
     started_monotonic: float = field(default_factory=time.monotonic)
-    http_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     rates: RateTracker = field(init=False)
 
     def __post_init__(self) -> None:

@@ -2,8 +2,8 @@
 
 ``http`` and ``server`` sit side by side in the layering and never import each other, so the
 server hands :func:`wharf.http.app.start_http` an object that satisfies :class:`ServerView`
-(listeners, live connections and request latencies) without either package naming the
-other's classes.
+(listeners and live connections) without either package naming the other's classes. (Request
+latencies need no view: the listeners record them into the broker's ``stats``.)
 """
 
 from __future__ import annotations
@@ -65,38 +65,12 @@ class ConnectionView(Protocol):
     def bytes_out(self) -> int | None: ...
 
 
-class OperationLatencyView(Protocol):
-    """Request latency of one protocol operation: ``counts[i]`` requests took at most
-    ``buckets[i]`` seconds and more than ``buckets[i-1]`` (not cumulative); the last count is
-    for longer ones."""
-
-    @property
-    def protocol(self) -> str: ...
-
-    @property
-    def operation(self) -> str: ...
-
-    @property
-    def buckets(self) -> Sequence[float]: ...
-
-    @property
-    def counts(self) -> Sequence[int]: ...
-
-    @property
-    def sum(self) -> float: ...
-
-    @property
-    def count(self) -> int: ...
-
-
 class ServerView(Protocol):
-    """The server's listeners, connections and request latencies."""
+    """The server's listeners and connections."""
 
     def listeners(self) -> Sequence[ListenerView]: ...
 
     def connections(self) -> Sequence[ConnectionView]: ...
-
-    def request_latencies(self) -> Sequence[OperationLatencyView]: ...
 
     async def close_connection(self, connection_id: str) -> bool:
         """Close one connection; False when no connection has that id."""

@@ -4,13 +4,13 @@ How it works: :func:`run` picks the event loop (uvloop when installed) and runs 
 which
 
 1. installs the SIGTERM/SIGINT handlers (:mod:`wharf.server.shutdown`),
-2. takes the data-directory lock (:mod:`wharf.server.lock`), refusing to start if another
-   server holds it,
-3. opens the :class:`~wharf.core.broker.Broker` (recovery runs here),
-4. creates and starts every listener from the factories it is given, in order, and logs one
+2. opens the :class:`~wharf.core.broker.Broker`, which takes the data-directory lock
+   (:mod:`wharf.core.data_dir_lock`; the server refuses to start, naming the pid of the broker
+   holding it, embedded or served) and runs recovery,
+3. creates and starts every listener from the factories it is given, in order, and logs one
    ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address,
-5. waits for a signal, then stops the listeners in stages, closes the broker (final flush) and
-   releases the lock.
+4. waits for a signal, then stops the listeners in stages and closes the broker (final flush,
+   then the lock is released).
 
 The factories are assembled by the composition root, ``wharf.cli.serve.command`` (the only layer
 that may import both ``wharf.server`` and ``wharf.http``); see :mod:`wharf.server.listener` for the
@@ -27,9 +27,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from wharf.core.broker import Broker
-from wharf.errors import ResourceLockedError, WharfError
+from wharf.core.data_dir_lock import DataDirInUseError
+from wharf.errors import WharfError
 from wharf.server.listener import Endpoint, Listener, ListenerFactory
-from wharf.server.lock import DataDirLock
 from wharf.server.logging_setup import format_address, log_fields
 from wharf.server.settings import ServerSettings
 from wharf.server.shutdown import ShutdownRequest, stop_listeners
@@ -89,13 +89,7 @@ async def serve(
     shutdown = shutdown or ShutdownRequest()
     shutdown.install(loop)
     data_dir = settings.data_dir.absolute()
-    lock = DataDirLock(data_dir)
     try:
-        try:
-            lock.acquire()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise StartupError(f"cannot use data directory {data_dir}: {reason}") from None
         logger.info(
             "wharf starting",
             extra=log_fields(
@@ -108,15 +102,14 @@ async def serve(
         async with contextlib.AsyncExitStack() as stack:
             try:
                 broker = await stack.enter_async_context(Broker.open(data_dir, settings.broker))
-            except ResourceLockedError as exc:
-                raise StartupError(f"{exc} (an embedded broker in another process?)") from None
+            except DataDirInUseError as exc:
+                raise StartupError(f"{exc}; stop it or choose another --data-dir") from None
             except OSError as exc:
                 reason = exc.strerror or str(exc)
-                raise StartupError(f"cannot open the broker in {data_dir}: {reason}") from None
+                raise StartupError(f"cannot use data directory {data_dir}: {reason}") from None
             await _run_listeners(broker, settings, factories, shutdown)
         logger.info("broker closed")
     finally:
-        lock.release()
         shutdown.uninstall(loop)
     logger.info("wharf stopped")
 

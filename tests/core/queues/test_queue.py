@@ -1,10 +1,6 @@
-"""Queue semantics on real logs: delivery, acks, priorities, TTL, dead letters, limits, restart."""
+"""Queue semantics on real logs: delivery, acks, priorities, TTL, limits, restart."""
 
 from __future__ import annotations
-
-import datetime
-import os
-from pathlib import Path
 
 import pytest
 from queue_helpers import Opener, RecordingConsumer
@@ -13,10 +9,7 @@ from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
 from wharf.errors import (
-    AccessRefusedError,
-    NotFoundError,
     PreconditionError,
-    ResourceLockedError,
 )
 from wharf.testing.clock import VirtualClock
 
@@ -112,75 +105,6 @@ async def test_cancel_without_requeue_keeps_unacked(vhost: VirtualHost) -> None:
     assert q.unacked_count == 0 and q.message_count == 0
 
 
-async def test_ttl_expiry_dead_letters_with_x_death(
-    vhost: VirtualHost, clock: VirtualClock
-) -> None:
-    await vhost.declare_exchange("dlx", "fanout")
-    dlq = await vhost.declare_queue("dlq")
-    await vhost.bind_queue("dlq", "dlx", "")
-    q = await vhost.declare_queue(
-        "work", arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "dlx"}
-    )
-    vhost.publish_nowait(msg(b"old", key="work", headers={"k": "v"}))
-    clock.advance(500)
-    vhost.publish_nowait(msg(b"short", key="work", expiration_ms=100))
-    clock.advance(600)
-    assert q.next_deadline() == clock.now_ms() - 100
-    await vhost.tick()  # "old" expired at the head; "short" (expired too) is head next
-    assert q.message_count == 0 and q.expired == 2
-    dead = [dlq.basic_get(no_ack=True) for _ in range(2)]
-    assert [d.message.body for d in dead if d] == [b"old", b"short"]
-    first = dead[0]
-    assert first is not None
-    h = first.message.headers
-    assert h["k"] == "v"
-    assert h["x-first-death-reason"] == "expired" and h["x-first-death-queue"] == "work"
-    assert h["x-last-death-exchange"] == ""
-    (entry,) = h["x-death"]
-    assert entry["count"] == 1 and entry["reason"] == "expired" and entry["queue"] == "work"
-    assert entry["exchange"] == "" and entry["routing-keys"] == ["work"]
-    assert entry["time"] == datetime.datetime.fromtimestamp(clock.now_ms() // 1000, datetime.UTC)
-    assert first.message.exchange == "dlx"
-    second = dead[1]
-    assert second is not None
-    assert second.message.expiration_ms is None
-    assert second.message.headers["x-death"][0]["original-expiration"] == "100"
-
-
-async def test_x_death_count_grows_and_routing_key_override(vhost: VirtualHost) -> None:
-    # work -> (reject) -> dlx -> retry queue with key "again" -> ... -> work
-    await vhost.declare_exchange("dlx", "direct")
-    work = await vhost.declare_queue(
-        "work",
-        arguments={"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "again"},
-    )
-    retry = await vhost.declare_queue("retry")
-    await vhost.bind_queue("retry", "dlx", "again")
-    vhost.publish_nowait(msg(b"m", key="work"))
-    for _ in range(3):
-        d = work.basic_get(no_ack=False)
-        assert d is not None
-        work.reject([d.delivery_id], requeue=False)
-        back = retry.basic_get(no_ack=True)
-        assert back is not None and back.message.routing_key == "again"
-        vhost.publish_nowait(back.message.with_route("", "work"))
-    final = work.basic_get(no_ack=True)
-    assert final is not None
-    deaths = final.message.headers["x-death"]
-    assert len(deaths) == 1 and deaths[0]["count"] == 3 and deaths[0]["reason"] == "rejected"
-
-
-async def test_dead_letter_cycle_is_dropped(vhost: VirtualHost, clock: VirtualClock) -> None:
-    q = await vhost.declare_queue(
-        "loop",
-        arguments={"x-message-ttl": 10, "x-dead-letter-exchange": ""},
-    )
-    vhost.publish_nowait(msg(b"m", key="loop"))
-    clock.advance(20)
-    await vhost.tick()
-    assert q.message_count == 0  # expired into itself: a cycle, dropped
-
-
 @pytest.mark.parametrize("overflow", ["drop-head", "reject-publish", "reject-publish-dlx"])
 async def test_overflow_modes(vhost: VirtualHost, overflow: str) -> None:
     dlq = await vhost.declare_queue("dlq")
@@ -235,39 +159,6 @@ async def test_delivery_limit(vhost: VirtualHost) -> None:
     assert dead.message.headers["x-death"][0]["reason"] == "delivery_limit"
 
 
-async def test_single_active_consumer(vhost: VirtualHost) -> None:
-    q = await vhost.declare_queue("q", arguments={"x-single-active-consumer": True})
-    a, b = RecordingConsumer("a"), RecordingConsumer("b")
-    q.add_consumer(a)
-    q.add_consumer(b)
-    for i in range(3):
-        vhost.publish_nowait(msg(b"%d" % i))
-    assert len(a.deliveries) == 3 and not b.deliveries and q.active_consumer is a
-    q.remove_consumer(a)
-    assert q.active_consumer is b and len(b.deliveries) == 3
-
-
-async def test_exclusive_consumer(vhost: VirtualHost) -> None:
-    q = await vhost.declare_queue("q")
-    q.add_consumer(RecordingConsumer("a", exclusive=True))
-    with pytest.raises(AccessRefusedError):
-        q.add_consumer(RecordingConsumer("b"))
-    q2 = await vhost.declare_queue("q2")
-    q2.add_consumer(RecordingConsumer("a"))
-    with pytest.raises(AccessRefusedError):
-        q2.add_consumer(RecordingConsumer("b", exclusive=True))
-
-
-async def test_exclusive_queue_ownership(vhost: VirtualHost) -> None:
-    await vhost.declare_queue("ex", exclusive=True, owner="conn1")
-    with pytest.raises(ResourceLockedError):
-        await vhost.declare_queue("ex", exclusive=True, owner="conn2")
-    with pytest.raises(ResourceLockedError):
-        vhost.get_queue("ex", owner="conn2")
-    await vhost.connection_closed("conn1")
-    assert "ex" not in vhost.queues
-
-
 async def test_auto_delete_and_cancel_notification(vhost: VirtualHost) -> None:
     q = await vhost.declare_queue("ad", auto_delete=True)
     c = RecordingConsumer()
@@ -291,42 +182,6 @@ async def test_x_expires_deletes_idle_queue(vhost: VirtualHost, clock: VirtualCl
     clock.advance(1)
     await vhost.tick()
     assert "idle" not in vhost.queues
-
-
-async def test_declare_rules(vhost: VirtualHost) -> None:
-    named = await vhost.declare_queue("")
-    assert named.name.startswith("amq.gen-")
-    with pytest.raises(NotFoundError):
-        await vhost.declare_queue("nope", passive=True)
-    await vhost.declare_queue("q", arguments={"x-message-ttl": 5})
-    with pytest.raises(PreconditionError):
-        await vhost.declare_queue("q", arguments={"x-message-ttl": 6})
-    with pytest.raises(PreconditionError):
-        await vhost.declare_queue("q", durable=True, arguments={"x-message-ttl": 5})
-    assert (await vhost.declare_queue("q", arguments={"x-message-ttl": 5, "other": 1})).name
-    for bad in [
-        {"x-message-ttl": -1},
-        {"x-message-ttl": "5"},
-        {"x-max-length": True},
-        {"x-overflow": "sideways"},
-        {"x-queue-type": "stream"},
-        {"x-expires": 0},
-        {"x-dead-letter-routing-key": "k"},
-        {"x-single-active-consumer": 1},
-    ]:
-        with pytest.raises(PreconditionError):
-            await vhost.declare_queue("bad", arguments=bad)
-    with pytest.raises(PreconditionError):
-        await vhost.declare_queue("qq", arguments={"x-queue-type": "quorum"})  # not durable
-    with pytest.raises(AccessRefusedError):
-        await vhost.declare_queue("amq.mine")
-    q = vhost.queues["q"]
-    vhost.publish_nowait(msg(b"1"))
-    with pytest.raises(PreconditionError):
-        await vhost.delete_queue("q", if_empty=True)
-    assert await vhost.purge_queue("q") == 1
-    assert await vhost.delete_queue("q", if_empty=True) == 0
-    assert q.deleted
 
 
 async def test_persistent_survives_restart_transient_does_not(open_registry: Opener) -> None:
@@ -375,75 +230,6 @@ async def test_publish_waits_for_fsync_under_always(open_registry: Opener) -> No
     assert q.store.messages.durable_offset >= q.store.messages.next_offset
 
 
-def _segment_files(path: Path) -> list[str]:
-    return sorted(f for f in os.listdir(path) if f.endswith(".log"))
-
-
-async def test_reclaims_acked_segments(open_registry: Opener, tmp_path: Path) -> None:
-    cfg = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_segment_bytes=4096)
-    reg = await open_registry(cfg)
-    v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    for i in range(200):
-        v.publish_nowait(msg(b"x" * 100 + b"%d" % i, key="d", persistent=True))
-    log_dir = Path(q.store.messages.path)  # type: ignore[attr-defined]
-    before = len(_segment_files(log_dir))
-    assert before > 3
-    while (d := q.basic_get(no_ack=False)) is not None:
-        q.ack([d.delivery_id])
-    await reg.maintain()
-    assert len(_segment_files(log_dir)) == 1
-    assert q.store.messages.log_start_offset == q.store.messages.next_offset
-
-
-async def test_reclaim_moves_a_pinning_message_to_the_tail(
-    open_registry: Opener,
-) -> None:
-    cfg = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_segment_bytes=4096)
-    reg = await open_registry(cfg)
-    v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    v.publish_nowait(msg(b"old", key="d", persistent=True))
-    pin = q.basic_get(no_ack=False)  # delivered, never acked: pins the first segment
-    assert pin is not None
-    for i in range(300):
-        v.publish_nowait(msg(b"y" * 100 + b"%d" % i, key="d", persistent=True))
-        d = q.basic_get(no_ack=False)
-        assert d is not None
-        q.ack([d.delivery_id])
-    log_dir = Path(q.store.messages.path)  # type: ignore[attr-defined]
-    assert len(_segment_files(log_dir)) > 4
-    await reg.maintain()
-    await reg.maintain()
-    assert len(_segment_files(log_dir)) <= 2
-    q.ack([pin.delivery_id])  # the delivery id survived the move
-    v.publish_nowait(msg(b"new", key="d", persistent=True))
-    reg = await open_registry(cfg)
-    q = reg["/"].queues["d"]
-    got = q.basic_get(no_ack=True)
-    assert got is not None and got.message.body == b"new" and q.message_count == 0
-
-
-async def test_moved_unacked_message_is_redelivered_after_restart(open_registry: Opener) -> None:
-    cfg = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_segment_bytes=4096)
-    reg = await open_registry(cfg)
-    v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    v.publish_nowait(msg(b"old", key="d", persistent=True))
-    assert q.basic_get(no_ack=False) is not None
-    for i in range(300):
-        v.publish_nowait(msg(b"z" * 100 + b"%d" % i, key="d", persistent=True))
-        d = q.basic_get(no_ack=False)
-        assert d is not None
-        q.ack([d.delivery_id])
-    await reg.maintain()
-    reg = await open_registry(cfg)
-    q = reg["/"].queues["d"]
-    got = q.basic_get(no_ack=True)
-    assert got is not None and got.message.body == b"old" and got.redelivered
-    assert q.basic_get(no_ack=True) is None
-
-
 async def test_ttl_zero_reaches_a_waiting_consumer_only(vhost: VirtualHost) -> None:
     q = await vhost.declare_queue("q", arguments={"x-message-ttl": 0})
     vhost.publish_nowait(msg(b"nobody-waiting"))
@@ -473,19 +259,6 @@ async def test_bad_ack_changes_nothing_and_deleted_queue_ignores_acks(
     q.ack([d2.delivery_id])
     q.reject([d2.delivery_id], requeue=True)
     assert q.message_count == 0
-
-
-async def test_small_live_messages_are_not_moved(open_registry: Opener) -> None:
-    # a full log of tiny live messages is not "pinned": nothing to gain by moving them
-    cfg = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_segment_bytes=4096)
-    reg = await open_registry(cfg)
-    v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    for _ in range(300):
-        v.publish_nowait(msg(b"t", key="d", persistent=True))
-    end = q.store.next_offset
-    await reg.maintain()
-    assert q.store.next_offset == end and q.message_count == 300
 
 
 async def test_sequence_numbers_are_not_reused_after_restart(open_registry: Opener) -> None:

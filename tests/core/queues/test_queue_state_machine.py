@@ -29,6 +29,7 @@ from wharf.core.queues.consumers import Delivery
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
+from wharf.core.users import UserStore
 from wharf.testing.clock import VirtualClock
 
 T = TypeVar("T")
@@ -67,7 +68,9 @@ class QueueMachine(RuleBasedStateMachine):
     def open(self) -> None:
         async def opening() -> VhostRegistry:
             config = BrokerConfig(fsync=FsyncPolicy.NEVER, queue_resident_bytes=self.resident)
-            reg = await VhostRegistry.open(self.dir, config, self.clock, start_timer=False)
+            reg = await VhostRegistry.open(
+                self.dir, config, self.clock, UserStore.with_defaults(), start_timer=False
+            )
             v = reg["/"]
             await v.declare_queue("dlq", durable=True)
             await v.declare_queue(

@@ -134,8 +134,8 @@ async def test_connections_closed_at_shutdown_say_so(
             writer.write(api_versions(1))
             await asyncio.wait_for(read_frame(reader), 10)
             [connection] = served.connections
-            [timings] = served.request_stats.operations()
-            assert (timings.operation, timings.count) == ("ApiVersions", 1)
+            [(key, timings)] = broker.stats.requests.items()
+            assert (key, timings.count) == (("kafka", "ApiVersions"), 1)
             await served.close(5.0)
             assert await asyncio.wait_for(reader.read(), 10) == b""
         finally:

@@ -5,9 +5,7 @@ the composition root's layer) joins them. :class:`ListenerRegistry` wraps each l
 of ``wharf serve`` so that every listener it creates is recorded along with the addresses its
 ``start`` bound; the HTTP listener gets the registry as its
 :class:`~wharf.http.status.ServerView` and reports those listeners (ready from a successful
-start until ``stop_accepting``), the client connections of the Kafka and AMQP listeners, and
-the request latencies of every listener that keeps a ``request_stats``
-(:class:`~wharf.server.request_stats.RequestStats`).
+start until ``stop_accepting``) and the client connections of the Kafka and AMQP listeners.
 """
 
 from __future__ import annotations
@@ -17,14 +15,13 @@ from dataclasses import dataclass
 
 from wharf.core.broker import Broker
 from wharf.http.app import HttpListener
-from wharf.http.status import ConnectionView, OperationLatencyView
+from wharf.http.status import ConnectionView
 from wharf.protocol.amqp.connection import AMQPConnection
 from wharf.protocol.amqp.errors import ReplyCode
 from wharf.server.amqp.listener import AMQPListener
 from wharf.server.kafka.connection import KafkaConnection
 from wharf.server.kafka.listener import KafkaListener
 from wharf.server.listener import Endpoint, Listener, ListenerFactory
-from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 
@@ -91,14 +88,6 @@ class ListenerRegistry:
 
     def connections(self) -> Sequence[ConnectionView]:
         return [conn for conn, _ in self._live_connections()]
-
-    def request_latencies(self) -> Sequence[OperationLatencyView]:
-        found: list[OperationLatencyView] = []
-        for tracked in self._tracked:
-            stats = getattr(tracked.inner, "request_stats", None)
-            if isinstance(stats, RequestStats):
-                found.extend(stats.operations())
-        return found
 
     async def close_connection(self, connection_id: str) -> bool:
         for conn, close in self._live_connections():

@@ -1,49 +1,50 @@
 """A queue: ordered messages handed to consumers, acknowledged or returned, on a log.
 
-How it works. Every live message is a :class:`QueueEntry` with a *sequence number* (its place
-in FIFO order, stable for its whole life, also its delivery id) and the *offset* of its record
-in the message log. Ready entries sit in one heap ordered by (priority descending, sequence), so
-a priority queue hands out higher priorities first and FIFO within a level, and a returned
-message goes back to its original place. Delivered-but-unacknowledged entries sit in
-``_unacked``. Every settlement (ack, dead-letter, expiry, drop) and every delivery is written to
-the queue's state log by :class:`~wharf.core.queues.store.QueueStore` so a restart restores
-exactly the live messages and their delivery counts.
+How it works. Every live message is a :class:`~wharf.core.queues.entry.QueueEntry` with a
+*sequence number* (its place in FIFO order, stable for its whole life, also its delivery id)
+and the *offset* of its record in the message log. The queue is a facade over three parts:
+
+* the ready entries, in a :class:`~wharf.core.queues.ready.ReadyHeap` ordered by (priority
+  descending, sequence), so a priority queue hands out higher priorities first and FIFO within
+  a level, and a returned message goes back to its original place;
+* the subscribers, in a :class:`~wharf.core.queues.consumer_set.ConsumerSet` that decides who
+  is offered the next message (consumer priorities, round robin, single active consumer);
+* the log-space bookkeeping, in a :class:`~wharf.core.queues.reclaim.Reclaimer`.
+
+Delivered-but-unacknowledged entries sit in ``_unacked``. Every settlement (ack, dead-letter,
+expiry, drop) and every delivery is written to the queue's state log by
+:class:`~wharf.core.queues.store.QueueStore` so a restart restores exactly the live messages
+and their delivery counts.
 
 Expiry is lazy at the head, as in RabbitMQ: a message is dropped (or dead-lettered) when it
-reaches the head after its expiry time; :meth:`tick` (run by the virtual host's timer) does the
-same for idle queues, enforces ``x-expires``, and reclaims space: it advances the message log's
-start to the oldest live record, and when a few old records pin much more dead space, moves
-them to the tail (same sequence number, new offset) so the old segments can be deleted.
+reaches the head after its expiry time; :meth:`Queue.tick` (run by the virtual host's timer)
+does the same for idle queues, and :meth:`Queue.maintain` reclaims space.
 
-Dispatch is synchronous: :meth:`dispatch` pushes ready messages to consumers whose
-``can_take()`` is true (only the active one under single-active-consumer) until the queue is
-empty or nobody has credit. Consumers are grouped by their priority (AMQP's ``x-priority``
-consume argument, 0 by default), highest first: a message goes to the highest-priority group
-that has a consumer with credit, round robin within the group, so lower priorities receive
-only while every higher-priority consumer is blocked (prefetch, flow). Publishing, acking,
-rejecting and consumer changes dispatch by themselves; a front end calls :meth:`dispatch` when
-a consumer's credit comes back.
+Dispatch is synchronous: :meth:`Queue.dispatch` pushes ready messages to consumers whose
+``can_take()`` is true until the queue is empty or nobody has credit. Publishing, acking,
+rejecting and consumer changes dispatch by themselves; a front end calls
+:meth:`Queue.dispatch` when a consumer's credit comes back.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from wharf.core.clock import Clock
-from wharf.core.queues.args import MAX_PRIORITY_CAP, Overflow, QueueArgs
+from wharf.core.queues.args import Overflow, QueueArgs
+from wharf.core.queues.consumer_set import ConsumerSet
 from wharf.core.queues.consumers import Consumer, Delivery
 from wharf.core.queues.dead_letter import DeathReason
+from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message
+from wharf.core.queues.ready import ReadyHeap
+from wharf.core.queues.reclaim import Reclaimer
 from wharf.core.queues.records import stored_size
 from wharf.core.queues.store import QueueStore, StoredMessage
 from wharf.errors import AccessRefusedError, PreconditionError
 
-__all__ = ["EnqueueResult", "Queue", "QueueEntry", "QueueHooks"]
-
-# Move at most this many pinning records to the tail per maintenance pass.
-_MOVE_BATCH = 1000
+__all__ = ["EnqueueResult", "Queue", "QueueHooks"]
 
 
 class QueueHooks(Protocol):
@@ -61,57 +62,6 @@ class QueueHooks(Protocol):
         ...
 
 
-class QueueEntry:
-    """One live message of a queue: its place, its log record, and maybe its message.
-
-    ``held`` is the message when kept in memory, None when only the log has it; :attr:`message`
-    reads it back from ``store`` then."""
-
-    __slots__ = (
-        "consumer",
-        "delivery_count",
-        "expires_at",
-        "held",
-        "keep",
-        "offset",
-        "priority",
-        "seq",
-        "size",
-        "store",
-        "stored",
-    )
-
-    def __init__(
-        self,
-        seq: int,
-        offset: int,
-        held: Message | None,
-        priority: int,
-        expires_at: int | None,
-        delivery_count: int,
-        size: int,
-        stored: int,
-        keep: bool,
-        store: QueueStore,
-    ) -> None:
-        self.seq = seq
-        self.offset = offset
-        self.held = held
-        self.priority = priority
-        self.expires_at = expires_at
-        self.delivery_count = delivery_count
-        self.consumer: Consumer | None = None
-        self.size = size  # body bytes
-        self.stored = stored  # estimated log bytes
-        self.keep = keep  # survives a restart
-        self.store = store
-
-    @property
-    def message(self) -> Message:
-        held = self.held
-        return self.store.read_message(self.offset) if held is None else held
-
-
 class EnqueueResult(NamedTuple):
     """``accepted`` False: refused by x-overflow reject-publish(-dlx) (nack the publisher).
     ``sync_offset``: pass to :meth:`Queue.wait_durable` before confirming, when not None."""
@@ -120,18 +70,6 @@ class EnqueueResult(NamedTuple):
     sync_offset: int | None = None
 
 
-_SEQ_MASK = (1 << 64) - 1
-
-
-class _PriorityLevel:
-    """The consumers of one priority, in subscription order, and where round robin stands."""
-
-    __slots__ = ("consumers", "priority", "rr")
-
-    def __init__(self, priority: int, consumers: list[Consumer]) -> None:
-        self.priority = priority
-        self.consumers = consumers
-        self.rr = 0
 _REFUSED = EnqueueResult(False)
 _ACCEPTED = EnqueueResult(True)
 
@@ -171,37 +109,23 @@ class Queue:
         self.store = store
         self._clock = clock
         self._hooks = hooks
-        self._segment_bytes = segment_bytes
         # Body bytes of ready messages kept in memory; beyond them new messages are kept only
         # in the log and read back when delivered. Only where the log can give them back.
         self._resident_limit = resident_bytes if store.durable else None
         self._resident_bytes = 0  # body bytes held in memory by live entries
-        # Heap of ready keys: the sequence number, with (cap - priority) from bit 64 on when
-        # the queue has priorities. Plain ints keep the heap small and its comparisons cheap.
-        self._ready: list[int] = []
-        self._prioritised = args.max_priority is not None
-        self._ready_bytes = 0
-        self._expiring = 0  # ready entries with an expiry time
         self._max_limited = args.overflow is Overflow.DROP_HEAD and (
             args.max_length is not None or args.max_length_bytes is not None
         )
         self._entries: dict[int, QueueEntry] = {}  # seq -> live entry
+        self._ready = ReadyHeap(self._entries, prioritised=args.max_priority is not None)
         self._unacked: dict[int, QueueEntry] = {}
-        self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
-        self._moved: dict[int, int] = {}  # offset -> seq of live records whose offset != seq
+        self._space = Reclaimer(self._entries, store, clock, segment_bytes)
         self._live_bytes = 0
-        self._live_stored = 0  # estimated log bytes of live records
-        self._consumers: list[Consumer] = []  # in subscription order
-        self._levels: list[_PriorityLevel] = []  # the same consumers by priority, highest first
-        # Under x-single-active-consumer: the consumer that receives (see active_consumer).
-        self._active: Consumer | None = None
+        self._consumers = ConsumerSet(single_active=args.single_active_consumer)
         self._had_consumer = False
         self._dispatching = False
         self._again = False
         self._pending_settle: list[int] = []
-        # Dead-lettered records whose copies are not on disk yet: offset -> (seq, delivery
-        # count). Not live, but kept in the log (reclaim, snapshots) until settle().
-        self._settling: dict[int, tuple[int, int]] = {}
         self._pending_delivered: list[int] = []
         self._fresh = -1
         self.last_used_ms = clock.now_ms()
@@ -241,7 +165,7 @@ class Queue:
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:
-        return tuple(self._consumers)
+        return self._consumers.members
 
     @property
     def exclusive(self) -> bool:
@@ -249,17 +173,9 @@ class Queue:
 
     @property
     def active_consumer(self) -> Consumer | None:
-        """Under single-active-consumer, the one consumer that receives messages.
-
-        The first consumer becomes active. When one with a higher ``x-priority`` subscribes
-        (or, among the rest, when the active one leaves) the highest-priority consumer, the
-        earliest among equals, takes over: at once if the active one left, else once the
-        active one has no unacknowledged message left; until then nobody gets new deliveries,
-        so the queue's order is kept."""
-        return self._active if self.args.single_active_consumer else None
-
-    def _preferred(self) -> Consumer:
-        return self._levels[0].consumers[0]
+        """Under single-active-consumer, the one consumer that receives messages (see
+        :mod:`wharf.core.queues.consumer_set` for the hand-over)."""
+        return self._consumers.active
 
     def _holds_unacked(self, consumer: Consumer) -> bool:
         return any(entry.consumer is consumer for entry in self._unacked.values())
@@ -284,7 +200,7 @@ class Queue:
             )
             self._hold(entry, item.message)
             self._add_live(entry)
-            self._push_ready(entry)
+            self._ready.push(entry)
 
     # ----------------------------------------------------------------------------- publish
 
@@ -298,7 +214,7 @@ class Queue:
         if self.deleted:
             return _REFUSED
         now = self._clock.now_ms()
-        if self._expiring:
+        if self._ready.expiring:
             self._expire_head(now)
         if self.args.overflow is not Overflow.DROP_HEAD and self._is_full(len(message.body)):
             if self.args.overflow is Overflow.REJECT_PUBLISH_DLX:
@@ -328,13 +244,13 @@ class Queue:
         )
         self._hold(entry, message)
         self._add_live(entry)
-        self._push_ready(entry)
+        self._ready.push(entry)
         self.published += 1
         if self._consumers:
             self._fresh = seq  # may still go to a waiting consumer at its expiry instant (TTL 0)
             self.dispatch()
             self._fresh = -1
-        if self._expiring:
+        if self._ready.expiring:
             self._expire_head(self._clock.now_ms())
         if self._max_limited:
             self._enforce_max_length()
@@ -366,18 +282,19 @@ class Queue:
         if self.args.max_length is not None and len(self._ready) >= self.args.max_length:
             return True
         limit = self.args.max_length_bytes
-        return limit is not None and self._ready_bytes + incoming > limit
+        return limit is not None and self._ready.bytes + incoming > limit
 
     def _enforce_max_length(self) -> None:
         if self.args.overflow is not Overflow.DROP_HEAD:
             return
         max_len = self.args.max_length
         max_bytes = self.args.max_length_bytes
-        while self._ready and (
-            (max_len is not None and len(self._ready) > max_len)
-            or (max_bytes is not None and self._ready_bytes > max_bytes)
+        ready = self._ready
+        while ready and (
+            (max_len is not None and len(ready) > max_len)
+            or (max_bytes is not None and ready.bytes > max_bytes)
         ):
-            entry = self._pop_ready()
+            entry = ready.pop()
             self.dropped += 1
             self._dead_letter_entry(entry, DeathReason.MAXLEN)
 
@@ -400,43 +317,22 @@ class Queue:
         self._commit_state()
 
     def _dispatch_round(self) -> None:
-        if not self._consumers:
-            return
-        active = self.active_consumer
-        if active is not None:
-            preferred = self._preferred()
-            if active is not preferred:
-                if self._holds_unacked(active):
-                    return  # the hand-over waits for the active consumer's acks
-                self._active = active = preferred
-            if self._ready:
-                self._serve(_PriorityLevel(0, [active]))
-            return
-        if not self._ready:
-            return
-        for level in list(self._levels):
-            if not self._ready:
-                return
-            self._serve(level)
+        self._consumers.serve(self._offer, self._has_ready, self._holds_unacked)
 
-    def _serve(self, level: _PriorityLevel) -> None:
-        """Hand ready messages round robin to the consumers of ``level`` while one has credit."""
-        candidates = list(level.consumers)
-        n = len(candidates)
-        idle = 0
-        while self._ready and idle < n:
-            consumer = candidates[level.rr % n]
-            level.rr += 1
-            if consumer not in self._consumers or not consumer.can_take():
-                idle += 1
-                continue
-            if self._expiring and self._ready[0] & _SEQ_MASK != self._fresh:
-                self._expire_head(self._clock.now_ms())
-            if not self._ready:
-                return
-            idle = 0
-            entry = self._pop_ready()
-            self._hand_out(entry, consumer, consumer.no_ack, consumer.tag)
+    def _has_ready(self) -> bool:
+        return bool(self._ready.keys)
+
+    def _offer(self, consumer: Consumer) -> bool:
+        """Hand the head to ``consumer``; whether more messages are ready (False also when
+        expiry left none to hand)."""
+        ready = self._ready
+        keys = ready.keys
+        if ready.expiring and ready.head_seq() != self._fresh:
+            self._expire_head(self._clock.now_ms())
+        if not keys:
+            return False
+        self._hand_out(ready.pop(), consumer, consumer.no_ack, consumer.tag)
+        return bool(keys)
 
     def _hand_out(
         self, entry: QueueEntry, consumer: Consumer | None, no_ack: bool, tag: str | None
@@ -476,8 +372,7 @@ class Queue:
 
     def peek(self, count: int) -> list[QueueEntry]:
         """The next ``count`` ready messages in delivery order, left in place (browsing)."""
-        entries = self._entries
-        return [entries[key & _SEQ_MASK] for key in heapq.nsmallest(count, self._ready)]
+        return self._ready.peek(count)
 
     def basic_get(self, no_ack: bool) -> Delivery | None:
         """Take the head message, or None when the queue has none ready (basic.get-empty)."""
@@ -486,7 +381,7 @@ class Queue:
         if not self._ready:
             self._commit_state()
             return None
-        entry = self._pop_ready()
+        entry = self._ready.pop()
         delivery = self._hand_out(entry, None, no_ack, None)
         self._commit_state()
         return delivery
@@ -536,13 +431,14 @@ class Queue:
         if limit is not None and entry.delivery_count > limit:
             self._dead_letter_entry(entry, DeathReason.DELIVERY_LIMIT)
             return
-        self._push_ready(entry)
+        self._ready.push(entry)
 
     def purge(self) -> int:
         """Drop every ready message (unacknowledged ones stay); returns how many."""
-        count = len(self._ready)
-        while self._ready:
-            self._remove_live(self._pop_ready())
+        ready = self._ready
+        count = len(ready)
+        while ready:
+            self._remove_live(ready.pop())
         self._commit_state()
         return count
 
@@ -551,21 +447,11 @@ class Queue:
     def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
         """Subscribe with a ``priority`` (higher is served first, see the module docstring);
         raises AccessRefusedError (403) against an exclusive consumer."""
-        if any(c.exclusive for c in self._consumers) or (consumer.exclusive and self._consumers):
+        if self._consumers.refuses(consumer):
             raise AccessRefusedError(
                 f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
             )
-        self._consumers.append(consumer)
-        levels = self._levels
-        at = 0
-        while at < len(levels) and levels[at].priority > priority:
-            at += 1
-        if at < len(levels) and levels[at].priority == priority:
-            levels[at].consumers.append(consumer)
-        else:
-            levels.insert(at, _PriorityLevel(priority, [consumer]))
-        if self._active is None:
-            self._active = consumer
+        self._consumers.add(consumer, priority)
         self._had_consumer = True
         self.last_used_ms = self._clock.now_ms()
         self.dispatch()
@@ -574,17 +460,8 @@ class Queue:
         """Unsubscribe. With ``requeue_unacked`` (consumer or channel gone) its unacknowledged
         messages return to the queue, redelivered; basic.cancel passes False and the channel
         settles them later. An auto-delete queue is deleted when its last consumer leaves."""
-        if consumer not in self._consumers:
+        if not self._consumers.remove(consumer):
             return
-        self._consumers.remove(consumer)
-        for level in self._levels:
-            if consumer in level.consumers:
-                level.consumers.remove(consumer)
-                if not level.consumers:
-                    self._levels.remove(level)
-                break
-        if consumer is self._active:
-            self._active = self._preferred() if self._levels else None
         self.last_used_ms = self._clock.now_ms()
         if requeue_unacked:
             mine = [e for e in self._unacked.values() if e.consumer is consumer]
@@ -603,7 +480,7 @@ class Queue:
     def next_deadline(self) -> int | None:
         """The next time (ms) :meth:`tick` has work: head expiry or x-expires."""
         deadlines: list[int] = []
-        head_expiry = self._head().expires_at if self._ready else None
+        head_expiry = self._ready.head().expires_at if self._ready else None
         if head_expiry is not None:
             deadlines.append(head_expiry)
         if self.args.expires_ms is not None and not self._consumers:
@@ -628,106 +505,39 @@ class Queue:
         """Reclaim log space and compact the state log (run periodically)."""
         self._commit_state()
         self.store.write_pending()
-        first = self._first_live_offset()
-        log = self.store.messages
-        if first is not None and self._pinning(first):
-            self._move_to_tail(first)
+        moved_from = self._space.relocate()
+        if moved_from:
+            self._pending_settle.extend(moved_from)
             self._commit_state()
-            first = self._first_live_offset()
-        if self._settling:
-            first = min(self._settling) if first is None else min(first, *self._settling)
-        self.store.reclaim(log.next_offset if first is None else first)
+        self.store.reclaim(self._space.reclaim_offset())
         if self.store.needs_snapshot():
-            live = [(e.offset, e.seq, e.delivery_count) for e in self._entries.values()]
-            live += [(offset, seq, count) for offset, (seq, count) in self._settling.items()]
-            await self.store.snapshot(live)
-
-    def _pinning(self, first: int) -> bool:
-        log = self.store.messages
-        dead = log.size_bytes - self._live_stored
-        return (
-            log.size_bytes > 2 * self._segment_bytes
-            and dead > 3 * max(self._live_stored, 1)
-            and log.next_offset - first > 1
-        )
-
-    def _move_to_tail(self, first: int) -> None:
-        """Re-append the oldest live records so the segments they pin can go."""
-        log = self.store.messages
-        cutoff = first + (log.next_offset - first) // 2
-        now = self._clock.now_ms()
-        old = sorted(
-            (e for e in self._entries.values() if e.offset < cutoff), key=lambda e: e.offset
-        )[:_MOVE_BATCH]
-        for entry in old:
-            new_offset = self.store.append(
-                entry.seq, entry.message, entry.expires_at, now, keep=entry.keep
-            )
-            self._pending_settle.append(entry.offset)
-            self._moved.pop(entry.offset, None)
-            entry.offset = new_offset
-            self._moved[new_offset] = entry.seq
-            heapq.heappush(self._offsets, new_offset)
-
-    def _first_live_offset(self) -> int | None:
-        heap = self._offsets
-        entries = self._entries
-        while heap:
-            offset = heap[0]
-            entry = entries.get(self._moved.get(offset, offset))
-            if entry is not None and entry.offset == offset:
-                return offset
-            heapq.heappop(heap)  # settled, or moved to the tail since
-        return None
+            await self.store.snapshot(self._space.kept_records())
 
     # --------------------------------------------------------------------------- internals
 
     def _add_live(self, entry: QueueEntry) -> None:
         self._entries[entry.seq] = entry
-        if entry.offset != entry.seq:
-            self._moved[entry.offset] = entry.seq
-        heapq.heappush(self._offsets, entry.offset)
+        self._space.added(entry)
         self._live_bytes += entry.size
-        self._live_stored += entry.stored
 
     def _remove_live(self, entry: QueueEntry, *, settle: bool = True) -> None:
         del self._entries[entry.seq]
-        if entry.offset != entry.seq:
-            self._moved.pop(entry.offset, None)
+        self._space.removed(entry)
         self._live_bytes -= entry.size
-        self._live_stored -= entry.stored
         if settle:
             self._pending_settle.append(entry.offset)
         if entry.held is not None:
             self._resident_bytes -= entry.size
 
-    def _push_ready(self, entry: QueueEntry) -> None:
-        key = entry.seq
-        if self._prioritised:
-            key |= (MAX_PRIORITY_CAP - entry.priority) << 64
-        heapq.heappush(self._ready, key)
-        self._ready_bytes += entry.size
-        if entry.expires_at is not None:
-            self._expiring += 1
-
-    def _head(self) -> QueueEntry:
-        return self._entries[self._ready[0] & _SEQ_MASK]
-
-    def _pop_ready(self) -> QueueEntry:
-        entry = self._entries[heapq.heappop(self._ready) & _SEQ_MASK]
-        self._ready_bytes -= entry.size
-        if entry.expires_at is not None:
-            self._expiring -= 1
-        return entry
-
     def _expire_head(self, now_ms: int) -> None:
-        if not self._expiring:
+        ready = self._ready
+        if not ready.expiring:
             return
-        while self._ready:
-            head = self._head()
+        while ready:
+            head = ready.head()
             if head.expires_at is None or head.expires_at > now_ms:
                 return
-            self._pop_ready()
+            ready.pop()
             self.expired += 1
             self._dead_letter_entry(head, DeathReason.EXPIRED)
 
@@ -738,15 +548,16 @@ class Queue:
         # The record stays unsettled in the log until the dead-lettered copies are on disk
         # (the virtual host settles it then): a crash in between keeps the message here.
         self._remove_live(entry, settle=False)
-        self._settling[entry.offset] = (entry.seq, entry.delivery_count)
+        self._space.settling[entry.offset] = (entry.seq, entry.delivery_count)
         self.dead_lettered += 1
         self._hooks.dead_letter(self, entry.message, reason, entry.offset)
 
     def settle(self, offsets: list[int]) -> None:
         """Record that the messages at ``offsets`` left the queue for good (see
         :meth:`QueueHooks.dead_letter`); nothing once the queue is deleted."""
+        settling = self._space.settling
         for offset in offsets:
-            self._settling.pop(offset, None)
+            settling.pop(offset, None)
         if not self.deleted:
             self.store.settle(offsets)
 
@@ -761,11 +572,8 @@ class Queue:
     def detach(self) -> list[Consumer]:
         """Mark deleted and return the consumers (the virtual host cancels them)."""
         self.deleted = True
-        consumers, self._consumers = self._consumers, []
-        self._levels = []
-        self._active = None
+        consumers = self._consumers.clear()
         self._ready.clear()
-        self._expiring = 0
         self._unacked.clear()
         self._entries.clear()
         return consumers

@@ -1,8 +1,10 @@
-"""The virtual hosts of a broker, their users, their saved definitions and their timer.
+"""The virtual hosts of a broker, their saved definitions and their timer.
 
 ``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads ``definitions.json`` and
 re-declares every durable exchange, queue and binding (queues recover their messages from their
-logs). One background task runs the timers of every virtual host: it sleeps until the earliest
+logs). The file also holds the broker's users and permissions: the registry is given the
+broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
+every save. One background task runs the timers of every virtual host: it sleeps until the earliest
 deadline (message expiry at a queue head, a delayed message coming due, an x-expires queue) or
 one second, then calls :meth:`VirtualHost.tick`, and about once a second reclaims log space.
 """
@@ -26,6 +28,7 @@ from wharf.core.queues.definitions import (
 )
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
+from wharf.core.stats import HistogramFamily
 from wharf.core.users import UserStore
 from wharf.errors import NotFoundError, PreconditionError, WharfError
 
@@ -45,11 +48,19 @@ def _load(path: Path) -> dict[str, Any] | None:
 class VhostRegistry:
     """Every virtual host of a broker; ``registry[name]`` -> :class:`VirtualHost`."""
 
-    def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: BrokerConfig,
+        clock: Clock,
+        users: UserStore,
+        fsync_latency: HistogramFamily[str] | None = None,
+    ) -> None:
         self.path = path
         self.config = config
         self.clock = clock
-        self.users = UserStore.with_defaults()
+        self.users = users  # the broker's; saved with the definitions
+        self._fsync_latency = fsync_latency
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
         self._timer: asyncio.Task[None] | None = None
@@ -61,14 +72,18 @@ class VhostRegistry:
         path: Path,
         config: BrokerConfig,
         clock: Clock,
+        users: UserStore,
         *,
+        fsync_latency: HistogramFamily[str] | None = None,
         start_timer: bool = True,
     ) -> VhostRegistry:
-        """Open the registry stored under ``path`` (created with vhost "/" and guest if new).
+        """Open the registry stored under ``path`` (created with vhost "/" if new, saving
+        ``users`` as they are; else ``users`` are restored from the saved definitions).
 
         ``start_timer`` False leaves the timers to explicit :meth:`tick` calls (tests with a
-        manual clock)."""
-        registry = cls(path, config, clock)
+        manual clock). ``fsync_latency``: the broker's fsync histograms, which the queue logs'
+        group commits record into."""
+        registry = cls(path, config, clock, users, fsync_latency)
         data = _load(path)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
@@ -113,15 +128,19 @@ class VhostRegistry:
             await vhost.delete_exchange(exchange_name)
         await vhost.close()
         del self._vhosts[name]
-        for key in [k for k in self.users.permissions if k[1] == name]:
-            del self.users.permissions[key]
+        self.users.forget_vhost(name)
         self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
         if not name:
             raise PreconditionError("a virtual host needs a name")
         vhost = VirtualHost(
-            name, self.path / "vhosts" / dir_name(name), self.config, self.clock, self.save
+            name,
+            self.path / "vhosts" / dir_name(name),
+            self.config,
+            self.clock,
+            self.save,
+            self._fsync_latency,
         )
         vhost.wakeup = self._wake.set
         self._vhosts[name] = vhost
@@ -194,7 +213,7 @@ class VhostRegistry:
     async def _restore(self, data: dict[str, Any]) -> None:
         self._loading = True
         try:
-            self.users = UserStore.from_json(data)
+            self.users.restore(data)
             for v in data.get("vhosts", []):
                 self._add_vhost(v["name"])
             for e in data.get("exchanges", []):

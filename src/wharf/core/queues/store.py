@@ -49,6 +49,7 @@ from wharf.core.queues.records import (
     decode_messages,
     stored_size,
 )
+from wharf.core.stats import HistogramFamily
 from wharf.errors import PreconditionError, StorageError
 from wharf.storage.interface import LogLike
 from wharf.storage.log import Log, LogConfig
@@ -425,10 +426,16 @@ class QueueStore:
             self.state.close()
 
 
-def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueStore:
+def open_store(
+    path: Path | None,
+    config: BrokerConfig,
+    clock: Clock,
+    fsync_latency: HistogramFamily[str] | None = None,
+) -> QueueStore:
     """A durable store in directory ``path`` (recovered if present), or in memory when None.
 
     Queue logs are never trimmed by time or size retention: only settlement frees space.
+    ``fsync_latency``: the broker's fsync histograms, which the logs' group commits record into.
     """
     log_config = LogConfig(
         segment_bytes=config.queue_segment_bytes,
@@ -451,6 +458,7 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         interval_ms=config.fsync_interval_ms,
         durable_offset=messages.next_offset,
         kind="queue",
+        fsync_latency=fsync_latency,
     )
     # Settlements are never waited on; they reach the disk on this interval and at close.
     state_committer = GroupCommitter(
@@ -459,6 +467,7 @@ def open_store(path: Path | None, config: BrokerConfig, clock: Clock) -> QueueSt
         interval_ms=config.fsync_interval_ms,
         durable_offset=state.next_offset,
         kind="queue-state",
+        fsync_latency=fsync_latency,
     )
     return QueueStore(
         messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)

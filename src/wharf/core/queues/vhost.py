@@ -1,17 +1,16 @@
-"""Virtual hosts: exchanges, queues and bindings, and the routing of a publish between them.
+"""Virtual hosts: their exchanges, queues and bindings (the topology), declared and deleted.
 
-How it works: :meth:`VirtualHost.publish_nowait` resolves the exchange, walks its destinations
-(following exchange-to-exchange bindings once each, trying the alternate exchange of any
-exchange that matched nothing, holding messages with an x-delay at a delayed exchange), then
-enqueues the message on every queue reached, in one synchronous step so that publish order is
-kept. The returned :class:`PublishResult` says whether the message was routed and refused, and
-:meth:`PublishResult.wait_durable` waits for the fsyncs a publisher confirm needs (persistent
-message, durable queue, ``--fsync always``).
+How it works: a :class:`VirtualHost` keeps its exchanges, queues and delayed exchanges' held
+messages in plain dicts and changes them on declare, delete, bind and unbind, checking AMQP's
+rules (reserved ``amq.`` names, equivalent redeclaration, exclusivity). Publishing goes through
+its :class:`~wharf.core.queues.router.Router`, which reads the same dicts; a message its queues
+dead-letter is moved by its :class:`~wharf.core.queues.dead_letter.DeadLetterer`.
 
-Definitions (durable exchanges, queues, bindings) are saved by the
-:class:`~wharf.core.queues.definitions.DefinitionStore` after every change, and restored by
-:class:`VhostRegistry`. Exclusive queues belong to an *owner* (a connection id of the front
-end's choosing) and are deleted by :meth:`VirtualHost.connection_closed`.
+Definitions (durable exchanges, queues, bindings) are saved (:mod:`wharf.core.queues.definitions`)
+after every change, and restored by
+:class:`~wharf.core.queues.registry.VhostRegistry`. Exclusive queues belong to an *owner* (a
+connection id of the front end's choosing) and are deleted by
+:meth:`VirtualHost.connection_closed`.
 """
 
 from __future__ import annotations
@@ -19,18 +18,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import logging
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.args import QueueType, parse_queue_args
-from wharf.core.queues.dead_letter import DeathReason, add_death, is_cycle
-from wharf.core.queues.delayed import DelayedMessages, delay_of
+from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
+from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
     Binding,
     DelayedExchange,
@@ -41,18 +38,18 @@ from wharf.core.queues.exchanges import (
 )
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
+from wharf.core.queues.router import PublishResult, Router
 from wharf.core.queues.store import QueueStore, open_store
+from wharf.core.stats import HistogramFamily
 from wharf.errors import (
     AccessRefusedError,
     NotFoundError,
     PreconditionError,
     ResourceLockedError,
-    StorageError,
 )
 
+# PublishResult is defined by the router; the AMQP front end imports it from here.
 __all__ = ["PublishResult", "VirtualHost"]
-
-log = logging.getLogger(__name__)
 
 STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
     ("amq.direct", ExchangeType.DIRECT),
@@ -68,39 +65,10 @@ def dir_name(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-@dataclass(slots=True)
-class PublishResult:
-    """Outcome of one publish.
-
-    ``routed``: reached at least one queue (or was held by a delayed exchange); a mandatory
-    publish with ``routed`` False gets basic.return (312 NO_ROUTE). ``rejected``: a queue with
-    x-overflow reject-publish refused it: nack the publisher.
-    """
-
-    routed: bool = False
-    rejected: bool = False
-    queues: list[str] = field(default_factory=list)
-    # (wait, offset): ``await wait(offset)`` returns once that copy is durable
-    _waits: list[tuple[Callable[[int], Awaitable[None]], int]] = field(default_factory=list)
-
-    async def wait_durable(self) -> None:
-        """Return once every copy that must survive a crash is fsynced."""
-        for wait, offset in self._waits:
-            await wait(offset)
-
-
 class VirtualHost:
     """One AMQP virtual host; obtained from ``broker.vhosts[name]``.
 
-    Counters: ``published`` (publishes received), ``unroutable``.
+    Counters: ``published`` (publishes received), ``unroutable`` (kept by its router).
     """
 
     def __init__(
@@ -110,19 +78,23 @@ class VirtualHost:
         config: BrokerConfig,
         clock: Clock,
         save: Callable[[], None],
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
         self._save = save
+        self._fsync_latency = fsync_latency
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
-        self.published = 0
-        self.unroutable = 0
+        self.router = Router(
+            name, self.exchanges, self.queues, self.delayed, clock, lambda: self.wakeup()
+        )
+        self._dead_letters = DeadLetterer(self.router, self.exchanges, clock, self._spawn)
         default = make_exchange("", ExchangeType.DIRECT)
         self.exchanges[""] = default
         for ex_name, ex_type in STANDARD_EXCHANGES:
@@ -308,7 +280,7 @@ class VirtualHost:
         return queue
 
     def _open_store(self, path: Path | None) -> QueueStore:
-        return open_store(path, self.config, self.clock)
+        return open_store(path, self.config, self.clock, self._fsync_latency)
 
     async def delete_queue(
         self,
@@ -431,148 +403,34 @@ class VirtualHost:
 
     # ----------------------------------------------------------------------------- publish
 
+    @property
+    def published(self) -> int:
+        return self.router.published
+
+    @property
+    def unroutable(self) -> int:
+        return self.router.unroutable
+
     def publish_nowait(self, message: Message) -> PublishResult:
         """Route and enqueue ``message`` now (keeping publish order); await
         :meth:`PublishResult.wait_durable` before confirming. NotFoundError (404) for a missing
         exchange, AccessRefusedError (403) for an internal one."""
-        exchange = self.exchanges.get(message.exchange)
-        if exchange is None:
-            exchange = self.get_exchange(message.exchange)  # raises NotFoundError
-        if exchange.internal:
-            raise AccessRefusedError(
-                f"cannot publish to internal exchange '{message.exchange}' in vhost '{self.name}'"
-            )
-        self.published += 1
-        result = PublishResult()
-        if exchange.name == "":  # the default exchange: the queue the routing key names
-            exchange.messages_in += 1
-            name = message.routing_key
-            if name in self.queues:
-                exchange.messages_out += 1
-                self._deliver_to((name,), message, result)
-                result.routed = True
-            else:
-                self.unroutable += 1
-            return result
-        queues: set[str] = set()
-        held = self._route(exchange, message, queues, set(), result)
-        self._deliver_to(queues, message, result)
-        result.routed = bool(queues) or held
-        if not result.routed:
-            self.unroutable += 1
-        return result
+        return self.router.publish(message)
 
     async def publish(self, message: Message) -> PublishResult:
         """:meth:`publish_nowait`, then wait for durability."""
-        result = self.publish_nowait(message)
+        result = self.router.publish(message)
         await result.wait_durable()
         return result
-
-    def _route(
-        self,
-        exchange: Exchange,
-        message: Message,
-        queues: set[str],
-        visited: set[str],
-        result: PublishResult | None,
-        *,
-        released: bool = False,
-    ) -> bool:
-        """Collect the queues ``exchange`` routes to; True if a delayed exchange held it."""
-        if exchange.name in visited:
-            return False
-        visited.add(exchange.name)
-        exchange.messages_in += 1
-        if exchange.name == "":
-            if message.routing_key in self.queues:
-                queues.add(message.routing_key)
-                exchange.messages_out += 1
-            return False
-        held = self.delayed.get(exchange.name)
-        if held is not None and not released:
-            delay = delay_of(message)
-            if delay > 0:
-                now = self.clock.now_ms()
-                offset = held.hold(message, now + delay, now)
-                if offset is not None and result is not None:
-                    result._waits.append((held.store.wait_durable, offset))
-                self.wakeup()
-                return True
-        destinations = exchange.route(message)
-        exchange.messages_out += len(destinations)
-        held_any = False
-        before = len(queues)
-        for kind, name in destinations:
-            if kind is DestKind.QUEUE:
-                if name in self.queues:
-                    queues.add(name)
-            else:
-                target = self.exchanges.get(name)
-                if target is not None:
-                    held_any |= self._route(target, message, queues, visited, result)
-        if len(queues) == before and not held_any:
-            alternate = exchange.alternate_exchange
-            if alternate is not None and alternate in self.exchanges:
-                held_any |= self._route(self.exchanges[alternate], message, queues, visited, result)
-        return held_any
-
-    def _deliver_to(
-        self, queues: Collection[str], message: Message, result: PublishResult | None
-    ) -> None:
-        for name in sorted(queues) if len(queues) > 1 else queues:
-            queue = self.queues[name]
-            outcome = queue.enqueue(message)
-            if result is None:
-                continue
-            result.queues.append(name)
-            if not outcome.accepted:
-                result.rejected = True
-            elif outcome.sync_offset is not None:
-                result._waits.append((queue.wait_durable, outcome.sync_offset))
 
     # ------------------------------------------------------------------- hooks from queues
 
     def dead_letter(
         self, queue: Queue, message: Message, reason: DeathReason, offset: int | None
     ) -> None:
-        """Republish a message dead-lettered by ``queue``; settle its record at ``offset`` in
-        ``queue`` once every copy that must survive a crash is on disk (at least once: a
-        crash in between leaves it in both queues)."""
-        dlx = queue.args.dead_letter_exchange
-        exchange = None if dlx is None else self.exchanges.get(dlx)
-        result = PublishResult()
-        if dlx is not None and exchange is not None:
-            routing_key = queue.args.dead_letter_routing_key
-            dead = add_death(message, queue.name, reason, self.clock.now_ms())
-            dead = dead.with_route(dlx, message.routing_key if routing_key is None else routing_key)
-            targets: set[str] = set()
-            self._route(exchange, dead, targets, set(), None)
-            targets = {t for t in targets if not is_cycle(dead, t)}
-            self._deliver_to(targets, dead, result)
-        if offset is not None:
-            self._settle_when_durable(queue.settle, [offset], result)
-
-    def _settle_when_durable(
-        self, settle: Callable[[list[int]], None], offsets: list[int], copies: PublishResult
-    ) -> None:
-        """Call ``settle(offsets)`` once ``copies`` are durable: at once when none has to be,
-        else from a task. If a copy cannot be written the source is not settled, so the
-        message is back in its source after a restart. Without a running event loop (the
-        core driven synchronously) there is nothing to wait with: it settles at once."""
-        if not copies._waits or not _loop_running():
-            settle(offsets)
-            return
-
-        async def settle_after_copies() -> None:
-            try:
-                await copies.wait_durable()
-            except StorageError as exc:
-                log.error("moved messages not settled in their source (copies not on disk): %s",
-                          exc)
-                return
-            settle(offsets)
-
-        self._spawn(settle_after_copies())
+        """Move a message dead-lettered by ``queue`` (see
+        :meth:`DeadLetterer.move <wharf.core.queues.dead_letter.DeadLetterer.move>`)."""
+        self._dead_letters.move(queue, message, reason, offset)
 
     def queue_unused(self, queue: Queue) -> None:
         """An auto-delete queue lost its last consumer: delete it."""
@@ -609,9 +467,9 @@ class VirtualHost:
             copies = PublishResult()
             for _, message in due:
                 queues: set[str] = set()
-                self._route(exchange, message, queues, set(), None, released=True)
-                self._deliver_to(queues, message, copies)
-            self._settle_when_durable(held.settle, [offset for offset, _ in due], copies)
+                self.router.route(exchange, message, queues, None, released=True)
+                self.router.deliver_to(queues, message, copies)
+            settle_when_durable(held.settle, [offset for offset, _ in due], copies, self._spawn)
         for queue in list(self.queues.values()):
             if queue.idle_expired(now):
                 await self.delete_queue(queue.name, owner=queue.exclusive_owner)

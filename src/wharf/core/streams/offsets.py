@@ -31,6 +31,7 @@ import msgspec
 
 from wharf.core.config import FsyncPolicy
 from wharf.core.durability import GroupCommitter
+from wharf.core.stats import HistogramFamily
 from wharf.errors import StorageError
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.record_batch import RecordInput, decode_records, iter_batches
@@ -81,8 +82,10 @@ class OffsetStore:
         committer: GroupCommitter,
         *,
         compact_min_records: int = COMPACT_MIN_RECORDS,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self._directory = directory
+        self._fsync_latency = fsync_latency
         self._compact_min_records = compact_min_records
         self._log = log
         self._committer = committer
@@ -100,6 +103,7 @@ class OffsetStore:
         fsync: FsyncPolicy,
         fsync_interval_ms: int = 1000,
         compact_min_records: int = COMPACT_MIN_RECORDS,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> OffsetStore:
         directory = data_dir / LOG_NAME
         _finish_interrupted_swap(directory)
@@ -110,8 +114,15 @@ class OffsetStore:
             interval_ms=fsync_interval_ms,
             durable_offset=log.durable_offset,
             kind="offsets",
+            fsync_latency=fsync_latency,
         )
-        store = cls(directory, log, committer, compact_min_records=compact_min_records)
+        store = cls(
+            directory,
+            log,
+            committer,
+            compact_min_records=compact_min_records,
+            fsync_latency=fsync_latency,
+        )
         store._replay()
         return store
 
@@ -304,6 +315,7 @@ class OffsetStore:
             interval_ms=interval_ms,
             durable_offset=self._log.durable_offset,
             kind="offsets",
+            fsync_latency=self._fsync_latency,
         )
         self._committer.start()
 

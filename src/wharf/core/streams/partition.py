@@ -24,6 +24,7 @@ from pathlib import Path
 from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
 from wharf.core.durability import GroupCommitter
+from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
     MessageTooLargeError,
@@ -82,6 +83,7 @@ class Partition:
         fsync_interval_ms: int,
         executor: Executor | None = None,
         clock: Clock | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self.topic = topic
         self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
@@ -97,6 +99,7 @@ class Partition:
             on_durable=self._durable_advanced,
             executor=executor,
             kind="partition",
+            fsync_latency=fsync_latency,
         )
         self.producers = ProducerStateTable()
         self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)

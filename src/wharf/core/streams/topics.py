@@ -29,6 +29,7 @@ import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
     InvalidPartitionsError,
@@ -101,12 +102,14 @@ class TopicManager:
         config: BrokerConfig,
         executor: Executor | None = None,
         clock: Clock | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
     ) -> None:
         self._data_dir = data_dir
         self._clock = clock
         self._logs_dir = data_dir / LOGS_DIR
         self._config = config
         self._executor = executor
+        self._fsync_latency = fsync_latency
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
         self._lock = asyncio.Lock()
@@ -118,9 +121,12 @@ class TopicManager:
         data_dir: Path,
         config: BrokerConfig,
         executor: Executor | None = None,
+        fsync_latency: HistogramFamily[str] | None = None,
         clock: Clock | None = None,
     ) -> TopicManager:
-        manager = cls(data_dir, config, executor, clock)
+        """``fsync_latency``: the broker's fsync histograms, which the partitions' group
+        commits record into."""
+        manager = cls(data_dir, config, executor, clock=clock, fsync_latency=fsync_latency)
         manager._logs_dir.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
         for record in manager._load_catalogue():
@@ -343,6 +349,7 @@ class TopicManager:
             fsync_interval_ms=self._config.fsync_interval_ms,
             executor=self._executor,
             clock=self._clock,
+            fsync_latency=self._fsync_latency,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:

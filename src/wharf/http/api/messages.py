@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from wharf.core.broker import Broker
+from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message as AmqpMessage
-from wharf.core.queues.queue import QueueEntry
 from wharf.core.streams.errors import OffsetOutOfRangeError
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.errors import InvalidArgumentError

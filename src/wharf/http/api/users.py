@@ -32,12 +32,12 @@ def _info(users: UserStore, name: str) -> UserInfo:
 
 
 async def _list_users(request: web.Request) -> web.StreamResponse:
-    users = context_of(request).broker.vhosts.users
+    users = context_of(request).broker.users
     return json_response([_info(users, name) for name in sorted(users.users)])
 
 
 async def _describe_user(request: web.Request) -> web.StreamResponse:
-    users = context_of(request).broker.vhosts.users
+    users = context_of(request).broker.users
     name = request.match_info["name"]
     if name not in users.users:
         raise NotFoundError(f"no user '{name}'")
@@ -48,40 +48,40 @@ async def _put_user(request: web.Request) -> web.StreamResponse:
     spec = await read_body(request, PutUser)
     if not spec.password:
         raise InvalidArgumentError("a user needs a password")
-    registry = context_of(request).broker.vhosts
+    broker = context_of(request).broker
     name = request.match_info["name"]
-    add = partial(registry.users.add_user, name, spec.password, tags=spec.tags,
+    add = partial(broker.users.add_user, name, spec.password, tags=spec.tags,
                   loopback_only=spec.loopback_only)
     await asyncio.get_running_loop().run_in_executor(None, add)  # hashing takes milliseconds
-    registry.save()
-    return json_response(_info(registry.users, name))
+    broker.save_users()
+    return json_response(_info(broker.users, name))
 
 
 async def _delete_user(request: web.Request) -> web.StreamResponse:
-    registry = context_of(request).broker.vhosts
-    registry.users.delete_user(request.match_info["name"])
-    registry.save()
+    broker = context_of(request).broker
+    broker.users.delete_user(request.match_info["name"])
+    broker.save_users()
     return web.Response(status=204)
 
 
 async def _set_permissions(request: web.Request) -> web.StreamResponse:
     spec = await read_body(request, UserPermission)
-    registry = context_of(request).broker.vhosts
+    broker = context_of(request).broker
     vhost = vhost_of(request)
-    if vhost not in registry:
+    if vhost not in broker.vhosts:
         raise NotFoundError(f"no vhost '{vhost}'")
     name = request.match_info["name"]
-    registry.users.set_permissions(name, vhost, Permission(spec.configure, spec.write, spec.read))
-    registry.save()
-    return json_response(_info(registry.users, name))
+    broker.users.set_permissions(name, vhost, Permission(spec.configure, spec.write, spec.read))
+    broker.save_users()
+    return json_response(_info(broker.users, name))
 
 
 async def _clear_permissions(request: web.Request) -> web.StreamResponse:
-    registry = context_of(request).broker.vhosts
+    broker = context_of(request).broker
     name, vhost = request.match_info["name"], vhost_of(request)
-    if registry.users.permissions.pop((name, vhost), None) is None:
+    if broker.users.permissions.pop((name, vhost), None) is None:
         raise NotFoundError(f"user '{name}' has no permissions in vhost '{vhost}'")
-    registry.save()
+    broker.save_users()
     return web.Response(status=204)
 
 

@@ -3,12 +3,12 @@
 How it works: :class:`BrokerCollector` is a prometheus-client custom collector. Nothing on the
 publish/deliver paths calls prometheus: on each scrape the collector walks topics, partitions,
 queues, groups and listeners and reports the plain counters and gauges core objects already
-keep. The one histogram measured here is the HTTP API's own request latency, kept in a
-:class:`~wharf.http.metrics.latency.LatencyHistogram` (plain bucket counts) by a middleware; the
-fsync latency histogram (``wharf_fsync_seconds``, by log kind) is read from the group committers'
-plain bucket counts (:func:`wharf.core.durability.fsync_histograms`); the Kafka/AMQP request
-latency histogram (``wharf_request_seconds``) from the listeners' plain bucket counts
-(:mod:`wharf.http.metrics.request_latency`).
+keep. The latency histograms are the broker's own (``broker.stats``, :mod:`wharf.core.stats`):
+the fsync latency (``wharf_fsync_seconds``, by log kind) recorded by the group committers, the
+Kafka/AMQP request latency (``wharf_request_seconds``,
+:mod:`wharf.http.metrics.request_latency`) recorded by the listeners, and the HTTP API's own
+request latency (``wharf_http_request_duration_seconds``, by route) recorded by a middleware
+here.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from wharf.core.durability import fsync_histograms
+from wharf.core.stats import BrokerStats
 from wharf.http.context import ApiContext, context_of
-from wharf.http.metrics.latency import cumulative_buckets
+from wharf.http.metrics.latency import histogram_family
 from wharf.http.metrics.request_latency import request_latency_family
 from wharf.http.routing import Endpoint, Handler
 from wharf.http.views import broker as view
@@ -151,7 +151,7 @@ class BrokerCollector(Collector):
             for protocol, count in sorted(per_protocol.items()):
                 connections.add_metric([protocol], count)
         yield connections
-        yield request_latency_family(context.server)
+        yield request_latency_family(broker.stats)
 
         storage = GaugeMetricFamily("wharf_storage_bytes", "Bytes of every log on disk")
         storage.add_metric([], view.storage_bytes(broker))
@@ -159,25 +159,22 @@ class BrokerCollector(Collector):
         fsyncs = CounterMetricFamily("wharf_fsyncs", "Completed group-commit fsyncs")
         fsyncs.add_metric([], view.fsync_count(broker))
         yield fsyncs
-        yield _fsync_latency()
-
-        yield context.http_latency.families(
+        yield _fsync_latency(broker.stats)
+        yield histogram_family(
             "wharf_http_request_duration_seconds",
             "HTTP API request latency by route",
-            "route",
+            ["route"],
+            (((route,), histogram) for route, histogram in broker.stats.http.items()),
         )
 
 
-def _fsync_latency() -> HistogramMetricFamily:
-    family = HistogramMetricFamily(
+def _fsync_latency(stats: BrokerStats) -> HistogramMetricFamily:
+    return histogram_family(
         "wharf_fsync_seconds",
         "Duration of group-commit flushes (fdatasync of a log), by log kind",
-        labels=["kind"],
+        ["kind"],
+        (((kind,), histogram) for kind, histogram in stats.fsync.items()),
     )
-    for kind, histogram in sorted(fsync_histograms().items()):
-        cumulative = cumulative_buckets(histogram.buckets, histogram.counts)
-        family.add_metric([kind], cumulative, histogram.sum)
-    return family
 
 
 @web.middleware
@@ -189,8 +186,8 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        context_of(request).http_latency.observe(
-            f"{request.method} {route}", time.perf_counter() - started
+        context_of(request).broker.stats.http[f"{request.method} {route}"].observe(
+            time.perf_counter() - started
         )
 
 

@@ -1,37 +1,29 @@
-"""A latency histogram kept as plain bucket counts, exported to Prometheus on demand."""
+"""The broker's latency histograms (:mod:`wharf.core.stats`) as Prometheus histogram families,
+made at scrape time from their plain per-bucket counts."""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
 from prometheus_client.core import HistogramMetricFamily
 
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+from wharf.core.stats import Histogram
 
 
-class LatencyHistogram:
-    """Cumulative-at-export bucket counts of durations, per label value."""
-
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self._counts: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
-
-    def observe(self, label: str, seconds: float) -> None:
-        counts = self._counts.get(label)
-        if counts is None:
-            counts = self._counts[label] = [0] * (len(self.buckets) + 1)
-            self._sums[label] = 0.0
-        counts[bisect.bisect_left(self.buckets, seconds)] += 1
-        self._sums[label] += seconds
-
-    def families(self, name: str, doc: str, label_name: str) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, doc, labels=[label_name])
-        for label, counts in sorted(self._counts.items()):
-            family.add_metric([label], cumulative_buckets(self.buckets, counts), self._sums[label])
-        return family
+def histogram_family(
+    name: str,
+    doc: str,
+    labels: Sequence[str],
+    members: Iterable[tuple[Sequence[str], Histogram]],
+) -> HistogramMetricFamily:
+    """One family with a histogram per ``(label values, histogram)`` of ``members``."""
+    family = HistogramMetricFamily(name, doc, labels=list(labels))
+    for values, histogram in members:
+        family.add_metric(
+            list(values), cumulative_buckets(histogram.bounds, histogram.counts), histogram.sum
+        )
+    return family
 
 
 def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

@@ -1,15 +1,15 @@
 """The ``wharf_request_seconds`` histogram: Kafka and AMQP request latency per operation.
 
-The listeners keep plain per-bucket counts (see :class:`~wharf.http.status.OperationLatencyView`);
-this module turns them into one Prometheus histogram family at scrape time.
+The listeners record into the broker's ``stats.requests`` (see :mod:`wharf.core.stats`); this
+module turns them into one Prometheus histogram family at scrape time.
 """
 
 from __future__ import annotations
 
 from prometheus_client.core import HistogramMetricFamily
 
-from wharf.http.metrics.latency import cumulative_buckets
-from wharf.http.status import ServerView
+from wharf.core.stats import BrokerStats
+from wharf.http.metrics.latency import histogram_family
 
 NAME = "wharf_request_seconds"
 HELP = (
@@ -22,10 +22,6 @@ HELP = (
 )
 
 
-def request_latency_family(server: ServerView | None) -> HistogramMetricFamily:
-    """The histogram family of every operation the server's listeners timed so far."""
-    family = HistogramMetricFamily(NAME, HELP, labels=["protocol", "operation"])
-    for timings in server.request_latencies() if server is not None else ():
-        cumulative = cumulative_buckets(timings.buckets, timings.counts)
-        family.add_metric([timings.protocol, timings.operation], cumulative, timings.sum)
-    return family
+def request_latency_family(stats: BrokerStats) -> HistogramMetricFamily:
+    """The histogram family of every operation the broker's listeners timed so far."""
+    return histogram_family(NAME, HELP, ["protocol", "operation"], stats.requests.items())

@@ -25,8 +25,8 @@ How it works
   or end of stream), a warning with the reason otherwise (protocol error, missed heartbeats,
   refused login, handshake timeout, operator close, server shutdown, reset), with the user,
   vhost, client product, requests and bytes in and out. The connection counts bytes both
-  ways; synchronous methods and confirmed publishes are timed into the listener's
-  :class:`~wharf.server.request_stats.RequestStats` (``wharf_request_seconds``).
+  ways; synchronous methods and confirmed publishes are timed into the broker's
+  ``stats.requests`` under ``amqp`` (``wharf_request_seconds``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from wharf.protocol.amqp.state import ConnState
 from wharf.server.amqp.alarms import ResourceAlarm
 from wharf.server.listener import Endpoint
 from wharf.server.logging_setup import ConnectionLog
-from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 __all__ = ["AMQPListener", "AMQPProtocol", "create_amqp_listener"]
@@ -116,7 +115,7 @@ class AMQPProtocol(asyncio.Protocol):
             peer=peer,
             is_loopback=_is_loopback(host),
             settings=self._listener.amqp_settings,
-            request_stats=self._listener.request_stats,
+            request_stats=self._listener.broker.stats.request_timer("amqp"),
         )
         self.conn.alarm = self._listener.alarm.reason if self._listener.alarm else None
         self._listener.protocols.add(self)
@@ -308,7 +307,6 @@ class AMQPListener:
         self.port = port
         self.amqp_settings = amqp_settings or AMQPSettings()
         self.protocols: set[AMQPProtocol] = set()
-        self.request_stats = RequestStats("amqp")
         self._server: asyncio.Server | None = None
         self._broker: Broker | None = None
         self._all_closed = asyncio.Event()

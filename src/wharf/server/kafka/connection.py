@@ -19,8 +19,8 @@ handler, closes this connection with the reason logged; the broker stays up. A
 one when it closes (a warning with the reason unless the client closed it).
 
 Figures: each request is timed from its decoding to its response being written (so a response
-waiting behind a long-poll Fetch counts that wait, as the client sees it) into the listener's
-:class:`~wharf.server.request_stats.RequestStats` under its API name; the connection counts its
+waiting behind a long-poll Fetch counts that wait, as the client sees it) into the broker's
+``stats.requests`` (:mod:`wharf.core.stats`) under its API name; the connection counts its
 requests and bytes in and out and keeps the client id of the latest request header, for the
 HTTP API's connection list.
 """
@@ -48,7 +48,6 @@ from wharf.protocol.kafka.errors import KafkaProtocolError
 from wharf.protocol.kafka.framing import NEED_DATA
 from wharf.protocol.kafka.handlers import handle, handle_fallback
 from wharf.server.logging_setup import ConnectionLog
-from wharf.server.request_stats import RequestStats
 
 __all__ = ["KafkaConnection"]
 
@@ -75,11 +74,10 @@ class KafkaConnection(asyncio.Protocol):
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
-        request_stats: RequestStats | None = None,
     ) -> None:
         self._ctx = ctx
         self._connections = connections
-        self._stats = request_stats if request_stats is not None else RequestStats("kafka")
+        self._stats = ctx.broker.stats.request_timer("kafka")
         self._log: ConnectionLog | None = None
         self._client_id = ""
         self._requests = 0

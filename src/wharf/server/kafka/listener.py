@@ -12,8 +12,9 @@ The address Metadata and FindCoordinator advertise defaults to the bound one; wh
 binds every interface (``0.0.0.0``, ``::``) it is the machine's host name instead, since
 clients cannot connect to a wildcard address.
 
-``request_stats`` holds the latency of every request its connections served, by API name (read
-by ``/metrics``); ``connections`` the open connections (listed and closed by the HTTP API).
+Its connections time every request they serve into the broker's ``stats.requests`` under
+``kafka`` and the API name (read by ``/metrics``); ``connections`` holds the open connections
+(listed and closed by the HTTP API).
 
 With ``sasl_plain`` clients must authenticate with SASL PLAIN (the broker's users, as for
 AMQP) before anything but ApiVersions; see :mod:`wharf.protocol.kafka.handlers.sasl`.
@@ -35,7 +36,6 @@ from wharf.core.broker import Broker
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.framing import DEFAULT_MAX_FRAME_BYTES
 from wharf.server.kafka.connection import KafkaConnection
-from wharf.server.request_stats import RequestStats
 from wharf.server.settings import ServerSettings
 
 __all__ = ["KafkaListener", "start_kafka_listener"]
@@ -77,7 +77,6 @@ class KafkaListener:
         self.max_idle_ms = max_idle_ms  # 0: never close idle connections
         self.connections: set[KafkaConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self.request_stats = RequestStats("kafka")
         self._server: asyncio.Server | None = None
         self._port: int | None = None
 
@@ -113,7 +112,6 @@ class KafkaListener:
                 base,
                 self.connections,
                 max_frame_bytes=self.max_frame_bytes,
-                request_stats=self.request_stats,
             )
 
         self._server = await loop.create_server(connection, self.host, self.requested_port)

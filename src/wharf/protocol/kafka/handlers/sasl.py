@@ -103,7 +103,7 @@ async def sasl_authenticate(ctx: KafkaContext, request: KafkaRequest) -> Any:
     except SaslPlainError as exc:
         return refused(ErrorCode.sasl_authentication_failed, f"Authentication failed: {exc}",
                        f"SASL authentication failed: {exc}")
-    users = ctx.broker.vhosts.users
+    users = ctx.broker.users
     check = partial(users.authenticate, user, password, loopback=_is_loopback(ctx.client_host))
     try:
         await asyncio.get_running_loop().run_in_executor(None, check)

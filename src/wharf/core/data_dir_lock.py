@@ -1,11 +1,11 @@
-"""One ``wharf serve`` process per data directory.
+"""One broker per data directory, whether embedded or run by ``wharf serve``.
 
-How it works: the server takes an exclusive ``flock`` on ``<data-dir>/wharf.pid`` before it opens
-the broker and holds it for its whole life; the file holds the owner's pid so that a second server
-can say who is in the way. ``flock`` locks belong to the open file, so the kernel drops the lock
-when the process dies, even by ``kill -9``: a pid left in the file by a dead process is never
-mistaken for a live owner. (The core takes its own lock on ``<data-dir>/.lock`` for embedded use;
-this one exists to name the other process.)
+How it works: :meth:`Broker.open <wharf.core.broker.Broker.open>` takes an exclusive ``flock``
+on ``<data-dir>/wharf.pid`` before it opens anything else and holds it until the broker is
+closed; the file holds the owner's pid so that a second broker can say who is in the way.
+``flock`` locks belong to the open file, so the kernel drops the lock when the process dies,
+even by ``kill -9``: a pid left in the file by a dead process is never mistaken for a live
+owner. Two brokers of one process on one directory are refused the same way.
 """
 
 from __future__ import annotations
@@ -15,28 +15,26 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from wharf.errors import WharfError
+from wharf.errors import ResourceLockedError
 
 __all__ = ["PID_FILE_NAME", "DataDirInUseError", "DataDirLock"]
 
 PID_FILE_NAME = "wharf.pid"
 
 
-class DataDirInUseError(WharfError):
-    """Another running process holds the data directory."""
+class DataDirInUseError(ResourceLockedError):
+    """Another broker holds the data directory; ``pid`` is its process, when recorded."""
 
     def __init__(self, data_dir: Path, pid: int | None) -> None:
         who = f"pid {pid}" if pid is not None else "a process whose pid is not recorded yet"
-        super().__init__(
-            f"data directory {data_dir} is in use by another wharf server ({who}); "
-            "stop it or choose another --data-dir"
-        )
+        super().__init__(f"data directory {data_dir} is in use by another wharf broker ({who})")
         self.data_dir = data_dir
         self.pid = pid
 
 
 class DataDirLock:
-    """Exclusive, process-lifetime lock on a data directory; use as a context manager."""
+    """Exclusive lock on a data directory, held by a broker while open; also a context
+    manager."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir

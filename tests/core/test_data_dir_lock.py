@@ -1,4 +1,5 @@
-"""The data-directory lock of ``wharf serve``."""
+"""The data-directory lock every broker takes (embedded or served): the holder's pid in
+``wharf.pid``, a second holder refused naming it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wharf.server.lock import PID_FILE_NAME, DataDirInUseError, DataDirLock
+from wharf.core.data_dir_lock import PID_FILE_NAME, DataDirInUseError, DataDirLock
 
 
 def test_lock_writes_the_pid_and_clears_it_on_release(tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ def test_lock_held_by_another_process_names_it(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, pathlib\n"
-            "from wharf.server.lock import DataDirLock\n"
+            "from wharf.core.data_dir_lock import DataDirLock\n"
             "lock = DataDirLock(pathlib.Path(sys.argv[1])); lock.acquire()\n"
             "print('locked', flush=True); sys.stdin.read()\n",
             str(tmp_path),

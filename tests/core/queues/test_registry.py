@@ -1,0 +1,89 @@
+"""The vhost registry: definitions (with the users given to it) saved and restored, the
+broker's vhosts, the background timer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from queue_helpers import Opener
+
+from wharf.core.broker import Broker
+from wharf.core.config import BrokerConfig, FsyncPolicy
+from wharf.core.queues.message import Message
+from wharf.core.users import Access, Permission
+from wharf.errors import (
+    AccessRefusedError,
+    NotFoundError,
+)
+
+
+@pytest.fixture
+def registry_config() -> BrokerConfig:
+    return BrokerConfig(fsync=FsyncPolicy.NEVER)
+
+
+async def test_definitions_restore(open_registry: Opener) -> None:
+    reg = await open_registry()
+    v = reg["/"]
+    await v.declare_exchange("d-ex", "headers", arguments={"alternate-exchange": "amq.fanout"})
+    await v.declare_exchange("t-ex", "fanout", durable=False)
+    await v.declare_queue("dq", durable=True, arguments={"x-max-priority": 4, "x-message-ttl": 9})
+    await v.declare_queue("tq")
+    await v.bind_queue("dq", "d-ex", "", {"x-match": "any", "k": "v", "n": 3})
+    await v.bind_queue("tq", "d-ex", "")
+    await v.bind_exchange("d-ex", "amq.topic", "a.#")
+    other = await reg.create("other")
+    await other.declare_queue("oq", durable=True)
+    reg.users.add_user("alice", "s3cret", tags=["management"])
+    reg.users.set_permissions("alice", "other", Permission(".*", "^oq$", ""))
+    reg.save()
+    reg = await open_registry()
+    v = reg["/"]
+    assert set(v.exchanges) >= {"d-ex"} and "t-ex" not in v.exchanges
+    assert v.exchanges["d-ex"].alternate_exchange == "amq.fanout"
+    assert set(v.queues) == {"dq"}
+    assert v.queues["dq"].args.max_priority == 4
+    bindings = {(b.source, b.destination, b.routing_key) for b in v.bindings()}
+    assert bindings == {("d-ex", "dq", ""), ("amq.topic", "d-ex", "a.#")}
+    vq = v.queues["dq"]
+    v.publish_nowait(Message.build("amq.topic", "a.b", b"m", headers={"k": "v"}))
+    assert vq.message_count == 1
+    assert "oq" in reg["other"].queues
+    reg.users.authenticate("alice", "s3cret")
+    reg.users.check("alice", "other", Access.WRITE, "oq")
+    with pytest.raises(AccessRefusedError):
+        reg.users.check("alice", "other", Access.READ, "oq")
+    await reg.delete("other")
+    assert "other" not in reg
+    assert not reg.users.can_access_vhost("alice", "other")
+    with pytest.raises(NotFoundError):
+        reg["other"]
+
+
+async def test_broker_exposes_vhosts(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "b", BrokerConfig(fsync=FsyncPolicy.NEVER)) as broker:
+        q = await broker.vhosts["/"].declare_queue("x", durable=True)
+        await broker.vhosts["/"].publish(Message.build("", "x", b"1", persistent=True))
+        assert q.message_count == 1
+    async with Broker.open(tmp_path / "b", BrokerConfig(fsync=FsyncPolicy.NEVER)) as broker:
+        assert broker.vhosts["/"].queues["x"].message_count == 1
+
+
+async def test_background_timer_releases_and_expires(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "b", BrokerConfig(fsync=FsyncPolicy.NEVER)) as broker:
+        v = broker.vhosts["/"]
+        await v.declare_exchange(
+            "delay", "x-delayed-message", arguments={"x-delayed-type": "fanout"}
+        )
+        out = await v.declare_queue("out")
+        await v.bind_queue("out", "delay", "")
+        short = await v.declare_queue("short", arguments={"x-message-ttl": 30})
+        await v.publish(Message.build("delay", "", b"d", headers={"x-delay": 30}))
+        await v.publish(Message.build("", "short", b"s"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (out.message_count == 0 or short.message_count) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert out.message_count == 1 and short.message_count == 0 and short.expired == 1

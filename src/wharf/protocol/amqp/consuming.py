@@ -73,7 +73,7 @@ class ChannelConsumer:
         consuming = self._consuming
         if not consuming.active or consuming.channel.state is not ChannelState.OPEN:
             return False
-        if not consuming.channel.owner.writable:
+        if not consuming.owner.writable:
             return False
         if self._no_ack:
             return True
@@ -95,6 +95,7 @@ class Consuming:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        self.owner = channel.owner
         self.active = True  # Channel.Flow
         self.consumer_prefetch = 0
         self.channel_prefetch = 0
@@ -112,11 +113,10 @@ class Consuming:
             consumer.unacked += 1
             self.unacked[tag] = (delivery, consumer)
         message = delivery.message
-        channel = self.channel
-        owner = channel.owner
+        owner = self.owner
         owner.send_raw(
             owner.writer.deliver(
-                channel.number,
+                self.channel.number,
                 consumer.tag_bytes,
                 tag,
                 delivery.redelivered,

@@ -1,4 +1,4 @@
-"""Cost of timing confirmed publishes: PublisherConfirms numbering, waiting for and confirming
+"""Cost of timing confirmed publishes: PublisherConfirms numbering, settling and confirming
 publishes with and without a request-latency observer. Prints nanoseconds per publish.
 
     .venv/bin/python benchmarks/amqp_confirm_timing.py
@@ -6,44 +6,29 @@ publishes with and without a request-latency observer. Prints nanoseconds per pu
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from pamqp import base
-
+from wharf.core.queues.router import PublishResult
 from wharf.core.stats import BrokerStats, RequestTimer
 from wharf.protocol.amqp.confirms import PublisherConfirms
 
-BATCH = 1000  # publishes per event-loop iteration, as from one socket read
+BATCH = 1000  # publishes per socket read
 ROUNDS = 200
 
 
-class StoredResult:
-    """A publish already stored (what a transient message's result is)."""
-
-    rejected = False
-
-    async def wait_durable(self) -> None:
-        return None
-
-
-async def run(observer: RequestTimer | None) -> float:
-    done = asyncio.Event()
-    last = 0
-
-    def send(frame: base.Frame) -> None:
-        if getattr(frame, "delivery_tag", 0) == last:
-            done.set()
-
-    confirms = PublisherConfirms(send, observer)
-    result = StoredResult()
+def run(observer: RequestTimer | None) -> float:
+    confirms = PublisherConfirms(
+        1, batch_opened=lambda _: None, ready=lambda _: None, observer=observer
+    )
+    result = PublishResult(routed=True)  # stored at once, as a transient message is
     started = time.perf_counter()
     for _ in range(ROUNDS):
-        done.clear()
         for _ in range(BATCH):
-            confirms.published(result)  # type: ignore[arg-type]
-        last += BATCH
-        await done.wait()
+            confirms.published(result)
+        batch = confirms.take_batch()
+        assert batch is not None
+        confirms.settle(batch, ())
+        confirms.flush()
     elapsed = time.perf_counter() - started
     confirms.close()
     return elapsed / (ROUNDS * BATCH) * 1e9
@@ -53,8 +38,8 @@ def main() -> None:
     plain: list[float] = []
     timed: list[float] = []
     for _ in range(15):  # interleaved, best of each: other load on the machine shows less
-        plain.append(asyncio.run(run(None)))
-        timed.append(asyncio.run(run(BrokerStats().request_timer("amqp"))))
+        plain.append(run(None))
+        timed.append(run(BrokerStats().request_timer("amqp")))
     plain_ns, timed_ns = min(plain), min(timed)
     print(f"confirmed publish without timing: {plain_ns:7.0f} ns")
     print(f"confirmed publish with timing:    {timed_ns:7.0f} ns")

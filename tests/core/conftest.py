@@ -40,7 +40,9 @@ async def open_registry(
 ) -> AsyncIterator[Opener]:
     opened: list[VhostRegistry] = []
 
-    async def opener(config: BrokerConfig | None = None) -> VhostRegistry:
+    async def opener(
+        config: BrokerConfig | None = None, users: UserStore | None = None
+    ) -> VhostRegistry:
         for r in opened:
             await r.close()
         opened.clear()
@@ -48,7 +50,7 @@ async def open_registry(
             tmp_path / "q",
             config or registry_config,
             clock,
-            UserStore.with_defaults(),
+            users if users is not None else UserStore.with_defaults(),
             start_timer=False,
         )
         opened.append(reg)

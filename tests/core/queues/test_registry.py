@@ -12,7 +12,7 @@ from queue_helpers import Opener
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
-from wharf.core.users import Access, Permission
+from wharf.core.users import Access, Permission, UserStore
 from wharf.errors import (
     AccessRefusedError,
     NotFoundError,
@@ -25,7 +25,8 @@ def registry_config() -> BrokerConfig:
 
 
 async def test_definitions_restore(open_registry: Opener) -> None:
-    reg = await open_registry()
+    users = UserStore.with_defaults()
+    reg = await open_registry(users=users)
     v = reg["/"]
     await v.declare_exchange("d-ex", "headers", arguments={"alternate-exchange": "amq.fanout"})
     await v.declare_exchange("t-ex", "fanout", durable=False)
@@ -36,10 +37,11 @@ async def test_definitions_restore(open_registry: Opener) -> None:
     await v.bind_exchange("d-ex", "amq.topic", "a.#")
     other = await reg.create("other")
     await other.declare_queue("oq", durable=True)
-    reg.users.add_user("alice", "s3cret", tags=["management"])
-    reg.users.set_permissions("alice", "other", Permission(".*", "^oq$", ""))
+    users.add_user("alice", "s3cret", tags=["management"])
+    users.set_permissions("alice", "other", Permission(".*", "^oq$", ""))
     reg.save()
-    reg = await open_registry()
+    users = UserStore.with_defaults()
+    reg = await open_registry(users=users)
     v = reg["/"]
     assert set(v.exchanges) >= {"d-ex"} and "t-ex" not in v.exchanges
     assert v.exchanges["d-ex"].alternate_exchange == "amq.fanout"
@@ -51,13 +53,13 @@ async def test_definitions_restore(open_registry: Opener) -> None:
     v.publish_nowait(Message.build("amq.topic", "a.b", b"m", headers={"k": "v"}))
     assert vq.message_count == 1
     assert "oq" in reg["other"].queues
-    reg.users.authenticate("alice", "s3cret")
-    reg.users.check("alice", "other", Access.WRITE, "oq")
+    users.authenticate("alice", "s3cret")
+    users.check("alice", "other", Access.WRITE, "oq")
     with pytest.raises(AccessRefusedError):
-        reg.users.check("alice", "other", Access.READ, "oq")
+        users.check("alice", "other", Access.READ, "oq")
     await reg.delete("other")
     assert "other" not in reg
-    assert not reg.users.can_access_vhost("alice", "other")
+    assert not users.can_access_vhost("alice", "other")
     with pytest.raises(NotFoundError):
         reg["other"]
 

@@ -1,90 +1,34 @@
-"""The AMQP connection state machine over an in-memory transport, against a real broker core.
+"""The sans-I/O AMQP connection against a real broker core: bytes in, bytes and actions out.
 
 Frames go in as bytes (marshalled by pamqp, as a client would send them) and come out as bytes
-decoded by pamqp; no sockets are involved.
+decoded by pamqp; the actions the connection returns are looked at directly, and carried out by
+:class:`~wharf.testing.amqp_pair.AMQPPair` where they lead to more input.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pamqp import base, commands
-from pamqp import frame as pamqp_frame
+from pamqp import commands
 
 from wharf.core.broker import Broker
+from wharf.protocol.amqp.actions import (
+    AWAIT_CLOSE_OK,
+    CLOSE_TRANSPORT,
+    PAUSE_READING,
+    RESUME_READING,
+    AwaitCore,
+    CheckPassword,
+    HandshakeComplete,
+    RunInBackground,
+)
 from wharf.protocol.amqp.connection import AMQPConnection
-from wharf.protocol.amqp.frames import PROTOCOL_HEADER
+from wharf.protocol.amqp.errors import ReplyCode
+from wharf.protocol.amqp.frames import PROTOCOL_HEADER, FrameWriter
 from wharf.protocol.amqp.state import ConnState
-
-
-class MemoryTransport:
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.output += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
-class Client:
-    """Drives one AMQPConnection with frames and reads what it answers."""
-
-    def __init__(self, broker: Broker, *, loopback: bool = True) -> None:
-        self.transport = MemoryTransport()
-        self.conn = AMQPConnection(broker, self.transport, peer="memory", is_loopback=loopback)
-        self.task = asyncio.get_running_loop().create_task(self.conn.run())
-
-    def send(self, channel: int, method: base.Frame) -> None:
-        self.conn.receive_data(pamqp_frame.marshal(method, channel))
-
-    async def frames(self) -> list[tuple[int, object]]:
-        """Everything written so far, once the connection has processed its input."""
-        for _ in range(20):
-            await asyncio.sleep(0)
-        return self._take()
-
-    def _take(self) -> list[tuple[int, object]]:
-        data = bytes(self.transport.output)
-        self.transport.output.clear()
-        out: list[tuple[int, object]] = []
-        while data:
-            consumed, channel, value = pamqp_frame.unmarshal(data)
-            out.append((channel, value))
-            data = data[consumed:]
-        return out
-
-    async def expect(self, kind: type) -> object:
-        """Wait (authentication runs on a worker thread) for exactly one frame, of ``kind``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not self.transport.output and loop.time() < deadline:
-            await asyncio.sleep(0.001)
-        frames = await self.frames()
-        assert len(frames) == 1 and isinstance(frames[0][1], kind), frames
-        return frames[0][1]
-
-    async def open(self, *, frame_max: int = 131072, vhost: str = "/") -> None:
-        self.conn.receive_data(PROTOCOL_HEADER)
-        start = await self.expect(commands.Connection.Start)
-        assert isinstance(start, commands.Connection.Start)
-        assert start.server_properties["product"] == "Wharf"
-        self.send(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
-        await self.expect(commands.Connection.Tune)
-        self.send(0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max))
-        self.send(0, commands.Connection.Open(virtual_host=vhost))
+from wharf.testing.amqp_pair import AMQPPair, content_frames
 
 
 @pytest.fixture
@@ -93,96 +37,235 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
         yield broker
 
 
-async def test_handshake_channel_and_close_both_ways(broker: Broker) -> None:
-    client = Client(broker)
-    await client.open()
-    await client.expect(commands.Connection.OpenOk)
-    assert client.conn.state is ConnState.OPEN
-    client.send(1, commands.Channel.Open())
-    await client.expect(commands.Channel.OpenOk)
-    client.send(1, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
-    await client.expect(commands.Channel.CloseOk)
-    client.send(
-        0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+def _close(code: int = 200, text: str = "") -> commands.Connection.Close:
+    return commands.Connection.Close(reply_code=code, reply_text=text, class_id=0, method_id=0)
+
+
+async def test_handshake_asks_for_a_password_check_and_reports_the_open(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    assert pair.feed(PROTOCOL_HEADER) == ()
+    [(_, start)] = pair.received()
+    assert isinstance(start, commands.Connection.Start)
+    assert start.server_properties["product"] == "Wharf"
+    actions = pair.send(
+        0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
     )
-    await client.expect(commands.Connection.CloseOk)
-    assert client.transport.closed and client.conn.closed
-    await client.task
+    assert [type(a) for a in actions] == [CheckPassword]
+    assert pair.received() == []  # nothing until the check is back
+    assert isinstance(actions[0], CheckPassword) and actions[0].check() is True
+    assert pair.conn.wait_done(True) == ()
+    [(_, tune)] = pair.received()
+    assert isinstance(tune, commands.Connection.Tune) and tune.heartbeat == 60
+    assert pair.send(0, commands.Connection.TuneOk(frame_max=131072, heartbeat=30)) == ()
+    assert pair.send(0, commands.Connection.Open(virtual_host="/")) == [HandshakeComplete(30)]
+    [(_, open_ok)] = pair.received()
+    assert isinstance(open_ok, commands.Connection.OpenOk)
+    assert pair.conn.state is ConnState.OPEN
+
+
+async def test_channel_and_close_both_ways(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    await pair.expect(
+        1,
+        commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0),
+        commands.Channel.CloseOk,
+    )
+    assert pair.send(0, _close(text="bye")) == [CLOSE_TRANSPORT]
+    [(_, close_ok)] = pair.received()
+    assert isinstance(close_ok, commands.Connection.CloseOk)
+    assert pair.conn.closed and pair.conn.client_closed
+    assert pair.conn.close_reason == "client closed: 200 bye"
 
 
 async def test_wrong_password_is_access_refused(broker: Broker) -> None:
-    client = Client(broker)
-    client.conn.receive_data(PROTOCOL_HEADER)
-    await client.expect(commands.Connection.Start)
-    client.send(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0nope"))
-    close = await client.expect(commands.Connection.Close)
+    pair = AMQPPair(broker)
+    pair.feed(PROTOCOL_HEADER)
+    pair.received()
+    await pair.carry_out(
+        pair.send(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0nope"))
+    )
+    [(_, close)] = pair.received()
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 403
-    client.send(0, commands.Connection.CloseOk())
-    await client.frames()
-    assert client.transport.closed
+    assert pair.awaiting_close_ok and not pair.closed
+    assert pair.send(0, commands.Connection.CloseOk()) == [CLOSE_TRANSPORT]
+    assert pair.conn.close_reason == "authentication failed for user 'guest'"
 
 
 async def test_guest_is_refused_from_a_remote_address(broker: Broker) -> None:
-    client = Client(broker, loopback=False)
-    client.conn.receive_data(PROTOCOL_HEADER)
-    await client.expect(commands.Connection.Start)
-    client.send(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
-    close = await client.expect(commands.Connection.Close)
-    assert isinstance(close, commands.Connection.Close) and close.reply_code == 403
+    pair = AMQPPair(broker, loopback=False)
+    pair.feed(PROTOCOL_HEADER)
+    pair.received()
+    close = await pair.expect(
+        0,
+        commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"),
+        commands.Connection.Close,
+    )
+    assert close.reply_code == 403
 
 
 @pytest.mark.parametrize(
     "frame_max,vhost,code", [(1024, "/", 530), (1 << 20, "/", 530), (131072, "nope", 530)]
 )
 async def test_tune_and_open_limits(broker: Broker, frame_max: int, vhost: str, code: int) -> None:
-    client = Client(broker)
-    await client.open(frame_max=frame_max, vhost=vhost)
-    close = await client.expect(commands.Connection.Close)
+    pair = AMQPPair(broker)
+    pair.feed(PROTOCOL_HEADER)
+    pair.received()
+    await pair.call(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
+    pair.send(0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max))
+    frames = await pair.call(0, commands.Connection.Open(virtual_host=vhost))
+    close = frames[-1][1]
     assert isinstance(close, commands.Connection.Close) and close.reply_code == code
 
 
 async def test_methods_out_of_order(broker: Broker) -> None:
-    client = Client(broker)
-    client.conn.receive_data(PROTOCOL_HEADER)
-    await client.expect(commands.Connection.Start)
-    client.send(0, commands.Connection.Open(virtual_host="/"))  # before Start-Ok
-    close = await client.expect(commands.Connection.Close)
+    pair = AMQPPair(broker)
+    pair.feed(PROTOCOL_HEADER)
+    pair.received()
+    assert pair.send(0, commands.Connection.Open(virtual_host="/")) == [AWAIT_CLOSE_OK]
+    [(_, close)] = pair.received()
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 503
     # Until Close-Ok, everything but Close/Close-Ok is discarded.
-    client.send(1, commands.Channel.Open())
-    assert await client.frames() == []
+    assert await pair.call(1, commands.Channel.Open()) == []
+
+
+async def test_a_bad_protocol_header_is_answered_with_ours(broker: Broker) -> None:
+    conn = AMQPConnection(broker, peer="memory", is_loopback=True)
+    assert conn.receive_data(b"HTTP/1.1") == [CLOSE_TRANSPORT]
+    assert conn.data_to_send() == PROTOCOL_HEADER
+    assert conn.closed and conn.close_reason is not None
 
 
 async def test_channel_errors_keep_the_connection(broker: Broker) -> None:
-    client = Client(broker)
-    await client.open()
-    await client.expect(commands.Connection.OpenOk)
-    client.send(1, commands.Channel.Open())
-    await client.expect(commands.Channel.OpenOk)
-    client.send(1, commands.Queue.Declare(queue="missing", passive=True))
-    close = await client.expect(commands.Channel.Close)
-    assert isinstance(close, commands.Channel.Close)
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    close = await pair.expect(
+        1, commands.Queue.Declare(queue="missing", passive=True), commands.Channel.Close
+    )
     assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
-    client.send(1, commands.Queue.Declare(queue="ignored"))  # discarded until Close-Ok
-    assert await client.frames() == []
-    client.send(1, commands.Channel.CloseOk())
-    client.send(1, commands.Channel.Open())
-    await client.expect(commands.Channel.OpenOk)
-    client.send(1, commands.Channel.Open())  # twice: a connection error
-    close = await client.expect(commands.Connection.Close)
-    assert isinstance(close, commands.Connection.Close) and close.reply_code == 504
+    assert pair.send(1, commands.Queue.Declare(queue="ignored")) == ()  # until Close-Ok
+    assert pair.received() == []
+    pair.send(1, commands.Channel.CloseOk())
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    close = await pair.expect(1, commands.Channel.Open(), commands.Connection.Close)
+    assert close.reply_code == 504  # twice: a connection error
 
 
 async def test_channel_flow_stops_and_resumes(broker: Broker) -> None:
-    client = Client(broker)
-    await client.open()
-    await client.expect(commands.Connection.OpenOk)
-    client.send(1, commands.Channel.Open())
-    await client.expect(commands.Channel.OpenOk)
-    client.send(1, commands.Channel.Flow(active=False))
-    flow_ok = await client.expect(commands.Channel.FlowOk)
-    assert isinstance(flow_ok, commands.Channel.FlowOk) and flow_ok.active is False
-    assert client.conn.channels[1].active is False
-    client.send(1, commands.Channel.Flow(active=True))
-    flow_ok = await client.expect(commands.Channel.FlowOk)
-    assert isinstance(flow_ok, commands.Channel.FlowOk) and flow_ok.active is True
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    flow_ok = await pair.expect(1, commands.Channel.Flow(active=False), commands.Channel.FlowOk)
+    assert flow_ok.active is False
+    assert pair.conn.channels[1].consuming.active is False
+    flow_ok = await pair.expect(1, commands.Channel.Flow(active=True), commands.Channel.FlowOk)
+    assert flow_ok.active is True
+
+
+async def test_frames_after_a_core_wait_are_held_until_it_is_done(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    publish = commands.Basic.Publish(exchange="", routing_key="q")
+    actions = pair.feed(
+        b"".join(
+            [
+                FrameWriter.method(1, commands.Queue.Declare(queue="q")),
+                content_frames(1, publish, b"hello"),
+                FrameWriter.method(1, commands.Basic.Get(queue="q", no_ack=True)),
+            ]
+        )
+    )
+    assert [type(a) for a in actions] == [AwaitCore]
+    assert pair.received() == []
+    await pair.carry_out(actions)
+    kinds = [type(frame) for _, frame in pair.received()]
+    assert kinds[:2] == [commands.Queue.DeclareOk, commands.Basic.GetOk]
+    # Start-Ok, Tune-Ok, Open, then Channel.Open, Queue.Declare, Basic.Publish, Basic.Get
+    assert pair.conn.requests == 7
+
+
+async def test_core_refusals_after_a_wait_close_the_channel_with_the_method_ids(
+    broker: Broker,
+) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    await pair.call(1, commands.Queue.Declare(queue="q"))
+    close = await pair.expect(
+        1, commands.Queue.Declare(queue="q", durable=True), commands.Channel.Close
+    )
+    assert (close.reply_code, close.class_id, close.method_id) == (406, 50, 10)
+
+
+async def test_an_unexpected_failure_of_a_wait_closes_the_connection(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    [action] = pair.send(1, commands.Queue.Declare(queue="q"))
+    assert isinstance(action, AwaitCore)
+    action.awaitable.close()  # the adapter's await went wrong
+    assert pair.conn.wait_failed(RuntimeError("boom")) == [AWAIT_CLOSE_OK, CLOSE_TRANSPORT]
+    [(_, close)] = pair.received()
+    assert isinstance(close, commands.Connection.Close) and close.reply_code == 541
+
+
+async def test_reading_pauses_while_input_piles_up_behind_a_wait(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open(frame_max=4096)
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    [wait] = pair.send(1, commands.Queue.Declare(queue="q"))
+    heartbeats = FrameWriter.heartbeat() * 2100  # more than four frames of 4096 bytes
+    assert pair.feed(heartbeats) == [PAUSE_READING]
+    more = pair.conn.wait_done(await wait.awaitable)  # type: ignore[union-attr]
+    assert more == [RESUME_READING]
+
+
+async def test_a_resource_alarm_blocks_a_publisher_until_cleared(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open(capabilities={"connection.blocked": True})
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    assert pair.conn.set_alarm("low on disk") == ()
+    publish = commands.Basic.Publish(exchange="", routing_key="nowhere")
+    assert pair.feed(content_frames(1, publish, b"x")) == [PAUSE_READING]
+    [(_, blocked)] = pair.received()
+    assert isinstance(blocked, commands.Connection.Blocked) and blocked.reason == "low on disk"
+    assert pair.conn.set_alarm(None) == [RESUME_READING]
+    [(_, unblocked)] = pair.received()
+    assert isinstance(unblocked, commands.Connection.Unblocked)
+
+
+async def test_a_server_close_waits_for_close_ok(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    actions = pair.conn.close_from_server(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+    assert actions == [AWAIT_CLOSE_OK]
+    [(_, close)] = pair.received()
+    assert isinstance(close, commands.Connection.Close) and close.reply_code == 320
+    assert pair.send(0, commands.Connection.CloseOk()) == [CLOSE_TRANSPORT]
+    assert pair.conn.close_reason == "CONNECTION_FORCED - broker shutdown"
+
+
+async def test_heartbeats_are_bytes_on_demand(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open(heartbeat=10)
+    assert pair.heartbeat_s == 10
+    wakeups = pair.wakeups
+    pair.conn.heartbeat_due()
+    assert pair.wakeups == wakeups + 1
+    assert pair.conn.data_to_send() == FrameWriter.heartbeat()
+
+
+async def test_exclusive_queues_are_deleted_when_the_connection_is_lost(broker: Broker) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+    await pair.call(1, commands.Queue.Declare(queue="mine", exclusive=True))
+    assert "mine" in broker.vhosts["/"].queues
+    [release] = pair.conn.connection_lost()
+    assert isinstance(release, RunInBackground)
+    await release.awaitable
+    assert "mine" not in broker.vhosts["/"].queues
+    assert pair.conn.connection_lost() == ()  # once only

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from wharf.core.broker import Broker
 from wharf.http.app import HttpListener
 from wharf.http.status import ConnectionView
-from wharf.protocol.amqp.connection import AMQPConnection
-from wharf.protocol.amqp.errors import ReplyCode
+from wharf.server.amqp.adapter import AMQPAdapter
 from wharf.server.amqp.listener import AMQPListener
 from wharf.server.kafka.connection import KafkaConnection
 from wharf.server.kafka.listener import KafkaListener
@@ -131,27 +130,27 @@ def _amqp_connections(
     listener: AMQPListener,
 ) -> list[tuple[_Connection, Callable[[], None]]]:
     found: list[tuple[_Connection, Callable[[], None]]] = []
-    for protocol in list(listener.protocols):
-        conn = protocol.conn
+    for adapter in list(listener.connections):
+        conn = adapter.conn
         if conn is None or conn.closed:
             continue
         props = conn.client_properties
         client = _text(props.get("connection_name") or props.get("product"))
         info = _Connection(
-            protocol.id,
+            adapter.id,
             "amqp",
             conn.peer,
             client,
             conn.username or None,
             conn.vhost_name,
-            protocol.connected_since_ms,
-            protocol.requests,
-            protocol.bytes_in,
-            protocol.bytes_out,
+            adapter.connected_since_ms,
+            adapter.requests,
+            adapter.bytes_in,
+            adapter.bytes_out,
         )
 
-        def close(conn: AMQPConnection = conn) -> None:
-            conn.close_from_server(ReplyCode.CONNECTION_FORCED, "closed by an operator")
+        def close(adapter: AMQPAdapter = adapter) -> None:
+            adapter.close_from_server("closed by an operator")
 
         found.append((info, close))
     return found

@@ -59,7 +59,7 @@ class VhostRegistry:
         self.path = path
         self.config = config
         self.clock = clock
-        self.users = users  # the broker's; saved with the definitions
+        self._users = users  # the broker's; saved with the definitions
         self._fsync_latency = fsync_latency
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
@@ -128,7 +128,7 @@ class VhostRegistry:
             await vhost.delete_exchange(exchange_name)
         await vhost.close()
         del self._vhosts[name]
-        self.users.forget_vhost(name)
+        self._users.forget_vhost(name)
         self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
@@ -155,7 +155,7 @@ class VhostRegistry:
         save_definitions(self.path, self._to_json())
 
     def _to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.users.to_json()
+        data: dict[str, Any] = self._users.to_json()
         data["vhosts"] = [{"name": n} for n in self._vhosts]
         exchanges: list[dict[str, Any]] = []
         queues: list[dict[str, Any]] = []
@@ -213,7 +213,7 @@ class VhostRegistry:
     async def _restore(self, data: dict[str, Any]) -> None:
         self._loading = True
         try:
-            self.users.restore(data)
+            self._users.restore(data)
             for v in data.get("vhosts", []):
                 self._add_vhost(v["name"])
             for e in data.get("exchanges", []):

@@ -48,8 +48,7 @@ from wharf.errors import (
     ResourceLockedError,
 )
 
-# PublishResult is defined by the router; the AMQP front end imports it from here.
-__all__ = ["PublishResult", "VirtualHost"]
+__all__ = ["VirtualHost"]
 
 STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
     ("amq.direct", ExchangeType.DIRECT),

@@ -1,108 +1,138 @@
-"""Publisher confirms of one channel (confirm.select).
+"""Publisher confirms of one channel (confirm.select), without I/O.
 
 How it works: every publish on a channel in confirm mode gets the next sequence number (1, 2,
-...) and is queued here with the core's :class:`~wharf.core.queues.vhost.PublishResult`. One task
-per channel waits for each result to be stored, in publish order: a persistent message routed
-to a durable queue is stored once its record is fsynced (group commit), anything else at once;
-a message a queue refused (``x-overflow: reject-publish``) or that could not be written (disk
-full) is a nack. Settled sequence numbers are sent on the next event-loop iteration, a run of
-acks as one Basic.Ack with ``multiple=true`` (since everything before it is settled too).
+...) and joins the channel's open *batch*, an
+:class:`~wharf.protocol.amqp.actions.AwaitDurable` holding the core's
+:class:`~wharf.core.queues.vhost.PublishResult` of each publish (None for one a queue refused:
+``x-overflow: reject-publish``, or a disk too full to take it). When the connection has worked
+through the bytes it was given it closes the batch (:meth:`PublisherConfirms.take_batch`) and
+hands it to the adapter, which waits for each result to be stored (a persistent message routed
+to a durable queue once its record is fsynced by group commit, anything else at once) and
+reports back which could not be (:meth:`PublisherConfirms.settle`).
+
+Batches may come back in any order; they are released in publish order only. Released
+sequence numbers wait in this object until the connection collects its output
+(:meth:`PublisherConfirms.flush`): a run of acks then leaves as one Basic.Ack with
+``multiple=true`` (everything before it is settled too), a nack as one Basic.Nack.
 
 With an observer, each publish is timed from its numbering (its content complete) to its
-Basic.Ack or Basic.Nack being written, under the operation name ``Basic.Publish``.
+Basic.Ack or Basic.Nack being handed out, under the operation name ``Basic.Publish``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from pamqp import base, commands
 
-from wharf.errors import BrokerError, StorageError
+from wharf.protocol.amqp.actions import AwaitDurable
 from wharf.protocol.amqp.timing import RequestObserver
 
 if TYPE_CHECKING:
-    from wharf.core.queues.vhost import PublishResult
+    from wharf.core.queues.router import PublishResult
 
 __all__ = ["PublisherConfirms"]
 
 
 class PublisherConfirms:
-    """Sequence numbers, durability waits and coalesced Basic.Ack/Nack for one channel."""
+    """Sequence numbers, batches awaiting durability and coalesced Basic.Ack/Nack."""
 
     def __init__(
-        self, send: Callable[[base.Frame], None], observer: RequestObserver | None = None
+        self,
+        channel: int,
+        *,
+        batch_opened: Callable[[PublisherConfirms], None],
+        ready: Callable[[PublisherConfirms], None],
+        observer: RequestObserver | None = None,
     ) -> None:
-        self._send = send
+        self.channel = channel
+        self._batch_opened = batch_opened  # the connection closes the batch after this input
+        self._ready = ready  # the connection collects flush() with its next output
         self._observer = observer
         self._seq = 0
-        # (sequence number, result, perf_counter() at publish or 0.0 when nobody observes)
-        self._pending: deque[tuple[int, PublishResult, float]] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._settled: list[tuple[int, bool, float]] = []  # (seq, stored?, started) in order
-        self._flush_scheduled = False
+        self._batch: AwaitDurable | None = None
+        self._outstanding: deque[AwaitDurable] = deque()  # handed out, in publish order
+        self._ack_upto = 0  # released acks not yet flushed (0: none)
+        self._frames: list[base.Frame] = []  # released frames that go before _ack_upto
+        self._started: list[float] = []  # of released publishes, when timed
         self._closed = False
 
     def published(self, result: PublishResult) -> None:
-        """Number the next publish and start waiting for it to be stored."""
+        """Number the next publish; its confirm waits for ``result``."""
         self._seq += 1
-        self._pending.append(
-            (self._seq, result, perf_counter() if self._observer is not None else 0.0)
-        )
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._wait_in_order())
-        self._wakeup.set()
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = AwaitDurable(self.channel, self._seq, [], self)
+            self._batch_opened(self)
+        batch.results.append(None if result.rejected else result)
+        if self._observer is not None:
+            batch.started.append(perf_counter())
+
+    def take_batch(self) -> AwaitDurable | None:
+        """Close the open batch; the adapter is to wait for it."""
+        batch, self._batch = self._batch, None
+        if batch is None or self._closed:
+            return None
+        self._outstanding.append(batch)
+        return batch
+
+    def settle(self, batch: AwaitDurable, failed: Sequence[int]) -> None:
+        """``batch`` is stored, except the results at the indexes ``failed``."""
+        if self._closed:
+            return
+        batch.failed = tuple(failed)
+        outstanding = self._outstanding
+        released = False
+        while outstanding and outstanding[0].failed is not None:
+            self._release(outstanding.popleft())
+            released = True
+        if released:
+            self._ready(self)
+
+    def _release(self, batch: AwaitDurable) -> None:
+        results, failed = batch.results, batch.failed
+        if not failed and None not in results:
+            self._ack_upto = batch.first_seq + len(results) - 1
+        else:
+            seq = batch.first_seq
+            for index, result in enumerate(results):
+                if result is not None and (not failed or index not in failed):
+                    self._ack_upto = seq
+                else:
+                    if self._ack_upto:
+                        self._frames.append(
+                            commands.Basic.Ack(delivery_tag=self._ack_upto, multiple=True)
+                        )
+                        self._ack_upto = 0
+                    self._frames.append(
+                        commands.Basic.Nack(delivery_tag=seq, multiple=False, requeue=False)
+                    )
+                seq += 1
+        if batch.started:
+            self._started += batch.started
+
+    def flush(self) -> list[base.Frame]:
+        """The Basic.Ack/Nack frames released since the last flush, in order."""
+        frames, self._frames = self._frames, []
+        if self._ack_upto:
+            frames.append(commands.Basic.Ack(delivery_tag=self._ack_upto, multiple=True))
+            self._ack_upto = 0
+        observer = self._observer
+        if observer is not None and self._started:
+            now = perf_counter()
+            for started in self._started:
+                observer.observe("Basic.Publish", now - started)
+            self._started = []
+        return frames
 
     def close(self) -> None:
         """The channel is gone: confirm nothing more."""
         self._closed = True
-        self._pending.clear()
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _wait_in_order(self) -> None:
-        pending = self._pending
-        while not self._closed:
-            if not pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            seq, result, started = pending.popleft()
-            ok = not result.rejected
-            if ok:
-                try:
-                    await result.wait_durable()
-                except (StorageError, BrokerError):
-                    ok = False  # could not be stored (disk full, ...): nack
-            self._settled.append((seq, ok, started))
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        settled, self._settled = self._settled, []
-        if self._closed:
-            return
-        last_ack = 0
-        for seq, ok, _ in settled:
-            if ok:
-                last_ack = seq
-                continue
-            if last_ack:
-                self._send(commands.Basic.Ack(delivery_tag=last_ack, multiple=True))
-                last_ack = 0
-            self._send(commands.Basic.Nack(delivery_tag=seq, multiple=False, requeue=False))
-        if last_ack:
-            self._send(commands.Basic.Ack(delivery_tag=last_ack, multiple=True))
-        observer = self._observer
-        if observer is not None:
-            now = perf_counter()
-            for _, _, started in settled:
-                observer.observe("Basic.Publish", now - started)
+        self._batch = None
+        self._outstanding.clear()
+        self._frames.clear()
+        self._ack_upto = 0
+        self._started = []

@@ -1,16 +1,33 @@
-"""One AMQP 0-9-1 connection: handshake, channels, heartbeats bookkeeping, error mapping.
+"""One AMQP 0-9-1 connection, sans I/O: bytes in, bytes and actions out.
 
 How it works
 ------------
-The server adapter feeds received bytes to :meth:`AMQPConnection.receive_data` and runs
-:meth:`AMQPConnection.run` as one task; outgoing bytes go to the :class:`Transport` it was given
-(this module never touches a socket). ``run`` takes one frame at a time from the
-:class:`~wharf.protocol.amqp.frames.FrameReader` and dispatches it:
+The server adapter feeds received bytes to :meth:`AMQPConnection.receive_data`, which works
+through every complete frame at once (the :class:`~wharf.protocol.amqp.frames.FrameReader`
+keeps the rest) and returns the :mod:`actions <wharf.protocol.amqp.actions>` the adapter must
+carry out: check a password on a worker thread, await a coroutine of the broker core, wait for
+published messages to be stored, start or stop timers, pause reading, close the socket. The
+bytes to send accumulate until the adapter collects them with
+:meth:`~AMQPConnection.data_to_send`; the ``wakeup`` callback tells it when there are some
+(deliveries pushed by a queue, for one, arrive between two reads). This module never touches
+a socket, a timer, a thread or an event loop; its calls into the broker core are synchronous.
+
+Frames are dispatched one by one:
 
 * channel 0 carries the connection class; its order is checked by the table in
   :mod:`wharf.protocol.amqp.state` (Start/Start-Ok, Tune/Tune-Ok, Open/Open-Ok, Close/Close-Ok);
 * other channels are :class:`~wharf.protocol.amqp.channel.Channel` objects, which run the
-  exchange, queue, basic, confirm and tx methods against the broker core.
+  exchange, queue, basic, confirm and tx methods against the broker core; content frames of a
+  published message go straight to the channel's
+  :class:`~wharf.protocol.amqp.publishing.Publishing` (the hot path).
+
+A method that needs the adapter (Start-Ok's password check, a core coroutine) leaves a *wait*:
+no further frame is read until the adapter reports its outcome with
+:meth:`~AMQPConnection.wait_done` or :meth:`~AMQPConnection.wait_failed`, which runs the
+method's continuation and goes on with the buffered frames. Publisher confirms do not hold
+frames up: after each input the channels' new publishes leave as one
+:class:`~wharf.protocol.amqp.actions.AwaitDurable` per channel, and
+:meth:`~AMQPConnection.durable` brings back their outcome.
 
 :meth:`AMQPConnection._handle_error` is the one place that turns an exception into a wire
 response: channel-scoped reply codes close that channel with Channel.Close, every other code
@@ -19,29 +36,41 @@ response: channel-scoped reply codes close that channel with Channel.Close, ever
 Figures: ``requests`` counts the method frames received (Basic.Publish included). With a
 ``request_stats`` observer, every synchronous method (one the client waits on: Channel.Open,
 Queue.Declare, Basic.Get, ...) and Connection.Start-Ok is timed from its decoding to its reply
-written, and publishes on a channel in confirm mode are timed up to their confirm (see
-:mod:`wharf.protocol.amqp.confirms`); other methods (Basic.Ack, publishes without confirms)
-are counted but not timed. ``client_closed`` tells a close the client asked for (Connection.Close
-before any error of ours) from one the broker decided (``close_reason``).
+(after its wait, if it has one), and publishes on a channel in confirm mode are timed up to
+their confirm (see :mod:`wharf.protocol.amqp.confirms`); other methods (Basic.Ack, publishes
+without confirms) are counted but not timed. ``client_closed`` tells a close the client asked
+for (Connection.Close before any error of ours) from one the broker decided (``close_reason``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
 from pamqp import base, commands
 
 from wharf.core.broker import Broker
 from wharf.errors import AccessRefusedError, BrokerError, StorageError, WharfError
+from wharf.protocol.amqp.actions import (
+    AWAIT_CLOSE_OK,
+    CLOSE_TRANSPORT,
+    PAUSE_READING,
+    RESUME_READING,
+    Action,
+    AwaitCore,
+    AwaitDurable,
+    CheckPassword,
+    HandshakeComplete,
+    RunInBackground,
+)
 from wharf.protocol.amqp.auth import MECHANISMS, parse_credentials
-from wharf.protocol.amqp.channel import MAX_BODY_SIZE, Channel
+from wharf.protocol.amqp.channel import Channel
+from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.errors import (
     CHANNEL_SCOPED,
     AMQPChannelError,
@@ -50,6 +79,7 @@ from wharf.protocol.amqp.errors import (
     BadProtocolHeader,
     ReplyCode,
     broker_error_reply,
+    with_method,
 )
 from wharf.protocol.amqp.frames import (
     FRAME_MIN_SIZE,
@@ -63,6 +93,7 @@ from wharf.protocol.amqp.frames import (
     ProtocolHeaderReceived,
     PublishFrame,
 )
+from wharf.protocol.amqp.publishing import MAX_BODY_SIZE
 from wharf.protocol.amqp.state import (
     DISCARDING_STATES,
     ChannelInput,
@@ -74,14 +105,11 @@ from wharf.protocol.amqp.state import (
 )
 from wharf.protocol.amqp.timing import RequestObserver
 
-__all__ = ["AMQPConnection", "AMQPSettings", "Transport"]
+__all__ = ["AMQPConnection", "AMQPSettings"]
 
 log = logging.getLogger(__name__)
 
 _VERSION = importlib.metadata.version("wharf")
-
-#: Tasks deleting exclusive queues of closed connections (kept referenced until done).
-_background: set[asyncio.Task[None]] = set()
 
 _START_OK = commands.Connection.StartOk
 
@@ -89,22 +117,10 @@ _START_OK = commands.Connection.StartOk
 #: building the ``A | B | C`` union again for every frame).
 _CONTENT_FRAMES = (ContentBodyFrame, ContentHeaderFrame, PublishFrame)
 
-#: Unparsed input we keep at most before asking the adapter to stop reading.
+#: Unparsed input we keep at most (in frames of frame_max) before asking to stop reading.
 _MAX_BUFFERED_FACTOR = 4
 
-
-class Transport(Protocol):
-    """What the connection needs from the server adapter."""
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` for sending, in order."""
-
-    def close(self) -> None:
-        """Flush queued data, then close the socket."""
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
+_NO_ACTIONS: Sequence[Action] = ()
 
 
 @dataclass(slots=True)
@@ -130,24 +146,33 @@ class AMQPSettings:
     )
 
 
+@dataclass(slots=True, eq=False)
+class _Wait:
+    """A method waiting for the adapter: where it came from and what to do next."""
+
+    channel: int
+    method: base.Frame
+    then: Callable[[Any], None]
+    timed_since: float | None = None  # perf_counter() at decoding, when the method is timed
+
+
 class AMQPConnection:
     """The protocol side of one client connection (see the module docstring)."""
 
     def __init__(
         self,
         broker: Broker,
-        transport: Transport,
         *,
         peer: str,
         is_loopback: bool,
         settings: AMQPSettings | None = None,
         request_stats: RequestObserver | None = None,
+        wakeup: Callable[[], None] = lambda: None,
     ) -> None:
         self.broker = broker
         self.request_stats = request_stats
         self.requests = 0
         self.client_closed = False
-        self.transport = transport
         self.peer = peer
         self.is_loopback = is_loopback
         self.settings = settings or AMQPSettings()
@@ -163,12 +188,20 @@ class AMQPConnection:
         self.client_properties: dict[str, Any] = {}
         self.close_reason: str | None = None
         self.writable = True
-        self._data = asyncio.Event()
-        self._paused = False  # too much unparsed input
-        self._blocked = False  # resource alarm and this connection publishes
         self.alarm: str | None = None  # the broker's resource alarm, if one is raised
+        self._wakeup = wakeup
+        self._out: list[bytes] = []
+        self._signalled = False  # wakeup called since the last data_to_send
+        self._actions: list[Action] = []
+        self._wait: _Wait | None = None
+        self._current: MethodFrame | None = None  # the method frame being dispatched
+        self._open_batches: list[PublisherConfirms] = []  # publishes to hand out as actions
+        self._confirms_ready: list[PublisherConfirms] = []  # confirms to flush with the output
+        self._reading_paused = False
+        self._blocked = False  # resource alarm and this connection publishes
         self._closed = False
-        self._handlers: dict[type[base.Frame], Callable[[Any], Awaitable[None]]] = {
+        self._released = False  # exclusive queues given back
+        self._handlers: dict[type[base.Frame], Callable[[Any], None]] = {
             commands.Connection.StartOk: self._on_start_ok,
             commands.Connection.TuneOk: self._on_tune_ok,
             commands.Connection.Open: self._on_open,
@@ -176,64 +209,78 @@ class AMQPConnection:
             commands.Connection.CloseOk: self._on_close_ok,
         }
 
-    # -- input ---------------------------------------------------------------------------------
+    # -- entry points --------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Buffer bytes from the socket; asks the transport to pause if too much piles up."""
+    def receive_data(self, data: bytes) -> Sequence[Action]:
+        """Bytes from the socket: handle every complete frame (unless a wait holds them up)."""
         if self._closed:
-            return
+            return _NO_ACTIONS
         self.reader.receive_data(data)
-        self._data.set()
-        if not self._paused and self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max:
-            self._paused = True
-            if not self._blocked:
-                self.transport.pause_reading()
+        if self._wait is None:
+            self._process()
+        return self._finish()
+
+    def data_to_send(self) -> bytes:
+        """Everything to write to the socket since the last call, in order."""
+        self._signalled = False
+        if self._confirms_ready:
+            ready, self._confirms_ready = self._confirms_ready, []
+            for confirms in ready:
+                for frame in confirms.flush():
+                    self._write(self.writer.method(confirms.channel, frame))
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def wait_done(self, result: object) -> Sequence[Action]:
+        """The :class:`CheckPassword` or :class:`AwaitCore` handed out came back with
+        ``result``: run the method's continuation, then the frames buffered meanwhile."""
+        wait = self._take_wait()
+        if wait is None:
+            return _NO_ACTIONS
+        try:
+            if self._still_wanted(wait):
+                wait.then(result)
+        except (WharfError, AMQPError) as exc:
+            self._handle_error(self._with_method(exc, wait), wait.channel)
+        except Exception as exc:  # a bug: report 541 and close rather than hang
+            self._internal_error(exc)
+        return self._resume(wait)
+
+    def wait_failed(self, exc: BaseException) -> Sequence[Action]:
+        """The wait handed out raised ``exc``: the method's error, as if raised at once."""
+        wait = self._take_wait()
+        if wait is None:
+            return _NO_ACTIONS
+        if isinstance(exc, WharfError | AMQPError):
+            if self._still_wanted(wait):
+                self._handle_error(self._with_method(exc, wait), wait.channel)
+        else:
+            self._internal_error(exc)
+        return self._resume(wait)
+
+    def durable(self, batch: AwaitDurable, failed: Sequence[int] = ()) -> Sequence[Action]:
+        """The adapter waited for ``batch``; the results at the indexes ``failed`` could not be
+        stored (they are nacked, the rest acked)."""
+        if not self._closed:
+            batch.confirms.settle(batch, failed)
+        return _NO_ACTIONS
+
+    def heartbeat_due(self) -> None:
+        """Nothing was sent for half the heartbeat interval: send a heartbeat frame."""
+        self.send_raw(self.writer.heartbeat())
 
     def set_writable(self, writable: bool) -> None:
         """Flow control from the adapter: stop deliveries while the client is not reading."""
         self.writable = writable
         if writable:
             for channel in list(self.channels.values()):
-                channel.resume_deliveries()
+                channel.consuming.resume_deliveries()
 
-    @property
-    def client_capabilities(self) -> dict[str, Any]:
-        caps = self.client_properties.get("capabilities")
-        return caps if isinstance(caps, dict) else {}
-
-    async def run(self) -> None:
-        """Process frames until the connection is closed; never raises for protocol errors."""
-        try:
-            while not self._closed:
-                try:
-                    event = self.reader.next_event()
-                except AMQPError as exc:
-                    # The byte stream cannot be parsed any further: say why, then hang up.
-                    self._handle_error(exc, 0)
-                    self._shutdown()
-                    return
-                if event is NEED_DATA:
-                    if self._paused:
-                        self._paused = False
-                        if not self._blocked:
-                            self.transport.resume_reading()
-                    self._data.clear()
-                    await self._data.wait()
-                    continue
-                try:
-                    if isinstance(event, _CONTENT_FRAMES):
-                        self._content_frame(event)
-                    else:
-                        await self._dispatch(event)
-                except Exception as exc:  # a bug: report 541 and close rather than hang
-                    log.exception("amqp %s: internal error", self.peer)
-                    self._handle_error(exc, 0)
-                    self._shutdown()
-                    return
-        finally:
-            self.connection_lost()
-
-    def set_alarm(self, reason: str | None) -> None:
+    def set_alarm(self, reason: str | None) -> Sequence[Action]:
         """A resource alarm was raised (``reason``) or cleared (None) by the server.
 
         As in RabbitMQ, a connection is blocked only once it publishes while the alarm is on:
@@ -244,24 +291,150 @@ class AMQPConnection:
         if reason is None and self._blocked:
             self._blocked = False
             if self.blocked_notifications:
-                self._send_method(0, commands.Connection.Unblocked())
-            if not self._paused:
-                self.transport.resume_reading()
+                self.send_method(0, commands.Connection.Unblocked())
+        return self._finish()
+
+    def close_from_server(self, code: ReplyCode, text: str) -> Sequence[Action]:
+        """Close initiated by the server (shutdown, an operator)."""
+        if self.close_reason is None:
+            self.close_reason = f"{code.name} - {text}"
+        self.send_connection_close(code, f"{code.name} - {text}")
+        return self._finish()
+
+    def timed_out(self, reason: str) -> Sequence[Action]:
+        """The adapter drops the socket without a closing handshake (a timer ran out)."""
+        self.close_reason = reason
+        return self.connection_lost()
+
+    def connection_lost(self) -> Sequence[Action]:
+        """The socket is gone (or about to be): give back everything this connection held."""
+        self._release_channels()
+        self._closed = True
+        self._wait = None
+        self._release_exclusive_queues()
+        return self._take_actions()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        caps = self.client_properties.get("capabilities")
+        return caps if isinstance(caps, dict) else {}
 
     @property
     def blocked_notifications(self) -> bool:
         return bool(self.client_capabilities.get("connection.blocked"))
 
-    def _block(self) -> None:
-        self._blocked = True
-        log.info("amqp %s: blocked: %s", self.peer, self.alarm)
-        if self.blocked_notifications:
-            self._send_method(0, commands.Connection.Blocked(reason=self.alarm or ""))
-        if not self._paused:
-            self.transport.pause_reading()
+    # -- what channels call --------------------------------------------------------------------
+
+    def send_method(self, channel: int, method: base.Frame) -> None:
+        if not self._closed:
+            self._write(self.writer.method(channel, method))
+
+    def send_raw(self, data: bytes) -> None:
+        if not self._closed:
+            self._write(data)
+
+    def await_core(
+        self, awaitable: Coroutine[Any, Any, Any], then: Callable[[Any], None]
+    ) -> None:
+        """Hand ``awaitable`` to the adapter; call ``then(result)`` once it is done."""
+        current = self._current
+        assert current is not None and self._wait is None
+        self._wait = _Wait(current.channel, current.method, then)
+        self._actions.append(AwaitCore(awaitable))
+
+    def confirms_for(self, channel: int) -> PublisherConfirms:
+        """The confirm bookkeeping of a channel entering confirm mode."""
+        return PublisherConfirms(
+            channel,
+            batch_opened=self._open_batches.append,
+            ready=self._confirm_ready,
+            observer=self.request_stats,
+        )
+
+    # -- the frame loop ------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Dispatch buffered frames until none is complete, a wait starts or we close."""
+        reader = self.reader
+        while not self._closed and self._wait is None:
+            try:
+                event = reader.next_event()
+            except AMQPError as exc:
+                # The byte stream cannot be parsed any further: say why, then hang up.
+                self._handle_error(exc, 0)
+                self._shutdown()
+                break
+            if event is NEED_DATA:
+                break
+            try:
+                if isinstance(event, _CONTENT_FRAMES):
+                    self._content_frame(event)
+                else:
+                    self._dispatch(event)
+            except Exception as exc:  # a bug: report 541 and close rather than hang
+                self._internal_error(exc)
+                break
+        if self._open_batches:
+            for confirms in self._open_batches:
+                batch = confirms.take_batch()
+                if batch is not None:
+                    self._actions.append(batch)
+            self._open_batches.clear()
+
+    def _finish(self) -> Sequence[Action]:
+        """End of an entry point: ask to pause or resume reading, hand out the actions."""
+        if not self._closed:
+            pause = self._blocked or (
+                self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max
+            )
+            if pause is not self._reading_paused:
+                self._reading_paused = pause
+                self._actions.append(PAUSE_READING if pause else RESUME_READING)
+        return self._take_actions()
+
+    def _take_actions(self) -> Sequence[Action]:
+        if not self._actions:
+            return _NO_ACTIONS
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _take_wait(self) -> _Wait | None:
+        wait, self._wait = self._wait, None
+        return None if self._closed else wait
+
+    def _still_wanted(self, wait: _Wait) -> bool:
+        """Whether a continuation still applies (not after a close in the meantime)."""
+        if self.state in DISCARDING_STATES:
+            return False
+        if wait.channel == 0:
+            return True
+        channel = self.channels.get(wait.channel)
+        return channel is not None and channel.state is ChannelState.OPEN
+
+    def _resume(self, wait: _Wait) -> Sequence[Action]:
+        if wait.timed_since is not None and self.request_stats is not None:
+            self.request_stats.observe(wait.method.name, perf_counter() - wait.timed_since)
+        if not self._closed and self._wait is None:
+            self._process()
+        return self._finish()
+
+    @staticmethod
+    def _with_method(exc: WharfError | AMQPError, wait: _Wait) -> WharfError | AMQPError:
+        if isinstance(exc, BrokerError) and wait.channel:
+            return with_method(exc, wait.method)
+        return exc
+
+    def _internal_error(self, exc: BaseException) -> None:
+        log.error("amqp %s: internal error", self.peer, exc_info=exc)
+        self._handle_error(exc, 0)
+        self._shutdown()
 
     def _content_frame(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:
-        """The hot path: frames of a published message, handled without awaiting."""
+        """The hot path: frames of a published message, handled without waiting."""
         if self.alarm is not None and not self._blocked and self.state is ConnState.OPEN:
             self._block()
         number = event.channel
@@ -280,42 +453,54 @@ class AMQPConnection:
             self._handle_error(error, 0)
             return
         try:
-            channel.content(event)
+            publishing = channel.publishing
+            publishing.content(event)
             if type(event) is PublishFrame:
                 self.requests += 1
                 content = self.reader.read_content(number, MAX_BODY_SIZE)
                 if content is not None:
-                    channel.whole_content(*content)
+                    publishing.whole_content(*content)
         except (WharfError, AMQPError) as exc:
             self._handle_error(exc, number)
 
-    async def _dispatch(self, event: object) -> None:
+    def _dispatch(self, event: object) -> None:
         if isinstance(event, MethodFrame):
             self.requests += 1
             stats = self.request_stats
             method = event.method
             if stats is None or not (method.synchronous or type(method) is _START_OK):
-                await self._method(event)
+                self._method(event)
                 return
             started = perf_counter()
-            await self._method(event)
-            stats.observe(method.name, perf_counter() - started)
+            self._method(event)
+            wait = self._wait
+            if wait is None:
+                stats.observe(method.name, perf_counter() - started)
+            else:
+                wait.timed_since = started
         elif isinstance(event, HeartbeatFrame):
             return
         elif isinstance(event, ProtocolHeaderReceived):
             self._start()
 
-    async def _method(self, event: MethodFrame) -> None:
+    def _method(self, event: MethodFrame) -> None:
+        self._current = event
         if event.channel == 0:
-            await self._connection_method(event.method)
+            self._connection_method(event.method)
         else:
-            await self._channel_frame(event.channel, event)
+            self._channel_frame(event.channel, event)
+
+    def _block(self) -> None:
+        self._blocked = True
+        log.info("amqp %s: blocked: %s", self.peer, self.alarm)
+        if self.blocked_notifications:
+            self.send_method(0, commands.Connection.Blocked(reason=self.alarm or ""))
 
     # -- connection class ----------------------------------------------------------------------
 
     def _start(self) -> None:
         self.state = connection_transition(self.state, ConnInput.PROTOCOL_HEADER)
-        self._send_method(
+        self.send_method(
             0,
             commands.Connection.Start(
                 version_major=0,
@@ -332,7 +517,7 @@ class AMQPConnection:
             ),
         )
 
-    async def _connection_method(self, method: base.Frame) -> None:
+    def _connection_method(self, method: base.Frame) -> None:
         if self.state in DISCARDING_STATES and not isinstance(
             method, commands.Connection.Close | commands.Connection.CloseOk
         ):
@@ -346,24 +531,40 @@ class AMQPConnection:
             self._handle_error(AMQPConnectionError(code, raise_text), 0)
             return
         try:
-            await handler(method)
+            handler(method)
         except (WharfError, AMQPError) as exc:
             self._handle_error(exc, 0)
 
-    async def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
+    def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.state = connection_transition(self.state, ConnInput.START_OK)
         self.client_properties = dict(method.client_properties or {})
         username, password = parse_credentials(method.mechanism, method.response)
-        if not await self._authenticate(username, password):
+        # Like RabbitMQ, guest is a loopback-only user: the user store refuses it from elsewhere.
+        # The password hash takes milliseconds of CPU: the adapter runs it off the event loop.
+        users = self.broker.users
+        loopback = self.is_loopback
+
+        def check() -> bool:
+            try:
+                users.authenticate(username, password, loopback=loopback)
+            except AccessRefusedError:
+                return False
+            return True
+
+        assert self._wait is None
+        self._wait = _Wait(0, method, partial(self._authenticated, username, method.mechanism))
+        self._actions.append(CheckPassword(check))
+
+    def _authenticated(self, username: str, mechanism: str, ok: object) -> None:
+        if not ok:
             self.close_reason = f"authentication failed for user {username!r}"
             self.send_connection_close(
                 ReplyCode.ACCESS_REFUSED,
-                f"ACCESS_REFUSED - Login was refused using authentication mechanism "
-                f"{method.mechanism}",
+                f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}",
             )
             return
         self.username = username
-        self._send_method(
+        self.send_method(
             0,
             commands.Connection.Tune(
                 channel_max=self.settings.channel_max,
@@ -372,18 +573,7 @@ class AMQPConnection:
             ),
         )
 
-    async def _authenticate(self, username: str, password: str) -> bool:
-        # Like RabbitMQ, guest is a loopback-only user: the user store refuses it from elsewhere.
-        # The password hash takes milliseconds of CPU: run it off the event loop.
-        users = self.broker.vhosts.users
-        check = partial(users.authenticate, username, password, loopback=self.is_loopback)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, check)
-        except AccessRefusedError:
-            return False
-        return True
-
-    async def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
         self.state = connection_transition(self.state, ConnInput.TUNE_OK)
         ours = self.settings
         frame_max = method.frame_max or ours.frame_max
@@ -403,30 +593,31 @@ class AMQPConnection:
         self.channel_max = channel_max
         self.heartbeat = method.heartbeat
 
-    async def _on_open(self, method: commands.Connection.Open) -> None:
+    def _on_open(self, method: commands.Connection.Open) -> None:
         self.state = connection_transition(self.state, ConnInput.OPEN)
         name = method.virtual_host or "/"
         if name not in self.broker.vhosts:
             raise AMQPConnectionError(ReplyCode.NOT_ALLOWED, f"vhost '{name}' not found")
-        if not self.broker.vhosts.users.can_access_vhost(self.username, name):
+        if not self.broker.users.can_access_vhost(self.username, name):
             raise AMQPConnectionError(
                 ReplyCode.NOT_ALLOWED,
                 f"access to vhost '{name}' refused for user '{self.username}'",
             )
         self.vhost_name = name
-        self._send_method(0, commands.Connection.OpenOk())
+        self.send_method(0, commands.Connection.OpenOk())
+        self._actions.append(HandshakeComplete(self.heartbeat))
 
-    async def _on_close(self, method: commands.Connection.Close) -> None:
+    def _on_close(self, method: commands.Connection.Close) -> None:
         self.state = connection_transition(self.state, ConnInput.CLOSE)
         if self.close_reason is None:
             self.client_closed = True
             self.close_reason = (
                 f"client closed: {method.reply_code} {method.reply_text}".rstrip()
             )
-        self._send_method(0, commands.Connection.CloseOk())
+        self.send_method(0, commands.Connection.CloseOk())
         self._shutdown()
 
-    async def _on_close_ok(self, _method: commands.Connection.CloseOk) -> None:
+    def _on_close_ok(self, _method: commands.Connection.CloseOk) -> None:
         self.state = connection_transition(self.state, ConnInput.CLOSE_OK)
         self._shutdown()
 
@@ -434,13 +625,13 @@ class AMQPConnection:
         self, code: ReplyCode, text: str, class_id: int = 0, method_id: int = 0
     ) -> None:
         """Start the closing handshake (or just hang up if it cannot be understood)."""
-        if self.state in DISCARDING_STATES:
+        if self.state in DISCARDING_STATES or self._closed:
             return
         if self.state is ConnState.AWAIT_HEADER:
             self._shutdown()
             return
         self.state = connection_transition(self.state, ConnInput.SEND_CLOSE)
-        self._send_method(
+        self.send_method(
             0,
             commands.Connection.Close(
                 reply_code=int(code),
@@ -450,11 +641,12 @@ class AMQPConnection:
             ),
         )
         self._release_channels()
-        # Do not wait for ever for Close-Ok: the adapter closes the socket after a grace period.
+        # Do not wait for ever for Close-Ok: the adapter hangs up after a grace period.
+        self._actions.append(AWAIT_CLOSE_OK)
 
     # -- channels ------------------------------------------------------------------------------
 
-    async def _channel_frame(self, number: int, event: MethodFrame) -> None:
+    def _channel_frame(self, number: int, event: MethodFrame) -> None:
         if self.state is not ConnState.OPEN:
             if self.state in DISCARDING_STATES:
                 return
@@ -478,7 +670,7 @@ class AMQPConnection:
             if isinstance(method, commands.Channel.Close):
                 channel.state = channel_transition(channel.state, ChannelInput.CLOSE)
                 self._drop_channel(number)
-                self._send_method(number, commands.Channel.CloseOk())
+                self.send_method(number, commands.Channel.CloseOk())
                 return
             if isinstance(method, commands.Channel.CloseOk):
                 channel.state = channel_transition(channel.state, ChannelInput.CLOSE_OK)
@@ -490,7 +682,7 @@ class AMQPConnection:
                 raise AMQPConnectionError(
                     ReplyCode.CHANNEL_ERROR, f"channel {number} is already open"
                 )
-            await channel.handle(event)
+            channel.handle(event)
         except (WharfError, AMQPError) as exc:
             self._handle_error(exc, number)
 
@@ -501,7 +693,7 @@ class AMQPConnection:
                 f"channel {number} is above channel_max {self.channel_max}",
             )
         self.channels[number] = Channel(self, number)
-        self._send_method(number, commands.Channel.OpenOk())
+        self.send_method(number, commands.Channel.OpenOk())
 
     def _drop_channel(self, number: int) -> None:
         channel = self.channels.pop(number, None)
@@ -510,18 +702,24 @@ class AMQPConnection:
 
     def _release_exclusive_queues(self) -> None:
         """Exclusive queues die with the connection that declared them (the owner is us)."""
+        if self._released:
+            return
+        self._released = True
         if self.state is ConnState.AWAIT_HEADER or self.vhost_name not in self.broker.vhosts:
             return
         vhost = self.broker.vhosts[self.vhost_name]
         if any(q.exclusive_owner is self for q in vhost.queues.values()):
-            task = asyncio.get_running_loop().create_task(vhost.connection_closed(self))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            self._actions.append(RunInBackground(vhost.connection_closed(self)))
 
     def _release_channels(self) -> None:
         channels, self.channels = self.channels, {}
         for channel in channels.values():
             channel.release_now()
+
+    def _confirm_ready(self, confirms: PublisherConfirms) -> None:
+        if confirms not in self._confirms_ready:
+            self._confirms_ready.append(confirms)
+        self._signal()
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -529,7 +727,7 @@ class AMQPConnection:
         """The one place where an exception becomes a wire response."""
         if isinstance(exc, BadProtocolHeader):
             self.close_reason = str(exc)
-            self.transport.write(FrameWriter.protocol_header())
+            self._write(FrameWriter.protocol_header())
             self._shutdown()
             return
         if isinstance(exc, AMQPError):
@@ -554,7 +752,7 @@ class AMQPConnection:
             log.info("amqp %s: closing channel %d: %s", self.peer, channel_number, text)
             channel.state = channel_transition(channel.state, ChannelInput.SEND_CLOSE)
             channel.release_now()
-            self._send_method(
+            self.send_method(
                 channel_number,
                 commands.Channel.Close(
                     reply_code=int(code), reply_text=text[:255], class_id=class_id,
@@ -568,39 +766,21 @@ class AMQPConnection:
 
     # -- output and lifecycle ------------------------------------------------------------------
 
-    def _send_method(self, channel: int, method: base.Frame) -> None:
-        self.transport.write(self.writer.method(channel, method))
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._signalled:
+            self._signal()
 
-    def send_method(self, channel: int, method: base.Frame) -> None:
-        if not self._closed:
-            self._send_method(channel, method)
-
-    def send_raw(self, data: bytes) -> None:
-        if not self._closed:
-            self.transport.write(data)
-
-    def close_from_server(self, code: ReplyCode, text: str) -> None:
-        """Close initiated by the server (shutdown, missed heartbeats handled by the adapter)."""
-        if self.close_reason is None:
-            self.close_reason = f"{code.name} - {text}"
-        self.send_connection_close(code, f"{code.name} - {text}")
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def _signal(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            self._wakeup()
 
     def _shutdown(self) -> None:
         if self._closed:
             return
         self._release_channels()
         self._closed = True
-        self._data.set()
-        self.transport.close()
-
-    def connection_lost(self) -> None:
-        """The socket is gone (or we closed it): give back everything this connection held."""
-        self._release_channels()
-        if not self._closed:
-            self._closed = True
-            self._data.set()
+        self._wait = None
         self._release_exclusive_queues()
+        self._actions.append(CLOSE_TRANSPORT)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pamqp import base
+
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.properties import MalformedPropertiesError
 from wharf.errors import (
@@ -123,3 +125,11 @@ def broker_error_reply(exc: BrokerError) -> tuple[ReplyCode, str]:
     if isinstance(exc, AccessRefusedError):
         return ReplyCode.ACCESS_REFUSED, text
     return ReplyCode.PRECONDITION_FAILED, text
+
+
+def with_method(exc: BrokerError, m: base.Frame) -> AMQPChannelError | AMQPConnectionError:
+    """Attach the failing method's ids to a core refusal (the reply code stays the core's)."""
+    code, text = broker_error_reply(exc)
+    error = error_for(code, text, class_id=m.index >> 16, method_id=m.index & 0xFFFF)
+    assert isinstance(error, AMQPChannelError | AMQPConnectionError)
+    return error

@@ -1,2 +1,2 @@
-"""The AMQP 0-9-1 listener: the asyncio adapter around the sans-I/O connection, and the
-resource alarms that block publishers."""
+"""The AMQP 0-9-1 front end: the listener, the asyncio adapter around each sans-I/O
+connection, and the resource alarms that block publishers."""

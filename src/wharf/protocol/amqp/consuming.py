@@ -1,0 +1,326 @@
+"""The consuming half of an AMQP channel: subscriptions, deliveries and their settlement.
+
+How it works
+------------
+Each Basic.Consume creates a :class:`ChannelConsumer` (the core's
+:class:`~wharf.core.queues.consumers.Consumer`) registered with the queue. The queue pushes
+:class:`~wharf.core.queues.consumers.Delivery` objects while ``can_take`` allows; the channel
+numbers them with its own delivery tags (1, 2, ... per channel, shared with Basic.Get) and
+keeps unsettled ones in ``unacked`` (tag -> delivery) until Basic.Ack/Nack/Reject settles them.
+Closing the channel requeues what is left, marked redelivered.
+
+A consumer's ``x-priority`` argument (an integer, default 0) is its priority in the queue's
+dispatch (:mod:`wharf.core.queues.queue`): higher priorities with credit are served first.
+
+Prefetch (Basic.Qos) follows RabbitMQ's reading of ``global``: ``global=false`` limits each
+consumer, ``global=true`` the whole channel. Unlike RabbitMQ, a per-consumer limit also applies
+to consumers already running on the channel (Celery raises its prefetch that way).
+
+Deliveries stop while Channel.Flow has turned the channel off and while the connection's
+output is above its high-water mark (``owner.writable``); both resume by asking the queues to
+dispatch again. In a transaction, settlements wait for Tx.Commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Container
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+
+from wharf.core.queues.consumers import Delivery
+from wharf.errors import AccessRefusedError
+from wharf.protocol.amqp.errors import AMQPChannelError, AMQPConnectionError, ReplyCode
+from wharf.protocol.amqp.state import ChannelState
+
+if TYPE_CHECKING:
+    from wharf.core.queues.queue import Queue
+    from wharf.protocol.amqp.channel import Channel
+
+__all__ = ["ChannelConsumer", "Consuming"]
+
+
+class ChannelConsumer:
+    """One Basic.Consume subscription; implements :class:`wharf.core.queues.consumers.Consumer`."""
+
+    __slots__ = ("_consuming", "_exclusive", "_no_ack", "_tag", "queue", "tag_bytes", "unacked")
+
+    def __init__(
+        self, consuming: Consuming, queue: Queue, tag: str, *, no_ack: bool, exclusive: bool
+    ) -> None:
+        self._consuming = consuming
+        self._tag = tag
+        self._no_ack = no_ack
+        self._exclusive = exclusive
+        self.queue = queue
+        self.tag_bytes = tag.encode("utf-8")
+        self.unacked = 0
+
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    @property
+    def no_ack(self) -> bool:
+        return self._no_ack
+
+    @property
+    def exclusive(self) -> bool:
+        return self._exclusive
+
+    def can_take(self) -> bool:
+        consuming = self._consuming
+        if not consuming.active or consuming.channel.state is not ChannelState.OPEN:
+            return False
+        if not consuming.owner.writable:
+            return False
+        if self._no_ack:
+            return True
+        limit = consuming.consumer_prefetch
+        if limit and self.unacked >= limit:
+            return False
+        limit = consuming.channel_prefetch
+        return not (limit and len(consuming.unacked) >= limit)
+
+    def deliver(self, delivery: Delivery) -> None:
+        self._consuming.deliver(self, delivery)
+
+    def cancelled(self, queue: Queue) -> None:
+        self._consuming.consumer_cancelled_by_broker(self)
+
+
+class Consuming:
+    """Consumers, delivery tags and unsettled deliveries of one channel."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.owner = channel.owner
+        self.active = True  # Channel.Flow
+        self.consumer_prefetch = 0
+        self.channel_prefetch = 0
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: dict[int, tuple[Delivery, ChannelConsumer | None]] = {}
+        self._next_tag = 1
+        self.tx_settles: list[Callable[[], None]] = []  # settlements waiting for Tx.Commit
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def deliver(self, consumer: ChannelConsumer, delivery: Delivery) -> None:
+        tag = self._next_tag
+        self._next_tag += 1
+        if not consumer.no_ack:  # a no-ack delivery is settled by the queue as it hands it out
+            consumer.unacked += 1
+            self.unacked[tag] = (delivery, consumer)
+        message = delivery.message
+        owner = self.owner
+        owner.send_raw(
+            owner.writer.deliver(
+                self.channel.number,
+                consumer.tag_bytes,
+                tag,
+                delivery.redelivered,
+                message.exchange.encode("utf-8"),
+                message.routing_key.encode("utf-8"),
+                message.properties,
+                message.body,
+            )
+        )
+
+    def consumer_cancelled_by_broker(self, consumer: ChannelConsumer) -> None:
+        if self.consumers.get(consumer.tag) is not consumer:
+            return
+        del self.consumers[consumer.tag]
+        owner = self.channel.owner
+        if owner.client_capabilities.get("consumer_cancel_notify"):
+            owner.send_method(self.channel.number, commands.Basic.Cancel(consumer_tag=consumer.tag))
+
+    def resume_deliveries(self, skip: Container[Queue] = ()) -> None:
+        """Credit came back (or the connection can take output again): let every queue we
+        consume from push more."""
+        for queue in {c.queue for c in self.consumers.values()}:
+            if queue not in skip:
+                queue.dispatch()
+
+    # -- basic class methods -------------------------------------------------------------------
+
+    def qos(self, m: commands.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise AMQPConnectionError(
+                ReplyCode.NOT_IMPLEMENTED, "prefetch_size is not supported", class_id=60,
+                method_id=10,
+            )
+        if m.global_:
+            self.channel_prefetch = m.prefetch_count
+        else:
+            self.consumer_prefetch = m.prefetch_count
+        self.channel.send(commands.Basic.QosOk())
+        self.resume_deliveries()
+
+    def consume(self, m: commands.Basic.Consume) -> None:
+        channel = self.channel
+        queue = channel.queue(m.queue)
+        tag = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
+        if tag in self.consumers:
+            raise AMQPConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                f"attempt to reuse consumer tag '{tag}'",
+                class_id=60,
+                method_id=20,
+            )
+        if any(c.exclusive for c in queue.consumers) or (m.exclusive and queue.consumers):
+            raise AccessRefusedError(
+                f"queue '{queue.name}' in vhost '{channel.owner.vhost_name}' in exclusive use"
+            )
+        priority = _consumer_priority(m.arguments)
+        consumer = ChannelConsumer(self, queue, tag, no_ack=m.no_ack, exclusive=m.exclusive)
+        # Consume-Ok goes out before the first delivery, which add_consumer may trigger.
+        if not m.nowait:
+            channel.send(commands.Basic.ConsumeOk(consumer_tag=tag))
+        self.consumers[tag] = consumer
+        queue.add_consumer(consumer, priority=priority)
+
+    def cancel(self, m: commands.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag or "", None)
+        if consumer is not None:
+            # Its unsettled deliveries stay with the channel until acked or the channel closes.
+            consumer.queue.remove_consumer(consumer, requeue_unacked=False)
+        if not m.nowait:
+            self.channel.send(commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
+
+    def get(self, m: commands.Basic.Get) -> None:
+        channel = self.channel
+        delivery = channel.queue(m.queue).basic_get(m.no_ack)
+        if delivery is None:
+            channel.send(commands.Basic.GetEmpty())
+            return
+        tag = self._next_tag
+        self._next_tag += 1
+        if not m.no_ack:
+            self.unacked[tag] = (delivery, None)
+        message = delivery.message
+        owner = channel.owner
+        owner.send_raw(
+            owner.writer.get_ok(
+                channel.number,
+                tag,
+                delivery.redelivered,
+                message.exchange.encode("utf-8"),
+                message.routing_key.encode("utf-8"),
+                delivery.message_count,
+                message.properties,
+                message.body,
+            )
+        )
+
+    def ack(self, m: commands.Basic.Ack) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, bool(m.multiple))
+        self._tx_or_now(lambda: self._settle(tags, _ack))
+
+    def nack(self, m: commands.Basic.Nack) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, bool(m.multiple))
+        requeue = bool(m.requeue)
+        self._tx_or_now(lambda: self._settle(tags, _rejecter(requeue)))
+
+    def reject(self, m: commands.Basic.Reject) -> None:
+        tags = self._select_tags(m.delivery_tag or 0, False)
+        requeue = bool(m.requeue)
+        self._tx_or_now(lambda: self._settle(tags, _rejecter(requeue)))
+
+    def recover(self, m: commands.Basic.Recover) -> None:
+        self._recover()
+        self.channel.send(commands.Basic.RecoverOk())
+
+    def recover_async(self, m: commands.Basic.RecoverAsync) -> None:
+        self._recover()
+
+    def flow(self, m: commands.Channel.Flow) -> None:
+        self.active = bool(m.active)
+        self.channel.send(commands.Channel.FlowOk(active=m.active))
+        if m.active:
+            self.resume_deliveries()
+
+    # -- settlement ----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Requeue every unsettled delivery (RabbitMQ treats requeue=false the same way)."""
+        self._settle(list(self.unacked), _rejecter(True))
+
+    def _tx_or_now(self, settle: Callable[[], None]) -> None:
+        if self.channel.tx_mode:
+            self.tx_settles.append(settle)
+        else:
+            settle()
+
+    def commit(self) -> None:
+        """Tx.Commit: carry out the settlements kept since the last commit."""
+        settles, self.tx_settles = self.tx_settles, []
+        for settle in settles:
+            settle()
+
+    def _settle(self, tags: list[int], action: Callable[[Queue, list[int]], None]) -> None:
+        by_queue: dict[Queue, list[int]] = {}
+        for tag in tags:
+            delivery, consumer = self.unacked.pop(tag)
+            if consumer is not None:
+                consumer.unacked -= 1
+            by_queue.setdefault(delivery.queue, []).append(delivery.delivery_id)
+        for queue, ids in by_queue.items():
+            action(queue, ids)  # the queue dispatches again by itself
+        self.resume_deliveries(skip=by_queue)
+
+    def _select_tags(self, delivery_tag: int, multiple: bool) -> list[int]:
+        if multiple:
+            if delivery_tag == 0:
+                return list(self.unacked)
+            tags = [t for t in self.unacked if t <= delivery_tag]
+            if not tags and delivery_tag not in self.unacked and delivery_tag >= self._next_tag:
+                raise _unknown_tag(delivery_tag)
+            return tags
+        if delivery_tag not in self.unacked:
+            raise _unknown_tag(delivery_tag)
+        return [delivery_tag]
+
+    def release(self) -> None:
+        """Cancel consumers and requeue unsettled deliveries (channel or connection closing)."""
+        consumers, self.consumers = self.consumers, {}
+        for consumer in consumers.values():
+            consumer.queue.remove_consumer(consumer, requeue_unacked=False)
+        unacked, self.unacked = self.unacked, {}
+        by_queue: dict[Queue, list[int]] = {}
+        for delivery, _ in unacked.values():
+            by_queue.setdefault(delivery.queue, []).append(delivery.delivery_id)
+        for queue, ids in by_queue.items():
+            if not queue.deleted:
+                queue.reject(ids, requeue=True)
+        self.tx_settles.clear()
+
+
+def _ack(queue: Queue, ids: list[int]) -> None:
+    queue.ack(ids)
+
+
+def _rejecter(requeue: bool) -> Callable[[Queue, list[int]], None]:
+    def reject(queue: Queue, ids: list[int]) -> None:
+        queue.reject(ids, requeue=requeue)
+
+    return reject
+
+
+def _consumer_priority(arguments: dict[str, Any] | None) -> int:
+    """Basic.Consume's ``x-priority`` (default 0); anything but an integer is 406."""
+    value = (arguments or {}).get("x-priority", 0)
+    if type(value) is not int:
+        raise AMQPChannelError(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg 'x-priority': {value!r} is not an integer",
+            class_id=60,
+            method_id=20,
+        )
+    return value
+
+
+def _unknown_tag(tag: int) -> AMQPChannelError:
+    return AMQPChannelError(
+        ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {tag}", class_id=60, method_id=80
+    )

@@ -13,6 +13,12 @@ fails the waiters it was meant to cover with that error; the next waiter starts 
 wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on_durable`` is
 called on the event-loop thread each time the durable offset advances.
 
+Everything else that waits on the disk (a producer-state snapshot at a segment roll, a
+definitions save, closing or deleting a log, opening one) goes through the same threads:
+:func:`fsync_executor` makes the broker's one pool, :func:`run_off_loop` runs a blocking call on
+it and awaits the result, and :meth:`GroupCommitter.run` does the same with its log's pool. So no
+fsync runs on the event-loop thread, and a slow disk stalls only those who wait for it.
+
 Every completed flush is timed (``time.perf_counter`` around ``log.flush`` on the worker
 thread) and counted on the event-loop thread into the :class:`FsyncHistogram` of the log's
 kind (``partition``, ``queue``, ``offsets``...): plain integer bucket counts, a sum and a count,
@@ -27,22 +33,30 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Protocol
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 from wharf.core.config import FsyncPolicy
 from wharf.errors import StorageError
 
 __all__ = [
     "FSYNC_BUCKETS_S",
+    "FSYNC_THREADS",
     "Flushable",
     "FsyncHistogram",
     "GroupCommitter",
     "fsync_histogram",
+    "fsync_executor",
     "fsync_histograms",
+    "run_off_loop",
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Threads of the broker's fsync pool: fsyncs of different logs overlap, one log's never do.
+FSYNC_THREADS = 4
 
 # Upper bounds (seconds) of the fsync latency buckets; one more bucket counts the rest.
 FSYNC_BUCKETS_S = (
@@ -81,6 +95,16 @@ def fsync_histogram(kind: str) -> FsyncHistogram:
 def fsync_histograms() -> dict[str, FsyncHistogram]:
     """Every kind's fsync histogram so far, by kind."""
     return dict(_HISTOGRAMS)
+
+
+def fsync_executor(threads: int = FSYNC_THREADS) -> ThreadPoolExecutor:
+    """The broker's one pool of threads for blocking disk work (see the module docstring)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="wharf-fsync")
+
+
+async def run_off_loop(executor: Executor | None, call: Callable[[], _T]) -> _T:
+    """Run ``call`` on ``executor`` (the loop's default pool when None) and await its result."""
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
 
 
 class Flushable(Protocol):
@@ -127,6 +151,11 @@ class GroupCommitter:
     @property
     def durable_offset(self) -> int:
         return self._durable
+
+    async def run(self, call: Callable[[], _T]) -> _T:
+        """Run blocking disk work for this log (``call``) on the fsync pool and await it; open
+        also after :meth:`close` (a log is closed and deleted through it)."""
+        return await run_off_loop(self._executor, call)
 
     def start(self) -> None:
         """Start the periodic flush task (``INTERVAL`` only); needs a running loop."""

@@ -18,6 +18,7 @@ from kio.schema.errors import ErrorCode
 from wharf.core.streams.errors import StreamsError
 from wharf.errors import (
     AlreadyExistsError,
+    BatchTooLargeError,
     CorruptBatchError,
     InvalidArgumentError,
     NotFoundError,
@@ -95,6 +96,8 @@ def error_code_for(exc: BaseException) -> ErrorCode:
         return kafka_code(exc.code)
     if isinstance(exc, KafkaProtocolError):
         return exc.code
+    if isinstance(exc, BatchTooLargeError):
+        return ErrorCode.message_too_large
     if isinstance(exc, CorruptBatchError):
         return ErrorCode.corrupt_message
     if isinstance(exc, StorageError):

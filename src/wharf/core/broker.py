@@ -26,13 +26,13 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.durability import fsync_executor
 from wharf.core.queues.embedded import GetHolder, QueueSubscription, ReceivedMessage
 from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.message import Message
@@ -52,7 +52,6 @@ __all__ = ["Broker"]
 
 log = logging.getLogger(__name__)
 
-FSYNC_THREADS = 4
 MAX_PRODUCER_EPOCH = 2**15 - 2  # the last epoch that can still be bumped
 
 
@@ -71,7 +70,7 @@ class Broker:
         self.clock = clock
         self._lock_fd: int | None = None
         self._closed = False
-        self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
+        self._fsync_executor = fsync_executor()  # every log's fsyncs (core/durability.py)
         self._maintenance: asyncio.Task[None] | None = None
         self._round_robin: dict[str, RoundRobin] = {}
         self._subscriptions: set[QueueSubscription] = set()
@@ -118,7 +117,10 @@ class Broker:
         self.producer_ids = ProducerIdAllocator(self.path)
         self.topics = TopicManager.open(self.path, self.config, self._fsync_executor)
         self.offsets = OffsetStore.open(
-            self.path, fsync=self.config.fsync, fsync_interval_ms=self.config.fsync_interval_ms
+            self.path,
+            fsync=self.config.fsync,
+            fsync_interval_ms=self.config.fsync_interval_ms,
+            executor=self._fsync_executor,
         )
         self.groups = GroupCoordinator(
             self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists

@@ -297,11 +297,11 @@ class Log(LogFlusher, LogReader, LogRetention):
         """
         view = memoryview(batches)
         n = len(view)
-        # One whole, valid batch (a Kafka produce of one partition, every batch Wharf encodes)
-        # is appended inline: this runs once per append, and each call or lookup saved here
-        # shows in the throughput of small batches (docs/performance.md). The checks are
-        # those of validate_batches; append_validated takes everything else, after
-        # validate_batches has named what is wrong with invalid input.
+        # One whole, valid batch (every batch Wharf encodes) is checked inline and written by
+        # _append_one: this runs once per append, and each call or lookup saved here shows in
+        # the throughput of small batches (docs/performance.md). The checks are those of
+        # validate_batches; append_validated takes everything else, after validate_batches
+        # has named what is wrong with invalid input.
         if n >= HEADER_SIZE and not self._closed and self._fenced is None:
             length, _epoch, magic, crc, delta, max_ts, count = _unpack_append(view, 8)
             if (
@@ -313,44 +313,7 @@ class Log(LogFlusher, LogReader, LogRetention):
                 and count >= 0
                 and _crc32c(view[CRC_START:]) == crc
             ):
-                base = self._next_offset
-                end = base + delta + 1
-                # _place, inline:
-                seg = self._segments[-1]
-                position = seg.size
-                rolled = False
-                if position and (
-                    position + n > self._segment_bytes
-                    or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
-                    or (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
-                    >= self._segment_ms
-                ):
-                    seg = self._roll()
-                    position = 0
-                    rolled = True
-                if not position:
-                    seg.roll_base_ms, seg.roll_by_timestamp = roll_base(max_ts, self._clock_ms)
-                if position + n > seg.reserved_end:
-                    seg.reserve_for(position + n)
-                # The base offset is patched in by writing the batch as two pieces: its new
-                # first eight bytes and the caller's bytes after them (no copy of the batch).
-                pieces: list[bytes | memoryview] = [_pack_offset(base), view[8:]]
-                try:
-                    written = _pwritev(seg.fd, pieces, position)
-                except OSError as exc:
-                    seg.write_failed(0, n, exc)
-                if written != n:
-                    seg.finish_write(pieces, n, written)
-                if position >= seg.index_due:
-                    seg.note_batch(position, base, max_ts)
-                elif max_ts > seg.max_timestamp:
-                    seg.max_timestamp = max_ts
-                with self._lock:
-                    seg.size = position + n
-                    seg.next_offset = end
-                    self._next_offset = end
-                    self._active_dirty = True
-                return _new_tuple(AppendInfo, (base, end - 1, max_ts, n, position, rolled))
+                return self._append_one(view, n, delta, max_ts)
         self._check_open()
         self._check_not_fenced()
         return self.append_validated(validate_batches(view, self._max_batch_bytes))
@@ -362,12 +325,17 @@ class Log(LogFlusher, LogReader, LogRetention):
         Raises :class:`StorageError` for I/O failures (nothing is kept) and when the log is
         closed or fenced.
         """
+        headers = batches.headers
+        if len(headers) == 1 and not self._closed and self._fenced is None:
+            header = headers[0]
+            return self._append_one(
+                batches.view, batches.size, header.last_offset_delta, header.max_timestamp
+            )
         self._check_open()
         self._check_not_fenced()
         view = batches.view
         n = batches.size
         base = end = self._next_offset
-        headers = batches.headers
         positions = batches.positions
         pieces: list[bytes | memoryview] = []
         for pos, header in zip(positions, headers, strict=True):
@@ -395,7 +363,47 @@ class Log(LogFlusher, LogReader, LogRetention):
             self._active_dirty = True
         return AppendInfo(base, end - 1, max_ts, n, position, rolled)
 
-
+    def _append_one(self, view: memoryview, n: int, delta: int, max_ts: int) -> AppendInfo:
+        """Write one valid batch of ``n`` bytes (``delta`` = its last offset delta): the
+        append path of a single batch, from raw bytes or validated ones."""
+        base = self._next_offset
+        end = base + delta + 1
+        # _place, inline (each call saved shows in small-batch throughput):
+        seg = self._segments[-1]
+        position = seg.size
+        rolled = False
+        if position and (
+            position + n > self._segment_bytes
+            or end > seg.base_offset + MAX_RELATIVE_OFFSET + 1
+            or (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
+            >= self._segment_ms
+        ):
+            seg = self._roll()
+            position = 0
+            rolled = True
+        if not position:
+            seg.roll_base_ms, seg.roll_by_timestamp = roll_base(max_ts, self._clock_ms)
+        if position + n > seg.reserved_end:
+            seg.reserve_for(position + n)
+        # The base offset is patched in by writing the batch as two pieces: its new
+        # first eight bytes and the caller's bytes after them (no copy of the batch).
+        pieces: list[bytes | memoryview] = [_pack_offset(base), view[8:]]
+        try:
+            written = _pwritev(seg.fd, pieces, position)
+        except OSError as exc:
+            seg.write_failed(0, n, exc)
+        if written != n:
+            seg.finish_write(pieces, n, written)
+        if position >= seg.index_due:
+            seg.note_batch(position, base, max_ts)
+        elif max_ts > seg.max_timestamp:
+            seg.max_timestamp = max_ts
+        with self._lock:
+            seg.size = position + n
+            seg.next_offset = end
+            self._next_offset = end
+            self._active_dirty = True
+        return _new_tuple(AppendInfo, (base, end - 1, max_ts, n, position, rolled))
 
     def _place(
         self, n: int, end: int, max_ts: int, first_max_ts: int

@@ -82,12 +82,11 @@ class ValidatedBatches:
         stamped = memoryview(out)
         headers: list[BatchHeader] = []
         for pos, header in zip(self.positions, self.headers, strict=True):
-            attributes = header.attributes | TIMESTAMP_TYPE_BIT
-            _ATTRIBUTES.pack_into(out, pos + ATTRIBUTES_AT, attributes)
+            _ATTRIBUTES.pack_into(out, pos + ATTRIBUTES_AT, header.attributes | TIMESTAMP_TYPE_BIT)
             _TIMESTAMP.pack_into(out, pos + MAX_TIMESTAMP_AT, now_ms)
-            crc = _crc32c(stamped[pos + CRC_START : pos + header.size])
+            crc = _crc32c(stamped[pos + CRC_START : pos + header.batch_length + LOG_OVERHEAD])
             CRC_FIELD.pack_into(out, pos + CRC_START - CRC_FIELD.size, crc)
-            headers.append(header._replace(attributes=attributes, max_timestamp=now_ms, crc=crc))
+            headers.append(_new_tuple(BatchHeader, _unpack_header(out, pos)))
         return ValidatedBatches(
             stamped, headers, self.positions, self.offsets, now_ms, self.records
         )

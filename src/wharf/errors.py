@@ -7,6 +7,7 @@ any exception into the right response::
     WharfError
     ├── StorageError                 storage/: I/O failure, disk full (errno kept)
     │   └── CorruptBatchError        a batch failed header/CRC validation
+    │       └── BatchTooLargeError   a batch above the log's size limit (max.message.bytes)
     ├── BrokerError                  core/: a request the broker model refuses
     │   ├── NotFoundError            topic, queue, exchange, group absent
     │   ├── AlreadyExistsError
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AccessRefusedError",
     "AlreadyExistsError",
+    "BatchTooLargeError",
     "BrokerError",
     "CorruptBatchError",
     "InvalidArgumentError",
@@ -55,6 +57,10 @@ class StorageError(WharfError):
 
 class CorruptBatchError(StorageError):
     """A record batch failed validation (bad magic, length or CRC)."""
+
+
+class BatchTooLargeError(CorruptBatchError):
+    """A record batch is larger than the log takes (its ``max_batch_bytes``)."""
 
 
 class BrokerError(WharfError):

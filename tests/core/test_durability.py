@@ -7,11 +7,14 @@ not do on demand. Group commit over a real storage log is covered in streams/tes
 
 import asyncio
 import errno
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
-from wharf.core.config import FsyncPolicy
+from wharf.core.broker import Broker
+from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.durability import GroupCommitter
 from wharf.core.stats import FSYNC_BUCKETS_S, HistogramFamily
 from wharf.errors import StorageError
@@ -179,3 +182,42 @@ async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
     await committer.close()
     await other.close()
     await alone.close()
+
+
+async def test_no_fsync_of_produce_with_roll_or_queue_reclaim_runs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096)
+    async with Broker.open(tmp_path, config) as broker:
+        await broker.create_topic("t", 1, {"segment.bytes": "1000"})
+        queue = await broker.declare_queue("q", durable=True)
+        synced_on: list[str] = []
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+        def fsync(fd: int) -> None:
+            synced_on.append(threading.current_thread().name)
+            real_fsync(fd)
+
+        def fdatasync(fd: int) -> None:
+            synced_on.append(threading.current_thread().name)
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        loop_thread = threading.current_thread().name
+
+        partition = broker.topics.get("t").partitions[0]
+        for i in range(40):
+            await broker.produce("t", b"%03d" % i * 30, partition=0)
+        assert len(partition.log.segment_base_offsets()) > 2  # rolled
+        assert (partition.path / "producer-state.json").exists()  # the snapshot at the roll
+
+        for i in range(200):
+            await broker.publish("q", b"x" * 100 + b"%d" % i)
+        while (message := await broker.get("q")) is not None:
+            await message.ack()
+        await broker.vhosts.maintain()  # reclaims the acked segments
+        assert queue.store.messages.log_start_offset == queue.store.messages.next_offset
+        await queue.store.flush()  # the reclaim's start offset reaches the disk
+        assert "wharf-fsync_0" in synced_on  # the broker's pool ran the partition's
+        assert loop_thread not in synced_on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import wharf.storage
+import wharf.storage.compression
 import wharf.storage.record_batch
 
 
@@ -28,12 +29,21 @@ def test_storage_package_exports() -> None:
 def test_record_batch_exports() -> None:
     assert sorted(wharf.storage.record_batch.__all__) == sorted(
         [
-            "COMPRESSION_GZIP", "COMPRESSION_LZ4", "COMPRESSION_NONE", "COMPRESSION_SNAPPY",
-            "COMPRESSION_ZSTD", "HEADER_SIZE", "MAGIC", "BatchHeader", "Record", "RecordInput",
-            "build_batch", "check_header", "compress", "decode_records", "decode_varint",
-            "decompress", "encode_varint", "iter_batches", "parse_header", "set_base_offset",
-            "validate_batch", "validate_batches", "with_log_append_time",
+            "HEADER_SIZE", "MAGIC", "BatchHeader", "Record", "RecordInput", "build_batch",
+            "check_header", "decode_records", "decode_varint", "encode_varint", "iter_batches",
+            "parse_header", "set_base_offset", "validate_batch",
         ]
     )
     for name in wharf.storage.record_batch.__all__:
         assert hasattr(wharf.storage.record_batch, name), name
+
+
+def test_compression_exports() -> None:
+    assert sorted(wharf.storage.compression.__all__) == sorted(
+        [
+            "COMPRESSION_GZIP", "COMPRESSION_LZ4", "COMPRESSION_NONE", "COMPRESSION_SNAPPY",
+            "COMPRESSION_ZSTD", "compress", "decompress",
+        ]
+    )
+    for name in wharf.storage.compression.__all__:
+        assert hasattr(wharf.storage.compression, name), name

@@ -26,7 +26,6 @@ from wharf.storage.record_batch import (
     parse_header,
     set_base_offset,
     validate_batch,
-    with_log_append_time,
 )
 
 CODECS = [0, 1, 2, 3, 4]
@@ -328,30 +327,3 @@ def test_build_then_decode_round_trip(records: list[RecordInput], codec: int, ba
     ]
     theirs = [(r.key, r.value, list(r.headers)) for r in KpBatch(data)]
     assert theirs == [(r.key, r.value, list(r.headers)) for r in records]
-
-
-def test_log_append_time_stamps_every_batch_and_keeps_its_records() -> None:
-    first = build_batch([RecordInput(b"k", b"a", (), 1_000), RecordInput(b"k", b"b", (), 1_005)])
-    second = build_batch([RecordInput(None, b"c", (), 2_000)], compression=1)
-    given = first + second
-    stamped = with_log_append_time(given, 1_700_000_000_777)
-    assert bytes(given) == first + second  # the input is not changed
-    for (pos, header), size in zip(iter_batches(stamped), (len(first), len(second)), strict=True):
-        assert header.timestamp_type == 1
-        assert header.max_timestamp == 1_700_000_000_777
-        batch = bytes(stamped[pos : pos + size])
-        validate_batch(batch)  # the CRC was computed anew
-        assert [r.timestamp_ms for r in decode_records(batch)] == [1_700_000_000_777] * (
-            2 if pos == 0 else 1
-        )
-        # kafka-python reads the same: LogAppendTime, the batch's timestamp for every record
-        theirs = list(KpBatch(batch))
-        assert {(r.timestamp_type, r.timestamp) for r in theirs} == {(1, 1_700_000_000_777)}
-    assert [r.value for r in decode_records(bytes(stamped[len(first) :]))] == [b"c"]
-
-
-def test_log_append_time_never_gives_a_corrupt_batch_a_valid_crc() -> None:
-    corrupt = bytearray(build_batch([RecordInput(None, b"value", (), 1)]))
-    corrupt[-1] ^= 0x01
-    with pytest.raises(CorruptBatchError, match="CRC"):
-        with_log_append_time(corrupt, 5)

@@ -396,9 +396,11 @@ def test_start_offset_past_the_recovered_end_starts_empty_there(tmp_path: Path) 
         log.append_records([RecordInput(None, value(i))])
     log.delete_records_before(15)
     assert log.segment_base_offsets() == [0]
+    log.flush()  # saves the start offset 15
     snap = crash_copy(log, tmp_path / "snap")
     log.close()
-    # the unflushed records 10..19 did not reach the disk; the start offset 15 did
+    # as if the disk had lost the records 10..19 and kept the start offset 15 (a write cache
+    # that acknowledged what it never wrote): the start offset is past the recovered end
     os.truncate(segment_path(snap, 0), position)
     log = Log.open(snap, config)
     try:

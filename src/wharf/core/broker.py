@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.data_dir_lock import DataDirLock
+from wharf.core.durability import fsync_executor
 from wharf.core.queues.embedded import GetHolder, QueueSubscription, ReceivedMessage
 from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.message import Message
@@ -56,7 +56,6 @@ __all__ = ["Broker"]
 
 log = logging.getLogger(__name__)
 
-FSYNC_THREADS = 4
 MAX_PRODUCER_EPOCH = 2**15 - 2  # the last epoch that can still be bumped
 
 
@@ -77,7 +76,7 @@ class Broker:
         self.stats = BrokerStats()  # this broker's latency histograms (fsync, requests, HTTP)
         self._lock = DataDirLock(path)
         self._closed = False
-        self._fsync_executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="wharf-fsync")
+        self._fsync_executor = fsync_executor()  # every log's fsyncs (core/durability.py)
         self._maintenance: asyncio.Task[None] | None = None
         self._round_robin: dict[str, RoundRobin] = {}
         self._subscriptions: set[QueueSubscription] = set()
@@ -134,6 +133,7 @@ class Broker:
             fsync=self.config.fsync,
             fsync_interval_ms=self.config.fsync_interval_ms,
             fsync_latency=fsync_latency,
+            executor=self._fsync_executor,
         )
         self.groups = GroupCoordinator(
             self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists

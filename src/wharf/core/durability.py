@@ -13,6 +13,12 @@ fails the waiters it was meant to cover with that error; the next waiter starts 
 wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on_durable`` is
 called on the event-loop thread each time the durable offset advances.
 
+Everything else that waits on the disk (a producer-state snapshot at a segment roll, a
+definitions save, closing or deleting a log, opening one) goes through the same threads:
+:func:`fsync_executor` makes the broker's one pool, :func:`run_off_loop` runs a blocking call on
+it and awaits the result, and :meth:`GroupCommitter.run` does the same with its log's pool. So no
+fsync runs on the event-loop thread, and a slow disk stalls only those who wait for it.
+
 Every completed flush is timed (``time.perf_counter`` around ``log.flush`` on the worker
 thread) and counted on the event-loop thread into the histogram of the log's kind
 (``partition``, ``queue``, ``offsets``...) in the fsync histograms the committer is given (the
@@ -27,16 +33,38 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Protocol
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 from wharf.core.config import FsyncPolicy
 from wharf.core.stats import FSYNC_BUCKETS_S, Histogram, HistogramFamily
 from wharf.errors import StorageError
 
-__all__ = ["Flushable", "GroupCommitter"]
+__all__ = [
+    "FSYNC_THREADS",
+    "Flushable",
+    "GroupCommitter",
+    "fsync_executor",
+    "run_off_loop",
+]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Threads of the broker's fsync pool: fsyncs of different logs overlap, one log's never do.
+FSYNC_THREADS = 4
+
+
+def fsync_executor(threads: int = FSYNC_THREADS) -> ThreadPoolExecutor:
+    """The broker's one pool of threads for blocking disk work (see the module docstring)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="wharf-fsync")
+
+
+async def run_off_loop(executor: Executor | None, call: Callable[[], _T]) -> _T:
+    """Run ``call`` on ``executor`` (the loop's default pool when None) and await its result."""
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
+
 
 class Flushable(Protocol):
     """The part of a storage log group commit needs."""
@@ -85,6 +113,11 @@ class GroupCommitter:
     @property
     def durable_offset(self) -> int:
         return self._durable
+
+    async def run(self, call: Callable[[], _T]) -> _T:
+        """Run blocking disk work for this log (``call``) on the fsync pool and await it; open
+        also after :meth:`close` (a log is closed and deleted through it)."""
+        return await run_off_loop(self._executor, call)
 
     def start(self) -> None:
         """Start the periodic flush task (``INTERVAL`` only); needs a running loop."""

@@ -4,8 +4,9 @@ Synchronous and socket-free. See docs/architecture.md ("Storage") for the on-dis
 """
 
 from wharf.storage.interface import LogLike
-from wharf.storage.log import AppendInfo, Log, LogConfig, OffsetOutOfRangeError
+from wharf.storage.log import AppendInfo, Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
+from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import (
     BatchHeader,
     Record,

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from wharf.storage.log import AppendInfo
 from wharf.storage.record_batch import RecordInput
+from wharf.storage.validated import ValidatedBatches
 
 __all__ = ["LogLike"]
 
@@ -31,6 +32,8 @@ class LogLike(Protocol):
     def closed(self) -> bool: ...
 
     def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo: ...
+
+    def append_validated(self, batches: ValidatedBatches) -> AppendInfo: ...
 
     def append_records(
         self, records: Sequence[RecordInput], *, compression: int = 0

@@ -13,16 +13,18 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wharf.errors import CorruptBatchError, StorageError
-from wharf.storage.log import AppendInfo, LogConfig, OffsetOutOfRangeError
+from wharf.errors import StorageError
+from wharf.storage.log import AppendInfo, LogConfig
+from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import (
+    LOG_OVERHEAD,
     RecordInput,
     build_batch,
     decode_records,
     set_base_offset,
-    validate_batches,
 )
 from wharf.storage.segment import roll_base
+from wharf.storage.validated import ValidatedBatches, validate_batches
 
 __all__ = ["MemoryLog"]
 
@@ -99,30 +101,30 @@ class MemoryLog:
 
     def append(self, batches: bytes | bytearray | memoryview) -> AppendInfo:
         self._check_open()
-        view = memoryview(batches)
-        n = len(view)
-        if n == 0:
-            raise CorruptBatchError("empty append: no batch given")
-        spans = validate_batches(view, self.config.max_batch_bytes)
+        return self.append_validated(validate_batches(batches, self.config.max_batch_bytes))
+
+    def append_validated(self, batches: ValidatedBatches) -> AppendInfo:
+        self._check_open()
+        view = batches.view
+        n = batches.size
         base = self._next_offset
-        seg = self._segment_for(n, max(span[3] for span in spans), spans[0][3])
+        max_ts = batches.max_timestamp
+        seg, rolled = self._segment_for(n, max_ts, batches.headers[0].max_timestamp)
         offset = base
-        max_ts = -1
         position = seg.size
-        for pos, size, delta, batch_max_ts in spans:
-            buf = bytearray(view[pos : pos + size])
+        for pos, header in zip(batches.positions, batches.headers, strict=True):
+            buf = bytearray(view[pos : pos + header.batch_length + LOG_OVERHEAD])
             set_base_offset(buf, 0, offset)
-            offset += delta + 1
+            offset += header.last_offset_delta + 1
             seg.batches.append(bytes(buf))
             seg.lasts.append(offset - 1)
-            seg.stamps.append(batch_max_ts)
-            max_ts = max(max_ts, batch_max_ts)
+            seg.stamps.append(header.max_timestamp)
         seg.size += n
         seg.next_offset = offset
         seg.max_timestamp = max(seg.max_timestamp, max_ts)
         self._next_offset = offset
         self._size_bytes += n
-        return AppendInfo(base, offset - 1, max_ts, n, position)
+        return AppendInfo(base, offset - 1, max_ts, n, position, rolled)
 
     def append_records(
         self, records: Sequence[RecordInput], *, compression: int = 0
@@ -131,16 +133,19 @@ class MemoryLog:
             build_batch(records, compression=compression, now_ms=self._clock_ms())
         )
 
-    def _segment_for(self, nbytes: int, max_ts: int, first_max_ts: int) -> _Segment:
-        """The active segment, rolled first by size or age (see segment.roll_base)."""
+    def _segment_for(self, nbytes: int, max_ts: int, first_max_ts: int) -> tuple[_Segment, bool]:
+        """The active segment, rolled first by size or age (see segment.roll_base), and
+        whether it rolled."""
         seg = self._segments[-1]
+        rolled = False
         if seg.batches:
             age = (max_ts if seg.roll_by_timestamp else self._clock_ms()) - seg.roll_base_ms
             if seg.size + nbytes > self.config.segment_bytes or age >= self.config.segment_ms:
                 seg = self._roll()
+                rolled = True
         if not seg.batches:
             seg.roll_base_ms, seg.roll_by_timestamp = roll_base(first_max_ts, self._clock_ms)
-        return seg
+        return seg, rolled
 
     def _roll(self) -> _Segment:
         seg = self._new_segment(self._next_offset)

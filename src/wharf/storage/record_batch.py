@@ -28,32 +28,27 @@ Each record inside the (decompressed) records section::
 
 Varints are zigzag-encoded (protobuf style); a length of -1 means null.
 
-How it works: the append path only calls :func:`validate_batch` (header checks plus one CRC-32C
-over the batch, done in C) and :func:`set_base_offset` (8 bytes patched in place, no re-encode).
-Records are decoded only when Wharf itself needs them (:func:`decode_records`), and every length
-read from the input is checked against what remains before anything is sliced or allocated.
+How it works: the append path validates each batch once (:func:`validate_batch`: header checks
+plus one CRC-32C over the batch, done in C; :mod:`wharf.storage.validated` for a whole append)
+and patches in the base offset (8 bytes, no re-encode). Records are decoded only when Wharf
+itself needs them (:func:`decode_records`), and every length read from the input is checked
+against what remains before anything is sliced or allocated. The codecs of compressed records
+sections are in :mod:`wharf.storage.compression`.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
-import cramjam
 import crc32c
 
-from wharf.errors import CorruptBatchError
+from wharf.errors import BatchTooLargeError, CorruptBatchError
+from wharf.storage.compression import COMPRESSION_NONE, compress, decompress
 
 __all__ = [
-    "COMPRESSION_GZIP",
-    "COMPRESSION_LZ4",
-    "COMPRESSION_NONE",
-    "COMPRESSION_SNAPPY",
-    "COMPRESSION_ZSTD",
     "HEADER_SIZE",
     "MAGIC",
     "BatchHeader",
@@ -61,17 +56,13 @@ __all__ = [
     "RecordInput",
     "build_batch",
     "check_header",
-    "compress",
     "decode_records",
     "decode_varint",
-    "decompress",
     "encode_varint",
     "iter_batches",
     "parse_header",
     "set_base_offset",
     "validate_batch",
-    "validate_batches",
-    "with_log_append_time",
 ]
 
 HEADER_SIZE = 61
@@ -87,36 +78,30 @@ DEFAULT_MAX_BATCH_BYTES = 1_048_588
 # Default ceiling on the decompressed records section of one batch.
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 64 << 20
 
-COMPRESSION_NONE = 0
-COMPRESSION_GZIP = 1
-COMPRESSION_SNAPPY = 2
-COMPRESSION_LZ4 = 3
-COMPRESSION_ZSTD = 4
-
 _COMPRESSION_MASK = 0x07
-_TIMESTAMP_TYPE_BIT = 0x08
+TIMESTAMP_TYPE_BIT = 0x08
 _TRANSACTIONAL_BIT = 0x10
 _CONTROL_BIT = 0x20
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER = struct.Struct(">qiibIhiqqqhii")
 # The fields the append path needs, read from offset 8: batch_length, partition_leader_epoch,
 # magic, crc, last_offset_delta, max_timestamp, records_count.
 APPEND_FIELDS = struct.Struct(">iibI2xi8xq14xi")
 _BASE_OFFSET = struct.Struct(">q")
-_CRC = struct.Struct(">I")  # just before CRC_START
-_ATTRIBUTES = struct.Struct(">h")  # at CRC_START
-_TIMESTAMP = struct.Struct(">q")
-_MAX_TIMESTAMP_AT = 35
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-_XERIAL_HEADER_SIZE = 16
+CRC_FIELD = struct.Struct(">I")  # just before CRC_START
 _BLOCK_LEN = struct.Struct(">i")
+# Where the fields LogAppendTime rewrites sit in a batch.
+ATTRIBUTES_AT = CRC_START
+MAX_TIMESTAMP_AT = 35
 
-assert _HEADER.size == HEADER_SIZE
+assert HEADER.size == HEADER_SIZE
+
+# A BatchHeader from the unpacked fields without the keyword handling of its constructor.
+_new_tuple = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
-    """The fixed 61-byte header of one RecordBatch v2."""
+class BatchHeader(NamedTuple):
+    """The fixed 61-byte header of one RecordBatch v2 (a tuple: one is made per batch read)."""
 
     base_offset: int
     batch_length: int
@@ -148,7 +133,7 @@ class BatchHeader:
     @property
     def timestamp_type(self) -> int:
         """0 = CreateTime, 1 = LogAppendTime."""
-        return 1 if self.attributes & _TIMESTAMP_TYPE_BIT else 0
+        return 1 if self.attributes & TIMESTAMP_TYPE_BIT else 0
 
     @property
     def is_transactional(self) -> bool:
@@ -165,7 +150,7 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHead
         raise CorruptBatchError(
             f"need {HEADER_SIZE} header bytes at position {pos}, have {max(0, len(buf) - pos)}"
         )
-    return BatchHeader(*_HEADER.unpack_from(buf, pos))
+    return _new_tuple(BatchHeader, HEADER.unpack_from(buf, pos))
 
 
 def validate_batch(
@@ -190,16 +175,20 @@ def validate_batch(
     return header
 
 
+def too_large_message(size: int, max_batch_bytes: int) -> str:
+    """What :class:`BatchTooLargeError` says, wherever the limit is checked."""
+    return f"batch of {size} bytes exceeds the limit of {max_batch_bytes} bytes"
+
+
 def check_header(header: BatchHeader, available: int, max_batch_bytes: int) -> None:
-    """Raise :class:`CorruptBatchError` unless the header is sane for ``available`` bytes."""
+    """Raise :class:`CorruptBatchError` unless the header is sane for ``available`` bytes
+    (:class:`BatchTooLargeError` for a batch above ``max_batch_bytes``)."""
     if header.magic != MAGIC:
         raise CorruptBatchError(f"unsupported batch magic {header.magic} (only 2 is accepted)")
     if header.batch_length < MIN_BATCH_LENGTH:
         raise CorruptBatchError(f"batch length {header.batch_length} is below the minimum")
     if header.size > max_batch_bytes:
-        raise CorruptBatchError(
-            f"batch of {header.size} bytes exceeds the limit of {max_batch_bytes}"
-        )
+        raise BatchTooLargeError(too_large_message(header.size, max_batch_bytes))
     if header.size > available:
         raise CorruptBatchError(
             f"incomplete batch: {header.size} bytes announced, {available} present"
@@ -226,71 +215,12 @@ def iter_batches(
         if length < MIN_BATCH_LENGTH:
             raise CorruptBatchError(f"batch length {length} is below the minimum")
         if length + LOG_OVERHEAD > max_batch_bytes:
-            raise CorruptBatchError(
-                f"batch of {length + LOG_OVERHEAD} bytes exceeds the limit of {max_batch_bytes}"
-            )
+            raise BatchTooLargeError(too_large_message(length + LOG_OVERHEAD, max_batch_bytes))
         if n - pos < length + LOG_OVERHEAD:
             return
         header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
         yield pos, header
         pos += header.size
-
-
-def validate_batches(
-    view: memoryview, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
-) -> list[tuple[int, int, int, int]]:
-    """Validate every batch of an append (complete, back to back, nothing trailing).
-
-    The append path's version of :func:`validate_batch`: no header object per batch. Returns
-    ``(position, size, last_offset_delta, max_timestamp)`` per batch; raises
-    :class:`CorruptBatchError` (with the precise reason) on the first bad one.
-    """
-    spans: list[tuple[int, int, int, int]] = []
-    unpack = APPEND_FIELDS.unpack_from
-    crc_of = crc32c.crc32c
-    pos = 0
-    n = len(view)
-    while pos < n:
-        if n - pos < HEADER_SIZE:
-            validate_batch(view, pos, max_batch_bytes=max_batch_bytes)
-        length, _epoch, magic, crc, delta, max_ts, count = unpack(view, pos + 8)
-        size = length + LOG_OVERHEAD
-        if (
-            magic != MAGIC
-            or length < MIN_BATCH_LENGTH
-            or size > max_batch_bytes
-            or size > n - pos
-            or delta < 0
-            or count < 0
-            or crc_of(view[pos + CRC_START : pos + size]) != crc
-        ):
-            validate_batch(view, pos, max_batch_bytes=max_batch_bytes)
-        spans.append((pos, size, delta, max_ts))
-        pos += size
-    return spans
-
-
-def with_log_append_time(
-    batches: bytes | bytearray | memoryview,
-    now_ms: int,
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-) -> bytearray:
-    """A copy of ``batches`` in which every batch has timestamp type LogAppendTime and
-    ``now_ms`` as its max timestamp, its CRC computed anew; the records are untouched (readers
-    of a LogAppendTime batch take its max timestamp as every record's). The batches are
-    validated first (:func:`validate_batches`), so a corrupt one is never given a valid CRC.
-    """
-    view = memoryview(batches)
-    spans = validate_batches(view, max_batch_bytes)
-    out = bytearray(view)
-    with memoryview(out) as stamped:
-        for pos, size, _delta, _max_ts in spans:
-            attributes = _ATTRIBUTES.unpack_from(stamped, pos + CRC_START)[0]
-            _ATTRIBUTES.pack_into(stamped, pos + CRC_START, attributes | _TIMESTAMP_TYPE_BIT)
-            _TIMESTAMP.pack_into(stamped, pos + _MAX_TIMESTAMP_AT, now_ms)
-            crc = crc32c.crc32c(stamped[pos + CRC_START : pos + size])
-            _CRC.pack_into(stamped, pos + CRC_START - _CRC.size, crc)
-    return out
 
 
 def set_base_offset(buf: bytearray | memoryview, pos: int, base_offset: int) -> None:
@@ -357,31 +287,6 @@ def _encode_record(
     out += body
 
 
-def compress(codec: int, data: bytes) -> bytes:
-    """Compress a records section the way Kafka clients expect to read it."""
-    if codec == COMPRESSION_GZIP:
-        return bytes(cramjam.gzip.compress(data))
-    if codec == COMPRESSION_SNAPPY:
-        return _xerial_frame(data)
-    if codec == COMPRESSION_LZ4:
-        return bytes(cramjam.lz4.compress(data))
-    if codec == COMPRESSION_ZSTD:
-        return bytes(cramjam.zstd.compress(data))
-    raise ValueError(f"unknown compression codec {codec}")
-
-
-def _xerial_frame(data: bytes) -> bytes:
-    # Xerial snappy framing (what the Java client writes): magic, version 1, compatible 1,
-    # then blocks of (int32 compressed length, raw snappy).
-    out = bytearray(_XERIAL_MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x01")
-    block = 32 * 1024
-    for start in range(0, max(len(data), 1), block):
-        raw = bytes(cramjam.snappy.compress_raw(data[start : start + block]))
-        out += _BLOCK_LEN.pack(len(raw))
-        out += raw
-    return bytes(out)
-
-
 def build_batch(
     records: Sequence[RecordInput],
     *,
@@ -409,7 +314,7 @@ def build_batch(
     attributes = compression & _COMPRESSION_MASK
     batch = bytearray(HEADER_SIZE)
     batch += payload
-    _HEADER.pack_into(
+    HEADER.pack_into(
         batch,
         0,
         base_offset,
@@ -426,7 +331,7 @@ def build_batch(
         base_sequence,
         len(records),
     )
-    _CRC.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[CRC_START:]))
+    CRC_FIELD.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[CRC_START:]))
     return bytes(batch)
 
 
@@ -539,84 +444,3 @@ def decode_records(
     return records
 
 
-def decompress(codec: int, data: bytes | memoryview, limit: int) -> bytes:
-    """Decompress a records section, refusing output larger than ``limit`` bytes."""
-    try:
-        if codec == COMPRESSION_GZIP:
-            out = _gunzip(data, limit)
-        elif codec == COMPRESSION_SNAPPY:
-            out = _unsnappy(data, limit)
-        elif codec == COMPRESSION_LZ4:
-            out = _bounded(cramjam.lz4.decompress_into, data, limit)
-        elif codec == COMPRESSION_ZSTD:
-            out = _bounded(cramjam.zstd.decompress_into, data, limit)
-        else:
-            raise CorruptBatchError(f"unknown compression codec {codec}")
-    except CorruptBatchError:
-        raise
-    except (cramjam.DecompressionError, zlib.error, ValueError) as exc:
-        raise CorruptBatchError(f"cannot decompress records (codec {codec}): {exc}") from exc
-    return out
-
-
-def _gunzip(data: bytes | memoryview, limit: int) -> bytes:
-    out = bytearray()
-    rest = bytes(data)
-    while rest:
-        d = zlib.decompressobj(wbits=31)
-        out += d.decompress(rest, limit + 1 - len(out))
-        if len(out) > limit:
-            raise CorruptBatchError(f"decompressed records exceed {limit} bytes")
-        if not d.eof:
-            raise CorruptBatchError("truncated gzip stream in batch")
-        rest = d.unused_data
-    return bytes(out)
-
-
-def _bounded(fn: object, data: bytes | memoryview, limit: int) -> bytes:
-    # Decompress into a buffer grown step by step up to the limit: the output size announced
-    # inside the frame is never trusted for allocation.
-    size = min(limit, max(4 * len(data), 64 * 1024))
-    while True:
-        buf = bytearray(size)
-        try:
-            n = fn(bytes(data), buf)  # type: ignore[operator]
-        except cramjam.DecompressionError as exc:
-            if "whole buffer" not in str(exc) or size >= limit:
-                raise CorruptBatchError(
-                    f"cannot decompress records within {limit} bytes: {exc}"
-                ) from exc
-            size = min(limit, size * 4)
-            continue
-        if int(n) < size or size >= limit:
-            if int(n) > limit:
-                raise CorruptBatchError(f"decompressed records exceed {limit} bytes")
-            return bytes(buf[: int(n)])
-        size = min(limit, size * 4)
-
-
-def _unsnappy(data: bytes | memoryview, limit: int) -> bytes:
-    raw = bytes(data)
-    if not raw.startswith(_XERIAL_MAGIC):
-        return _raw_snappy(raw, limit)
-    pos = _XERIAL_HEADER_SIZE
-    if len(raw) < pos:
-        raise CorruptBatchError("truncated xerial snappy header")
-    out = bytearray()
-    while pos < len(raw):
-        if len(raw) - pos < 4:
-            raise CorruptBatchError("truncated xerial snappy block length")
-        (n,) = _BLOCK_LEN.unpack_from(raw, pos)
-        pos += 4
-        if n < 0 or n > len(raw) - pos:
-            raise CorruptBatchError(f"xerial snappy block of {n} bytes overruns the batch")
-        out += _raw_snappy(raw[pos : pos + n], limit - len(out))
-        pos += n
-    return bytes(out)
-
-
-def _raw_snappy(raw: bytes, limit: int) -> bytes:
-    size = int(cramjam.snappy.decompress_raw_len(raw))
-    if size > limit:
-        raise CorruptBatchError(f"decompressed records exceed the limit ({size} > {limit})")
-    return bytes(cramjam.snappy.decompress_raw(raw))

@@ -13,14 +13,17 @@ import zlib
 from collections.abc import Callable
 
 from wharf.errors import CorruptBatchError, StorageError
-from wharf.storage.interface import LogLike
-from wharf.storage.log import LogConfig, OffsetOutOfRangeError
-from wharf.storage.record_batch import (
+from wharf.storage.compression import (
     COMPRESSION_GZIP,
     COMPRESSION_LZ4,
     COMPRESSION_NONE,
     COMPRESSION_SNAPPY,
     COMPRESSION_ZSTD,
+)
+from wharf.storage.interface import LogLike
+from wharf.storage.log import LogConfig
+from wharf.storage.reader import OffsetOutOfRangeError
+from wharf.storage.record_batch import (
     Record,
     RecordInput,
     build_batch,

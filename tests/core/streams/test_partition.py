@@ -1,4 +1,5 @@
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -6,10 +7,10 @@ import pytest
 
 from wharf.core.config import FsyncPolicy, TopicDefaults
 from wharf.core.streams import producer_state
-from wharf.core.streams.errors import MessageTooLargeError, OffsetOutOfRangeError
+from wharf.core.streams.errors import OffsetOutOfRangeError
 from wharf.core.streams.partition import Partition, wait_for_any
 from wharf.core.streams.topic_config import TopicConfig
-from wharf.errors import CorruptBatchError
+from wharf.errors import BatchTooLargeError, CorruptBatchError
 from wharf.storage.record_batch import RecordInput, build_batch, decode_records
 
 
@@ -96,7 +97,7 @@ async def test_long_poll_wakes_on_append_and_times_out_otherwise(tmp_path: Path)
 
 async def test_batches_above_max_message_bytes_are_refused(tmp_path: Path) -> None:
     p = open_partition(tmp_path, **{"max.message.bytes": "200"})
-    with pytest.raises(MessageTooLargeError):
+    with pytest.raises(BatchTooLargeError, match="exceeds the limit of 200 bytes"):
         await p.append(batch(b"x" * 300))
     with pytest.raises(CorruptBatchError):
         await p.append(batch(b"ok")[:-1])
@@ -222,3 +223,22 @@ async def test_idempotent_state_outlives_a_crash_long_after_the_producer_wrote(
         assert reopened.log_end_offset == 121
     finally:
         await reopened.close()
+
+
+async def test_the_roll_the_log_reports_saves_the_producer_state_before_it(
+    tmp_path: Path,
+) -> None:
+    p = open_partition(tmp_path, **{"segment.bytes": "400"})
+    snapshot = p.path / "producer-state.json"
+    for seq in range(8):
+        await p.append(build_batch([RecordInput(None, b"v" * 80)], producer_id=7,
+                                   producer_epoch=0, base_sequence=seq))
+        bases = p.log.segment_base_offsets()
+        if len(bases) > 1:
+            break
+    assert len(bases) == 2 and snapshot.exists()
+    saved = json.loads(snapshot.read_text())
+    # the state as of the new segment's first offset: every batch before it, not the one in it
+    assert saved["end_offset"] == bases[1]
+    assert saved["producers"] == [[7, 0, [[s, s, s, s] for s in range(bases[1])]]]
+    await p.close()

@@ -24,8 +24,8 @@ import crc32c
 from wharf.core.queues.message import Message
 from wharf.core.queues.properties import MalformedPropertiesError
 from wharf.errors import CorruptBatchError, PreconditionError
+from wharf.storage.compression import COMPRESSION_NONE
 from wharf.storage.record_batch import (
-    COMPRESSION_NONE,
     HEADER_SIZE,
     MAGIC,
     Record,

@@ -408,9 +408,9 @@ class QueueStore:
         self._settle = []
         self._delivered = []
         await self._close_committers()
-        self.messages.delete()
+        await self._off_loop(self.messages.delete)
         if self.state is not None:
-            self.state.delete()
+            await self._off_loop(self.state.delete)
 
     async def _close_committers(self) -> None:
         if self._committer is not None:
@@ -421,9 +421,17 @@ class QueueStore:
     async def close(self) -> None:
         await self.flush()
         await self._close_committers()
-        self.messages.close()
+        await self._off_loop(self.messages.close)
         if self.state is not None:
-            self.state.close()
+            await self._off_loop(self.state.close)
+
+    async def _off_loop(self, call: Callable[[], None]) -> None:
+        """Closing or deleting a disk log fsyncs: on the fsync pool, through the committer
+        (a memory log, without one, has nothing to wait for)."""
+        if self._committer is None:
+            call()
+        else:
+            await self._committer.run(call)
 
 
 def open_store(

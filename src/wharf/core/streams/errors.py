@@ -14,7 +14,6 @@ whose ``code`` says what to put on the wire::
         ├── InvalidTopicError         also InvalidArgumentError INVALID_TOPIC_EXCEPTION
         ├── InvalidConfigError        also InvalidArgumentError INVALID_CONFIG
         ├── InvalidPartitionsError    also InvalidArgumentError INVALID_PARTITIONS
-        ├── MessageTooLargeError      also InvalidArgumentError MESSAGE_TOO_LARGE
         ├── OffsetOutOfRangeError     also InvalidArgumentError OFFSET_OUT_OF_RANGE
         └── ProducerStateError        OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
                                       UNKNOWN_PRODUCER_ID (``code`` tells which)
@@ -31,7 +30,6 @@ __all__ = [
     "InvalidConfigError",
     "InvalidPartitionsError",
     "InvalidTopicError",
-    "MessageTooLargeError",
     "OffsetOutOfRangeError",
     "ProducerStateError",
     "StreamsError",
@@ -108,10 +106,6 @@ class InvalidConfigError(StreamsError, InvalidArgumentError):
 
 class InvalidPartitionsError(StreamsError, InvalidArgumentError):
     default_code = ErrorCode.INVALID_PARTITIONS
-
-
-class MessageTooLargeError(StreamsError, InvalidArgumentError):
-    default_code = ErrorCode.MESSAGE_TOO_LARGE
 
 
 class OffsetOutOfRangeError(StreamsError, InvalidArgumentError):

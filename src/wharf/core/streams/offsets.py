@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,7 @@ from typing import NamedTuple
 import msgspec
 
 from wharf.core.config import FsyncPolicy
-from wharf.core.durability import GroupCommitter
+from wharf.core.durability import GroupCommitter, run_off_loop
 from wharf.core.stats import HistogramFamily
 from wharf.errors import StorageError
 from wharf.storage.log import Log, LogConfig
@@ -83,9 +84,11 @@ class OffsetStore:
         *,
         compact_min_records: int = COMPACT_MIN_RECORDS,
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._directory = directory
         self._fsync_latency = fsync_latency
+        self._executor = executor
         self._compact_min_records = compact_min_records
         self._log = log
         self._committer = committer
@@ -104,7 +107,10 @@ class OffsetStore:
         fsync_interval_ms: int = 1000,
         compact_min_records: int = COMPACT_MIN_RECORDS,
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
     ) -> OffsetStore:
+        """Open the store under ``data_dir``; ``executor`` is the broker's fsync pool (see
+        core/durability.py), on which every fsync of the offsets log runs."""
         directory = data_dir / LOG_NAME
         _finish_interrupted_swap(directory)
         log = Log.open(str(directory), _log_config())
@@ -113,6 +119,7 @@ class OffsetStore:
             fsync,
             interval_ms=fsync_interval_ms,
             durable_offset=log.durable_offset,
+            executor=executor,
             kind="offsets",
             fsync_latency=fsync_latency,
         )
@@ -122,6 +129,7 @@ class OffsetStore:
             committer,
             compact_min_records=compact_min_records,
             fsync_latency=fsync_latency,
+            executor=executor,
         )
         store._replay()
         return store
@@ -132,8 +140,7 @@ class OffsetStore:
     async def close(self) -> None:
         async with self._lock:
             await self._committer.close()
-            self._log.flush()
-            self._log.close()
+            await self._committer.run(self._log.close)  # flushes first
 
     # ------------------------------------------------------------------ queries
 
@@ -300,24 +307,29 @@ class OffsetStore:
         ]
         live += [_record(g, None, snapshot) for g, snapshot in self._group_metadata.items()]
         try:
-            await asyncio.to_thread(self._rewrite, live)
+            await run_off_loop(self._executor, lambda: self._rewrite(live))
         except (OSError, StorageError):
             log.exception("rewriting %s failed; keeping the current log", self._directory)
         else:
             self._records = len(live)
             self.compactions += 1
         if self._log.closed:
-            _finish_interrupted_swap(self._directory)
-            self._log = Log.open(str(self._directory), _log_config())
+            self._log = await run_off_loop(self._executor, self._reopen)
         self._committer = GroupCommitter(
             self._log,
             policy,
             interval_ms=interval_ms,
             durable_offset=self._log.durable_offset,
+            executor=self._executor,
             kind="offsets",
             fsync_latency=self._fsync_latency,
         )
         self._committer.start()
+
+    def _reopen(self) -> Log:
+        """The log after a compaction (swapped in, or the old one when that failed)."""
+        _finish_interrupted_swap(self._directory)
+        return Log.open(str(self._directory), _log_config())
 
     def _rewrite(self, live: list[RecordInput]) -> None:
         fresh_dir = self._directory.with_name(LOG_NAME + ".compact")

@@ -1,9 +1,12 @@
 """One partition of a topic: a storage log plus durability, visibility and producer checks.
 
-How it works. :meth:`Partition.append` checks sizes and idempotent-producer sequences, writes
-the batches with ``log.append`` (page cache, on the event-loop thread) and then, under
-``--fsync always`` with ``acks`` other than 0, waits for the partition's group committer, so
-the producer hears back only once the data is on disk.
+How it works. :meth:`Partition.append` validates the batches once
+(:func:`~wharf.storage.validated.validate_batches`: headers, sizes, CRCs), checks the
+idempotent-producer sequences on those headers, writes the batches with
+``log.append_validated`` (page cache, on the event-loop thread) and then, under ``--fsync
+always`` with ``acks`` other than 0, waits for the partition's group committer, so the producer
+hears back only once the data is on disk. When the append rolled the log to a new segment, the
+producer state as of that segment's start is saved on the fsync pool (see producer_state).
 
 The *high watermark* is the end of what consumers may see. Under ``always`` it is the durable
 offset: a consumer never reads data that a crash could still take away. Under ``interval`` and
@@ -27,27 +30,29 @@ from wharf.core.durability import GroupCommitter
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
-    MessageTooLargeError,
     OffsetOutOfRangeError,
     ProducerStateError,
     StreamsError,
     UnknownTopicError,
 )
-from wharf.core.streams.producer_state import NO_PRODUCER_ID, ProducerStateTable, last_sequence
+from wharf.core.streams.producer_state import (
+    NO_PRODUCER_ID,
+    ProducerStateTable,
+    last_sequence,
+    write_snapshot,
+)
 from wharf.core.streams.topic_config import TopicConfig
-from wharf.errors import CorruptBatchError, StorageError
+from wharf.errors import StorageError
 from wharf.storage.log import Log
 from wharf.storage.record_batch import (
-    HEADER_SIZE,
     BatchHeader,
     Record,
     RecordInput,
     build_batch,
     decode_records,
     iter_batches,
-    parse_header,
-    with_log_append_time,
 )
+from wharf.storage.validated import validate_batches
 
 __all__ = ["AppendResult", "Partition", "wait_for_any"]
 
@@ -104,6 +109,8 @@ class Partition:
         self.producers = ProducerStateTable()
         self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)
         self._data_event: asyncio.Event | None = None
+        # Producer-state snapshots are written one at a time, in the order they were taken.
+        self._snapshot_lock = asyncio.Lock()
         self._closed = False
         self._deleted = False
         # counters for metrics, read by the HTTP layer
@@ -120,18 +127,18 @@ class Partition:
             return
         self._closed = True
         await self.committer.close()
-        self.log.close()
+        await self.committer.run(self.log.close)
         self._wake()
-        try:
-            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, self.log.next_offset)
-        except StorageError:
-            log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
+        await self._save_producers(self.producers.snapshot(self.log.next_offset))
 
-    def _snapshot_producers(self, end_offset: int) -> None:
-        """Save the producer state as of ``end_offset``, the start of a new segment, so that
-        recovery after a crash replays at most the active segment (see producer_state)."""
+    async def _save_producers(self, snapshot: bytes) -> None:
+        """Write a producer-state snapshot (:meth:`ProducerStateTable.snapshot`) on the fsync
+        pool: at a roll, the state as of the new segment's start, so that recovery after a
+        crash replays at most the active segment; at close, the final state."""
+        path = self.path / PRODUCER_SNAPSHOT
         try:
-            self.producers.write_snapshot(self.path / PRODUCER_SNAPSHOT, end_offset)
+            async with self._snapshot_lock:
+                await self.committer.run(lambda: write_snapshot(path, snapshot))
         except StorageError:
             log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
 
@@ -140,8 +147,8 @@ class Partition:
         self._closed = True
         self._deleted = True
         await self.committer.close()
-        self.log.delete()
         self._wake()
+        await self.committer.run(self.log.delete)
 
     # ------------------------------------------------------------------ positions
 
@@ -170,35 +177,36 @@ class Partition:
         (stamped with the append time first when the topic has
         ``message.timestamp.type=LogAppendTime``).
 
-        Raises :class:`MessageTooLargeError` for a batch above ``max.message.bytes``,
-        :class:`ProducerStateError` for idempotence violations, ``CorruptBatchError`` for
-        invalid batches (nothing written) and ``StorageError`` for I/O failures.
+        Raises ``BatchTooLargeError`` for a batch above ``max.message.bytes``,
+        ``CorruptBatchError`` for other invalid batches (nothing written),
+        :class:`ProducerStateError` for idempotence violations and ``StorageError`` for I/O
+        failures.
         """
         self._check_open()
-        headers = self._headers(batches)
+        validated = validate_batches(batches, self.log.config.max_batch_bytes)
+        headers = validated.headers
         duplicate = self._check_producers(headers)
         if duplicate is not None:
             await self._wait_durable(duplicate.last_offset + 1, acks)
             return duplicate
         append_time = -1
-        stored: bytes | bytearray = batches
         if self.config.log_append_time:
             append_time = self._clock.now_ms()
-            stored = with_log_append_time(batches, append_time, self.log.config.max_batch_bytes)
-        info = self.log.append(stored)
-        if info.position == 0 and info.base_offset > 0:
-            self._snapshot_producers(info.base_offset)
+            validated = validated.with_log_append_time(append_time)
+        info = self.log.append_validated(validated)
+        # The state before this append's batches is the state at the new segment's start.
+        snapshot = self.producers.snapshot(info.base_offset) if info.rolled else None
         offset = info.base_offset
-        records = 0
         for header in headers:
             self.producers.record(header, offset)
             offset += header.last_offset_delta + 1
-            records += header.records_count
-        self.messages_in += records
+        self.messages_in += validated.records
         self.bytes_in += info.size
         self.batches_in += len(headers)
         if self.committer.policy is not FsyncPolicy.ALWAYS:
             self._wake()
+        if snapshot is not None:
+            await self._save_producers(snapshot)
         await self._wait_durable(info.last_offset + 1, acks)
         return AppendResult(
             info.base_offset, info.last_offset, self.log.log_start_offset,
@@ -210,26 +218,6 @@ class Partition:
     ) -> AppendResult:
         """Encode ``records`` into one batch and append it (the embedded API's path)."""
         return await self.append(build_batch(records, now_ms=now_ms), acks=acks)
-
-    def _headers(self, batches: bytes) -> list[BatchHeader]:
-        headers: list[BatchHeader] = []
-        pos = 0
-        limit = self.config.max_message_bytes
-        while pos < len(batches):
-            header = parse_header(batches, pos)
-            if header.batch_length < HEADER_SIZE - 12 or header.size > len(batches) - pos:
-                raise CorruptBatchError(
-                    f"batch at position {pos} announces {header.size} bytes, "
-                    f"{len(batches) - pos} present"
-                )
-            if header.size > limit:
-                raise MessageTooLargeError(
-                    f"batch of {header.size} bytes exceeds max.message.bytes={limit} of "
-                    f"{self.topic}-{self.index}"
-                )
-            headers.append(header)
-            pos += header.size
-        return headers
 
     def _check_producers(self, headers: list[BatchHeader]) -> AppendResult | None:
         idempotent = [h for h in headers if h.producer_id != NO_PRODUCER_ID]

@@ -45,6 +45,7 @@ __all__ = [
     "DuplicateBatch",
     "ProducerIdAllocator",
     "ProducerStateTable",
+    "write_snapshot",
 ]
 
 NO_PRODUCER_ID = -1
@@ -188,8 +189,8 @@ class ProducerStateTable:
         for header in _headers_from(log, start):
             self.record(header, header.base_offset)
 
-    def write_snapshot(self, path: Path, end_offset: int) -> None:
-        """Save the table as of ``end_offset`` (atomically: temporary file, fsync, rename)."""
+    def snapshot(self, end_offset: int) -> bytes:
+        """The table as of ``end_offset``, encoded for :func:`write_snapshot`."""
         snapshot = _Snapshot(
             end_offset,
             [
@@ -201,15 +202,7 @@ class ProducerStateTable:
                 for pid, e in self._producers.items()
             ],
         )
-        temp = path.with_name(path.name + ".tmp")
-        try:
-            with open(temp, "wb") as f:
-                f.write(msgspec.json.encode(snapshot))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
+        return msgspec.json.encode(snapshot)
 
     def _load_snapshot(self, path: Path, log_end: int) -> int | None:
         """Load ``path`` if it describes a prefix of the log; returns the offset it covers."""
@@ -226,6 +219,20 @@ class ProducerStateTable:
 
     def producers(self) -> Iterable[int]:
         return self._producers.keys()
+
+
+def write_snapshot(path: Path, snapshot: bytes) -> None:
+    """Save an encoded table (:meth:`ProducerStateTable.snapshot`) atomically: temporary file,
+    fsync, rename. It blocks on the disk: the partition runs it on the fsync pool."""
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        with open(temp, "wb") as f:
+            f.write(snapshot)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
 
 
 class _SnapshotProducer(msgspec.Struct, array_like=True):

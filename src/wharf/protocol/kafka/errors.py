@@ -22,6 +22,7 @@ from kio.schema.errors import ErrorCode
 from wharf.core.streams.errors import StreamsError
 from wharf.errors import (
     AlreadyExistsError,
+    BatchTooLargeError,
     CorruptBatchError,
     InvalidArgumentError,
     NotFoundError,
@@ -105,6 +106,8 @@ def error_code_for(exc: WharfError | OSError) -> ErrorCode:
         return kafka_code(exc.code)
     if isinstance(exc, KafkaProtocolError):
         return exc.code
+    if isinstance(exc, BatchTooLargeError):
+        return ErrorCode.message_too_large
     if isinstance(exc, CorruptBatchError):
         return ErrorCode.corrupt_message
     if isinstance(exc, StorageError):

@@ -1,22 +1,49 @@
-"""The one exception root of Wharf.
+"""The one exception root of Wharf, and the whole tree that grows from it.
 
 Every error Wharf raises on purpose derives from :class:`WharfError`. Each layer adds its own
 branch; the protocol branches carry their wire code so that one place per connection can turn
-any exception into the right response::
+any exception into the right response (``protocol/kafka/errors.py`` maps the rest to Kafka
+error codes, ``protocol/amqp/errors.py`` to AMQP reply codes). Anything that is not a
+``WharfError`` (or an ``OSError`` from the disk) is a bug: the connection logs it with its
+traceback and closes. The tree, with the module of each class (``tests/test_errors.py`` checks
+that it matches the code)::
 
-    WharfError
-    ├── StorageError                 storage/: I/O failure, disk full (errno kept)
-    │   └── CorruptBatchError        a batch failed header/CRC validation
-    │       └── BatchTooLargeError   a batch above the log's size limit (max.message.bytes)
-    ├── BrokerError                  core/: a request the broker model refuses
-    │   ├── NotFoundError            topic, queue, exchange, group absent
-    │   ├── AlreadyExistsError
-    │   ├── PreconditionError        redeclare with other arguments, non-empty delete, ...
-    │   ├── ResourceLockedError      exclusive queue owned by another connection
-    │   ├── AccessRefusedError       permissions, reserved names, exclusive consumers
-    │   └── InvalidArgumentError     a value out of range or of the wrong type
-    └── ProtocolError                protocol/: malformed or unsupported input on the wire
-        (subclassed in protocol.kafka.errors and protocol.amqp.errors with wire codes)
+    WharfError                          errors
+    ├── StorageError                    errors                 I/O failure, disk full (errno kept)
+    │   └── CorruptBatchError           errors                 bad magic, length or CRC
+    │       └── BatchTooLargeError      errors                 over max.message.bytes
+    ├── BrokerError                     errors                 a request the core refuses
+    │   ├── NotFoundError               errors                 topic, queue, exchange, group...
+    │   ├── AlreadyExistsError          errors
+    │   ├── PreconditionError           errors                 other arguments, non-empty delete
+    │   ├── ResourceLockedError         errors                 owned by someone else
+    │   │   └── DataDirInUseError       core.data_dir_lock     another broker holds the data dir
+    │   ├── AccessRefusedError          errors                 permissions, reserved names
+    │   ├── InvalidArgumentError        errors                 out of range, wrong type
+    │   │   ├── OffsetOutOfRangeError   errors                 before the log start, past the end
+    │   │   ├── MalformedPropertiesError  core.queues.properties  AMQP basic properties
+    │   │   └── UnknownExchangeTypeError  core.queues.exchanges  AMQP exchange type
+    │   └── StreamsError                core.streams.errors    carries a Kafka error code
+    │       ├── UnknownTopicError       core.streams.errors    also NotFoundError
+    │       ├── TopicExistsError        core.streams.errors    also AlreadyExistsError
+    │       ├── InvalidTopicError       core.streams.errors    also InvalidArgumentError
+    │       ├── InvalidConfigError      core.streams.errors    also InvalidArgumentError
+    │       ├── InvalidPartitionsError  core.streams.errors    also InvalidArgumentError
+    │       └── ProducerStateError      core.streams.errors    sequence, epoch, unknown producer
+    ├── ProtocolError                   errors                 malformed input on the wire
+    │   ├── KafkaProtocolError          protocol.kafka.errors  carries a Kafka error code
+    │   │   ├── InvalidFrameLengthError   protocol.kafka.errors
+    │   │   ├── FrameTooLargeError        protocol.kafka.errors
+    │   │   ├── TlsOnPlainPortError       protocol.kafka.errors
+    │   │   ├── TruncatedRequestError     protocol.kafka.errors
+    │   │   ├── UnknownApiKeyError        protocol.kafka.errors
+    │   │   └── UnsupportedVersionError   protocol.kafka.errors
+    │   └── AMQPError                   protocol.amqp.errors   carries an AMQP reply code
+    │       ├── AMQPChannelError        protocol.amqp.errors   closes the channel
+    │       └── AMQPConnectionError     protocol.amqp.errors   closes the connection
+    │           └── BadProtocolHeader   protocol.amqp.errors
+    ├── SettingsError                   server.settings        flags, environment, TOML
+    └── StartupError                    server.app             a listener could not start
 
 This module sits outside the layers: every layer may import it.
 """
@@ -31,6 +58,7 @@ __all__ = [
     "CorruptBatchError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OffsetOutOfRangeError",
     "PreconditionError",
     "ProtocolError",
     "ResourceLockedError",
@@ -89,6 +117,11 @@ class AccessRefusedError(BrokerError):
 
 class InvalidArgumentError(BrokerError):
     """An argument is out of range or of the wrong type."""
+
+
+class OffsetOutOfRangeError(InvalidArgumentError):
+    """An offset before a log's start or past its end: raised by storage reads and by the
+    streams core alike (Kafka's OFFSET_OUT_OF_RANGE)."""
 
 
 class ProtocolError(WharfError):

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wharf.errors import OffsetOutOfRangeError
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
-from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import RecordInput, build_batch, iter_batches
 from wharf.testing.clock import VirtualClock
 

@@ -3,10 +3,10 @@
 Synchronous and socket-free. See docs/architecture.md ("Storage") for the on-disk layout.
 """
 
+from wharf.errors import OffsetOutOfRangeError
 from wharf.storage.interface import LogLike
 from wharf.storage.log import AppendInfo, Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
-from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import (
     BatchHeader,
     Record,

@@ -13,9 +13,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wharf.errors import StorageError
+from wharf.errors import OffsetOutOfRangeError, StorageError
 from wharf.storage.log import AppendInfo, LogConfig
-from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import (
     LOG_OVERHEAD,
     RecordInput,

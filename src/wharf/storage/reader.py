@@ -18,20 +18,16 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wharf.errors import CorruptBatchError, StorageError
+from wharf.errors import CorruptBatchError, OffsetOutOfRangeError
 from wharf.storage.record_batch import Record, decode_records
 from wharf.storage.segment import LogSegment
 
 if TYPE_CHECKING:
     from wharf.storage.log import LogConfig
 
-__all__ = ["LogReader", "OffsetOutOfRangeError"]
+__all__ = ["LogReader"]
 
 _log = logging.getLogger(__name__)
-
-
-class OffsetOutOfRangeError(StorageError):
-    """The requested offset is before the log start offset or after the log end."""
 
 
 class LogReader:

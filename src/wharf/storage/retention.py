@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wharf.storage.reader import OffsetOutOfRangeError
+from wharf.errors import OffsetOutOfRangeError
 from wharf.storage.segment import LogSegment
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
-from wharf.errors import CorruptBatchError, StorageError
+from wharf.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
 from wharf.storage.compression import (
     COMPRESSION_GZIP,
     COMPRESSION_LZ4,
@@ -22,7 +22,6 @@ from wharf.storage.compression import (
 )
 from wharf.storage.interface import LogLike
 from wharf.storage.log import LogConfig
-from wharf.storage.reader import OffsetOutOfRangeError
 from wharf.storage.record_batch import (
     Record,
     RecordInput,

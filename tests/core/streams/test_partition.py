@@ -7,10 +7,9 @@ import pytest
 
 from wharf.core.config import FsyncPolicy, TopicDefaults
 from wharf.core.streams import producer_state
-from wharf.core.streams.errors import OffsetOutOfRangeError
 from wharf.core.streams.partition import Partition, wait_for_any
 from wharf.core.streams.topic_config import TopicConfig
-from wharf.errors import BatchTooLargeError, CorruptBatchError
+from wharf.errors import BatchTooLargeError, CorruptBatchError, OffsetOutOfRangeError
 from wharf.storage.record_batch import RecordInput, build_batch, decode_records
 
 

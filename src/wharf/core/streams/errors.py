@@ -14,7 +14,6 @@ whose ``code`` says what to put on the wire::
         ├── InvalidTopicError         also InvalidArgumentError INVALID_TOPIC_EXCEPTION
         ├── InvalidConfigError        also InvalidArgumentError INVALID_CONFIG
         ├── InvalidPartitionsError    also InvalidArgumentError INVALID_PARTITIONS
-        ├── OffsetOutOfRangeError     also InvalidArgumentError OFFSET_OUT_OF_RANGE
         └── ProducerStateError        OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
                                       UNKNOWN_PRODUCER_ID (``code`` tells which)
 """
@@ -30,7 +29,6 @@ __all__ = [
     "InvalidConfigError",
     "InvalidPartitionsError",
     "InvalidTopicError",
-    "OffsetOutOfRangeError",
     "ProducerStateError",
     "StreamsError",
     "TopicExistsError",
@@ -106,10 +104,6 @@ class InvalidConfigError(StreamsError, InvalidArgumentError):
 
 class InvalidPartitionsError(StreamsError, InvalidArgumentError):
     default_code = ErrorCode.INVALID_PARTITIONS
-
-
-class OffsetOutOfRangeError(StreamsError, InvalidArgumentError):
-    default_code = ErrorCode.OFFSET_OUT_OF_RANGE
 
 
 class ProducerStateError(StreamsError):

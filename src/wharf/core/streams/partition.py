@@ -30,7 +30,6 @@ from wharf.core.durability import GroupCommitter
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
-    OffsetOutOfRangeError,
     ProducerStateError,
     StreamsError,
     UnknownTopicError,
@@ -42,7 +41,7 @@ from wharf.core.streams.producer_state import (
     write_snapshot,
 )
 from wharf.core.streams.topic_config import TopicConfig
-from wharf.errors import StorageError
+from wharf.errors import OffsetOutOfRangeError, StorageError
 from wharf.storage.log import Log
 from wharf.storage.record_batch import (
     BatchHeader,

@@ -8,9 +8,8 @@ from aiohttp import web
 from wharf.core.broker import Broker
 from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message as AmqpMessage
-from wharf.core.streams.errors import OffsetOutOfRangeError
 from wharf.core.streams.partitioner import RoundRobin, key_partition
-from wharf.errors import InvalidArgumentError
+from wharf.errors import InvalidArgumentError, OffsetOutOfRangeError
 from wharf.http.api.queues import VHOST, vhost_of
 from wharf.http.context import context_of
 from wharf.http.routing import (

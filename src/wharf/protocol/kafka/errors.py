@@ -26,6 +26,7 @@ from wharf.errors import (
     CorruptBatchError,
     InvalidArgumentError,
     NotFoundError,
+    OffsetOutOfRangeError,
     PreconditionError,
     ProtocolError,
     StorageError,
@@ -112,6 +113,8 @@ def error_code_for(exc: WharfError | OSError) -> ErrorCode:
         return ErrorCode.corrupt_message
     if isinstance(exc, StorageError):
         return ErrorCode.kafka_storage_error
+    if isinstance(exc, OffsetOutOfRangeError):
+        return ErrorCode.offset_out_of_range
     if isinstance(exc, NotFoundError):
         return ErrorCode.unknown_topic_or_partition
     if isinstance(exc, AlreadyExistsError):

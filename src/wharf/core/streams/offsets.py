@@ -6,7 +6,7 @@ metadata, commit time; a null value deletes) and waits for the group committer, 
 ``--fsync always`` a commit has reached the disk when :meth:`OffsetStore.commit` returns. The
 latest value of every key is kept in memory; opening the store replays the log. The same log
 holds the group coordinator's membership snapshot of each Stable group (key: the group alone;
-the value is opaque here, see ``group_snapshot.py``).
+the value is opaque here, see ``groups/snapshot.py``).
 
 The log only grows, so when it holds many more records than live keys it is rewritten:
 the live entries go to ``__consumer_offsets.compact``, which is flushed, then the directories are

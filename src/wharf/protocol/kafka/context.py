@@ -12,7 +12,8 @@ __all__ = ["KafkaContext", "SaslSession"]
 
 @dataclass(slots=True)
 class SaslSession:
-    """Where one connection stands in SASL authentication (see :mod:`.handlers_sasl`)."""
+    """Where one connection stands in SASL authentication
+    (see :mod:`wharf.protocol.kafka.handlers.sasl`)."""
 
     mechanism: str | None = None  # chosen by SaslHandshake
     user: str | None = None  # set once SaslAuthenticate succeeded

@@ -20,14 +20,11 @@ from wharf.protocol.amqp.actions import (
     PAUSE_READING,
     RESUME_READING,
     AwaitCore,
-    CheckPassword,
-    HandshakeComplete,
     RunInBackground,
 )
 from wharf.protocol.amqp.connection import AMQPConnection
 from wharf.protocol.amqp.errors import ReplyCode
 from wharf.protocol.amqp.frames import PROTOCOL_HEADER, FrameWriter
-from wharf.protocol.amqp.state import ConnState
 from wharf.testing.amqp_pair import AMQPPair, content_frames
 
 
@@ -39,28 +36,6 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
 
 def _close(code: int = 200, text: str = "") -> commands.Connection.Close:
     return commands.Connection.Close(reply_code=code, reply_text=text, class_id=0, method_id=0)
-
-
-async def test_handshake_asks_for_a_password_check_and_reports_the_open(broker: Broker) -> None:
-    pair = AMQPPair(broker)
-    assert pair.feed(PROTOCOL_HEADER) == ()
-    [(_, start)] = pair.received()
-    assert isinstance(start, commands.Connection.Start)
-    assert start.server_properties["product"] == "Wharf"
-    actions = pair.send(
-        0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
-    )
-    assert [type(a) for a in actions] == [CheckPassword]
-    assert pair.received() == []  # nothing until the check is back
-    assert isinstance(actions[0], CheckPassword) and actions[0].check() is True
-    assert pair.conn.wait_done(True) == ()
-    [(_, tune)] = pair.received()
-    assert isinstance(tune, commands.Connection.Tune) and tune.heartbeat == 60
-    assert pair.send(0, commands.Connection.TuneOk(frame_max=131072, heartbeat=30)) == ()
-    assert pair.send(0, commands.Connection.Open(virtual_host="/")) == [HandshakeComplete(30)]
-    [(_, open_ok)] = pair.received()
-    assert isinstance(open_ok, commands.Connection.OpenOk)
-    assert pair.conn.state is ConnState.OPEN
 
 
 async def test_channel_and_close_both_ways(broker: Broker) -> None:
@@ -77,57 +52,6 @@ async def test_channel_and_close_both_ways(broker: Broker) -> None:
     assert isinstance(close_ok, commands.Connection.CloseOk)
     assert pair.conn.closed and pair.conn.client_closed
     assert pair.conn.close_reason == "client closed: 200 bye"
-
-
-async def test_wrong_password_is_access_refused(broker: Broker) -> None:
-    pair = AMQPPair(broker)
-    pair.feed(PROTOCOL_HEADER)
-    pair.received()
-    await pair.carry_out(
-        pair.send(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0nope"))
-    )
-    [(_, close)] = pair.received()
-    assert isinstance(close, commands.Connection.Close) and close.reply_code == 403
-    assert pair.awaiting_close_ok and not pair.closed
-    assert pair.send(0, commands.Connection.CloseOk()) == [CLOSE_TRANSPORT]
-    assert pair.conn.close_reason == "authentication failed for user 'guest'"
-
-
-async def test_guest_is_refused_from_a_remote_address(broker: Broker) -> None:
-    pair = AMQPPair(broker, loopback=False)
-    pair.feed(PROTOCOL_HEADER)
-    pair.received()
-    close = await pair.expect(
-        0,
-        commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"),
-        commands.Connection.Close,
-    )
-    assert close.reply_code == 403
-
-
-@pytest.mark.parametrize(
-    "frame_max,vhost,code", [(1024, "/", 530), (1 << 20, "/", 530), (131072, "nope", 530)]
-)
-async def test_tune_and_open_limits(broker: Broker, frame_max: int, vhost: str, code: int) -> None:
-    pair = AMQPPair(broker)
-    pair.feed(PROTOCOL_HEADER)
-    pair.received()
-    await pair.call(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
-    pair.send(0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max))
-    frames = await pair.call(0, commands.Connection.Open(virtual_host=vhost))
-    close = frames[-1][1]
-    assert isinstance(close, commands.Connection.Close) and close.reply_code == code
-
-
-async def test_methods_out_of_order(broker: Broker) -> None:
-    pair = AMQPPair(broker)
-    pair.feed(PROTOCOL_HEADER)
-    pair.received()
-    assert pair.send(0, commands.Connection.Open(virtual_host="/")) == [AWAIT_CLOSE_OK]
-    [(_, close)] = pair.received()
-    assert isinstance(close, commands.Connection.Close) and close.reply_code == 503
-    # Until Close-Ok, everything but Close/Close-Ok is discarded.
-    assert await pair.call(1, commands.Channel.Open()) == []
 
 
 async def test_a_bad_protocol_header_is_answered_with_ours(broker: Broker) -> None:
@@ -221,20 +145,6 @@ async def test_reading_pauses_while_input_piles_up_behind_a_wait(broker: Broker)
     assert pair.feed(heartbeats) == [PAUSE_READING]
     more = pair.conn.wait_done(await wait.awaitable)  # type: ignore[union-attr]
     assert more == [RESUME_READING]
-
-
-async def test_a_resource_alarm_blocks_a_publisher_until_cleared(broker: Broker) -> None:
-    pair = AMQPPair(broker)
-    await pair.open(capabilities={"connection.blocked": True})
-    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
-    assert pair.conn.set_alarm("low on disk") == ()
-    publish = commands.Basic.Publish(exchange="", routing_key="nowhere")
-    assert pair.feed(content_frames(1, publish, b"x")) == [PAUSE_READING]
-    [(_, blocked)] = pair.received()
-    assert isinstance(blocked, commands.Connection.Blocked) and blocked.reason == "low on disk"
-    assert pair.conn.set_alarm(None) == [RESUME_READING]
-    [(_, unblocked)] = pair.received()
-    assert isinstance(unblocked, commands.Connection.Unblocked)
 
 
 async def test_a_server_close_waits_for_close_ok(broker: Broker) -> None:

@@ -1,4 +1,5 @@
-"""The asyncio adapter's timers, on a clock the test fires by hand, over a loopback socket."""
+"""The asyncio adapter: its timers on a clock the test fires by hand, over a loopback socket;
+its flow control over an in-memory transport."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pamqp import frame as pamqp_frame
 from wharf.core.broker import Broker
 from wharf.core.clock import Clock
 from wharf.protocol.amqp.frames import PROTOCOL_HEADER, FrameWriter
-from wharf.server.amqp.adapter import CLOSE_OK_TIMEOUT_S
-from wharf.server.amqp.listener import AMQPListener
+from wharf.server.amqp.adapter import CLOSE_OK_TIMEOUT_S, AMQPAdapter
+from wharf.server.amqp.listener import ALARM_CHECK_INTERVAL_S, AMQPListener
+from wharf.testing.transports import connect
 
 
 class Timer:
@@ -99,14 +101,15 @@ async def test_heartbeats_sent_when_idle_and_a_silent_client_dropped(
     clock, listener, port = server
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     await handshake(reader, writer)
-    assert [t.delay_s for t in clock.live()] == [2.0]  # the handshake timer is gone
+    # The listener's alarm poll and a heartbeat check; the handshake timer is gone.
+    assert [t.delay_s for t in clock.live()] == [ALARM_CHECK_INTERVAL_S, 2.0]
     clock.now += 2.0
     clock.fire(2.0)
     assert await reader.readexactly(8) == FrameWriter.heartbeat()
     clock.now += 9.0  # more than two intervals without a byte from the client
     clock.fire(2.0)
     assert await reader.read() == b""
-    assert clock.live() == []
+    assert [t.delay_s for t in clock.live()] == [ALARM_CHECK_INTERVAL_S]  # the adapter's: none
     writer.close()
 
 
@@ -120,7 +123,27 @@ async def test_no_close_ok_within_the_grace_period_drops_the_socket(
     adapter.close_from_server("closed by an operator")
     close = await read_frame(reader)
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 320
-    assert [t.delay_s for t in clock.live()] == [CLOSE_OK_TIMEOUT_S]  # no more heartbeats
+    live = [t.delay_s for t in clock.live()]
+    assert live == [ALARM_CHECK_INTERVAL_S, CLOSE_OK_TIMEOUT_S]  # no more heartbeats
     clock.fire(CLOSE_OK_TIMEOUT_S)
     assert await reader.read() == b""
     writer.close()
+
+
+async def test_a_full_write_buffer_pauses_reading_until_it_drains(
+    server: tuple[HandClock, AMQPListener, int],
+) -> None:
+    _, listener, _ = server
+    adapter = AMQPAdapter(listener)
+    transport = connect(adapter)
+    assert adapter.conn is not None and adapter in listener.connections
+    adapter.pause_writing()
+    assert transport.paused and not adapter.conn.writable  # no reads, no deliveries
+    transport.feed(PROTOCOL_HEADER)  # waits in the socket
+    adapter.resume_writing()
+    assert not transport.paused and adapter.conn.writable
+    await transport.wait_until(lambda: transport.written)
+    _, _, start = pamqp_frame.unmarshal(transport.take())
+    assert isinstance(start, commands.Connection.Start)
+    transport.disconnect()
+    assert adapter not in listener.connections

@@ -1,7 +1,7 @@
-"""KafkaConnection flow control and ordering, driven through a recording transport.
+"""KafkaConnection flow control and ordering, driven through an in-memory transport.
 
-The broker is real (embedded, on a temporary directory); only the socket is replaced by a
-transport that records what the connection does to it.
+The broker is real (embedded, on a temporary directory); only the socket is replaced by
+:mod:`wharf.testing.transports`, which records what the connection does to it.
 """
 
 from __future__ import annotations
@@ -22,37 +22,11 @@ from wharf.core.broker import Broker
 from wharf.errors import StorageError
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.server.kafka.connection import KafkaConnection
+from wharf.testing.transports import MemoryTransport, connect
 
 
-class RecordingTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.paused = False
-        self.pauses = 0
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written.append(bytes(data))
-
-    def pause_reading(self) -> None:
-        self.paused = True
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def correlation_ids(self) -> list[int]:
-        return [struct.unpack_from(">i", frame, 4)[0] for frame in self.written]
+def correlation_ids(transport: MemoryTransport) -> list[int]:
+    return [struct.unpack_from(">i", frame, 4)[0] for frame in transport.written]
 
 
 def encoded(request: Any, correlation_id: int) -> bytes:
@@ -102,19 +76,12 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
         yield opened
 
 
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def test_reading_pauses_at_the_in_flight_limit_and_answers_keep_request_order(
     broker: Broker,
 ) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20, max_in_flight=3)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
 
     # Two long polls on an empty partition, then a quick request: three in flight.
     connection.data_received(long_poll(1, "events") + long_poll(2, "events") + api_versions(3))
@@ -123,32 +90,30 @@ async def test_reading_pauses_at_the_in_flight_limit_and_answers_keep_request_or
     assert transport.written == []  # ApiVersions is done but must wait behind the fetches
 
     await broker.produce("events", b"wake up", partition=0)
-    await wait_until(lambda: len(transport.written) == 3)
-    assert transport.correlation_ids() == [1, 2, 3]
+    await transport.wait_until(lambda: len(transport.written) == 3)
+    assert correlation_ids(transport) == [1, 2, 3]
     assert not transport.paused
-    connection.connection_lost(None)
+    transport.disconnect()
 
 
 async def test_a_full_write_buffer_pauses_reading(broker: Broker) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.pause_writing()
     assert transport.paused
     connection.resume_writing()
     assert not transport.paused
     connection.data_received(api_versions(9))
-    await wait_until(lambda: len(transport.written) == 1)
-    assert transport.correlation_ids() == [9]
-    connection.connection_lost(None)
+    await transport.wait_until(lambda: len(transport.written) == 1)
+    assert correlation_ids(transport) == [9]
+    transport.disconnect()
 
 
 async def test_garbage_closes_the_transport(broker: Broker) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.data_received(struct.pack(">i", 1 << 30))
     assert transport.closed
     assert transport.written == []
@@ -160,8 +125,7 @@ async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> Non
     connection = KafkaConnection(
         ctx, set(), max_frame_bytes=1 << 20, max_in_flight_bytes=2 * (len(one) - 4)
     )
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.data_received(one)
     await asyncio.sleep(0.02)
     assert not transport.paused
@@ -169,9 +133,9 @@ async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> Non
     await asyncio.sleep(0.02)
     assert transport.paused
     await broker.produce("events", b"wake up", partition=0)
-    await wait_until(lambda: len(transport.written) == 2)
+    await transport.wait_until(lambda: len(transport.written) == 2)
     assert not transport.paused
-    connection.connection_lost(None)
+    transport.disconnect()
 
 
 async def test_requests_are_timed_and_counted_with_the_client_id(
@@ -180,13 +144,12 @@ async def test_requests_are_timed_and_counted_with_the_client_id(
     caplog.set_level(logging.INFO, logger="wharf.connections")
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     assert connection.client_id == ""
     assert (connection.requests, connection.bytes_in, connection.bytes_out) == (0, 0, 0)
     sent = api_versions(1) + api_versions(2)
     connection.data_received(sent)
-    await wait_until(lambda: len(transport.written) == 2)
+    await transport.wait_until(lambda: len(transport.written) == 2)
     assert connection.client_id == "conn-test"
     assert connection.requests == 2
     assert connection.bytes_in == len(sent)
@@ -195,7 +158,7 @@ async def test_requests_are_timed_and_counted_with_the_client_id(
     assert (key, timings.count) == (("kafka", "ApiVersions"), 2)
     assert sum(timings.counts) == 2
     assert connection.id.startswith("kafka-")
-    connection.connection_lost(None)
+    transport.disconnect()
     closed = [r for r in caplog.records if "closed" in r.getMessage()]
     assert [r.levelno for r in closed] == [logging.INFO]
     fields = closed[0].wharf_fields
@@ -210,10 +173,9 @@ async def test_a_bad_frame_logs_a_warning_with_the_reason(
     caplog.set_level(logging.INFO, logger="wharf.connections")
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.data_received(struct.pack(">i", -1))
-    connection.connection_lost(None)  # the close that follows is not logged a second time
+    await transport.wait_until(lambda: transport.lost)  # not logged a second time
     records = [r for r in caplog.records if r.name == "wharf.connections"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
     reason = records[1].wharf_fields["reason"]
@@ -243,16 +205,15 @@ async def test_a_wharf_error_in_a_handler_is_that_entry_s_error_code(
     monkeypatch.setattr(broker.topics, "create", disk_failed)
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.data_received(create_topic(5, "new-topic"))
-    await wait_until(lambda: transport.written)
+    await transport.wait_until(lambda: transport.written)
     response = CreateTopicsResponse[4].decode(transport.written[0][8:])
     [(name, code, message)] = [(t[0], t[1], t[2]) for t in response.topics]
     assert (name, code) == ("new-topic", 56)  # KAFKA_STORAGE_ERROR
     assert "no space" in message
     assert not transport.closed
-    connection.connection_lost(None)
+    transport.disconnect()
 
 
 async def test_a_bug_in_a_handler_is_logged_with_its_traceback_and_closes_the_connection(
@@ -265,10 +226,9 @@ async def test_a_bug_in_a_handler_is_logged_with_its_traceback_and_closes_the_co
     caplog.set_level(logging.INFO)
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
+    transport = connect(connection)
     connection.data_received(create_topic(6, "new-topic"))
-    await wait_until(lambda: transport.closed)
+    await transport.wait_until(lambda: transport.closed)
     assert transport.written == []  # no UNKNOWN_SERVER_ERROR answer hides the bug
     [failure] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert failure.exc_info is not None and failure.exc_info[0] is KeyError

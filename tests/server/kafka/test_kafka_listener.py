@@ -20,6 +20,7 @@ from wharf.server.kafka.listener import (
     start_kafka_listener,
 )
 from wharf.server.settings import ServerSettings
+from wharf.testing.clock import VirtualClock
 
 
 @pytest.fixture
@@ -151,31 +152,39 @@ async def test_connections_closed_at_shutdown_say_so(
 
 
 async def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
-    async with Broker.open(tmp_path / "data") as broker:
+    clock = VirtualClock()  # the sweep and the idle times run on it: no waiting for real time
+    async with Broker.open(tmp_path / "data", clock=clock) as broker:
         served = await start_kafka_listener(broker, "127.0.0.1", 0, max_idle_ms=400)
         try:
             idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", served.port)
             busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", served.port)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            for reader, writer in ((idle_reader, idle_writer), (busy_reader, busy_writer)):
+                writer.write(api_versions(0))  # both accepted and active at virtual time 0
+                await asyncio.wait_for(read_frame(reader), 10)
             # The busy client sends a request every 100 ms for 1.5 s, well past the limit.
-            for cid in range(15):
+            for cid in range(1, 16):
+                await clock.run_for(100)
+                if cid == 3:  # 300 ms: not idle for long enough yet
+                    assert len(served.connections) == 2
                 busy_writer.write(api_versions(cid))
-                await busy_writer.drain()
                 await asyncio.wait_for(read_frame(busy_reader), 10)
-                await asyncio.sleep(0.1)
             # The idle one was closed by the server: end of stream, not a timeout.
             assert await asyncio.wait_for(idle_reader.read(1), 10) == b""
-            assert loop.time() - started >= 0.4
             assert len(served.connections) == 1
-            busy_writer.write(api_versions(99))
-            await busy_writer.drain()
-            frame = await asyncio.wait_for(read_frame(busy_reader), 10)
-            assert struct.unpack_from(">i", frame) == (99,)
             idle_writer.close()
             busy_writer.close()
         finally:
             await served.close(1.0)
+
+
+async def test_the_idle_sweep_stops_with_the_listener(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    async with Broker.open(tmp_path / "data", clock=clock) as broker:
+        pending = clock.pending()
+        served = await start_kafka_listener(broker, "127.0.0.1", 0, max_idle_ms=400)
+        assert clock.pending() == pending + 1
+        await served.close(1.0)
+        assert clock.pending() == pending
 
 
 def test_idle_limit_comes_from_the_settings() -> None:

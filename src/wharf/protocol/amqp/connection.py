@@ -14,8 +14,10 @@ a socket, a timer, a thread or an event loop; its calls into the broker core are
 
 Frames are dispatched one by one:
 
-* channel 0 carries the connection class; its order is checked by the table in
-  :mod:`wharf.protocol.amqp.state` (Start/Start-Ok, Tune/Tune-Ok, Open/Open-Ok, Close/Close-Ok);
+* channel 0 carries the connection class (Start/Start-Ok, Tune/Tune-Ok, Open/Open-Ok,
+  Close/Close-Ok, Blocked/Unblocked), handled by
+  :class:`~wharf.protocol.amqp.connection_methods.ConnectionMethods`, which writes what it
+  negotiates (user, vhost, frame_max, heartbeat) onto this connection;
 * other channels are :class:`~wharf.protocol.amqp.channel.Channel` objects, which run the
   exchange, queue, basic, confirm and tx methods against the broker core; content frames of a
   published message go straight to the channel's
@@ -44,18 +46,16 @@ for (Connection.Close before any error of ours) from one the broker decided (``c
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from pamqp import base, commands
 
 from wharf.core.broker import Broker
-from wharf.errors import AccessRefusedError, BrokerError, StorageError, WharfError
+from wharf.errors import BrokerError, StorageError, WharfError
 from wharf.protocol.amqp.actions import (
     AWAIT_CLOSE_OK,
     CLOSE_TRANSPORT,
@@ -65,12 +65,11 @@ from wharf.protocol.amqp.actions import (
     AwaitCore,
     AwaitDurable,
     CheckPassword,
-    HandshakeComplete,
     RunInBackground,
 )
-from wharf.protocol.amqp.auth import MECHANISMS, parse_credentials
 from wharf.protocol.amqp.channel import Channel
 from wharf.protocol.amqp.confirms import PublisherConfirms
+from wharf.protocol.amqp.connection_methods import AMQPSettings, ConnectionMethods
 from wharf.protocol.amqp.errors import (
     CHANNEL_SCOPED,
     AMQPChannelError,
@@ -109,8 +108,6 @@ __all__ = ["AMQPConnection", "AMQPSettings"]
 
 log = logging.getLogger(__name__)
 
-_VERSION = importlib.metadata.version("wharf")
-
 _START_OK = commands.Connection.StartOk
 
 #: The frames of a published message (a tuple: ``isinstance`` with it costs a third of
@@ -121,29 +118,6 @@ _CONTENT_FRAMES = (ContentBodyFrame, ContentHeaderFrame, PublishFrame)
 _MAX_BUFFERED_FACTOR = 4
 
 _NO_ACTIONS: Sequence[Action] = ()
-
-
-@dataclass(slots=True)
-class AMQPSettings:
-    """What the broker proposes in Connection.Tune and announces in Connection.Start."""
-
-    channel_max: int = 2047
-    frame_max: int = 131072
-    heartbeat: int = 60  # seconds; 0 disables heartbeats
-    handshake_timeout: float = 10.0  # seconds from accept to Open-Ok
-    product: str = "Wharf"
-    capabilities: dict[str, Any] = field(
-        default_factory=lambda: {
-            "publisher_confirms": True,
-            "exchange_exchange_bindings": True,
-            "basic.nack": True,
-            "consumer_cancel_notify": True,
-            "authentication_failure_close": True,
-            "per_consumer_qos": True,
-            "connection.blocked": True,
-            "consumer_priorities": True,
-        }
-    )
 
 
 @dataclass(slots=True, eq=False)
@@ -198,16 +172,10 @@ class AMQPConnection:
         self._open_batches: list[PublisherConfirms] = []  # publishes to hand out as actions
         self._confirms_ready: list[PublisherConfirms] = []  # confirms to flush with the output
         self._reading_paused = False
-        self._blocked = False  # resource alarm and this connection publishes
+        self.blocked = False  # resource alarm and this connection publishes
         self._closed = False
         self._released = False  # exclusive queues given back
-        self._handlers: dict[type[base.Frame], Callable[[Any], None]] = {
-            commands.Connection.StartOk: self._on_start_ok,
-            commands.Connection.TuneOk: self._on_tune_ok,
-            commands.Connection.Open: self._on_open,
-            commands.Connection.Close: self._on_close,
-            commands.Connection.CloseOk: self._on_close_ok,
-        }
+        self._connection_methods = ConnectionMethods(self)
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -288,10 +256,8 @@ class AMQPConnection:
         stops reading from it; consumers keep draining queues. Clearing the alarm unblocks it.
         """
         self.alarm = reason
-        if reason is None and self._blocked:
-            self._blocked = False
-            if self.blocked_notifications:
-                self.send_method(0, commands.Connection.Unblocked())
+        if reason is None and self.blocked:
+            self._connection_methods.unblock()
         return self._finish()
 
     def close_from_server(self, code: ReplyCode, text: str) -> Sequence[Action]:
@@ -341,10 +307,21 @@ class AMQPConnection:
         self, awaitable: Coroutine[Any, Any, Any], then: Callable[[Any], None]
     ) -> None:
         """Hand ``awaitable`` to the adapter; call ``then(result)`` once it is done."""
+        self.wait_on(AwaitCore(awaitable), then)
+
+    # -- what the connection class calls -------------------------------------------------------
+
+    def wait_on(self, action: AwaitCore | CheckPassword, then: Callable[[Any], None]) -> None:
+        """Hand ``action`` to the adapter and read no further frame until it comes back; then
+        call ``then(result)``."""
         current = self._current
         assert current is not None and self._wait is None
         self._wait = _Wait(current.channel, current.method, then)
-        self._actions.append(AwaitCore(awaitable))
+        self._actions.append(action)
+
+    def hand_out(self, action: Action) -> None:
+        """Add ``action`` to those the current entry point returns."""
+        self._actions.append(action)
 
     def confirms_for(self, channel: int) -> PublisherConfirms:
         """The confirm bookkeeping of a channel entering confirm mode."""
@@ -366,7 +343,7 @@ class AMQPConnection:
             except AMQPError as exc:
                 # The byte stream cannot be parsed any further: say why, then hang up.
                 self._handle_error(exc, 0)
-                self._shutdown()
+                self.shutdown()
                 break
             if event is NEED_DATA:
                 break
@@ -388,7 +365,7 @@ class AMQPConnection:
     def _finish(self) -> Sequence[Action]:
         """End of an entry point: ask to pause or resume reading, hand out the actions."""
         if not self._closed:
-            pause = self._blocked or (
+            pause = self.blocked or (
                 self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max
             )
             if pause is not self._reading_paused:
@@ -431,12 +408,12 @@ class AMQPConnection:
     def _internal_error(self, exc: BaseException) -> None:
         log.error("amqp %s: internal error", self.peer, exc_info=exc)
         self._handle_error(exc, 0)
-        self._shutdown()
+        self.shutdown()
 
     def _content_frame(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:
         """The hot path: frames of a published message, handled without waiting."""
-        if self.alarm is not None and not self._blocked and self.state is ConnState.OPEN:
-            self._block()
+        if self.alarm is not None and not self.blocked and self.state is ConnState.OPEN:
+            self._connection_methods.block()
         number = event.channel
         channel = self.channels.get(number)
         if channel is None or channel.state is not ChannelState.OPEN:
@@ -481,145 +458,17 @@ class AMQPConnection:
         elif isinstance(event, HeartbeatFrame):
             return
         elif isinstance(event, ProtocolHeaderReceived):
-            self._start()
+            self._connection_methods.start()
 
     def _method(self, event: MethodFrame) -> None:
         self._current = event
         if event.channel == 0:
-            self._connection_method(event.method)
+            try:
+                self._connection_methods.handle(event.method)
+            except (WharfError, AMQPError) as exc:
+                self._handle_error(exc, 0)
         else:
             self._channel_frame(event.channel, event)
-
-    def _block(self) -> None:
-        self._blocked = True
-        log.info("amqp %s: blocked: %s", self.peer, self.alarm)
-        if self.blocked_notifications:
-            self.send_method(0, commands.Connection.Blocked(reason=self.alarm or ""))
-
-    # -- connection class ----------------------------------------------------------------------
-
-    def _start(self) -> None:
-        self.state = connection_transition(self.state, ConnInput.PROTOCOL_HEADER)
-        self.send_method(
-            0,
-            commands.Connection.Start(
-                version_major=0,
-                version_minor=9,
-                server_properties={
-                    "product": self.settings.product,
-                    "version": _VERSION,
-                    "platform": "Python",
-                    "information": "Wharf: queues (AMQP 0-9-1) and streams (Kafka) in one broker",
-                    "capabilities": self.settings.capabilities,
-                },
-                mechanisms=MECHANISMS,
-                locales="en_US",
-            ),
-        )
-
-    def _connection_method(self, method: base.Frame) -> None:
-        if self.state in DISCARDING_STATES and not isinstance(
-            method, commands.Connection.Close | commands.Connection.CloseOk
-        ):
-            return
-        handler = self._handlers.get(type(method))
-        if handler is None:
-            code = ReplyCode.COMMAND_INVALID if self.state is not ConnState.OPEN else (
-                ReplyCode.UNEXPECTED_FRAME
-            )
-            raise_text = f"{method.name} is not valid on channel 0"
-            self._handle_error(AMQPConnectionError(code, raise_text), 0)
-            return
-        try:
-            handler(method)
-        except (WharfError, AMQPError) as exc:
-            self._handle_error(exc, 0)
-
-    def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
-        self.state = connection_transition(self.state, ConnInput.START_OK)
-        self.client_properties = dict(method.client_properties or {})
-        username, password = parse_credentials(method.mechanism, method.response)
-        # Like RabbitMQ, guest is a loopback-only user: the user store refuses it from elsewhere.
-        # The password hash takes milliseconds of CPU: the adapter runs it off the event loop.
-        users = self.broker.users
-        loopback = self.is_loopback
-
-        def check() -> bool:
-            try:
-                users.authenticate(username, password, loopback=loopback)
-            except AccessRefusedError:
-                return False
-            return True
-
-        assert self._wait is None
-        self._wait = _Wait(0, method, partial(self._authenticated, username, method.mechanism))
-        self._actions.append(CheckPassword(check))
-
-    def _authenticated(self, username: str, mechanism: str, ok: object) -> None:
-        if not ok:
-            self.close_reason = f"authentication failed for user {username!r}"
-            self.send_connection_close(
-                ReplyCode.ACCESS_REFUSED,
-                f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}",
-            )
-            return
-        self.username = username
-        self.send_method(
-            0,
-            commands.Connection.Tune(
-                channel_max=self.settings.channel_max,
-                frame_max=self.settings.frame_max,
-                heartbeat=self.settings.heartbeat,
-            ),
-        )
-
-    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        self.state = connection_transition(self.state, ConnInput.TUNE_OK)
-        ours = self.settings
-        frame_max = method.frame_max or ours.frame_max
-        if frame_max < FRAME_MIN_SIZE or frame_max > ours.frame_max:
-            raise AMQPConnectionError(
-                ReplyCode.NOT_ALLOWED,
-                f"frame_max {method.frame_max} outside [{FRAME_MIN_SIZE}, {ours.frame_max}]",
-            )
-        channel_max = method.channel_max or ours.channel_max
-        if channel_max > ours.channel_max:
-            raise AMQPConnectionError(
-                ReplyCode.NOT_ALLOWED,
-                f"channel_max {channel_max} above the {ours.channel_max} offered",
-            )
-        self.reader.frame_max = frame_max
-        self.writer.frame_max = frame_max
-        self.channel_max = channel_max
-        self.heartbeat = method.heartbeat
-
-    def _on_open(self, method: commands.Connection.Open) -> None:
-        self.state = connection_transition(self.state, ConnInput.OPEN)
-        name = method.virtual_host or "/"
-        if name not in self.broker.vhosts:
-            raise AMQPConnectionError(ReplyCode.NOT_ALLOWED, f"vhost '{name}' not found")
-        if not self.broker.users.can_access_vhost(self.username, name):
-            raise AMQPConnectionError(
-                ReplyCode.NOT_ALLOWED,
-                f"access to vhost '{name}' refused for user '{self.username}'",
-            )
-        self.vhost_name = name
-        self.send_method(0, commands.Connection.OpenOk())
-        self._actions.append(HandshakeComplete(self.heartbeat))
-
-    def _on_close(self, method: commands.Connection.Close) -> None:
-        self.state = connection_transition(self.state, ConnInput.CLOSE)
-        if self.close_reason is None:
-            self.client_closed = True
-            self.close_reason = (
-                f"client closed: {method.reply_code} {method.reply_text}".rstrip()
-            )
-        self.send_method(0, commands.Connection.CloseOk())
-        self._shutdown()
-
-    def _on_close_ok(self, _method: commands.Connection.CloseOk) -> None:
-        self.state = connection_transition(self.state, ConnInput.CLOSE_OK)
-        self._shutdown()
 
     def send_connection_close(
         self, code: ReplyCode, text: str, class_id: int = 0, method_id: int = 0
@@ -628,7 +477,7 @@ class AMQPConnection:
         if self.state in DISCARDING_STATES or self._closed:
             return
         if self.state is ConnState.AWAIT_HEADER:
-            self._shutdown()
+            self.shutdown()
             return
         self.state = connection_transition(self.state, ConnInput.SEND_CLOSE)
         self.send_method(
@@ -728,7 +577,7 @@ class AMQPConnection:
         if isinstance(exc, BadProtocolHeader):
             self.close_reason = str(exc)
             self._write(FrameWriter.protocol_header())
-            self._shutdown()
+            self.shutdown()
             return
         if isinstance(exc, AMQPError):
             code, text = exc.reply_code, exc.reply_text
@@ -776,7 +625,8 @@ class AMQPConnection:
             self._signalled = True
             self._wakeup()
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
+        """Hang up: give back what this connection holds, then close the socket."""
         if self._closed:
             return
         self._release_channels()

@@ -1,10 +1,11 @@
 """Resource alarms for AMQP publishers: memory above its high watermark, disk below its limit.
 
-How it works: :class:`ResourceAlarm` is polled once a second by the AMQP listener. It reads the
-process's resident memory (``/proc/self/statm``) and the free space of the data directory's file
-system, and compares them with ``memory_high_watermark_bytes`` and ``disk_free_limit_bytes``
-from the broker configuration (read at every check, so a changed setting takes effect). The
-listener passes a change of state to every connection (Connection.Blocked / Unblocked, see
+How it works: :class:`ResourceAlarm` is polled once a second by the AMQP listener (a timer on
+the broker's clock). It reads the process's resident memory (``/proc/self/statm``) and the free
+space of the data directory's file system, and compares them with
+``memory_high_watermark_bytes`` and ``disk_free_limit_bytes`` from the broker configuration
+(read at every check, so a changed setting takes effect). The listener passes a change of state
+to every connection (Connection.Blocked / Unblocked, see
 :meth:`~wharf.protocol.amqp.connection.AMQPConnection.set_alarm`).
 """
 

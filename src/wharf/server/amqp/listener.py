@@ -7,10 +7,11 @@ How it works
 the sans-I/O :class:`~wharf.protocol.amqp.connection.AMQPConnection`), kept in
 ``connections`` while it is open (the HTTP API lists and closes them).
 
-* Resource alarms (:mod:`wharf.server.amqp.alarms`), polled once a second: while memory is
-  above ``memory_high_watermark_bytes`` or free disk below ``disk_free_limit_bytes``, a
-  connection that publishes gets Connection.Blocked and is no longer read until the alarm
-  clears (Connection.Unblocked).
+* Resource alarms (:mod:`wharf.server.amqp.alarms`), polled once a second on the broker's
+  clock (a timer that schedules the next one, cancelled when the listener stops accepting):
+  while memory is above ``memory_high_watermark_bytes`` or free disk below
+  ``disk_free_limit_bytes``, a connection that publishes gets Connection.Blocked and is no
+  longer read until the alarm clears (Connection.Unblocked).
 * Work a closed connection leaves behind (deleting its exclusive queues) runs in tasks the
   listener keeps until they end.
 * Shutdown is staged: ``stop_accepting`` closes the server socket; ``close`` sends
@@ -29,6 +30,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from wharf.core.broker import Broker
+from wharf.core.clock import TimerHandle
 from wharf.protocol.amqp.connection import AMQPSettings
 from wharf.server.amqp.adapter import AMQPAdapter
 from wharf.server.amqp.alarms import ResourceAlarm
@@ -56,7 +58,7 @@ class AMQPListener:
         self._broker: Broker | None = None
         self._all_closed = asyncio.Event()
         self.alarm: ResourceAlarm | None = None
-        self._alarm_task: asyncio.Task[None] | None = None
+        self._alarm_timer: TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def forget(self, connection: AMQPAdapter) -> None:
@@ -92,29 +94,36 @@ class AMQPListener:
         for sock in self._server.sockets:
             addr: Any = sock.getsockname()
             endpoints.append(("amqp", str(addr[0]), int(addr[1])))
-        self._alarm_task = loop.create_task(self._watch_resources())
+        self._schedule_alarm_check()
         return endpoints
 
-    async def _watch_resources(self) -> None:
+    def _schedule_alarm_check(self) -> None:
+        self._alarm_timer = self.broker.clock.call_later(
+            ALARM_CHECK_INTERVAL_S, self._check_resources
+        )
+
+    def _check_resources(self) -> None:
         """Poll the resource alarm; tell every connection when it is raised or cleared."""
+        self._schedule_alarm_check()
         assert self.alarm is not None
-        while True:
-            await asyncio.sleep(ALARM_CHECK_INTERVAL_S)
-            if self.alarm.check():
-                reason = self.alarm.reason
-                log.warning("amqp: resource alarm %s", reason or "cleared")
-                for connection in list(self.connections):
-                    connection.set_alarm(reason)
+        if self.alarm.check():
+            reason = self.alarm.reason
+            log.warning("amqp: resource alarm %s", reason or "cleared")
+            for connection in list(self.connections):
+                connection.set_alarm(reason)
+
+    def _stop_alarm_checks(self) -> None:
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+            self._alarm_timer = None
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._alarm_task is not None:
-            self._alarm_task.cancel()
+        self._stop_alarm_checks()
 
     async def close(self, grace_s: float) -> None:
-        if self._alarm_task is not None:
-            self._alarm_task.cancel()
+        self._stop_alarm_checks()
         for connection in list(self.connections):
             connection.close_from_server("broker shutdown")
         if self.connections:

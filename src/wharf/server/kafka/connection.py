@@ -98,8 +98,10 @@ class KafkaConnection(asyncio.Protocol):
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
-        # loop.time() of the last bytes received or response sent (for the idle timeout)
-        self._last_active = asyncio.get_running_loop().time()
+        # The broker clock's monotonic() at the last bytes received or response sent (for the
+        # listener's idle timeout).
+        self._clock = ctx.broker.clock
+        self._last_active = self._clock.monotonic()
 
     @property
     def peer(self) -> str:
@@ -170,7 +172,7 @@ class KafkaConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        self._last_active = asyncio.get_running_loop().time()
+        self._last_active = self._clock.monotonic()
         self._bytes_in += len(data)
         self._codec.receive_data(data)
         try:
@@ -243,7 +245,7 @@ class KafkaConnection(asyncio.Protocol):
                 frame = encode_response(correlation_id, response)
                 self._bytes_out += len(frame)
                 transport.write(frame)
-                self._last_active = asyncio.get_running_loop().time()
+                self._last_active = self._clock.monotonic()
             last_words = self._ctx.session.close_after_response
             if last_words is not None:
                 self.close(last_words)
@@ -254,8 +256,9 @@ class KafkaConnection(asyncio.Protocol):
         self._update_reading()
 
     def idle_seconds(self, now: float) -> float:
-        """How long (by ``loop.time()``) nothing came in or went out while no request was
-        pending; 0 while one is (a long-poll Fetch is not idleness)."""
+        """How long (by the broker clock's ``monotonic()``, which ``now`` is) nothing came in or
+        went out while no request was pending; 0 while one is (a long-poll Fetch is not
+        idleness)."""
         if self._pending:
             return 0.0
         return now - self._last_active

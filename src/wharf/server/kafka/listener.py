@@ -22,7 +22,9 @@ AMQP) before anything but ApiVersions; see :mod:`wharf.protocol.kafka.handlers.s
 Idle connections are closed as Kafka's ``connections.max.idle.ms`` does: a sweep runs every
 quarter of ``max_idle_ms`` (at most every 30 s) and closes, with the reason logged, each
 connection that has had no request pending and no bytes in or out for that long. Clients
-reconnect when they next need the broker.
+reconnect when they next need the broker. The sweep is a timer on the broker's clock that
+schedules the next one (cancelled when the listener stops accepting), and idleness is measured
+on that clock's monotonic reading, so a test moves both with a virtual clock.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import socket
 from collections.abc import Sequence
 
 from wharf.core.broker import Broker
+from wharf.core.clock import Clock, TimerHandle
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.framing import DEFAULT_MAX_FRAME_BYTES
 from wharf.server.kafka.connection import KafkaConnection
@@ -76,7 +79,7 @@ class KafkaListener:
         self.max_frame_bytes = max_frame_bytes
         self.max_idle_ms = max_idle_ms  # 0: never close idle connections
         self.connections: set[KafkaConnection] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
 
@@ -118,21 +121,23 @@ class KafkaListener:
         self._port = int(self._server.sockets[0].getsockname()[1])
         base.advertised_port = self._port
         if self.max_idle_ms > 0:
-            self._sweeper = loop.create_task(self._close_idle_connections())
+            self._schedule_sweep(broker.clock)
         return [(self.name, self.host, self.port)]
 
-    async def _close_idle_connections(self) -> None:
+    def _schedule_sweep(self, clock: Clock) -> None:
+        period_s = min(self.max_idle_ms / 4000, 30.0)
+        self._sweeper = clock.call_later(period_s, lambda: self._close_idle_connections(clock))
+
+    def _close_idle_connections(self, clock: Clock) -> None:
+        self._schedule_sweep(clock)
         limit_s = self.max_idle_ms / 1000
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(limit_s / 4, 30.0))
-            now = loop.time()
-            for connection in list(self.connections):
-                if connection.idle_seconds(now) >= limit_s:
-                    connection.close(
-                        f"idle for more than {self.max_idle_ms} ms "
-                        f"(server.kafka_connections_max_idle_ms)"
-                    )
+        now = clock.monotonic()
+        for connection in list(self.connections):
+            if connection.idle_seconds(now) >= limit_s:
+                connection.close(
+                    f"idle for more than {self.max_idle_ms} ms "
+                    f"(server.kafka_connections_max_idle_ms)"
+                )
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""
@@ -140,10 +145,6 @@ class KafkaListener:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
             self._sweeper = None
 
     async def close(self, grace_s: float = 5.0) -> None:

@@ -18,7 +18,7 @@ from wharf.http.app import HttpListener
 from wharf.http.status import ConnectionView
 from wharf.server.amqp.adapter import AMQPAdapter
 from wharf.server.amqp.listener import AMQPListener
-from wharf.server.kafka.connection import KafkaConnection
+from wharf.server.kafka.adapter import KafkaAdapter
 from wharf.server.kafka.listener import KafkaListener
 from wharf.server.listener import Endpoint, Listener, ListenerFactory
 from wharf.server.settings import ServerSettings
@@ -174,7 +174,7 @@ def _kafka_connections(
             connection.bytes_out,
         )
 
-        def close(connection: KafkaConnection = connection) -> None:
+        def close(connection: KafkaAdapter = connection) -> None:
             connection.close("closed by an operator")
 
         found.append((info, close))

@@ -38,7 +38,7 @@ from wharf.core.broker import Broker
 from wharf.core.clock import Clock, TimerHandle
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.framing import DEFAULT_MAX_FRAME_BYTES
-from wharf.server.kafka.connection import KafkaConnection
+from wharf.server.kafka.adapter import KafkaAdapter
 from wharf.server.settings import ServerSettings
 
 __all__ = ["KafkaListener", "start_kafka_listener"]
@@ -78,7 +78,7 @@ class KafkaListener:
         self.advertised_host = advertised_host or default_advertised_host(host)
         self.max_frame_bytes = max_frame_bytes
         self.max_idle_ms = max_idle_ms  # 0: never close idle connections
-        self.connections: set[KafkaConnection] = set()
+        self.connections: set[KafkaAdapter] = set()
         self._sweeper: TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -110,8 +110,8 @@ class KafkaListener:
             sasl_required=self.sasl_plain,
         )
 
-        def connection() -> KafkaConnection:
-            return KafkaConnection(
+        def connection() -> KafkaAdapter:
+            return KafkaAdapter(
                 base,
                 self.connections,
                 max_frame_bytes=self.max_frame_bytes,

@@ -1,4 +1,4 @@
-"""One Kafka client connection: an asyncio Protocol around the sans-I/O codec.
+"""The Kafka adapter: one client connection, an asyncio Protocol around the sans-I/O codec.
 
 How it works: ``data_received`` feeds the :class:`~wharf.protocol.kafka.codec.ServerCodec` and
 starts one task per decoded request, in arrival order. Kafka requires responses in request
@@ -49,7 +49,7 @@ from wharf.protocol.kafka.framing import NEED_DATA
 from wharf.protocol.kafka.handlers import handle, handle_fallback
 from wharf.server.logging_setup import ConnectionLog
 
-__all__ = ["KafkaConnection"]
+__all__ = ["KafkaAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,13 @@ def operation_name(api_key: int, api_version: int) -> str:
     return load_request_schema(api_key, api_version).__name__.removesuffix("Request")
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaAdapter(asyncio.Protocol):
     """Serves Kafka requests from one client socket."""
 
     def __init__(
         self,
         ctx: KafkaContext,
-        connections: set[KafkaConnection],
+        connections: set[KafkaAdapter],
         *,
         max_frame_bytes: int,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,

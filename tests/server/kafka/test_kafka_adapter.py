@@ -1,4 +1,4 @@
-"""KafkaConnection flow control and ordering, driven through an in-memory transport.
+"""KafkaAdapter flow control and ordering, driven through an in-memory transport.
 
 The broker is real (embedded, on a temporary directory); only the socket is replaced by
 :mod:`wharf.testing.transports`, which records what the connection does to it.
@@ -21,7 +21,7 @@ from kafka.protocol.metadata import ApiVersionsRequest
 from wharf.core.broker import Broker
 from wharf.errors import StorageError
 from wharf.protocol.kafka.context import KafkaContext
-from wharf.server.kafka.connection import KafkaConnection
+from wharf.server.kafka.adapter import KafkaAdapter
 from wharf.testing.transports import MemoryTransport, connect
 
 
@@ -80,7 +80,7 @@ async def test_reading_pauses_at_the_in_flight_limit_and_answers_keep_request_or
     broker: Broker,
 ) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20, max_in_flight=3)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20, max_in_flight=3)
     transport = connect(connection)
 
     # Two long polls on an empty partition, then a quick request: three in flight.
@@ -98,7 +98,7 @@ async def test_reading_pauses_at_the_in_flight_limit_and_answers_keep_request_or
 
 async def test_a_full_write_buffer_pauses_reading(broker: Broker) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     connection.pause_writing()
     assert transport.paused
@@ -112,7 +112,7 @@ async def test_a_full_write_buffer_pauses_reading(broker: Broker) -> None:
 
 async def test_garbage_closes_the_transport(broker: Broker) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     connection.data_received(struct.pack(">i", 1 << 30))
     assert transport.closed
@@ -122,7 +122,7 @@ async def test_garbage_closes_the_transport(broker: Broker) -> None:
 async def test_reading_pauses_at_the_in_flight_byte_limit(broker: Broker) -> None:
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
     one = long_poll(1, "events")
-    connection = KafkaConnection(
+    connection = KafkaAdapter(
         ctx, set(), max_frame_bytes=1 << 20, max_in_flight_bytes=2 * (len(one) - 4)
     )
     transport = connect(connection)
@@ -143,7 +143,7 @@ async def test_requests_are_timed_and_counted_with_the_client_id(
 ) -> None:
     caplog.set_level(logging.INFO, logger="wharf.connections")
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     assert connection.client_id == ""
     assert (connection.requests, connection.bytes_in, connection.bytes_out) == (0, 0, 0)
@@ -172,7 +172,7 @@ async def test_a_bad_frame_logs_a_warning_with_the_reason(
 ) -> None:
     caplog.set_level(logging.INFO, logger="wharf.connections")
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     connection.data_received(struct.pack(">i", -1))
     await transport.wait_until(lambda: transport.lost)  # not logged a second time
@@ -204,7 +204,7 @@ async def test_a_wharf_error_in_a_handler_is_that_entry_s_error_code(
 
     monkeypatch.setattr(broker.topics, "create", disk_failed)
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     connection.data_received(create_topic(5, "new-topic"))
     await transport.wait_until(lambda: transport.written)
@@ -225,7 +225,7 @@ async def test_a_bug_in_a_handler_is_logged_with_its_traceback_and_closes_the_co
     monkeypatch.setattr(broker.topics, "create", bug)
     caplog.set_level(logging.INFO)
     ctx = KafkaContext(broker=broker, advertised_host="127.0.0.1", advertised_port=9092)
-    connection = KafkaConnection(ctx, set(), max_frame_bytes=1 << 20)
+    connection = KafkaAdapter(ctx, set(), max_frame_bytes=1 << 20)
     transport = connect(connection)
     connection.data_received(create_topic(6, "new-topic"))
     await transport.wait_until(lambda: transport.closed)

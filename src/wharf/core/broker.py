@@ -123,7 +123,7 @@ class Broker:
     async def _start_components(self) -> None:
         """Open every component, in dependency order."""
         # streams
-        self.producer_ids = ProducerIdAllocator(self.path)
+        self.producer_ids = ProducerIdAllocator(self.path, self._fsync_executor)
         fsync_latency = self.stats.fsync
         self.topics = TopicManager.open(
             self.path, self.config, self._fsync_executor, fsync_latency, self.clock
@@ -144,7 +144,12 @@ class Broker:
         # queues, and the users (restored from the queue definitions, where they are saved)
         self.users = UserStore.with_defaults()
         self.vhosts = await VhostRegistry.open(
-            self.path / "queues", self.config, self.clock, self.users, fsync_latency=fsync_latency
+            self.path / "queues",
+            self.config,
+            self.clock,
+            self.users,
+            fsync_latency=fsync_latency,
+            executor=self._fsync_executor,
         )
         # background work
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
@@ -182,9 +187,10 @@ class Broker:
     def closed(self) -> bool:
         return self._closed
 
-    def save_users(self) -> None:
-        """Write :attr:`users` to disk (with the queue definitions) after changing them."""
-        self.vhosts.save()
+    async def save_users(self) -> None:
+        """Write :attr:`users` to disk (with the queue definitions) after changing them;
+        returns once they are on disk."""
+        await self.vhosts.save()
 
     # ------------------------------------------------------------------ embedded streams API
 
@@ -270,7 +276,9 @@ class Broker:
             for tp, entry in self.groups.fetch_offsets(group, wanted).items()
         }
 
-    def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
+    async def init_producer_id(
+        self, producer_id: int = -1, producer_epoch: int = -1
+    ) -> tuple[int, int]:
         """Kafka's InitProducerId for idempotent producers: ``(producer id, epoch)``.
 
         Without a producer id, a fresh id with epoch 0. With the id and epoch a producer
@@ -278,14 +286,14 @@ class Broker:
         fresh id once the epoch would overflow.
         """
         if producer_id < 0:
-            return self.producer_ids.allocate(), 0
+            return await self.producer_ids.allocate(), 0
         if not self.producer_ids.allocated(producer_id) or producer_epoch < 0:
             raise StreamsError(
                 f"producer id {producer_id} with epoch {producer_epoch} was not issued here",
                 ErrorCode.INVALID_PRODUCER_ID_MAPPING,
             )
         if producer_epoch >= MAX_PRODUCER_EPOCH:
-            return self.producer_ids.allocate(), 0
+            return await self.producer_ids.allocate(), 0
         return producer_id, producer_epoch + 1
 
     # ------------------------------------------------------------------ embedded queues API

@@ -8,7 +8,12 @@ dead-letter is moved by its :class:`~wharf.core.queues.dead_letter.DeadLetterer`
 
 Definitions (durable exchanges, queues, bindings) are saved (:mod:`wharf.core.queues.definitions`)
 after every change, and restored by
-:class:`~wharf.core.queues.registry.VhostRegistry`. Exclusive queues belong to an *owner* (a
+:class:`~wharf.core.queues.registry.VhostRegistry`. Every change awaits its save, so the
+declare-ok (or bind-ok, delete-ok) it leads to means the change survives a crash; a
+redeclaration of something that already exists waits for the saves still under way, since its
+declare-ok promises the same. Opening a durable queue's logs (and a delayed exchange's) runs on
+the broker's fsync pool; while it runs, a second declaration of the same name waits for the
+first one and then sees its queue. Exclusive queues belong to an *owner* (a
 connection id of the front end's choosing) and are deleted by
 :meth:`VirtualHost.connection_closed`.
 """
@@ -17,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,7 @@ from wharf.core.queues.exchanges import (
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, Router
-from wharf.core.queues.store import QueueStore, open_store
+from wharf.core.queues.store import QueueStore, memory_store, open_store
 from wharf.core.stats import HistogramFamily
 from wharf.errors import (
     AccessRefusedError,
@@ -76,15 +83,24 @@ class VirtualHost:
         path: Path,
         config: BrokerConfig,
         clock: Clock,
-        save: Callable[[], None],
+        save: Callable[[], Awaitable[None]],
+        saved: Callable[[], Awaitable[None]],
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        """``save`` writes the definitions and returns once they are on disk; ``saved``
+        returns once the saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
         self._save = save
+        self._saved = saved
         self._fsync_latency = fsync_latency
+        self._executor = executor
+        # Queues and exchanges being declared while their logs open, by name.
+        self._declaring_queues: dict[str, asyncio.Event] = {}
+        self._declaring_exchanges: dict[str, asyncio.Event] = {}
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
@@ -122,6 +138,7 @@ class VirtualHost:
         (``amq.`` names), PreconditionError (redeclare with other settings, 406),
         UnknownExchangeTypeError (503)."""
         args = dict(arguments or {})
+        await _declared(self._declaring_exchanges, name)
         existing = self.exchanges.get(name)
         if passive:
             if existing is None:
@@ -135,6 +152,8 @@ class VirtualHost:
                     f"auto_delete={existing.auto_delete} internal={existing.internal} "
                     f"with other arguments"
                 )
+            if existing.durable:
+                await self._saved()
             return existing
         if name.startswith("amq.") or name == "":
             raise AccessRefusedError(f"exchange name '{name}' contains reserved prefix 'amq.'")
@@ -147,14 +166,16 @@ class VirtualHost:
             arguments=args,
         )
         if isinstance(exchange, DelayedExchange):
-            store = self._open_store(self.path / "delayed" / dir_name(name) if durable else None)
-            held = DelayedMessages(store, durable=durable)
-            held.restore()
+            path = self.path / "delayed" / dir_name(name) if durable else None
+            with _declaring(self._declaring_exchanges, name):
+                store = await self._open_store(path)
+                held = DelayedMessages(store, durable=durable)
+                await held.restore()
             store.start()
             self.delayed[name] = held
         self.exchanges[name] = exchange
         if durable:
-            self._save()
+            await self._save()
         return exchange
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
@@ -176,10 +197,11 @@ class VirtualHost:
                     other.unbind(binding)
                     self._maybe_auto_delete(other)
         held = self.delayed.pop(exchange.name, None)
+        if exchange.durable:  # no saved binding involves a transient exchange
+            await self._save()
         if held is not None:
             held.removed = True
             await held.store.destroy()
-        self._save()
 
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
@@ -236,6 +258,7 @@ class VirtualHost:
                     f"invalid property for quorum queue '{name}': quorum queues must be "
                     "durable, not exclusive and not auto-delete"
                 )
+        await _declared(self._declaring_queues, name)
         existing = self.queues.get(name)
         if existing is not None:
             self.get_queue(name, owner)
@@ -251,11 +274,16 @@ class VirtualHost:
                     "original declaration"
                 )
             existing.last_used_ms = self.clock.now_ms()
+            if existing.store.durable:
+                await self._saved()
             return existing
         if exclusive and owner is None:
             raise PreconditionError("an exclusive queue needs an owner")
         persistent = durable and not exclusive
-        store = self._open_store(self.path / "queues" / dir_name(name) if persistent else None)
+        with _declaring(self._declaring_queues, name):
+            store = await self._open_store(self.path / "queues" / dir_name(name)
+                                           if persistent else None)
+            recovered = await store.recover(keep_bodies=False)  # bodies are read when due
         queue = Queue(
             self.name,
             name,
@@ -270,16 +298,20 @@ class VirtualHost:
             segment_bytes=self.config.queue_segment_bytes,
             resident_bytes=self.config.queue_resident_bytes,
         )
-        queue.restore(store.recover(keep_bodies=False))  # bodies are read back when due
+        queue.restore(recovered)
         store.start()
         self.queues[name] = queue
-        if persistent:
-            self._save()
         self.wakeup()
+        if persistent:
+            await self._save()
         return queue
 
-    def _open_store(self, path: Path | None) -> QueueStore:
-        return open_store(path, self.config, self.clock, self._fsync_latency)
+    async def _open_store(self, path: Path | None) -> QueueStore:
+        """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None."""
+        if path is None:
+            return memory_store(self.config, self.clock)
+        return await open_store(path, self.config, self.clock, self._fsync_latency,
+                                self._executor)
 
     async def delete_queue(
         self,
@@ -299,20 +331,24 @@ class VirtualHost:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
         self._detach_queue(queue)
-        await queue.store.destroy()
+        await self._forget_queue(queue)
         return count
+
+    async def _forget_queue(self, queue: Queue) -> None:
+        """After :meth:`_detach_queue`: save the definitions without it, delete its logs."""
+        if queue.store.durable:
+            await self._save()
+        await queue.store.destroy()
 
     def _detach_queue(self, queue: Queue) -> None:
         """Remove a queue and its bindings from the vhost and cancel its consumers (the
-        synchronous part of deletion)."""
+        synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
         for exchange in list(self.exchanges.values()):
             for binding in list(exchange.bindings):
                 if binding.kind is DestKind.QUEUE and binding.destination == queue.name:
                     exchange.unbind(binding)
                     self._maybe_auto_delete(exchange)
-        if queue.store.durable:
-            self._save()
         for consumer in queue.detach():
             consumer.cancelled(queue)
 
@@ -340,9 +376,13 @@ class VirtualHost:
         AccessRefusedError (403) for the default exchange."""
         q = self.get_queue(queue, owner)
         ex = self._bindable(exchange)
-        if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-            if q.store.durable and ex.durable:
-                self._save()
+        if q.store.durable and ex.durable:
+            if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+                await self._save()
+            else:
+                await self._saved()  # bound already: maybe by a bind whose save runs
+        else:
+            ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments))
 
     async def unbind_queue(
         self,
@@ -354,11 +394,12 @@ class VirtualHost:
         owner: object | None = None,
     ) -> None:
         """queue.unbind (absent binding: no error, as in RabbitMQ)."""
-        self.get_queue(queue, owner)
+        q = self.get_queue(queue, owner)
         ex = self._bindable(exchange)
         if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-            self._save()
             self._maybe_auto_delete(ex)
+            if q.store.durable and ex.durable:
+                await self._save()
 
     async def bind_exchange(
         self,
@@ -370,9 +411,14 @@ class VirtualHost:
         """exchange.bind: messages routed by ``source`` also go through ``destination``."""
         dest = self._bindable(destination)
         src = self._bindable(source)
-        if src.bind(Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)):
-            if src.durable and dest.durable:
-                self._save()
+        binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
+        if src.durable and dest.durable:
+            if src.bind(binding):
+                await self._save()
+            else:
+                await self._saved()  # bound already: maybe by a bind whose save runs
+        else:
+            src.bind(binding)
 
     async def unbind_exchange(
         self,
@@ -382,12 +428,13 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
         """exchange.unbind."""
-        self._bindable(destination)
+        dest = self._bindable(destination)
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.unbind(binding):
-            self._save()
             self._maybe_auto_delete(src)
+            if src.durable and dest.durable:
+                await self._save()
 
     def _bindable(self, name: str) -> Exchange:
         if name == "":
@@ -436,7 +483,7 @@ class VirtualHost:
         if self.queues.get(queue.name) is not queue:
             return
         self._detach_queue(queue)
-        self._spawn(queue.store.destroy())
+        self._spawn(self._forget_queue(queue))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -492,3 +539,21 @@ class VirtualHost:
             await queue.store.close()
         for held in self.delayed.values():
             await held.store.close()
+
+
+async def _declared(declaring: dict[str, asyncio.Event], name: str) -> None:
+    """Wait until no declaration of ``name`` is opening logs (see the module docstring)."""
+    while (opening := declaring.get(name)) is not None:
+        await opening.wait()
+
+
+@contextlib.contextmanager
+def _declaring(declaring: dict[str, asyncio.Event], name: str) -> Iterator[None]:
+    """Mark ``name`` as being declared in ``declaring`` for the block."""
+    opening = asyncio.Event()
+    declaring[name] = opening
+    try:
+        yield
+    finally:
+        del declaring[name]
+        opening.set()

@@ -268,3 +268,24 @@ async def test_no_fsync_of_a_definition_topic_or_producer_id_change_runs_on_the_
         assert "x" in broker.vhosts["/"].exchanges and "q" not in broker.vhosts["/"].queues
         assert broker.users.authenticate("bob", "secret").name == "bob"
         assert (await broker.init_producer_id())[0] > producer_id
+
+
+async def test_no_fsync_of_opening_or_closing_a_broker_runs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on = record_fsync_threads(monkeypatch)
+    config = BrokerConfig(fsync=FsyncPolicy.ALWAYS)
+    async with Broker.open(tmp_path, config) as broker:  # a fresh data directory
+        await broker.create_topic("t", 2)
+        await broker.produce("t", b"kept", partition=1)
+        await broker.commit_offsets("g", {("t", 1): 1})
+        await broker.declare_queue("q", durable=True)
+        await broker.declare_exchange("later", "x-delayed-message", durable=True,
+                                      arguments={"x-delayed-type": "direct"})
+        await broker.publish("q", b"kept")
+    async with Broker.open(tmp_path, config) as broker:  # every log recovered
+        assert [r.value for r in await broker.fetch("t", 1, 0)] == [b"kept"]
+        assert broker.committed_offsets("g") == {("t", 1): 1}
+        assert broker.queue("q").message_count == 1
+    assert "wharf-fsync_0" in synced_on
+    assert threading.current_thread().name not in synced_on

@@ -15,7 +15,7 @@ import pytest
 
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.durability import GroupCommitter
+from wharf.core.durability import GroupCommitter, run_to_end
 from wharf.core.stats import FSYNC_BUCKETS_S, HistogramFamily
 from wharf.errors import StorageError
 
@@ -289,3 +289,26 @@ async def test_no_fsync_of_opening_or_closing_a_broker_runs_on_the_event_loop(
         assert broker.queue("q").message_count == 1
     assert "wharf-fsync_0" in synced_on
     assert threading.current_thread().name not in synced_on
+
+
+async def test_run_to_end_finishes_a_change_whose_caller_was_cancelled() -> None:
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def change() -> str:
+        await release.wait()
+        done.append("changed")
+        return "changed"
+
+    release.set()
+    assert await run_to_end(change()) == "changed"
+    release.clear()
+    done.clear()
+    caller = asyncio.create_task(run_to_end(change()))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert done == []
+    release.set()
+    await wait_until(lambda: done == ["changed"])

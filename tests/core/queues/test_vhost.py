@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues import definitions
+from wharf.core.queues.definitions import FILE_NAME
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
@@ -19,6 +22,7 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
+from wharf.storage.log import Log
 
 
 @pytest.fixture
@@ -162,3 +166,28 @@ async def test_a_redeclaration_answers_only_once_the_first_declaration_is_saved(
     assert await first is await again
     await exchange
     assert await vhost.declare_exchange("e", "direct") is exchange.result()
+
+
+async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is_still_added(
+    vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        started.set()
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    declaring = asyncio.create_task(vhost.declare_queue("d", durable=True))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    declaring.cancel()  # its connection was lost
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await declaring
+    again = await vhost.declare_queue("d", durable=True)  # waits for the first, sees its queue
+    assert vhost.queues["d"] is again
+    saved = json.loads((vhost.path.parent.parent / FILE_NAME).read_text())
+    assert [q["name"] for q in saved["queues"]] == ["d"]

@@ -13,7 +13,9 @@ declare-ok (or bind-ok, delete-ok) it leads to means the change survives a crash
 redeclaration of something that already exists waits for the saves still under way, since its
 declare-ok promises the same. Opening a durable queue's logs (and a delayed exchange's) runs on
 the broker's fsync pool; while it runs, a second declaration of the same name waits for the
-first one and then sees its queue. Exclusive queues belong to an *owner* (a
+first one and then sees its queue. That opening, with the save that follows it, runs to its end
+even if the declaring connection goes away meanwhile, so no log is left open unregistered and no
+queue in memory is left out of the saved definitions. Exclusive queues belong to an *owner* (a
 connection id of the front end's choosing) and are deleted by
 :meth:`VirtualHost.connection_closed`.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -32,7 +33,8 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.queues.args import QueueType, parse_queue_args
+from wharf.core.durability import run_to_end
+from wharf.core.queues.args import QueueArgs, QueueType, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
 from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
@@ -166,17 +168,28 @@ class VirtualHost:
             arguments=args,
         )
         if isinstance(exchange, DelayedExchange):
-            path = self.path / "delayed" / dir_name(name) if durable else None
-            with _declaring(self._declaring_exchanges, name):
-                store = await self._open_store(path)
-                held = DelayedMessages(store, durable=durable)
-                await held.restore()
-            store.start()
-            self.delayed[name] = held
+            adding = self._add_delayed(_Declaring(self._declaring_exchanges, name), exchange)
+            await (run_to_end(adding) if durable else adding)
+            return exchange
         self.exchanges[name] = exchange
         if durable:
             await self._save()
         return exchange
+
+    async def _add_delayed(self, declaring: _Declaring, exchange: Exchange) -> None:
+        """Open a delayed exchange's store (holding again what it kept), add the exchange and
+        save it if durable (run to its end: see the module docstring)."""
+        name = exchange.name
+        with declaring:
+            path = self.path / "delayed" / dir_name(name) if exchange.durable else None
+            store = await self._open_store(path)
+            held = DelayedMessages(store, durable=exchange.durable)
+            await held.restore()
+            store.start()
+            self.delayed[name] = held
+            self.exchanges[name] = exchange
+        if exchange.durable:
+            await self._save()
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
@@ -280,27 +293,53 @@ class VirtualHost:
         if exclusive and owner is None:
             raise PreconditionError("an exclusive queue needs an owner")
         persistent = durable and not exclusive
-        with _declaring(self._declaring_queues, name):
-            store = await self._open_store(self.path / "queues" / dir_name(name)
-                                           if persistent else None)
-            recovered = await store.recover(keep_bodies=False)  # bodies are read when due
-        queue = Queue(
-            self.name,
+        adding = self._add_queue(
+            _Declaring(self._declaring_queues, name),
             name,
             durable=durable,
             auto_delete=auto_delete,
-            exclusive_owner=owner if exclusive else None,
+            owner=owner if exclusive else None,
             arguments=args_map,
             args=parsed,
-            store=store,
-            clock=self.clock,
-            hooks=self,
-            segment_bytes=self.config.queue_segment_bytes,
-            resident_bytes=self.config.queue_resident_bytes,
+            persistent=persistent,
         )
-        queue.restore(recovered)
-        store.start()
-        self.queues[name] = queue
+        return await (run_to_end(adding) if persistent else adding)
+
+    async def _add_queue(
+        self,
+        declaring: _Declaring,
+        name: str,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        owner: object | None,
+        arguments: dict[str, Any],
+        args: QueueArgs,
+        persistent: bool,
+    ) -> Queue:
+        """Open a queue's store (recovering what its logs hold), add the queue and save it if
+        it is kept across restarts (run to its end: see the module docstring)."""
+        with declaring:
+            store = await self._open_store(self.path / "queues" / dir_name(name)
+                                           if persistent else None)
+            recovered = await store.recover(keep_bodies=False)  # bodies are read when due
+            queue = Queue(
+                self.name,
+                name,
+                durable=durable,
+                auto_delete=auto_delete,
+                exclusive_owner=owner,
+                arguments=arguments,
+                args=args,
+                store=store,
+                clock=self.clock,
+                hooks=self,
+                segment_bytes=self.config.queue_segment_bytes,
+                resident_bytes=self.config.queue_resident_bytes,
+            )
+            queue.restore(recovered)
+            store.start()
+            self.queues[name] = queue
         self.wakeup()
         if persistent:
             await self._save()
@@ -547,13 +586,19 @@ async def _declared(declaring: dict[str, asyncio.Event], name: str) -> None:
         await opening.wait()
 
 
-@contextlib.contextmanager
-def _declaring(declaring: dict[str, asyncio.Event], name: str) -> Iterator[None]:
-    """Mark ``name`` as being declared in ``declaring`` for the block."""
-    opening = asyncio.Event()
-    declaring[name] = opening
-    try:
-        yield
-    finally:
-        del declaring[name]
-        opening.set()
+class _Declaring:
+    """Marks ``name`` as being declared in ``declaring`` from its creation (by the declaring
+    caller, before anything is awaited) to the end of the ``with`` block that opens its logs."""
+
+    def __init__(self, declaring: dict[str, asyncio.Event], name: str) -> None:
+        self._declaring = declaring
+        self._name = name
+        self._opening = asyncio.Event()
+        declaring[name] = self._opening
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        del self._declaring[self._name]
+        self._opening.set()

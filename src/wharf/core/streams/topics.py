@@ -11,7 +11,9 @@ a crash in between) are removed, so a re-created topic never inherits old data.
 A change is made in memory only once the disk has it: the new catalogue is encoded on the
 event-loop thread and written on the broker's fsync pool (changes take the manager's lock, so
 one write runs at a time), and new partition logs are opened on the pool too, so no fsync runs
-on the event-loop thread. A topic being created is not visible until its logs are open.
+on the event-loop thread. A topic being created is not visible until its logs are open. Each
+change runs to its end even when its caller is cancelled (a lost connection), so the catalogue,
+the logs and the topics in memory never part ways half-way through one.
 
 Names follow Kafka's rules: 1 to 249 characters out of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``,
 and not colliding with an existing name that differs only by ``.`` versus ``_``.
@@ -25,17 +27,18 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.durability import run_off_loop
+from wharf.core.durability import run_off_loop, run_to_end
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -59,6 +62,22 @@ MAX_PARTITIONS = 10_000
 RESERVED_NAMES = frozenset({"__consumer_offsets", "__transaction_state"})
 _NAME = re.compile(r"[a-zA-Z0-9._-]+")
 _LOG_DIR = re.compile(r"(.+)-(\d+)")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _to_end(
+    change: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """Run the decorated change to its end even if its caller is cancelled (see the module
+    docstring)."""
+
+    @wraps(change)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await run_to_end(change(*args, **kwargs))
+
+    return run
 
 
 class _TopicRecord(msgspec.Struct):
@@ -196,6 +215,7 @@ class TopicManager:
 
     # ------------------------------------------------------------------ changes
 
+    @_to_end
     async def create(
         self,
         name: str,
@@ -254,6 +274,7 @@ class TopicManager:
         except TopicExistsError:
             return self.get(name)
 
+    @_to_end
     async def delete(self, name: str) -> Topic:
         """Delete a topic and its data; returns what was deleted."""
         async with self._lock:
@@ -266,6 +287,7 @@ class TopicManager:
                 await partition.delete()
             return topic
 
+    @_to_end
     async def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> Topic:
         """Grow ``name`` to ``total`` partitions (CreatePartitions: the new total count)."""
         async with self._lock:
@@ -294,6 +316,7 @@ class TopicManager:
         topic = self.get(name)
         return describe(self._config.topic_defaults, topic.overrides)
 
+    @_to_end
     async def alter_configs(
         self,
         name: str,

@@ -69,13 +69,13 @@ async def test_committed_offsets_survive_restart_and_topic_deletion_clears_them(
         await broker.create_topic("a", partitions=2)
         await broker.create_topic("b")
         await broker.commit_offsets("g", {("a", 0): 10, ("a", 1): 3, ("b", 0): 7})
-        producer = broker.init_producer_id()
+        producer = await broker.init_producer_id()
     async with Broker.open(tmp_path) as broker:
         assert broker.committed_offsets("g") == {("a", 0): 10, ("a", 1): 3, ("b", 0): 7}
         assert broker.committed_offsets("g", [("a", 1)]) == {("a", 1): 3}
         await broker.delete_topic("a")
         assert broker.committed_offsets("g") == {("b", 0): 7}
-        assert broker.init_producer_id()[0] > producer[0]
+        assert (await broker.init_producer_id())[0] > producer[0]
         with pytest.raises(UnknownTopicError):
             await broker.fetch("a", 0, 0)
 
@@ -117,16 +117,16 @@ async def test_log_append_time_comes_from_the_broker_clock(tmp_path: Path) -> No
 
 async def test_init_producer_id_allocates_and_bumps_epochs(tmp_path: Path) -> None:
     async with Broker.open(tmp_path) as broker:
-        pid, epoch = broker.init_producer_id()
+        pid, epoch = await broker.init_producer_id()
         assert epoch == 0
-        assert broker.init_producer_id(pid, 0) == (pid, 1)
-        fresh, fresh_epoch = broker.init_producer_id(pid, 2**15 - 2)
+        assert await broker.init_producer_id(pid, 0) == (pid, 1)
+        fresh, fresh_epoch = await broker.init_producer_id(pid, 2**15 - 2)
         assert fresh != pid and fresh_epoch == 0
         with pytest.raises(StreamsError) as unknown:
-            broker.init_producer_id(10_000_000, 0)
+            await broker.init_producer_id(10_000_000, 0)
         assert unknown.value.code is ErrorCode.INVALID_PRODUCER_ID_MAPPING
     async with Broker.open(tmp_path) as broker:
-        assert broker.init_producer_id(pid, 1) == (pid, 2)  # still known after restart
+        assert await broker.init_producer_id(pid, 1) == (pid, 2)  # still known after restart
 
 
 async def test_failed_fsync_fences_its_partition_until_a_restart(

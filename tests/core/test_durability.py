@@ -15,7 +15,7 @@ import pytest
 
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.durability import GroupCommitter
+from wharf.core.durability import GroupCommitter, run_to_end
 from wharf.core.stats import FSYNC_BUCKETS_S, HistogramFamily
 from wharf.errors import StorageError
 
@@ -184,6 +184,24 @@ async def test_each_flush_is_timed_into_the_histogram_of_its_log_kind() -> None:
     await alone.close()
 
 
+def record_fsync_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of the thread of every os.fsync and os.fdatasync call."""
+    synced_on: list[str] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return synced_on
+
+
 async def test_no_fsync_of_produce_with_roll_or_queue_reclaim_runs_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,19 +209,7 @@ async def test_no_fsync_of_produce_with_roll_or_queue_reclaim_runs_on_the_event_
     async with Broker.open(tmp_path, config) as broker:
         await broker.create_topic("t", 1, {"segment.bytes": "1000"})
         queue = await broker.declare_queue("q", durable=True)
-        synced_on: list[str] = []
-        real_fsync, real_fdatasync = os.fsync, os.fdatasync
-
-        def fsync(fd: int) -> None:
-            synced_on.append(threading.current_thread().name)
-            real_fsync(fd)
-
-        def fdatasync(fd: int) -> None:
-            synced_on.append(threading.current_thread().name)
-            real_fdatasync(fd)
-
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        synced_on = record_fsync_threads(monkeypatch)
         loop_thread = threading.current_thread().name
 
         partition = broker.topics.get("t").partitions[0]
@@ -221,3 +227,88 @@ async def test_no_fsync_of_produce_with_roll_or_queue_reclaim_runs_on_the_event_
         await queue.store.flush()  # the reclaim's start offset reaches the disk
         assert "wharf-fsync_0" in synced_on  # the broker's pool ran the partition's
         assert loop_thread not in synced_on
+
+
+async def test_no_fsync_of_a_definition_topic_or_producer_id_change_runs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096)
+    async with Broker.open(tmp_path, config) as broker:
+        synced_on = record_fsync_threads(monkeypatch)
+        loop_thread = threading.current_thread().name
+
+        await broker.create_topic("t", 2, {"segment.bytes": "1000"})  # catalogue, two logs
+        producer_id, _ = await broker.init_producer_id()  # the first id writes the id block
+        assert broker.producer_ids.allocated(producer_id)
+        for i in range(40):
+            await broker.produce("t", b"%03d" % i * 30, partition=0)
+        assert len(broker.topics.get("t").partitions[0].log.segment_base_offsets()) > 2
+
+        queue = await broker.declare_queue("q", durable=True)  # definitions and two logs
+        await broker.declare_exchange("x", "direct", durable=True)
+        await broker.declare_exchange("later", "x-delayed-message", durable=True,
+                                      arguments={"x-delayed-type": "direct"})
+        await broker.bind_queue("q", "x", "k")
+        broker.users.add_user("bob", "secret")
+        await broker.save_users()
+        for i in range(200):
+            await broker.publish("x", b"x" * 100 + b"%d" % i, routing_key="k")
+        while (message := await broker.get("q")) is not None:
+            await message.ack()
+        await broker.vhosts.maintain()  # reclaims the acked segments
+        assert queue.store.messages.log_start_offset == queue.store.messages.next_offset
+        await broker.delete_queue("q")
+        await broker.vhosts["/"].delete_exchange("later")
+        await broker.delete_topic("t")
+
+        assert "wharf-fsync_0" in synced_on
+        assert loop_thread not in synced_on
+    async with Broker.open(tmp_path, config) as broker:  # and every change was durable
+        assert broker.topics.find("t") is None
+        assert "x" in broker.vhosts["/"].exchanges and "q" not in broker.vhosts["/"].queues
+        assert broker.users.authenticate("bob", "secret").name == "bob"
+        assert (await broker.init_producer_id())[0] > producer_id
+
+
+async def test_no_fsync_of_opening_or_closing_a_broker_runs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on = record_fsync_threads(monkeypatch)
+    config = BrokerConfig(fsync=FsyncPolicy.ALWAYS)
+    async with Broker.open(tmp_path, config) as broker:  # a fresh data directory
+        await broker.create_topic("t", 2)
+        await broker.produce("t", b"kept", partition=1)
+        await broker.commit_offsets("g", {("t", 1): 1})
+        await broker.declare_queue("q", durable=True)
+        await broker.declare_exchange("later", "x-delayed-message", durable=True,
+                                      arguments={"x-delayed-type": "direct"})
+        await broker.publish("q", b"kept")
+    async with Broker.open(tmp_path, config) as broker:  # every log recovered
+        assert [r.value for r in await broker.fetch("t", 1, 0)] == [b"kept"]
+        assert broker.committed_offsets("g") == {("t", 1): 1}
+        assert broker.queue("q").message_count == 1
+    assert "wharf-fsync_0" in synced_on
+    assert threading.current_thread().name not in synced_on
+
+
+async def test_run_to_end_finishes_a_change_whose_caller_was_cancelled() -> None:
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def change() -> str:
+        await release.wait()
+        done.append("changed")
+        return "changed"
+
+    release.set()
+    assert await run_to_end(change()) == "changed"
+    release.clear()
+    done.clear()
+    caller = asyncio.create_task(run_to_end(change()))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert done == []
+    release.set()
+    await wait_until(lambda: done == ["changed"])

@@ -31,7 +31,7 @@ async def test_users_and_passwords(tmp_path: Path) -> None:
             users.check("guest", "other", Access.READ, "q")
         users.add_user("bob", "hunter2-plain")
         assert users.authenticate("bob", "hunter2-plain").name == "bob"
-        broker.save_users()
+        await broker.save_users()
     text = (tmp_path / "queues" / "definitions.json").read_text()
     assert '"bob"' in text and "hunter2-plain" not in text
     async with Broker.open(tmp_path, CONFIG) as broker:
@@ -45,7 +45,7 @@ async def test_deleting_a_vhost_drops_its_permissions(tmp_path: Path) -> None:
     async with Broker.open(tmp_path, CONFIG) as broker:
         await broker.vhosts.create("other")
         broker.users.set_permissions("guest", "other", Permission())
-        broker.save_users()
+        await broker.save_users()
         await broker.vhosts.delete("other")
         assert not broker.users.can_access_vhost("guest", "other")
     async with Broker.open(tmp_path, CONFIG) as broker:

@@ -5,11 +5,13 @@ lock on the data directory (``<data>/wharf.pid``, naming the holder's pid: see
 :mod:`wharf.core.data_dir_lock`), then opens the components in dependency order
 (streams: topics and their partition logs, committed offsets, the group coordinator; then the
 background maintenance task; queues: the virtual hosts with their exchanges, queues and
-bindings). Leaving it stops them in reverse order: background tasks first, then in-process
-queue subscriptions end (their unsettled messages return to their queues), parked group
-members are woken, and every log is flushed and closed. Front ends (Kafka, AMQP, HTTP) and
-embedding applications hold the same ``Broker`` object; the streams and queues methods below
-are the embedding API (see docs/embedded.md).
+bindings), opening and recovering their logs on the broker's one fsync pool
+(:func:`~wharf.core.durability.fsync_executor`), which every later disk wait uses too, so no
+fsync runs on the event-loop thread. Leaving it stops them in reverse order: background
+tasks first, then in-process queue subscriptions end (their unsettled messages return to their
+queues), parked group members are woken, and every log is flushed and closed. Front ends
+(Kafka, AMQP, HTTP) and embedding applications hold the same ``Broker`` object; the streams and
+queues methods below are the embedding API (see docs/embedded.md).
 
 Data directory layout (streams)::
 
@@ -27,13 +29,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.data_dir_lock import DataDirLock
-from wharf.core.durability import fsync_executor
+from wharf.core.durability import fsync_executor, run_off_loop
 from wharf.core.queues.embedded import GetHolder, QueueSubscription, ReceivedMessage
 from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.message import Message
@@ -122,18 +125,24 @@ class Broker:
 
     async def _start_components(self) -> None:
         """Open every component, in dependency order."""
-        # streams
-        self.producer_ids = ProducerIdAllocator(self.path)
+        # streams: their logs are opened (recovered, fsynced) on the fsync pool
+        pool = self._fsync_executor
+        self.producer_ids = ProducerIdAllocator(self.path, pool)
         fsync_latency = self.stats.fsync
-        self.topics = TopicManager.open(
-            self.path, self.config, self._fsync_executor, fsync_latency, self.clock
+        self.topics = await run_off_loop(
+            pool,
+            partial(TopicManager.open, self.path, self.config, pool, fsync_latency, self.clock),
         )
-        self.offsets = OffsetStore.open(
-            self.path,
-            fsync=self.config.fsync,
-            fsync_interval_ms=self.config.fsync_interval_ms,
-            fsync_latency=fsync_latency,
-            executor=self._fsync_executor,
+        self.offsets = await run_off_loop(
+            pool,
+            partial(
+                OffsetStore.open,
+                self.path,
+                fsync=self.config.fsync,
+                fsync_interval_ms=self.config.fsync_interval_ms,
+                fsync_latency=fsync_latency,
+                executor=pool,
+            ),
         )
         self.groups = GroupCoordinator(
             self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists
@@ -144,7 +153,12 @@ class Broker:
         # queues, and the users (restored from the queue definitions, where they are saved)
         self.users = UserStore.with_defaults()
         self.vhosts = await VhostRegistry.open(
-            self.path / "queues", self.config, self.clock, self.users, fsync_latency=fsync_latency
+            self.path / "queues",
+            self.config,
+            self.clock,
+            self.users,
+            fsync_latency=fsync_latency,
+            executor=self._fsync_executor,
         )
         # background work
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
@@ -182,9 +196,10 @@ class Broker:
     def closed(self) -> bool:
         return self._closed
 
-    def save_users(self) -> None:
-        """Write :attr:`users` to disk (with the queue definitions) after changing them."""
-        self.vhosts.save()
+    async def save_users(self) -> None:
+        """Write :attr:`users` to disk (with the queue definitions) after changing them;
+        returns once they are on disk."""
+        await self.vhosts.save()
 
     # ------------------------------------------------------------------ embedded streams API
 
@@ -270,7 +285,9 @@ class Broker:
             for tp, entry in self.groups.fetch_offsets(group, wanted).items()
         }
 
-    def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
+    async def init_producer_id(
+        self, producer_id: int = -1, producer_epoch: int = -1
+    ) -> tuple[int, int]:
         """Kafka's InitProducerId for idempotent producers: ``(producer id, epoch)``.
 
         Without a producer id, a fresh id with epoch 0. With the id and epoch a producer
@@ -278,14 +295,14 @@ class Broker:
         fresh id once the epoch would overflow.
         """
         if producer_id < 0:
-            return self.producer_ids.allocate(), 0
+            return await self.producer_ids.allocate(), 0
         if not self.producer_ids.allocated(producer_id) or producer_epoch < 0:
             raise StreamsError(
                 f"producer id {producer_id} with epoch {producer_epoch} was not issued here",
                 ErrorCode.INVALID_PRODUCER_ID_MAPPING,
             )
         if producer_epoch >= MAX_PRODUCER_EPOCH:
-            return self.producer_ids.allocate(), 0
+            return await self.producer_ids.allocate(), 0
         return producer_id, producer_epoch + 1
 
     # ------------------------------------------------------------------ embedded queues API

@@ -17,7 +17,10 @@ Everything else that waits on the disk (a producer-state snapshot at a segment r
 definitions save, closing or deleting a log, opening one) goes through the same threads:
 :func:`fsync_executor` makes the broker's one pool, :func:`run_off_loop` runs a blocking call on
 it and awaits the result, and :meth:`GroupCommitter.run` does the same with its log's pool. So no
-fsync runs on the event-loop thread, and a slow disk stalls only those who wait for it.
+fsync runs on the event-loop thread, and a slow disk stalls only those who wait for it. A change
+that opens logs there and then registers them (declaring a durable queue, creating a topic) runs
+through :func:`run_to_end`, so a caller cancelled meanwhile (its connection lost) does not
+abandon logs opened on the pool but never registered, hence never closed.
 
 Every completed flush is timed (``time.perf_counter`` around ``log.flush`` on the worker
 thread) and counted on the event-loop thread into the histogram of the log's kind
@@ -32,9 +35,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from wharf.core.config import FsyncPolicy
 from wharf.core.stats import FSYNC_BUCKETS_S, Histogram, HistogramFamily
@@ -46,6 +49,7 @@ __all__ = [
     "GroupCommitter",
     "fsync_executor",
     "run_off_loop",
+    "run_to_end",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,29 @@ def fsync_executor(threads: int = FSYNC_THREADS) -> ThreadPoolExecutor:
 async def run_off_loop(executor: Executor | None, call: Callable[[], _T]) -> _T:
     """Run ``call`` on ``executor`` (the loop's default pool when None) and await its result."""
     return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+# Changes whose callers were cancelled, kept referenced until they finish.
+_running_to_end: set[asyncio.Task[Any]] = set()
+
+
+async def run_to_end(change: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``change`` as a task that cancelling the caller does not stop (the caller still
+    sees the cancellation); its outcome is logged if it fails after that."""
+    task = asyncio.get_running_loop().create_task(change)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _running_to_end.add(task)
+            task.add_done_callback(_finished_alone)
+        raise
+
+
+def _finished_alone(task: asyncio.Task[Any]) -> None:
+    _running_to_end.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a change whose caller went away failed: %s", task.exception())
 
 
 class Flushable(Protocol):

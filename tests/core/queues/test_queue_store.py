@@ -187,7 +187,7 @@ async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
     tmp_path: Path,
 ) -> None:
     config, clock = BrokerConfig(fsync=FsyncPolicy.NEVER), VirtualClock()
-    store = open_store(tmp_path, config, clock)
+    store = await open_store(tmp_path, config, clock)
     for i in range(3):
         store.append(i, persistent(b"old"), None, 0, keep=True)
     store.settle([0, 1, 2])
@@ -199,13 +199,13 @@ async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
     for segment in messages_dir.glob("*.log"):
         os.truncate(segment, 0)
     write_checkpoint(str(messages_dir / RECOVERY_POINT_FILE), 0)
-    store = open_store(tmp_path, config, clock)
-    assert store.recover() == [] and store.next_offset == 0
+    store = await open_store(tmp_path, config, clock)
+    assert await store.recover() == [] and store.next_offset == 0
     assert store.append(0, persistent(b"new"), None, 0, keep=True) == 0  # offset 0 again
     await store.close()
     for _ in range(2):  # the stale state must not come back on any later open either
-        store = open_store(tmp_path, config, clock)
-        live = store.recover()
+        store = await open_store(tmp_path, config, clock)
+        live = await store.recover()
         await store.close()
         assert [(m.offset, m.delivery_count) for m in live] == [(0, 0)]
         assert live[0].message is not None and live[0].message.body == b"new"

@@ -6,13 +6,13 @@ from __future__ import annotations
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.ready import ReadyHeap
-from wharf.core.queues.store import open_store
+from wharf.core.queues.store import memory_store
 from wharf.testing.clock import VirtualClock
 
 
 def make_entries(*specs: tuple[int, int, int | None]) -> dict[int, QueueEntry]:
     """Entries by sequence from (seq, priority, expires_at); each body is seq bytes long."""
-    store = open_store(None, BrokerConfig(), VirtualClock())
+    store = memory_store(BrokerConfig(), VirtualClock())
     return {
         seq: QueueEntry(seq, seq, None, priority, expires, 0, seq, seq, False, store)
         for seq, priority, expires in specs

@@ -39,7 +39,7 @@ async def test_definitions_restore(open_registry: Opener) -> None:
     await other.declare_queue("oq", durable=True)
     users.add_user("alice", "s3cret", tags=["management"])
     users.set_permissions("alice", "other", Permission(".*", "^oq$", ""))
-    reg.save()
+    await reg.save()
     users = UserStore.with_defaults()
     reg = await open_registry(users=users)
     v = reg["/"]

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
+from wharf.core.queues import definitions
+from wharf.core.queues.definitions import FILE_NAME
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
@@ -14,6 +22,7 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
+from wharf.storage.log import Log
 
 
 @pytest.fixture
@@ -104,3 +113,81 @@ async def test_declare_rules(vhost: VirtualHost) -> None:
     assert await vhost.purge_queue("q") == 1
     assert await vhost.delete_queue("q", if_empty=True) == 0
     assert q.deleted
+
+
+async def test_concurrent_declarations_of_a_durable_queue_open_it_once(
+    vhost: VirtualHost,
+) -> None:
+    first, second = await asyncio.gather(
+        vhost.declare_queue("same", durable=True), vhost.declare_queue("same", durable=True)
+    )
+    assert first is second and vhost.queues["same"] is first
+    with pytest.raises(PreconditionError):  # the second one checked against the first
+        await asyncio.gather(
+            vhost.declare_queue("other", durable=True),
+            vhost.declare_queue("other", durable=True, arguments={"x-max-priority": 3}),
+        )
+    assert vhost.queues["other"].args.max_priority is None
+
+
+async def test_concurrent_declarations_of_a_durable_delayed_exchange_open_it_once(
+    vhost: VirtualHost,
+) -> None:
+    args = {"x-delayed-type": "direct"}
+    first, second = await asyncio.gather(
+        vhost.declare_exchange("later", "x-delayed-message", arguments=args),
+        vhost.declare_exchange("later", "x-delayed-message", arguments=args),
+    )
+    assert first is second and len(vhost.delayed) == 1
+
+
+async def test_a_redeclaration_answers_only_once_the_first_declaration_is_saved(
+    vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+    real_write = definitions.write_definitions
+
+    def gated_write(directory: Path, payload: bytes) -> None:
+        started.set()
+        assert gate.wait(30)
+        real_write(directory, payload)
+
+    monkeypatch.setattr(definitions, "write_definitions", gated_write)
+    first = asyncio.create_task(vhost.declare_queue("d", durable=True))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    again = asyncio.create_task(vhost.declare_queue("d", durable=True))
+    exchange = asyncio.create_task(vhost.declare_exchange("e", "direct"))
+    await asyncio.sleep(0.01)
+    try:
+        assert not first.done() and not again.done() and not exchange.done()
+    finally:
+        gate.set()
+    assert await first is await again
+    await exchange
+    assert await vhost.declare_exchange("e", "direct") is exchange.result()
+
+
+async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is_still_added(
+    vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        started.set()
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    declaring = asyncio.create_task(vhost.declare_queue("d", durable=True))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    declaring.cancel()  # its connection was lost
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await declaring
+    again = await vhost.declare_queue("d", durable=True)  # waits for the first, sees its queue
+    assert vhost.queues["d"] is again
+    saved = json.loads((vhost.path.parent.parent / FILE_NAME).read_text())
+    assert [q["name"] for q in saved["queues"]] == ["d"]

@@ -113,13 +113,13 @@ async def test_several_batches_in_one_append_must_follow_each_other(tmp_path: Pa
     await p.close()
 
 
-def test_producer_ids_are_unique_across_restarts(tmp_path: Path) -> None:
+async def test_producer_ids_are_unique_across_restarts(tmp_path: Path) -> None:
     first = ProducerIdAllocator(tmp_path)
-    ids = [first.allocate() for _ in range(5)]
+    ids = [await first.allocate() for _ in range(5)]
     second = ProducerIdAllocator(tmp_path)
-    more = [second.allocate() for _ in range(1500)]
+    more = [await second.allocate() for _ in range(1500)]
     third = ProducerIdAllocator(tmp_path)
-    last = third.allocate()
+    last = await third.allocate()
     assert ids == [0, 1, 2, 3, 4]
     assert len(set(ids + more + [last])) == len(ids) + len(more) + 1
     assert min(more) > max(ids) and last > max(more)

@@ -1,5 +1,8 @@
+import asyncio
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from wharf.core.streams.errors import (
 from wharf.core.streams.topic_config import ConfigSource
 from wharf.core.streams.topics import TopicManager
 from wharf.errors import StorageError
+from wharf.storage.log import Log
 from wharf.storage.record_batch import RecordInput
 
 
@@ -185,3 +189,34 @@ def test_unreadable_catalogue_is_reported_not_guessed(tmp_path: Path) -> None:
     (tmp_path / "topics.json").write_text('{"version": 1, "topics": [{"name": 5}]}')
     with pytest.raises(StorageError, match="catalogue"):
         TopicManager.open(tmp_path, config())
+
+
+async def test_a_topic_whose_creator_went_away_while_its_logs_opened_is_still_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = open_manager(tmp_path)
+    started, gate = threading.Event(), threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        started.set()
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    creating = asyncio.create_task(manager.create("events", 2))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    assert manager.find("events") is None  # not visible before its logs are open
+    creating.cancel()  # its connection was lost
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    with pytest.raises(TopicExistsError):  # waits for the first creation, which finished
+        await manager.create("events", 2)
+    assert manager.get("events").partition_count == 2
+    await manager.close()
+    monkeypatch.undo()
+    manager = open_manager(tmp_path)
+    assert manager.get("events").partition_count == 2
+    await manager.close()

@@ -40,8 +40,9 @@ class DelayedMessages:
         # Released but not settled yet (see take_due): offset -> seq.
         self._releasing: dict[int, int] = {}
 
-    def restore(self) -> None:
-        for item in self.store.recover():
+    async def restore(self) -> None:
+        """Hold again what the store recovered (a durable exchange reopened)."""
+        for item in await self.store.recover():
             assert item.message is not None  # recover keeps bodies unless told not to
             due = item.expires_at or 0
             heapq.heappush(self._heap, (due, item.seq, item.offset, item.message))

@@ -4,9 +4,12 @@
 re-declares every durable exchange, queue and binding (queues recover their messages from their
 logs). The file also holds the broker's users and permissions: the registry is given the
 broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
-every save. One background task runs the timers of every virtual host: it sleeps until the earliest
-deadline (message expiry at a queue head, a delayed message coming due, an x-expires queue) or
-one second, then calls :meth:`VirtualHost.tick`, and about once a second reclaims log space.
+every save. Saves go through a :class:`~wharf.core.queues.definitions.DefinitionsWriter` (on
+the broker's fsync pool; every change's caller awaits its save, so a declare-ok means the
+definition is on disk). One background task runs the timers of every virtual host: it sleeps
+until the earliest deadline (message expiry at a queue head, a delayed message coming due, an
+x-expires queue) or one second, then calls :meth:`VirtualHost.tick`, and about once a second
+reclaims log space.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.definitions import (
+    DefinitionsWriter,
     decode_arguments,
     encode_arguments,
     load_definitions,
-    save_definitions,
 )
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
@@ -55,14 +59,17 @@ class VhostRegistry:
         clock: Clock,
         users: UserStore,
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.path = path
         self.config = config
         self.clock = clock
         self._users = users  # the broker's; saved with the definitions
         self._fsync_latency = fsync_latency
+        self._executor = executor
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
+        self.definitions = DefinitionsWriter(path, self._to_json, executor)
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -75,6 +82,7 @@ class VhostRegistry:
         users: UserStore,
         *,
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
         start_timer: bool = True,
     ) -> VhostRegistry:
         """Open the registry stored under ``path`` (created with vhost "/" if new, saving
@@ -82,12 +90,14 @@ class VhostRegistry:
 
         ``start_timer`` False leaves the timers to explicit :meth:`tick` calls (tests with a
         manual clock). ``fsync_latency``: the broker's fsync histograms, which the queue logs'
-        group commits record into."""
-        registry = cls(path, config, clock, users, fsync_latency)
+        group commits record into. ``executor``: the broker's fsync pool, which runs the
+        definitions saves and every queue log's disk waits (the loop's default pool when
+        None)."""
+        registry = cls(path, config, clock, users, fsync_latency, executor)
         data = _load(path)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
-            registry.save()
+            await registry.save()
         else:
             await registry._restore(data)
         if start_timer:
@@ -116,7 +126,7 @@ class VhostRegistry:
         if name in self._vhosts:
             return self._vhosts[name]
         vhost = self._add_vhost(name)
-        self.save()
+        await self.save()
         return vhost
 
     async def delete(self, name: str) -> None:
@@ -129,7 +139,7 @@ class VhostRegistry:
         await vhost.close()
         del self._vhosts[name]
         self._users.forget_vhost(name)
-        self.save()
+        await self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
         if not name:
@@ -140,7 +150,9 @@ class VhostRegistry:
             self.config,
             self.clock,
             self.save,
+            self.definitions.wait_saved,
             self._fsync_latency,
+            self._executor,
         )
         vhost.wakeup = self._wake.set
         self._vhosts[name] = vhost
@@ -148,11 +160,12 @@ class VhostRegistry:
 
     # ------------------------------------------------------------------------- definitions
 
-    def save(self) -> None:
-        """Write the definitions file (called by the vhosts after every durable change)."""
+    async def save(self) -> None:
+        """Write the definitions file and return once it is on disk (awaited by the vhosts
+        after every durable change, and by the broker after a change of its users)."""
         if self._loading:
             return
-        save_definitions(self.path, self._to_json())
+        await self.definitions.save()
 
     def _to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self._users.to_json()
@@ -282,3 +295,4 @@ class VhostRegistry:
             self._timer = None
         for vhost in list(self._vhosts.values()):
             await vhost.close()
+        await self.definitions.close()

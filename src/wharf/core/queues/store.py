@@ -27,6 +27,10 @@ tail (to free old segments) and the crash came before the old offset was settled
 carry the same sequence number and the later one wins. The state log is compacted by writing a
 snapshot and deleting the records before it. A non-durable queue uses a memory log and keeps no
 state log. Durability waits go through the message log's :class:`GroupCommitter`.
+
+Nothing here fsyncs on the event-loop thread: :func:`open_store` opens the logs on the
+broker's fsync pool, and the group committers (given the same pool) run every flush, the
+snapshot that recovery may have to write, and closing or deleting the logs.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ import asyncio
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.durability import GroupCommitter
+from wharf.core.durability import GroupCommitter, run_off_loop
 from wharf.core.queues.message import Message
 from wharf.core.queues.records import (
     BatchBuilder,
@@ -56,7 +61,7 @@ from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
 from wharf.storage.record_batch import Record, RecordInput, decode_records, iter_batches
 
-__all__ = ["MAX_MESSAGE_BYTES", "QueueStore", "StoredMessage", "open_store"]
+__all__ = ["MAX_MESSAGE_BYTES", "QueueStore", "StoredMessage", "memory_store", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +327,7 @@ class QueueStore:
             self._cache = {}
             self._cache_range = (0, 0)
 
-    def recover(self, *, keep_bodies: bool = True) -> list[StoredMessage]:
+    async def recover(self, *, keep_bodies: bool = True) -> list[StoredMessage]:
         """Live records in offset order; duplicates of a moved record are settled here.
 
         Without ``keep_bodies`` the messages are not returned (``message`` None), so a deep
@@ -377,18 +382,18 @@ class QueueStore:
             )
         live = sorted(by_seq.values(), key=lambda m: m.offset)
         if stale:
-            self._snapshot_now(end, [(m.offset, m.seq, m.delivery_count) for m in live])
+            await self._snapshot_now(end, [(m.offset, m.seq, m.delivery_count) for m in live])
         else:
             self.settle(duplicates)
         return live
 
-    def _snapshot_now(self, boundary: int, live: Sequence[tuple[int, int, int]]) -> None:
-        """Write a durable snapshot synchronously (at open, before anything else runs)."""
-        assert self.state is not None
+    async def _snapshot_now(self, boundary: int, live: Sequence[tuple[int, int, int]]) -> None:
+        """Write a durable snapshot (at open, before the queue takes anything)."""
+        assert self.state is not None and self._state_committer is not None
         value = _U64.pack(boundary) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
         at = self.state.next_offset
         self.state.append_records([RecordInput(b"S", value)])
-        self.state.flush()
+        await self._state_committer.flush_now()
         self.state.delete_records_before(at)
         self._since_snapshot = 0
 
@@ -434,37 +439,58 @@ class QueueStore:
             await self._committer.run(call)
 
 
-def open_store(
-    path: Path | None,
-    config: BrokerConfig,
-    clock: Clock,
-    fsync_latency: HistogramFamily[str] | None = None,
-) -> QueueStore:
-    """A durable store in directory ``path`` (recovered if present), or in memory when None.
-
-    Queue logs are never trimmed by time or size retention: only settlement frees space.
-    ``fsync_latency``: the broker's fsync histograms, which the logs' group commits record into.
-    """
-    log_config = LogConfig(
+def _log_config(config: BrokerConfig) -> LogConfig:
+    # Queue logs are never trimmed by time or size retention: only settlement frees space.
+    return LogConfig(
         segment_bytes=config.queue_segment_bytes,
         retention_ms=None,
         retention_bytes=None,
         max_batch_bytes=MAX_MESSAGE_BYTES + _RECORD_ROOM,
     )
-    if path is None:
-        return QueueStore(
-            MemoryLog(log_config, clock_ms=clock.now_ms),
-            None,
-            None,
-            max_batch_bytes=_batch_limit(log_config),
-        )
-    messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
-    state = Log.open(path / "state", log_config, clock_ms=clock.now_ms)
+
+
+def memory_store(config: BrokerConfig, clock: Clock) -> QueueStore:
+    """A store in memory (a transient or exclusive queue)."""
+    log_config = _log_config(config)
+    return QueueStore(
+        MemoryLog(log_config, clock_ms=clock.now_ms),
+        None,
+        None,
+        max_batch_bytes=_batch_limit(log_config),
+    )
+
+
+async def open_store(
+    path: Path,
+    config: BrokerConfig,
+    clock: Clock,
+    fsync_latency: HistogramFamily[str] | None = None,
+    executor: Executor | None = None,
+) -> QueueStore:
+    """The durable store in directory ``path`` (created if absent; :meth:`QueueStore.recover`
+    reads back what it holds).
+
+    ``fsync_latency``: the broker's fsync histograms, which the logs' group commits record into;
+    ``executor``: the broker's fsync pool, which opens the logs (creating a log fsyncs its
+    directory) and runs their group commits (the loop's default pool when None).
+    """
+    log_config = _log_config(config)
+
+    def open_logs() -> tuple[Log, Log]:
+        messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
+        try:
+            return messages, Log.open(path / "state", log_config, clock_ms=clock.now_ms)
+        except BaseException:
+            messages.close()
+            raise
+
+    messages, state = await run_off_loop(executor, open_logs)
     committer = GroupCommitter(
         messages,
         config.fsync,
         interval_ms=config.fsync_interval_ms,
         durable_offset=messages.next_offset,
+        executor=executor,
         kind="queue",
         fsync_latency=fsync_latency,
     )
@@ -474,6 +500,7 @@ def open_store(
         FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
         interval_ms=config.fsync_interval_ms,
         durable_offset=state.next_offset,
+        executor=executor,
         kind="queue-state",
         fsync_latency=fsync_latency,
     )

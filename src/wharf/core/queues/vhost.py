@@ -8,7 +8,14 @@ dead-letter is moved by its :class:`~wharf.core.queues.dead_letter.DeadLetterer`
 
 Definitions (durable exchanges, queues, bindings) are saved (:mod:`wharf.core.queues.definitions`)
 after every change, and restored by
-:class:`~wharf.core.queues.registry.VhostRegistry`. Exclusive queues belong to an *owner* (a
+:class:`~wharf.core.queues.registry.VhostRegistry`. Every change awaits its save, so the
+declare-ok (or bind-ok, delete-ok) it leads to means the change survives a crash; a
+redeclaration of something that already exists waits for the saves still under way, since its
+declare-ok promises the same. Opening a durable queue's logs (and a delayed exchange's) runs on
+the broker's fsync pool; while it runs, a second declaration of the same name waits for the
+first one and then sees its queue. That opening, with the save that follows it, runs to its end
+even if the declaring connection goes away meanwhile, so no log is left open unregistered and no
+queue in memory is left out of the saved definitions. Exclusive queues belong to an *owner* (a
 connection id of the front end's choosing) and are deleted by
 :meth:`VirtualHost.connection_closed`.
 """
@@ -20,12 +27,14 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.queues.args import QueueType, parse_queue_args
+from wharf.core.durability import run_to_end
+from wharf.core.queues.args import QueueArgs, QueueType, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
 from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
@@ -39,7 +48,7 @@ from wharf.core.queues.exchanges import (
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, Router
-from wharf.core.queues.store import QueueStore, open_store
+from wharf.core.queues.store import QueueStore, memory_store, open_store
 from wharf.core.stats import HistogramFamily
 from wharf.errors import (
     AccessRefusedError,
@@ -76,15 +85,24 @@ class VirtualHost:
         path: Path,
         config: BrokerConfig,
         clock: Clock,
-        save: Callable[[], None],
+        save: Callable[[], Awaitable[None]],
+        saved: Callable[[], Awaitable[None]],
         fsync_latency: HistogramFamily[str] | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        """``save`` writes the definitions and returns once they are on disk; ``saved``
+        returns once the saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
         self._save = save
+        self._saved = saved
         self._fsync_latency = fsync_latency
+        self._executor = executor
+        # Queues and exchanges being declared while their logs open, by name.
+        self._declaring_queues: dict[str, asyncio.Event] = {}
+        self._declaring_exchanges: dict[str, asyncio.Event] = {}
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
@@ -122,6 +140,7 @@ class VirtualHost:
         (``amq.`` names), PreconditionError (redeclare with other settings, 406),
         UnknownExchangeTypeError (503)."""
         args = dict(arguments or {})
+        await _declared(self._declaring_exchanges, name)
         existing = self.exchanges.get(name)
         if passive:
             if existing is None:
@@ -135,6 +154,8 @@ class VirtualHost:
                     f"auto_delete={existing.auto_delete} internal={existing.internal} "
                     f"with other arguments"
                 )
+            if existing.durable:
+                await self._saved()
             return existing
         if name.startswith("amq.") or name == "":
             raise AccessRefusedError(f"exchange name '{name}' contains reserved prefix 'amq.'")
@@ -147,15 +168,28 @@ class VirtualHost:
             arguments=args,
         )
         if isinstance(exchange, DelayedExchange):
-            store = self._open_store(self.path / "delayed" / dir_name(name) if durable else None)
-            held = DelayedMessages(store, durable=durable)
-            held.restore()
-            store.start()
-            self.delayed[name] = held
+            adding = self._add_delayed(_Declaring(self._declaring_exchanges, name), exchange)
+            await (run_to_end(adding) if durable else adding)
+            return exchange
         self.exchanges[name] = exchange
         if durable:
-            self._save()
+            await self._save()
         return exchange
+
+    async def _add_delayed(self, declaring: _Declaring, exchange: Exchange) -> None:
+        """Open a delayed exchange's store (holding again what it kept), add the exchange and
+        save it if durable (run to its end: see the module docstring)."""
+        name = exchange.name
+        with declaring:
+            path = self.path / "delayed" / dir_name(name) if exchange.durable else None
+            store = await self._open_store(path)
+            held = DelayedMessages(store, durable=exchange.durable)
+            await held.restore()
+            store.start()
+            self.delayed[name] = held
+            self.exchanges[name] = exchange
+        if exchange.durable:
+            await self._save()
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
@@ -176,10 +210,11 @@ class VirtualHost:
                     other.unbind(binding)
                     self._maybe_auto_delete(other)
         held = self.delayed.pop(exchange.name, None)
+        if exchange.durable:  # no saved binding involves a transient exchange
+            await self._save()
         if held is not None:
             held.removed = True
             await held.store.destroy()
-        self._save()
 
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
@@ -236,6 +271,7 @@ class VirtualHost:
                     f"invalid property for quorum queue '{name}': quorum queues must be "
                     "durable, not exclusive and not auto-delete"
                 )
+        await _declared(self._declaring_queues, name)
         existing = self.queues.get(name)
         if existing is not None:
             self.get_queue(name, owner)
@@ -251,35 +287,70 @@ class VirtualHost:
                     "original declaration"
                 )
             existing.last_used_ms = self.clock.now_ms()
+            if existing.store.durable:
+                await self._saved()
             return existing
         if exclusive and owner is None:
             raise PreconditionError("an exclusive queue needs an owner")
         persistent = durable and not exclusive
-        store = self._open_store(self.path / "queues" / dir_name(name) if persistent else None)
-        queue = Queue(
-            self.name,
+        adding = self._add_queue(
+            _Declaring(self._declaring_queues, name),
             name,
             durable=durable,
             auto_delete=auto_delete,
-            exclusive_owner=owner if exclusive else None,
+            owner=owner if exclusive else None,
             arguments=args_map,
             args=parsed,
-            store=store,
-            clock=self.clock,
-            hooks=self,
-            segment_bytes=self.config.queue_segment_bytes,
-            resident_bytes=self.config.queue_resident_bytes,
+            persistent=persistent,
         )
-        queue.restore(store.recover(keep_bodies=False))  # bodies are read back when due
-        store.start()
-        self.queues[name] = queue
-        if persistent:
-            self._save()
+        return await (run_to_end(adding) if persistent else adding)
+
+    async def _add_queue(
+        self,
+        declaring: _Declaring,
+        name: str,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        owner: object | None,
+        arguments: dict[str, Any],
+        args: QueueArgs,
+        persistent: bool,
+    ) -> Queue:
+        """Open a queue's store (recovering what its logs hold), add the queue and save it if
+        it is kept across restarts (run to its end: see the module docstring)."""
+        with declaring:
+            store = await self._open_store(self.path / "queues" / dir_name(name)
+                                           if persistent else None)
+            recovered = await store.recover(keep_bodies=False)  # bodies are read when due
+            queue = Queue(
+                self.name,
+                name,
+                durable=durable,
+                auto_delete=auto_delete,
+                exclusive_owner=owner,
+                arguments=arguments,
+                args=args,
+                store=store,
+                clock=self.clock,
+                hooks=self,
+                segment_bytes=self.config.queue_segment_bytes,
+                resident_bytes=self.config.queue_resident_bytes,
+            )
+            queue.restore(recovered)
+            store.start()
+            self.queues[name] = queue
         self.wakeup()
+        if persistent:
+            await self._save()
         return queue
 
-    def _open_store(self, path: Path | None) -> QueueStore:
-        return open_store(path, self.config, self.clock, self._fsync_latency)
+    async def _open_store(self, path: Path | None) -> QueueStore:
+        """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None."""
+        if path is None:
+            return memory_store(self.config, self.clock)
+        return await open_store(path, self.config, self.clock, self._fsync_latency,
+                                self._executor)
 
     async def delete_queue(
         self,
@@ -299,20 +370,24 @@ class VirtualHost:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
         self._detach_queue(queue)
-        await queue.store.destroy()
+        await self._forget_queue(queue)
         return count
+
+    async def _forget_queue(self, queue: Queue) -> None:
+        """After :meth:`_detach_queue`: save the definitions without it, delete its logs."""
+        if queue.store.durable:
+            await self._save()
+        await queue.store.destroy()
 
     def _detach_queue(self, queue: Queue) -> None:
         """Remove a queue and its bindings from the vhost and cancel its consumers (the
-        synchronous part of deletion)."""
+        synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
         for exchange in list(self.exchanges.values()):
             for binding in list(exchange.bindings):
                 if binding.kind is DestKind.QUEUE and binding.destination == queue.name:
                     exchange.unbind(binding)
                     self._maybe_auto_delete(exchange)
-        if queue.store.durable:
-            self._save()
         for consumer in queue.detach():
             consumer.cancelled(queue)
 
@@ -340,9 +415,13 @@ class VirtualHost:
         AccessRefusedError (403) for the default exchange."""
         q = self.get_queue(queue, owner)
         ex = self._bindable(exchange)
-        if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-            if q.store.durable and ex.durable:
-                self._save()
+        if q.store.durable and ex.durable:
+            if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+                await self._save()
+            else:
+                await self._saved()  # bound already: maybe by a bind whose save runs
+        else:
+            ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments))
 
     async def unbind_queue(
         self,
@@ -354,11 +433,12 @@ class VirtualHost:
         owner: object | None = None,
     ) -> None:
         """queue.unbind (absent binding: no error, as in RabbitMQ)."""
-        self.get_queue(queue, owner)
+        q = self.get_queue(queue, owner)
         ex = self._bindable(exchange)
         if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-            self._save()
             self._maybe_auto_delete(ex)
+            if q.store.durable and ex.durable:
+                await self._save()
 
     async def bind_exchange(
         self,
@@ -370,9 +450,14 @@ class VirtualHost:
         """exchange.bind: messages routed by ``source`` also go through ``destination``."""
         dest = self._bindable(destination)
         src = self._bindable(source)
-        if src.bind(Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)):
-            if src.durable and dest.durable:
-                self._save()
+        binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
+        if src.durable and dest.durable:
+            if src.bind(binding):
+                await self._save()
+            else:
+                await self._saved()  # bound already: maybe by a bind whose save runs
+        else:
+            src.bind(binding)
 
     async def unbind_exchange(
         self,
@@ -382,12 +467,13 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
         """exchange.unbind."""
-        self._bindable(destination)
+        dest = self._bindable(destination)
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.unbind(binding):
-            self._save()
             self._maybe_auto_delete(src)
+            if src.durable and dest.durable:
+                await self._save()
 
     def _bindable(self, name: str) -> Exchange:
         if name == "":
@@ -436,7 +522,7 @@ class VirtualHost:
         if self.queues.get(queue.name) is not queue:
             return
         self._detach_queue(queue)
-        self._spawn(queue.store.destroy())
+        self._spawn(self._forget_queue(queue))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -492,3 +578,27 @@ class VirtualHost:
             await queue.store.close()
         for held in self.delayed.values():
             await held.store.close()
+
+
+async def _declared(declaring: dict[str, asyncio.Event], name: str) -> None:
+    """Wait until no declaration of ``name`` is opening logs (see the module docstring)."""
+    while (opening := declaring.get(name)) is not None:
+        await opening.wait()
+
+
+class _Declaring:
+    """Marks ``name`` as being declared in ``declaring`` from its creation (by the declaring
+    caller, before anything is awaited) to the end of the ``with`` block that opens its logs."""
+
+    def __init__(self, declaring: dict[str, asyncio.Event], name: str) -> None:
+        self._declaring = declaring
+        self._name = name
+        self._opening = asyncio.Event()
+        declaring[name] = self._opening
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        del self._declaring[self._name]
+        self._opening.set()

@@ -2,7 +2,8 @@
 
 How it works. :class:`ProducerIdAllocator` hands out producer ids from a counter persisted in
 blocks (``<data>/producer-id-block``): the file holds the first id of the next unused block, so
-ids are never reused across restarts and the file is rewritten once per block.
+ids are never reused across restarts and the file is rewritten once per block (on the broker's
+fsync pool; an id is handed out only once the block holding it is on disk).
 
 Per partition, :class:`ProducerStateTable` keeps for every producer id its epoch and the last
 five batches it wrote (first and last sequence, first and last offset), like Kafka's broker:
@@ -26,14 +27,18 @@ ends before the offset it names) the table is rebuilt from the batch headers of 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgspec
 
+from wharf.core.durability import run_off_loop
 from wharf.core.streams.errors import ErrorCode, ProducerStateError
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import read_checkpoint, write_checkpoint
@@ -60,19 +65,27 @@ _READ_CHUNK = 1 << 20
 class ProducerIdAllocator:
     """Allocates producer ids that are unique across restarts of one data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, executor: Executor | None = None) -> None:
+        """``executor``: the broker's fsync pool, which writes the blocks (the loop's default
+        pool when None)."""
         self._path = os.fspath(data_dir / _ID_FILE)
+        self._executor = executor
         self._next = read_checkpoint(self._path) or 0
         self._block_end = self._next
+        self._writing = asyncio.Lock()  # one block written at a time
 
     def allocated(self, producer_id: int) -> bool:
         """Whether ``producer_id`` may have been handed out by this data directory."""
         return 0 <= producer_id < self._next
 
-    def allocate(self) -> int:
-        if self._next >= self._block_end:
-            self._block_end = self._next + _ID_BLOCK
-            write_checkpoint(self._path, self._block_end)
+    async def allocate(self) -> int:
+        """A fresh producer id; the first of a block waits until the block is on disk."""
+        while self._next >= self._block_end:
+            async with self._writing:
+                if self._next >= self._block_end:
+                    end = self._next + _ID_BLOCK
+                    await run_off_loop(self._executor, partial(write_checkpoint, self._path, end))
+                    self._block_end = end
         producer_id = self._next
         self._next += 1
         return producer_id

@@ -8,6 +8,13 @@ the catalogue before the directories change: deleting a topic first drops it fro
 catalogue, then removes its logs; on open, log directories the catalogue does not list (left by
 a crash in between) are removed, so a re-created topic never inherits old data.
 
+A change is made in memory only once the disk has it: the new catalogue is encoded on the
+event-loop thread and written on the broker's fsync pool (changes take the manager's lock, so
+one write runs at a time), and new partition logs are opened on the pool too, so no fsync runs
+on the event-loop thread. A topic being created is not visible until its logs are open. Each
+change runs to its end even when its caller is cancelled (a lost connection), so the catalogue,
+the logs and the topics in memory never part ways half-way through one.
+
 Names follow Kafka's rules: 1 to 249 characters out of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``,
 and not colliding with an existing name that differs only by ``.`` versus ``_``.
 """
@@ -20,15 +27,18 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial, wraps
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.durability import run_off_loop, run_to_end
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -52,6 +62,22 @@ MAX_PARTITIONS = 10_000
 RESERVED_NAMES = frozenset({"__consumer_offsets", "__transaction_state"})
 _NAME = re.compile(r"[a-zA-Z0-9._-]+")
 _LOG_DIR = re.compile(r"(.+)-(\d+)")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _to_end(
+    change: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """Run the decorated change to its end even if its caller is cancelled (see the module
+    docstring)."""
+
+    @wraps(change)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await run_to_end(change(*args, **kwargs))
+
+    return run
 
 
 class _TopicRecord(msgspec.Struct):
@@ -189,6 +215,7 @@ class TopicManager:
 
     # ------------------------------------------------------------------ changes
 
+    @_to_end
     async def create(
         self,
         name: str,
@@ -225,14 +252,11 @@ class TopicManager:
             topic = Topic(name, uuid.uuid4(), overrides, config)
             if validate_only:
                 return topic
+            records = self._records()
+            records[name] = _record(topic, count)
+            await self._save_catalogue(records)
+            topic.partitions = await self._open_partitions(topic, range(count))
             self._register(topic)
-            try:
-                self._save_catalogue(extra_partitions={name: count})
-            except BaseException:
-                self._unregister(topic)
-                raise
-            topic.partitions = [self._open_partition(topic, i, fresh=True) for i in range(count)]
-            self._save_catalogue()
             if self._started:
                 for partition in topic.partitions:
                     partition.start()
@@ -250,20 +274,20 @@ class TopicManager:
         except TopicExistsError:
             return self.get(name)
 
+    @_to_end
     async def delete(self, name: str) -> Topic:
         """Delete a topic and its data; returns what was deleted."""
         async with self._lock:
             topic = self.get(name)
+            records = self._records()
+            del records[name]
+            await self._save_catalogue(records)
             self._unregister(topic)
-            try:
-                self._save_catalogue()
-            except BaseException:
-                self._register(topic)
-                raise
             for partition in topic.partitions:
                 await partition.delete()
             return topic
 
+    @_to_end
     async def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> Topic:
         """Grow ``name`` to ``total`` partitions (CreatePartitions: the new total count)."""
         async with self._lock:
@@ -278,8 +302,10 @@ class TopicManager:
                 raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions per topic")
             if validate_only:
                 return topic
-            self._save_catalogue(extra_partitions={name: total})
-            added = [self._open_partition(topic, i, fresh=True) for i in range(current, total)]
+            records = self._records()
+            records[name] = _record(topic, total)
+            await self._save_catalogue(records)
+            added = await self._open_partitions(topic, range(current, total))
             topic.partitions.extend(added)
             if self._started:
                 for partition in added:
@@ -290,6 +316,7 @@ class TopicManager:
         topic = self.get(name)
         return describe(self._config.topic_defaults, topic.overrides)
 
+    @_to_end
     async def alter_configs(
         self,
         name: str,
@@ -311,13 +338,10 @@ class TopicManager:
             config = TopicConfig.resolve(self._config.topic_defaults, overrides)
             if validate_only:
                 return topic
-            previous = (topic.overrides, topic.config)
+            records = self._records()
+            records[name] = _record(topic, len(topic.partitions), overrides)
+            await self._save_catalogue(records)
             topic.overrides, topic.config = overrides, config
-            try:
-                self._save_catalogue()
-            except BaseException:
-                topic.overrides, topic.config = previous
-                raise
             for partition in topic.partitions:
                 partition.update_config(config)
             return topic
@@ -335,6 +359,12 @@ class TopicManager:
     def _unregister(self, topic: Topic) -> None:
         self._topics.pop(topic.name, None)
         self._by_id.pop(topic.topic_id, None)
+
+    async def _open_partitions(self, topic: Topic, indexes: range) -> builtins.list[Partition]:
+        """Open new partition logs on the fsync pool (creating a log fsyncs its directory)."""
+        return await run_off_loop(
+            self._executor, lambda: [self._open_partition(topic, i, fresh=True) for i in indexes]
+        )
 
     def _open_partition(self, topic: Topic, index: int, *, fresh: bool = False) -> Partition:
         path = self._logs_dir / f"{topic.name}-{index}"
@@ -363,29 +393,15 @@ class TopicManager:
         except msgspec.DecodeError as exc:
             raise StorageError(f"topic catalogue {path} is unreadable: {exc}") from exc
 
-    def _save_catalogue(self, extra_partitions: Mapping[str, int] | None = None) -> None:
-        counts = extra_partitions or {}
-        records = [
-            _TopicRecord(
-                t.name,
-                str(t.topic_id),
-                counts.get(t.name, len(t.partitions)),
-                dict(sorted(t.overrides.items())),
-            )
-            for t in self.list()
-        ]
-        data = msgspec.json.format(msgspec.json.encode(_Catalogue(1, records)), indent=2)
-        path = self._data_dir / CATALOGUE
-        temp = path.with_name(CATALOGUE + ".tmp")
-        try:
-            with open(temp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-            fsync_dir(os.fspath(self._data_dir))
-        except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
+    def _records(self) -> dict[str, _TopicRecord]:
+        """The catalogue as it is now, by topic name (a copy to change and save)."""
+        return {t.name: _record(t, len(t.partitions)) for t in self._topics.values()}
+
+    async def _save_catalogue(self, records: Mapping[str, _TopicRecord]) -> None:
+        """Replace the catalogue with ``records`` (encoded here, written on the fsync pool)."""
+        ordered = [records[name] for name in sorted(records)]
+        data = msgspec.json.format(msgspec.json.encode(_Catalogue(1, ordered)), indent=2)
+        await run_off_loop(self._executor, partial(_write_catalogue, self._data_dir, data))
 
     def _remove_unlisted_logs(self, counts: Mapping[str, int]) -> None:
         for entry in self._logs_dir.iterdir():
@@ -401,6 +417,29 @@ class TopicManager:
                 else:
                     entry.unlink()
         fsync_dir(os.fspath(self._logs_dir))
+
+
+def _record(
+    topic: Topic, partitions: int, overrides: Mapping[str, str] | None = None
+) -> _TopicRecord:
+    """``topic``'s catalogue entry with ``partitions`` (and ``overrides``, if given)."""
+    configs = topic.overrides if overrides is None else overrides
+    return _TopicRecord(topic.name, str(topic.topic_id), partitions, dict(sorted(configs.items())))
+
+
+def _write_catalogue(data_dir: Path, data: bytes) -> None:
+    """Atomically replace ``<data_dir>/topics.json`` (blocks on the disk)."""
+    path = data_dir / CATALOGUE
+    temp = path.with_name(CATALOGUE + ".tmp")
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        fsync_dir(os.fspath(data_dir))
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
 
 
 def _collision_key(name: str) -> str:

@@ -53,14 +53,14 @@ async def _put_user(request: web.Request) -> web.StreamResponse:
     add = partial(broker.users.add_user, name, spec.password, tags=spec.tags,
                   loopback_only=spec.loopback_only)
     await asyncio.get_running_loop().run_in_executor(None, add)  # hashing takes milliseconds
-    broker.save_users()
+    await broker.save_users()
     return json_response(_info(broker.users, name))
 
 
 async def _delete_user(request: web.Request) -> web.StreamResponse:
     broker = context_of(request).broker
     broker.users.delete_user(request.match_info["name"])
-    broker.save_users()
+    await broker.save_users()
     return web.Response(status=204)
 
 
@@ -72,7 +72,7 @@ async def _set_permissions(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"no vhost '{vhost}'")
     name = request.match_info["name"]
     broker.users.set_permissions(name, vhost, Permission(spec.configure, spec.write, spec.read))
-    broker.save_users()
+    await broker.save_users()
     return json_response(_info(broker.users, name))
 
 
@@ -81,7 +81,7 @@ async def _clear_permissions(request: web.Request) -> web.StreamResponse:
     name, vhost = request.match_info["name"], vhost_of(request)
     if broker.users.permissions.pop((name, vhost), None) is None:
         raise NotFoundError(f"user '{name}' has no permissions in vhost '{vhost}'")
-    broker.save_users()
+    await broker.save_users()
     return web.Response(status=204)
 
 

@@ -110,7 +110,7 @@ async def init_producer_id(ctx: KafkaContext, request: KafkaRequest) -> Any:
     try:
         # v3+: a producer re-initialising its own id (after a fatal error) gets its next epoch,
         # provided the broker issued that id.
-        producer_id, epoch = ctx.broker.init_producer_id(producer_id, epoch)
+        producer_id, epoch = await ctx.broker.init_producer_id(producer_id, epoch)
     except SERVED_ERRORS as exc:
         return build(
             "InitProducerIdResponse",

@@ -4,8 +4,10 @@ and kept across a restart."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pika
@@ -16,6 +18,8 @@ from typer.testing import CliRunner
 
 from helpers.broker_process import WharfProcess
 from wharf.cli.main import app
+from wharf.core.broker import Broker
+from wharf.http.app import start_http
 
 
 def amqp_login(server: WharfProcess, user: str, password: str, vhost: str = "/") -> None:
@@ -127,3 +131,32 @@ def test_cli_manages_users(start_wharf: Callable[..., WharfProcess]) -> None:
     assert "carol" not in {u["name"] for u in json.loads(wharf("user", "list", "--json"))}
     result = runner.invoke(app, ["user", "delete", "carol", "--url", server.http_url])
     assert result.exit_code != 0 and "no user 'carol'" in result.output
+
+
+class _ThreadRecordingDict(dict[str, Any]):
+    """The user table, noting the thread of every change."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.threads: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().__setitem__(key, value)
+
+
+async def test_a_new_user_is_hashed_off_the_loop_and_stored_on_it(tmp_path: Path) -> None:
+    """The password is hashed on a worker thread, but the user table the event loop reads
+    (logins, snapshots for the definitions file) only changes on the loop's own thread."""
+    async with Broker.open(tmp_path / "data") as broker:
+        table = _ThreadRecordingDict(broker.users.users)
+        broker.users.users = table
+        server = await start_http(broker, "127.0.0.1", 0)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+                put = await client.put("/api/users/carol", json={"password": "pw-carol"})
+                assert put.status_code == 200, put.text
+        finally:
+            await server.close()
+        assert table.threads == [threading.current_thread().name]
+        broker.users.authenticate("carol", "pw-carol")

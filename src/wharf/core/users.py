@@ -95,10 +95,22 @@ class UserStore:
         tags: list[str] | None = None,
         loopback_only: bool = False,
     ) -> User:
-        """Create or replace a user."""
+        """Create or replace a user (hashing the password here: milliseconds)."""
+        return self.put_user(name, hash_password(password), tags=tags, loopback_only=loopback_only)
+
+    def put_user(
+        self,
+        name: str,
+        password_hash: str,
+        *,
+        tags: list[str] | None = None,
+        loopback_only: bool = False,
+    ) -> User:
+        """Create or replace a user whose password is hashed already (with
+        :func:`hash_password`, which callers on an event loop run on a worker thread)."""
         if not name:
             raise InvalidArgumentError("a user needs a name")
-        user = User(name, hash_password(password), list(tags or []), loopback_only)
+        user = User(name, password_hash, list(tags or []), loopback_only)
         self.users[name] = user
         return user
 

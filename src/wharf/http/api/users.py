@@ -5,11 +5,10 @@ broker. Every change is saved with the definitions at once."""
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 from aiohttp import web
 
-from wharf.core.users import Permission, UserStore
+from wharf.core.users import Permission, UserStore, hash_password
 from wharf.errors import InvalidArgumentError, NotFoundError
 from wharf.http.api.queues import VHOST, vhost_of
 from wharf.http.context import context_of
@@ -50,9 +49,9 @@ async def _put_user(request: web.Request) -> web.StreamResponse:
         raise InvalidArgumentError("a user needs a password")
     broker = context_of(request).broker
     name = request.match_info["name"]
-    add = partial(broker.users.add_user, name, spec.password, tags=spec.tags,
-                  loopback_only=spec.loopback_only)
-    await asyncio.get_running_loop().run_in_executor(None, add)  # hashing takes milliseconds
+    # hashing takes milliseconds: a worker thread hashes, the loop's thread stores
+    hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, spec.password)
+    broker.users.put_user(name, hashed, tags=spec.tags, loopback_only=spec.loopback_only)
     await broker.save_users()
     return json_response(_info(broker.users, name))
 

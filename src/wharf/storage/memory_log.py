@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from wharf.errors import OffsetOutOfRangeError, StorageError
 from wharf.storage.log import AppendInfo, LogConfig
+from wharf.storage.reader import check_read_range
 from wharf.storage.record_batch import (
     LOG_OVERHEAD,
     RecordInput,
@@ -22,6 +23,7 @@ from wharf.storage.record_batch import (
     decode_records,
     set_base_offset,
 )
+from wharf.storage.retention import segments_past_retention
 from wharf.storage.segment import roll_base
 from wharf.storage.validated import ValidatedBatches, validate_batches
 
@@ -158,10 +160,7 @@ class MemoryLog:
 
     def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> bytes:
         self._check_open()
-        if offset < self._log_start_offset or offset > self._next_offset:
-            raise OffsetOutOfRangeError(
-                f"offset {offset} outside [{self._log_start_offset}, {self._next_offset}]"
-            )
+        check_read_range(offset, self._log_start_offset, self._next_offset)
         limit = self._next_offset if max_offset is None else min(max_offset, self._next_offset)
         parts: list[bytes] = []
         total = 0
@@ -206,18 +205,7 @@ class MemoryLog:
 
     def enforce_retention(self, now_ms: int) -> int:
         self._check_open()
-        cfg = self.config
-        doomed = 0
-        size = self._size_bytes
-        for seg in self._segments:
-            if not seg.batches:
-                break
-            expired = cfg.retention_ms is not None and seg.max_timestamp < now_ms - cfg.retention_ms
-            oversized = cfg.retention_bytes is not None and size - seg.size >= cfg.retention_bytes
-            if not (expired or oversized):
-                break
-            doomed += 1
-            size -= seg.size
+        doomed = segments_past_retention(self._segments, self._size_bytes, self.config, now_ms)
         if doomed == 0:
             return 0
         if doomed == len(self._segments):

@@ -25,9 +25,18 @@ from wharf.storage.segment import LogSegment
 if TYPE_CHECKING:
     from wharf.storage.log import LogConfig
 
-__all__ = ["LogReader"]
+__all__ = ["LogReader", "check_read_range"]
 
 _log = logging.getLogger(__name__)
+
+
+def check_read_range(offset: int, log_start_offset: int, next_offset: int) -> None:
+    """A read may start anywhere from the log start offset to the log end (where it finds
+    nothing); elsewhere it raises :class:`OffsetOutOfRangeError`."""
+    if offset < log_start_offset or offset > next_offset:
+        raise OffsetOutOfRangeError(
+            f"offset {offset} outside [{log_start_offset}, {next_offset}]"
+        )
 
 
 class LogReader:
@@ -45,10 +54,7 @@ class LogReader:
         """Whole batches from the one containing ``offset``, up to ``max_bytes`` (at least one
         batch), none holding an offset at or past ``max_offset``."""
         self._check_open()
-        if offset < self._log_start_offset or offset > self._next_offset:
-            raise OffsetOutOfRangeError(
-                f"offset {offset} outside [{self._log_start_offset}, {self._next_offset}]"
-            )
+        check_read_range(offset, self._log_start_offset, self._next_offset)
         limit = self._next_offset if max_offset is None else min(max_offset, self._next_offset)
         parts: list[bytes] = []
         total = 0

@@ -15,8 +15,8 @@ records back, as when Kafka's checkpoint of the log start offset lags.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from wharf.errors import OffsetOutOfRangeError
 from wharf.storage.segment import LogSegment
@@ -24,7 +24,38 @@ from wharf.storage.segment import LogSegment
 if TYPE_CHECKING:
     from wharf.storage.log import LogConfig
 
-__all__ = ["LogRetention"]
+__all__ = ["LogRetention", "segments_past_retention"]
+
+
+class RetainedSegment(Protocol):
+    """What the retention rule reads of a segment (disk and memory segments alike)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def max_timestamp(self) -> int: ...
+
+
+def segments_past_retention(
+    segments: Sequence[RetainedSegment], total_bytes: int, config: LogConfig, now_ms: int
+) -> int:
+    """How many of the oldest ``segments`` the retention limits delete: each while it is older
+    than ``retention_ms`` (by its largest timestamp) or the log without it is still at least
+    ``retention_bytes``. An empty segment, and everything after it, is kept."""
+    max_age, max_bytes = config.retention_ms, config.retention_bytes
+    doomed = 0
+    size = total_bytes
+    for seg in segments:
+        if seg.size == 0:
+            break
+        expired = max_age is not None and seg.max_timestamp < now_ms - max_age
+        oversized = max_bytes is not None and size - seg.size >= max_bytes
+        if not (expired or oversized):
+            break
+        doomed += 1
+        size -= seg.size
+    return doomed
 
 
 class LogRetention:
@@ -62,18 +93,8 @@ class LogRetention:
         Returns the number of segments deleted.
         """
         self._check_open()
-        cfg = self._config
-        doomed = 0
-        size = self._older_bytes + self._segments[-1].size
-        for seg in self._segments:
-            if seg.is_empty:
-                break
-            expired = cfg.retention_ms is not None and seg.max_timestamp < now_ms - cfg.retention_ms
-            oversized = cfg.retention_bytes is not None and size - seg.size >= cfg.retention_bytes
-            if not (expired or oversized):
-                break
-            doomed += 1
-            size -= seg.size
+        total = self._older_bytes + self._segments[-1].size
+        doomed = segments_past_retention(self._segments, total, self._config, now_ms)
         if doomed == 0:
             return 0
         if doomed == len(self._segments):

@@ -1,8 +1,10 @@
-"""Small files holding one offset, replaced atomically.
+"""Small files replaced atomically, and checkpoints: such files holding one offset.
 
-A checkpoint is written to a temporary file, fsynced, renamed over the old one and the directory
-is fsynced, so after a crash the file holds either the old or the new value, never a mix.
-The content is ``"<version> <offset>\\n"`` in ASCII.
+:func:`replace_file` writes a temporary file, fsyncs it, renames it over the old one and fsyncs
+the directory, so after a crash the file holds either the old or the new content, never a mix.
+Every small file Wharf rewrites goes through it (checkpoints, the topic catalogue, the queue
+definitions, producer-state snapshots). A checkpoint's content is ``"<version> <offset>\\n"``
+in ASCII.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 from wharf.errors import StorageError
 
-__all__ = ["fsync_dir", "read_checkpoint", "write_checkpoint"]
+__all__ = ["fsync_dir", "read_checkpoint", "replace_file", "write_checkpoint"]
 
 _log = logging.getLogger(__name__)
 _VERSION = 0
@@ -28,19 +30,28 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_checkpoint(path: str, value: int) -> None:
-    tmp = path + ".tmp"
+def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (blocks on the disk: callers on an
+    event loop run it on the broker's fsync pool). ``StorageError`` names the file."""
+    target = os.fspath(path)
+    tmp = target + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.write(fd, f"{_VERSION} {value}\n".encode("ascii"))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path) or ".")
+        os.replace(tmp, target)
+        fsync_dir(os.path.dirname(target) or ".")
     except OSError as exc:
-        raise StorageError(f"cannot write checkpoint {path}: {exc}", errno=exc.errno) from exc
+        raise StorageError(f"cannot write {target}: {exc}", errno=exc.errno) from exc
+
+
+def write_checkpoint(path: str, value: int) -> None:
+    replace_file(path, f"{_VERSION} {value}\n".encode("ascii"))
 
 
 def read_checkpoint(path: str) -> int | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
@@ -30,6 +29,7 @@ from typing import Any
 from wharf.core.durability import run_off_loop
 from wharf.core.queues import properties as props
 from wharf.errors import StorageError
+from wharf.storage.checkpoint import replace_file
 
 __all__ = [
     "DefinitionsWriter",
@@ -70,23 +70,7 @@ def encode_definitions(data: dict[str, Any]) -> bytes:
 def write_definitions(directory: Path, payload: bytes) -> None:
     """Atomically replace ``<directory>/definitions.json`` with ``payload`` (blocks on the
     disk: :class:`DefinitionsWriter` runs it on the fsync pool)."""
-    target = directory / FILE_NAME
-    temp = directory / (FILE_NAME + ".tmp")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise StorageError(f"cannot save definitions: {exc}", errno=exc.errno) from exc
+    replace_file(directory / FILE_NAME, payload, mode=0o600)
 
 
 def load_definitions(directory: Path) -> dict[str, Any] | None:

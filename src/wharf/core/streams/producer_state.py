@@ -40,8 +40,7 @@ import msgspec
 
 from wharf.core.durability import run_off_loop
 from wharf.core.streams.errors import ErrorCode, ProducerStateError
-from wharf.errors import StorageError
-from wharf.storage.checkpoint import read_checkpoint, write_checkpoint
+from wharf.storage.checkpoint import read_checkpoint, replace_file, write_checkpoint
 from wharf.storage.interface import LogLike
 from wharf.storage.record_batch import HEADER_SIZE, BatchHeader, parse_header
 
@@ -235,17 +234,9 @@ class ProducerStateTable:
 
 
 def write_snapshot(path: Path, snapshot: bytes) -> None:
-    """Save an encoded table (:meth:`ProducerStateTable.snapshot`) atomically: temporary file,
-    fsync, rename. It blocks on the disk: the partition runs it on the fsync pool."""
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        with open(temp, "wb") as f:
-            f.write(snapshot)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
+    """Save an encoded table (:meth:`ProducerStateTable.snapshot`) atomically. It blocks on the
+    disk: the partition runs it on the fsync pool."""
+    replace_file(path, snapshot)
 
 
 class _SnapshotProducer(msgspec.Struct, array_like=True):

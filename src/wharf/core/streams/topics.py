@@ -51,7 +51,7 @@ from wharf.core.streams.errors import (
 from wharf.core.streams.partition import Partition
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
 from wharf.errors import StorageError
-from wharf.storage.checkpoint import fsync_dir
+from wharf.storage.checkpoint import fsync_dir, replace_file
 
 __all__ = ["MAX_PARTITIONS", "Topic", "TopicManager", "validate_topic_name"]
 
@@ -429,17 +429,7 @@ def _record(
 
 def _write_catalogue(data_dir: Path, data: bytes) -> None:
     """Atomically replace ``<data_dir>/topics.json`` (blocks on the disk)."""
-    path = data_dir / CATALOGUE
-    temp = path.with_name(CATALOGUE + ".tmp")
-    try:
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-        fsync_dir(os.fspath(data_dir))
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}", errno=exc.errno) from exc
+    replace_file(data_dir / CATALOGUE, data)
 
 
 def _collision_key(name: str) -> str:

@@ -17,6 +17,7 @@ from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.durability import GroupCommitter, run_to_end
 from wharf.core.stats import FSYNC_BUCKETS_S, HistogramFamily
+from wharf.core.users import hash_password
 from wharf.errors import StorageError
 
 
@@ -249,7 +250,7 @@ async def test_no_fsync_of_a_definition_topic_or_producer_id_change_runs_on_the_
         await broker.declare_exchange("later", "x-delayed-message", durable=True,
                                       arguments={"x-delayed-type": "direct"})
         await broker.bind_queue("q", "x", "k")
-        broker.users.add_user("bob", "secret")
+        broker.users.put_user("bob", hash_password("secret"))
         await broker.save_users()
         for i in range(200):
             await broker.publish("x", b"x" * 100 + b"%d" % i, routing_key="k")

@@ -29,7 +29,7 @@ async def test_users_and_passwords(tmp_path: Path) -> None:
         users.check("guest", "/", Access.CONFIGURE, "anything")
         with pytest.raises(AccessRefusedError):
             users.check("guest", "other", Access.READ, "q")
-        users.add_user("bob", "hunter2-plain")
+        users.put_user("bob", hash_password("hunter2-plain"))
         assert users.authenticate("bob", "hunter2-plain").name == "bob"
         await broker.save_users()
     text = (tmp_path / "queues" / "definitions.json").read_text()

@@ -83,20 +83,9 @@ class UserStore:
     @classmethod
     def with_defaults(cls) -> UserStore:
         store = cls()
-        store.add_user("guest", "guest", tags=["administrator"], loopback_only=True)
+        store.put_user("guest", hash_password("guest"), tags=["administrator"], loopback_only=True)
         store.set_permissions("guest", "/", Permission())
         return store
-
-    def add_user(
-        self,
-        name: str,
-        password: str,
-        *,
-        tags: list[str] | None = None,
-        loopback_only: bool = False,
-    ) -> User:
-        """Create or replace a user (hashing the password here: milliseconds)."""
-        return self.put_user(name, hash_password(password), tags=tags, loopback_only=loopback_only)
 
     def put_user(
         self,

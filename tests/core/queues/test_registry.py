@@ -12,7 +12,7 @@ from queue_helpers import Opener
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
-from wharf.core.users import Access, Permission, UserStore
+from wharf.core.users import Access, Permission, UserStore, hash_password
 from wharf.errors import (
     AccessRefusedError,
     NotFoundError,
@@ -37,7 +37,7 @@ async def test_definitions_restore(open_registry: Opener) -> None:
     await v.bind_exchange("d-ex", "amq.topic", "a.#")
     other = await reg.create("other")
     await other.declare_queue("oq", durable=True)
-    users.add_user("alice", "s3cret", tags=["management"])
+    users.put_user("alice", hash_password("s3cret"), tags=["management"])
     users.set_permissions("alice", "other", Permission(".*", "^oq$", ""))
     await reg.save()
     users = UserStore.with_defaults()

@@ -37,26 +37,28 @@ class _PriorityLevel:
 class ConsumerSet:
     """The subscribers of one queue; see the module docstring."""
 
-    __slots__ = ("_active", "_levels", "_members", "single_active")
+    __slots__ = ("_active", "_levels", "members_list", "single_active")
 
     def __init__(self, *, single_active: bool) -> None:
         self.single_active = single_active
-        self._members: list[Consumer] = []  # in subscription order
+        # In subscription order; read-only outside this class. Hot paths test it for emptiness
+        # (a plain list) rather than the set (a Python-level __bool__ call).
+        self.members_list: list[Consumer] = []
         self._levels: list[_PriorityLevel] = []  # the same consumers by priority, highest first
         self._active: Consumer | None = None
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self.members_list)
 
     def __bool__(self) -> bool:
-        return bool(self._members)
+        return bool(self.members_list)
 
     def __contains__(self, consumer: object) -> bool:
-        return consumer in self._members
+        return consumer in self.members_list
 
     @property
     def members(self) -> tuple[Consumer, ...]:
-        return tuple(self._members)
+        return tuple(self.members_list)
 
     @property
     def active(self) -> Consumer | None:
@@ -66,10 +68,10 @@ class ConsumerSet:
     def refuses(self, consumer: Consumer) -> bool:
         """Whether exclusivity forbids adding ``consumer`` (an exclusive one is there, or it
         asks to be exclusive and others are)."""
-        return any(c.exclusive for c in self._members) or (consumer.exclusive and bool(self))
+        return any(c.exclusive for c in self.members_list) or (consumer.exclusive and bool(self))
 
     def add(self, consumer: Consumer, priority: int) -> None:
-        self._members.append(consumer)
+        self.members_list.append(consumer)
         levels = self._levels
         at = 0
         while at < len(levels) and levels[at].priority > priority:
@@ -83,9 +85,9 @@ class ConsumerSet:
 
     def remove(self, consumer: Consumer) -> bool:
         """Drop ``consumer``; False when it was not subscribed."""
-        if consumer not in self._members:
+        if consumer not in self.members_list:
             return False
-        self._members.remove(consumer)
+        self.members_list.remove(consumer)
         for level in self._levels:
             if consumer in level.consumers:
                 level.consumers.remove(consumer)
@@ -98,7 +100,8 @@ class ConsumerSet:
 
     def clear(self) -> list[Consumer]:
         """Drop every consumer; returns them in subscription order."""
-        members, self._members = self._members, []
+        members = list(self.members_list)
+        self.members_list.clear()
         self._levels = []
         self._active = None
         return members
@@ -115,7 +118,7 @@ class ConsumerSet:
         (False also when none was left to hand); ``has_ready()`` says whether any is ready;
         ``holds_unacked(consumer)`` whether it still holds unacknowledged messages (the
         single-active-consumer hand-over waits for those)."""
-        if not self._members:
+        if not self.members_list:
             return
         if self.single_active:
             active = self._active
@@ -134,7 +137,7 @@ class ConsumerSet:
     def _serve_level(self, level: _PriorityLevel, offer: Callable[[Consumer], bool]) -> bool:
         """Round robin over ``level`` while one has credit; False once nothing is ready."""
         candidates = list(level.consumers)
-        members = self._members
+        members = self.members_list
         n = len(candidates)
         idle = 0
         while idle < n:

@@ -246,7 +246,7 @@ class Queue:
         self._add_live(entry)
         self._ready.push(entry)
         self.published += 1
-        if self._consumers:
+        if self._consumers.members_list:
             self._fresh = seq  # may still go to a waiting consumer at its expiry instant (TTL 0)
             self.dispatch()
             self._fresh = -1
@@ -356,7 +356,7 @@ class Queue:
             redelivered,
             entry.delivery_count,
             tag,
-            len(self._ready),
+            len(self._ready.keys),
         )
         if no_ack:
             self._remove_live(entry)
@@ -378,7 +378,7 @@ class Queue:
         """Take the head message, or None when the queue has none ready (basic.get-empty)."""
         self.last_used_ms = self._clock.now_ms()
         self._expire_head(self.last_used_ms)
-        if not self._ready:
+        if not self._ready.keys:
             self._commit_state()
             return None
         entry = self._ready.pop()

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 USER = "wharf"
-PASSWORD = "wharf-test-password"  # noqa: S105 - a throwaway server on loopback
+PASSWORD = "wharf-test-password"  # a throwaway server on loopback
 DATABASE = "wharf"
 _SUPERUSER = "postgres"
 _START_TIMEOUT_S = 60.0

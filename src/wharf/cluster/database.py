@@ -213,7 +213,7 @@ class Database:
         time_limit: float | None = None,
     ) -> AsyncIterator[Transaction]:
         """One transaction, committed when the body returns and rolled back when it raises.
-        ``isolation``: "read committed", "repeatable read" or "serializable". ``timeout``
+        ``isolation``: "read committed", "repeatable read" or "serializable". ``time_limit``
         (default ``settings.transaction_timeout``) bounds ``BEGIN`` and, separately, the body
         with the commit; waiting for a connection has ``settings.acquire_timeout``."""
         if isolation not in _ISOLATION_LEVELS:
@@ -295,7 +295,9 @@ class Database:
                     await connection.execute(begin)
             except TimeoutError as exc:
                 await self._pool.putconn(connection)
-                raise DatabaseError(self.name, f"BEGIN timed out after {limit:g} s") from exc
+                raise DatabaseError(
+                    self.name, f"BEGIN timed out after {limit:g} s", retriable=True
+                ) from exc
             except psycopg.OperationalError:
                 await self._pool.putconn(connection)
                 broken += 1
@@ -344,12 +346,10 @@ class Database:
         return DatabaseError(self.name, f"transaction timed out after {limit:g} s")
 
     def _translate(self, exc: Exception, stage: str) -> DatabaseError | None:
-        """The ``DatabaseError`` for a driver error (``None`` for anything else: the caller's
-        own exceptions pass through unchanged)."""
+        """The ``DatabaseError`` for a driver error (``None`` for anything else: our own
+        errors and the caller's pass through unchanged)."""
         import psycopg
 
-        if isinstance(exc, DatabaseError):
-            return exc
         if not isinstance(exc, psycopg.Error):
             return None
         state = exc.sqlstate

@@ -10,7 +10,8 @@ driver and the server's CPU), and for each driver measures:
   them: ``BEGIN; SELECT next_offset ... FOR UPDATE; UPDATE ... SET next_offset = ...; COMMIT``,
   each taking a connection from the pool;
 - ``txn/s x C``: C concurrent clients (one pool of C connections), each on its own row, for S
-  seconds;
+  seconds, and the benchmark process's CPU time per transaction meanwhile (the driver's cost on a
+  node: the server runs in its own processes);
 - ``insert 1k``: the median time to insert 1,000 index-like rows in one transaction, with
   ``executemany`` and with ``COPY``.
 """
@@ -54,6 +55,7 @@ class Figures:
     p50_ms: float
     p99_ms: float
     txn_per_s: float
+    cpu_us: float
     executemany_ms: float
     copy_ms: float
 
@@ -189,13 +191,14 @@ async def measure(driver: Driver, url: str, args: argparse.Namespace) -> Figures
                 await driver.assign(16 + index)
                 counts[index] += 1
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client(i) for i in range(args.clients)))
         txn_per_s = sum(counts) / (time.perf_counter() - start)
+        cpu_us = (time.process_time() - cpu_start) / sum(counts) * 1e6
 
         many = await _median_ms(args.repeats, lambda i: driver.insert_many(_rows(i, 0)))
         copy = await _median_ms(args.repeats, lambda i: driver.copy(_rows(i, 1_000_000)))
-        return Figures(p50, p99, txn_per_s, many, copy)
+        return Figures(p50, p99, txn_per_s, cpu_us, many, copy)
     finally:
         await driver.close()
 
@@ -209,7 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     header = (
         f"{'fsync':>5}  {'driver':<20} {'txn p50 ms':>10} {'txn p99 ms':>10} "
-        f"{'txn/s x' + str(args.clients):>11} {'executemany 1k ms':>17} {'COPY 1k ms':>10}"
+        f"{'txn/s x' + str(args.clients):>11} {'client CPU us/txn':>17} "
+        f"{'executemany 1k ms':>17} {'COPY 1k ms':>10}"
     )
     print(header)
     for durable in (True, False):
@@ -218,7 +222,8 @@ def main() -> None:
                 f = asyncio.run(measure(driver, server.url, args))
                 print(
                     f"{'on' if durable else 'off':>5}  {driver.name:<20} {f.p50_ms:10.2f} "
-                    f"{f.p99_ms:10.2f} {f.txn_per_s:11.0f} {f.executemany_ms:17.1f} "
+                    f"{f.p99_ms:10.2f} {f.txn_per_s:11.0f} {f.cpu_us:17.0f} "
+                    f"{f.executemany_ms:17.1f} "
                     f"{f.copy_ms:10.1f}",
                     flush=True,
                 )

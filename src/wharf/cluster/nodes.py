@@ -4,7 +4,7 @@ Identity: a node's id is generated once (a random UUID) and kept in ``<data-dir>
 written atomically (:func:`wharf.storage.checkpoint.replace_file`); every restart on that data
 dir is the same node. An operator may write a name of their own there instead.
 
-Membership: a node that starts :meth:`Membership.register`\\ s: it upserts its ``nodes`` row
+Membership: a starting node registers (:meth:`Membership.register`): it upserts its ``nodes`` row
 (advertised host, listeners as JSON ``{name: port}``, ``started_at``, ``last_heartbeat``,
 ``lease_expires_at``) with a new **epoch**, drawn from a sequence, so that no two registrations
 ever share one, even across deleted rows. Then it heartbeats every ``heartbeat_interval``: each

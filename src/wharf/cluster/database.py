@@ -1,0 +1,436 @@
+"""The catalogue database: one PostgreSQL reached through a pool of psycopg 3 connections.
+
+How it works:
+
+- :meth:`Database.connect` first opens one connection on its own, so that a wrong password, a
+  missing database or an unreachable server fails at once with the server's own reason (a pool
+  would only retry in the background until a timeout). Then it opens the pool. Every connection
+  carries ``application_name`` ``wharf <node id>`` (so ``pg_stat_activity`` names the node), a
+  ``statement_timeout``, an ``idle_in_transaction_session_timeout`` (a node paused inside a
+  transaction cannot hold row locks for ever: the server ends its session) and TCP keepalives
+  with ``tcp_user_timeout`` (a dead link is noticed instead of waited on).
+- :meth:`Database.transaction` is an async context manager giving a :class:`Transaction`. It
+  takes a connection, sends ``BEGIN`` (with the isolation level asked for), runs the body and
+  sends ``COMMIT``; waiting for a connection, ``BEGIN``, and the body with its commit are each
+  bounded by a timeout.
+  A pooled connection that broke since its last use (the server restarted) fails on ``BEGIN``,
+  before anything could be committed: it is dropped and another taken, without the caller
+  knowing.
+- Every driver error and timeout becomes a :class:`DatabaseError` naming the database (its URL
+  without the password) and the reason. The error says whether the transaction can have
+  committed: a failure before ``COMMIT`` was sent, or a server error in answer to it, leaves
+  nothing committed; a connection lost or a timeout *during* ``COMMIT`` leaves the outcome
+  unknown (``outcome_unknown``), and nothing here retries such a transaction.
+- :meth:`Database.run` runs a body in a transaction and, when the caller asks for retries,
+  runs it again after a serialization failure, a deadlock or a connection lost before the
+  commit (``DatabaseError.retriable``), up to a bound, sleeping a jittered backoff in between.
+- ``observe(operation, seconds)``, when given, is called after each transaction (whatever its
+  outcome) with the transaction's name, and after connecting (``"connect"``): the hook for the
+  latency histograms of the layers above.
+
+The driver is imported lazily: ``pip install wharf`` without the ``cluster`` extra never needs
+it. ``docs/cluster.md`` ("Catalogue database") has the measurements behind choosing psycopg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
+
+from wharf.errors import StorageError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["Database", "DatabaseError", "DatabaseSettings", "Observe", "Transaction"]
+
+T = TypeVar("T")
+Observe = Callable[[str, float], None]
+Params = Sequence[Any]
+
+_ISOLATION_LEVELS = ("read committed", "repeatable read", "serializable")
+_CONFLICT_STATES = {"40001": "serialization failure", "40P01": "deadlock detected"}
+_BACKOFF_BASE_S = 0.01
+_BACKOFF_CAP_S = 0.5
+
+
+class DatabaseError(StorageError):
+    """A catalogue-database operation failed; the message names the database and the reason.
+
+    ``retriable``: nothing was committed and running the transaction again may succeed (a
+    serialization failure, a deadlock, a connection lost before the commit).
+    ``outcome_unknown``: the connection was lost or timed out while committing, so the
+    transaction may or may not have committed.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        reason: str,
+        *,
+        retriable: bool = False,
+        outcome_unknown: bool = False,
+    ) -> None:
+        super().__init__(f"database {database}: {reason}")
+        self.database = database
+        self.reason = reason
+        self.retriable = retriable
+        self.outcome_unknown = outcome_unknown
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Pool size and timeouts (seconds)."""
+
+    min_connections: int = 1
+    max_connections: int = 10
+    connect_timeout: float = 5.0
+    """Opening one connection (libpq counts whole seconds, at least 2)."""
+    acquire_timeout: float = 5.0
+    """Waiting for a free pooled connection (then one direct attempt says why none came)."""
+    transaction_timeout: float = 30.0
+    """One transaction from waiting for a connection to its commit."""
+    statement_timeout: float = 15.0
+    """Server side: one statement, lock waits included."""
+    idle_in_transaction_timeout: float = 30.0
+    """Server side: a session idle inside a transaction that long is ended."""
+    tcp_user_timeout: float = 10.0
+    """Unacknowledged data on the socket that long means the link is dead."""
+
+
+class Transaction:
+    """The statements of one open transaction (psycopg's ``%s`` placeholders). Without
+    parameters, one call may hold several statements separated by semicolons."""
+
+    def __init__(self, connection: AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: LiteralString, params: Params = ()) -> int:
+        """Run a statement; returns the number of rows it touched."""
+        cursor = await self._connection.execute(sql, params or None)
+        return cursor.rowcount
+
+    async def executemany(self, sql: LiteralString, rows: Iterable[Params]) -> None:
+        async with self._connection.cursor() as cursor:
+            await cursor.executemany(sql, rows)
+
+    async def fetchone(self, sql: LiteralString, params: Params = ()) -> tuple[Any, ...] | None:
+        cursor = await self._connection.execute(sql, params or None)
+        row: tuple[Any, ...] | None = await cursor.fetchone()
+        return row
+
+    async def fetchall(self, sql: LiteralString, params: Params = ()) -> list[tuple[Any, ...]]:
+        cursor = await self._connection.execute(sql, params or None)
+        rows: list[tuple[Any, ...]] = await cursor.fetchall()
+        return rows
+
+    async def fetchval(self, sql: LiteralString, params: Params = ()) -> Any:
+        """The first column of the first row (``None`` without a row)."""
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+
+class Database:
+    """A pool of connections to the catalogue database; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[Any]],
+        conninfo: str,
+        kwargs: dict[str, Any],
+        settings: DatabaseSettings,
+        observe: Observe | None,
+    ) -> None:
+        self._pool = pool
+        self._conninfo = conninfo
+        self._kwargs = kwargs
+        self.settings = settings
+        self.name = describe_url(conninfo)
+        """The URL without its password, as error messages name the database."""
+        self._observe = observe
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        node_id: str | None = None,
+        settings: DatabaseSettings | None = None,
+        observe: Observe | None = None,
+    ) -> Database:
+        """Connect (one probe connection, then the pool); ``DatabaseError`` with the server's
+        reason when it cannot, within ``settings.connect_timeout`` per attempt."""
+        from psycopg_pool import AsyncConnectionPool
+
+        settings = settings or DatabaseSettings()
+        kwargs = _connection_kwargs(settings, node_id)
+        name = describe_url(url)
+        start = time.monotonic()
+        await _probe(url, kwargs, settings.connect_timeout, name)
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            url,
+            kwargs=kwargs,
+            min_size=settings.min_connections,
+            max_size=settings.max_connections,
+            open=False,
+            name=f"wharf-{node_id}" if node_id else "wharf",
+            timeout=settings.acquire_timeout,
+            # A lost connection is replaced in the background with a doubling delay; giving up
+            # after acquire_timeout keeps that delay short, and a waiting caller starts anew.
+            reconnect_timeout=settings.acquire_timeout,
+        )
+        try:
+            await pool.open(wait=True, timeout=settings.connect_timeout * 2)
+        except Exception as exc:
+            await pool.close()
+            raise DatabaseError(name, f"cannot open the connection pool: {exc}") from exc
+        if observe is not None:
+            observe("connect", time.monotonic() - start)
+        return cls(pool, url, kwargs, settings, observe)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(
+        self,
+        name: str = "transaction",
+        *,
+        isolation: str = "read committed",
+        time_limit: float | None = None,
+    ) -> AsyncIterator[Transaction]:
+        """One transaction, committed when the body returns and rolled back when it raises.
+        ``isolation``: "read committed", "repeatable read" or "serializable". ``time_limit``
+        (default ``settings.transaction_timeout``) bounds ``BEGIN`` and, separately, the body
+        with the commit; waiting for a connection has ``settings.acquire_timeout``."""
+        if isolation not in _ISOLATION_LEVELS:
+            raise ValueError(f"unknown isolation level {isolation!r}")
+        limit = self.settings.transaction_timeout if time_limit is None else time_limit
+        start = time.monotonic()
+        stage = "begin"
+        try:
+            connection = await self._begin(isolation, limit)
+            try:
+                deadline = asyncio.timeout(limit)
+                try:
+                    async with deadline:
+                        stage = "body"
+                        yield Transaction(connection)
+                        stage = "commit"
+                        await connection.execute("COMMIT")
+                except TimeoutError as exc:
+                    if not deadline.expired():
+                        raise
+                    raise self._timeout_error(stage, limit) from exc
+            finally:
+                await self._release(connection)
+        except Exception as exc:
+            translated = self._translate(exc, stage)
+            if translated is None:
+                raise
+            raise translated from exc
+        finally:
+            if self._observe is not None:
+                self._observe(name, time.monotonic() - start)
+
+    async def run(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        name: str = "transaction",
+        *,
+        retries: int = 0,
+        isolation: str = "read committed",
+        time_limit: float | None = None,
+    ) -> T:
+        """``body`` in a transaction; run again, up to ``retries`` more times, after a
+        retriable failure (see :class:`DatabaseError`). The body must be safe to run again:
+        it should only talk to the database."""
+        attempt = 0
+        while True:
+            try:
+                async with self.transaction(
+                    name, isolation=isolation, time_limit=time_limit
+                ) as tx:
+                    return await body(tx)
+            except DatabaseError as exc:
+                if not exc.retriable or attempt >= retries:
+                    raise
+            attempt += 1
+            cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
+            await asyncio.sleep(random.uniform(0, cap))
+
+    async def _begin(self, isolation: str, limit: float) -> AsyncConnection[Any]:
+        """A pooled connection inside ``BEGIN``. A connection that fails to begin is broken
+        (nothing was sent that could commit): the pool replaces it and another is tried, up to
+        the pool's size."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        begin: LiteralString = "BEGIN"
+        if isolation == "repeatable read":
+            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+        elif isolation == "serializable":
+            begin = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        broken = 0
+        while True:
+            try:
+                connection = await self._pool.getconn(timeout=self.settings.acquire_timeout)
+            except PoolTimeout as exc:
+                raise await self._unavailable() from exc
+            try:
+                async with asyncio.timeout(limit):
+                    await connection.execute(begin)
+            except TimeoutError as exc:
+                await self._pool.putconn(connection)
+                raise DatabaseError(
+                    self.name, f"BEGIN timed out after {limit:g} s", retriable=True
+                ) from exc
+            except psycopg.OperationalError:
+                await self._pool.putconn(connection)
+                broken += 1
+                if broken > self.settings.max_connections:
+                    raise
+                continue
+            except BaseException:
+                await self._pool.putconn(connection)
+                raise
+            return connection
+
+    async def _release(self, connection: AsyncConnection[Any]) -> None:
+        """Roll back what the body left open (when it raised), then return the connection;
+        the pool closes a connection that is broken or still busy."""
+        from psycopg import pq
+
+        status = connection.pgconn.transaction_status
+        if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            try:
+                await connection.execute("ROLLBACK")
+            except Exception:  # noqa: S110 - the pool discards a connection it cannot reset
+                pass
+        await self._pool.putconn(connection)
+
+    async def _unavailable(self) -> DatabaseError:
+        """No pooled connection in time: ask the server directly why (refused, wrong
+        password...), or say the pool is exhausted if it answers."""
+        try:
+            await _probe(self._conninfo, self._kwargs, self.settings.connect_timeout, self.name)
+        except DatabaseError as exc:
+            return DatabaseError(self.name, exc.reason, retriable=True)
+        return DatabaseError(
+            self.name,
+            f"no free connection within {self.settings.acquire_timeout:g} s "
+            f"(all {self.settings.max_connections} in use)",
+            retriable=True,
+        )
+
+    def _timeout_error(self, stage: str, limit: float) -> DatabaseError:
+        if stage == "commit":
+            return DatabaseError(
+                self.name,
+                f"timed out after {limit:g} s while committing: the outcome is unknown",
+                outcome_unknown=True,
+            )
+        return DatabaseError(self.name, f"transaction timed out after {limit:g} s")
+
+    def _translate(self, exc: Exception, stage: str) -> DatabaseError | None:
+        """The ``DatabaseError`` for a driver error (``None`` for anything else: our own
+        errors and the caller's pass through unchanged)."""
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error):
+            return None
+        state = exc.sqlstate
+        reason = _first_line(str(exc)) or type(exc).__name__
+        if state in _CONFLICT_STATES:
+            return DatabaseError(self.name, f"{_CONFLICT_STATES[state]}: {reason}", retriable=True)
+        lost = isinstance(exc, psycopg.OperationalError) and (
+            state is None or state.startswith(("08", "57P"))
+        )
+        if stage == "commit" and (lost or state is None):
+            return DatabaseError(
+                self.name,
+                f"connection lost while committing ({reason}): the outcome is unknown",
+                outcome_unknown=True,
+            )
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return DatabaseError(self.name, f"statement timed out: {reason}")
+        if lost:
+            return DatabaseError(self.name, f"connection lost: {reason}", retriable=True)
+        return DatabaseError(self.name, f"{reason} (SQLSTATE {state})")
+
+
+def describe_url(url: str) -> str:
+    """``postgresql://user@host:port/dbname`` for a URL or conninfo string: never the
+    password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except Exception:
+        return "<unparsable database URL>"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = parts.get("host") or "localhost"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+def _connection_kwargs(settings: DatabaseSettings, node_id: str | None) -> dict[str, Any]:
+    options = (
+        f"-c statement_timeout={_ms(settings.statement_timeout)} "
+        f"-c idle_in_transaction_session_timeout={_ms(settings.idle_in_transaction_timeout)}"
+    )
+    return {
+        "autocommit": True,
+        "application_name": (f"wharf {node_id}" if node_id else "wharf")[:63],
+        "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": _ms(settings.tcp_user_timeout),
+    }
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+async def _probe(url: str, kwargs: dict[str, Any], limit: float, name: str) -> None:
+    """Open and close one connection; ``DatabaseError`` with the reason when it fails."""
+    import psycopg
+
+    try:
+        async with asyncio.timeout(limit):
+            connection = await psycopg.AsyncConnection.connect(url, **kwargs)
+            await connection.close()
+    except TimeoutError as exc:
+        raise DatabaseError(name, f"cannot connect: no answer within {limit:g} s") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(name, f"cannot connect: {_libpq_reason(str(exc))}") from exc
+
+
+def _libpq_reason(message: str) -> str:
+    """The cause in a libpq connection error: 'connection failed: connection to server at
+    "h", port 5432 failed: FATAL:  password authentication failed for user "u"' says
+    'password authentication failed for user "u"'."""
+    line = _first_line(message)
+    cause = line.rsplit(" failed: ", 1)[-1]
+    return cause.removeprefix("FATAL:").strip() or line
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()

@@ -1,0 +1,281 @@
+"""The catalogue database client against a real PostgreSQL: transactions, retries of conflicts,
+and every failure a clear StorageError naming the database and the reason, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from helpers.postgres_server import PASSWORD, PostgresServer
+from wharf.cluster.database import Database, DatabaseError, DatabaseSettings, Transaction
+from wharf.errors import StorageError
+
+# No test here may take long: a hang is the failure these tests exist to rule out.
+BOUND_S = 20.0
+
+
+async def _make_counter(db: Database) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)")
+        await tx.execute("INSERT INTO counter VALUES (1, 0), (2, 0)")
+
+
+async def _count(db: Database, row: int = 1) -> int:
+    async with db.transaction() as tx:
+        return int(await tx.fetchval("SELECT n FROM counter WHERE id = %s", (row,)))
+
+
+async def test_a_transaction_commits_when_its_body_returns(db: Database) -> None:
+    await _make_counter(db)
+    async with db.transaction() as tx:
+        assert await tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1") == 1
+    assert await _count(db) == 1
+    async with db.transaction() as tx:
+        assert await tx.fetchall("SELECT id, n FROM counter ORDER BY id") == [(1, 1), (2, 0)]
+        assert await tx.fetchone("SELECT n FROM counter WHERE id = 3") is None
+        await tx.executemany("INSERT INTO counter VALUES (%s, %s)", [(3, 30), (4, 40)])
+    assert await _count(db, 4) == 40
+
+
+async def test_the_caller_s_own_exception_passes_through_and_rolls_back(db: Database) -> None:
+    await _make_counter(db)
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE counter SET n = 99 WHERE id = 1")
+            raise Boom
+    assert await _count(db) == 0
+
+
+async def test_an_sql_error_is_a_database_error_with_the_sqlstate(db: Database) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        async with db.transaction() as tx:
+            await tx.execute("SELECT * FROM no_such_table")
+    assert isinstance(caught.value, StorageError)
+    assert "no_such_table" in str(caught.value) and "42P01" in str(caught.value)
+    assert db.name in str(caught.value)
+    assert not caught.value.retriable and not caught.value.outcome_unknown
+    async with db.transaction() as tx:  # the connection went back clean
+        assert await tx.fetchval("SELECT 1") == 1
+
+
+async def _conflicting_update(db: Database, retries: int) -> list[int]:
+    """Two serializable transactions read then write the same row; the one that writes second
+    hits a serialization failure on its first attempt. Returns the attempts of that one."""
+    first_read = asyncio.Event()
+    other_committed = asyncio.Event()
+    attempts: list[int] = []
+
+    async def slow(tx: Transaction) -> None:
+        attempts.append(1)
+        n = await tx.fetchval("SELECT n FROM counter WHERE id = 1")
+        first_read.set()
+        await other_committed.wait()
+        await tx.execute("UPDATE counter SET n = %s WHERE id = 1", (n + 1,))
+
+    async def fast() -> None:
+        await first_read.wait()
+        async with db.transaction(isolation="serializable") as tx:
+            n = await tx.fetchval("SELECT n FROM counter WHERE id = 1")
+            await tx.execute("UPDATE counter SET n = %s WHERE id = 1", (n + 1,))
+        other_committed.set()
+
+    async with asyncio.timeout(BOUND_S):
+        results = await asyncio.gather(
+            db.run(slow, "slow", retries=retries, isolation="serializable"),
+            fast(),
+            return_exceptions=True,
+        )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return attempts
+
+
+async def test_a_serialization_failure_is_retried_when_the_caller_asks(db: Database) -> None:
+    await _make_counter(db)
+    attempts = await _conflicting_update(db, retries=3)
+    assert len(attempts) == 2
+    assert await _count(db) == 2  # both increments, neither lost
+
+
+async def test_without_retries_a_serialization_failure_is_a_retriable_error(db: Database) -> None:
+    await _make_counter(db)
+    with pytest.raises(DatabaseError) as caught:
+        await _conflicting_update(db, retries=0)
+    assert caught.value.retriable and not caught.value.outcome_unknown
+    assert "serialization failure" in str(caught.value)
+    assert await _count(db) == 1
+
+
+async def test_a_deadlock_is_retried(db: Database) -> None:
+    await _make_counter(db)
+    both_locked = asyncio.Barrier(2)
+    attempts = {1: 0, 2: 0}
+
+    def crosswise(first: int, second: int):  # type: ignore[no-untyped-def]
+        async def body(tx: Transaction) -> None:
+            attempts[first] += 1
+            await tx.execute("UPDATE counter SET n = n + 1 WHERE id = %s", (first,))
+            if attempts[first] == 1:
+                await both_locked.wait()
+            await tx.execute("UPDATE counter SET n = n + 1 WHERE id = %s", (second,))
+
+        return body
+
+    async with asyncio.timeout(BOUND_S):
+        await asyncio.gather(
+            db.run(crosswise(1, 2), retries=3), db.run(crosswise(2, 1), retries=3)
+        )
+    assert attempts[1] + attempts[2] == 3  # the server broke the deadlock by failing one
+    assert await _count(db, 1) == 2 and await _count(db, 2) == 2
+
+
+async def test_the_application_name_carries_the_node_id(db: Database) -> None:
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SHOW application_name") == "wharf test-node"
+
+
+async def test_observe_gets_each_transaction_s_name_and_duration(
+    database_url: str, database_settings: DatabaseSettings
+) -> None:
+    seen: list[tuple[str, float]] = []
+    database = await Database.connect(
+        database_url, settings=database_settings, observe=lambda op, s: seen.append((op, s))
+    )
+    try:
+        async with database.transaction("offsets.assign") as tx:
+            await tx.execute("SELECT 1")
+        with pytest.raises(DatabaseError):
+            async with database.transaction("broken") as tx:
+                await tx.execute("SELECT broken")
+    finally:
+        await database.close()
+    assert [op for op, _ in seen] == ["connect", "offsets.assign", "broken"]
+    assert all(seconds >= 0 for _, seconds in seen)
+
+
+async def test_a_statement_past_the_statement_timeout_fails(
+    database_url: str, database_settings: DatabaseSettings
+) -> None:
+    settings = dataclasses.replace(database_settings, statement_timeout=0.1)
+    async with await Database.connect(database_url, settings=settings) as database:
+        with pytest.raises(DatabaseError, match="statement timed out"):
+            async with asyncio.timeout(BOUND_S), database.transaction() as tx:
+                await tx.execute("SELECT pg_sleep(30)")
+
+
+async def test_a_body_past_the_time_limit_fails_and_commits_nothing(db: Database) -> None:
+    await _make_counter(db)
+    with pytest.raises(DatabaseError, match="timed out after 0.2 s") as caught:
+        async with asyncio.timeout(BOUND_S), db.transaction(time_limit=0.2) as tx:
+            await tx.execute("UPDATE counter SET n = 5 WHERE id = 1")
+            await asyncio.sleep(30)
+    assert not caught.value.outcome_unknown
+    assert await _count(db) == 0
+
+
+async def test_a_connection_lost_while_committing_leaves_the_outcome_unknown(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    """A deferred constraint trigger makes COMMIT slow; the session is killed meanwhile."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            """
+            CREATE TABLE t (x int);
+            CREATE FUNCTION slow_check() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON t
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_check();
+            """
+        )
+
+    async def kill_the_committer() -> None:
+        async with await Database.connect(database_url, settings=database_settings) as other:
+            while True:
+                async with other.transaction() as tx:
+                    killed = await tx.fetchval(
+                        "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE query = 'COMMIT' AND state = 'active'"
+                        "   AND application_name = 'wharf test-node'"
+                    )
+                if killed:
+                    return
+                await asyncio.sleep(0.02)
+
+    async def commit_slowly() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (1)")
+
+    with pytest.raises(DatabaseError) as caught:
+        async with asyncio.timeout(BOUND_S):
+            await asyncio.gather(commit_slowly(), kill_the_committer())
+    assert caught.value.outcome_unknown and not caught.value.retriable
+    assert "outcome is unknown" in str(caught.value)
+
+
+# -- connection failures --------------------------------------------------------------------------
+
+
+async def _connect_error(url: str) -> DatabaseError:
+    with pytest.raises(DatabaseError) as caught:
+        async with asyncio.timeout(BOUND_S):
+            await Database.connect(url, settings=DatabaseSettings(connect_timeout=2))
+    assert isinstance(caught.value, StorageError)
+    return caught.value
+
+
+async def test_a_wrong_password_says_so(postgres: PostgresServer) -> None:
+    error = await _connect_error(postgres.url_for("wharf", password="not-the-password"))
+    assert "password authentication failed" in str(error)
+    assert f"127.0.0.1:{postgres.port}/wharf" in str(error)
+    assert "not-the-password" not in str(error)
+
+
+async def test_a_missing_database_says_so(postgres: PostgresServer) -> None:
+    error = await _connect_error(postgres.url_for("no_such_db"))
+    assert 'database "no_such_db" does not exist' in str(error)
+    assert PASSWORD not in str(error)
+
+
+async def test_an_unreachable_server_says_so(postgres: PostgresServer) -> None:
+    # a port nothing listens on: the server's own, while it is stopped
+    url = postgres.url_for("wharf")
+    postgres.stop()
+    try:
+        error = await _connect_error(url)
+    finally:
+        postgres.start()
+    assert "Connection refused" in str(error)
+
+
+async def test_a_server_going_down_fails_transactions_then_recovers(
+    db: Database, postgres: PostgresServer
+) -> None:
+    postgres.stop()
+    try:
+        for _ in range(2):  # the pooled connection is broken, then no new one can be made
+            with pytest.raises(DatabaseError) as caught:
+                async with asyncio.timeout(BOUND_S), db.transaction() as tx:
+                    await tx.execute("SELECT 1")
+            assert "Connection refused" in str(caught.value)
+            assert caught.value.retriable
+    finally:
+        postgres.start()
+    async with asyncio.timeout(BOUND_S):
+        assert await db.run(lambda tx: tx.fetchval("SELECT 42"), retries=20) == 42
+
+
+async def test_a_server_restart_is_invisible_to_the_next_transaction(
+    database_url: str, postgres: PostgresServer, database_settings: DatabaseSettings
+) -> None:
+    settings = dataclasses.replace(database_settings, min_connections=3, max_connections=3)
+    async with await Database.connect(database_url, settings=settings) as database:
+        postgres.restart()  # every pooled connection is now broken
+        async with asyncio.timeout(BOUND_S), database.transaction() as tx:
+            assert await tx.fetchval("SELECT 1") == 1

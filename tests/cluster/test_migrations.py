@@ -1,0 +1,115 @@
+"""Schema migrations against a real PostgreSQL: from empty, re-run, racing nodes, and refusal of
+a schema newer than the code."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wharf.cluster.database import Database, DatabaseError, DatabaseSettings
+from wharf.cluster.migrations import (
+    MIGRATIONS,
+    Migration,
+    SchemaVersionError,
+    migrate,
+    schema_version,
+)
+from wharf.errors import StorageError
+
+BOUND_S = 20.0
+FIRST = Migration(1, "a table", "CREATE TABLE a (x int)")
+SECOND = Migration(2, "another", "CREATE TABLE b (y int); INSERT INTO b VALUES (1)")
+
+
+async def _version(db: Database) -> int:
+    async with db.transaction() as tx:
+        return await schema_version(tx)
+
+
+async def _history(db: Database) -> list[tuple[int, str]]:
+    async with db.transaction() as tx:
+        rows = await tx.fetchall("SELECT version, description FROM wharf_schema ORDER BY 1")
+    return [(int(v), str(d)) for v, d in rows]
+
+
+async def test_migrating_an_empty_database_applies_every_migration(db: Database) -> None:
+    assert await _version(db) == 0
+    assert await migrate(db) == len(MIGRATIONS)
+    assert await _history(db) == [(m.version, m.description) for m in MIGRATIONS]
+    async with db.transaction() as tx:
+        columns = await tx.fetchall(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'nodes' ORDER BY ordinal_position"
+        )
+    assert [c for (c,) in columns] == [
+        "id",
+        "epoch",
+        "host",
+        "listeners",
+        "started_at",
+        "last_heartbeat",
+        "lease_expires_at",
+    ]
+
+
+async def test_migrating_again_changes_nothing(db: Database) -> None:
+    await migrate(db)
+    before = await _history(db)
+    assert await migrate(db) == len(MIGRATIONS)
+    assert await _history(db) == before
+
+
+async def test_only_the_missing_migrations_run(db: Database) -> None:
+    assert await migrate(db, (FIRST,)) == 1
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO a VALUES (7)")
+    assert await migrate(db, (FIRST, SECOND)) == 2
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT x FROM a") == 7  # migration 1 did not run again
+        assert await tx.fetchval("SELECT count(*) FROM b") == 1
+
+
+async def test_nodes_starting_together_migrate_once(
+    database_url: str, database_settings: DatabaseSettings
+) -> None:
+    # a slow migration widens the window in which racing migrators would collide
+    slow = (Migration(1, "slow", "CREATE TABLE a (x int); SELECT pg_sleep(0.3)"), SECOND)
+    databases = [
+        await Database.connect(database_url, settings=database_settings) for _ in range(4)
+    ]
+    try:
+        async with asyncio.timeout(BOUND_S):
+            versions = await asyncio.gather(*(migrate(d, slow) for d in databases))
+        assert versions == [2, 2, 2, 2]
+        assert await _history(databases[0]) == [(1, "slow"), (2, "another")]
+        async with databases[0].transaction() as tx:
+            assert await tx.fetchval("SELECT count(*) FROM b") == 1
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions(db: Database) -> None:
+    await migrate(db, (FIRST, SECOND))
+    with pytest.raises(SchemaVersionError) as caught:
+        await migrate(db, (FIRST,))
+    assert isinstance(caught.value, StorageError)
+    message = str(caught.value)
+    assert "version 2" in message and "version 1" in message and db.name in message
+    assert await _version(db) == 2
+
+
+async def test_a_failing_migration_leaves_the_schema_as_it_was(db: Database) -> None:
+    broken = Migration(2, "broken", "CREATE TABLE b (y int); SELECT no_such_column FROM b")
+    with pytest.raises(DatabaseError, match="no_such_column"):
+        await migrate(db, (FIRST, broken))
+    assert await _version(db) == 0
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT to_regclass('a')") is None
+
+
+async def test_migrations_must_be_numbered_without_gaps(db: Database) -> None:
+    with pytest.raises(ValueError, match="without gaps"):
+        await migrate(db, (FIRST, Migration(3, "gap", "SELECT 1")))
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

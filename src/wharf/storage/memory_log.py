@@ -13,7 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wharf.errors import OffsetOutOfRangeError, StorageError
+from wharf.errors import StorageError
 from wharf.storage.log import AppendInfo, LogConfig
 from wharf.storage.reader import check_read_range
 from wharf.storage.record_batch import (
@@ -23,7 +23,7 @@ from wharf.storage.record_batch import (
     decode_records,
     set_base_offset,
 )
-from wharf.storage.retention import segments_past_retention
+from wharf.storage.retention import moves_log_start, segments_past_retention
 from wharf.storage.segment import roll_base
 from wharf.storage.validated import ValidatedBatches, validate_batches
 
@@ -194,12 +194,8 @@ class MemoryLog:
 
     def delete_records_before(self, offset: int) -> None:
         self._check_open()
-        if offset <= self._log_start_offset:
+        if not moves_log_start(offset, self._log_start_offset, self._next_offset):
             return
-        if offset > self._next_offset:
-            raise OffsetOutOfRangeError(
-                f"cannot delete up to {offset}: the log ends at {self._next_offset}"
-            )
         self._log_start_offset = offset
         self._delete_segments_below(offset)
 

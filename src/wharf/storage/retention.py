@@ -24,7 +24,7 @@ from wharf.storage.segment import LogSegment
 if TYPE_CHECKING:
     from wharf.storage.log import LogConfig
 
-__all__ = ["LogRetention", "segments_past_retention"]
+__all__ = ["LogRetention", "moves_log_start", "segments_past_retention"]
 
 
 class RetainedSegment(Protocol):
@@ -35,6 +35,16 @@ class RetainedSegment(Protocol):
 
     @property
     def max_timestamp(self) -> int: ...
+
+
+def moves_log_start(offset: int, log_start_offset: int, next_offset: int) -> bool:
+    """Whether deleting the records before ``offset`` moves the log start: False at or below it,
+    :class:`OffsetOutOfRangeError` past the log end."""
+    if offset <= log_start_offset:
+        return False
+    if offset > next_offset:
+        raise OffsetOutOfRangeError(f"cannot delete up to {offset}: the log ends at {next_offset}")
+    return True
 
 
 def segments_past_retention(
@@ -78,12 +88,8 @@ class LogRetention:
         """Make ``offset`` the first visible offset (saved by the next flush); drop segments
         wholly below."""
         self._check_open()
-        if offset <= self._log_start_offset:
+        if not moves_log_start(offset, self._log_start_offset, self._next_offset):
             return
-        if offset > self._next_offset:
-            raise OffsetOutOfRangeError(
-                f"cannot delete up to {offset}: the log ends at {self._next_offset}"
-            )
         self._set_log_start_offset(offset)
         self._delete_segments_below(offset)
 

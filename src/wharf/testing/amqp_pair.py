@@ -18,18 +18,7 @@ from pamqp import frame as pamqp_frame
 
 from wharf.core.broker import Broker
 from wharf.errors import BrokerError, StorageError
-from wharf.protocol.amqp.actions import (
-    Action,
-    AwaitCloseOk,
-    AwaitCore,
-    AwaitDurable,
-    CheckPassword,
-    CloseTransport,
-    HandshakeComplete,
-    PauseReading,
-    ResumeReading,
-    RunInBackground,
-)
+from wharf.protocol.amqp import actions as act
 from wharf.protocol.amqp.connection import AMQPConnection, AMQPSettings
 from wharf.protocol.amqp.frames import PROTOCOL_HEADER
 from wharf.protocol.amqp.timing import RequestObserver
@@ -80,7 +69,7 @@ class AMQPPair:
             request_stats=request_stats,
             wakeup=self._wakeup,
         )
-        self.actions: list[Action] = []  # every action returned, in order
+        self.actions: list[act.Action] = []  # every action returned, in order
         self.closed = False
         self.reading = True
         self.heartbeat_s: int | None = None  # set by HandshakeComplete
@@ -91,13 +80,13 @@ class AMQPPair:
 
     # -- client to server ----------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> Sequence[Action]:
+    def feed(self, data: bytes) -> Sequence[act.Action]:
         """Give ``data`` to the connection; returns (and keeps) the actions it asks for."""
         actions = self.conn.receive_data(data)
         self.actions += actions
         return actions
 
-    def send(self, channel: int, method: base.Frame) -> Sequence[Action]:
+    def send(self, channel: int, method: base.Frame) -> Sequence[act.Action]:
         return self.feed(pamqp_frame.marshal(method, channel))
 
     async def call(self, channel: int, method: base.Frame) -> list[Frame]:
@@ -151,22 +140,22 @@ class AMQPPair:
 
     # -- the adapter's part --------------------------------------------------------------------
 
-    async def carry_out(self, actions: Sequence[Action]) -> None:
+    async def carry_out(self, actions: Sequence[act.Action]) -> None:
         """Carry out ``actions`` and those they lead to, in order, until none is left."""
         todo = list(actions)
         while todo:
             action = todo.pop(0)
-            more: Sequence[Action] = ()
-            if isinstance(action, CheckPassword):
+            more: Sequence[act.Action] = ()
+            if isinstance(action, act.CheckPassword):
                 more = self.conn.wait_done(action.check())
-            elif isinstance(action, AwaitCore):
+            elif isinstance(action, act.AwaitCore):
                 try:
                     result = await action.awaitable
                 except Exception as exc:
                     more = self.conn.wait_failed(exc)
                 else:
                     more = self.conn.wait_done(result)
-            elif isinstance(action, AwaitDurable):
+            elif isinstance(action, act.AwaitDurable):
                 failed = []
                 for index, result in enumerate(action.results):
                     if result is not None:
@@ -175,21 +164,21 @@ class AMQPPair:
                         except (StorageError, BrokerError):
                             failed.append(index)
                 more = self.conn.durable(action, failed)
-            elif isinstance(action, RunInBackground):
+            elif isinstance(action, act.RunInBackground):
                 await action.awaitable
             else:
                 self._record(action)
             self.actions += more
             todo += more
 
-    def _record(self, action: Action) -> None:
-        if isinstance(action, CloseTransport):
+    def _record(self, action: act.Action) -> None:
+        if isinstance(action, act.CloseTransport):
             self.closed = True
-        elif isinstance(action, PauseReading):
+        elif isinstance(action, act.PauseReading):
             self.reading = False
-        elif isinstance(action, ResumeReading):
+        elif isinstance(action, act.ResumeReading):
             self.reading = True
-        elif isinstance(action, HandshakeComplete):
+        elif isinstance(action, act.HandshakeComplete):
             self.heartbeat_s = action.heartbeat_s
-        elif isinstance(action, AwaitCloseOk):
+        elif isinstance(action, act.AwaitCloseOk):
             self.awaiting_close_ok = True

@@ -7,8 +7,8 @@ each, stops both, and prints bench.py's median tables plus Wharf/RabbitMQ ratios
 
     .venv/bin/python benchmarks/amqp_peerbench.py --duration 5 --lat-duration 6 --reps 1
 
-Needs /work/shared/peerbench (or ``--peerbench DIR``) and ``/usr/lib/rabbitmq/bin``; every
-process it starts is stopped by its own PID at the end.
+Needs peerbench (``../shared/peerbench`` beside the repository, or ``--peerbench DIR``) and
+``/usr/lib/rabbitmq/bin``; every process it starts is stopped by its own PID at the end.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def print_ratios(wharf: Path, rabbit: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peerbench", type=Path, default=Path("/work/shared/peerbench"))
+    p.add_argument("--peerbench", type=Path, default=ROOT.parent / "shared" / "peerbench")
     p.add_argument("--clients", default="pika,aiopika")
     p.add_argument("--sizes", default="100,1024")
     p.add_argument("--reps", type=int, default=1)

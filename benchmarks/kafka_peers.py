@@ -6,7 +6,7 @@ produce, consume, end-to-end latency) against each at 100 B and 1 KiB, prints ev
 a table with Wharf/Tansu ratios, and stops both brokers.
 
     .venv/bin/python benchmarks/kafka_peers.py \\
-        --peerbench /work/shared/peerbench --client-python /tmp/peerbench-venv/bin/python
+        --peerbench ../shared/peerbench --client-python PEERBENCH_VENV/bin/python
 
 Then ``kafka_latency.py`` measures end-to-end latency with a consumer that polls each message
 (peerbench's latency test holds messages in the client for up to 50 ms, see that script).
@@ -183,8 +183,10 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--peerbench", default="/work/shared/peerbench")
-    p.add_argument("--client-python", default="/tmp/peerbench-venv/bin/python")
+    p.add_argument(
+        "--peerbench", default=str(Path(__file__).resolve().parents[2] / "shared" / "peerbench")
+    )
+    p.add_argument("--client-python", default=sys.executable)
     p.add_argument("--sizes", default="100,1024")
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--lat-duration", type=float, default=10.0)

@@ -113,3 +113,71 @@ async def test_migrations_must_be_numbered_without_gaps(db: Database) -> None:
     with pytest.raises(ValueError, match="without gaps"):
         await migrate(db, (FIRST, Migration(3, "gap", "SELECT 1")))
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+STREAM_TABLES = [
+    "stream_batches",
+    "stream_committed_offsets",
+    "stream_groups",
+    "stream_leases",
+    "stream_objects",
+    "stream_partitions",
+    "stream_producers",
+    "stream_topics",
+]
+
+
+async def _stream_tables(db: Database) -> list[str]:
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_name LIKE 'stream\\_%%' ORDER BY 1"
+        )
+    return [t for (t,) in rows]
+
+
+async def test_migration_2_creates_the_streams_tables_from_empty(db: Database) -> None:
+    assert await migrate(db, MIGRATIONS[:2]) == 2
+    assert await _stream_tables(db) == STREAM_TABLES
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT nextval('stream_producer_id_seq')") == 0
+        columns = await tx.fetchall(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'stream_partitions' ORDER BY ordinal_position"
+        )
+    assert [c for (c,) in columns] == [
+        "topic_id",
+        "partition",
+        "next_offset",
+        "log_start_offset",
+        "bytes",
+    ]
+
+
+async def test_migration_2_applies_over_1_keeping_the_nodes(db: Database) -> None:
+    assert await migrate(db, MIGRATIONS[:1]) == 1
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO nodes VALUES ('n', 1, 'h', '{}', now(), now(), now())"
+        )
+    assert await _stream_tables(db) == []
+    assert await migrate(db, MIGRATIONS[:2]) == 2
+    assert await _stream_tables(db) == STREAM_TABLES
+    assert await _history(db) == [(m.version, m.description) for m in MIGRATIONS[:2]]
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT id FROM nodes") == "n"
+
+
+async def test_a_live_topic_name_is_unique_but_a_deleted_one_is_not(db: Database) -> None:
+    await migrate(db, MIGRATIONS[:2])
+    insert = (
+        "INSERT INTO stream_topics (topic_id, name, partitions, created_at, deleted_at)"
+        " VALUES (gen_random_uuid(), 't', 1, now(), %s)"
+    )
+    async with db.transaction() as tx:
+        await tx.execute(insert, (None,))
+        await tx.execute("UPDATE stream_topics SET deleted_at = now()")
+        await tx.execute(insert, (None,))
+    with pytest.raises(DatabaseError, match="23505"):
+        async with db.transaction() as tx:
+            await tx.execute(insert, (None,))

@@ -54,6 +54,114 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE SEQUENCE nodes_epoch_seq OWNED BY nodes.epoch;
         """,
     ),
+    Migration(
+        2,
+        "streams: topics, partitions, objects, the batch index, producers, groups, leases",
+        """
+        CREATE TABLE stream_topics (
+            topic_id   uuid        PRIMARY KEY,
+            name       text        NOT NULL,
+            partitions integer     NOT NULL CHECK (partitions > 0),
+            configs    jsonb       NOT NULL DEFAULT '{}',
+            created_at timestamptz NOT NULL,
+            deleted_at timestamptz
+        );
+        CREATE UNIQUE INDEX stream_topics_name ON stream_topics (name)
+            WHERE deleted_at IS NULL;
+        CREATE UNIQUE INDEX stream_topics_collision ON stream_topics (replace(name, '.', '_'))
+            WHERE deleted_at IS NULL;
+
+        CREATE TABLE stream_partitions (
+            topic_id         uuid    NOT NULL REFERENCES stream_topics,
+            partition        integer NOT NULL CHECK (partition >= 0),
+            next_offset      bigint  NOT NULL DEFAULT 0,
+            log_start_offset bigint  NOT NULL DEFAULT 0,
+            bytes            bigint  NOT NULL DEFAULT 0,
+            PRIMARY KEY (topic_id, partition),
+            CHECK (0 <= log_start_offset AND log_start_offset <= next_offset)
+        );
+
+        CREATE TABLE stream_objects (
+            key                text        PRIMARY KEY,
+            kind               text        NOT NULL CHECK (kind IN ('intake', 'partition')),
+            flush_id           uuid        UNIQUE,
+            size               bigint      NOT NULL,
+            node_id            text,
+            node_epoch         bigint,
+            created_at         timestamptz NOT NULL,
+            refs               integer     NOT NULL DEFAULT 0 CHECK (refs >= 0),
+            unreferenced_since timestamptz,
+            state              text        NOT NULL CHECK (state IN ('live', 'deleting')),
+            deleting_since     timestamptz
+        );
+        CREATE INDEX stream_objects_unreferenced ON stream_objects (state, unreferenced_since);
+
+        CREATE TABLE stream_batches (
+            topic_id        uuid     NOT NULL,
+            partition       integer  NOT NULL,
+            base_offset     bigint   NOT NULL,
+            last_offset     bigint   NOT NULL,
+            object_key      text     NOT NULL,
+            byte_start      bigint   NOT NULL,
+            byte_length     integer  NOT NULL,
+            record_count    integer  NOT NULL,
+            first_timestamp bigint   NOT NULL,
+            max_timestamp   bigint   NOT NULL,
+            producer_id     bigint   NOT NULL,
+            producer_epoch  smallint NOT NULL,
+            base_sequence   integer  NOT NULL,
+            attributes      smallint NOT NULL,
+            PRIMARY KEY (topic_id, partition, base_offset),
+            CHECK (last_offset >= base_offset)
+        );
+        CREATE INDEX stream_batches_last_offset
+            ON stream_batches (topic_id, partition, last_offset);
+        CREATE INDEX stream_batches_object ON stream_batches (object_key);
+
+        CREATE TABLE stream_producers (
+            producer_id    bigint      NOT NULL,
+            topic_id       uuid        NOT NULL,
+            partition      integer     NOT NULL,
+            producer_epoch smallint    NOT NULL,
+            last_sequence  integer     NOT NULL,
+            recent         jsonb       NOT NULL DEFAULT '[]',
+            updated_at     timestamptz NOT NULL,
+            PRIMARY KEY (producer_id, topic_id, partition)
+        );
+        CREATE SEQUENCE stream_producer_id_seq AS bigint MINVALUE 0 START WITH 0;
+
+        CREATE TABLE stream_groups (
+            group_id          text    PRIMARY KEY,
+            coordinator_node  text,
+            coordinator_epoch bigint,
+            generation        integer NOT NULL DEFAULT 0,
+            protocol_type     text,
+            protocol          text,
+            leader            text,
+            state             text    NOT NULL,
+            assignment        jsonb   NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE stream_committed_offsets (
+            group_id         text        NOT NULL,
+            topic_id         uuid        NOT NULL,
+            partition        integer     NOT NULL,
+            committed_offset bigint      NOT NULL,
+            leader_epoch     integer     NOT NULL DEFAULT -1,
+            metadata         text        NOT NULL DEFAULT '',
+            committed_at     timestamptz NOT NULL,
+            PRIMARY KEY (group_id, topic_id, partition)
+        );
+
+        CREATE TABLE stream_leases (
+            name        text        PRIMARY KEY
+                CHECK (name IN ('compactor', 'retention', 'gc', 'orphans')),
+            node_id     text        NOT NULL,
+            node_epoch  bigint      NOT NULL,
+            acquired_at timestamptz NOT NULL
+        );
+        """,
+    ),
 )
 
 

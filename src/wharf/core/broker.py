@@ -3,12 +3,13 @@
 How it works: :meth:`Broker.open` is an async context manager. Entering it takes an exclusive
 lock on the data directory (``<data>/wharf.pid``, naming the holder's pid: see
 :mod:`wharf.core.data_dir_lock`), then opens the components in dependency order
-(streams: topics and their partition logs, committed offsets, the group coordinator; then the
-background maintenance task; queues: the virtual hosts with their exchanges, queues and
-bindings), opening and recovering their logs on the broker's one fsync pool
-(:func:`~wharf.core.durability.fsync_executor`), which every later disk wait uses too, so no
-fsync runs on the event-loop thread. Leaving it stops them in reverse order: background
-tasks first, then in-process queue subscriptions end (their unsettled messages return to their
+(streams: topics and their partition logs, committed offsets, the group coordinator; queues:
+the virtual hosts with their exchanges, queues and bindings; then the maintenance timer, a
+:class:`~wharf.core.timer_chain.TimerChain` on the broker's clock running retention and offset
+expiry every retention check interval), opening and recovering their logs on the broker's one
+fsync pool (:func:`~wharf.core.durability.fsync_executor`), which every later disk wait uses
+too, so no fsync runs on the event-loop thread. Leaving it stops them in reverse order: background
+work first, then in-process queue subscriptions end (their unsettled messages return to their
 queues), parked group members are woken, and every log is flushed and closed. Front ends
 (Kafka, AMQP, HTTP) and embedding applications hold the same ``Broker`` object; the streams and
 queues methods below are the embedding API (see docs/embedded.md).
@@ -24,7 +25,6 @@ Data directory layout (streams)::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -51,6 +51,7 @@ from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPart
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
 from wharf.core.streams.topics import Topic, TopicManager
+from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
 from wharf.errors import BrokerError
 from wharf.storage.record_batch import Record, RecordInput
@@ -80,7 +81,9 @@ class Broker:
         self._lock = DataDirLock(path)
         self._closed = False
         self._fsync_executor = fsync_executor()  # every log's fsyncs (core/durability.py)
-        self._maintenance: asyncio.Task[None] | None = None
+        self._maintenance = TimerChain(
+            clock, self.run_maintenance, self._maintenance_interval_s, "maintenance"
+        )
         self._round_robin: dict[str, RoundRobin] = {}
         self._subscriptions: set[QueueSubscription] = set()
         self._subscription_count = 0
@@ -142,6 +145,7 @@ class Broker:
                 fsync_interval_ms=self.config.fsync_interval_ms,
                 fsync_latency=fsync_latency,
                 executor=pool,
+                clock=self.clock,
             ),
         )
         self.groups = GroupCoordinator(
@@ -161,7 +165,7 @@ class Broker:
             executor=self._fsync_executor,
         )
         # background work
-        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        self._maintenance.start()
 
     async def close(self) -> None:
         """Stop background work, flush and close every log, release the directory lock."""
@@ -169,12 +173,7 @@ class Broker:
             return
         self._closed = True
         try:
-            if self._maintenance is not None:
-                self._maintenance.cancel()
-                try:
-                    await self._maintenance
-                except asyncio.CancelledError:
-                    pass
+            await self._maintenance.close()
             self._gets.open = False
             for subscription in list(self._subscriptions):
                 subscription.close()  # unsettled messages return; iterators stop
@@ -468,11 +467,8 @@ class Broker:
 
     # ------------------------------------------------------------------ background work
 
-    async def _maintain(self) -> None:
-        interval = max(self.config.retention_check_interval_ms, 1) / 1000
-        while True:
-            await asyncio.sleep(interval)
-            await self.run_maintenance()
+    def _maintenance_interval_s(self) -> float:
+        return max(self.config.retention_check_interval_ms, 1) / 1000
 
     async def run_maintenance(self) -> None:
         """One pass of retention and offset expiry (also run every retention check interval)."""

@@ -9,9 +9,10 @@ remain, so appends that arrive during one fsync share the next. A failed flush (
 fails the waiters it was meant to cover with that error; the next waiter starts a fresh attempt
 (which a disk log fenced by a failed fsync fails at once, until the broker restarts).
 
-``INTERVAL`` flushes from a background task every ``fsync_interval_ms`` and never makes callers
-wait; ``NEVER`` leaves the data to the operating system. Under every policy ``on_durable`` is
-called on the event-loop thread each time the durable offset advances.
+``INTERVAL`` flushes every ``fsync_interval_ms`` on the committer's clock (a
+:class:`~wharf.core.timer_chain.TimerChain`, so a virtual clock drives it in tests) and never
+makes callers wait; ``NEVER`` leaves the data to the operating system. Under every policy
+``on_durable`` is called on the event-loop thread each time the durable offset advances.
 
 Everything else that waits on the disk (a producer-state snapshot at a segment roll, a
 definitions save, closing or deleting a log, opening one) goes through the same threads:
@@ -39,8 +40,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
 from wharf.core.stats import FSYNC_BUCKETS_S, Histogram, HistogramFamily
+from wharf.core.timer_chain import TimerChain
 from wharf.errors import StorageError
 
 __all__ = [
@@ -118,6 +121,7 @@ class GroupCommitter:
         executor: Executor | None = None,
         kind: str = "other",
         fsync_latency: HistogramFamily[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._log = log
         self.kind = kind
@@ -133,7 +137,13 @@ class GroupCommitter:
         self._executor = executor
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = TimerChain(
+            Clock() if clock is None else clock,
+            self._tick,
+            lambda: self._interval_s,
+            "periodic fsync",
+        )
+        self._failing = False  # the periodic fsync failed last time (logged once)
         self._closed = False
         self.fsyncs = 0  # number of completed flushes, for metrics and benchmarks
 
@@ -147,9 +157,9 @@ class GroupCommitter:
         return await run_off_loop(self._executor, call)
 
     def start(self) -> None:
-        """Start the periodic flush task (``INTERVAL`` only); needs a running loop."""
-        if self.policy is FsyncPolicy.INTERVAL and self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        """Start the periodic flush (``INTERVAL`` only); needs a running loop."""
+        if self.policy is FsyncPolicy.INTERVAL and not self._closed:
+            self._ticker.start()
 
     async def wait_durable(self, end_offset: int) -> None:
         """Return once offsets below ``end_offset`` are on disk (``ALWAYS``), else at once."""
@@ -181,15 +191,9 @@ class GroupCommitter:
         return self._durable
 
     async def close(self) -> None:
-        """Stop the periodic task and wait for a running flush; later waits fail."""
+        """Stop the periodic flush and wait for a running one; later waits fail."""
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            try:
-                await self._ticker
-            except asyncio.CancelledError:
-                pass
-            self._ticker = None
+        await self._ticker.close()
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
 
@@ -244,22 +248,19 @@ class GroupCommitter:
         ]
 
     async def _tick(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self._interval_s)
-            if self._log.next_offset <= self._durable:
-                continue
-            try:
-                await self._flush_once()
-            except StorageError as exc:
-                # Logged once while it keeps failing (a log fenced by a failed fsync fails
-                # every time until the broker restarts).
-                if not failing:
-                    log.error("periodic fsync failed: %s; retrying every %.3f s",
-                              exc, self._interval_s)
-                failing = True
-            else:
-                failing = False
+        if self._log.next_offset <= self._durable:
+            return
+        try:
+            await self._flush_once()
+        except StorageError as exc:
+            # Logged once while it keeps failing (a log fenced by a failed fsync fails
+            # every time until the broker restarts).
+            if not self._failing:
+                log.error("periodic fsync failed: %s; retrying every %.3f s",
+                          exc, self._interval_s)
+            self._failing = True
+        else:
+            self._failing = False
 
 
 def _consume_outcome(future: asyncio.Future[None]) -> None:

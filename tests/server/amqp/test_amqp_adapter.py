@@ -57,6 +57,7 @@ class HandClock(Clock):
 async def server(tmp_path: Path) -> AsyncIterator[tuple[HandClock, AMQPListener, int]]:
     clock = HandClock()
     async with Broker.open(tmp_path / "data", clock=clock) as broker:
+        clock.timers.clear()  # the broker's own (maintenance, queue timer): never fired here
         listener = AMQPListener("127.0.0.1", 0)
         ((_, _, port),) = await listener.start(broker)
         try:

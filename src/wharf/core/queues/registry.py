@@ -6,16 +6,15 @@ logs). The file also holds the broker's users and permissions: the registry is g
 broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
 every save. Saves go through a :class:`~wharf.core.queues.definitions.DefinitionsWriter` (on
 the broker's fsync pool; every change's caller awaits its save, so a declare-ok means the
-definition is on disk). One background task runs the timers of every virtual host: it sleeps
-until the earliest deadline (message expiry at a queue head, a delayed message coming due, an
-x-expires queue) or one second, then calls :meth:`VirtualHost.tick`, and about once a second
-reclaims log space.
+definition is on disk). One timer on the broker's clock (a
+:class:`~wharf.core.timer_chain.TimerChain`) runs the timers of every virtual host: it fires at
+the earliest deadline (message expiry at a queue head, a delayed message coming due, an
+x-expires queue) or in one second, calls :meth:`VirtualHost.tick`, and about once a second
+reclaims log space. A vhost that gains a nearer deadline wakes it, which re-arms it sooner.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -33,6 +32,7 @@ from wharf.core.queues.definitions import (
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
 from wharf.core.stats import HistogramFamily
+from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
 from wharf.errors import NotFoundError, PreconditionError, WharfError
 
@@ -70,8 +70,8 @@ class VhostRegistry:
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
         self.definitions = DefinitionsWriter(path, self._to_json, executor)
-        self._timer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._timer = TimerChain(clock, self._on_timer, self._next_delay_s, "queue timer")
+        self._last_maintain = clock.monotonic()
 
     @classmethod
     async def open(
@@ -101,7 +101,7 @@ class VhostRegistry:
         else:
             await registry._restore(data)
         if start_timer:
-            registry._timer = asyncio.get_running_loop().create_task(registry._run_timer())
+            registry._timer.start()
         return registry
 
     # ------------------------------------------------------------------------------ access
@@ -154,7 +154,7 @@ class VhostRegistry:
             self._fsync_latency,
             self._executor,
         )
-        vhost.wakeup = self._wake.set
+        vhost.wakeup = self._timer.wake
         self._vhosts[name] = vhost
         return vhost
 
@@ -267,32 +267,25 @@ class VhostRegistry:
         for vhost in list(self._vhosts.values()):
             await vhost.maintain()
 
-    async def _run_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_maintain = loop.time()
-        while True:
-            deadlines = [d for v in self._vhosts.values() if (d := v.next_deadline()) is not None]
-            delay = _MAINTAIN_EVERY_S
-            if deadlines:
-                delay = min(delay, max(0.0, (min(deadlines) - self.clock.now_ms()) / 1000.0))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            try:
-                await self.tick()
-                if loop.time() - last_maintain >= _MAINTAIN_EVERY_S:
-                    last_maintain = loop.time()
-                    await self.maintain()
-            except WharfError:
-                log.exception("queue timer failed; retrying on the next tick")
+    def _next_delay_s(self) -> float:
+        """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S`."""
+        deadlines = [d for v in self._vhosts.values() if (d := v.next_deadline()) is not None]
+        if not deadlines:
+            return _MAINTAIN_EVERY_S
+        return min(_MAINTAIN_EVERY_S, max(0.0, (min(deadlines) - self.clock.now_ms()) / 1000.0))
+
+    async def _on_timer(self) -> None:
+        try:
+            await self.tick()
+            if self.clock.monotonic() - self._last_maintain >= _MAINTAIN_EVERY_S:
+                self._last_maintain = self.clock.monotonic()
+                await self.maintain()
+        except WharfError:
+            log.exception("queue timer failed; retrying on the next tick")
 
     async def close(self) -> None:
-        """Stop the timer, flush and close every queue log."""
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        """Stop the timer (waiting for a running tick), flush and close every queue log."""
+        await self._timer.close()
         for vhost in list(self._vhosts.values()):
             await vhost.close()
         await self.definitions.close()

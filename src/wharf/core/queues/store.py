@@ -493,6 +493,7 @@ async def open_store(
         executor=executor,
         kind="queue",
         fsync_latency=fsync_latency,
+        clock=clock,
     )
     # Settlements are never waited on; they reach the disk on this interval and at close.
     state_committer = GroupCommitter(
@@ -503,6 +504,7 @@ async def open_store(
         executor=executor,
         kind="queue-state",
         fsync_latency=fsync_latency,
+        clock=clock,
     )
     return QueueStore(
         messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
 from wharf.core.durability import GroupCommitter, run_off_loop
 from wharf.core.stats import HistogramFamily
@@ -85,10 +86,12 @@ class OffsetStore:
         compact_min_records: int = COMPACT_MIN_RECORDS,
         fsync_latency: HistogramFamily[str] | None = None,
         executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._directory = directory
         self._fsync_latency = fsync_latency
         self._executor = executor
+        self._clock = clock  # the periodic fsync's (``--fsync interval``)
         self._compact_min_records = compact_min_records
         self._log = log
         self._committer = committer
@@ -108,9 +111,11 @@ class OffsetStore:
         compact_min_records: int = COMPACT_MIN_RECORDS,
         fsync_latency: HistogramFamily[str] | None = None,
         executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> OffsetStore:
         """Open the store under ``data_dir``; ``executor`` is the broker's fsync pool (see
-        core/durability.py), on which every fsync of the offsets log runs."""
+        core/durability.py), on which every fsync of the offsets log runs; ``clock`` times the
+        periodic fsync under ``--fsync interval``."""
         directory = data_dir / LOG_NAME
         _finish_interrupted_swap(directory)
         log = Log.open(str(directory), _log_config())
@@ -122,6 +127,7 @@ class OffsetStore:
             executor=executor,
             kind="offsets",
             fsync_latency=fsync_latency,
+            clock=clock,
         )
         store = cls(
             directory,
@@ -130,6 +136,7 @@ class OffsetStore:
             compact_min_records=compact_min_records,
             fsync_latency=fsync_latency,
             executor=executor,
+            clock=clock,
         )
         store._replay()
         return store
@@ -323,6 +330,7 @@ class OffsetStore:
             executor=self._executor,
             kind="offsets",
             fsync_latency=self._fsync_latency,
+            clock=self._clock,
         )
         self._committer.start()
 

@@ -104,6 +104,7 @@ class Partition:
             executor=executor,
             kind="partition",
             fsync_latency=fsync_latency,
+            clock=self._clock,
         )
         self.producers = ProducerStateTable()
         self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)

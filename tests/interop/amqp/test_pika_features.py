@@ -574,3 +574,16 @@ def test_consumer_priority_must_be_an_integer(connect: Connect) -> None:
         )
     )
     assert code == 406
+
+
+def test_update_secret_is_acknowledged_and_the_connection_carries_on(connect: Connect) -> None:
+    """connection.update-secret (RabbitMQ's extension, for refreshing expiring credentials):
+    Wharf's logins do not expire, so it answers update-secret-ok and keeps the connection, as
+    RabbitMQ's internal user store does."""
+    conn = connect()
+    channel = conn.channel()
+    conn.update_secret("new_secret", "token refreshed")
+    assert conn.is_open and channel.is_open
+    channel.queue_declare("after-update-secret")
+    channel.basic_publish("", "after-update-secret", b"still working")
+    assert get_body(channel, "after-update-secret") == b"still working"

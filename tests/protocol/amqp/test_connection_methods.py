@@ -128,3 +128,23 @@ async def test_a_connection_method_the_server_never_expects_is_unexpected_once_o
     [(_, close)] = pair.received()
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 505
     assert close.reply_text.startswith("UNEXPECTED_FRAME - Connection.SecureOk")
+
+
+async def test_update_secret_answers_ok_once_open_and_is_unexpected_before(
+    broker: Broker,
+) -> None:
+    pair = AMQPPair(broker)
+    await pair.open()
+    pair.send(0, commands.Connection.UpdateSecret(new_secret="fresh", reason="refresh"))
+    [(_, ok)] = pair.received()
+    assert isinstance(ok, commands.Connection.UpdateSecretOk)
+    assert pair.conn.state is ConnState.OPEN
+
+    early = AMQPPair(broker)
+    early.feed(PROTOCOL_HEADER)
+    early.received()
+    assert early.send(0, commands.Connection.UpdateSecret(new_secret="x", reason="y")) == [
+        AWAIT_CLOSE_OK
+    ]
+    [(_, close)] = early.received()
+    assert isinstance(close, commands.Connection.Close) and close.reply_code == 505

@@ -94,6 +94,7 @@ class ConnectionMethods:
             commands.Connection.Open: self._open,
             commands.Connection.Close: self._close,
             commands.Connection.CloseOk: self._close_ok,
+            commands.Connection.UpdateSecret: self._update_secret,
         }
 
     def start(self) -> None:
@@ -231,6 +232,17 @@ class ConnectionMethods:
             )
         conn.send_method(0, commands.Connection.CloseOk())
         conn.shutdown()
+
+    def _update_secret(self, _method: commands.Connection.UpdateSecret) -> None:
+        """RabbitMQ's extension for refreshing expiring credentials (OAuth tokens). Wharf's
+        logins do not expire, so, as RabbitMQ's internal user store does, the connection keeps
+        the identity it opened with and the client gets update-secret-ok."""
+        conn = self.conn
+        if conn.state is not ConnState.OPEN:
+            raise AMQPConnectionError(
+                ReplyCode.UNEXPECTED_FRAME, "Connection.UpdateSecret before Connection.Open-Ok"
+            )
+        conn.send_method(0, commands.Connection.UpdateSecretOk())
 
     def _close_ok(self, _method: commands.Connection.CloseOk) -> None:
         conn = self.conn

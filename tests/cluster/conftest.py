@@ -10,7 +10,11 @@ import pytest
 
 from helpers.postgres_server import PostgresServer, postgres_server
 from helpers.s3_server import S3Server, run_s3_server
+from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import Database, DatabaseSettings
+from wharf.cluster.migrations import migrate
+from wharf.cluster.nodes import Membership, MembershipSettings
+from wharf.cluster.objectstore import ObjectStore, ObjectStoreConfig
 
 # --- PostgreSQL: the catalogue database ---------------------------------------------------------
 # ``postgres``: one throwaway server for the session (helpers/postgres_server.py), stopped at the
@@ -74,3 +78,35 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 # --- end of the object store's fixtures -------------------------------------------------------
+
+
+# --- Shared by the streams tests: a migrated database, a registered node, a store of the test's own
+
+
+@pytest.fixture
+async def node_lease(db: Database) -> NodeLease:
+    """``db`` migrated to the latest schema, with node ``node-a`` registered on a long lease."""
+    await migrate(db)
+    membership = Membership(
+        db, "node-a", "127.0.0.1", {"kafka": 9092},
+        MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0),
+    )
+    await membership.register()
+    return NodeLease.of(membership)
+
+
+@pytest.fixture
+async def test_store(
+    s3_server: S3Server, request: pytest.FixtureRequest
+) -> AsyncIterator[ObjectStore]:
+    """An object store on the shared test bucket, under a prefix of this test's own."""
+    prefix = re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]
+    config = ObjectStoreConfig.from_url(
+        f"s3://wharf-tests/{prefix}",
+        endpoint=s3_server.endpoint,
+        region=s3_server.region,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    async with await ObjectStore.open(config) as opened:
+        yield opened

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
@@ -56,6 +56,9 @@ from wharf.core.users import UserStore
 from wharf.errors import BrokerError
 from wharf.storage.record_batch import Record, RecordInput
 
+if TYPE_CHECKING:  # only in cluster mode, whose drivers are an optional extra
+    from wharf.core.cluster_node import ClusterNode
+
 __all__ = ["Broker"]
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,12 @@ class Broker:
     vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings
     users: UserStore  # AMQP and Kafka SASL logins, saved with the queue definitions
 
-    def __init__(self, path: Path, config: BrokerConfig, clock: Clock) -> None:
+    def __init__(
+        self, path: Path, config: BrokerConfig, clock: Clock, cluster: ClusterNode | None = None
+    ) -> None:
         self.path = path
+        self.cluster = cluster
+        """Set in cluster mode: streams live in the cluster's engines, not under ``path``."""
         self.config = config
         self.clock = clock
         self.stats = BrokerStats()  # this broker's latency histograms (fsync, requests, HTTP)
@@ -97,12 +104,13 @@ class Broker:
         config: BrokerConfig | None = None,
         *,
         clock: Clock | None = None,
+        cluster: ClusterNode | None = None,
     ) -> AsyncIterator[Broker]:
         """Open (creating if needed) the broker stored at ``path``; close it on exit.
 
         Raises :class:`~wharf.core.data_dir_lock.DataDirInUseError` (a ResourceLockedError
         naming the holder's pid) when another broker has the directory open."""
-        broker = await cls.start(path, config, clock=clock)
+        broker = await cls.start(path, config, clock=clock, cluster=cluster)
         try:
             yield broker
         finally:
@@ -115,9 +123,10 @@ class Broker:
         config: BrokerConfig | None = None,
         *,
         clock: Clock | None = None,
+        cluster: ClusterNode | None = None,
     ) -> Broker:
         """Open the broker without a ``with`` block; the caller must ``await broker.close()``."""
-        broker = cls(Path(path), config or BrokerConfig(), clock or Clock())
+        broker = cls(Path(path), config or BrokerConfig(), clock or Clock(), cluster)
         try:
             broker._lock.acquire()  # DataDirInUseError names the broker in the way
             await broker._start_components()

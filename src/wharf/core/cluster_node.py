@@ -1,0 +1,55 @@
+"""What a node in cluster mode holds: its engines, its membership, and its view of the others.
+
+A broker opened with a :class:`ClusterNode` keeps its streams in the cluster (PostgreSQL for the
+catalogue and offsets, the object store for batches) instead of on local disk. The composition
+root (``wharf serve --cluster``) builds it: it connects the database and the object store,
+migrates the schema, registers the node and starts its heartbeats; it refreshes :attr:`brokers`,
+the live nodes as Kafka clients see them, after every heartbeat.
+
+Kafka clients name brokers by a 32-bit id, not by Wharf's node id (a UUID or an operator's
+name): :attr:`LiveBroker.broker_id` is the stable number the database gave the node id when it
+first registered (migration 3), so a node that restarts keeps its Kafka id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the cluster's drivers are an optional extra, imported only in cluster mode
+    from wharf.cluster.catalog import NodeLease
+    from wharf.cluster.database import Database
+    from wharf.cluster.nodes import Membership
+    from wharf.cluster.objectstore import ObjectStore
+
+__all__ = ["ClusterNode", "LiveBroker"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBroker:
+    """A live node as Kafka clients see it."""
+
+    broker_id: int
+    node_id: str
+    host: str
+    kafka_port: int
+
+
+@dataclass(slots=True)
+class ClusterNode:
+    """This node's engines and membership; :attr:`brokers` is kept fresh by the server."""
+
+    node_id: str
+    broker_id: int
+    db: Database
+    store: ObjectStore
+    membership: Membership
+    brokers: list[LiveBroker] = field(default_factory=list)
+    """The live nodes, by broker id; this node among them once registered."""
+
+    def lease(self) -> NodeLease:
+        """The fencing token every write on this node's authority carries;
+        ``LeaseLostError`` while the node holds none."""
+        from wharf.cluster.catalog import NodeLease
+
+        return NodeLease.of(self.membership)

@@ -587,3 +587,38 @@ def test_update_secret_is_acknowledged_and_the_connection_carries_on(connect: Co
     channel.queue_declare("after-update-secret")
     channel.basic_publish("", "after-update-secret", b"still working")
     assert get_body(channel, "after-update-secret") == b"still working"
+
+
+def test_unbinding_from_a_queue_or_exchange_that_is_gone_succeeds(connect: Connect) -> None:
+    # RabbitMQ (since 3.2) answers queue.unbind and exchange.unbind with unbind-ok when the
+    # queue or exchange no longer exists: clients' cleanups unbind auto-deleted ones.
+    channel = connect().channel()
+    channel.exchange_declare("gone-src", "direct", auto_delete=True)
+    channel.exchange_declare("gone-dest", "direct")
+    channel.queue_declare("gone-q", auto_delete=True)
+    channel.queue_bind("gone-q", "gone-src", "k")
+    channel.exchange_bind("gone-dest", "gone-src", "k")
+    channel.queue_delete("gone-q")
+    channel.queue_unbind("gone-q", "gone-src", "k")
+    channel.exchange_delete("gone-dest")
+    channel.exchange_unbind("gone-dest", "gone-src", "k")
+    channel.queue_unbind("never-q", "never-ex", "k")
+    channel.exchange_unbind("never-dest", "never-src", "k")
+    # still refused: the default exchange, and another connection's exclusive queue
+    assert channel_error(lambda: channel.queue_unbind("anything", "", "k")) == 403
+    owner = connect().channel()
+    owner.queue_declare("gone-excl", exclusive=True)
+    channel = connect().channel()
+    channel.exchange_declare("gone-ex2", "direct")
+    assert channel_error(lambda: channel.queue_unbind("gone-excl", "gone-ex2", "k")) == 405
+
+
+def test_delete_if_empty_counts_ready_messages_only(connect: Connect) -> None:
+    # As in RabbitMQ, messages delivered and not yet acknowledged do not make a queue non-empty.
+    channel = connect().channel()
+    channel.queue_declare("ie-q")
+    channel.basic_publish("", "ie-q", b"held")
+    method, _, _ = channel.basic_get("ie-q")
+    assert method is not None
+    other = connect().channel()
+    assert other.queue_delete("ie-q", if_empty=True).method.message_count == 0

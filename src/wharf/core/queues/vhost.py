@@ -361,12 +361,13 @@ class VirtualHost:
         owner: object | None = None,
     ) -> int:
         """queue.delete; returns the number of messages deleted. PreconditionError (406) when
-        ``if_unused`` and consumed or ``if_empty`` and not empty. Consumers get
+        ``if_unused`` and consumed or ``if_empty`` with ready messages (unacknowledged ones do
+        not count, as in RabbitMQ). Consumers get
         :meth:`Consumer.cancelled <wharf.core.queues.consumers.Consumer.cancelled>`."""
         queue = self.get_queue(name, owner)
         if if_unused and queue.consumer_count:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' in use")
-        if if_empty and (queue.message_count or queue.unacked_count):
+        if if_empty and queue.message_count:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
         self._detach_queue(queue)
@@ -413,8 +414,8 @@ class VirtualHost:
     ) -> None:
         """queue.bind (idempotent). NotFoundError (404) for a missing queue or exchange;
         AccessRefusedError (403) for the default exchange."""
+        ex = self._bindable(exchange)  # the default exchange is refused first, as in RabbitMQ
         q = self.get_queue(queue, owner)
-        ex = self._bindable(exchange)
         if q.store.durable and ex.durable:
             if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
                 await self._save()
@@ -433,8 +434,8 @@ class VirtualHost:
         owner: object | None = None,
     ) -> None:
         """queue.unbind (absent binding: no error, as in RabbitMQ)."""
-        q = self.get_queue(queue, owner)
         ex = self._bindable(exchange)
+        q = self.get_queue(queue, owner)
         if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
             self._maybe_auto_delete(ex)
             if q.store.durable and ex.durable:

@@ -193,10 +193,17 @@ class Channel:
         self.owner.await_core(coroutine, self._reply(m, commands.Exchange.BindOk()))
 
     def _exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        then = self._reply(m, commands.Exchange.UnbindOk())
+        exchanges = self.vhost.exchanges
+        if m.source and m.destination and (
+            m.source not in exchanges or m.destination not in exchanges
+        ):  # no such binding can exist: unbinding it succeeds (RabbitMQ)
+            then(None)
+            return
         coroutine = self.vhost.unbind_exchange(
             m.destination, m.source, m.routing_key, dict(m.arguments or {})
         )
-        self.owner.await_core(coroutine, self._reply(m, commands.Exchange.UnbindOk()))
+        self.owner.await_core(coroutine, then)
 
     # -- queue class ---------------------------------------------------------------------------
 
@@ -230,10 +237,15 @@ class Channel:
         self.owner.await_core(coroutine, self._reply(m, commands.Queue.BindOk()))
 
     def _queue_unbind(self, m: commands.Queue.Unbind) -> None:
+        then = self._reply(m, commands.Queue.UnbindOk())
+        vhost = self.vhost
+        if m.exchange and (m.queue not in vhost.queues or m.exchange not in vhost.exchanges):
+            then(None)  # no such binding can exist: unbinding it succeeds (RabbitMQ)
+            return
         coroutine = self.vhost.unbind_queue(
             m.queue, m.exchange, m.routing_key, dict(m.arguments or {}), owner=self.owner
         )
-        self.owner.await_core(coroutine, self._reply(m, commands.Queue.UnbindOk()))
+        self.owner.await_core(coroutine, then)
 
     def _queue_purge(self, m: commands.Queue.Purge) -> None:
         def purged(count: int) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from helpers.cluster_nodes import ClusterNodes
 from helpers.postgres_server import PostgresServer, postgres_server
 from helpers.s3_server import S3Server, run_s3_server
 from wharf.cluster.catalog import NodeLease
@@ -110,3 +112,16 @@ async def test_store(
     )
     async with await ObjectStore.open(config) as opened:
         yield opened
+
+
+@pytest.fixture
+def cluster_nodes(
+    tmp_path: Path, database_url: str, s3_server: S3Server, request: pytest.FixtureRequest
+) -> Iterator[ClusterNodes]:
+    """Real ``wharf serve --cluster`` nodes for this test (none started yet: ``.start(n)``),
+    on its own database and bucket prefix; every node still running is stopped afterwards."""
+    prefix = re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]
+    nodes = ClusterNodes(tmp_path, database_url, s3_server, f"s3://wharf-tests/{prefix}")
+    yield nodes
+    problems = nodes.cleanup()
+    assert not problems, "\n".join(problems)

@@ -89,3 +89,19 @@ async def test_closing_the_channel_requeues_what_is_unsettled(pair: AMQPPair) ->
     await pair.expect(2, commands.Channel.Open(), commands.Channel.OpenOk)
     frames = await pair.call(2, commands.Basic.Get(queue="q", no_ack=True))
     assert isinstance(frames[0][1], commands.Basic.GetOk) and frames[0][1].redelivered
+
+
+async def test_deleting_a_queue_one_consumes_from_answers_delete_ok_before_the_cancel(
+    tmp_path: Path,
+) -> None:
+    # A client that waits for delete-ok (py-amqp, kombu) must get it before the broker's
+    # basic.cancel of its own consumer, as RabbitMQ sends them.
+    async with Broker.open(tmp_path / "data") as broker:
+        pair = AMQPPair(broker)
+        await pair.open(capabilities={"consumer_cancel_notify": True})
+        await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
+        await pair.call(1, commands.Queue.Declare(queue="q"))
+        await pair.call(1, commands.Basic.Consume(queue="q", consumer_tag="t"))
+        frames = await pair.call(1, commands.Queue.Delete(queue="q"))
+        assert [type(f) for _, f in frames] == [commands.Queue.DeleteOk, commands.Basic.Cancel]
+        assert pair.conn.channels[1].consuming.consumers == {}

@@ -258,11 +258,13 @@ class Channel:
         def deleted(count: int) -> None:
             if not m.nowait:
                 self.send(commands.Queue.DeleteOk(message_count=count))
+            self.consuming.release_cancels()
 
         vhost = self.vhost
         if m.queue not in vhost.queues:  # deleting an absent queue succeeds (RabbitMQ)
             deleted(0)
             return
+        self.consuming.hold_cancels()
         coroutine = vhost.delete_queue(
             m.queue, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty), owner=self.owner
         )

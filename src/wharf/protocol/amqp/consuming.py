@@ -103,6 +103,9 @@ class Consuming:
         self.unacked: dict[int, tuple[Delivery, ChannelConsumer | None]] = {}
         self._next_tag = 1
         self.tx_settles: list[Callable[[], None]] = []  # settlements waiting for Tx.Commit
+        # While this channel's own queue.delete runs, the cancels it causes wait for its
+        # delete-ok (RabbitMQ's order, which clients blocked on delete-ok rely on).
+        self._held_cancels: list[str] | None = None
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -131,9 +134,26 @@ class Consuming:
         if self.consumers.get(consumer.tag) is not consumer:
             return
         del self.consumers[consumer.tag]
-        owner = self.channel.owner
-        if owner.client_capabilities.get("consumer_cancel_notify"):
-            owner.send_method(self.channel.number, commands.Basic.Cancel(consumer_tag=consumer.tag))
+        if not self.channel.owner.client_capabilities.get("consumer_cancel_notify"):
+            return
+        if self._held_cancels is not None:
+            self._held_cancels.append(consumer.tag)
+        else:
+            self._send_cancel(consumer.tag)
+
+    def _send_cancel(self, tag: str) -> None:
+        self.owner.send_method(self.channel.number, commands.Basic.Cancel(consumer_tag=tag))
+
+    def hold_cancels(self) -> None:
+        """Keep the broker's consumer cancels until :meth:`release_cancels`."""
+        if self._held_cancels is None:
+            self._held_cancels = []
+
+    def release_cancels(self) -> None:
+        """Send the cancels held since :meth:`hold_cancels`."""
+        held, self._held_cancels = self._held_cancels, None
+        for tag in held or ():
+            self._send_cancel(tag)
 
     def resume_deliveries(self, skip: Container[Queue] = ()) -> None:
         """Credit came back (or the connection can take output again): let every queue we

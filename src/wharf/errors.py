@@ -14,7 +14,8 @@ that it matches the code)::
     │   │   └── BatchTooLargeError      errors                 over max.message.bytes
     │   ├── DatabaseError               cluster.database       the catalogue: names it and why
     │   │   ├── SchemaVersionError      cluster.migrations     schema newer than the code
-    │   │   └── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   │   ├── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   │   └── GroupMovedError         cluster.groups         another node coordinates the group
     │   └── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
     │       └── ObjectNotFoundError     cluster.objectstore    no object of that key
     ├── BrokerError                     errors                 a request the core refuses

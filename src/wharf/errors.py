@@ -35,7 +35,8 @@ that it matches the code)::
     │       ├── InvalidTopicError       core.streams.errors    also InvalidArgumentError
     │       ├── InvalidConfigError      core.streams.errors    also InvalidArgumentError
     │       ├── InvalidPartitionsError  core.streams.errors    also InvalidArgumentError
-    │       └── ProducerStateError      core.streams.errors    sequence, epoch, unknown producer
+    │       ├── ProducerStateError      core.streams.errors    sequence, epoch, unknown producer
+    │       └── NotCoordinatorError     core.streams.errors    another node coordinates the group
     ├── ProtocolError                   errors                 malformed input on the wire
     │   ├── KafkaProtocolError          protocol.kafka.errors  carries a Kafka error code
     │   │   ├── InvalidFrameLengthError   protocol.kafka.errors

@@ -14,7 +14,8 @@ that it matches the code)::
     │   │   └── BatchTooLargeError      errors                 over max.message.bytes
     │   ├── DatabaseError               cluster.database       the catalogue: names it and why
     │   │   ├── SchemaVersionError      cluster.migrations     schema newer than the code
-    │   │   └── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   │   ├── LeaseLostError          cluster.nodes          a node's lease expired or replaced
+    │   │   └── GroupMovedError         cluster.groups         another node coordinates the group
     │   ├── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
     │   │   └── ObjectNotFoundError     cluster.objectstore    no object of that key
     │   └── CorruptObjectError          cluster.streams.objects  intake object does not parse
@@ -35,7 +36,8 @@ that it matches the code)::
     │       ├── InvalidTopicError       core.streams.errors    also InvalidArgumentError
     │       ├── InvalidConfigError      core.streams.errors    also InvalidArgumentError
     │       ├── InvalidPartitionsError  core.streams.errors    also InvalidArgumentError
-    │       └── ProducerStateError      core.streams.errors    sequence, epoch, unknown producer
+    │       ├── ProducerStateError      core.streams.errors    sequence, epoch, unknown producer
+    │       └── NotCoordinatorError     core.streams.errors    another node coordinates the group
     ├── ProtocolError                   errors                 malformed input on the wire
     │   ├── KafkaProtocolError          protocol.kafka.errors  carries a Kafka error code
     │   │   ├── InvalidFrameLengthError   protocol.kafka.errors

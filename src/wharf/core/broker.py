@@ -46,7 +46,10 @@ from wharf.core.queues.router import PublishResult
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.stats import BrokerStats
 from wharf.core.streams.errors import ErrorCode, StreamsError
+from wharf.core.streams.groups.cluster_store import ClusterOffsetStore
 from wharf.core.streams.groups.coordinator import GroupCoordinator
+from wharf.core.streams.groups.placement import GroupPlacement
+from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
@@ -70,7 +73,7 @@ class Broker:
     """A broker over one data directory; create it with :meth:`open` (or :meth:`start`)."""
 
     topics: TopicManager
-    offsets: OffsetStore
+    offsets: GroupStore
     groups: GroupCoordinator
     producer_ids: ProducerIdAllocator
     vhosts: VhostRegistry  # queues: virtual hosts with exchanges, queues, bindings
@@ -145,20 +148,30 @@ class Broker:
             pool,
             partial(TopicManager.open, self.path, self.config, pool, fsync_latency, self.clock),
         )
-        self.offsets = await run_off_loop(
-            pool,
-            partial(
-                OffsetStore.open,
-                self.path,
-                fsync=self.config.fsync,
-                fsync_interval_ms=self.config.fsync_interval_ms,
-                fsync_latency=fsync_latency,
-                executor=pool,
-                clock=self.clock,
-            ),
-        )
+        placement = None
+        if self.cluster is None:
+            self.offsets = await run_off_loop(
+                pool,
+                partial(
+                    OffsetStore.open,
+                    self.path,
+                    fsync=self.config.fsync,
+                    fsync_interval_ms=self.config.fsync_interval_ms,
+                    fsync_latency=fsync_latency,
+                    executor=pool,
+                    clock=self.clock,
+                ),
+            )
+        else:  # committed offsets in the database; each node coordinates its share of groups
+            cluster_offsets = ClusterOffsetStore(self.cluster)
+            placement = GroupPlacement(self.cluster, cluster_offsets)
+            self.offsets = cluster_offsets
         self.groups = GroupCoordinator(
-            self.config, self.clock, self.offsets, partition_exists=self.topics.partition_exists
+            self.config,
+            self.clock,
+            self.offsets,
+            partition_exists=self.topics.partition_exists,
+            placement=placement,
         )
         self.topics.start()
         self.offsets.start()

@@ -14,8 +14,10 @@ whose ``code`` says what to put on the wire::
         ├── InvalidTopicError         also InvalidArgumentError INVALID_TOPIC_EXCEPTION
         ├── InvalidConfigError        also InvalidArgumentError INVALID_CONFIG
         ├── InvalidPartitionsError    also InvalidArgumentError INVALID_PARTITIONS
-        └── ProducerStateError        OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
-                                      UNKNOWN_PRODUCER_ID (``code`` tells which)
+        ├── ProducerStateError        OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
+        │                             UNKNOWN_PRODUCER_ID (``code`` tells which)
+        └── NotCoordinatorError       NOT_COORDINATOR: in a cluster, another node coordinates
+                                      the group (or this node's authority over it ended)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "InvalidConfigError",
     "InvalidPartitionsError",
     "InvalidTopicError",
+    "NotCoordinatorError",
     "ProducerStateError",
     "StreamsError",
     "TopicExistsError",
@@ -47,6 +50,7 @@ class ErrorCode(IntEnum):
     MESSAGE_TOO_LARGE = 10
     OFFSET_METADATA_TOO_LARGE = 12
     COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
     INVALID_TOPIC_EXCEPTION = 17
     RECORD_LIST_TOO_LARGE = 18
     ILLEGAL_GENERATION = 22
@@ -108,3 +112,7 @@ class InvalidPartitionsError(StreamsError, InvalidArgumentError):
 
 class ProducerStateError(StreamsError):
     default_code = ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+
+
+class NotCoordinatorError(StreamsError):
+    default_code = ErrorCode.NOT_COORDINATOR

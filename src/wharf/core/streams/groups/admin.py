@@ -15,8 +15,8 @@ from wharf.core.clock import Clock
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.group import GroupTable
 from wharf.core.streams.groups.state import GroupState
+from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.groups.types import GroupDescription, GroupListing, MemberDescription
-from wharf.core.streams.offsets import OffsetStore
 
 __all__ = ["GroupAdmin"]
 
@@ -24,7 +24,7 @@ __all__ = ["GroupAdmin"]
 class GroupAdmin:
     """List, describe and delete the groups of one coordinator."""
 
-    def __init__(self, clock: Clock, store: OffsetStore, groups: GroupTable) -> None:
+    def __init__(self, clock: Clock, store: GroupStore, groups: GroupTable) -> None:
         self._clock = clock
         self._store = store
         self._groups = groups

@@ -1,4 +1,5 @@
-"""Committed offsets as the group coordinator serves them, over the durable ``OffsetStore``.
+"""Committed offsets as the group coordinator serves them, over the durable store
+(``store.py``).
 
 How it works. The store keeps the offsets; this facade adds the group rules around it. A commit
 (already accepted by the membership state machine for its member and generation) is checked
@@ -17,8 +18,9 @@ from wharf.core.config import BrokerConfig
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.group import Group, GroupTable
 from wharf.core.streams.groups.state import GroupState
+from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.groups.subscription import subscribed_topics
-from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.core.streams.offsets import OffsetAndMetadata, TopicPartition
 
 __all__ = ["MAX_OFFSET_METADATA_BYTES", "CommittedOffsets"]
 
@@ -32,7 +34,7 @@ class CommittedOffsets:
         self,
         config: BrokerConfig,
         clock: Clock,
-        store: OffsetStore,
+        store: GroupStore,
         groups: GroupTable,
         partition_exists: Callable[[str, int], bool] | None = None,
     ) -> None:

@@ -34,6 +34,15 @@ and generation first); list/describe/delete in ``admin.py``; and ``persistence.p
 a group's membership each time it becomes Stable so that :meth:`GroupCoordinator.start` can
 restore it after a restart and live members carry on in their generation without a rebalance.
 
+In a cluster (a :class:`GroupPlacement` given), each node coordinates the groups that
+rendezvous hashing gives it (``placement.py``), and only once it has claimed them in the
+database; :meth:`GroupCoordinator.ensure_coordinator` claims on first use (and restores the
+group's last snapshot, so live members carry on in their generation), and answers
+``NOT_COORDINATOR`` for another node's groups. The async calls check it themselves; the
+synchronous ones answer ``NOT_COORDINATOR`` for a group not claimed, so callers ensure first.
+Each request, and a sweep every :data:`PLACEMENT_CHECK_S`, drops the groups that moved: their
+parked members are answered ``NOT_COORDINATOR`` and find the new coordinator.
+
 Results carry :class:`ErrorCode` values equal to Kafka's error codes.
 """
 
@@ -44,9 +53,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 
-from wharf.core.clock import Clock
+from wharf.core.clock import Clock, TimerHandle
 from wharf.core.config import BrokerConfig
-from wharf.core.streams.errors import ErrorCode
+from wharf.core.streams.errors import ErrorCode, NotCoordinatorError
 from wharf.core.streams.groups.admin import GroupAdmin
 from wharf.core.streams.groups.committed import CommittedOffsets
 from wharf.core.streams.groups.group import (
@@ -58,7 +67,9 @@ from wharf.core.streams.groups.group import (
     SyncFuture,
 )
 from wharf.core.streams.groups.persistence import GroupPersistence
+from wharf.core.streams.groups.placement import GroupPlacement
 from wharf.core.streams.groups.state import GroupState
+from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.groups.types import (
     NO_GENERATION,
     GroupDescription,
@@ -69,9 +80,11 @@ from wharf.core.streams.groups.types import (
     LeaveResult,
     SyncResult,
 )
-from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
+from wharf.core.streams.offsets import OffsetAndMetadata, TopicPartition
 
-__all__ = ["GroupCoordinator"]
+__all__ = ["PLACEMENT_CHECK_S", "GroupCoordinator"]
+
+PLACEMENT_CHECK_S = 1.0
 
 
 class GroupCoordinator:
@@ -81,10 +94,13 @@ class GroupCoordinator:
         self,
         config: BrokerConfig,
         clock: Clock,
-        offsets: OffsetStore,
+        offsets: GroupStore,
         *,
         partition_exists: Callable[[str, int], bool] | None = None,
+        placement: GroupPlacement | None = None,
     ) -> None:
+        """``placement``: in a cluster, which groups this node coordinates (``offsets`` is
+        then the cluster's store)."""
         self._config = config
         self._clock = clock
         self.offsets = offsets
@@ -94,14 +110,67 @@ class GroupCoordinator:
         )
         self._admin = GroupAdmin(clock, offsets, self._groups)
         self._persistence = GroupPersistence(offsets)
+        self._placement = placement
+        self._placement_timer: TimerHandle | None = None
         self.rebalances = 0  # completed join phases, for metrics
 
     def start(self) -> None:
-        """Restore the groups that were Stable when the broker stopped (needs a running loop)."""
+        """Restore the groups that were Stable when the broker stopped (needs a running loop);
+        in a cluster, start the sweep of groups that moved instead."""
+        if self._placement is not None:
+            self._schedule_placement_check()
+            return
         for group in self._persistence.restore(self._clock.now_ms()):
-            self._groups.add(group)
-            for member in group.members.values():
-                self._restart_session(group, member)
+            self._adopt(group)
+
+    def _adopt(self, group: Group) -> None:
+        self._groups.add(group)
+        for member in group.members.values():
+            self._restart_session(group, member)
+
+    # ------------------------------------------------------------------ placement (cluster)
+
+    async def ensure_coordinator(self, group_id: str) -> ErrorCode:
+        """``NONE`` when this node coordinates ``group_id`` (always on a single node),
+        claiming the group first in a cluster; else ``NOT_COORDINATOR`` or
+        ``COORDINATOR_NOT_AVAILABLE``."""
+        if self._placement is None or not group_id:
+            return ErrorCode.NONE
+        self._drop_moved()
+        error, claimed = await self._placement.acquire(group_id)
+        if claimed and group_id not in self._groups:
+            group = self._persistence.restore_group(group_id, self._clock.now_ms())
+            if group is not None:
+                self._adopt(group)
+        return error
+
+    def _coordinates(self, group_id: str) -> bool:
+        return self._placement is None or not group_id or self._placement.holds(group_id)
+
+    def _drop_moved(self) -> None:
+        if self._placement is None:
+            return
+        stale = set(self._placement.moved())
+        stale.update(g.group_id for g in self._groups if not self._placement.holds(g.group_id))
+        for group_id in stale:
+            self._drop_group(group_id)
+        self._placement.retry_releases()
+
+    def _drop_group(self, group_id: str) -> None:
+        """This node no longer coordinates the group: forget it; parked members are told."""
+        assert self._placement is not None
+        group = self._groups.get(group_id)
+        if group is not None:
+            self._shut_group(group, ErrorCode.NOT_COORDINATOR)
+            self._groups.remove(group_id)
+        self._placement.drop(group_id)
+
+    def _schedule_placement_check(self) -> None:
+        self._placement_timer = self._clock.call_later(PLACEMENT_CHECK_S, self._placement_check)
+
+    def _placement_check(self) -> None:
+        self._drop_moved()
+        self._schedule_placement_check()
 
     # ------------------------------------------------------------------ join
 
@@ -131,6 +200,9 @@ class GroupCoordinator:
         rebalance_ms = session_timeout_ms if rebalance_timeout_ms is None else rebalance_timeout_ms
         if not group_id:
             return JoinResult(ErrorCode.INVALID_GROUP_ID, member_id)
+        placed = await self.ensure_coordinator(group_id)
+        if placed is not ErrorCode.NONE:
+            return JoinResult(placed, member_id)
         if not (
             self._config.group_min_session_timeout_ms
             <= session_timeout_ms
@@ -375,6 +447,9 @@ class GroupCoordinator:
         protocol_name: str | None = None,
     ) -> SyncResult:
         """Deliver the leader's ``assignments``; every member gets its own share."""
+        placed = await self.ensure_coordinator(group_id)
+        if placed is not ErrorCode.NONE:
+            return SyncResult(placed)
         group = self._groups.get(group_id)
         if group is None:
             return SyncResult(ErrorCode.UNKNOWN_MEMBER_ID)
@@ -418,6 +493,8 @@ class GroupCoordinator:
         group_instance_id: str | None = None,
     ) -> ErrorCode:
         """Keep the member's session alive; tells it when it must rejoin."""
+        if not self._coordinates(group_id):
+            return ErrorCode.NOT_COORDINATOR
         group = self._groups.get(group_id)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
@@ -435,6 +512,8 @@ class GroupCoordinator:
 
     def leave_group(self, group_id: str, members: Sequence[LeaveMember]) -> LeaveResult:
         """Remove members (by member id, or by instance id for static members)."""
+        if not self._coordinates(group_id):
+            return LeaveResult(ErrorCode.NOT_COORDINATOR)
         group = self._groups.get(group_id)
         if group is None:
             return LeaveResult(
@@ -483,10 +562,16 @@ class GroupCoordinator:
         (a consumer with manual assignment), accepted while the group has no members.
         The commit timestamp is the broker clock's.
         """
-        error = self._commit_error(group_id, member_id, generation_id, group_instance_id)
+        error = await self.ensure_coordinator(group_id)
+        if error is ErrorCode.NONE:
+            error = self._commit_error(group_id, member_id, generation_id, group_instance_id)
         if error is not ErrorCode.NONE:
             return dict.fromkeys(offsets, error)
-        return await self._committed.commit(group_id, offsets)
+        try:
+            return await self._committed.commit(group_id, offsets)
+        except NotCoordinatorError:
+            self._drop_group(group_id)
+            return dict.fromkeys(offsets, ErrorCode.NOT_COORDINATOR)
 
     def _commit_error(
         self, group_id: str, member_id: str, generation_id: int, group_instance_id: str | None
@@ -521,7 +606,14 @@ class GroupCoordinator:
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
         """OffsetDelete: forget committed offsets, except for topics live members consume."""
-        return await self._committed.delete(group_id, partitions)
+        error = await self.ensure_coordinator(group_id)
+        if error is not ErrorCode.NONE:
+            return error, {}
+        try:
+            return await self._committed.delete(group_id, partitions)
+        except NotCoordinatorError:
+            self._drop_group(group_id)
+            return ErrorCode.NOT_COORDINATOR, {}
 
     async def expire_offsets(self) -> int:
         """Drop offsets of groups without members older than ``offsets_retention_ms``."""
@@ -530,6 +622,10 @@ class GroupCoordinator:
     # ------------------------------------------------------------------ describe, list, delete
 
     def describe_group(self, group_id: str) -> GroupDescription:
+        if not self._coordinates(group_id):
+            return GroupDescription(
+                group_id, GroupState.DEAD, "", "", error=ErrorCode.NOT_COORDINATOR
+            )
         return self._admin.describe_group(group_id)
 
     def list_groups(self, states: Iterable[GroupState] | None = None) -> list[GroupListing]:
@@ -537,28 +633,52 @@ class GroupCoordinator:
 
     async def delete_groups(self, group_ids: Iterable[str]) -> dict[str, ErrorCode]:
         """Delete groups without members, with their committed offsets."""
-        return await self._admin.delete_groups(group_ids)
+        results: dict[str, ErrorCode] = {}
+        ours: list[str] = []
+        for group_id in group_ids:
+            error = await self.ensure_coordinator(group_id)
+            if error is ErrorCode.NONE:
+                ours.append(group_id)
+            else:
+                results[group_id] = error
+        for group_id in ours:
+            try:
+                results.update(await self._admin.delete_groups([group_id]))
+            except NotCoordinatorError:
+                self._drop_group(group_id)
+                results[group_id] = ErrorCode.NOT_COORDINATOR
+        return results
 
     # ------------------------------------------------------------------ lifecycle
 
     async def wait_persisted(self) -> None:
-        """Wait until every membership snapshot written so far is stored."""
+        """Wait until every membership snapshot written so far is stored (and, in a cluster,
+        every release of a group that moved is done)."""
         await self._persistence.wait()
+        if self._placement is not None:
+            await self._placement.wait()
 
     def close(self) -> None:
         """Cancel every timer and wake every parked caller (broker shutdown)."""
+        if self._placement_timer is not None:
+            self._placement_timer.cancel()
+            self._placement_timer = None
         for group in self._groups:
-            if group.join_timer is not None:
-                group.join_timer.cancel()
-            for timer in group.pending_members.values():
-                timer.cancel()
-            for member in group.members.values():
-                member.cancel_session()
-                member.resolve_join(
-                    JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, member.member_id)
-                )
-                member.resolve_sync(SyncResult(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+            self._shut_group(group, ErrorCode.COORDINATOR_NOT_AVAILABLE)
         self._groups.clear()
+
+    @staticmethod
+    def _shut_group(group: Group, error: ErrorCode) -> None:
+        """Cancel the group's timers and answer its parked callers with ``error``."""
+        if group.join_timer is not None:
+            group.join_timer.cancel()
+            group.join_timer = None
+        for timer in group.pending_members.values():
+            timer.cancel()
+        for member in group.members.values():
+            member.cancel_session()
+            member.resolve_join(JoinResult(error, member.member_id))
+            member.resolve_sync(SyncResult(error))
 
     # ------------------------------------------------------------------ sessions
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from wharf.core.clock import TimerHandle
 from wharf.core.streams.groups.state import GroupState, check_transition
+from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.groups.types import JoinResult, SyncResult
-from wharf.core.streams.offsets import OffsetStore
 
 __all__ = ["Group", "GroupTable", "JoinFuture", "Member", "MemberArgs", "SyncFuture"]
 
@@ -155,7 +155,7 @@ class Group:
 class GroupTable:
     """The groups of one coordinator by id, over the store that knows their offsets."""
 
-    def __init__(self, store: OffsetStore) -> None:
+    def __init__(self, store: GroupStore) -> None:
         self._store = store
         self._groups: dict[str, Group] = {}
 

@@ -24,7 +24,7 @@ from wharf.core.streams.groups.snapshot import (
     encode_snapshot,
 )
 from wharf.core.streams.groups.state import GroupState
-from wharf.core.streams.offsets import OffsetStore
+from wharf.core.streams.groups.store import GroupStore
 from wharf.errors import StorageError
 
 __all__ = ["GroupPersistence"]
@@ -35,20 +35,23 @@ log = logging.getLogger(__name__)
 class GroupPersistence:
     """Membership snapshots of the groups of one coordinator, in its offset store."""
 
-    def __init__(self, store: OffsetStore) -> None:
+    def __init__(self, store: GroupStore) -> None:
         self._store = store
         self._writing: set[asyncio.Task[None]] = set()
 
     def restore(self, now_ms: int) -> list[Group]:
         """The groups that were Stable when the broker stopped, Stable since ``now_ms``."""
-        groups = []
-        for group_id, data in self._store.group_metadata().items():
-            snapshot = decode_snapshot(data)
-            if snapshot is None or not snapshot.members:
-                log.warning("ignoring unreadable membership snapshot of group %r", group_id)
-                continue
-            groups.append(_from_snapshot(group_id, snapshot, now_ms))
-        return groups
+        restored = (
+            _restore(group_id, data, now_ms)
+            for group_id, data in self._store.group_metadata().items()
+        )
+        return [group for group in restored if group is not None]
+
+    def restore_group(self, group_id: str, now_ms: int) -> Group | None:
+        """One group as its snapshot in the store has it (Stable since ``now_ms``), if any: a
+        cluster node that has just claimed the group carries it on in its generation."""
+        data = self._store.group_metadata().get(group_id)
+        return None if data is None else _restore(group_id, data, now_ms)
 
     def save(self, group: Group) -> None:
         """Store the group's membership as of now (a Stable group) or drop it (any other)."""
@@ -69,6 +72,14 @@ class GroupPersistence:
             log.exception(
                 "membership of group %r not saved; it will rebalance after a restart", group_id
             )
+
+
+def _restore(group_id: str, data: bytes, now_ms: int) -> Group | None:
+    snapshot = decode_snapshot(data)
+    if snapshot is None or not snapshot.members:
+        log.warning("ignoring unreadable membership snapshot of group %r", group_id)
+        return None
+    return _from_snapshot(group_id, snapshot, now_ms)
 
 
 def _to_snapshot(group: Group) -> GroupSnapshot:

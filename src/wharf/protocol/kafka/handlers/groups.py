@@ -1,9 +1,13 @@
 """Consumer-group APIs: FindCoordinator, Join/Sync/Heartbeat/LeaveGroup, offsets, admin.
 
-Wharf is a single node, so it coordinates every group itself. The membership state machine
-lives in ``core`` (:mod:`wharf.core.streams.groups.coordinator`, protocol-neutral); these handlers
-translate Kafka requests of every supported version into its calls and its result records back into
-responses.
+A single node coordinates every group itself. In a cluster, each group has one coordinator,
+the live broker that rendezvous hashing of the group id chooses (``FindCoordinator`` names it);
+the other nodes answer that group's requests with ``NOT_COORDINATOR``. The membership state
+machine lives in ``core`` (:mod:`wharf.core.streams.groups.coordinator`, protocol-neutral); these
+handlers translate Kafka requests of every supported version into its calls and its result
+records back into responses. Before a synchronous call (heartbeat, leave, offset fetch,
+describe) they let the coordinator claim the group (``ensure_coordinator``, a no-op on a single
+node).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from wharf.core.streams.groups.placement import coordinator_for
 from wharf.core.streams.groups.types import GroupState, LeaveMember
 from wharf.core.streams.offsets import OffsetAndMetadata, TopicPartition
 from wharf.protocol.kafka.codec import KafkaRequest
@@ -40,32 +45,43 @@ def _ms(delta: Any) -> int:
     return int(delta.total_seconds() * 1000)
 
 
+def _coordinator(ctx: KafkaContext, key_type: int, key: str) -> tuple[Any, int, str, int]:
+    """``(error, node id, host, port)`` of the coordinator of ``key``."""
+    # Transactions are not served: a lookup of a transaction coordinator (key type 1) is refused.
+    if key_type != _KEY_TYPE_GROUP:
+        return ErrorCode.coordinator_not_available, -1, "", -1
+    cluster = ctx.broker.cluster
+    if cluster is None:  # this node coordinates every group
+        return ErrorCode.none, ctx.broker.config.node_id, ctx.advertised_host, ctx.advertised_port
+    chosen = coordinator_for(key, cluster.brokers)
+    if chosen is None:
+        return ErrorCode.coordinator_not_available, -1, "", -1
+    return ErrorCode.none, chosen.broker_id, chosen.host, chosen.kafka_port
+
+
 async def find_coordinator(ctx: KafkaContext, request: KafkaRequest) -> Any:
     body = request.body
     build = builder(request.api_key, request.api_version)
     key_type = getattr(body, "key_type", _KEY_TYPE_GROUP)
-    # This node coordinates every group. Transactions are not served, so a lookup of a
-    # transaction coordinator (key type 1) is refused.
-    error = ErrorCode.none if key_type == _KEY_TYPE_GROUP else ErrorCode.coordinator_not_available
-    node = ctx.broker.config.node_id if error == ErrorCode.none else -1
-    host = ctx.advertised_host if error == ErrorCode.none else ""
-    port = ctx.advertised_port if error == ErrorCode.none else -1
     if has_field(body, "coordinator_keys"):
-        coordinators = tuple(
-            build(
-                "Coordinator",
-                key=key,
-                node_id=node,
-                host=host,
-                port=port,
-                error_code=error,
-                error_message=None,
+        coordinators = []
+        for key in body.coordinator_keys:
+            error, node, host, port = _coordinator(ctx, key_type, key)
+            coordinators.append(
+                build(
+                    "Coordinator",
+                    key=key,
+                    node_id=node,
+                    host=host,
+                    port=port,
+                    error_code=error,
+                    error_message=None,
+                )
             )
-            for key in body.coordinator_keys
-        )
         return build(
-            "FindCoordinatorResponse", throttle_time=NO_THROTTLE, coordinators=coordinators
+            "FindCoordinatorResponse", throttle_time=NO_THROTTLE, coordinators=tuple(coordinators)
         )
+    error, node, host, port = _coordinator(ctx, key_type, body.key)
     return build(
         "FindCoordinatorResponse",
         throttle_time=NO_THROTTLE,
@@ -148,6 +164,7 @@ async def sync_group(ctx: KafkaContext, request: KafkaRequest) -> Any:
 async def heartbeat(ctx: KafkaContext, request: KafkaRequest) -> Any:
     body = request.body
     build = builder(request.api_key, request.api_version)
+    await ctx.broker.groups.ensure_coordinator(body.group_id)
     error = ctx.broker.groups.heartbeat(
         body.group_id,
         body.member_id,
@@ -164,6 +181,7 @@ async def leave_group(ctx: KafkaContext, request: KafkaRequest) -> Any:
         leaving = [LeaveMember(m.member_id, m.group_instance_id) for m in body.members]
     else:
         leaving = [LeaveMember(body.member_id)]
+    await ctx.broker.groups.ensure_coordinator(body.group_id)
     result = ctx.broker.groups.leave_group(body.group_id, leaving)
     if not has_field(body, "members"):
         # v0-2: one member, its outcome is the top-level error code.
@@ -192,6 +210,7 @@ async def describe_groups(ctx: KafkaContext, request: KafkaRequest) -> Any:
     build = builder(request.api_key, request.api_version)
     groups = []
     for group_id in request.body.groups:
+        await ctx.broker.groups.ensure_coordinator(group_id)
         d = ctx.broker.groups.describe_group(group_id)
         members = tuple(
             build(
@@ -285,11 +304,19 @@ async def offset_commit(ctx: KafkaContext, request: KafkaRequest) -> Any:
     return build("OffsetCommitResponse", throttle_time=NO_THROTTLE, topics=topics)
 
 
-def _fetched_topics(
+async def _fetched_topics(
     ctx: KafkaContext, build: Any, group_id: str, topics: Any, batched: bool
-) -> tuple[Any, ...]:
-    """Committed offsets of ``topics`` (``None``: every partition with a committed offset)."""
-    if topics is None:
+) -> tuple[Any, tuple[Any, ...]]:
+    """The group's error code and the committed offsets of ``topics`` (``None``: every
+    partition with a committed offset); each partition carries the error too (OffsetFetch v0-1
+    have no other place for it)."""
+    error = kafka_code(await ctx.broker.groups.ensure_coordinator(group_id))
+    if error != ErrorCode.none:
+        committed = {}
+        wanted = [] if topics is None else [
+            TopicPartition(t.name, p) for t in topics for p in t.partition_indexes
+        ]
+    elif topics is None:
         committed = ctx.broker.groups.fetch_offsets(group_id, None)
         wanted = sorted(committed)
     else:
@@ -306,11 +333,11 @@ def _fetched_topics(
                 committed_offset=found.offset if found is not None else -1,
                 committed_leader_epoch=found.leader_epoch if found is not None else -1,
                 metadata=found.metadata if found is not None else "",
-                error_code=ErrorCode.none,
+                error_code=error,
             )
         )
     topic_class = "OffsetFetchResponseTopics" if batched else "OffsetFetchResponseTopic"
-    return tuple(
+    return error, tuple(
         build(topic_class, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()
     )
 
@@ -319,22 +346,25 @@ async def offset_fetch(ctx: KafkaContext, request: KafkaRequest) -> Any:
     body = request.body
     build = builder(request.api_key, request.api_version)
     if has_field(body, "groups"):
-        groups = tuple(
-            build(
-                "OffsetFetchResponseGroup",
-                group_id=g.group_id,
-                topics=_fetched_topics(ctx, build, g.group_id, g.topics, batched=True),
-                error_code=ErrorCode.none,
+        groups = []
+        for g in body.groups:
+            error, fetched = await _fetched_topics(ctx, build, g.group_id, g.topics, batched=True)
+            groups.append(
+                build(
+                    "OffsetFetchResponseGroup",
+                    group_id=g.group_id,
+                    topics=fetched,
+                    error_code=error,
+                )
             )
-            for g in body.groups
-        )
-        return build("OffsetFetchResponse", throttle_time=NO_THROTTLE, groups=groups)
+        return build("OffsetFetchResponse", throttle_time=NO_THROTTLE, groups=tuple(groups))
     topics = body.topics if has_field(body, "topics") else None
+    error, fetched = await _fetched_topics(ctx, build, body.group_id, topics, batched=False)
     return build(
         "OffsetFetchResponse",
         throttle_time=NO_THROTTLE,
-        topics=_fetched_topics(ctx, build, body.group_id, topics, batched=False),
-        error_code=ErrorCode.none,
+        topics=fetched,
+        error_code=error,
     )
 
 

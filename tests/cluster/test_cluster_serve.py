@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -245,3 +246,28 @@ def test_the_overview_shows_the_cluster_nodes(two_nodes: list[WharfProcess]) -> 
     assert f"{node_ids[0]} (this node)" in text
     assert node_ids[1] in text and f"{node_ids[1]} (this node)" not in text
     assert f"kafka={two_nodes[1].kafka_port}" in text
+
+
+def test_a_node_paused_past_its_lease_registers_again_with_a_new_epoch(
+    two_nodes: list[WharfProcess],
+) -> None:
+    watcher, paused = two_nodes
+
+    def paused_row() -> dict[str, object]:
+        nodes = api_cluster(watcher)["nodes"]
+        assert isinstance(nodes, list)
+        row: dict[str, object] = next(n for n in nodes if not n["this_node"])
+        return row
+
+    before = paused_row()
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        eventually(lambda: len(kafka_brokers(watcher)) == 1)
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    paused.wait_for_log(r"registering again", timeout=MARGIN_S)
+    eventually(lambda: len(kafka_brokers(watcher)) == 2)
+    after = paused_row()
+    assert after["live"] and after["broker_id"] == before["broker_id"]
+    assert isinstance(after["epoch"], int) and isinstance(before["epoch"], int)
+    assert after["epoch"] > before["epoch"]

@@ -4,6 +4,7 @@ a schema newer than the code."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -181,3 +182,19 @@ async def test_a_live_topic_name_is_unique_but_a_deleted_one_is_not(db: Database
     with pytest.raises(DatabaseError, match="23505"):
         async with db.transaction() as tx:
             await tx.execute(insert, (None,))
+
+
+async def test_migration_3_applies_over_2_with_a_cluster_id_and_broker_ids(db: Database) -> None:
+    assert await migrate(db, MIGRATIONS[:2]) == 2
+    assert await migrate(db, MIGRATIONS[:3]) == 3
+    async with db.transaction() as tx:
+        cluster_ids = await tx.fetchall("SELECT cluster_id FROM cluster_info")
+        await tx.execute("INSERT INTO cluster_broker_ids (node_id) VALUES ('a'), ('b')")
+        ids = await tx.fetchall("SELECT broker_id FROM cluster_broker_ids ORDER BY node_id")
+    (cluster_id,) = (c for (c,) in cluster_ids)  # exactly one row
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id)  # Kafka's shape: a UUID, base64url
+    first, second = (b for (b,) in ids)
+    assert second > first
+    with pytest.raises(DatabaseError, match="23505"):  # a second cluster_info row
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO cluster_info (cluster_id) VALUES ('other')")

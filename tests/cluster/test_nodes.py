@@ -19,8 +19,11 @@ from wharf.cluster.nodes import (
     LeaseLostError,
     Membership,
     MembershipSettings,
+    broker_id,
+    cluster_id,
     live_nodes,
     load_node_id,
+    registered_nodes,
 )
 from wharf.errors import StorageError
 
@@ -214,3 +217,56 @@ async def test_heartbeats_that_cannot_reach_the_database_give_the_lease_up(
 def test_a_lease_must_outlast_the_heartbeat_interval() -> None:
     with pytest.raises(ValueError, match="longer than the heartbeat interval"):
         MembershipSettings(heartbeat_interval=1.0, lease_duration=1.0)
+
+
+# -- Kafka broker ids and the registered nodes ---------------------------------------------------
+
+
+async def test_a_node_keeps_its_broker_id_and_each_node_gets_its_own(catalogue: Database) -> None:
+    a = await broker_id(catalogue, "node-a")
+    b = await broker_id(catalogue, "node-b")
+    assert a != b
+    assert await broker_id(catalogue, "node-a") == a  # a restart
+    assert await broker_id(catalogue, "node-b") == b
+
+
+async def test_nodes_starting_together_under_one_id_get_one_broker_id(
+    database_url: str, database_settings: DatabaseSettings, catalogue: Database
+) -> None:
+    databases = [
+        await Database.connect(database_url, settings=database_settings) for _ in range(4)
+    ]
+    try:
+        ids = await asyncio.gather(*(broker_id(d, "twin") for d in databases))
+    finally:
+        for database in databases:
+            await database.close()
+    assert len(set(ids)) == 1
+
+
+async def test_the_cluster_id_is_one_for_every_node(
+    database_url: str, database_settings: DatabaseSettings, catalogue: Database
+) -> None:
+    other = await Database.connect(database_url, settings=database_settings)
+    try:
+        assert await cluster_id(catalogue) == await cluster_id(other)
+    finally:
+        await other.close()
+
+
+async def test_registered_nodes_carry_broker_ids_and_liveness(catalogue: Database) -> None:
+    a, b = member(catalogue, "a", kafka=1, http=2), member(catalogue, "b")
+    await a.register()
+    await b.register()
+    a_id = await broker_id(catalogue, "a")
+    await eventually(lambda: _live_set(catalogue, {"a": False, "b": False}))
+    await a.register()  # a new lease; b's stays expired
+    rows = {r.info.id: r for r in await registered_nodes(catalogue)}
+    assert rows["a"].live and not rows["b"].live
+    assert rows["a"].broker_id == a_id and rows["b"].broker_id is None
+    assert rows["a"].info.listeners == {"kafka": 1, "http": 2}
+    assert rows["a"].info.epoch == a.epoch
+
+
+async def _live_set(db: Database, expected: dict[str, bool]) -> bool:
+    return {r.info.id: r.live for r in await registered_nodes(db)} == expected

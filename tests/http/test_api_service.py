@@ -16,6 +16,19 @@ from helpers.broker_process import WharfProcess
 from wharf.http.app import DEFAULT_MAX_BODY_BYTES
 
 
+def test_cluster_outside_a_cluster_says_single_node(api: httpx.Client) -> None:
+    assert api.get("/api/cluster").json() == {
+        "mode": "single-node",
+        "node_id": None,
+        "broker_id": None,
+        "cluster_id": None,
+        "nodes": [],
+    }
+    metrics = api.get("/metrics").text  # the engines' histograms exist, empty
+    assert "# TYPE wharf_database_seconds histogram" in metrics
+    assert "wharf_database_seconds_count" not in metrics
+
+
 def test_health_and_readiness(api: httpx.Client, http_server: WharfProcess) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")

@@ -121,3 +121,33 @@ def test_every_setting_is_documented_with_its_key_variable_and_default() -> None
         assert f"`{spec.env}`" in row
         assert f"`{toml_value(spec.default())}`" in row, (spec.key, row)
     assert set(rows) == {spec.key for spec in setting_specs()}
+
+
+def test_cluster_settings_from_the_environment() -> None:
+    settings = load_settings(
+        env={
+            "WHARF_CLUSTER_DATABASE": "postgresql://u:p@db:5432/wharf",
+            "WHARF_CLUSTER_OBJECT_STORE": "s3://bucket/prefix",
+            "WHARF_CLUSTER_LEASE_MS": "9000",
+        }
+    )
+    assert settings.cluster.database == "postgresql://u:p@db:5432/wharf"
+    assert settings.cluster.object_store == "s3://bucket/prefix"
+    assert settings.cluster.lease_ms == 9000
+    assert load_settings().cluster.database is None  # single-node mode by default
+
+
+def test_a_cluster_database_without_an_object_store_is_refused() -> None:
+    with pytest.raises(SettingsError, match="cluster.object_store is not"):
+        load_settings(overrides={"cluster.database": "postgresql://db/wharf"})
+
+
+def test_a_lease_not_longer_than_the_heartbeat_is_refused() -> None:
+    with pytest.raises(SettingsError, match="lease_ms .1000. must be longer"):
+        load_settings(
+            overrides={
+                "cluster.database": "postgresql://db/wharf",
+                "cluster.object_store": "s3://bucket",
+                "cluster.lease_ms": 1000,
+            }
+        )

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import typer
 
-from wharf.cli import bench, binding, consume, exchange, group, produce, queue, status, topic, user
+from wharf.cli import (
+    bench,
+    binding,
+    cluster,
+    consume,
+    exchange,
+    group,
+    produce,
+    queue,
+    status,
+    topic,
+    user,
+)
 from wharf.cli.serve import command as serve
 
 __all__ = ["app", "main"]
@@ -37,6 +49,7 @@ app.add_typer(queue.app, name="queue")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(binding.app, name="binding")
 app.add_typer(user.app, name="user")
+app.add_typer(cluster.app, name="cluster")
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
 app.command("bench")(bench.bench)

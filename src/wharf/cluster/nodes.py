@@ -12,6 +12,13 @@ heartbeat moves ``lease_expires_at`` to ``clock_timestamp() + lease_duration``, 
 the row still carries its epoch and the lease has not expired. All times are the database's
 (``clock_timestamp()``), never the node's: nodes' clocks may disagree, the database's is one.
 
+Kafka clients name brokers by a 32-bit number: :func:`broker_id` gives each node id one, kept in
+``cluster_broker_ids`` (migration 3) so that a node keeps it across restarts, and
+:func:`registered_nodes` lists the ``nodes`` rows with their broker ids and whether their lease
+is live, in one query (what the server refreshes its live brokers from, and what ``wharf cluster
+status`` and ``/api/cluster`` show). :func:`cluster_id` is the id Kafka clients see, drawn once
+by migration 3.
+
 A lease that expired is over for good: the heartbeat that finds it so raises
 :class:`LeaseLostError` and the node must drop everything it did on that authority and
 register again (a new epoch). Other nodes treat a node whose lease expired as dead:
@@ -65,8 +72,12 @@ __all__ = [
     "Membership",
     "MembershipSettings",
     "NodeInfo",
+    "RegisteredNode",
+    "broker_id",
+    "cluster_id",
     "live_nodes",
     "load_node_id",
+    "registered_nodes",
 ]
 
 NODE_ID_FILE = "node-id"
@@ -142,6 +153,62 @@ async def live_nodes(db: Database) -> list[NodeInfo]:
         NodeInfo(r[0], r[1], r[2], {str(k): int(v) for k, v in r[3].items()}, r[4], r[5], r[6])
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    """A ``nodes`` row with its Kafka broker id (``None`` if it never asked for one) and whether
+    its lease is unexpired by the database's clock."""
+
+    info: NodeInfo
+    broker_id: int | None
+    live: bool
+
+
+async def registered_nodes(db: Database) -> list[RegisteredNode]:
+    """Every registered node, live or not (a dead node's row stays until it registers again or
+    is taken over), by id."""
+    async with db.transaction("nodes.registered") as tx:
+        rows = await tx.fetchall(
+            "SELECT n.id, n.epoch, n.host, n.listeners, n.started_at, n.last_heartbeat,"
+            "       n.lease_expires_at, b.broker_id, n.lease_expires_at > clock_timestamp()"
+            "  FROM nodes n LEFT JOIN cluster_broker_ids b ON b.node_id = n.id"
+            " ORDER BY n.id"
+        )
+    return [
+        RegisteredNode(
+            NodeInfo(r[0], r[1], r[2], {str(k): int(v) for k, v in r[3].items()}, r[4], r[5], r[6]),
+            None if r[7] is None else int(r[7]),
+            bool(r[8]),
+        )
+        for r in rows
+    ]
+
+
+async def broker_id(db: Database, node_id: str) -> int:
+    """The Kafka broker id of ``node_id``, given on its first call and the same ever after."""
+    async with db.transaction("nodes.broker_id") as tx:
+        known = await tx.fetchval(
+            "SELECT broker_id FROM cluster_broker_ids WHERE node_id = %s", (node_id,)
+        )
+        if known is None:
+            # Two starts of one node id racing: the second waits on the first's row, inserts
+            # nothing, and the SELECT after it (a new snapshot) sees the committed id.
+            await tx.execute(
+                "INSERT INTO cluster_broker_ids (node_id) VALUES (%s)"
+                " ON CONFLICT (node_id) DO NOTHING",
+                (node_id,),
+            )
+            known = await tx.fetchval(
+                "SELECT broker_id FROM cluster_broker_ids WHERE node_id = %s", (node_id,)
+            )
+    return int(known)
+
+
+async def cluster_id(db: Database) -> str:
+    """The cluster's id, as Kafka clients are told it (drawn once, by migration 3)."""
+    async with db.transaction("nodes.cluster_id") as tx:
+        return str(await tx.fetchval("SELECT cluster_id FROM cluster_info"))
 
 
 class Membership:

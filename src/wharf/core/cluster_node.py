@@ -44,6 +44,8 @@ class ClusterNode:
     db: Database
     store: ObjectStore
     membership: Membership
+    cluster_id: str = "wharf"
+    """The id Kafka clients are told (drawn once by the database's migration 3)."""
     brokers: list[LiveBroker] = field(default_factory=list)
     """The live nodes, by broker id; this node among them once registered."""
 

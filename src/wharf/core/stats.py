@@ -13,6 +13,10 @@ scraped and turns the counts into cumulative Prometheus histograms.
 * ``stats.requests[(protocol, operation)]``: a Kafka request by API name, an AMQP method by
   name, from decoded to answered; a listener records through :meth:`BrokerStats.request_timer`.
 * ``stats.http[route]``: the HTTP API's own requests, by method and route template.
+* ``stats.database[operation]`` and ``stats.object_store[operation]``: in cluster mode, each
+  catalogue-database transaction by name and each object-store call by operation, recorded
+  through the engines' ``observe`` hooks (the server may replace these two families with ones
+  that already hold what it observed before the broker opened).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "FSYNC_BUCKETS_S",
     "HTTP_BUCKETS_S",
     "REQUEST_BUCKETS_S",
+    "CLUSTER_BUCKETS_S",
     "BrokerStats",
     "Histogram",
     "HistogramFamily",
@@ -41,6 +46,11 @@ REQUEST_BUCKETS_S = (
     2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 HTTP_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Database transactions and object-store calls: sub-millisecond on a LAN, seconds when failing.
+CLUSTER_BUCKETS_S = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+)  # fmt: skip
 
 
 class Histogram:
@@ -112,6 +122,8 @@ class BrokerStats:
         self.fsync: HistogramFamily[str] = HistogramFamily(FSYNC_BUCKETS_S)
         self.requests: HistogramFamily[tuple[str, str]] = HistogramFamily(REQUEST_BUCKETS_S)
         self.http: HistogramFamily[str] = HistogramFamily(HTTP_BUCKETS_S)
+        self.database: HistogramFamily[str] = HistogramFamily(CLUSTER_BUCKETS_S)
+        self.object_store: HistogramFamily[str] = HistogramFamily(CLUSTER_BUCKETS_S)
         self._timers: dict[str, RequestTimer] = {}
 
     def request_timer(self, protocol: str) -> RequestTimer:

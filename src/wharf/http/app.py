@@ -31,6 +31,7 @@ from wharf.errors import (
 )
 from wharf.http import openapi
 from wharf.http.api import (
+    cluster,
     connections,
     exchanges,
     groups,
@@ -69,6 +70,7 @@ def all_endpoints() -> list[Endpoint]:
     return [
         *health.ENDPOINTS,
         *overview.ENDPOINTS,
+        *cluster.ENDPOINTS,
         *topics.ENDPOINTS,
         *groups.ENDPOINTS,
         *queues.ENDPOINTS,

@@ -67,6 +67,27 @@ class Overview(msgspec.Struct):
     rates: Rates
 
 
+class ClusterMember(msgspec.Struct):
+    node_id: str
+    broker_id: int | None  # the Kafka broker id; None for a node that never asked for one
+    epoch: int  # the registration's epoch (a new one each time the node registers)
+    host: str
+    listeners: dict[str, int]
+    started_at_ms: int
+    last_heartbeat_ms: int
+    lease_expires_at_ms: int  # by the database's clock, as every time here
+    live: bool  # the lease is unexpired by the database's clock
+    this_node: bool  # the node answering this request
+
+
+class ClusterView(msgspec.Struct):
+    mode: str  # "cluster" or "single-node" (then every other field is null or empty)
+    node_id: str | None
+    broker_id: int | None
+    cluster_id: str | None
+    nodes: list[ClusterMember]
+
+
 class RatePoint(msgspec.Struct):
     time_ms: int
     publish_per_s: float

@@ -4,13 +4,16 @@ How it works: :func:`run` picks the event loop (uvloop when installed) and runs 
 which
 
 1. installs the SIGTERM/SIGINT handlers (:mod:`wharf.server.shutdown`),
-2. opens the :class:`~wharf.core.broker.Broker`, which takes the data-directory lock
-   (:mod:`wharf.core.data_dir_lock`; the server refuses to start, naming the pid of the broker
-   holding it, embedded or served) and runs recovery,
-3. creates and starts every listener from the factories it is given, in order, and logs one
+2. in cluster mode (``cluster.database`` set), joins the cluster
+   (:meth:`wharf.server.cluster.ClusterMember.join`: database, schema, object store),
+3. opens the :class:`~wharf.core.broker.Broker` (given the cluster node in cluster mode), which
+   takes the data-directory lock (:mod:`wharf.core.data_dir_lock`; the server refuses to start,
+   naming the pid of the broker holding it, embedded or served) and runs recovery,
+4. creates and starts every listener from the factories it is given, in order; in cluster mode
+   registers the node with the ports they bound; then logs one
    ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address,
-4. waits for a signal, then stops the listeners in stages and closes the broker (final flush,
-   then the lock is released).
+5. waits for a signal, then stops the listeners in stages and closes the broker (final flush,
+   then the lock is released), and in cluster mode leaves the cluster and closes its engines.
 
 The factories are assembled by the composition root, ``wharf.cli.serve.command`` (the only layer
 that may import both ``wharf.server`` and ``wharf.http``); see :mod:`wharf.server.listener` for the
@@ -24,7 +27,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wharf.core.broker import Broker
 from wharf.core.data_dir_lock import DataDirInUseError
@@ -33,6 +36,9 @@ from wharf.server.listener import Endpoint, Listener, ListenerFactory
 from wharf.server.logging_setup import format_address, log_fields
 from wharf.server.settings import ServerSettings
 from wharf.server.shutdown import ShutdownRequest, stop_listeners
+
+if TYPE_CHECKING:  # cluster mode only: its drivers are an optional extra
+    from wharf.server.cluster import ClusterMember
 
 __all__ = ["StartupError", "run", "serve"]
 
@@ -100,14 +106,25 @@ async def serve(
             ),
         )
         async with contextlib.AsyncExitStack() as stack:
+            member: ClusterMember | None = None
+            if settings.cluster.database is not None:
+                from wharf.server.cluster import ClusterMember
+
+                member = await ClusterMember.join(settings)
+                stack.push_async_callback(member.close)  # after the broker has closed
+            node = member.node if member is not None else None
             try:
-                broker = await stack.enter_async_context(Broker.open(data_dir, settings.broker))
+                broker = await stack.enter_async_context(
+                    Broker.open(data_dir, settings.broker, cluster=node)
+                )
             except DataDirInUseError as exc:
                 raise StartupError(f"{exc}; stop it or choose another --data-dir") from None
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 raise StartupError(f"cannot use data directory {data_dir}: {reason}") from None
-            await _run_listeners(broker, settings, factories, shutdown)
+            if member is not None:
+                member.attach(broker.stats)
+            await _run_listeners(broker, settings, factories, shutdown, member)
         logger.info("broker closed")
     finally:
         shutdown.uninstall(loop)
@@ -119,10 +136,13 @@ async def _run_listeners(
     settings: ServerSettings,
     factories: Sequence[ListenerFactory],
     shutdown: ShutdownRequest,
+    member: ClusterMember | None,
 ) -> None:
     started: list[Listener] = []
     try:
         endpoints = await _start_listeners(broker, settings, factories, started)
+        if member is not None:
+            await member.announce(endpoints)
         logger.info(_ready_line(endpoints))
         await shutdown.requested.wait()
     finally:

@@ -30,6 +30,7 @@ from wharf.errors import WharfError
 
 __all__ = [
     "ENV_PREFIX",
+    "ClusterSettings",
     "LogFormat",
     "LogLevel",
     "ServerSettings",
@@ -63,6 +64,18 @@ class LogLevel(StrEnum):
 
 
 @dataclass(slots=True)
+class ClusterSettings:
+    """Cluster mode (docs/cluster.md, "Running a cluster"): set ``database`` to run as a node."""
+
+    database: str | None = None  # postgresql://USER:PASS@HOST:PORT/DB; None = single-node mode
+    object_store: str | None = None  # s3://BUCKET/PREFIX; required with ``database``
+    object_store_endpoint: str | None = None  # None = AWS_ENDPOINT_URL, else AWS itself
+    object_store_region: str | None = None  # None = AWS_REGION, else us-east-1
+    heartbeat_interval_ms: int = 1000  # how often the node renews its lease
+    lease_ms: int = 5000  # a node silent this long is dead to the others
+
+
+@dataclass(slots=True)
 class ServerSettings:
     """Everything ``wharf serve`` needs: where to listen, where the data lives, the core config."""
 
@@ -81,6 +94,7 @@ class ServerSettings:
     log_level: LogLevel = LogLevel.INFO
     shutdown_timeout_ms: int = 15_000  # how long connections get to finish on SIGTERM
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,8 @@ _LIMITS: dict[str, tuple[int | None, int | None]] = {
     "broker.topic_defaults.max_message_bytes": (1, None),
     "broker.queue_segment_bytes": (1, None),
     "broker.retention_check_interval_ms": (1, None),
+    "cluster.heartbeat_interval_ms": (1, None),
+    "cluster.lease_ms": (1, None),
 }
 
 # TOML table and environment prefix of the nested dataclasses whose names are not the default
@@ -301,7 +317,24 @@ def load_settings(
     for key, raw in (overrides or {}).items():
         spec = _BY_KEY[key]
         spec.set(settings, spec.parse(raw, f"flag for {key}"))
+    _check_cluster(settings.cluster)
     return settings
+
+
+def _check_cluster(cluster: ClusterSettings) -> None:
+    """The cluster settings that only make sense together."""
+    if cluster.database is None:
+        return
+    if cluster.object_store is None:
+        raise SettingsError(
+            "cluster.database is set but cluster.object_store is not: a cluster keeps its "
+            "record batches in an object store (--object-store s3://BUCKET/PREFIX)"
+        )
+    if cluster.lease_ms <= cluster.heartbeat_interval_ms:
+        raise SettingsError(
+            f"cluster.lease_ms ({cluster.lease_ms}) must be longer than "
+            f"cluster.heartbeat_interval_ms ({cluster.heartbeat_interval_ms})"
+        )
 
 
 def toml_value(value: object) -> str:

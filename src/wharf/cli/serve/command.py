@@ -67,6 +67,13 @@ def serve(
         str | None,
         typer.Option(help="Address every listener binds.", show_default=_DEFAULTS.host),
     ] = None,
+    advertised_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Host named to Kafka clients and, in a cluster, to the other nodes.",
+            show_default="--host",
+        ),
+    ] = None,
     kafka_port: Annotated[
         int | None,
         typer.Option(help="Kafka protocol port; 0 picks a free port.", show_default="9092"),
@@ -85,6 +92,30 @@ def serve(
             help="When appends reach the disk: always (before acknowledging), interval, never.",
             show_default=str(_DEFAULTS.broker.fsync),
             case_sensitive=False,
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run as a cluster node on this PostgreSQL: postgresql://USER:PASS@HOST:PORT/DB.",
+            show_default="single node",
+        ),
+    ] = None,
+    object_store: Annotated[
+        str | None,
+        typer.Option(
+            "--object-store",
+            help="The cluster's object store, s3://BUCKET/PREFIX (keys from AWS_* variables).",
+            show_default=False,
+        ),
+    ] = None,
+    object_store_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--object-store-endpoint",
+            help="URL of an S3-compatible server.",
+            show_default="$AWS_ENDPOINT_URL, else AWS",
         ),
     ] = None,
     config: Annotated[
@@ -112,12 +143,16 @@ def serve(
     flags: dict[str, object | None] = {
         "server.data_dir": data_dir,
         "server.host": host,
+        "server.advertised_host": advertised_host,
         "server.kafka_port": kafka_port,
         "server.amqp_port": amqp_port,
         "server.http_port": http_port,
         "server.log_format": log_format,
         "server.log_level": log_level,
         "broker.fsync": fsync,
+        "cluster.database": cluster,
+        "cluster.object_store": object_store,
+        "cluster.object_store_endpoint": object_store_endpoint,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}
     try:

@@ -8,7 +8,10 @@ the fsync latency (``wharf_fsync_seconds``, by log kind) recorded by the group c
 Kafka/AMQP request latency (``wharf_request_seconds``,
 :mod:`wharf.http.metrics.request_latency`) recorded by the listeners, and the HTTP API's own
 request latency (``wharf_http_request_duration_seconds``, by route) recorded by a middleware
-here.
+here; in cluster mode also the catalogue database's transactions
+(``wharf_database_seconds``, by transaction name) and the object store's calls
+(``wharf_object_store_seconds``, by operation), recorded through the engines' observe hooks
+(empty families in single-node mode).
 """
 
 from __future__ import annotations
@@ -165,6 +168,19 @@ class BrokerCollector(Collector):
             "HTTP API request latency by route",
             ["route"],
             (((route,), histogram) for route, histogram in broker.stats.http.items()),
+        )
+        yield histogram_family(
+            "wharf_database_seconds",
+            "Cluster mode: catalogue-database transactions, from waiting for a connection to the"
+            " commit, by transaction name (connect: opening the pool)",
+            ["operation"],
+            (((name,), histogram) for name, histogram in broker.stats.database.items()),
+        )
+        yield histogram_family(
+            "wharf_object_store_seconds",
+            "Cluster mode: object-store calls, retries included, by operation",
+            ["operation"],
+            (((name,), histogram) for name, histogram in broker.stats.object_store.items()),
         )
 
 

@@ -67,12 +67,15 @@ const overviewPage = {
         <canvas class="chart" id="rate-chart"></canvas></div>
       <div class="panel"><div class="legend"><span><i style="background:var(--lag)"></i>consumer lag (messages)</span></div>
         <canvas class="chart" id="lag-chart"></canvas></div>
-      <h2>Listeners</h2><div id="listeners"></div>`;
+      <h2>Listeners</h2><div id="listeners"></div>
+      <div id="cluster"></div>`;
     this.rateChart = new WharfChart($("#rate-chart"), [{ name: "published", color: "#1f6feb" }, { name: "delivered", color: "#2da44e" }]);
     this.lagChart = new WharfChart($("#lag-chart"), [{ name: "lag", color: "#d4760a" }]);
   },
   async refresh() {
-    const [ov, history] = await Promise.all([api("GET", "/api/overview"), api("GET", "/api/history")]);
+    const [ov, history, cluster] = await Promise.all([
+      api("GET", "/api/overview"), api("GET", "/api/history"), api("GET", "/api/cluster"),
+    ]);
     const t = ov.totals, r = ov.rates;
     const cards = [
       ["Published/s", r.publish_per_s], ["Delivered/s", r.deliver_per_s], ["Consumer lag", t.consumer_lag],
@@ -91,8 +94,24 @@ const overviewPage = {
       { title: "Listener", html: (l) => esc(l.name) }, { title: "Address", html: (l) => esc(l.host + ":" + l.port) },
       { title: "Ready", html: (l) => (l.ready ? "yes" : "no") },
     ], ov.listeners, "no listeners reported");
+    $("#cluster").innerHTML = cluster.mode === "cluster" ? clusterTable(cluster) : "";
   },
 };
+
+// The nodes of a cluster (GET /api/cluster); nothing in single-node mode.
+function clusterTable(cluster) {
+  const time = (ms) => esc(new Date(ms).toLocaleTimeString());
+  const listeners = (n) => esc(Object.entries(n.listeners).map(([k, v]) => `${k}=${v}`).join(" "));
+  return `<h2>Cluster ${esc(cluster.cluster_id)}</h2>` + table([
+    { title: "Node", html: (n) => esc(n.node_id) + (n.this_node ? " (this node)" : "") },
+    { title: "Broker id", num: true, html: (n) => esc(n.broker_id ?? "") },
+    { title: "Host", html: (n) => esc(n.host) }, { title: "Listeners", html: listeners },
+    { title: "Live", html: (n) => (n.live ? "yes" : "no") },
+    { title: "Started", html: (n) => time(n.started_at_ms) },
+    { title: "Last heartbeat", html: (n) => time(n.last_heartbeat_ms) },
+    { title: "Lease expires", html: (n) => time(n.lease_expires_at_ms) },
+  ], cluster.nodes, "no nodes registered");
+}
 
 const topicsPage = {
   mount(root) {

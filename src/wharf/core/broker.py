@@ -50,7 +50,8 @@ from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
-from wharf.core.streams.topics import Topic, TopicManager
+from wharf.core.streams.topics import TopicManager
+from wharf.core.streams.view import TopicsView, TopicView
 from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
 from wharf.errors import BrokerError
@@ -69,7 +70,7 @@ MAX_PRODUCER_EPOCH = 2**15 - 2  # the last epoch that can still be bumped
 class Broker:
     """A broker over one data directory; create it with :meth:`open` (or :meth:`start`)."""
 
-    topics: TopicManager
+    topics: TopicsView  # local topics, or in cluster mode the cluster's
     offsets: OffsetStore
     groups: GroupCoordinator
     producer_ids: ProducerIdAllocator
@@ -216,7 +217,7 @@ class Broker:
         name: str,
         partitions: int | None = None,
         configs: Mapping[str, str | None] | None = None,
-    ) -> Topic:
+    ) -> TopicView:
         """Create a topic (Kafka config names in ``configs``, e.g. ``retention.ms``)."""
         return await self.topics.create(name, partitions, configs)
 
@@ -266,7 +267,7 @@ class Broker:
         part = self.topics.partition(topic, partition)
         if timeout_s > 0 and part.high_watermark <= offset:
             await part.wait_for_data(offset, timeout_s)
-        return part.read_records(offset, max_records)
+        return await part.fetch_records(offset, max_records)
 
     async def commit_offsets(
         self, group: str, offsets: Mapping[tuple[str, int], int], metadata: str = ""

@@ -15,8 +15,9 @@ that it matches the code)::
     │   ├── DatabaseError               cluster.database       the catalogue: names it and why
     │   │   ├── SchemaVersionError      cluster.migrations     schema newer than the code
     │   │   └── LeaseLostError          cluster.nodes          a node's lease expired or replaced
-    │   └── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
-    │       └── ObjectNotFoundError     cluster.objectstore    no object of that key
+    │   ├── ObjectStoreError            cluster.objectstore    S3 refused, silent, or misconfigured
+    │   │   └── ObjectNotFoundError     cluster.objectstore    no object of that key
+    │   └── CorruptObjectError          cluster.streams.objects  intake object does not parse
     ├── BrokerError                     errors                 a request the core refuses
     │   ├── NotFoundError               errors                 topic, queue, exchange, group...
     │   ├── AlreadyExistsError          errors

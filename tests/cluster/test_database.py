@@ -279,3 +279,22 @@ async def test_a_server_restart_is_invisible_to_the_next_transaction(
         postgres.restart()  # every pooled connection is now broken
         async with asyncio.timeout(BOUND_S), database.transaction() as tx:
             assert await tx.fetchval("SELECT 1") == 1
+
+
+async def test_a_listener_is_a_named_autocommit_connection_outside_the_pool(
+    db: Database, postgres: PostgresServer
+) -> None:
+    listener = await db.open_listener()
+    try:
+        assert listener.autocommit
+        cursor = await listener.execute("SHOW application_name")
+        assert await cursor.fetchone() == ("wharf test-node",)
+    finally:
+        await listener.close()
+    postgres.stop()
+    try:
+        with pytest.raises(DatabaseError, match="Connection refused") as caught:
+            await db.open_listener()
+        assert caught.value.retriable
+    finally:
+        postgres.start()

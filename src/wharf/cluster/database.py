@@ -198,6 +198,25 @@ class Database:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def open_listener(self) -> AsyncConnection[Any]:
+        """A connection of its own, outside the pool, with the pool's settings and name
+        (autocommit): for ``LISTEN``, which must keep one session. The caller closes it.
+        ``DatabaseError`` (retriable) with the server's reason when it cannot connect."""
+        import psycopg
+
+        limit = self.settings.connect_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except TimeoutError as exc:
+            raise DatabaseError(
+                self.name, f"cannot connect: no answer within {limit:g} s", retriable=True
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                self.name, f"cannot connect: {_libpq_reason(str(exc))}", retriable=True
+            ) from exc
+
     async def __aenter__(self) -> Database:
         return self
 

@@ -3,18 +3,20 @@ its own.
 
 How it works: the catalogue's writes (:mod:`wharf.cluster.catalog`) send
 ``pg_notify('wharf_catalog', <topic name>)`` inside their transactions. :class:`CatalogListener`
-holds one connection outside the pool (a pooled connection would lose its ``LISTEN`` when
-returned), listens on that channel and calls ``on_change()`` for every notification. A
-notification is only a hint: ``on_change`` re-reads what it caches. Notifications sent while
-the connection is down are lost, so ``on_change()`` is also called each time the connection is
-(re)established; a lost connection is retried every ``retry_interval`` seconds until
-:meth:`close`. The connection has the pool's settings (statement timeout, TCP keepalives and
-user timeout), so a dead link ends the wait instead of hanging it.
+holds one connection outside the pool (:meth:`Database.open_listener`: a pooled connection
+would lose its ``LISTEN`` when returned), listens on that channel and calls ``on_change()`` for
+every notification. A notification is only a hint: ``on_change`` re-reads what it caches.
+Notifications sent while the connection is down are lost, so ``on_change()`` is also called
+each time the connection is (re)established; a lost connection is retried every
+``retry_interval`` seconds until :meth:`close`. The connection has the pool's settings
+(statement timeout, TCP keepalives and user timeout), so a dead link ends the wait instead of
+hanging it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -58,17 +60,15 @@ class CatalogListener:
             await asyncio.sleep(self._retry_interval)
 
     async def _listen(self) -> None:
-        import psycopg
-
-        connection = await psycopg.AsyncConnection.connect(
-            self._db._conninfo, **self._db._kwargs  # the pool's own settings
-        )
+        connection = await self._db.open_listener()
         try:
             await connection.execute(f"LISTEN {CHANNEL}")
             self.listening.set()
             self._on_change()  # whatever changed while nobody listened
-            async for _ in connection.notifies():
-                self._on_change()
+            # closed before the connection, also when cancelled: it holds the connection's lock
+            async with contextlib.aclosing(connection.notifies()) as notices:
+                async for _ in notices:
+                    self._on_change()
         finally:
             self.listening.clear()
             await connection.close()

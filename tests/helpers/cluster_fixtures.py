@@ -1,6 +1,9 @@
 """The cluster's engines as fixtures for any test directory (``pytest_plugins`` of the root
 conftest, so each session server starts once, for whichever test asks first): the real
 engines a cluster runs on, started by the tests.
+
+``two_brokers``: two brokers in cluster mode (nodes ``node-1`` and ``node-2``, Kafka broker ids
+1 and 2) on the test's migrated database and its object store, auto-creation of topics off.
 """
 
 from __future__ import annotations
@@ -8,13 +11,19 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from helpers.postgres_server import PostgresServer, postgres_server
 from helpers.s3_server import S3Server, run_s3_server
 from wharf.cluster.database import Database, DatabaseSettings
+from wharf.cluster.migrations import migrate
+from wharf.cluster.nodes import Membership, MembershipSettings
 from wharf.cluster.objectstore import ObjectStore, ObjectStoreConfig
+from wharf.core.broker import Broker
+from wharf.core.cluster_node import ClusterNode
+from wharf.core.config import BrokerConfig
 
 # --- PostgreSQL: the catalogue database ---------------------------------------------------------
 # ``postgres``: one throwaway server for the session (helpers/postgres_server.py), stopped at the
@@ -98,3 +107,29 @@ async def test_store(
     )
     async with await ObjectStore.open(config) as opened:
         yield opened
+
+
+# --- Two brokers in cluster mode ----------------------------------------------------------------
+
+LONG_LEASE = MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0)
+
+
+async def _node(db: Database, store: ObjectStore, name: str, broker_id: int) -> ClusterNode:
+    membership = Membership(db, name, "127.0.0.1", {"kafka": 9092}, LONG_LEASE)
+    await membership.register()
+    return ClusterNode(name, broker_id, db, store, membership)
+
+
+@pytest.fixture
+async def two_brokers(
+    db: Database, test_store: ObjectStore, tmp_path: Path
+) -> AsyncIterator[tuple[Broker, Broker]]:
+    await migrate(db)
+    config = BrokerConfig(auto_create_topics=False)
+    one = await _node(db, test_store, "node-1", 1)
+    two = await _node(db, test_store, "node-2", 2)
+    async with (
+        Broker.open(tmp_path / "one", config, cluster=one) as first,
+        Broker.open(tmp_path / "two", config, cluster=two) as second,
+    ):
+        yield first, second

@@ -77,6 +77,9 @@ async def test_idempotent_appends_are_checked_across_nodes(
     assert (appended.base_offset, appended.last_offset, appended.duplicate) == (0, 1, False)
     retried = await on_two.append(first)  # the retry went to the other node
     assert (retried.base_offset, retried.last_offset, retried.duplicate) == (0, 1, True)
+    with pytest.raises(ProducerStateError) as mixed:  # a retry sent along with a new batch
+        await on_two.append(first + idempotent_batch(pid, epoch, 2, [b"c"]))
+    assert mixed.value.code is ErrorCode.DUPLICATE_SEQUENCE_NUMBER
     with pytest.raises(ProducerStateError) as gap:
         await on_two.append(idempotent_batch(pid, epoch, 5, [b"c"]))
     assert gap.value.code is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER

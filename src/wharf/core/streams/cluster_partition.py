@@ -12,20 +12,21 @@ a failed PUT or transaction stays a ``StorageError`` (KAFKA_STORAGE_ERROR, retri
 
 The high watermark is the newest of what the watermarks learnt from the commit notifications,
 what the last read or append saw, and what the catalogue said at its last refresh; nothing is
-queried for it. The writer, reader and watermarks are described here by what this module calls
-(:class:`StreamAppender`, :class:`StreamReading`, :class:`WatermarkWaits`), which
-``wharf.cluster.streams`` implements.
+queried for it. This module is imported only in cluster mode (``wharf.cluster.streams`` needs
+the cluster's drivers).
 """
 
 from __future__ import annotations
 
 import builtins
-import enum
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import assert_never
 
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.streams.reader import StreamReader
+from wharf.cluster.streams.watermarks import Watermarks
+from wharf.cluster.streams.writer import Appended, AppendStatus, StreamWriter
 from wharf.core.clock import Clock
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -43,64 +44,11 @@ from wharf.core.streams.partition import (
 from wharf.core.streams.topic_config import TopicConfig
 from wharf.errors import NotFoundError, OffsetOutOfRangeError
 from wharf.storage.record_batch import Record, RecordInput, build_batch
-from wharf.storage.validated import ValidatedBatches, validate_batches
+from wharf.storage.validated import validate_batches
 
-__all__ = [
-    "ClusterPartition",
-    "StreamAppender",
-    "StreamReading",
-    "WatermarkWaits",
-    "lease_lost",
-]
+__all__ = ["ClusterPartition", "lease_lost"]
 
 _WAIT_SLICE_S = 60.0  # an unbounded wait is a series of bounded ones
-
-
-class _Appended(Protocol):
-    @property
-    def status(self) -> enum.Enum: ...
-    @property
-    def base_offset(self) -> int: ...
-    @property
-    def last_offset(self) -> int: ...
-    @property
-    def log_start_offset(self) -> int: ...
-
-
-class _Position(Protocol):
-    @property
-    def log_start_offset(self) -> int: ...
-    @property
-    def high_watermark(self) -> int: ...
-
-
-class StreamAppender(Protocol):
-    """``wharf.cluster.streams.writer.StreamWriter`` as this module uses it."""
-
-    async def append(
-        self, topic_id: uuid.UUID, partition: int, batches: ValidatedBatches
-    ) -> _Appended: ...
-
-
-class StreamReading(Protocol):
-    """``wharf.cluster.streams.reader.StreamReader`` as this module uses it."""
-
-    async def position(self, topic_id: uuid.UUID, partition: int) -> _Position: ...
-    async def read(
-        self, topic_id: uuid.UUID, partition: int, offset: int, max_bytes: int
-    ) -> tuple[bytes, _Position]: ...
-    async def list_offset(
-        self, topic_id: uuid.UUID, partition: int, timestamp_ms: int
-    ) -> tuple[int, int]: ...
-
-
-class WatermarkWaits(Protocol):
-    """``wharf.cluster.streams.watermarks.Watermarks`` as this module uses it."""
-
-    def high_watermark(self, topic_id: uuid.UUID, partition: int) -> int | None: ...
-    async def wait_for_any(
-        self, positions: Sequence[tuple[uuid.UUID, int, int]], timeout_s: float
-    ) -> bool: ...
 
 
 def lease_lost(exc: LeaseLostError, code: ErrorCode) -> StreamsError:
@@ -119,9 +67,9 @@ class ClusterPartition:
         index: int,
         config: TopicConfig,
         *,
-        writer: StreamAppender,
-        reader: StreamReading,
-        watermarks: WatermarkWaits,
+        writer: StreamWriter,
+        reader: StreamReader,
+        watermarks: Watermarks,
         clock: Clock,
     ) -> None:
         self.topic = topic
@@ -187,33 +135,47 @@ class ClusterPartition:
             appended = await self._writer.append(self.topic_id, self.index, validated)
         except LeaseLostError as exc:
             raise lease_lost(exc, ErrorCode.NOT_LEADER_OR_FOLLOWER) from exc
-        status = appended.status.name
-        if status == "APPENDED":
+        self._check_status(appended)
+        if appended.status is AppendStatus.APPENDED:
             self.messages_in += validated.records
             self.bytes_in += validated.size
             self.batches_in += len(validated.headers)
-        elif status == "DUPLICATE":
-            append_time = -1
-        elif status == "OUT_OF_ORDER_SEQUENCE":
-            raise ProducerStateError(
-                f"out-of-order sequence number for {self.topic}-{self.index}",
-                ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
-            )
-        elif status == "INVALID_PRODUCER_EPOCH":
-            raise ProducerStateError(
-                f"producer epoch is older than the latest for {self.topic}-{self.index}",
-                ErrorCode.INVALID_PRODUCER_EPOCH,
-            )
         else:
-            raise UnknownTopicError(f"partition {self.topic}-{self.index} does not exist")
+            append_time = -1  # a duplicate keeps the time it was first appended with
         self.learn(appended.log_start_offset, appended.last_offset + 1)
         return AppendResult(
             appended.base_offset,
             appended.last_offset,
             appended.log_start_offset,
-            duplicate=status == "DUPLICATE",
+            duplicate=appended.status is AppendStatus.DUPLICATE,
             log_append_time_ms=append_time,
         )
+
+    def _check_status(self, appended: Appended) -> None:
+        """Raise what the local partition raises for a refused append."""
+        where = f"{self.topic}-{self.index}"
+        match appended.status:
+            case AppendStatus.APPENDED | AppendStatus.DUPLICATE:
+                return
+            case AppendStatus.DUPLICATE_SEQUENCE:
+                raise ProducerStateError(
+                    f"a retried batch was sent together with other batches to {where}",
+                    ErrorCode.DUPLICATE_SEQUENCE_NUMBER,
+                )
+            case AppendStatus.OUT_OF_ORDER_SEQUENCE:
+                raise ProducerStateError(
+                    f"out-of-order sequence number for {where}",
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                )
+            case AppendStatus.INVALID_PRODUCER_EPOCH:
+                raise ProducerStateError(
+                    f"producer epoch is older than the latest for {where}",
+                    ErrorCode.INVALID_PRODUCER_EPOCH,
+                )
+            case AppendStatus.UNKNOWN_PARTITION:
+                raise UnknownTopicError(f"partition {where} does not exist")
+            case _:
+                assert_never(appended.status)
 
     async def append_records(
         self, records: Sequence[RecordInput], *, acks: int = -1, now_ms: int | None = None

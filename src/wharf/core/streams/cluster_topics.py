@@ -38,15 +38,12 @@ from typing import TYPE_CHECKING, TypeVar
 from wharf.cluster import catalog
 from wharf.cluster.catalog_listener import CatalogListener
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.streams.reader import StreamReader
+from wharf.cluster.streams.watermarks import Watermarks
+from wharf.cluster.streams.writer import StreamWriter
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.streams.cluster_partition import (
-    ClusterPartition,
-    StreamAppender,
-    StreamReading,
-    WatermarkWaits,
-    lease_lost,
-)
+from wharf.core.streams.cluster_partition import ClusterPartition, lease_lost
 from wharf.core.streams.errors import (
     ErrorCode,
     InvalidConfigError,
@@ -94,9 +91,9 @@ class ClusterTopic:
 class ClusterStreams:
     """The node's stream writer, reader and watermarks, and how to stop them."""
 
-    writer: StreamAppender
-    reader: StreamReading
-    watermarks: WatermarkWaits
+    writer: StreamWriter
+    reader: StreamReader
+    watermarks: Watermarks
     close: Callable[[], Awaitable[None]]
 
 

@@ -26,6 +26,9 @@ import pytest
 
 from helpers.broker_process import WharfProcess
 
+# The cluster's engines (PostgreSQL, an S3 server), for tests/cluster and the core's cluster tests.
+pytest_plugins = ["helpers.cluster_fixtures"]
+
 StartWharf = Callable[..., WharfProcess]
 
 

@@ -15,6 +15,9 @@ the row keeps its id (so index rows and committed offsets that name it stay unam
 new topic of the same name gets a new id. A topic's row is locked ``FOR UPDATE`` while its
 partitions or configs change, so those changes are serial per topic.
 
+Every change sends ``pg_notify('wharf_catalog', <topic name>)`` inside its transaction, so the
+nodes' catalogue caches hear of it once it commits (and never of a change that rolled back).
+
 Config overrides are stored as given (name -> value strings); checking them against the known
 topic configs is the caller's work, as the single-node catalogue's is. Producer ids come from the
 sequence ``stream_producer_id_seq``: unique across nodes, never reused, never rolled back.
@@ -35,6 +38,7 @@ from wharf.cluster.nodes import LeaseLostError, Membership
 from wharf.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
 __all__ = [
+    "CHANNEL",
     "MAX_PARTITIONS",
     "NodeLease",
     "PartitionInfo",
@@ -49,6 +53,8 @@ __all__ = [
     "list_topics",
 ]
 
+CHANNEL = "wharf_catalog"
+"""The channel every catalogue change is announced on, with the topic's name as payload."""
 MAX_NAME_LENGTH = 249
 MAX_PARTITIONS = 10_000
 _NAME = re.compile(r"[a-zA-Z0-9._-]+")
@@ -134,6 +140,12 @@ async def _locked_topic(tx: Transaction, name: str) -> tuple[uuid.UUID, int, dic
     return row[0], int(row[1]), dict(row[2])
 
 
+async def _notify(tx: Transaction, name: str) -> None:
+    """Tell every node's catalogue cache that ``name`` changed; PostgreSQL delivers it when,
+    and only if, ``tx`` commits."""
+    await tx.execute("SELECT pg_notify(%s, %s)", (CHANNEL, name))
+
+
 async def _add_partitions(tx: Transaction, topic_id: uuid.UUID, indexes: range) -> None:
     await tx.execute(
         "INSERT INTO stream_partitions (topic_id, partition)"
@@ -180,6 +192,7 @@ async def create_topic(
             )
         topic_id, created_at = row
         await _add_partitions(tx, topic_id, range(partitions))
+        await _notify(tx, name)
         return TopicInfo(
             topic_id,
             name,
@@ -201,6 +214,7 @@ async def delete_topic(db: Database, lease: NodeLease, name: str) -> uuid.UUID:
             "UPDATE stream_topics SET deleted_at = clock_timestamp() WHERE topic_id = %s",
             (topic_id,),
         )
+        await _notify(tx, name)
         return topic_id
 
     return await db.run(body, "catalog.delete_topic", retries=_RETRIES)
@@ -223,6 +237,7 @@ async def create_partitions(db: Database, lease: NodeLease, name: str, total: in
             "UPDATE stream_topics SET partitions = %s WHERE topic_id = %s", (total, topic_id)
         )
         await _add_partitions(tx, topic_id, range(current, total))
+        await _notify(tx, name)
 
     await db.run(body, "catalog.create_partitions", retries=_RETRIES)
     return await describe_topic(db, name)
@@ -253,6 +268,7 @@ async def alter_configs(
             "UPDATE stream_topics SET configs = %s::jsonb WHERE topic_id = %s",
             (json.dumps(overrides), topic_id),
         )
+        await _notify(tx, name)
         return overrides
 
     return await db.run(body, "catalog.alter_configs", retries=_RETRIES)

@@ -14,6 +14,11 @@ queues), parked group members are woken, and every log is flushed and closed. Fr
 (Kafka, AMQP, HTTP) and embedding applications hold the same ``Broker`` object; the streams and
 queues methods below are the embedding API (see docs/embedded.md).
 
+In cluster mode (``cluster``: a :class:`~wharf.core.cluster_node.ClusterNode`) the streams'
+topics and batches live in the cluster's engines (:mod:`wharf.core.streams.cluster_streams`,
+imported only then); producer ids come from the catalogue; committed offsets, groups and
+queues stay in the data directory.
+
 Data directory layout (streams)::
 
     <data>/wharf.pid                 locked while a broker has the directory open; its pid
@@ -53,7 +58,8 @@ from wharf.core.streams.groups.store import GroupStore
 from wharf.core.streams.offsets import OffsetAndMetadata, OffsetStore, TopicPartition
 from wharf.core.streams.partitioner import RoundRobin, key_partition
 from wharf.core.streams.producer_state import ProducerIdAllocator
-from wharf.core.streams.topics import Topic, TopicManager
+from wharf.core.streams.topics import TopicManager
+from wharf.core.streams.view import TopicsView, TopicView
 from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
 from wharf.errors import BrokerError
@@ -61,6 +67,7 @@ from wharf.storage.record_batch import Record, RecordInput
 
 if TYPE_CHECKING:  # only in cluster mode, whose drivers are an optional extra
     from wharf.core.cluster_node import ClusterNode
+    from wharf.core.streams.cluster_topics import ClusterTopicManager
 
 __all__ = ["Broker"]
 
@@ -72,7 +79,7 @@ MAX_PRODUCER_EPOCH = 2**15 - 2  # the last epoch that can still be bumped
 class Broker:
     """A broker over one data directory; create it with :meth:`open` (or :meth:`start`)."""
 
-    topics: TopicManager
+    topics: TopicsView  # local topics, or in cluster mode the cluster's
     offsets: GroupStore
     groups: GroupCoordinator
     producer_ids: ProducerIdAllocator
@@ -94,6 +101,7 @@ class Broker:
         self._maintenance = TimerChain(
             clock, self.run_maintenance, self._maintenance_interval_s, "maintenance"
         )
+        self._cluster_topics: ClusterTopicManager | None = None  # cluster mode's topics
         self._round_robin: dict[str, RoundRobin] = {}
         self._subscriptions: set[QueueSubscription] = set()
         self._subscription_count = 0
@@ -144,10 +152,16 @@ class Broker:
         pool = self._fsync_executor
         self.producer_ids = ProducerIdAllocator(self.path, pool)
         fsync_latency = self.stats.fsync
-        self.topics = await run_off_loop(
-            pool,
-            partial(TopicManager.open, self.path, self.config, pool, fsync_latency, self.clock),
-        )
+        if self.cluster is not None:
+            from wharf.core.streams.cluster_streams import open_cluster_topics
+
+            self._cluster_topics = await open_cluster_topics(self.cluster, self.config, self.clock)
+            self.topics = self._cluster_topics
+        else:
+            self.topics = await run_off_loop(
+                pool,
+                partial(TopicManager.open, self.path, self.config, pool, fsync_latency, self.clock),
+            )
         placement = None
         if self.cluster is None:
             self.offsets = await run_off_loop(
@@ -229,7 +243,7 @@ class Broker:
         name: str,
         partitions: int | None = None,
         configs: Mapping[str, str | None] | None = None,
-    ) -> Topic:
+    ) -> TopicView:
         """Create a topic (Kafka config names in ``configs``, e.g. ``retention.ms``)."""
         return await self.topics.create(name, partitions, configs)
 
@@ -279,7 +293,7 @@ class Broker:
         part = self.topics.partition(topic, partition)
         if timeout_s > 0 and part.high_watermark <= offset:
             await part.wait_for_data(offset, timeout_s)
-        return part.read_records(offset, max_records)
+        return await part.fetch_records(offset, max_records)
 
     async def commit_offsets(
         self, group: str, offsets: Mapping[tuple[str, int], int], metadata: str = ""
@@ -315,6 +329,9 @@ class Broker:
         already has (KIP-360), the same id with the next epoch, which fences the old epoch; a
         fresh id once the epoch would overflow.
         """
+        cluster = self._cluster_topics
+        if cluster is not None:
+            return await self._cluster_producer_id(cluster, producer_id, producer_epoch)
         if producer_id < 0:
             return await self.producer_ids.allocate(), 0
         if not self.producer_ids.allocated(producer_id) or producer_epoch < 0:
@@ -324,6 +341,22 @@ class Broker:
             )
         if producer_epoch >= MAX_PRODUCER_EPOCH:
             return await self.producer_ids.allocate(), 0
+        return producer_id, producer_epoch + 1
+
+    @staticmethod
+    async def _cluster_producer_id(
+        topics: ClusterTopicManager, producer_id: int, producer_epoch: int
+    ) -> tuple[int, int]:
+        """InitProducerId in a cluster: ids come from the catalogue's sequence, so they are
+        unique across nodes; a producer re-initialising its id (KIP-360) gets the next epoch
+        (the cluster's idempotence state checks epochs per partition)."""
+        if producer_id < 0 or producer_epoch >= MAX_PRODUCER_EPOCH:
+            return await topics.allocate_producer_id(), 0
+        if producer_epoch < 0:
+            raise StreamsError(
+                f"producer id {producer_id} needs its current epoch to be re-initialised",
+                ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+            )
         return producer_id, producer_epoch + 1
 
     # ------------------------------------------------------------------ embedded queues API

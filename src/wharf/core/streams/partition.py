@@ -53,7 +53,7 @@ from wharf.storage.record_batch import (
 )
 from wharf.storage.validated import validate_batches
 
-__all__ = ["AppendResult", "Partition", "wait_for_any"]
+__all__ = ["AppendResult", "Partition", "decode_into", "wait_for_any"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,10 @@ class Partition:
     @property
     def size_bytes(self) -> int:
         return self.log.size_bytes
+
+    @property
+    def fsyncs(self) -> int:
+        return self.committer.fsyncs
 
     # ------------------------------------------------------------------ writing
 
@@ -287,6 +291,10 @@ class Partition:
         self.bytes_out += len(data)
         return data
 
+    async def fetch(self, offset: int, max_bytes: int) -> bytes:
+        """:meth:`read` for the front ends (the protocol a cluster partition shares)."""
+        return self.read(offset, max_bytes)
+
     def read_records(self, offset: int, max_records: int, max_bytes: int = 1 << 20) -> list[Record]:
         """Decoded records from ``offset`` on (control batches skipped), at most ``max_records``."""
         out: list[Record] = []
@@ -294,17 +302,23 @@ class Partition:
             data = self.read(offset, max_bytes)
             if not data:
                 break
-            for position, header in iter_batches(data, max_batch_bytes=len(data)):
-                if not header.is_control:
-                    batch = data[position : position + header.size]
-                    out.extend(r for r in decode_records(batch) if r.offset >= offset)
-                offset = header.last_offset + 1
+            offset = decode_into(out, data, offset)
         return out[:max_records]
+
+    async def fetch_records(
+        self, offset: int, max_records: int, max_bytes: int = 1 << 20
+    ) -> list[Record]:
+        """:meth:`read_records` for the front ends."""
+        return self.read_records(offset, max_records, max_bytes)
 
     async def wait_for_data(self, offset: int, timeout_s: float | None = None) -> bool:
         """Wait until the high watermark passes ``offset`` (True) or ``timeout_s`` runs out
         (``None``: no limit; the partition closing also ends the wait)."""
         return await wait_for_any([(self, offset)], timeout_s)
+
+    async def find_offset(self, timestamp_ms: int) -> tuple[int, int]:
+        """:meth:`list_offset` for the front ends."""
+        return self.list_offset(timestamp_ms)
 
     def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
         """ListOffsets: ``(offset, timestamp)`` for a timestamp, or for -1 (latest: the high
@@ -376,6 +390,10 @@ class Partition:
 
     # ------------------------------------------------------------------ deletion
 
+    async def delete_records(self, offset: int) -> int:
+        """:meth:`delete_records_before` for the front ends."""
+        return self.delete_records_before(offset)
+
     def delete_records_before(self, offset: int) -> int:
         """DeleteRecords: hide everything below ``offset`` (-1: the high watermark).
 
@@ -421,6 +439,17 @@ class Partition:
             raise UnknownTopicError(f"partition {self.topic}-{self.index} was deleted")
         if self._closed:
             raise StorageError(f"partition {self.topic}-{self.index} is closed")
+
+
+def decode_into(out: list[Record], data: bytes, offset: int) -> int:
+    """Add the records at or past ``offset`` in ``data`` (whole batches, control batches
+    skipped) to ``out``; returns the offset after the last batch."""
+    for position, header in iter_batches(data, max_batch_bytes=len(data)):
+        if not header.is_control:
+            batch = data[position : position + header.size]
+            out.extend(r for r in decode_records(batch) if r.offset >= offset)
+        offset = header.last_offset + 1
+    return offset
 
 
 async def wait_for_any(

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial, wraps
@@ -48,8 +48,9 @@ from wharf.core.streams.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
-from wharf.core.streams.partition import Partition
+from wharf.core.streams.partition import Partition, wait_for_any
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
+from wharf.core.streams.view import PartitionView
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir, replace_file
 
@@ -212,6 +213,17 @@ class TopicManager:
     def partitions(self) -> Iterable[Partition]:
         for topic in self._topics.values():
             yield from topic.partitions
+
+    async def reload(self) -> None:
+        """Nothing to do: this manager's memory is the catalogue."""
+
+    async def wait_for_any(
+        self, positions: Sequence[tuple[PartitionView, int]], timeout_s: float
+    ) -> bool:
+        """:func:`~wharf.core.streams.partition.wait_for_any` over this manager's partitions."""
+        return await wait_for_any(
+            [(p, offset) for p, offset in positions if isinstance(p, Partition)], timeout_s
+        )
 
     # ------------------------------------------------------------------ changes
 

@@ -94,7 +94,7 @@ def _target_partitions(broker: Broker, group: str, spec: ResetOffsets) -> list[T
     return sorted(tp for tp in committed if view.high_watermark(broker, *tp) is not None)
 
 
-def _new_offset(broker: Broker, tp: TopicPartition, spec: ResetOffsets) -> int:
+async def _new_offset(broker: Broker, tp: TopicPartition, spec: ResetOffsets) -> int:
     start, end = view.offset_bounds(broker, tp.topic, tp.partition)
     if spec.to == "earliest":
         return start
@@ -106,7 +106,7 @@ def _new_offset(broker: Broker, tp: TopicPartition, spec: ResetOffsets) -> int:
         return min(max(spec.offset, start), end)
     if spec.timestamp_ms is None:
         raise InvalidArgumentError("to=timestamp needs timestamp_ms")
-    found = view.offset_for_timestamp(broker, tp.topic, tp.partition, spec.timestamp_ms)
+    found = await view.offset_for_timestamp(broker, tp.topic, tp.partition, spec.timestamp_ms)
     return end if found is None else found
 
 
@@ -121,7 +121,7 @@ async def _reset_offsets(request: web.Request) -> web.StreamResponse:
             topic=tp.topic,
             partition=tp.partition,
             current=current[tp].offset if tp in current else None,
-            new=_new_offset(broker, tp, spec),
+            new=await _new_offset(broker, tp, spec),
         )
         for tp in targets
     ]

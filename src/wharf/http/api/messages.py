@@ -81,7 +81,7 @@ async def _read_topic(request: web.Request) -> web.StreamResponse:
         )
     if wait_ms and offset >= partition.high_watermark:
         await partition.wait_for_data(offset, wait_ms / 1000)
-    records = partition.read_records(offset, limit)
+    records = await partition.fetch_records(offset, limit)
     messages = []
     for record in records:
         value, encoding = to_text(record.value or b"")

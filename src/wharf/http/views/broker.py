@@ -9,8 +9,7 @@ from wharf.core.broker import Broker
 from wharf.core.queues.exchanges import Exchange
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.vhost import VirtualHost
-from wharf.core.streams.partition import Partition
-from wharf.core.streams.topics import Topic
+from wharf.core.streams.view import PartitionView, TopicView
 from wharf.errors import NotFoundError
 from wharf.http.schemas import OffsetLag
 
@@ -43,7 +42,7 @@ def one_topic_stats(broker: Broker, name: str) -> TopicStats:
     return _topic_stats(broker, broker.topics.get(name))
 
 
-def _topic_stats(broker: Broker, topic: Topic) -> TopicStats:
+def _topic_stats(broker: Broker, topic: TopicView) -> TopicStats:
     return TopicStats(
         name=topic.name,
         topic_id=str(topic.topic_id),
@@ -56,7 +55,7 @@ def _topic_stats(broker: Broker, topic: Topic) -> TopicStats:
     )
 
 
-def _partition_stats(p: Partition) -> PartitionStats:
+def _partition_stats(p: PartitionView) -> PartitionStats:
     return PartitionStats(
         partition=p.index,
         start_offset=p.log_start_offset,
@@ -68,7 +67,7 @@ def _partition_stats(p: Partition) -> PartitionStats:
     )
 
 
-def partition(broker: Broker, topic: str, index: int) -> Partition:
+def partition(broker: Broker, topic: str, index: int) -> PartitionView:
     return broker.topics.partition(topic, index)
 
 
@@ -89,9 +88,11 @@ def offset_bounds(broker: Broker, topic: str, index: int) -> tuple[int, int]:
     return p.log_start_offset, p.high_watermark
 
 
-def offset_for_timestamp(broker: Broker, topic: str, index: int, timestamp_ms: int) -> int | None:
+async def offset_for_timestamp(
+    broker: Broker, topic: str, index: int, timestamp_ms: int
+) -> int | None:
     """First offset whose record timestamp is >= ``timestamp_ms``; None when there is none."""
-    offset, _ = broker.topics.partition(topic, index).list_offset(timestamp_ms)
+    offset, _ = await broker.topics.partition(topic, index).find_offset(timestamp_ms)
     return None if offset < 0 else offset
 
 
@@ -163,4 +164,4 @@ def storage_bytes(broker: Broker) -> int:
 
 def fsync_count(broker: Broker) -> int:
     """Completed group-commit fsyncs of every partition."""
-    return sum(p.committer.fsyncs for p in broker.topics.partitions())
+    return sum(p.fsyncs for p in broker.topics.partitions())

@@ -99,8 +99,12 @@ async def delete_topics(ctx: KafkaContext, request: KafkaRequest) -> Any:
     else:
         wanted = [(name, None) for name in body.topic_names]
     results = []
+    topics = ctx.broker.topics
     for name, topic_id in wanted:
-        topic = ctx.broker.topics.find(name) if name else ctx.broker.topics.by_id(topic_id)
+        topic = topics.find(name) if name else topics.by_id(topic_id)
+        if topic is None:
+            await topics.reload()  # in a cluster, a topic another node just created
+            topic = topics.find(name) if name else topics.by_id(topic_id)
         error, message = ErrorCode.none, None
         if topic is None:
             error = ErrorCode.unknown_topic_id if not name else ErrorCode.unknown_topic_or_partition

@@ -74,6 +74,12 @@ def _describe_topic(ctx: KafkaContext, build: Any, resource: Any) -> tuple[Error
 async def describe_configs(ctx: KafkaContext, request: KafkaRequest) -> Any:
     build = builder(request.api_key, request.api_version)
     results = []
+    topics = ctx.broker.topics
+    if any(
+        r.resource_type == RESOURCE_TOPIC and topics.find(r.resource_name) is None
+        for r in request.body.resources
+    ):
+        await topics.reload()  # in a cluster, a topic another node just created
     for resource in request.body.resources:
         if resource.resource_type == RESOURCE_TOPIC:
             error, entries = _describe_topic(ctx, build, resource)

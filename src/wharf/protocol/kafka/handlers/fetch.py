@@ -21,7 +21,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from wharf.core.streams.errors import StreamsError
-from wharf.core.streams.partition import Partition, wait_for_any
+from wharf.core.streams.view import PartitionView
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
@@ -36,14 +36,14 @@ class _Slot:
     index: int
     offset: int
     max_bytes: int
-    partition: Partition | None
+    partition: PartitionView | None
     error: ErrorCode = ErrorCode.none
     records: bytes | memoryview = b""
     high_watermark: int = -1
     log_start_offset: int = -1
 
 
-def _read(slots: list[_Slot], max_bytes: int) -> int:
+async def _read(slots: list[_Slot], max_bytes: int) -> int:
     """Fill every slot from storage; returns the bytes gathered."""
     total = 0
     for slot in slots:
@@ -52,22 +52,24 @@ def _read(slots: list[_Slot], max_bytes: int) -> int:
         if partition is None:
             slot.error = ErrorCode.unknown_topic_or_partition
             continue
-        slot.high_watermark = partition.high_watermark
-        slot.log_start_offset = partition.log_start_offset
         # The first batch is always returned whole, so a large batch never blocks a consumer.
         budget = min(slot.max_bytes, max_bytes - total) if total else slot.max_bytes
         try:
-            if budget > 0 or slot.offset < slot.log_start_offset:
-                slot.records = partition.read(slot.offset, max(budget, 1))
+            if budget > 0 or slot.offset < partition.log_start_offset:
+                slot.records = await partition.fetch(slot.offset, max(budget, 1))
         except SERVED_ERRORS as exc:  # a failed read becomes this partition's error code
             slot.error = error_code_for(exc)
             continue
+        finally:
+            # after the read: a cluster partition learns its positions from it
+            slot.high_watermark = partition.high_watermark
+            slot.log_start_offset = partition.log_start_offset
         slot.error = ErrorCode.none
         total += len(slot.records)
     return total
 
 
-async def _wait_for_data(slots: list[_Slot], timeout_s: float) -> None:
+async def _wait_for_data(ctx: KafkaContext, slots: list[_Slot], timeout_s: float) -> None:
     """Return when any requested partition grows past what the last read saw, or on timeout."""
     positions = [
         (slot.partition, max(slot.offset, slot.high_watermark))
@@ -75,12 +77,12 @@ async def _wait_for_data(slots: list[_Slot], timeout_s: float) -> None:
         if slot.partition is not None and slot.error == ErrorCode.none
     ]
     if positions:
-        await wait_for_any(positions, timeout_s)
+        await ctx.broker.topics.wait_for_any(positions, timeout_s)
     else:
         await asyncio.sleep(timeout_s)
 
 
-def _find(ctx: KafkaContext, topic: str, index: int) -> Partition | None:
+def _find(ctx: KafkaContext, topic: str, index: int) -> PartitionView | None:
     try:
         return ctx.broker.topics.partition(topic, index)
     except StreamsError:
@@ -100,8 +102,13 @@ async def fetch(ctx: KafkaContext, request: KafkaRequest) -> Any:
         for topic in body.topics
         for p in topic.partitions
     ]
+    if any(slot.partition is None for slot in slots):
+        await ctx.broker.topics.reload()  # a topic another node of a cluster just created
+        for slot in slots:
+            if slot.partition is None:
+                slot.partition = _find(ctx, slot.topic, slot.index)
     max_bytes = body.max_bytes
-    total = _read(slots, max_bytes)
+    total = await _read(slots, max_bytes)
     wait_s = body.max_wait.total_seconds()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
@@ -112,8 +119,8 @@ async def fetch(ctx: KafkaContext, request: KafkaRequest) -> Any:
         and not any(slot.error != ErrorCode.none for slot in slots)
         and (remaining := deadline - loop.time()) > 0
     ):
-        await _wait_for_data(slots, remaining)
-        total = _read(slots, max_bytes)
+        await _wait_for_data(ctx, slots, remaining)
+        total = await _read(slots, max_bytes)
     return _response(request, slots)
 
 

@@ -14,16 +14,29 @@ from wharf.protocol.kafka.responses import NO_THROTTLE, builder
 __all__ = ["delete_records", "list_offsets"]
 
 
+async def _reload_if_missing(ctx: KafkaContext, wanted: Any) -> None:
+    """Re-read the catalogue once when a requested partition is not known (in a cluster,
+    another node may just have created it)."""
+    topics = ctx.broker.topics
+    if any(
+        not topics.partition_exists(topic.name, p.partition_index)
+        for topic in wanted
+        for p in topic.partitions
+    ):
+        await topics.reload()
+
+
 async def list_offsets(ctx: KafkaContext, request: KafkaRequest) -> Any:
     build = builder(request.api_key, request.api_version)
     topics = []
+    await _reload_if_missing(ctx, request.body.topics)
     for topic in request.body.topics:
         parts = []
         for p in topic.partitions:
             error, offset, timestamp = ErrorCode.none, -1, -1
             try:
                 partition = ctx.broker.topics.partition(topic.name, p.partition_index)
-                offset, timestamp = partition.list_offset(p.timestamp)
+                offset, timestamp = await partition.find_offset(p.timestamp)
             except SERVED_ERRORS as exc:  # reported as this partition's error code
                 error = error_code_for(exc)
             parts.append(
@@ -43,6 +56,7 @@ async def list_offsets(ctx: KafkaContext, request: KafkaRequest) -> Any:
 async def delete_records(ctx: KafkaContext, request: KafkaRequest) -> Any:
     build = builder(request.api_key, request.api_version)
     topics = []
+    await _reload_if_missing(ctx, request.body.topics)
     for topic in request.body.topics:
         parts = []
         for p in topic.partitions:
@@ -50,7 +64,7 @@ async def delete_records(ctx: KafkaContext, request: KafkaRequest) -> Any:
             try:
                 partition = ctx.broker.topics.partition(topic.name, p.partition_index)
                 # -1 means "up to the high watermark" (delete everything).
-                low = partition.delete_records_before(p.offset)
+                low = await partition.delete_records(p.offset)
             except SERVED_ERRORS as exc:  # reported as this partition's error code
                 error = error_code_for(exc)
             parts.append(

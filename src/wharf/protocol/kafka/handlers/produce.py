@@ -41,9 +41,11 @@ async def _append_one(
         return error, -1, -1, -1
     if records is None:
         return ErrorCode.corrupt_message, -1, -1, -1
+    topics = ctx.broker.topics
     try:
-        partition = ctx.broker.topics.partition(topic, index)
-        result = await partition.append(records, acks=acks)
+        if not topics.partition_exists(topic, index):
+            await topics.reload()  # in a cluster, partitions another node just added
+        result = await topics.partition(topic, index).append(records, acks=acks)
     except SERVED_ERRORS as exc:  # reported as this partition's error code
         return error_code_for(exc), -1, -1, -1
     return ErrorCode.none, result.base_offset, result.log_start_offset, result.log_append_time_ms

@@ -1,7 +1,6 @@
 """FindCoordinator: this node on a single node; in a cluster, the live broker that rendezvous
-hashing chooses for the group, named by its broker id, host and Kafka port. Finding a
-coordinator reads only the node's broker list: the cluster node here has no engines (and no
-lease), which FindCoordinator never needs."""
+hashing chooses for the group, named by its broker id, host and Kafka port, from the node's
+broker list (set by each test)."""
 
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v3.request import FindCoordinatorRequest as FindV3
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest as FindV4
 
-from wharf.cluster.nodes import Membership
 from wharf.core.broker import Broker
-from wharf.core.cluster_node import ClusterNode, LiveBroker
+from wharf.core.cluster_node import LiveBroker
 from wharf.core.config import BrokerConfig
 from wharf.core.streams.groups.placement import coordinator_for
 from wharf.protocol.kafka.codec import KafkaRequest
@@ -34,11 +32,12 @@ def find_v3(key: str, key_type: int = 0) -> KafkaRequest:
 
 
 @pytest.fixture
-async def context(tmp_path: Path) -> AsyncIterator[KafkaContext]:
-    membership = Membership(None, "node-1", "10.0.0.1", {"kafka": 9192})  # type: ignore[arg-type]
-    cluster = ClusterNode("node-1", 1, None, None, membership)  # type: ignore[arg-type]
-    async with Broker.open(tmp_path / "data", BrokerConfig(), cluster=cluster) as broker:
-        yield KafkaContext(broker=broker, advertised_host="10.0.0.1", advertised_port=9192)
+async def context(
+    two_brokers: tuple[Broker, Broker],
+) -> AsyncIterator[KafkaContext]:
+    """A cluster node on the real engines; its broker list is the test's to set."""
+    broker = two_brokers[0]
+    yield KafkaContext(broker=broker, advertised_host="10.0.0.1", advertised_port=9192)
 
 
 async def test_a_single_node_names_itself(tmp_path: Path) -> None:

@@ -2,23 +2,22 @@
 coordinates a group, NOT_COORDINATOR from the others, and committed offsets and the current
 generation carried over when the coordinator changes. Two nodes (broker ids 1 and 2) are built
 by hand on one real PostgreSQL, their broker lists set by the test; the object store is not
-used by groups, so the nodes have none. Leases are the database's clock: the coordinators run
+used by groups, so the nodes have none. The database is the shared test engines'
+(helpers/cluster_fixtures.py). Leases are the database's clock: the coordinators run
 on the real clock and waits for an expiry are bounded polls."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from group_helpers import join, sync
 
-from helpers.postgres_server import PostgresServer, postgres_server
 from wharf.cluster.catalog import create_topic
-from wharf.cluster.database import Database, DatabaseSettings
+from wharf.cluster.database import Database
 from wharf.cluster.migrations import migrate
 from wharf.cluster.nodes import Membership, MembershipSettings
 from wharf.core.clock import Clock
@@ -73,24 +72,11 @@ def test_the_rendezvous_choice_is_stable_and_spreads_groups() -> None:
 # -- two nodes on one database -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
 @pytest.fixture
-async def db(postgres: PostgresServer) -> AsyncIterator[Database]:
-    name = f"t_groups_{uuid.uuid4().hex[:12]}"
-    url = postgres.create_database(name)
-    settings = DatabaseSettings(max_connections=4, connect_timeout=2.0, acquire_timeout=2.0)
-    database = await Database.connect(url, node_id="test", settings=settings)
-    await migrate(database)
-    try:
-        yield database
-    finally:
-        await database.close()
-        postgres.drop_database(name)
+async def migrated(db: Database) -> Database:
+    """The shared engines' fresh database for this test (helpers/cluster_fixtures.py), migrated."""
+    await migrate(db)
+    return db
 
 
 class Node:
@@ -119,9 +105,9 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(db: Database) -> AsyncIterator[tuple[Node, Node]]:
+async def nodes(migrated: Database) -> AsyncIterator[tuple[Node, Node]]:
     """Nodes 1 and 2, registered and heartbeating; node 1's lease is short."""
-    one, two = Node(db, 1, RENEWED), Node(db, 2, LONG)
+    one, two = Node(migrated, 1, RENEWED), Node(migrated, 2, LONG)
     await one.start()
     await two.start()
     try:
@@ -206,8 +192,9 @@ async def test_offsets_and_the_generation_survive_a_coordinator_change(
 
 
 async def test_a_group_moves_to_a_node_that_joins_while_its_coordinator_lives(
-    db: Database,
+    migrated: Database,
 ) -> None:
+    db = migrated
     one, two = Node(db, 1, LONG), Node(db, 2, LONG)
     await one.start()
     await two.start()

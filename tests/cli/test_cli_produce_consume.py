@@ -169,3 +169,21 @@ def test_follow_with_a_group_commits_while_running(cli_server: WharfProcess, uni
         finally:
             follower.terminate()
             follower.communicate(timeout=30)
+
+
+def test_unroutable_messages_are_reported_with_a_nonzero_exit(wharf: RunCli, unique: str) -> None:
+    # Publishing to an exchange with nothing bound loses the message: the CLI must say so.
+    result = wharf("produce", "amq.topic", "-r", f"{unique}.nobody", input="e\nf\n")
+    assert result.exit_code == 1, result.output
+    assert "2 of 2 messages were unroutable" in result.stderr
+    assert "produced" not in result.stderr
+    assert wharf("queue", "declare", unique).exit_code == 0
+    assert wharf("binding", "create", "amq.topic", unique, "-k", f"{unique}.#").exit_code == 0
+    routed = wharf("produce", "amq.topic", "-r", f"{unique}.x", input="g\n")
+    assert routed.exit_code == 0, routed.output
+    assert "produced 1 message to exchange" in routed.stderr
+
+
+def test_produce_help_says_json_reads_json_lines(wharf: RunCli) -> None:
+    text = " ".join(wharf("produce", "--help").stdout.split())
+    assert "Read stdin as JSON lines" in text

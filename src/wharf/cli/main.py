@@ -7,6 +7,9 @@ Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve.comm
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
 from wharf.cli import (
@@ -36,8 +39,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"wharf {version('wharf')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol)."""
 
 

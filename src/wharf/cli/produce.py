@@ -3,6 +3,8 @@
 Plain lines become message values. With ``--json`` each line is an object with ``value`` and
 optionally ``key``, ``headers``, ``partition``, ``routing_key``, ``encoding`` (utf8/base64) and
 ``properties``; the result of each publish (partition, offset) is printed as a JSON line.
+Messages that an exchange could not route anywhere are counted, and the command then fails
+(exit 1) saying how many: they were not stored.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import typer
 from wharf.cli.client import (
     DEFAULT_URL,
     CliError,
-    JsonOption,
-    UrlOption,
+        UrlOption,
     VhostOption,
     WharfClient,
     parse_pairs,
@@ -61,10 +62,17 @@ def produce(
     ] = None,
     vhost: VhostOption = "/",
     url: UrlOption = DEFAULT_URL,
-    as_json: JsonOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Read stdin as JSON lines (value, key, headers, partition, routing_key, "
+            "encoding, properties) and print each publish's result as a JSON line.",
+        ),
+    ] = False,
 ) -> None:
     """Publish each line of stdin as one message to the topic, queue or exchange NAME."""
-    produced = 0
+    produced = unroutable = 0
     with reporting_errors(), WharfClient(url) as client:
         resolved = resolve(client, name, kind, vhost, {Kind.TOPIC, Kind.QUEUE, Kind.EXCHANGE})
         defaults: dict[str, Any] = {"headers": parse_pairs(header, "--header")}
@@ -88,7 +96,17 @@ def produce(
                 paths[resolved], _message(line, as_json, defaults, number), **params
             )
             produced += 1
+            if result.get("routed") is False:
+                unroutable += 1
             if as_json:
                 sys.stdout.write(json.dumps(result) + "\n")
     noun = "message" if produced == 1 else "messages"
+    if unroutable:
+        # An exchange with no matching binding drops the message: never report that as success.
+        print(
+            f"wharf: error: {unroutable} of {produced} {noun} were unroutable: exchange {name} "
+            "has no binding that matches (nothing was stored)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
     print(f"produced {produced} {noun} to {resolved} {name}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -40,9 +41,9 @@ def list_users(url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> Non
 def add(
     name: str,
     password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                          help="Asked for when not given")
-    ],
+        str | None,
+        typer.Option(help="The password; asked for (twice, hidden) when not given on a terminal"),
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="e.g. administrator")] = None,
     loopback_only: Annotated[
         bool, typer.Option("--localhost-only", help="Only logins from this machine")
@@ -55,6 +56,12 @@ def add(
     as_json: JsonOption = False,
 ) -> None:
     """Create a user, or replace its password and tags (its permissions stay)."""
+    if password is None:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter(
+                "give --password when stdin is not a terminal", param_hint="'--password'"
+            )
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with reporting_errors(), WharfClient(url) as client:
         body = {"password": password, "tags": tag or [], "loopback_only": loopback_only}
         user = client.put(f"/api/users/{segment(name)}", body)

@@ -105,6 +105,8 @@ async def serve(
                 loop=type(loop).__module__.split(".")[0],
             ),
         )
+        if data_dir.exists() and not data_dir.is_dir():
+            raise StartupError(f"cannot use data directory {data_dir}: it is not a directory")
         async with contextlib.AsyncExitStack() as stack:
             member: ClusterMember | None = None
             if settings.cluster.database is not None:

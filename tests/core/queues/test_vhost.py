@@ -191,3 +191,26 @@ async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is
     assert vhost.queues["d"] is again
     saved = json.loads((vhost.path.parent.parent / FILE_NAME).read_text())
     assert [q["name"] for q in saved["queues"]] == ["d"]
+
+
+async def test_an_inequivalent_redeclare_names_what_differs(vhost: VirtualHost) -> None:
+    # As RabbitMQ does: the message says which property or argument differs, and how.
+    await vhost.declare_queue("tasks", arguments={"x-max-priority": 10})
+    with pytest.raises(PreconditionError) as priority:
+        await vhost.declare_queue("tasks", durable=True)
+    assert str(priority.value) == (
+        "inequivalent arg 'durable' for queue 'tasks' in vhost '/': received true but current "
+        "is false"
+    )
+    await vhost.declare_queue("jobs", durable=True, arguments={"x-max-priority": 10})
+    with pytest.raises(PreconditionError) as missing:
+        await vhost.declare_queue("jobs", durable=True)
+    assert str(missing.value) == (
+        "inequivalent arg 'x-max-priority' for queue 'jobs' in vhost '/': received none but "
+        "current is 10"
+    )
+    with pytest.raises(PreconditionError) as other:
+        await vhost.declare_queue("jobs", durable=True, arguments={"x-max-priority": 5})
+    assert "'x-max-priority'" in str(other.value) and "received 5 but current is 10" in str(
+        other.value
+    )

@@ -112,3 +112,41 @@ def parse_queue_args(args: Mapping[str, Any]) -> QueueArgs:
             "invalid arg 'x-dead-letter-routing-key': requires x-dead-letter-exchange"
         )
     return QueueArgs(**fields)
+
+
+# QueueArgs field -> the x-argument that sets it, for messages naming what differs
+_ARGUMENT_NAMES = {
+    "max_priority": "x-max-priority",
+    "message_ttl_ms": "x-message-ttl",
+    "expires_ms": "x-expires",
+    "dead_letter_exchange": "x-dead-letter-exchange",
+    "dead_letter_routing_key": "x-dead-letter-routing-key",
+    "max_length": "x-max-length",
+    "max_length_bytes": "x-max-length-bytes",
+    "overflow": "x-overflow",
+    "single_active_consumer": "x-single-active-consumer",
+    "delivery_limit": "x-delivery-limit",
+    "queue_type": "x-queue-type",
+}
+_DEFAULTS = QueueArgs()
+
+
+def _shown(value: Any, default: Any) -> str:
+    if value == default and default in (None, False):
+        return "none" if default is None else "false"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Overflow | QueueType):
+        return value.value
+    return str(value)
+
+
+def first_difference(current: QueueArgs, received: QueueArgs) -> tuple[str, str, str] | None:
+    """The first x-argument whose value differs: ``(name, received, current)`` as shown to the
+    client, or ``None`` when the two are equivalent."""
+    for field, name in _ARGUMENT_NAMES.items():
+        now, then = getattr(current, field), getattr(received, field)
+        if now != then:
+            default = getattr(_DEFAULTS, field)
+            return name, _shown(then, default), _shown(now, default)
+    return None

@@ -34,7 +34,7 @@ from typing import Any
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.durability import run_to_end
-from wharf.core.queues.args import QueueArgs, QueueType, parse_queue_args
+from wharf.core.queues.args import QueueArgs, QueueType, first_difference, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
 from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
@@ -275,16 +275,12 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.get_queue(name, owner)
-            if (
-                existing.durable != durable
-                or existing.auto_delete != auto_delete
-                or existing.exclusive != exclusive
-                or existing.args != parsed
-            ):
+            difference = _queue_difference(existing, durable, exclusive, auto_delete, parsed)
+            if difference is not None:
+                what, received, current = difference
                 raise PreconditionError(
-                    f"inequivalent arg for queue '{name}' in vhost '{self.name}': "
-                    "durable, exclusive, auto_delete or x-arguments differ from the "
-                    "original declaration"
+                    f"inequivalent arg '{what}' for queue '{name}' in vhost '{self.name}': "
+                    f"received {received} but current is {current}"
                 )
             existing.last_used_ms = self.clock.now_ms()
             if existing.store.durable:
@@ -603,3 +599,17 @@ class _Declaring:
     def __exit__(self, *exc: object) -> None:
         del self._declaring[self._name]
         self._opening.set()
+
+
+def _queue_difference(
+    queue: Queue, durable: bool, exclusive: bool, auto_delete: bool, args: QueueArgs
+) -> tuple[str, str, str] | None:
+    """What a redeclaration changes, as ``(property or x-argument, received, current)``."""
+    for what, received, current in (
+        ("durable", durable, queue.durable),
+        ("exclusive", exclusive, queue.exclusive),
+        ("auto_delete", auto_delete, queue.auto_delete),
+    ):
+        if received != current:
+            return what, str(received).lower(), str(current).lower()
+    return first_difference(queue.args, args)

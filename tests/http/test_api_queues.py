@@ -147,3 +147,10 @@ def test_queue_reports_amqp_consumers_and_unacked(
         connection.close()
     _wait_for(lambda: api.get(f"/api/queues/{unique}").json()["consumers"] == 0)
     assert api.get(f"/api/queues/{unique}").json()["messages"] == 4  # returned on close
+
+
+def test_an_invalid_queue_argument_is_a_bad_request(api: httpx.Client, unique: str) -> None:
+    # 400 for a value that can never be valid; 409 stays for a conflict with what exists.
+    invalid = api.put(f"/api/queues/{unique}", json={"arguments": {"x-max-length": "abc"}})
+    assert invalid.status_code == 400, invalid.text
+    assert "x-max-length" in invalid.json()["error"]

@@ -57,10 +57,10 @@ SHUTDOWN_GRACE_S = 5.0  # how long running requests (long polls included) may fi
 _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
     (AlreadyExistsError, 409),
+    (InvalidArgumentError, 400),  # before 409: some invalid values are also preconditions
     (PreconditionError, 409),
     (ResourceLockedError, 423),
     (AccessRefusedError, 403),
-    (InvalidArgumentError, 400),
     (BrokerError, 400),
 )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from wharf.errors import PreconditionError
+from wharf.errors import InvalidArgumentError, PreconditionError
 
 __all__ = ["Overflow", "QueueArgs", "QueueType", "parse_queue_args"]
 
@@ -47,11 +47,16 @@ class QueueArgs:
     queue_type: QueueType = QueueType.CLASSIC
 
 
+class InvalidQueueArgumentError(PreconditionError, InvalidArgumentError):
+    """An x-argument whose value can never be valid: AMQP's PRECONDITION_FAILED (406), as in
+    RabbitMQ, and a bad request (400) to the HTTP API."""
+
+
 def _int(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PreconditionError(f"invalid arg '{name}': {value!r} is not an integer")
+        raise InvalidQueueArgumentError(f"invalid arg '{name}': {value!r} is not an integer")
     if value < minimum:
-        raise PreconditionError(f"invalid arg '{name}': {value} is less than {minimum}")
+        raise InvalidQueueArgumentError(f"invalid arg '{name}': {value} is less than {minimum}")
     return value
 
 
@@ -60,15 +65,15 @@ def _str(name: str, value: Any) -> str:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            raise PreconditionError(f"invalid arg '{name}': not UTF-8") from None
+            raise InvalidQueueArgumentError(f"invalid arg '{name}': not UTF-8") from None
     if not isinstance(value, str):
-        raise PreconditionError(f"invalid arg '{name}': {value!r} is not a string")
+        raise InvalidQueueArgumentError(f"invalid arg '{name}': {value!r} is not a string")
     return value
 
 
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise PreconditionError(f"invalid arg '{name}': {value!r} is not a boolean")
+        raise InvalidQueueArgumentError(f"invalid arg '{name}': {value!r} is not a boolean")
     return value
 
 
@@ -78,11 +83,14 @@ def _enum(name: str, value: Any, kind: type[Overflow] | type[QueueType]) -> Any:
         return kind(text)
     except ValueError:
         allowed = ", ".join(m.value for m in kind)
-        raise PreconditionError(f"invalid arg '{name}': {text!r} is not one of {allowed}") from None
+        raise InvalidQueueArgumentError(
+            f"invalid arg '{name}': {text!r} is not one of {allowed}"
+        ) from None
 
 
 def parse_queue_args(args: Mapping[str, Any]) -> QueueArgs:
-    """Validate ``args`` (as decoded from the wire); raises PreconditionError like RabbitMQ."""
+    """Validate ``args`` (as decoded from the wire); raises InvalidQueueArgumentError (a
+    PreconditionError) like RabbitMQ."""
     fields: dict[str, Any] = {}
     for name, value in args.items():
         if name == "x-max-priority":
@@ -108,7 +116,7 @@ def parse_queue_args(args: Mapping[str, Any]) -> QueueArgs:
         elif name == "x-queue-type":
             fields["queue_type"] = _enum(name, value, QueueType)
     if "dead_letter_routing_key" in fields and "dead_letter_exchange" not in fields:
-        raise PreconditionError(
+        raise InvalidQueueArgumentError(
             "invalid arg 'x-dead-letter-routing-key': requires x-dead-letter-exchange"
         )
     return QueueArgs(**fields)

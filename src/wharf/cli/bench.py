@@ -251,9 +251,15 @@ def _bench_kafka(
 
 
 def bench(
-    messages: Annotated[int, typer.Option("--messages", "-n", min=1)] = 10_000,
+    messages: Annotated[
+        int,
+        typer.Option("--messages", "-n", min=1, help="Messages to produce, then consume."),
+    ] = 10_000,
     size: Annotated[int, typer.Option("--size", "-s", min=1, help="Payload bytes.")] = 100,
-    partitions: Annotated[int, typer.Option("--partitions", min=1)] = 1,
+    partitions: Annotated[
+        int,
+        typer.Option("--partitions", min=1, help="Partitions of the topic it creates."),
+    ] = 1,
     topic: Annotated[
         str | None, typer.Option("--topic", help="Default: a fresh wharf-bench-<time> topic.")
     ] = None,

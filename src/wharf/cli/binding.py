@@ -21,7 +21,10 @@ from wharf.cli.queue import ArgumentOption, typed_arguments
 
 app = typer.Typer(help="Manage bindings between exchanges and queues.", no_args_is_help=True)
 
-RoutingKey = Annotated[str, typer.Option("--routing-key", "-k")]
+RoutingKey = Annotated[
+    str,
+    typer.Option("--routing-key", "-k", help="Binding key (topic patterns for topic exchanges)."),
+]
 ToExchange = Annotated[
     bool, typer.Option("--to-exchange", help="The destination is an exchange, not a queue.")
 ]

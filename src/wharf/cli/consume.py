@@ -179,10 +179,22 @@ def consume(
     group: Annotated[
         str | None, typer.Option("--group", "-g", help="Start from and commit to this group.")
     ] = None,
-    partition: Annotated[int | None, typer.Option("--partition", "-p", min=0)] = None,
-    offset: Annotated[int | None, typer.Option("--offset", "-o", min=0)] = None,
-    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    count: Annotated[int | None, typer.Option("--count", "-n", min=1)] = None,
+    partition: Annotated[
+        int | None,
+        typer.Option("--partition", "-p", min=0, help="Only this partition (topics)."),
+    ] = None,
+    offset: Annotated[
+        int | None,
+        typer.Option("--offset", "-o", min=0, help="Start at this offset (topics)."),
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning", help="Start at the log start (default: the end)."),
+    ] = False,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", "-n", min=1, help="Stop after this many messages."),
+    ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep waiting for new messages.")
     ] = False,

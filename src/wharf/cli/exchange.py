@@ -28,9 +28,18 @@ def declare(
     kind: Annotated[
         str, typer.Option("--type", "-t", help="direct, fanout, topic, headers, ...")
     ] = "direct",
-    durable: Annotated[bool, typer.Option("--durable/--transient")] = True,
-    auto_delete: Annotated[bool, typer.Option("--auto-delete")] = False,
-    internal: Annotated[bool, typer.Option("--internal")] = False,
+    durable: Annotated[
+        bool,
+        typer.Option("--durable/--transient", help="Survive a restart."),
+    ] = True,
+    auto_delete: Annotated[
+        bool,
+        typer.Option("--auto-delete", help="Delete when its last binding goes."),
+    ] = False,
+    internal: Annotated[
+        bool,
+        typer.Option("--internal", help="Only other exchanges may publish to it."),
+    ] = False,
     argument: ArgumentOption = None,
     vhost: VhostOption = "/",
     url: UrlOption = DEFAULT_URL,
@@ -72,7 +81,10 @@ def list_exchanges(
 @app.command("delete")
 def delete(
     name: str,
-    if_unused: Annotated[bool, typer.Option("--if-unused")] = False,
+    if_unused: Annotated[
+        bool,
+        typer.Option("--if-unused", help="Refuse while it has bindings."),
+    ] = False,
     vhost: VhostOption = "/",
     url: UrlOption = DEFAULT_URL,
 ) -> None:

@@ -100,13 +100,22 @@ def reset_offsets(
     partition: Annotated[
         list[int] | None, typer.Option("--partition", help="Only these partitions (repeatable).")
     ] = None,
-    to_earliest: Annotated[bool, typer.Option("--to-earliest")] = False,
-    to_latest: Annotated[bool, typer.Option("--to-latest")] = False,
+    to_earliest: Annotated[
+        bool,
+        typer.Option("--to-earliest", help="To each partition's log start."),
+    ] = False,
+    to_latest: Annotated[
+        bool,
+        typer.Option("--to-latest", help="To each partition's end."),
+    ] = False,
     to_timestamp: Annotated[
         str | None,
         typer.Option("--to-timestamp", help="Epoch ms or ISO 8601 time (local zone if none)."),
     ] = None,
-    to_offset: Annotated[int | None, typer.Option("--to-offset", min=0)] = None,
+    to_offset: Annotated[
+        int | None,
+        typer.Option("--to-offset", min=0, help="To this offset."),
+    ] = None,
     execute: Annotated[
         bool, typer.Option("--execute", help="Apply the change; without it, a dry run.")
     ] = False,

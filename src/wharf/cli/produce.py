@@ -53,7 +53,10 @@ def produce(
     name: str,
     kind: KindOption = Kind.AUTO,
     key: Annotated[str | None, typer.Option("--key", "-k", help="Record key (topics).")] = None,
-    partition: Annotated[int | None, typer.Option("--partition", "-p", min=0)] = None,
+    partition: Annotated[
+        int | None,
+        typer.Option("--partition", "-p", min=0, help="Partition (topics; default: by key)."),
+    ] = None,
     routing_key: Annotated[
         str | None, typer.Option("--routing-key", "-r", help="Routing key (exchanges).")
     ] = None,

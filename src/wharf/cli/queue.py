@@ -46,10 +46,22 @@ def declare(
     message_ttl_ms: Annotated[
         int | None, typer.Option("--message-ttl", min=0, help="x-message-ttl in ms")
     ] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", min=0)] = None,
-    dead_letter_exchange: Annotated[str | None, typer.Option("--dead-letter-exchange")] = None,
-    durable: Annotated[bool, typer.Option("--durable/--transient")] = True,
-    auto_delete: Annotated[bool, typer.Option("--auto-delete")] = False,
+    max_length: Annotated[
+        int | None,
+        typer.Option("--max-length", min=0, help="x-max-length: most ready messages."),
+    ] = None,
+    dead_letter_exchange: Annotated[
+        str | None,
+        typer.Option("--dead-letter-exchange", help="x-dead-letter-exchange."),
+    ] = None,
+    durable: Annotated[
+        bool,
+        typer.Option("--durable/--transient", help="Survive a restart."),
+    ] = True,
+    auto_delete: Annotated[
+        bool,
+        typer.Option("--auto-delete", help="Delete when its last consumer goes."),
+    ] = False,
     argument: ArgumentOption = None,
     vhost: VhostOption = "/",
     url: UrlOption = DEFAULT_URL,
@@ -114,8 +126,14 @@ def purge(name: str, vhost: VhostOption = "/", url: UrlOption = DEFAULT_URL) -> 
 @app.command("delete")
 def delete(
     name: str,
-    if_empty: Annotated[bool, typer.Option("--if-empty")] = False,
-    if_unused: Annotated[bool, typer.Option("--if-unused")] = False,
+    if_empty: Annotated[
+        bool,
+        typer.Option("--if-empty", help="Refuse while it holds ready messages."),
+    ] = False,
+    if_unused: Annotated[
+        bool,
+        typer.Option("--if-unused", help="Refuse while it has consumers."),
+    ] = False,
     vhost: VhostOption = "/",
     url: UrlOption = DEFAULT_URL,
 ) -> None:

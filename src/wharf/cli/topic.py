@@ -29,7 +29,10 @@ ConfigOption = Annotated[
 @app.command("create")
 def create(
     name: str,
-    partitions: Annotated[int | None, typer.Option("--partitions", "-p", min=1)] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", "-p", min=1, help="Number of partitions."),
+    ] = None,
     config: ConfigOption = None,
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,

@@ -46,6 +46,23 @@ def wait_for(what: str, condition: Callable[[], bool], timeout_s: float = BOUND_
         time.sleep(0.2)
 
 
+def start_seen(nodes: ClusterNodes, count: int) -> list[Any]:
+    """Start ``count`` nodes and wait until each one's Metadata lists them all (a node's view
+    of the live nodes is refreshed every heartbeat interval)."""
+    started = nodes.start(count)
+
+    def everyone_sees_all() -> bool:
+        return all(
+            len(AdminClient({"bootstrap.servers": n.kafka_bootstrap}).list_topics(
+                timeout=BOUND_S
+            ).brokers) == count
+            for n in started
+        )
+
+    wait_for(f"every node lists {count} brokers", everyone_sees_all)
+    return started
+
+
 def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, partitions, replication_factor=1)])[name].result(30)
@@ -171,7 +188,7 @@ def test_each_client_produces_through_one_node_and_its_group_consumes_through_an
 def test_a_group_with_members_on_two_nodes_splits_the_partitions_and_commits(
     cluster_nodes: ClusterNodes,
 ) -> None:
-    nodes = cluster_nodes.start(3)
+    nodes = start_seen(cluster_nodes, 3)
     topic = group = "split"
     create_topic(nodes[0].kafka_bootstrap, topic, 4)
     members = [
@@ -234,7 +251,7 @@ def test_committed_offsets_outlive_the_coordinator_node_and_a_new_member_resumes
     """A member consumes, commits about half, reads an uncommitted tail and leaves; the node
     coordinating the group is killed; a new member on the survivors starts at the committed
     offsets: nothing is skipped, and only that tail is read again."""
-    nodes = cluster_nodes.start(3)
+    nodes = start_seen(cluster_nodes, 3)
     topic = group = "resume"
     create_topic(cluster_nodes.bootstrap(), topic, 4)
     producer = Producer({"bootstrap.servers": cluster_nodes.bootstrap(), "acks": "all"})
@@ -306,7 +323,7 @@ def test_committed_offsets_outlive_the_coordinator_node_and_a_new_member_resumes
 
 def test_topic_admin_through_different_nodes_agrees(cluster_nodes: ClusterNodes) -> None:
     admins = [
-        AdminClient({"bootstrap.servers": n.kafka_bootstrap}) for n in cluster_nodes.start(3)
+        AdminClient({"bootstrap.servers": n.kafka_bootstrap}) for n in start_seen(cluster_nodes, 3)
     ]
     topic = "admin"
     config = {"retention.ms": "3600000", "cleanup.policy": "compact"}
@@ -365,7 +382,7 @@ async def list_offsets_on_each_node(
 
 
 def test_list_offsets_agree_on_every_node(cluster_nodes: ClusterNodes) -> None:
-    cluster_nodes.start(3)
+    start_seen(cluster_nodes, 3)
     topic = "offsets"
     create_topic(cluster_nodes.bootstrap(), topic, 2)
     base = int(time.time() * 1000) - 1_000_000

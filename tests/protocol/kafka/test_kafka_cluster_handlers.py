@@ -12,6 +12,7 @@ from kio.schema.delete_records.v2 import request as delete_records_v2
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12 import request as fetch_v12
 from kio.schema.list_offsets.v6 import request as list_offsets_v6
+from kio.schema.metadata.v12 import request as metadata_v12
 from kio.schema.produce.v9 import request as produce_v9
 
 from wharf.core.broker import Broker
@@ -114,6 +115,23 @@ async def test_each_node_serves_what_the_other_created_and_produced(
     assert beyond.high_watermark == 2
     missing = (await handle(context(two), fetch("t", 7, 0))).responses[0].partitions[0]
     assert missing.error_code == ErrorCode.unknown_topic_or_partition
+
+
+async def test_metadata_without_auto_creation_finds_a_topic_the_other_node_just_created(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    # two hears of catalogue changes no more (as when a notification is late): only a re-read
+    # on the miss can find the topic before the next periodic refresh
+    await two.topics._listener.close()
+    await one.create_topic("fresh", 2)
+    body = metadata_v12.MetadataRequest(
+        topics=(metadata_v12.MetadataRequestTopic(topic_id=None, name="fresh"),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+    answer = (await handle(context(two), KafkaRequest(3, 12, 1, "test", body, 0))).topics[0]
+    assert (answer.error_code, len(answer.partitions)) == (ErrorCode.none, 2)
 
 
 async def test_a_fetch_parked_on_one_node_wakes_on_the_others_produce(

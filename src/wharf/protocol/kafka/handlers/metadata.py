@@ -1,7 +1,9 @@
 """Metadata and DescribeCluster: which brokers there are and where partitions live.
 
 Metadata may create topics when a client asks for one that does not exist, if both the broker
-(``auto_create_topics``) and the request (v4+ ``allow_auto_topic_creation``) allow it.
+(``auto_create_topics``) and the request (v4+ ``allow_auto_topic_creation``) allow it. A name
+this node does not know is looked up once more (``topics.reload()``, a catalogue re-read in a
+cluster) before it is reported unknown: another node may have just created it.
 
 Single-node mode: this broker is the only one, leader of every partition.
 
@@ -99,7 +101,9 @@ async def ensure_topic(ctx: KafkaContext, name: str, *, allow_create: bool) -> E
     if topics.find(name) is not None:
         return ErrorCode.none
     if not allow_create:
-        return ErrorCode.unknown_topic_or_partition
+        await topics.reload()  # in a cluster, a topic another node just created
+        found = topics.find(name) is not None
+        return ErrorCode.none if found else ErrorCode.unknown_topic_or_partition
     try:
         await topics.ensure(name)
     except StreamsError as exc:

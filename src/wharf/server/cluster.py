@@ -9,10 +9,12 @@ with; the node is not registered yet, because the others must be told the ports 
 really bound (settings may say 0).
 
 Once the listeners run, :meth:`ClusterMember.announce` registers the node with the advertised
-host and the bound ports (a new epoch), starts the heartbeats, and starts the view: every
+host and the bound ports (a new epoch), starts the heartbeats, and starts the view: twice per
 heartbeat interval one query (:func:`~wharf.cluster.nodes.registered_nodes`) refreshes
-``node.brokers``, the live nodes Kafka clients are given. A lost lease (a heartbeat found it
-expired or replaced, or none got through within it) is logged and the node registers again
+``node.brokers``, the routable nodes Kafka clients are given (live, with database sessions
+open and heartbeats on time, so a node killed with -9 leaves the list at the next read). A
+lost lease (a heartbeat found it expired or replaced, or none got through within it) is
+logged and the node registers again
 with a new epoch, retrying every heartbeat interval while the database is unreachable; writes
 made meanwhile fail on their own, since each checks the lease in its transaction.
 
@@ -47,13 +49,21 @@ __all__ = ["ClusterMember", "live_brokers"]
 
 log = logging.getLogger("wharf.server.cluster")
 
+# Routing, not fencing: a node is left out of Metadata once its database sessions are gone
+# (kill -9 closes them at once) or it missed this many heartbeats; its lease still decides
+# what it may commit. The view is read this many times per heartbeat interval, so clients
+# of a killed node are sent elsewhere within about half a heartbeat.
+HEARTBEATS_MISSED = 2
+VIEW_REFRESHES_PER_HEARTBEAT = 2
+
 
 def live_brokers(rows: Sequence[RegisteredNode]) -> list[LiveBroker]:
-    """The live nodes that Kafka clients can reach, by broker id."""
+    """The nodes that Kafka clients may be sent to (routable: live, connected to the database
+    and heartbeating on time), by broker id."""
     found = [
         LiveBroker(row.broker_id, row.info.id, row.info.host, row.info.listeners["kafka"])
         for row in rows
-        if row.live and row.broker_id is not None and "kafka" in row.info.listeners
+        if row.routable and row.broker_id is not None and "kafka" in row.info.listeners
     ]
     return sorted(found, key=lambda b: b.broker_id)
 
@@ -159,7 +169,9 @@ class ClusterMember:
         from wharf.cluster.nodes import registered_nodes
 
         try:
-            rows = await registered_nodes(self.node.db)
+            rows = await registered_nodes(
+                self.node.db, heartbeat_grace=HEARTBEATS_MISSED * self._interval_s
+            )
         except StorageError as exc:
             if not self._view_failing:
                 log.warning("cannot read the cluster's live nodes, keeping the last list: %s", exc)
@@ -176,7 +188,7 @@ class ClusterMember:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(self._interval_s / VIEW_REFRESHES_PER_HEARTBEAT)
             await self.refresh()
 
     def _lease_lost(self, exc: LeaseLostError) -> None:

@@ -32,8 +32,8 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -89,10 +89,12 @@ class ObjectNotFoundError(ObjectStoreError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """One listed object: its key (below the store's prefix) and its size in bytes."""
+    """One listed object: its key (below the store's prefix), its size in bytes and when the
+    store last wrote it (its own clock; not part of equality)."""
 
     key: str
     size: int
+    last_modified: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +305,10 @@ class ObjectStore:
             async for chunk in obstore.list(
                 self._open_store(), full_prefix or None, chunk_size=1000
             ):
-                found.extend(ObjectInfo(meta["path"][skip:], meta["size"]) for meta in chunk)
+                found.extend(
+                    ObjectInfo(meta["path"][skip:], meta["size"], meta["last_modified"])
+                    for meta in chunk
+                )
             found.sort(key=lambda info: info.key)
             return found
 

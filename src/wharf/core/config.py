@@ -31,6 +31,20 @@ class TopicDefaults:
     cleanup_policy: str = "delete"  # cleanup.policy
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterJobSettings:
+    """The background jobs of a cluster's streams (compaction, retention, garbage collection,
+    the orphan sweep: docs/cluster.md); all durations in milliseconds. Retention runs every
+    ``BrokerConfig.retention_check_interval_ms``, the other jobs every ``interval_ms``."""
+
+    interval_ms: int = 10_000
+    compact_after_ms: int = 60_000  # intake batches at least this old are compacted
+    compact_min_batches: int = 8  # ...once a partition has this many of them
+    gc_grace_ms: int = 600_000  # an unreferenced object is deleted this long after
+    orphan_grace_ms: int = 3_600_000  # an object no row names is deleted once this old
+    job_timeout_ms: int = 120_000  # bound on one run of one job
+
+
 @dataclass(slots=True)
 class BrokerConfig:
     """Everything the broker core needs to know; all durations in milliseconds."""
@@ -51,3 +65,4 @@ class BrokerConfig:
     retention_check_interval_ms: int = 300_000
     memory_high_watermark_bytes: int | None = None  # publishers blocked above this RSS
     disk_free_limit_bytes: int = 50 << 20  # publishers blocked below this much free disk
+    cluster_jobs: ClusterJobSettings = field(default_factory=ClusterJobSettings)

@@ -296,14 +296,14 @@ async def _read_back(tx: Transaction, database: str, plan: FlushPlan) -> list[Ap
     were appended at those offsets; the others were not written then, and are checked again
     (read only) to say why: an unknown partition, a duplicate (with its recorded offsets), or
     a producer the state refuses."""
-    state = await tx.fetchval(
-        "SELECT state FROM stream_objects WHERE key = %s AND flush_id = %s",
-        (plan.key, plan.flush_id),
+    row = await tx.fetchone(
+        "SELECT state, flush_id FROM stream_objects WHERE key = %s", (plan.key,)
     )
-    if state != "live":
+    if row is None or row[0] != "live" or row[1] != plan.flush_id:
+        # the orphan sweep's claim carries no flush id: the state says it was one
         reason = (
             "was claimed for deletion before this flush committed"
-            if state == "deleting"
+            if row is not None and row[0] == "deleting"
             else "is held by another flush"
         )
         raise DatabaseError(database, f"flush {plan.flush_id}: object {plan.key} {reason}")

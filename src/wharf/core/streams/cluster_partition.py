@@ -12,15 +12,16 @@ a failed PUT or transaction stays a ``StorageError`` (KAFKA_STORAGE_ERROR, retri
 
 The high watermark is the newest of what the watermarks learnt from the commit notifications,
 what the last read or append saw, and what the catalogue said at its last refresh; nothing is
-queried for it. This module is imported only in cluster mode (``wharf.cluster.streams`` needs
-the cluster's drivers).
+queried for it. DeleteRecords moves the log start in the catalogue, on this node's lease
+(``delete_records``, given by the manager). This module is imported only in cluster mode
+(``wharf.cluster.streams`` needs the cluster's drivers).
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import assert_never
 
 from wharf.cluster.nodes import LeaseLostError
@@ -71,6 +72,7 @@ class ClusterPartition:
         reader: StreamReader,
         watermarks: Watermarks,
         clock: Clock,
+        delete_records: Callable[[uuid.UUID, int, int], Awaitable[int]],
     ) -> None:
         self.topic = topic
         self.topic_id = topic_id
@@ -81,6 +83,7 @@ class ClusterPartition:
         self._reader = reader
         self._watermarks = watermarks
         self._clock = clock
+        self._delete_records = delete_records
         self._high_watermark = 0
         self._log_start_offset = 0
         self.size_bytes = 0
@@ -224,9 +227,21 @@ class ClusterPartition:
             raise UnknownTopicError(str(exc)) from exc
 
     async def delete_records(self, offset: int) -> int:
-        raise StreamsError(
-            "DeleteRecords is not served in cluster mode yet", ErrorCode.POLICY_VIOLATION
-        )
+        """DeleteRecords: hide everything below ``offset`` (-1: the high watermark); returns
+        the new log start. The local partition's range rule: past the log end (or below -1)
+        is ``OffsetOutOfRangeError``, at or below the log start nothing moves."""
+        self._check_live()
+        try:
+            log_start = await self._delete_records(self.topic_id, self.index, offset)
+        except LeaseLostError as exc:
+            raise lease_lost(exc, ErrorCode.NOT_LEADER_OR_FOLLOWER) from exc
+        except NotFoundError as exc:
+            raise UnknownTopicError(str(exc)) from exc
+        except OffsetOutOfRangeError:
+            await self._refresh_position()
+            raise
+        self.learn(log_start, log_start)
+        return log_start
 
     async def wait_for_data(self, offset: int, timeout_s: float | None = None) -> bool:
         """Wait until the high watermark passes ``offset`` (True) or the time runs out."""

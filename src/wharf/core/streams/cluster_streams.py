@@ -1,10 +1,12 @@
 """Opening a node's streams in cluster mode: the stream writer, reader and watermarks over the
-node's engines, and the :class:`ClusterTopicManager` that serves them (imported only in
-cluster mode: the cluster's drivers are an optional extra).
+node's engines, the :class:`ClusterTopicManager` that serves them, and the background jobs
+(:class:`~wharf.core.streams.cluster_maintenance.ClusterMaintenance`; imported only in cluster
+mode: the cluster's drivers are an optional extra).
 
 The writer tells the reader's cache of every object it committed (``on_object``), so tail
-consumers on the producing node read from memory. Closing the manager closes the writer first
-(it commits what is pending), then the watermarks' LISTEN connection.
+consumers on the producing node read from memory. Closing the manager stops the background
+jobs (a running one finishes its bounded round), closes the writer (it commits what is pending),
+then the watermarks' LISTEN connection.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from wharf.cluster.streams.watermarks import Watermarks
 from wharf.cluster.streams.writer import StreamWriter
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.streams.cluster_maintenance import ClusterMaintenance
 from wharf.core.streams.cluster_topics import ClusterStreams, ClusterTopicManager
 
 if TYPE_CHECKING:
@@ -32,9 +35,12 @@ async def open_cluster_topics(
     reader = StreamReader(node.db, node.store)
     writer = StreamWriter(node.db, node.store, node.node_id, node.lease, on_object=reader.remember)
     watermarks = Watermarks(node.db)
+    maintenance: ClusterMaintenance | None = None
 
     async def close() -> None:
         try:
+            if maintenance is not None:
+                await maintenance.close()
             await writer.close()
         finally:
             await watermarks.close()
@@ -42,9 +48,12 @@ async def open_cluster_topics(
     writer.start()
     try:
         await watermarks.start()
-        return await ClusterTopicManager.open(
+        topics = await ClusterTopicManager.open(
             node.db, node.lease, config, clock, ClusterStreams(writer, reader, watermarks, close)
         )
+        maintenance = ClusterMaintenance(node, topics, config, clock)
+        maintenance.start()
+        return topics
     except BaseException:
         await close()
         raise

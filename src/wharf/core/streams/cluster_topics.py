@@ -21,8 +21,9 @@ their counters and positions across refreshes) is read whole from the catalogue:
   created on another node is usable at once, whatever the notification's delay.
 
 Concurrent reloads share reads: a caller waits for a read that began after it asked.
-Retention and DeleteRecords are not run by this manager yet (docs/cluster.md: they belong to a
-leased background job).
+DeleteRecords goes to :func:`wharf.cluster.streams.retention.delete_records` on this node's
+lease; retention is a leased background job's
+(:mod:`~wharf.core.streams.cluster_maintenance`), which reads the topics' configs from here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 from wharf.cluster import catalog
 from wharf.cluster.catalog_listener import CatalogListener
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.streams import retention
 from wharf.cluster.streams.reader import StreamReader
 from wharf.cluster.streams.watermarks import Watermarks
 from wharf.cluster.streams.writer import StreamWriter
@@ -318,6 +320,12 @@ class ClusterTopicManager:
         """Nothing here: retention in a cluster is a leased background job's."""
         return 0
 
+    async def delete_records(self, topic_id: uuid.UUID, partition: int, offset: int) -> int:
+        """DeleteRecords on this node's lease; returns the partition's new log start."""
+        return await retention.delete_records(
+            self._db, self._lease(), topic_id, partition, offset
+        )
+
     async def allocate_producer_id(self) -> int:
         """A producer id unique across the cluster (InitProducerId)."""
         return await self._write(lambda lease: catalog.allocate_producer_id(self._db, lease))
@@ -413,6 +421,7 @@ class ClusterTopicManager:
             reader=self._streams.reader,
             watermarks=self._streams.watermarks,
             clock=self._clock,
+            delete_records=self.delete_records,
         )
 
     async def _refresh_loop(self) -> None:

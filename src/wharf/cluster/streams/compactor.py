@@ -1,0 +1,252 @@
+"""Compaction: a partition's batches gathered from many small intake objects into one object of
+its own (docs/cluster.md, "Compaction, retention, garbage collection").
+
+How it works. :func:`candidates` finds the partitions with at least ``min_batches`` index rows
+in intake objects older than ``compact_after``. For one of them :func:`plan_compaction` reads
+those rows (in offset order, up to ``max_object_bytes``), fetches each source object's range
+with one ranged GET, checks every batch against its row (length and offset span), writes the
+row's base offset into the batch (the 8 bytes before the CRC-covered part, so the producer's CRC
+stays valid) and lays the batches out as a one-section object (the intake layout of
+:mod:`~wharf.cluster.streams.objects`, so that it too can be understood without the database)
+under ``p/<topic id>/<partition>/<first base offset>-<uuid>``.
+
+:func:`apply_compaction` PUTs it (rule 1), then commits one transaction, fenced on the node's
+lease and the ``compactor`` job's (:func:`~wharf.cluster.streams.leases.check_job_lease`):
+the partition's row ``FOR UPDATE`` (the lock flushes and retention take), then one ``UPDATE``
+pointing each index row at the new object, matched on its offset *and* its old object and
+position. If fewer rows match than were read, retention or DeleteRecords removed some
+meanwhile: the transaction rolls back and the new object, never referenced, is left to the
+orphan sweep. Otherwise the new object's row goes in with its reference count and the old
+objects' counts fall (:func:`~wharf.cluster.streams.refs.release_refs`). Offsets, bytes and
+the high watermark do not move; readers that read the old rows keep reading the old objects,
+which the garbage collector keeps for ``gc_grace`` after their last reference went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from wharf.cluster.catalog import NodeLease
+from wharf.cluster.database import Database, Transaction
+from wharf.cluster.objectstore import ObjectStore
+from wharf.cluster.streams.leases import check_job_lease
+from wharf.cluster.streams.objects import PartitionRun, encode_object
+from wharf.cluster.streams.refs import release_refs
+from wharf.errors import CorruptBatchError
+from wharf.storage.record_batch import parse_header, set_base_offset
+
+__all__ = [
+    "Compaction",
+    "CompactionSettings",
+    "apply_compaction",
+    "candidates",
+    "compact",
+    "partition_key",
+    "plan_compaction",
+]
+
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class CompactionSettings:
+    compact_after: float = 60.0
+    """Seconds an intake object must have existed before its batches are compacted."""
+    min_batches: int = 8
+    """A partition is compacted once it has this many such batches."""
+    max_object_bytes: int = 64 * 1024 * 1024
+    """Bound on one compacted object (its first batch is taken whatever its size)."""
+    partitions_per_round: int = 100
+
+
+class _Row(NamedTuple):
+    base_offset: int
+    last_offset: int
+    object_key: str
+    byte_start: int
+    byte_length: int
+    record_count: int
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """A planned compaction: the rows it replaces and the object that replaces them."""
+
+    topic_id: uuid.UUID
+    partition: int
+    key: str
+    data: bytes
+    rows: Sequence[_Row]
+    starts: Sequence[int]
+    """Where each row's batch lies in the new object."""
+
+
+def partition_key(topic_id: uuid.UUID, partition: int, base_offset: int) -> str:
+    """``p/<topic id>/<partition>/<base offset>-<uuid>``: a compacted object's key."""
+    return f"p/{topic_id}/{partition}/{base_offset}-{uuid.uuid4()}"
+
+
+async def candidates(db: Database, settings: CompactionSettings) -> list[tuple[uuid.UUID, int]]:
+    """Partitions with at least ``min_batches`` batches in intake objects older than
+    ``compact_after``, most such batches first."""
+    async with db.transaction("streams.compact.candidates") as tx:
+        rows = await tx.fetchall(
+            "SELECT b.topic_id, b.partition FROM stream_batches b"
+            "  JOIN stream_objects o ON o.key = b.object_key"
+            " WHERE o.kind = 'intake'"
+            "   AND o.created_at < clock_timestamp() - make_interval(secs => %s)"
+            " GROUP BY b.topic_id, b.partition HAVING count(*) >= %s"
+            " ORDER BY count(*) DESC, b.topic_id, b.partition LIMIT %s",
+            (settings.compact_after, settings.min_batches, settings.partitions_per_round),
+        )
+    return [(r[0], int(r[1])) for r in rows]
+
+
+async def plan_compaction(
+    db: Database,
+    store: ObjectStore,
+    topic_id: uuid.UUID,
+    partition: int,
+    settings: CompactionSettings,
+) -> Compaction | None:
+    """Read the partition's old intake batches and build their object (None when there are
+    fewer than ``min_batches``); nothing is written."""
+    async with db.transaction("streams.compact.read") as tx:
+        found = [
+            _Row(int(r[0]), int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
+            for r in await tx.fetchall(
+                "SELECT b.base_offset, b.last_offset, b.object_key, b.byte_start,"
+                "       b.byte_length, b.record_count"
+                "  FROM stream_batches b JOIN stream_objects o ON o.key = b.object_key"
+                " WHERE b.topic_id = %s AND b.partition = %s AND o.kind = 'intake'"
+                "   AND o.created_at < clock_timestamp() - make_interval(secs => %s)"
+                " ORDER BY b.base_offset",
+                (topic_id, partition, settings.compact_after),
+            )
+        ]
+    rows: list[_Row] = []
+    size = 0
+    for row in found:
+        if rows and size + row.byte_length > settings.max_object_bytes:
+            break
+        rows.append(row)
+        size += row.byte_length
+    if len(rows) < max(1, settings.min_batches):
+        return None
+    pieces = await _read(store, rows)
+    chunks = []
+    for row in rows:
+        batch = bytearray(pieces[(row.object_key, row.byte_start)])
+        _check(batch, row)
+        set_base_offset(batch, 0, row.base_offset)
+        chunks.append(batch)
+    run = PartitionRun(topic_id, partition, chunks, sum(r.record_count for r in rows))
+    data, starts = encode_object([run])
+    key = partition_key(topic_id, partition, rows[0].base_offset)
+    return Compaction(topic_id, partition, key, data, rows, starts[0])
+
+
+async def apply_compaction(
+    db: Database, store: ObjectStore, lease: NodeLease, plan: Compaction
+) -> bool:
+    """PUT the object, then commit the swap (see the module docstring). False when the rows
+    changed meanwhile (nothing committed; the object is an orphan). ``LeaseLostError`` when
+    the fence fails."""
+    await store.put(plan.key, plan.data)
+
+    async def body(tx: Transaction) -> bool:
+        await check_job_lease(tx, lease, "compactor", db.name)
+        live = await tx.fetchval(
+            "SELECT 1 FROM stream_partitions p JOIN stream_topics t USING (topic_id)"
+            " WHERE p.topic_id = %s AND p.partition = %s AND t.deleted_at IS NULL"
+            "   FOR UPDATE OF p",
+            (plan.topic_id, plan.partition),
+        )
+        if live is None:
+            return False
+        moved = await tx.execute(
+            "UPDATE stream_batches b SET object_key = %s, byte_start = n.new_start"
+            "  FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])"
+            "    AS n(base_offset, last_offset, object_key, byte_start, new_start)"
+            " WHERE b.topic_id = %s AND b.partition = %s AND b.base_offset = n.base_offset"
+            "   AND b.last_offset = n.last_offset AND b.object_key = n.object_key"
+            "   AND b.byte_start = n.byte_start",
+            (
+                plan.key,
+                [r.base_offset for r in plan.rows],
+                [r.last_offset for r in plan.rows],
+                [r.object_key for r in plan.rows],
+                [r.byte_start for r in plan.rows],
+                list(plan.starts),
+                plan.topic_id,
+                plan.partition,
+            ),
+        )
+        if moved != len(plan.rows):
+            raise _RowsChanged
+        await tx.execute(
+            "INSERT INTO stream_objects (key, kind, size, created_at, refs, state)"
+            " VALUES (%s, 'partition', %s, clock_timestamp(), %s, 'live')",
+            (plan.key, len(plan.data), len(plan.rows)),
+        )
+        await release_refs(tx, (r.object_key for r in plan.rows))
+        return True
+
+    try:
+        return await db.run(body, "streams.compact", retries=_RETRIES)
+    except _RowsChanged:
+        return False
+
+
+async def compact(
+    db: Database, store: ObjectStore, lease: NodeLease, settings: CompactionSettings
+) -> int:
+    """One round: every candidate partition compacted once; returns the objects written
+    and committed."""
+    done = 0
+    for topic_id, partition in await candidates(db, settings):
+        plan = await plan_compaction(db, store, topic_id, partition, settings)
+        if plan is not None and await apply_compaction(db, store, lease, plan):
+            done += 1
+    return done
+
+
+class _RowsChanged(Exception):
+    """The rows a compaction read are no longer all there: roll its transaction back."""
+
+
+async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[tuple[str, int], bytes]:
+    """Each row's bytes, with one ranged GET per source object (a partition's batches lie
+    together in an intake object)."""
+    by_object: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_object.setdefault(row.object_key, []).append(row)
+
+    async def one(key: str, group: list[_Row]) -> dict[tuple[str, int], bytes]:
+        first = min(r.byte_start for r in group)
+        end = max(r.byte_start + r.byte_length for r in group)
+        data = await store.get_range(key, first, end - first)
+        return {
+            (key, r.byte_start): data[r.byte_start - first : r.byte_start - first + r.byte_length]
+            for r in group
+        }
+
+    out: dict[tuple[str, int], bytes] = {}
+    for part in await asyncio.gather(*(one(k, g) for k, g in by_object.items())):
+        out.update(part)
+    return out
+
+
+def _check(batch: bytearray, row: _Row) -> None:
+    header = parse_header(batch, 0)
+    if header.size != row.byte_length or len(batch) != row.byte_length or (
+        header.last_offset_delta != row.last_offset - row.base_offset
+    ):
+        raise CorruptBatchError(
+            f"object {row.object_key} at byte {row.byte_start}: not the batch of offsets "
+            f"{row.base_offset}..{row.last_offset} ({row.byte_length} bytes) its index row names"
+        )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from wharf.core.broker import Broker
+from wharf.core.cluster_node import LiveBroker
 from wharf.core.streams.errors import (
     ErrorCode,
     InvalidConfigError,
@@ -126,3 +127,21 @@ async def test_producer_ids_are_unique_across_nodes(two_brokers: tuple[Broker, B
     with pytest.raises(StreamsError) as refused:
         await one.init_producer_id(pid, -1)
     assert refused.value.code is ErrorCode.INVALID_PRODUCER_ID_MAPPING
+
+
+async def test_any_replication_factor_up_to_the_live_nodes_is_accepted(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    # Tools ask for 3 replicas; durability is the object store's, so any factor the live
+    # nodes could hold is fine, and more than there are nodes is refused as Kafka does.
+    first, _ = two_brokers
+    assert first.cluster is not None
+    first.cluster.brokers = [
+        LiveBroker(i, f"node-{i}", "127.0.0.1", 9090 + i) for i in (1, 2, 3)
+    ]
+    await first.topics.create("replicated", 1, replication_factor=3)
+    assert first.topics.find("replicated") is not None
+    with pytest.raises(StreamsError) as refused:
+        await first.topics.create("too-many", 1, replication_factor=4)
+    assert refused.value.code is ErrorCode.INVALID_REPLICATION_FACTOR
+    assert "3 live" in str(refused.value)

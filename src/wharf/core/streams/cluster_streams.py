@@ -49,7 +49,8 @@ async def open_cluster_topics(
     try:
         await watermarks.start()
         topics = await ClusterTopicManager.open(
-            node.db, node.lease, config, clock, ClusterStreams(writer, reader, watermarks, close)
+            node.db, node.lease, config, clock, ClusterStreams(writer, reader, watermarks, close),
+            live_nodes=lambda: len(node.brokers),
         )
         maintenance = ClusterMaintenance(node, topics, config, clock)
         maintenance.start()

@@ -111,8 +111,10 @@ class ClusterTopicManager:
         streams: ClusterStreams,
         *,
         refresh_interval: float = 2.0,
+        live_nodes: Callable[[], int] = lambda: 1,
     ) -> None:
         self._db = db
+        self._live_nodes = live_nodes  # replication factors up to this many are accepted
         self._lease = lease
         self._config = config
         self._clock = clock
@@ -137,9 +139,13 @@ class ClusterTopicManager:
         streams: ClusterStreams,
         *,
         refresh_interval: float = 2.0,
+        live_nodes: Callable[[], int] = lambda: 1,
     ) -> ClusterTopicManager:
         """The manager with the catalogue loaded (``DatabaseError`` when it cannot be read)."""
-        manager = cls(db, lease, config, clock, streams, refresh_interval=refresh_interval)
+        manager = cls(
+            db, lease, config, clock, streams,
+            refresh_interval=refresh_interval, live_nodes=live_nodes,
+        )
         await manager.reload()
         return manager
 
@@ -224,10 +230,13 @@ class ClusterTopicManager:
             raise InvalidPartitionsError(
                 f"partitions must be between 1 and {MAX_PARTITIONS}, not {count}"
             )
-        if replication_factor not in (-1, 1):
+        live = max(1, self._live_nodes())
+        if replication_factor != -1 and not 1 <= replication_factor <= live:
+            # Durability is the object store's: any factor the live nodes could hold is served
+            # as is (Metadata names the leader as the one replica), more is refused as in Kafka.
             raise StreamsError(
-                f"replication factor {replication_factor}: a cluster keeps one copy of each "
-                "batch, in its object store",
+                f"replication factor {replication_factor} is larger than the {live} live "
+                "nodes",
                 ErrorCode.INVALID_REPLICATION_FACTOR,
             )
         overrides = parse_overrides(configs or {})

@@ -128,3 +128,32 @@ async def test_close_commits_what_is_open_then_refuses_appends() -> None:
         assert await pending == (1, 0)
         with pytest.raises(StorageError, match="closed"):
             await buffer.append(TOPIC, 0, batches())
+
+
+async def test_an_idle_intake_cuts_at_once_without_waiting_for_the_window() -> None:
+    # Group commit: with nothing in flight there is nothing to wait for (low latency at low
+    # load); the window only bounds how long a flush stays open while others are in flight.
+    recorder = Recorder()
+    buffer = intake(recorder, window=60.0)
+    async with asyncio.timeout(BOUND_S):
+        assert await buffer.append(TOPIC, 0, batches()) == (1, 0)
+
+
+async def test_appends_arriving_while_the_pipeline_is_full_join_one_flush() -> None:
+    # Two flushes in flight (one uploading, one waiting to commit) fill the pipeline: what
+    # arrives meanwhile gathers in one flush, cut as soon as one of them finishes.
+    recorder = Recorder()
+    recorder.put_delays = {1: 0.2, 2: 0.2}
+    buffer = intake(recorder, window=60.0)
+    async with asyncio.timeout(BOUND_S):
+        first = asyncio.create_task(buffer.append(TOPIC, 0, batches()))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(buffer.append(TOPIC, 0, batches()))
+        await asyncio.sleep(0.01)
+        later = [asyncio.create_task(buffer.append(TOPIC, 0, batches())) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        later.append(asyncio.create_task(buffer.append(TOPIC, 0, batches())))
+        assert await first == (1, 0)
+        assert await second == (2, 0)
+        assert [await t for t in later] == [(3, 0), (3, 1), (3, 2), (3, 3)]
+    assert recorder.committed == [1, 2, 3]

@@ -1,12 +1,16 @@
 """A node's intake buffer: appends gather into flushes, and flushes commit one at a time in the
 order they were cut.
 
-How it works. An append joins the open flush and waits for its answer. The flush is cut when
-``flush_window`` has passed since its first append, or as soon as it holds ``flush_max_bytes``.
-Each cut flush gets a sequence number and its own task, which runs ``put`` (the object's
-upload: those of successive flushes may overlap) and then, once every flush cut before it has
-finished, ``commit``. Commits are therefore serial and in cut order, so batches a connection
-sent in order commit in order.
+How it works. An append joins the open flush and waits for its answer. The flush is cut as a
+group commit cuts: at once (on the event loop's next turn, so that the partitions of one
+request share it) while fewer than ``PIPELINE`` flushes are in flight, otherwise when one of
+them finishes, and in any case when ``flush_window`` has passed since its first append or as
+soon as it holds ``flush_max_bytes``. So a lone producer waits for no timer, and under load
+flushes grow to what arrives while the ones ahead of them upload and commit. Each cut flush
+gets a sequence number and its own task, which runs ``put`` (the object's upload: those of
+successive flushes may overlap) and then, once every flush cut before it has finished,
+``commit``. Commits are therefore serial and in cut order, so batches a connection sent in
+order commit in order.
 
 A flush that fails answers each of its appends with the error, and so does every flush that
 was already cut behind it when it failed (they never commit, so nothing overtakes the failed
@@ -36,6 +40,8 @@ __all__ = ["Flush", "Intake", "IntakeLimits", "Pending"]
 
 R = TypeVar("R")
 _log = logging.getLogger(__name__)
+
+PIPELINE = 2  # flushes in flight before a new one waits: one uploading, one committing
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Intake(Generic[R]):
         self._failed_through = 0
         self._failure: BaseException | None = None
         self._held = 0
+        self._in_flight = 0  # flushes cut and not yet answered
         self._room = asyncio.Condition()
         self._closed = False
 
@@ -112,9 +119,10 @@ class Intake(Generic[R]):
         flush = self._open
         if flush is None:
             flush = self._open = Flush(0)
-            self._timer = asyncio.get_running_loop().call_later(
-                self._limits.flush_window, self._cut
-            )
+            loop = asyncio.get_running_loop()
+            if self._in_flight < PIPELINE:
+                loop.call_soon(self._cut_open, flush)
+            self._timer = loop.call_later(self._limits.flush_window, self._cut)
         flush.appends.append(Pending(topic_id, partition, batches, answer))
         flush.size += size
         if flush.size >= self._limits.flush_max_bytes:
@@ -137,6 +145,11 @@ class Intake(Generic[R]):
             self._held -= size
             self._room.notify_all()
 
+    def _cut_open(self, flush: Flush[R]) -> None:
+        """Cut ``flush`` if it is still the open one (a size cut may have come first)."""
+        if self._open is flush:
+            self._cut()
+
     def _cut(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -145,6 +158,7 @@ class Intake(Generic[R]):
         if flush is None:
             return
         flush.sequence = self._cut_sequence = next(self._sequence)
+        self._in_flight += 1
         previous = self._previous
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._previous = done
@@ -180,4 +194,7 @@ class Intake(Generic[R]):
                     pending.answer.set_result(answer)
         finally:
             done.set_result(None)
+            self._in_flight -= 1
+            if self._open is not None and self._in_flight < PIPELINE:
+                self._cut()  # what gathered while the pipeline was full
             await self._release(flush.size)

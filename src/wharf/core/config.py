@@ -31,7 +31,7 @@ class TopicDefaults:
     cleanup_policy: str = "delete"  # cleanup.policy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClusterJobSettings:
     """The background jobs of a cluster's streams (compaction, retention, garbage collection,
     the orphan sweep: docs/cluster.md); all durations in milliseconds. Retention runs every

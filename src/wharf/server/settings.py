@@ -153,6 +153,9 @@ _LIMITS: dict[str, tuple[int | None, int | None]] = {
     "broker.retention_check_interval_ms": (1, None),
     "cluster.heartbeat_interval_ms": (1, None),
     "cluster.lease_ms": (1, None),
+    "broker.cluster_jobs.interval_ms": (1, None),
+    "broker.cluster_jobs.compact_min_batches": (1, None),
+    "broker.cluster_jobs.job_timeout_ms": (1, None),
 }
 
 # TOML table and environment prefix of the nested dataclasses whose names are not the default

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
+from helpers.cluster_fixtures import FAST_DATABASE
 from wharf.cluster.catalog import NodeLease, create_topic, delete_topic
 from wharf.cluster.database import Database
 from wharf.cluster.groups import (
@@ -30,6 +32,22 @@ from wharf.cluster.nodes import LeaseLostError, Membership, MembershipSettings
 
 SHORT = MembershipSettings(heartbeat_interval=0.1, lease_duration=0.5)
 MARGIN_S = SHORT.lease_duration + 10.0
+
+
+@pytest.fixture(autouse=True)
+async def connected(database_url: str) -> AsyncIterator[None]:
+    """A database session of each node's own ("wharf node-a"...), as a running node has: a node
+    with none left (killed) loses its groups before its lease ends, which one test checks with a
+    node of its own; in the others, leases alone decide."""
+    sessions = [
+        await Database.connect(database_url, node_id=name, settings=FAST_DATABASE)
+        for name in ("node-a", "node-b", "node-c")
+    ]
+    try:
+        yield
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 async def register(db: Database, node_id: str, settings: MembershipSettings = SHORT) -> Membership:
@@ -71,6 +89,25 @@ async def test_a_live_holder_keeps_its_group(db: Database, node_lease: NodeLease
     refused = await claim_group(db, NodeLease.of(other), "g")
     assert refused.status is ClaimStatus.HELD_ELSEWHERE
     assert refused.holder == "node-a"
+
+
+async def test_a_holder_whose_sessions_are_gone_loses_its_group_before_its_lease_ends(
+    db: Database, node_lease: NodeLease, database_url: str
+) -> None:
+    # kill -9 closes a node's connections at once; its groups move then, not 5 s later. Its
+    # writes stay fenced by the group row, which names the new coordinator.
+    killed_db = await Database.connect(database_url, node_id="node-k", settings=FAST_DATABASE)
+    long_lease = MembershipSettings(lease_duration=60.0)
+    killed = NodeLease.of(await register(killed_db, "node-k", long_lease))
+    assert (await claim_group(killed_db, killed, "g")).status is ClaimStatus.CLAIMED
+    assert (await claim_group(db, node_lease, "g")).status is ClaimStatus.HELD_ELSEWHERE
+    await killed_db.close()
+    deadline = time.monotonic() + MARGIN_S
+    while (await claim_group(db, node_lease, "g")).status is not ClaimStatus.CLAIMED:
+        assert time.monotonic() < deadline, "the group was not taken over"
+        await asyncio.sleep(0.05)
+    with pytest.raises(GroupMovedError):
+        await store_group(db, killed, "g", StoredGroup())
 
 
 async def test_a_group_is_taken_over_once_its_holder_s_lease_expires(

@@ -178,11 +178,17 @@ async def _holder_gone(
     tx: Transaction, lease: NodeLease, holder: str | None, holder_epoch: int | None
 ) -> bool:
     """Whether the coordinator named on a group's row no longer holds it: nobody, this node
-    (this or an older registration), or a node whose lease ended (its row locked to decide)."""
+    (this or an older registration), a node whose lease ended, or one with no database session
+    left (killed: its connections closed; its row locked to decide). Taking a group from a node
+    whose lease still runs is safe: every write it makes on the group checks, in the same
+    transaction, that the group's row still names it."""
     if holder is None or holder == lease.node_id:
         return True
     query = (
-        "SELECT epoch = %s AND lease_expires_at > clock_timestamp() FROM nodes WHERE id = %s"
+        "SELECT epoch = %s AND lease_expires_at > clock_timestamp()"
+        "       AND EXISTS (SELECT 1 FROM pg_stat_activity"
+        "                    WHERE application_name = left('wharf ' || id, 63))"
+        "  FROM nodes WHERE id = %s"
     )
     live = await tx.fetchval(query, (holder_epoch, holder))
     if live:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 from group_helpers import join, sync
 
+from helpers.cluster_fixtures import FAST_DATABASE
 from wharf.cluster.catalog import create_topic
 from wharf.cluster.database import Database
 from wharf.cluster.migrations import migrate
@@ -70,6 +71,21 @@ def test_the_rendezvous_choice_is_stable_and_spreads_groups() -> None:
 
 
 # -- two nodes on one database -------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+async def connected(database_url: str) -> AsyncIterator[None]:
+    """A database session named after each node ("wharf node-1"...), as a running node has:
+    without one a node counts as killed and its groups may be taken at once."""
+    sessions = [
+        await Database.connect(database_url, node_id=f"node-{i}", settings=FAST_DATABASE)
+        for i in (1, 2)
+    ]
+    try:
+        yield
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 @pytest.fixture

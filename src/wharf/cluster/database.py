@@ -136,6 +136,14 @@ class Transaction:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[None]:
+        """Send the statements run inside in one round trip (libpq's pipeline mode): for
+        writes whose results are not read (their ``execute`` counts are not meaningful
+        there); an error in any surfaces when the block ends, and fails the transaction."""
+        async with self._connection.pipeline():
+            yield
+
 
 class Database:
     """A pool of connections to the catalogue database; see the module docstring."""

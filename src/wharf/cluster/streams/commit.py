@@ -253,6 +253,17 @@ async def _write(
     producers: _Producers,
     rows: list[tuple[Any, ...]],
 ) -> None:
+    async with tx.pipeline():  # every write of the flush in one round trip
+        await _write_all(tx, plan, partitions, producers, rows)
+
+
+async def _write_all(
+    tx: Transaction,
+    plan: FlushPlan,
+    partitions: dict[_Key, _Partition],
+    producers: _Producers,
+    rows: list[tuple[Any, ...]],
+) -> None:
     if rows:
         columns = list(zip(*rows, strict=True))
         await tx.execute(

@@ -1,0 +1,157 @@
+"""Queues of a cluster through the embedded API of two brokers on one database: definitions
+seen everywhere, messages published on one node and consumed on the other, claims shared
+between nodes, requeues redelivered, refused arguments named."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wharf.core.broker import Broker
+from wharf.core.queues.cluster_registry import ClusterVhostRegistry
+from wharf.errors import NotFoundError, PreconditionError
+
+BOUND_S = 20.0
+
+
+async def test_a_queue_declared_on_one_node_is_seen_passively_on_the_other(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    assert isinstance(one.vhosts, ClusterVhostRegistry)
+    with pytest.raises(NotFoundError):
+        await two.declare_queue("jobs", passive=True)
+    await one.declare_queue("jobs", arguments={"x-max-priority": 5})
+    seen = await two.declare_queue("jobs", passive=True)
+    assert seen.args.max_priority == 5
+    with pytest.raises(PreconditionError, match="inequivalent"):
+        await two.declare_queue("jobs", arguments={"x-max-priority": 9})
+
+
+async def test_published_on_one_node_consumed_on_the_other(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_exchange("ex", "topic")
+    await one.declare_queue("q")
+    await one.bind_queue("q", "ex", "a.*")
+    results = [await one.publish("ex", b"m%d" % i, routing_key="a.b") for i in range(5)]
+    assert all(r.routed for r in results)
+    assert not (await one.publish("ex", b"lost", routing_key="b.c")).routed
+    assert (await two.declare_queue("q", passive=True)).message_count == 5
+    got = []
+    async with asyncio.timeout(BOUND_S), two.consume("q", prefetch=2) as messages:
+        async for message in messages:
+            got.append(message.body)
+            await message.ack()
+            if len(got) == 5:
+                break
+    assert got == [b"m%d" % i for i in range(5)]
+    assert (await one.declare_queue("q", passive=True)).message_count == 0
+
+
+async def test_priorities_order_the_claims(two_brokers: tuple[Broker, Broker]) -> None:
+    one, two = two_brokers
+    await one.declare_queue("p", arguments={"x-max-priority": 9})
+    for i, priority in enumerate([1, 5, 9, 5, 1]):
+        await one.publish("p", b"%d-%d" % (i, priority), priority=priority)
+    got = []
+    for _ in range(5):
+        received = await two.get("p")
+        assert received is not None
+        got.append(received.body)
+        await received.ack()
+    assert got == [b"2-9", b"1-5", b"3-5", b"0-1", b"4-1"]
+    assert await two.get("p") is None
+
+
+async def test_a_requeued_message_comes_back_redelivered_on_either_node(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_queue("r")
+    await one.publish("r", b"x")
+    first = await one.get("r")
+    assert first is not None and not first.redelivered
+    await first.reject(requeue=True)
+    async with asyncio.timeout(BOUND_S):
+        while (again := await two.get("r")) is None:
+            await asyncio.sleep(0.05)
+    assert again.body == b"x" and again.redelivered
+    await again.ack()
+    await asyncio.sleep(0.2)
+    assert await one.get("r") is None
+
+
+async def test_competing_consumers_on_two_nodes_share_a_queue(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_queue("work")
+    total = 200
+    for i in range(total):
+        await one.publish("work", b"%d" % i)
+    seen: dict[str, list[bytes]] = {"one": [], "two": []}
+    done = asyncio.Event()
+
+    async def consume(broker: Broker, name: str) -> None:
+        async with broker.consume("work", prefetch=5) as messages:
+            async for message in messages:
+                seen[name].append(message.body)
+                await asyncio.sleep(0.001)
+                await message.ack()
+                if len(seen["one"]) + len(seen["two"]) >= total:
+                    done.set()
+                    return
+
+    async with asyncio.timeout(BOUND_S):
+        tasks = [asyncio.create_task(consume(one, "one")), asyncio.create_task(consume(two, "two"))]
+        await done.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    everything = seen["one"] + seen["two"]
+    assert sorted(everything) == sorted(b"%d" % i for i in range(total))
+    assert len(set(everything)) == total  # none twice
+    assert seen["one"] and seen["two"]  # both nodes got a share
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"x-dead-letter-exchange": "dlx"},
+        {"x-max-length": 10},
+        {"x-single-active-consumer": True},
+        {"x-delivery-limit": 3},
+        {"x-expires": 1000},
+    ],
+)
+async def test_arguments_not_implemented_in_a_cluster_are_refused_by_name(
+    two_brokers: tuple[Broker, Broker], arguments: dict[str, object]
+) -> None:
+    one, _ = two_brokers
+    [name] = arguments
+    with pytest.raises(PreconditionError, match=f"'{name}' is not supported in cluster mode"):
+        await one.declare_queue("refused", arguments=arguments)
+    with pytest.raises(NotFoundError):
+        await one.declare_queue("refused", passive=True)
+
+
+async def test_delayed_exchanges_are_refused(two_brokers: tuple[Broker, Broker]) -> None:
+    one, _ = two_brokers
+    with pytest.raises(PreconditionError, match="x-delayed-message"):
+        await one.declare_exchange("later", "x-delayed-message",
+                                   arguments={"x-delayed-type": "direct"})  # fmt: skip
+
+
+async def test_message_ttl_drops_expired_messages(two_brokers: tuple[Broker, Broker]) -> None:
+    one, two = two_brokers
+    await one.declare_queue("t", arguments={"x-message-ttl": 60_000})
+    await one.publish("t", b"old", expiration_ms=50)
+    await one.publish("t", b"fresh")
+    await asyncio.sleep(0.2)
+    received = await two.get("t")
+    assert received is not None and received.body == b"fresh"
+    await received.ack()
+    assert await two.get("t") is None

@@ -6,7 +6,8 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   runs wait for the next one, which inserts them all with one ``INSERT ... SELECT FROM
   unnest(...)`` (in arrival order, so ``seq``, the queue order, follows publish order), after
   locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
-  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``. Its future resolves only after
+  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement (one round
+  trip between ``BEGIN`` and ``COMMIT``). Its future resolves only after
   ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a time per
   node, so one node's publishes commit in order.
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
@@ -104,27 +105,27 @@ async def _notify(tx: Transaction, queue_ids: Iterable[int]) -> None:
 
 
 async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
-    """Insert ``rows`` in order (those of queues that no longer exist are left out); returns
-    how many went in."""
-    queue_ids = sorted({r.queue_id for r in rows})
-    live = await tx.fetchall(
-        "SELECT id FROM amqp_queues WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", (queue_ids,)
-    )
-    if not live:
-        return 0
-    inserted = await tx.execute(
-        "INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
-        "                           properties, body)"
-        " SELECT u.queue_id, u.priority,"
-        "        CASE WHEN u.ttl IS NULL THEN NULL"
-        "             ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
-        "        u.exchange, u.routing_key, u.properties, u.body"
-        "   FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
-        "               %s::bytea[], %s::bytea[]) WITH ORDINALITY"
-        "        AS u(queue_id, priority, ttl, exchange, routing_key, properties, body, ord)"
-        "  WHERE u.queue_id = ANY(%s)"
-        "  ORDER BY u.ord",
+    """Insert ``rows`` in order (those of queues that no longer exist are left out) and
+    announce their queues, in one statement; returns how many went in."""
+    inserted = await tx.fetchval(
+        "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
+        " added AS ("
+        "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
+        "                             properties, body)"
+        "  SELECT u.queue_id, u.priority,"
+        "         CASE WHEN u.ttl IS NULL THEN NULL"
+        "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
+        "         u.exchange, u.routing_key, u.properties, u.body"
+        "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
+        "                %s::bytea[], %s::bytea[]) WITH ORDINALITY"
+        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body, ord)"
+        "   WHERE u.queue_id IN (SELECT id FROM live)"
+        "   ORDER BY u.ord"
+        "  RETURNING queue_id)"
+        " SELECT count(*), pg_notify(%s, coalesce(string_agg(DISTINCT queue_id::text, ','), ''))"
+        "   FROM added",
         (
+            sorted({r.queue_id for r in rows}),
             [r.queue_id for r in rows],
             [r.priority for r in rows],
             [r.ttl_ms for r in rows],
@@ -132,11 +133,10 @@ async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
             [r.routing_key for r in rows],
             [r.properties for r in rows],
             [r.body for r in rows],
-            [r[0] for r in live],
+            CHANNEL,
         ),
     )
-    await _notify(tx, (r[0] for r in live))
-    return inserted
+    return int(inserted or 0)
 
 
 @dataclass(slots=True)

@@ -185,7 +185,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # not merged, since versions go without gaps: renumber to 5 when merging after it.
     Migration(
         4,
-        "queues: AMQP definitions and messages, claimed by node epochs",
+        "queues: AMQP definitions, users and messages, claimed by node epochs",
         """
         CREATE TABLE amqp_vhosts (
             name text PRIMARY KEY
@@ -247,6 +247,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE claimed_epoch IS NOT NULL;
         CREATE INDEX amqp_messages_expiry ON amqp_messages (expires_at)
             WHERE expires_at IS NOT NULL;
+
+        -- the users and permissions, as one document (UserStore.to_json)
+        CREATE TABLE amqp_users (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            data      jsonb   NOT NULL
+        );
         """,
     ),
 )

@@ -10,6 +10,7 @@ import pytest
 
 from wharf.core.broker import Broker
 from wharf.core.queues.cluster_registry import ClusterVhostRegistry
+from wharf.core.users import Permission, hash_password
 from wharf.errors import NotFoundError, PreconditionError
 
 BOUND_S = 20.0
@@ -155,3 +156,17 @@ async def test_message_ttl_drops_expired_messages(two_brokers: tuple[Broker, Bro
     assert received is not None and received.body == b"fresh"
     await received.ack()
     assert await two.get("t") is None
+
+
+async def test_users_changed_on_one_node_reach_the_other(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    assert "guest" in two.users.users  # seeded by the first node
+    one.users.put_user("alice", hash_password("secret"))
+    one.users.set_permissions("alice", "/", Permission())
+    await one.save_users()
+    async with asyncio.timeout(BOUND_S):
+        while "alice" not in two.users.users:  # the notification makes it reload
+            await asyncio.sleep(0.05)
+    assert two.users.can_access_vhost("alice", "/")

@@ -1,4 +1,4 @@
-"""The AMQP definitions of a cluster: vhosts, exchanges, queues and bindings, in four tables.
+"""The AMQP definitions of a cluster: vhosts, exchanges, queues, bindings and users.
 
 How it works: every change is one short transaction that ends with
 ``pg_notify('wharf_amqp_definitions', <vhost>)``, so each node's cache (the core's
@@ -7,10 +7,12 @@ them all with :func:`load_definitions` (they are few). Declarations insert with 
 DO NOTHING``: of concurrent declarers on any nodes exactly one row goes in, and the others
 compare what they asked for with what is there (the caller's work, as in single-node mode).
 
-Argument tables are stored as text the caller encodes (AMQP field tables in base64, sorted by
-key so that equal tables are equal strings). An exclusive queue names its owner: the node, the
-node's epoch (the registration it was declared under) and a connection token of that node's
-choosing; :func:`delete_queue` takes its messages and bindings with it, and
+The users and permissions are one JSON document (``amqp_users``), seeded by the first node
+that finds none and replaced whole by every change (the last one wins: they change rarely, by
+an operator). Argument tables are stored as text the caller encodes (AMQP field tables in
+base64, sorted by key so that equal tables are equal strings). An exclusive queue names its
+owner: the node, the node's epoch (the registration it was declared under) and a connection
+token of that node's choosing; :func:`delete_queue` takes its messages and bindings with it, and
 :func:`~wharf.cluster.queues.messages.sweep` deletes the exclusive queues of dead epochs.
 
 Deleting a queue locks its row first (the ``DELETE``), and publishes lock the rows of the queues
@@ -19,7 +21,9 @@ they insert into (``FOR KEY SHARE``, :mod:`.messages`), so no message row outliv
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from typing import Any
 
 from wharf.cluster.database import Database, Transaction
 
@@ -37,6 +41,8 @@ __all__ = [
     "delete_queue",
     "delete_vhost",
     "load_definitions",
+    "save_users",
+    "seed_users",
     "unbind",
 ]
 
@@ -88,6 +94,8 @@ class Definitions:
     exchanges: list[ExchangeRow]
     queues: list[QueueRow]
     bindings: list[BindingRow]
+    users: dict[str, Any] | None = None
+    """The users and permissions document (None until a node seeded it)."""
 
 
 async def load_definitions(db: Database) -> Definitions:
@@ -106,12 +114,34 @@ async def load_definitions(db: Database) -> Definitions:
             "SELECT vhost, source, kind, destination, routing_key, arguments"
             "  FROM amqp_bindings ORDER BY vhost, source, kind, destination, routing_key"
         )
+        users = await tx.fetchval("SELECT data FROM amqp_users")
     return Definitions(
         [r[0] for r in vhosts],
         [ExchangeRow(*r) for r in exchanges],
         [QueueRow(*r) for r in queues],
         [BindingRow(*r) for r in bindings],
+        users,
     )
+
+
+async def seed_users(db: Database, data: dict[str, Any]) -> None:
+    """Store ``data`` as the users document unless there is one already."""
+    async with db.transaction("amqp.users.seed") as tx:
+        await tx.execute(
+            "INSERT INTO amqp_users (data) VALUES (%s::jsonb) ON CONFLICT DO NOTHING",
+            (json.dumps(data),),
+        )
+
+
+async def save_users(db: Database, data: dict[str, Any]) -> None:
+    """Replace the users document (the last save wins) and announce it."""
+    async with db.transaction("amqp.users.save") as tx:
+        await tx.execute(
+            "INSERT INTO amqp_users (data) VALUES (%s::jsonb)"
+            " ON CONFLICT (singleton) DO UPDATE SET data = EXCLUDED.data",
+            (json.dumps(data),),
+        )
+        await _notify(tx, "")
 
 
 async def _notify(tx: Transaction, vhost: str) -> None:

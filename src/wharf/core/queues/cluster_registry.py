@@ -17,8 +17,8 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
 * the **owners** of exclusive queues: a token per local connection, stored with the queue
   beside the node id and epoch.
 
-Users and permissions stay in the node's data directory (``definitions.json``, users only)
-in this version; see docs/cluster.md.
+Users and permissions are the cluster's too: one document in the database, reloaded with the
+definitions (a node's ``definitions.json``, if it has one, seeds an empty cluster).
 """
 
 from __future__ import annotations
@@ -255,23 +255,27 @@ class ClusterVhostRegistry(VhostRegistry):
         *,
         start_timer: bool = True,
     ) -> ClusterVhostRegistry:
-        """The node's view of the cluster's vhosts, loaded, with its listener and sweep
-        running; users are restored from (and saved to) ``path`` as in single-node mode."""
+        """The node's view of the cluster's vhosts and users, loaded, with its listener and
+        sweep running."""
         registry = cls(path, config, clock, users)
         registry.engine = QueueEngine(node, path, config, clock, registry)
         data = await asyncio.to_thread(load_definitions_dir, path)
         if data is not None:
             users.restore(data)
+        await defs.seed_users(node.db, users.to_json())  # the first node's users, if none yet
         await registry.engine.refresh()
         registry.engine.start()
         if start_timer:
             registry._timer.start()
         return registry
 
-    def _to_json(self) -> dict[str, Any]:
-        return self._users.to_json()
+    async def save(self) -> None:
+        """Store the users and permissions in the database (every node reloads them)."""
+        await defs.save_users(self.engine.node.db, self._users.to_json())
 
     def apply(self, loaded: defs.Definitions) -> None:
+        if loaded.users is not None:
+            self._users.restore(loaded.users)
         for name in loaded.vhosts:
             if name not in self._vhosts:
                 self._vhosts[name] = self._cluster_vhost(name)

@@ -96,6 +96,7 @@ def test_a_rejected_message_comes_back_redelivered(cluster_nodes: ClusterNodes) 
         assert method is not None and body == b"once" and not method.redelivered
         channel.basic_reject(method.delivery_tag, requeue=True)
     with channel_on(b) as channel:
+        channel.queue_declare("retry")
         [(body, redelivered)] = take(channel, "retry", 1, ack=True)
     assert (body, redelivered) == (b"once", True)
 
@@ -110,6 +111,7 @@ def test_competing_consumers_on_two_nodes_share_a_queue(cluster_nodes: ClusterNo
 
     def consume(node: WharfProcess, name: str) -> None:
         with channel_on(node) as channel:
+            channel.queue_declare("shared")  # as clients do: it is current on this node now
             channel.basic_qos(prefetch_count=5)
             for method, _props, body in channel.consume("shared", inactivity_timeout=0.2):
                 if method is not None:
@@ -180,6 +182,7 @@ def test_kill_9_returns_a_dead_nodes_unacked_deliveries_to_a_consumer_elsewhere(
     killed_at = time.monotonic()
     abandon(holder)
     with channel_on(b) as other:
+        other.queue_declare("held", durable=True)
         got = take(other, "held", 20, ack=True)
     waited = time.monotonic() - killed_at
     assert sorted(body for body, _ in got) == sorted(b"h%d" % i for i in range(20))

@@ -31,6 +31,7 @@ def consume(
             pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
         )
         channel = connection.channel()
+        channel.queue_declare("checked", durable=True)
         channel.basic_qos(prefetch_count=20)
         for method, _props, body in channel.consume("checked", inactivity_timeout=0.2):
             if method is not None:

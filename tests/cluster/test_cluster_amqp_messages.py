@@ -138,3 +138,18 @@ async def test_the_sweep_returns_a_dead_nodes_claims_and_deletes_its_exclusive_q
     assert [q.name for q in loaded.queues] == ["q"]
     async with db.transaction() as tx:
         assert await tx.fetchval("SELECT count(*) FROM amqp_messages") == 1
+
+
+async def test_a_release_over_the_delivery_limit_deletes_the_row(
+    db: Database, node_lease: NodeLease
+) -> None:
+    row, _ = await defs.declare_queue(
+        db, defs.QueueRow(0, "/", "limited", True, False, "", delivery_limit=1)
+    )
+    await msgs.MessageWriter(db).publish([new(row.id, b"x")])
+    settler = msgs.Settler(db, node_lease.node_id)
+    for expected in (1, 1, 0):  # returned once: kept; twice: over the limit
+        claimed = await msgs.claim(db, node_lease, row.id, 1)
+        assert len(claimed) == expected
+        settler.release(node_lease.epoch, [m.seq for m in claimed], delivered=True)
+        await settler.close()

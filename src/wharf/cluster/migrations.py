@@ -213,6 +213,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             owner_node       text,
             owner_epoch      bigint,
             owner_connection text,
+            delivery_limit   integer,
             UNIQUE (vhost, name)
         );
         CREATE INDEX amqp_queues_owner ON amqp_queues (owner_epoch)

@@ -57,6 +57,7 @@ async def test_priorities_order_the_claims(two_brokers: tuple[Broker, Broker]) -
     await one.declare_queue("p", arguments={"x-max-priority": 9})
     for i, priority in enumerate([1, 5, 9, 5, 1]):
         await one.publish("p", b"%d-%d" % (i, priority), priority=priority)
+    await two.declare_queue("p", passive=True)  # this node's cache has it now
     got = []
     for _ in range(5):
         received = await two.get("p")
@@ -76,6 +77,7 @@ async def test_a_requeued_message_comes_back_redelivered_on_either_node(
     first = await one.get("r")
     assert first is not None and not first.redelivered
     await first.reject(requeue=True)
+    await two.declare_queue("r", passive=True)  # this node's cache has it now
     async with asyncio.timeout(BOUND_S):
         while (again := await two.get("r")) is None:
             await asyncio.sleep(0.05)
@@ -93,6 +95,7 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
     total = 200
     for i in range(total):
         await one.publish("work", b"%d" % i)
+    await two.declare_queue("work", passive=True)  # this node's cache has it now
     seen: dict[str, list[bytes]] = {"one": [], "two": []}
     done = asyncio.Event()
 
@@ -124,7 +127,6 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
         {"x-dead-letter-exchange": "dlx"},
         {"x-max-length": 10},
         {"x-single-active-consumer": True},
-        {"x-delivery-limit": 3},
         {"x-expires": 1000},
     ],
 )
@@ -152,6 +154,7 @@ async def test_message_ttl_drops_expired_messages(two_brokers: tuple[Broker, Bro
     await one.publish("t", b"old", expiration_ms=50)
     await one.publish("t", b"fresh")
     await asyncio.sleep(0.2)
+    await two.declare_queue("t", passive=True)  # this node's cache has it now
     received = await two.get("t")
     assert received is not None and received.body == b"fresh"
     await received.ack()
@@ -170,3 +173,21 @@ async def test_users_changed_on_one_node_reach_the_other(
         while "alice" not in two.users.users:  # the notification makes it reload
             await asyncio.sleep(0.05)
     assert two.users.can_access_vhost("alice", "/")
+
+
+async def test_a_delivery_limit_drops_a_message_returned_once_too_often(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_queue("limited", arguments={"x-delivery-limit": 1})
+    await one.publish("limited", b"poison")
+    await two.declare_queue("limited", passive=True)  # this node's cache has it now
+    for broker in (one, two):  # delivered twice: the second return is over the limit
+        async with asyncio.timeout(BOUND_S):
+            while (received := await broker.get("limited")) is None:
+                await asyncio.sleep(0.05)
+        await received.reject(requeue=True)
+    async with asyncio.timeout(BOUND_S):
+        while (await one.declare_queue("limited", passive=True)).message_count:
+            await asyncio.sleep(0.05)
+    assert await one.get("limited") is None

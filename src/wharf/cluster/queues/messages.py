@@ -17,7 +17,8 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   not claimed.
 * **Settle.** :class:`Settler` batches the settlements of one node: *delete* (ack, auto-ack,
   reject without requeue, expiry) and *release* (requeue: the row is unclaimed, its
-  ``delivery_count`` raised when it had been delivered). Each batch is one transaction per
+  ``delivery_count`` raised when it had been delivered, and deleted when that count exceeds its
+  queue's ``delivery_limit``). Each batch is one transaction per
   epoch, fenced on that epoch's lease and matching only rows still claimed by it: a node
   whose lease was lost or replaced settles nothing, and its claims come back by the sweep.
 * **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
@@ -257,6 +258,18 @@ async def purge(db: Database, queue_id: int) -> int:
         )
 
 
+async def _drop_over_limit(tx: Transaction, returned: list[int]) -> None:
+    """Delete the returned rows whose queue's x-delivery-limit they now exceed (no
+    dead-lettering in a cluster yet: dropped, as RabbitMQ drops them without a DLX)."""
+    if returned:
+        await tx.execute(
+            "DELETE FROM amqp_messages m USING amqp_queues q"
+            " WHERE m.seq = ANY(%s) AND q.id = m.queue_id AND q.delivery_limit IS NOT NULL"
+            "   AND m.delivery_count > q.delivery_limit",
+            (returned,),
+        )
+
+
 @dataclass(slots=True)
 class _EpochSettlements:
     deletes: list[int] = field(default_factory=list)
@@ -327,6 +340,8 @@ class Settler:
                     " RETURNING queue_id",
                     (batch.returns, back, self._node_id, epoch),
                 )
+                if batch.returns:
+                    await _drop_over_limit(tx, batch.returns)
                 await _notify(tx, (int(q[0]) for q in queues))
 
         try:
@@ -371,9 +386,10 @@ async def sweep(db: Database, lease: NodeLease) -> SweepResult:
             " WHERE claimed_epoch IS NOT NULL AND NOT EXISTS ("
             "       SELECT 1 FROM nodes n WHERE n.id = m.claimed_node"
             "          AND n.epoch = m.claimed_epoch AND n.lease_expires_at > %s)"
-            " RETURNING queue_id",
+            " RETURNING queue_id, seq",
             (t,),
         )
+        await _drop_over_limit(tx, [int(r[1]) for r in released])
         dead_queues = await tx.fetchall(
             "DELETE FROM amqp_queues q WHERE owner_epoch IS NOT NULL AND NOT EXISTS ("
             "       SELECT 1 FROM nodes n WHERE n.id = q.owner_node"

@@ -28,6 +28,7 @@ import asyncio
 import base64
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
@@ -56,7 +57,6 @@ _UNSUPPORTED_QUEUE_ARGS = (
     "x-max-length-bytes",
     "x-overflow",
     "x-single-active-consumer",
-    "x-delivery-limit",
     "x-expires",
 )
 
@@ -295,13 +295,15 @@ class ClusterVirtualHost(VirtualHost):
                 "durable, not exclusive and not auto-delete"
             )
         refuse_unsupported(name, args_map, auto_delete, exclusive)
-        row = QueueRow(0, self.name, name, durable, auto_delete, encode_sorted(args_map))
+        row = QueueRow(0, self.name, name, durable, auto_delete, encode_sorted(args_map),
+                       delivery_limit=parsed.delivery_limit)  # fmt: skip
         if exclusive:
             if owner is None:
                 raise PreconditionError("an exclusive queue needs an owner")
             token = self._engine.owner_token(owner)
-            row = QueueRow(0, self.name, name, durable, auto_delete, row.arguments,
-                           self._engine.node_id, self._engine.lease_epoch(), token)  # fmt: skip
+            epoch = self._engine.lease_epoch()
+            row = replace(row, owner_node=self._engine.node_id, owner_epoch=epoch,
+                          owner_connection=token)  # fmt: skip
         found, created = await self._engine.declare_queue(row)
         await self._engine.refresh()
         queue = self.get_queue(name, owner)

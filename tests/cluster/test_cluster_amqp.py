@@ -212,3 +212,44 @@ def test_a_dead_nodes_exclusive_queue_goes_away(cluster_nodes: ClusterNodes) -> 
         return False
 
     wait_until(gone)
+
+
+def test_a_node_paused_past_its_lease_loses_its_deliveries_and_its_late_acks_take_nothing(
+    cluster_nodes: ClusterNodes,
+) -> None:
+    a, b = cluster_nodes.start(2)
+    with channel_on(b) as channel:
+        channel.queue_declare("fenced")
+    publish_confirmed(b, "fenced", [b"f%d" % i for i in range(5)])
+    stale = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", a.amqp_port, heartbeat=0)
+    )
+    stale_channel = stale.channel()
+    stale_channel.queue_declare("fenced")
+    stale_channel.basic_qos(prefetch_count=5)
+    held = []
+    for method, _props, body in stale_channel.consume("fenced", inactivity_timeout=0.2):
+        if method is not None:
+            held.append((method.delivery_tag, body))
+        if len(held) == 5:
+            break
+    cluster_nodes.pause(0)  # past its lease: the sweep gives its claims to node b's consumer
+    try:
+        with channel_on(b) as channel:
+            channel.queue_declare("fenced")
+            channel.basic_qos(prefetch_count=5)
+            redelivered = take(channel, "fenced", 5, ack=False)
+            assert sorted(body for body, _ in redelivered) == sorted(body for _, body in held)
+            assert all(flag for _, flag in redelivered)
+            cluster_nodes.resume(0)
+            a.wait_for_log("registering again")
+            for tag, _ in held:  # acks of deliveries node a's old epoch claimed
+                stale_channel.basic_ack(tag)
+            stale.close()  # after the acks (its consumer would compete for what follows)
+            channel.basic_recover(requeue=True)  # node b gives them back: still all there
+            again = take(channel, "fenced", 5, ack=True)
+    finally:
+        cluster_nodes.resume(0)
+        if stale.is_open:
+            stale.close()
+    assert sorted(body for body, _ in again) == sorted(body for _, body in held)

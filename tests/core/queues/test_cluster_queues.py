@@ -8,8 +8,11 @@ import asyncio
 
 import pytest
 
+from wharf.cluster.queues.messages import ClaimedMessage
 from wharf.core.broker import Broker
+from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.cluster_registry import ClusterVhostRegistry
+from wharf.core.queues.message import Message
 from wharf.core.users import Permission, hash_password
 from wharf.errors import NotFoundError, PreconditionError
 
@@ -191,3 +194,27 @@ async def test_a_delivery_limit_drops_a_message_returned_once_too_often(
         while (await one.declare_queue("limited", passive=True)).message_count:
             await asyncio.sleep(0.05)
     assert await one.get("limited") is None
+
+
+async def test_claims_of_a_lost_epoch_are_not_handed_out_after_the_node_registers_again(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, _ = two_brokers
+    assert one.cluster is not None
+    await one.declare_queue("s")
+    await one.publish("s", b"current")
+    queue = one.queue("s")
+    assert isinstance(queue, ClusterQueue)
+    old_epoch = one.cluster.membership.epoch
+    assert old_epoch is not None
+    queue.dispatch()  # the queue notes the epoch it serves under
+    # a row claimed under the old epoch and not handed out yet (as if credit had shrunk)
+    properties = Message.build("", "s", b"stale").properties
+    queue._take_claimed(
+        [ClaimedMessage(10**12, 0, None, 0, "", "s", properties, b"stale", old_epoch)]
+    )
+    await one.cluster.membership.register()  # a new epoch: the old one's claims are not ours
+    received = await one.get("s")
+    assert received is not None and received.body == b"current"
+    await received.ack()
+    assert await one.get("s") is None

@@ -16,6 +16,8 @@ only rows this node has *claimed* for its own consumers, on a memory store that 
   delivery count + 1), and claimed messages nobody took when the last consumer leaves are
   released unchanged. Both go through the node's settler, fenced on the epoch that claimed the
   row: a delivery claimed under an epoch since lost settles nothing, and comes back by the sweep.
+  When the node's epoch changes (its lease was lost and it registered again), what it had
+  claimed and not handed out is forgotten, not delivered: the sweep returns it to the queue.
 
 ``delivery_id`` is the row's ``seq`` (unique in the cluster). :attr:`message_count` is the
 ready rows counted at the last declare plus the ones claimed here and not handed out.
@@ -55,6 +57,10 @@ CLAIM_BATCH = 200
 
 class ClaimEngine(Protocol):
     """What a cluster queue asks of its node (the registry's engine)."""
+
+    def epoch(self) -> int | None:
+        """The node's current epoch (None while it holds no lease)."""
+        ...
 
     async def claim(self, queue_id: int, count: int) -> list[ClaimedMessage]: ...
 
@@ -105,6 +111,7 @@ class ClusterQueue(Queue):
         self._epochs: dict[int, int] = {}  # seq -> the epoch that claimed it, for live entries
         self._claiming = False
         self._claim_again = False
+        self._epoch = engine.epoch()  # the node's, when this queue last dispatched
         self.ready_in_db = 0
         """Unclaimed rows, as counted by the last declare."""
 
@@ -130,8 +137,30 @@ class ClusterQueue(Queue):
     # ------------------------------------------------------------------------------ claims
 
     def dispatch(self) -> None:
+        self._check_epoch()
         super().dispatch()
         self._claim_if_credit()
+
+    def _check_epoch(self) -> None:
+        epoch = self._engine.epoch()
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._forget_stale()
+
+    def _forget_stale(self) -> None:
+        """The node's lease changed: ready entries claimed under another epoch are not ours to
+        hand out any more (the sweep returns them to the queue)."""
+        ready = self._ready
+        kept = []
+        while ready:
+            entry = ready.pop()
+            if self._epochs.get(entry.seq) == self._epoch:
+                kept.append(entry)
+            else:
+                self._epochs.pop(entry.seq, None)
+                self._remove_live(entry, settle=False)
+        for entry in kept:
+            ready.push(entry)
 
     def _credit(self) -> int:
         total = 0
@@ -202,6 +231,7 @@ class ClusterQueue(Queue):
     async def fetch(self, no_ack: bool) -> Delivery | None:
         """basic.get: the head of what is claimed here, else one row claimed for it."""
         self.last_used_ms = self._clock.now_ms()
+        self._check_epoch()
         if not self._ready and not self.deleted:
             self._take_claimed(await self._engine.claim(self.queue_id, 1))
         return self.basic_get(no_ack)

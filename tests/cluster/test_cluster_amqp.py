@@ -140,7 +140,11 @@ def test_competing_consumers_on_two_nodes_share_a_queue(cluster_nodes: ClusterNo
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("x-dead-letter-exchange", "dlx"), ("x-max-length", 5), ("x-single-active-consumer", True)],
+    [
+        ("x-dead-letter-exchange", "dlx"),
+        ("x-overflow", "reject-publish"),
+        ("x-single-active-consumer", True),
+    ],
 )
 def test_arguments_a_cluster_does_not_implement_close_the_channel_naming_them(
     cluster_nodes: ClusterNodes, argument: str, value: object

@@ -214,6 +214,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             owner_epoch      bigint,
             owner_connection text,
             delivery_limit   integer,
+            max_length       bigint,
+            max_length_bytes bigint,
             UNIQUE (vhost, name)
         );
         CREATE INDEX amqp_queues_owner ON amqp_queues (owner_epoch)

@@ -128,7 +128,7 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
     "arguments",
     [
         {"x-dead-letter-exchange": "dlx"},
-        {"x-max-length": 10},
+        {"x-overflow": "reject-publish"},
         {"x-single-active-consumer": True},
         {"x-expires": 1000},
     ],
@@ -218,3 +218,37 @@ async def test_claims_of_a_lost_epoch_are_not_handed_out_after_the_node_register
     assert received is not None and received.body == b"current"
     await received.ack()
     assert await one.get("s") is None
+
+
+async def test_max_length_drops_from_the_head_across_nodes(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_queue("capped", arguments={"x-max-length": 3})
+    await two.declare_queue("capped", arguments={"x-max-length": 3})
+    for i in range(4):
+        await one.publish("capped", b"a%d" % i)
+        await two.publish("capped", b"b%d" % i)
+    assert (await one.declare_queue("capped", passive=True)).message_count == 3
+    got = []
+    while (received := await two.get("capped")) is not None:
+        got.append(received.body)
+        await received.ack()
+    assert got == [b"b2", b"a3", b"b3"]  # the newest three
+
+
+async def test_max_length_bytes_counts_ready_bodies(two_brokers: tuple[Broker, Broker]) -> None:
+    one, _ = two_brokers
+    await one.declare_queue("bytes", arguments={"x-max-length-bytes": 9})
+    held = None
+    for body in (b"12345", b"678", b"9abcd", b"ef"):
+        await one.publish("bytes", body)
+        if held is None:
+            held = await one.get("bytes")  # unacked: not counted
+    assert held is not None and held.body == b"12345"
+    got = []
+    while (received := await one.get("bytes")) is not None:
+        got.append(received.body)
+        await received.ack()
+    assert got == [b"9abcd", b"ef"]  # 678 dropped: 3 + 5 + 2 > 9
+    await held.ack()

@@ -64,7 +64,8 @@ class ExchangeRow:
 @dataclass(frozen=True, slots=True)
 class QueueRow:
     """A queue; ``owner_*`` set for an exclusive queue (node id, epoch, connection token);
-    ``delivery_limit``: x-delivery-limit, applied by the settlements and the sweep."""
+    ``delivery_limit``: x-delivery-limit, applied by the settlements and the sweep;
+    ``max_length``, ``max_length_bytes``: applied by the publishes (drop-head)."""
 
     id: int
     vhost: str
@@ -76,6 +77,8 @@ class QueueRow:
     owner_epoch: int | None = None
     owner_connection: str | None = None
     delivery_limit: int | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,8 @@ async def load_definitions(db: Database) -> Definitions:
         )
         queues = await tx.fetchall(
             "SELECT id, vhost, name, durable, auto_delete, arguments, owner_node, owner_epoch,"
-            "       owner_connection, delivery_limit FROM amqp_queues ORDER BY vhost, name"
+            "       owner_connection, delivery_limit, max_length, max_length_bytes"
+            "  FROM amqp_queues ORDER BY vhost, name"
         )
         bindings = await tx.fetchall(
             "SELECT vhost, source, kind, destination, routing_key, arguments"
@@ -211,18 +215,21 @@ async def declare_queue(db: Database, row: QueueRow) -> tuple[QueueRow, bool]:
     async with db.transaction("amqp.queue.declare") as tx:
         new_id = await tx.fetchval(
             "INSERT INTO amqp_queues (vhost, name, durable, auto_delete, arguments, owner_node,"
-            "                         owner_epoch, owner_connection, delivery_limit)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+            "                         owner_epoch, owner_connection, delivery_limit, max_length,"
+            "                         max_length_bytes)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING id",
             (row.vhost, row.name, row.durable, row.auto_delete, row.arguments, row.owner_node,
-             row.owner_epoch, row.owner_connection, row.delivery_limit),
+             row.owner_epoch, row.owner_connection, row.delivery_limit, row.max_length,
+             row.max_length_bytes),
         )  # fmt: skip
         if new_id is not None:
             await _notify(tx, row.vhost)
             return replace(row, id=int(new_id)), True
         found = await tx.fetchone(
             "SELECT id, vhost, name, durable, auto_delete, arguments, owner_node, owner_epoch,"
-            "       owner_connection, delivery_limit FROM amqp_queues"
-            " WHERE vhost = %s AND name = %s",
+            "       owner_connection, delivery_limit, max_length, max_length_bytes"
+            "  FROM amqp_queues WHERE vhost = %s AND name = %s",
             (row.vhost, row.name),
         )
     if found is None:  # deleted between the two statements: the caller may declare again

@@ -7,9 +7,10 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   unnest(...)`` (in arrival order, so ``seq``, the queue order, follows publish order), after
   locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
   and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement (one round
-  trip between ``BEGIN`` and ``COMMIT``). Its future resolves only after
-  ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a time per
-  node, so one node's publishes commit in order.
+  trip between ``BEGIN`` and ``COMMIT``). A queue with x-max-length(-bytes) is locked ``FOR
+  UPDATE`` before and trimmed after, in the same transaction (drop-head). Its future resolves
+  only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
+  time per node, so one node's publishes commit in order.
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
   then oldest) with the claiming node's id and epoch, ``FOR UPDATE SKIP LOCKED`` so that nodes
   claiming together take different rows, after checking and share-locking the node's lease in
@@ -77,6 +78,8 @@ class NewMessage:
     routing_key: str
     properties: bytes
     body: bytes
+    limited: bool = False
+    """The queue has x-max-length or x-max-length-bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,13 @@ async def _notify(tx: Transaction, queue_ids: Iterable[int]) -> None:
 
 async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
     """Insert ``rows`` in order (those of queues that no longer exist are left out) and
-    announce their queues, in one statement; returns how many went in."""
+    announce their queues, in one statement; returns how many went in. Queues with a length
+    limit are locked first (their publishes are serial) and trimmed after (drop-head)."""
+    limited = sorted({r.queue_id for r in rows if r.limited})
+    if limited:
+        await tx.fetchall(
+            "SELECT id FROM amqp_queues WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (limited,)
+        )
     inserted = await tx.fetchval(
         "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
         " added AS ("
@@ -137,7 +146,23 @@ async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
             CHANNEL,
         ),
     )
+    for queue_id in limited:
+        await _trim(tx, queue_id)
     return int(inserted or 0)
+
+
+async def _trim(tx: Transaction, queue_id: int) -> None:
+    """Drop-head: delete the ready rows nearest the head beyond the queue's x-max-length or
+    x-max-length-bytes, counted from the tail (ready rows only, as RabbitMQ counts)."""
+    await tx.execute(
+        "DELETE FROM amqp_messages WHERE claimed_epoch IS NULL AND seq IN ("
+        " SELECT t.seq FROM ("
+        "   SELECT m.seq, row_number() OVER w AS n, sum(length(m.body)) OVER w AS bytes"
+        "     FROM amqp_messages m WHERE m.queue_id = %s AND m.claimed_epoch IS NULL"
+        "   WINDOW w AS (ORDER BY m.priority, m.seq DESC)) t, amqp_queues q"
+        "  WHERE q.id = %s AND (t.n > q.max_length OR t.bytes > q.max_length_bytes))",
+        (queue_id, queue_id),
+    )
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
 from wharf.cluster.queues.messages import NewMessage
-from wharf.core.queues.args import QueueType, parse_queue_args
+from wharf.core.queues.args import Overflow, QueueType, parse_queue_args
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.definitions import decode_arguments, encode_arguments
 from wharf.core.queues.exchanges import Binding, DestKind, Exchange, ExchangeType, make_exchange
@@ -53,9 +53,6 @@ __all__ = ["ClusterVirtualHost", "encode_sorted", "refuse_unsupported"]
 _UNSUPPORTED_QUEUE_ARGS = (
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-overflow",
     "x-single-active-consumer",
     "x-expires",
 )
@@ -74,6 +71,14 @@ def refuse_unsupported(name: str, arguments: Mapping[str, Any], auto_delete: boo
             raise PreconditionError(
                 f"queue '{name}': argument '{arg}' is not supported in cluster mode"
             )
+    overflow = arguments.get("x-overflow")
+    if overflow is not None and parse_queue_args({"x-overflow": overflow}).overflow is not (
+        Overflow.DROP_HEAD
+    ):
+        raise PreconditionError(
+            f"queue '{name}': argument 'x-overflow' is not supported in cluster mode with "
+            f"value {overflow!r} (only drop-head)"
+        )
     if auto_delete and not exclusive:
         raise PreconditionError(
             f"queue '{name}': auto_delete is not supported in cluster mode (except on "
@@ -296,7 +301,8 @@ class ClusterVirtualHost(VirtualHost):
             )
         refuse_unsupported(name, args_map, auto_delete, exclusive)
         row = QueueRow(0, self.name, name, durable, auto_delete, encode_sorted(args_map),
-                       delivery_limit=parsed.delivery_limit)  # fmt: skip
+                       delivery_limit=parsed.delivery_limit, max_length=parsed.max_length,
+                       max_length_bytes=parsed.max_length_bytes)  # fmt: skip
         if exclusive:
             if owner is None:
                 raise PreconditionError("an exclusive queue needs an owner")
@@ -470,10 +476,12 @@ class ClusterVirtualHost(VirtualHost):
         for name in sorted(names):
             queue = self.queues[name]
             assert isinstance(queue, ClusterQueue)
+            args = queue.args
+            limited = args.max_length is not None or args.max_length_bytes is not None
             rows.append(
                 NewMessage(queue.queue_id, queue.row_priority(message), queue.row_ttl(message),
                            message.exchange, message.routing_key, message.properties,
-                           message.body)
+                           message.body, limited)
             )  # fmt: skip
             result.queues.append(name)
         committed = self._engine.publish(rows)

@@ -1,9 +1,10 @@
-"""Kill -9 of a node with consumers while confirmed publishes go on: every confirmed message is
-delivered at least once, and none after an ack that committed (helpers/amqp_checker.py).
+"""Kill -9 of a node while confirmed publishes go on: every confirmed message is delivered at
+least once, and none after an ack that committed (helpers/amqp_checker.py).
 
-Three nodes: the publisher on node 0, a consumer on node 1 and one on node 2. The consumer
-on node 1 is slow (it holds up to its prefetch unacknowledged); node 1 is killed once a third
-of the messages are confirmed, and its consumer's unacknowledged deliveries must come back (by
+Three nodes: the publisher on node 0, a consumer on node 1 and one on node 2. Either the
+publisher's node is killed once a third of the messages are confirmed (the publisher moves to
+node 2 and publishes again what was not confirmed), or node 1 is: its consumer is slow (it
+holds up to its prefetch unacknowledged), and its unacknowledged deliveries must come back (by
 the sweep of its epoch's claims) to the consumer on node 2."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import threading
 import time
 
 import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from helpers.amqp_checker import Journal, check
@@ -46,30 +49,43 @@ def consume(
         return  # its node was killed
 
 
-def test_kill_9_of_a_consumers_node_under_confirmed_publishes(
-    cluster_nodes: ClusterNodes,
-) -> None:
-    publisher_node, doomed, survivor = cluster_nodes.start(3)
-    journal = Journal()
+def confirming_channel(node: WharfProcess) -> tuple[pika.BlockingConnection, BlockingChannel]:
     connection = pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", publisher_node.amqp_port)
+        pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
     )
     channel = connection.channel()
     channel.queue_declare("checked", durable=True)
     channel.confirm_delivery()
-    stops = {name: threading.Event() for name in ("doomed", "survivor")}
+    return connection, channel
+
+
+@pytest.mark.parametrize("killed", ["consumer", "publisher"])
+def test_kill_9_of_a_node_under_confirmed_publishes(
+    cluster_nodes: ClusterNodes, killed: str
+) -> None:
+    publisher_node, consumer_node, survivor = cluster_nodes.start(3)
+    doomed = consumer_node if killed == "consumer" else publisher_node
+    journal = Journal()
+    connection, channel = confirming_channel(publisher_node)
+    stops = {name: threading.Event() for name in ("node1", "node2")}
     threads = [
         threading.Thread(target=consume, args=(node, name, journal, stops[name], pause_s))
-        for node, name, pause_s in ((doomed, "doomed", 0.02), (survivor, "survivor", 0.0))
+        for node, name, pause_s in ((consumer_node, "node1", 0.02), (survivor, "node2", 0.0))
     ]
     for thread in threads:
         thread.start()
     killed_at = 0.0
     try:
-        for i in range(TOTAL):
+        i = 0
+        while i < TOTAL:
             body = b"m-%06d" % i
-            channel.basic_publish("", "checked", body, mandatory=True)
+            try:
+                channel.basic_publish("", "checked", body, mandatory=True)
+            except AMQPError:  # the publisher's node died: publish it again elsewhere
+                connection, channel = confirming_channel(survivor)
+                continue
             journal.confirm(body)
+            i += 1
             if i == TOTAL // 3:
                 doomed.kill()
                 killed_at = time.monotonic()
@@ -83,15 +99,16 @@ def test_kill_9_of_a_consumers_node_under_confirmed_publishes(
             stop.set()
         for thread in threads:
             thread.join()
-    report = check(journal, dead_consumers={"doomed"})
+    report = check(journal, dead_consumers={"node1"} if killed == "consumer" else set())
     print(
-        f"\nconfirmed {report.confirmed}, delivered {report.delivered} "
-        f"({report.deliveries} deliveries, {report.redeliveries} redeliveries, "
-        f"{report.redelivered_after_lost_ack} after an ack lost with its node), "
+        f"\nkilled the {killed}'s node: confirmed {report.confirmed}, delivered "
+        f"{report.delivered} ({report.deliveries} deliveries, {report.redeliveries} "
+        f"redeliveries, {report.redelivered_after_lost_ack} after an ack lost with its node), "
         f"lost {len(report.lost)}, after a committed ack {len(report.after_ack)}; "
         f"all delivered {drained_after:.1f} s after the kill"
     )
     assert report.confirmed == TOTAL
     assert report.ok, report
     assert report.delivered == TOTAL
-    assert report.redeliveries  # the killed node's consumer held some unacknowledged
+    if killed == "consumer":
+        assert report.redeliveries  # the killed node's consumer held some unacknowledged

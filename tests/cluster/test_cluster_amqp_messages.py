@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from helpers.postgres_server import PostgresServer
 from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import Database
 from wharf.cluster.nodes import LeaseLostError, Membership, MembershipSettings
@@ -153,3 +154,27 @@ async def test_a_release_over_the_delivery_limit_deletes_the_row(
         assert len(claimed) == expected
         settler.release(node_lease.epoch, [m.seq for m in claimed], delivered=True)
         await settler.close()
+
+
+async def test_settlements_are_tried_again_until_the_database_is_back(
+    db: Database, node_lease: NodeLease, postgres: PostgresServer
+) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b")])
+    a, b = await msgs.claim(db, node_lease, queue, 2)
+    settler = msgs.Settler(db, node_lease.node_id, retry_interval=0.1)
+    postgres.stop()
+    try:
+        settler.delete(node_lease.epoch, [a.seq])
+        settler.release(node_lease.epoch, [b.seq], delivered=True)
+        async with asyncio.timeout(30):
+            while not settler.retries:
+                await asyncio.sleep(0.05)
+    finally:
+        postgres.start()
+    async with asyncio.timeout(30):
+        while (await msgs.ready_count(db, queue)) != 1:
+            await asyncio.sleep(0.1)
+    await settler.close()
+    [back] = await msgs.claim(db, node_lease, queue, 5)
+    assert (back.body, back.delivery_count) == (b"b", 1)

@@ -22,6 +22,9 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   queue's ``delivery_limit``). Each batch is one transaction per
   epoch, fenced on that epoch's lease and matching only rows still claimed by it: a node
   whose lease was lost or replaced settles nothing, and its claims come back by the sweep.
+  A batch that fails otherwise (the database unreachable, a commit whose outcome is unknown) is
+  tried again, with what came after it, every ``retry_interval``: settlements only match rows
+  still claimed by their epoch, so doing one twice changes nothing the first did not.
 * **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
   transaction-level advisory lock), releases the claims of epochs that are not live at one
   instant ``t`` of the database's clock (their rows' ``delivery_count`` raised: they were
@@ -239,26 +242,38 @@ async def claim(
     (priority descending, then ``seq``); ``LeaseLostError`` without a live lease."""
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
-        await check_lease(tx, lease, db.name)
+        # the lease check (rule 5: checked and share-locked) and the claim in one statement
         return await tx.fetchall(
-            "UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s"
-            " WHERE seq IN (SELECT seq FROM amqp_messages"
-            "                WHERE queue_id = %s AND claimed_epoch IS NULL"
-            "                  AND (expires_at IS NULL OR expires_at >"
-            "                       (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-            "                ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "           properties, body",
-            (lease.node_id, lease.epoch, queue_id, count),
+            "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
+            "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
+            " claimed AS ("
+            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s"
+            "   WHERE EXISTS (SELECT 1 FROM lease)"
+            "     AND seq IN (SELECT seq FROM amqp_messages"
+            "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
+            "                    AND (expires_at IS NULL OR expires_at >"
+            "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+            "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+            "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
+            "            properties, body)"
+            " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
+            "   LEFT JOIN claimed c ON true",
+            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, queue_id, count),
         )
 
     rows = await db.run(body, "amqp.claim", retries=_RETRIES)
+    if not rows or not rows[0][0]:
+        raise LeaseLostError(
+            db.name,
+            f"node {lease.node_id}: the lease of epoch {lease.epoch} expired or was replaced",
+        )
     claimed = [
         ClaimedMessage(
-            int(r[0]), int(r[1]), None if r[2] is None else int(r[2]), int(r[3]),
-            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch,
+            int(r[1]), int(r[2]), None if r[3] is None else int(r[3]), int(r[4]),
+            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch,
         )  # fmt: skip
         for r in rows
+        if r[1] is not None
     ]
     claimed.sort(key=lambda m: (-m.priority, m.seq))
     return claimed
@@ -307,12 +322,15 @@ class Settler:
     waited on (AMQP acks have no answer); one that cannot commit leaves its rows claimed, and
     the sweep returns them once the epoch is dead."""
 
-    def __init__(self, db: Database, node_id: str) -> None:
+    def __init__(self, db: Database, node_id: str, retry_interval: float = 0.5) -> None:
         self._db = db
         self._node_id = node_id
+        self._retry_interval = retry_interval
         self._pending: dict[int, _EpochSettlements] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.fenced = 0  # settlements refused because their epoch's lease was gone
+        self.retries = 0  # batches tried again after a database failure
 
     def delete(self, epoch: int, seqs: Iterable[int]) -> None:
         self._at(epoch).deletes.extend(seqs)
@@ -339,12 +357,28 @@ class Settler:
         try:
             while self._pending:
                 batches, self._pending = self._pending, {}
+                failed = False
                 for epoch, batch in batches.items():
-                    await self._commit(epoch, batch)
+                    if not await self._commit(epoch, batch) and not self._closing:
+                        self._merge_back(epoch, batch)
+                        failed = True
+                if failed:
+                    self.retries += 1
+                    await asyncio.sleep(self._retry_interval)
         finally:
             self._task = None
 
-    async def _commit(self, epoch: int, batch: _EpochSettlements) -> None:
+    def _merge_back(self, epoch: int, batch: _EpochSettlements) -> None:
+        """A batch that did not commit goes back in front of what came since."""
+        later = self._pending.get(epoch)
+        self._pending[epoch] = batch
+        if later is not None:
+            batch.deletes.extend(later.deletes)
+            batch.returns.extend(later.returns)
+            batch.unclaims.extend(later.unclaims)
+
+    async def _commit(self, epoch: int, batch: _EpochSettlements) -> bool:
+        """Whether the batch is done with (committed, or refused for good by its lease)."""
         lease = NodeLease(self._node_id, epoch)
 
         async def body(tx: Transaction) -> None:
@@ -375,11 +409,14 @@ class Settler:
             self.fenced += len(batch.deletes) + len(batch.returns) + len(batch.unclaims)
             log.info("settlements of epoch %d not committed: its lease is gone", epoch)
         except DatabaseError as exc:
-            log.warning("settlements of epoch %d not committed (the sweep will return their "
-                        "messages once the epoch is dead): %s", epoch, exc)  # fmt: skip
+            log.warning("settlements of epoch %d not committed, trying again: %s", epoch, exc)
+            return False
+        return True
 
     async def close(self) -> None:
-        """Wait for the settlements queued so far to be committed (or fail)."""
+        """Wait for the settlements queued so far to be committed, or tried once more (what
+        still fails is left to the sweep, once this epoch is over)."""
+        self._closing = True
         while self._task is not None:
             await asyncio.shield(self._task)
 

@@ -178,3 +178,14 @@ async def test_settlements_are_tried_again_until_the_database_is_back(
     await settler.close()
     [back] = await msgs.claim(db, node_lease, queue, 5)
     assert (back.body, back.delivery_count) == (b"b", 1)
+
+
+async def test_a_claim_is_found_again_by_its_token(db: Database, node_lease: NodeLease) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b"), new(queue, b"c")])
+    claimed = await msgs.claim(db, node_lease, queue, 2, token=41)
+    await msgs.claim(db, node_lease, queue, 1, token=42)
+    found = await msgs.claimed_with(db, node_lease, queue, 41)
+    assert found == claimed
+    assert [m.body for m in found] == [b"a", b"b"]
+    assert await msgs.claimed_with(db, node_lease, queue, 7) == []

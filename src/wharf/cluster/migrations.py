@@ -239,6 +239,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             delivery_count integer  NOT NULL DEFAULT 0,
             claimed_node   text,
             claimed_epoch  bigint,
+            claim_token    bigint,
             exchange       text     NOT NULL,
             routing_key    text     NOT NULL,
             properties     bytea    NOT NULL,

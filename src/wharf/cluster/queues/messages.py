@@ -55,6 +55,7 @@ __all__ = [
     "Settler",
     "SweepResult",
     "claim",
+    "claimed_with",
     "purge",
     "ready_count",
     "sweep",
@@ -236,10 +237,12 @@ class MessageWriter:
 
 
 async def claim(
-    db: Database, lease: NodeLease, queue_id: int, count: int
+    db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0
 ) -> list[ClaimedMessage]:
     """Claim up to ``count`` ready rows of the queue for ``lease``, in delivery order
-    (priority descending, then ``seq``); ``LeaseLostError`` without a live lease."""
+    (priority descending, then ``seq``); ``LeaseLostError`` without a live lease. The rows
+    carry ``token``: when the commit's outcome is unknown, :func:`claimed_with` finds what it
+    claimed, if it did."""
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
         # the lease check (rule 5: checked and share-locked) and the claim in one statement
@@ -247,7 +250,7 @@ async def claim(
             "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
             "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
             " claimed AS ("
-            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s"
+            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
             "   WHERE EXISTS (SELECT 1 FROM lease)"
             "     AND seq IN (SELECT seq FROM amqp_messages"
             "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
@@ -258,7 +261,7 @@ async def claim(
             "            properties, body)"
             " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
             "   LEFT JOIN claimed c ON true",
-            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, queue_id, count),
+            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, queue_id, count),
         )
 
     rows = await db.run(body, "amqp.claim", retries=_RETRIES)
@@ -277,6 +280,28 @@ async def claim(
     ]
     claimed.sort(key=lambda m: (-m.priority, m.seq))
     return claimed
+
+
+async def claimed_with(
+    db: Database, lease: NodeLease, queue_id: int, token: int
+) -> list[ClaimedMessage]:
+    """The rows of the queue a claim with ``token`` by ``lease`` holds (after a claim whose
+    commit outcome was unknown: none if it did not commit), in delivery order."""
+    async with db.transaction("amqp.claimed_with") as tx:
+        rows = await tx.fetchall(
+            "SELECT seq, priority, expires_at, delivery_count, exchange, routing_key,"
+            "       properties, body FROM amqp_messages"
+            " WHERE queue_id = %s AND claimed_node = %s AND claimed_epoch = %s"
+            "   AND claim_token = %s ORDER BY priority DESC, seq",
+            (queue_id, lease.node_id, lease.epoch, token),
+        )
+    return [
+        ClaimedMessage(
+            int(r[0]), int(r[1]), None if r[2] is None else int(r[2]), int(r[3]),
+            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch,
+        )  # fmt: skip
+        for r in rows
+    ]
 
 
 async def ready_count(db: Database, queue_id: int) -> int:

@@ -28,6 +28,7 @@ queues (the refusal otherwise is in :meth:`add_consumer`).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -55,6 +56,10 @@ CLAIM_BATCH = 200
 """The most rows one claim takes."""
 
 
+def _token() -> int:
+    return secrets.randbits(63)
+
+
 class ClaimEngine(Protocol):
     """What a cluster queue asks of its node (the registry's engine)."""
 
@@ -62,7 +67,10 @@ class ClaimEngine(Protocol):
         """The node's current epoch (None while it holds no lease)."""
         ...
 
-    async def claim(self, queue_id: int, count: int) -> list[ClaimedMessage]: ...
+    async def claim(self, queue_id: int, count: int, token: int) -> list[ClaimedMessage]:
+        """Claim up to ``count`` rows, marked with ``token`` (a claim whose commit outcome is
+        unknown is resolved by looking for it)."""
+        ...
 
     def delete(self, epoch: int, seqs: list[int]) -> None: ...
 
@@ -189,7 +197,7 @@ class ClusterQueue(Queue):
             while want > 0 and not self.deleted:
                 self._claim_again = False
                 try:
-                    claimed = await self._engine.claim(self.queue_id, want)
+                    claimed = await self._engine.claim(self.queue_id, want, _token())
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
@@ -233,7 +241,7 @@ class ClusterQueue(Queue):
         self.last_used_ms = self._clock.now_ms()
         self._check_epoch()
         if not self._ready and not self.deleted:
-            self._take_claimed(await self._engine.claim(self.queue_id, 1))
+            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()))
         return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement

@@ -30,6 +30,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wharf.cluster.database import DatabaseError
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
 from wharf.cluster.queues.listener import QueueListener
@@ -156,8 +157,20 @@ class QueueEngine:
         committed.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
         return committed
 
-    async def claim(self, queue_id: int, count: int) -> list[msgs.ClaimedMessage]:
-        return await msgs.claim(self.node.db, self.node.lease(), queue_id, count)
+    async def claim(self, queue_id: int, count: int, token: int) -> list[msgs.ClaimedMessage]:
+        lease = self.node.lease()
+        try:
+            return await msgs.claim(self.node.db, lease, queue_id, count, token)
+        except DatabaseError as exc:
+            if not exc.outcome_unknown:
+                raise
+        # it may have committed: find what it claimed (until the database answers again)
+        while True:
+            try:
+                return await msgs.claimed_with(self.node.db, lease, queue_id, token)
+            except DatabaseError as exc:
+                log.warning("cannot tell what a claim on queue %d took yet: %s", queue_id, exc)
+                await asyncio.sleep(SWEEP_INTERVAL_S)
 
     def delete(self, epoch: int, seqs: list[int]) -> None:
         self.settler.delete(epoch, seqs)

@@ -181,6 +181,84 @@ MIGRATIONS: tuple[Migration, ...] = (
             decode(replace(gen_random_uuid()::text, '-', ''), 'hex'), 'base64'), '='), '+/', '-_'));
         """,
     ),
+    # Helper "amqpcl" owns migration 5; numbered 4 on its branch while migration 4 ("gc") is
+    # not merged, since versions go without gaps: renumber to 5 when merging after it.
+    Migration(
+        4,
+        "queues: AMQP definitions, users and messages, claimed by node epochs",
+        """
+        CREATE TABLE amqp_vhosts (
+            name text PRIMARY KEY
+        );
+        INSERT INTO amqp_vhosts (name) VALUES ('/');
+
+        CREATE TABLE amqp_exchanges (
+            vhost       text    NOT NULL REFERENCES amqp_vhosts ON DELETE CASCADE,
+            name        text    NOT NULL,
+            type        text    NOT NULL,
+            durable     boolean NOT NULL,
+            auto_delete boolean NOT NULL,
+            internal    boolean NOT NULL,
+            arguments   text    NOT NULL,
+            PRIMARY KEY (vhost, name)
+        );
+
+        CREATE TABLE amqp_queues (
+            id               bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            vhost            text    NOT NULL REFERENCES amqp_vhosts ON DELETE CASCADE,
+            name             text    NOT NULL,
+            durable          boolean NOT NULL,
+            auto_delete      boolean NOT NULL,
+            arguments        text    NOT NULL,
+            owner_node       text,
+            owner_epoch      bigint,
+            owner_connection text,
+            delivery_limit   integer,
+            max_length       bigint,
+            max_length_bytes bigint,
+            UNIQUE (vhost, name)
+        );
+        CREATE INDEX amqp_queues_owner ON amqp_queues (owner_epoch)
+            WHERE owner_epoch IS NOT NULL;
+
+        CREATE TABLE amqp_bindings (
+            vhost       text NOT NULL REFERENCES amqp_vhosts ON DELETE CASCADE,
+            source      text NOT NULL,
+            kind        text NOT NULL CHECK (kind IN ('queue', 'exchange')),
+            destination text NOT NULL,
+            routing_key text NOT NULL,
+            arguments   text NOT NULL,
+            PRIMARY KEY (vhost, source, kind, destination, routing_key, arguments)
+        );
+
+        CREATE TABLE amqp_messages (
+            seq            bigint   GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            queue_id       bigint   NOT NULL,
+            priority       smallint NOT NULL,
+            expires_at     bigint,
+            delivery_count integer  NOT NULL DEFAULT 0,
+            claimed_node   text,
+            claimed_epoch  bigint,
+            claim_token    bigint,
+            exchange       text     NOT NULL,
+            routing_key    text     NOT NULL,
+            properties     bytea    NOT NULL,
+            body           bytea    NOT NULL
+        );
+        CREATE INDEX amqp_messages_ready ON amqp_messages (queue_id, priority DESC, seq)
+            WHERE claimed_epoch IS NULL;
+        CREATE INDEX amqp_messages_claims ON amqp_messages (claimed_epoch)
+            WHERE claimed_epoch IS NOT NULL;
+        CREATE INDEX amqp_messages_expiry ON amqp_messages (expires_at)
+            WHERE expires_at IS NOT NULL;
+
+        -- the users and permissions, as one document (UserStore.to_json)
+        CREATE TABLE amqp_users (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            data      jsonb   NOT NULL
+        );
+        """,
+    ),
 )
 
 

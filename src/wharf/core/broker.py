@@ -16,8 +16,9 @@ queues methods below are the embedding API (see docs/embedded.md).
 
 In cluster mode (``cluster``: a :class:`~wharf.core.cluster_node.ClusterNode`) the streams'
 topics and batches live in the cluster's engines (:mod:`wharf.core.streams.cluster_streams`,
-imported only then); producer ids come from the catalogue; committed offsets, groups and
-queues stay in the data directory.
+imported only then); producer ids come from the catalogue; committed offsets are in the
+database; queues, with their definitions and messages, are the cluster's too
+(:mod:`wharf.core.queues.cluster_registry`); users stay in the data directory.
 
 Data directory layout (streams)::
 
@@ -192,14 +193,21 @@ class Broker:
         self.groups.start()
         # queues, and the users (restored from the queue definitions, where they are saved)
         self.users = UserStore.with_defaults()
-        self.vhosts = await VhostRegistry.open(
-            self.path / "queues",
-            self.config,
-            self.clock,
-            self.users,
-            fsync_latency=fsync_latency,
-            executor=self._fsync_executor,
-        )
+        if self.cluster is not None:  # the cluster's queues, in its database
+            from wharf.core.queues.cluster_registry import ClusterVhostRegistry
+
+            self.vhosts = await ClusterVhostRegistry.open_cluster(
+                self.path / "queues", self.config, self.clock, self.users, self.cluster
+            )
+        else:
+            self.vhosts = await VhostRegistry.open(
+                self.path / "queues",
+                self.config,
+                self.clock,
+                self.users,
+                fsync_latency=fsync_latency,
+                executor=self._fsync_executor,
+            )
         # background work
         self._maintenance.start()
 
@@ -478,7 +486,7 @@ class Broker:
 
         Without ``no_ack`` the message stays handed out until it is acked or rejected (or the
         broker restarts, which returns it)."""
-        delivery = self._vhost(vhost).get_queue(queue).basic_get(no_ack)
+        delivery = await self._vhost(vhost).get_queue(queue).fetch(no_ack)
         return None if delivery is None else ReceivedMessage(delivery, self._gets, settled=no_ack)
 
     @asynccontextmanager

@@ -188,6 +188,13 @@ class QueueSubscription:
     def can_take(self) -> bool:
         return not self._ended and (self.prefetch == 0 or len(self._held) < self.prefetch)
 
+    def credit(self) -> int:
+        """How many more deliveries :meth:`can_take` would allow now (0: none; a large
+        number without a prefetch limit)."""
+        if self._ended:
+            return 0
+        return 1 << 30 if self.prefetch == 0 else max(self.prefetch - len(self._held), 0)
+
     def deliver(self, delivery: Delivery) -> None:
         self._held.add(delivery.delivery_id)
         self._inbox.put_nowait(delivery)

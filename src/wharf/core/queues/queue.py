@@ -29,7 +29,7 @@ rejecting and consumer changes dispatch by themselves; a front end calls
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from wharf.core.clock import Clock
 from wharf.core.queues.args import Overflow, QueueArgs
@@ -82,6 +82,10 @@ class Queue:
     :attr:`message_count` (ready), :attr:`unacked_count`, :attr:`consumer_count`,
     :attr:`message_bytes`.
     """
+
+    fetches_remotely: ClassVar[bool] = False
+    """Whether basic.get must await :meth:`fetch` (a queue of the cluster) rather than call
+    :meth:`basic_get`."""
 
     def __init__(
         self,
@@ -385,6 +389,10 @@ class Queue:
         delivery = self._hand_out(entry, None, no_ack, None)
         self._commit_state()
         return delivery
+
+    async def fetch(self, no_ack: bool) -> Delivery | None:
+        """:meth:`basic_get`, for queues whose ready messages may first have to be fetched."""
+        return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ChannelConsumer", "Consuming"]
 
+_NO_LIMIT = 1 << 30  # a consumer's credit without a prefetch limit
+
 
 class ChannelConsumer:
     """One Basic.Consume subscription; implements :class:`wharf.core.queues.consumers.Consumer`."""
@@ -82,6 +84,21 @@ class ChannelConsumer:
             return False
         limit = consuming.channel_prefetch
         return not (limit and len(consuming.unacked) >= limit)
+
+    def credit(self) -> int:
+        """How many more deliveries :meth:`can_take` would allow now (how much a queue of the
+        cluster claims for this consumer)."""
+        if not self.can_take():
+            return 0
+        consuming = self._consuming
+        room = _NO_LIMIT
+        if self._no_ack:
+            return room
+        if consuming.consumer_prefetch:
+            room = consuming.consumer_prefetch - self.unacked
+        if consuming.channel_prefetch:
+            room = min(room, consuming.channel_prefetch - len(consuming.unacked))
+        return max(room, 0)
 
     def deliver(self, delivery: Delivery) -> None:
         self._consuming.deliver(self, delivery)
@@ -209,14 +226,20 @@ class Consuming:
             self.channel.send(commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
 
     def get(self, m: commands.Basic.Get) -> None:
+        queue = self.channel.queue(m.queue)
+        if queue.fetches_remotely:  # a queue of the cluster claims the message first
+            self.owner.await_core(queue.fetch(m.no_ack), lambda d: self._got(d, m.no_ack))
+            return
+        self._got(queue.basic_get(m.no_ack), m.no_ack)
+
+    def _got(self, delivery: Delivery | None, no_ack: bool) -> None:
         channel = self.channel
-        delivery = channel.queue(m.queue).basic_get(m.no_ack)
         if delivery is None:
             channel.send(commands.Basic.GetEmpty())
             return
         tag = self._next_tag
         self._next_tag += 1
-        if not m.no_ack:
+        if not no_ack:
             self.unacked[tag] = (delivery, None)
         message = delivery.message
         owner = channel.owner

@@ -1,0 +1,504 @@
+"""The messages of the cluster's AMQP queues: one ``amqp_messages`` row each, claimed by nodes.
+
+How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
+
+* **Publish.** :class:`MessageWriter` group-commits: publishes that arrive while a transaction
+  runs wait for the next one, which inserts them all with one ``INSERT ... SELECT FROM
+  unnest(...)`` (in arrival order, so ``seq``, the queue order, follows publish order), after
+  locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
+  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement (one round
+  trip between ``BEGIN`` and ``COMMIT``). A queue with x-max-length(-bytes) is locked ``FOR
+  UPDATE`` before and trimmed after, in the same transaction (drop-head). Its future resolves
+  only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
+  time per node, so one node's publishes commit in order.
+* **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
+  then oldest) with the claiming node's id and epoch, ``FOR UPDATE SKIP LOCKED`` so that nodes
+  claiming together take different rows, after checking and share-locking the node's lease in
+  the same transaction (fencing: a node whose lease is gone claims nothing). Expired rows are
+  not claimed.
+* **Settle.** :class:`Settler` batches the settlements of one node: *delete* (ack, auto-ack,
+  reject without requeue, expiry) and *release* (requeue: the row is unclaimed, its
+  ``delivery_count`` raised when it had been delivered, and deleted when that count exceeds its
+  queue's ``delivery_limit``). Each batch is one transaction per
+  epoch, fenced on that epoch's lease and matching only rows still claimed by it: a node
+  whose lease was lost or replaced settles nothing, and its claims come back by the sweep.
+  A batch that fails otherwise (the database unreachable, a commit whose outcome is unknown) is
+  tried again, with what came after it, every ``retry_interval``: settlements only match rows
+  still claimed by their epoch, so doing one twice changes nothing the first did not.
+* **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
+  transaction-level advisory lock), releases the claims of epochs that are not live at one
+  instant ``t`` of the database's clock (their rows' ``delivery_count`` raised: they were
+  delivered), deletes the exclusive queues of such epochs, and drops expired ready rows.
+  It first locks ``FOR UPDATE`` the ``nodes`` rows whose lease ended by ``t``, so a fenced
+  settlement of such a node that passed its lease check either committed before or fails
+  after; an epoch with no row at all (replaced or deregistered) can pass no lease check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from wharf.cluster.catalog import NodeLease, check_lease
+from wharf.cluster.database import Database, DatabaseError, Transaction
+from wharf.cluster.nodes import LeaseLostError
+
+__all__ = [
+    "CHANNEL",
+    "ClaimedMessage",
+    "MessageWriter",
+    "NewMessage",
+    "Settler",
+    "SweepResult",
+    "claim",
+    "claimed_with",
+    "purge",
+    "ready_count",
+    "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "wharf_amqp_messages"
+"""Published or released messages are announced here: comma-separated queue ids."""
+_SWEEP_LOCK = 0x77686172665F7377  # "wharf_sw": one sweeper at a time
+_MAX_BATCH_ROWS = 5000
+_MAX_BATCH_BYTES = 4 << 20
+_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message for one queue; ``ttl_ms`` counts from the commit, on the database's clock."""
+
+    queue_id: int
+    priority: int
+    ttl_ms: int | None
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+    limited: bool = False
+    """The queue has x-max-length or x-max-length-bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """A row claimed by ``epoch``; ``delivery_count`` counts its earlier deliveries;
+    ``expires_at`` is in ms since the epoch, on the database's clock."""
+
+    seq: int
+    priority: int
+    expires_at: int | None
+    delivery_count: int
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+    epoch: int
+
+
+def _notify_sql(queue_ids: Iterable[int]) -> str:
+    return ",".join(str(q) for q in sorted(set(queue_ids)))
+
+
+async def _notify(tx: Transaction, queue_ids: Iterable[int]) -> None:
+    payload = _notify_sql(queue_ids)
+    if payload:
+        await tx.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+
+async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
+    """Insert ``rows`` in order (those of queues that no longer exist are left out) and
+    announce their queues, in one statement; returns how many went in. Queues with a length
+    limit are locked first (their publishes are serial) and trimmed after (drop-head)."""
+    limited = sorted({r.queue_id for r in rows if r.limited})
+    if limited:
+        await tx.fetchall(
+            "SELECT id FROM amqp_queues WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (limited,)
+        )
+    inserted = await tx.fetchval(
+        "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
+        " added AS ("
+        "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
+        "                             properties, body)"
+        "  SELECT u.queue_id, u.priority,"
+        "         CASE WHEN u.ttl IS NULL THEN NULL"
+        "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
+        "         u.exchange, u.routing_key, u.properties, u.body"
+        "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
+        "                %s::bytea[], %s::bytea[]) WITH ORDINALITY"
+        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body, ord)"
+        "   WHERE u.queue_id IN (SELECT id FROM live)"
+        "   ORDER BY u.ord"
+        "  RETURNING queue_id)"
+        " SELECT count(*), pg_notify(%s, coalesce(string_agg(DISTINCT queue_id::text, ','), ''))"
+        "   FROM added",
+        (
+            sorted({r.queue_id for r in rows}),
+            [r.queue_id for r in rows],
+            [r.priority for r in rows],
+            [r.ttl_ms for r in rows],
+            [r.exchange for r in rows],
+            [r.routing_key for r in rows],
+            [r.properties for r in rows],
+            [r.body for r in rows],
+            CHANNEL,
+        ),
+    )
+    for queue_id in limited:
+        await _trim(tx, queue_id)
+    return int(inserted or 0)
+
+
+async def _trim(tx: Transaction, queue_id: int) -> None:
+    """Drop-head: delete the ready rows nearest the head beyond the queue's x-max-length or
+    x-max-length-bytes, counted from the tail (ready rows only, as RabbitMQ counts)."""
+    await tx.execute(
+        "DELETE FROM amqp_messages WHERE claimed_epoch IS NULL AND seq IN ("
+        " SELECT t.seq FROM ("
+        "   SELECT m.seq, row_number() OVER w AS n, sum(length(m.body)) OVER w AS bytes"
+        "     FROM amqp_messages m WHERE m.queue_id = %s AND m.claimed_epoch IS NULL"
+        "   WINDOW w AS (ORDER BY m.priority, m.seq DESC)) t, amqp_queues q"
+        "  WHERE q.id = %s AND (t.n > q.max_length OR t.bytes > q.max_length_bytes))",
+        (queue_id, queue_id),
+    )
+
+
+@dataclass(slots=True)
+class _Publish:
+    rows: Sequence[NewMessage]
+    size: int
+    done: asyncio.Future[None]
+
+
+class MessageWriter:
+    """Group-commits the publishes of one node; see the module docstring."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[_Publish] = []
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed, for tests and benchmarks
+
+    def publish(self, rows: Sequence[NewMessage]) -> asyncio.Future[None]:
+        """Queue ``rows`` for the next transaction; the future resolves after its commit
+        (``StorageError`` when it failed: nothing, or with ``outcome_unknown`` maybe all, of
+        it was written)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        size = sum(len(r.body) + len(r.properties) for r in rows)
+        self._pending.append(_Publish(rows, size, done))
+        if self._task is None:
+            self._task = loop.create_task(self._run(), name="wharf amqp publishes")
+        return done
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch = self._take()
+                rows = [row for publish in batch for row in publish.rows]
+                try:
+                    await self._db.run(partial(insert_messages, rows=rows), "amqp.publish",
+                                       retries=_RETRIES)  # fmt: skip
+                except Exception as exc:  # every failure must reach its publishers
+                    for publish in batch:
+                        if not publish.done.done():
+                            publish.done.set_exception(exc)
+                    continue
+                self.transactions += 1
+                for publish in batch:
+                    if not publish.done.done():
+                        publish.done.set_result(None)
+        finally:
+            self._task = None
+
+    def _take(self) -> list[_Publish]:
+        taken: list[_Publish] = []
+        rows = size = 0
+        while self._pending:
+            head = self._pending[0]
+            if taken and (rows + len(head.rows) > _MAX_BATCH_ROWS
+                          or size + head.size > _MAX_BATCH_BYTES):  # fmt: skip
+                break
+            taken.append(self._pending.pop(0))
+            rows += len(head.rows)
+            size += head.size
+        return taken
+
+    async def close(self) -> None:
+        """Wait for the publishes queued so far to be committed (or fail)."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+
+async def claim(
+    db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0
+) -> list[ClaimedMessage]:
+    """Claim up to ``count`` ready rows of the queue for ``lease``, in delivery order
+    (priority descending, then ``seq``); ``LeaseLostError`` without a live lease. The rows
+    carry ``token``: when the commit's outcome is unknown, :func:`claimed_with` finds what it
+    claimed, if it did."""
+
+    async def body(tx: Transaction) -> list[tuple[Any, ...]]:
+        # the lease check (rule 5: checked and share-locked) and the claim in one statement
+        return await tx.fetchall(
+            "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
+            "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
+            " claimed AS ("
+            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
+            "   WHERE EXISTS (SELECT 1 FROM lease)"
+            "     AND seq IN (SELECT seq FROM amqp_messages"
+            "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
+            "                    AND (expires_at IS NULL OR expires_at >"
+            "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+            "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+            "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
+            "            properties, body)"
+            " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
+            "   LEFT JOIN claimed c ON true",
+            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, queue_id, count),
+        )
+
+    rows = await db.run(body, "amqp.claim", retries=_RETRIES)
+    if not rows or not rows[0][0]:
+        raise LeaseLostError(
+            db.name,
+            f"node {lease.node_id}: the lease of epoch {lease.epoch} expired or was replaced",
+        )
+    claimed = [
+        ClaimedMessage(
+            int(r[1]), int(r[2]), None if r[3] is None else int(r[3]), int(r[4]),
+            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch,
+        )  # fmt: skip
+        for r in rows
+        if r[1] is not None
+    ]
+    claimed.sort(key=lambda m: (-m.priority, m.seq))
+    return claimed
+
+
+async def claimed_with(
+    db: Database, lease: NodeLease, queue_id: int, token: int
+) -> list[ClaimedMessage]:
+    """The rows of the queue a claim with ``token`` by ``lease`` holds (after a claim whose
+    commit outcome was unknown: none if it did not commit), in delivery order."""
+    async with db.transaction("amqp.claimed_with") as tx:
+        rows = await tx.fetchall(
+            "SELECT seq, priority, expires_at, delivery_count, exchange, routing_key,"
+            "       properties, body FROM amqp_messages"
+            " WHERE queue_id = %s AND claimed_node = %s AND claimed_epoch = %s"
+            "   AND claim_token = %s ORDER BY priority DESC, seq",
+            (queue_id, lease.node_id, lease.epoch, token),
+        )
+    return [
+        ClaimedMessage(
+            int(r[0]), int(r[1]), None if r[2] is None else int(r[2]), int(r[3]),
+            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch,
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+async def ready_count(db: Database, queue_id: int) -> int:
+    """Unclaimed rows of the queue (what queue.declare-ok reports)."""
+    async with db.transaction("amqp.ready_count") as tx:
+        count = await tx.fetchval(
+            "SELECT count(*) FROM amqp_messages WHERE queue_id = %s AND claimed_epoch IS NULL",
+            (queue_id,),
+        )
+    return int(count or 0)
+
+
+async def purge(db: Database, queue_id: int) -> int:
+    """Delete the queue's unclaimed rows; returns how many."""
+    async with db.transaction("amqp.purge") as tx:
+        return await tx.execute(
+            "DELETE FROM amqp_messages WHERE queue_id = %s AND claimed_epoch IS NULL",
+            (queue_id,),
+        )
+
+
+async def _drop_over_limit(tx: Transaction, returned: list[int]) -> None:
+    """Delete the returned rows whose queue's x-delivery-limit they now exceed (no
+    dead-lettering in a cluster yet: dropped, as RabbitMQ drops them without a DLX)."""
+    if returned:
+        await tx.execute(
+            "DELETE FROM amqp_messages m USING amqp_queues q"
+            " WHERE m.seq = ANY(%s) AND q.id = m.queue_id AND q.delivery_limit IS NOT NULL"
+            "   AND m.delivery_count > q.delivery_limit",
+            (returned,),
+        )
+
+
+@dataclass(slots=True)
+class _EpochSettlements:
+    deletes: list[int] = field(default_factory=list)
+    returns: list[int] = field(default_factory=list)  # delivered: delivery_count + 1
+    unclaims: list[int] = field(default_factory=list)  # never handed out: count unchanged
+
+
+class Settler:
+    """Batches one node's settlements; see the module docstring. Settlements are never
+    waited on (AMQP acks have no answer); one that cannot commit leaves its rows claimed, and
+    the sweep returns them once the epoch is dead."""
+
+    def __init__(self, db: Database, node_id: str, retry_interval: float = 0.5) -> None:
+        self._db = db
+        self._node_id = node_id
+        self._retry_interval = retry_interval
+        self._pending: dict[int, _EpochSettlements] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.fenced = 0  # settlements refused because their epoch's lease was gone
+        self.retries = 0  # batches tried again after a database failure
+
+    def delete(self, epoch: int, seqs: Iterable[int]) -> None:
+        self._at(epoch).deletes.extend(seqs)
+        self._kick()
+
+    def release(self, epoch: int, seqs: Iterable[int], *, delivered: bool) -> None:
+        pending = self._at(epoch)
+        (pending.returns if delivered else pending.unclaims).extend(seqs)
+        self._kick()
+
+    def _at(self, epoch: int) -> _EpochSettlements:
+        pending = self._pending.get(epoch)
+        if pending is None:
+            pending = self._pending[epoch] = _EpochSettlements()
+        return pending
+
+    def _kick(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="wharf amqp settlements"
+            )
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batches, self._pending = self._pending, {}
+                failed = False
+                for epoch, batch in batches.items():
+                    if not await self._commit(epoch, batch) and not self._closing:
+                        self._merge_back(epoch, batch)
+                        failed = True
+                if failed:
+                    self.retries += 1
+                    await asyncio.sleep(self._retry_interval)
+        finally:
+            self._task = None
+
+    def _merge_back(self, epoch: int, batch: _EpochSettlements) -> None:
+        """A batch that did not commit goes back in front of what came since."""
+        later = self._pending.get(epoch)
+        self._pending[epoch] = batch
+        if later is not None:
+            batch.deletes.extend(later.deletes)
+            batch.returns.extend(later.returns)
+            batch.unclaims.extend(later.unclaims)
+
+    async def _commit(self, epoch: int, batch: _EpochSettlements) -> bool:
+        """Whether the batch is done with (committed, or refused for good by its lease)."""
+        lease = NodeLease(self._node_id, epoch)
+
+        async def body(tx: Transaction) -> None:
+            await check_lease(tx, lease, self._db.name)
+            if batch.deletes:
+                await tx.execute(
+                    "DELETE FROM amqp_messages WHERE seq = ANY(%s)"
+                    "   AND claimed_node = %s AND claimed_epoch = %s",
+                    (batch.deletes, self._node_id, epoch),
+                )
+            back = batch.returns + batch.unclaims
+            if back:
+                queues = await tx.fetchall(
+                    "UPDATE amqp_messages SET claimed_node = NULL, claimed_epoch = NULL,"
+                    "       delivery_count = delivery_count"
+                    "                        + CASE WHEN seq = ANY(%s) THEN 1 ELSE 0 END"
+                    " WHERE seq = ANY(%s) AND claimed_node = %s AND claimed_epoch = %s"
+                    " RETURNING queue_id",
+                    (batch.returns, back, self._node_id, epoch),
+                )
+                if batch.returns:
+                    await _drop_over_limit(tx, batch.returns)
+                await _notify(tx, (int(q[0]) for q in queues))
+
+        try:
+            await self._db.run(body, "amqp.settle", retries=_RETRIES)
+        except LeaseLostError:
+            self.fenced += len(batch.deletes) + len(batch.returns) + len(batch.unclaims)
+            log.info("settlements of epoch %d not committed: its lease is gone", epoch)
+        except DatabaseError as exc:
+            log.warning("settlements of epoch %d not committed, trying again: %s", epoch, exc)
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Wait for the settlements queued so far to be committed, or tried once more (what
+        still fails is left to the sweep, once this epoch is over)."""
+        self._closing = True
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """``swept`` False: another node was sweeping."""
+
+    swept: bool
+    released: int = 0
+    queues_deleted: int = 0
+    expired: int = 0
+
+
+async def sweep(db: Database, lease: NodeLease) -> SweepResult:
+    """One sweep (see the module docstring), fenced on ``lease``."""
+
+    async def body(tx: Transaction) -> SweepResult:
+        await check_lease(tx, lease, db.name)
+        if not await tx.fetchval("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,)):
+            return SweepResult(False)
+        t = await tx.fetchval("SELECT clock_timestamp()")
+        await tx.fetchall(
+            "SELECT 1 FROM nodes WHERE lease_expires_at <= %s FOR UPDATE", (t,)
+        )
+        released = await tx.fetchall(
+            "UPDATE amqp_messages m SET claimed_node = NULL, claimed_epoch = NULL,"
+            "       delivery_count = delivery_count + 1"
+            " WHERE claimed_epoch IS NOT NULL AND NOT EXISTS ("
+            "       SELECT 1 FROM nodes n WHERE n.id = m.claimed_node"
+            "          AND n.epoch = m.claimed_epoch AND n.lease_expires_at > %s)"
+            " RETURNING queue_id, seq",
+            (t,),
+        )
+        await _drop_over_limit(tx, [int(r[1]) for r in released])
+        dead_queues = await tx.fetchall(
+            "DELETE FROM amqp_queues q WHERE owner_epoch IS NOT NULL AND NOT EXISTS ("
+            "       SELECT 1 FROM nodes n WHERE n.id = q.owner_node"
+            "          AND n.epoch = q.owner_epoch AND n.lease_expires_at > %s)"
+            " RETURNING id, vhost, name",
+            (t,),
+        )
+        for queue_id, vhost, name in dead_queues:
+            await tx.execute("DELETE FROM amqp_messages WHERE queue_id = %s", (queue_id,))
+            await tx.execute(
+                "DELETE FROM amqp_bindings WHERE vhost = %s AND kind = 'queue'"
+                "   AND destination = %s",
+                (vhost, name),
+            )
+        for vhost in sorted({str(r[1]) for r in dead_queues}):
+            await tx.execute("SELECT pg_notify('wharf_amqp_definitions', %s)", (vhost,))
+        expired = await tx.execute(
+            "DELETE FROM amqp_messages"
+            " WHERE expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            "   AND claimed_epoch IS NULL"
+        )
+        await _notify(tx, (int(r[0]) for r in released))
+        return SweepResult(True, len(released), len(dead_queues), expired)
+
+    return await db.run(body, "amqp.sweep", retries=_RETRIES)

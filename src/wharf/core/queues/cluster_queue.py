@@ -1,0 +1,309 @@
+"""A queue of the cluster, as one node serves it: its local part holds only what this node
+claimed.
+
+How it works: the queue's messages are rows in the database (:mod:`wharf.cluster.queues.messages`).
+A :class:`ClusterQueue` is the single-node :class:`~wharf.core.queues.queue.Queue` (its consumer
+set, ready heap, hand-out and unacked bookkeeping are reused as they are) whose ready heap holds
+only rows this node has *claimed* for its own consumers, on a memory store that keeps nothing:
+
+* when its consumers have credit beyond what is claimed already (prefetch left, summed over the
+  local consumers, at most :data:`CLAIM_BATCH` at a time), it claims that many rows in one
+  transaction (one claim in flight per queue), then dispatches them as the local queue would;
+  a full batch is followed by another; otherwise it waits for a notification that the queue got
+  messages (publish or release on any node) or the next timer tick (a second at most);
+* an ack, an auto-ack delivery, a reject without requeue and an expiry at the head *delete* the
+  row; a requeue and a consumer leaving with unacknowledged messages *release* it (redelivered,
+  delivery count + 1), and claimed messages nobody took when the last consumer leaves are
+  released unchanged. Both go through the node's settler, fenced on the epoch that claimed the
+  row: a delivery claimed under an epoch since lost settles nothing, and comes back by the sweep.
+  When the node's epoch changes (its lease was lost and it registered again), what it had
+  claimed and not handed out is forgotten, not delivered: the sweep returns it to the queue.
+
+``delivery_id`` is the row's ``seq`` (unique in the cluster). :attr:`message_count` is the
+ready rows counted at the last declare plus the ones claimed here and not handed out.
+Consumer priorities hold among one node's consumers; exclusive consumers only on exclusive
+queues (the refusal otherwise is in :meth:`add_consumer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from wharf.core.clock import Clock
+from wharf.core.config import BrokerConfig
+from wharf.core.queues.args import QueueArgs
+from wharf.core.queues.consumers import Consumer, Delivery
+from wharf.core.queues.entry import QueueEntry
+from wharf.core.queues.message import Message
+from wharf.core.queues.queue import Queue, QueueHooks
+from wharf.core.queues.records import stored_size
+from wharf.core.queues.store import memory_store
+from wharf.errors import PreconditionError, StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from wharf.cluster.queues.messages import ClaimedMessage
+
+__all__ = ["CLAIM_BATCH", "ClaimEngine", "ClusterQueue"]
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 200
+"""The most rows one claim takes."""
+
+
+def _token() -> int:
+    return secrets.randbits(63)
+
+
+class ClaimEngine(Protocol):
+    """What a cluster queue asks of its node (the registry's engine)."""
+
+    def epoch(self) -> int | None:
+        """The node's current epoch (None while it holds no lease)."""
+        ...
+
+    async def claim(self, queue_id: int, count: int, token: int) -> list[ClaimedMessage]:
+        """Claim up to ``count`` rows, marked with ``token`` (a claim whose commit outcome is
+        unknown is resolved by looking for it)."""
+        ...
+
+    def delete(self, epoch: int, seqs: list[int]) -> None: ...
+
+    def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None: ...
+
+    def spawn(self, body: Coroutine[Any, Any, None]) -> None: ...
+
+
+class ClusterQueue(Queue):
+    """One queue of the cluster on this node; see the module docstring."""
+
+    fetches_remotely: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        vhost: str,
+        name: str,
+        queue_id: int,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        exclusive_owner: object | None,
+        arguments: Mapping[str, Any],
+        args: QueueArgs,
+        config: BrokerConfig,
+        clock: Clock,
+        hooks: QueueHooks,
+        engine: ClaimEngine,
+    ) -> None:
+        super().__init__(
+            vhost,
+            name,
+            durable=durable,
+            auto_delete=auto_delete,
+            exclusive_owner=exclusive_owner,
+            arguments=arguments,
+            args=args,
+            store=memory_store(config, clock),
+            clock=clock,
+            hooks=hooks,
+            segment_bytes=config.queue_segment_bytes,
+            resident_bytes=config.queue_resident_bytes,
+        )
+        self.queue_id = queue_id
+        self._engine = engine
+        self._epochs: dict[int, int] = {}  # seq -> the epoch that claimed it, for live entries
+        self._claiming = False
+        self._claim_again = False
+        self._epoch = engine.epoch()  # the node's, when this queue last dispatched
+        self.ready_in_db = 0
+        """Unclaimed rows, as counted by the last declare."""
+
+    # ----------------------------------------------------------------------------- gauges
+
+    @property
+    def message_count(self) -> int:
+        return self.ready_in_db + len(self._ready)
+
+    # ------------------------------------------------------------------- what a publish needs
+
+    def row_priority(self, message: Message) -> int:
+        cap = self.args.max_priority
+        return 0 if cap is None else min(message.priority, cap)
+
+    def row_ttl(self, message: Message) -> int | None:
+        ttl = self.args.message_ttl_ms
+        per_message = message.expiration_ms
+        if per_message is not None:
+            ttl = per_message if ttl is None else min(ttl, per_message)
+        return ttl
+
+    # ------------------------------------------------------------------------------ claims
+
+    def dispatch(self) -> None:
+        self._check_epoch()
+        super().dispatch()
+        self._claim_if_credit()
+
+    def _check_epoch(self) -> None:
+        epoch = self._engine.epoch()
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._forget_stale()
+
+    def _forget_stale(self) -> None:
+        """The node's lease changed: ready entries claimed under another epoch are not ours to
+        hand out any more (the sweep returns them to the queue)."""
+        ready = self._ready
+        kept = []
+        while ready:
+            entry = ready.pop()
+            if self._epochs.get(entry.seq) == self._epoch:
+                kept.append(entry)
+            else:
+                self._epochs.pop(entry.seq, None)
+                self._remove_live(entry, settle=False)
+        for entry in kept:
+            ready.push(entry)
+
+    def _credit(self) -> int:
+        total = 0
+        for consumer in self._consumers.members_list:
+            if not consumer.can_take():
+                continue
+            credit = getattr(consumer, "credit", None)
+            total += CLAIM_BATCH if credit is None else int(credit())
+            if total >= CLAIM_BATCH:
+                return CLAIM_BATCH
+        return total
+
+    def _claim_if_credit(self) -> None:
+        if self.deleted or not self._consumers.members_list:
+            return
+        if self._claiming:
+            self._claim_again = True
+            return
+        want = self._credit() - len(self._ready)
+        if want > 0:
+            self._claiming = True
+            self._engine.spawn(self._claim(want))
+
+    async def _claim(self, want: int) -> None:
+        try:
+            while want > 0 and not self.deleted:
+                self._claim_again = False
+                try:
+                    claimed = await self._engine.claim(self.queue_id, want, _token())
+                except StorageError as exc:  # no lease yet, or the database: next tick
+                    log.debug("claim on queue '%s' failed: %s", self.name, exc)
+                    return
+                self._take_claimed(claimed)
+                super().dispatch()
+                if len(claimed) < want and not self._claim_again:
+                    return
+                want = self._credit() - len(self._ready)
+        finally:
+            self._claiming = False
+
+    def _take_claimed(self, claimed: Iterable[ClaimedMessage]) -> None:
+        """Put claimed rows in the local ready heap (or give them back if the queue is gone)."""
+        rows = list(claimed)
+        if self.deleted:
+            for row in rows:
+                self._engine.release(row.epoch, [row.seq], delivered=False)
+            return
+        cap = self.args.max_priority
+        for row in rows:
+            message = Message(row.exchange, row.routing_key, row.properties, row.body)
+            entry = QueueEntry(
+                row.seq,
+                row.seq,
+                message,
+                0 if cap is None else min(row.priority, cap),
+                row.expires_at,
+                row.delivery_count,
+                len(row.body),
+                stored_size(message),
+                False,
+                self.store,
+            )
+            self._epochs[row.seq] = row.epoch
+            self._add_live(entry)
+            self._ready.push(entry)
+            self.published += 1
+
+    async def fetch(self, no_ack: bool) -> Delivery | None:
+        """basic.get: the head of what is claimed here, else one row claimed for it."""
+        self.last_used_ms = self._clock.now_ms()
+        self._check_epoch()
+        if not self._ready and not self.deleted:
+            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()))
+        return self.basic_get(no_ack)
+
+    # -------------------------------------------------------------------------- settlement
+
+    def _commit_state(self) -> None:
+        """Rows settled for good (ack, auto-ack, reject, expiry) are deleted in the database."""
+        if self._pending_settle:
+            settled, self._pending_settle = self._pending_settle, []
+            self._settle_rows(settled, self._engine.delete)
+        self._pending_delivered.clear()
+
+    def _settle_rows(self, seqs: list[int], settle: Any) -> None:
+        by_epoch: dict[int, list[int]] = {}
+        for seq in seqs:
+            epoch = self._epochs.pop(seq, None)
+            if epoch is not None:
+                by_epoch.setdefault(epoch, []).append(seq)
+        for epoch, rows in by_epoch.items():
+            settle(epoch, rows)
+
+    def _return(self, entry: QueueEntry) -> None:
+        """A handed-out message comes back: release its row (redelivered) for any node."""
+        self._remove_live(entry, settle=False)
+        epoch = self._epochs.pop(entry.seq, None)
+        if epoch is not None:
+            self._engine.release(epoch, [entry.seq], delivered=True)
+
+    def _unclaim_ready(self) -> None:
+        """Give back what was claimed here and not handed out."""
+        ready = self._ready
+        while ready:
+            entry = ready.pop()
+            self._remove_live(entry, settle=False)
+            epoch = self._epochs.pop(entry.seq, None)
+            if epoch is not None:
+                self._engine.release(epoch, [entry.seq], delivered=False)
+
+    def purge(self) -> int:
+        """Drop the ready messages claimed here (the vhost deletes the unclaimed rows)."""
+        count = len(self._ready)
+        super().purge()
+        return count
+
+    # --------------------------------------------------------------------------- consumers
+
+    def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
+        if consumer.exclusive and self.exclusive_owner is None:
+            raise PreconditionError(
+                f"exclusive consumers of queue '{self.name}' in vhost '{self.vhost}': not "
+                "supported in cluster mode (only on exclusive queues)"
+            )
+        super().add_consumer(consumer, priority=priority)
+
+    def remove_consumer(self, consumer: Consumer, *, requeue_unacked: bool = True) -> None:
+        super().remove_consumer(consumer, requeue_unacked=requeue_unacked)
+        if not self._consumers.members_list:
+            self._unclaim_ready()
+
+    def release_all(self) -> None:
+        """The node is closing: give back every claimed message, handed out or not."""
+        self._unclaim_ready()
+        for entry in list(self._unacked.values()):
+            del self._unacked[entry.seq]
+            entry.consumer = None
+            self._return(entry)

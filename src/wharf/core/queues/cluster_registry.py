@@ -1,0 +1,350 @@
+"""The virtual hosts of a node in cluster mode (imported only then: the cluster's drivers are
+an optional extra).
+
+How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluster mode. Its
+:class:`QueueEngine` is what the node's cluster vhosts and queues share:
+
+* the **definitions cache**: :meth:`QueueEngine.refresh` reloads every definition from the
+  database and applies it to the vhosts (:meth:`ClusterVirtualHost.apply`); reloads are
+  coalesced (a caller waits for one that *started* after its call, so it sees its own change).
+  A reload is asked for by every notification on the definitions channel, when the
+  ``LISTEN`` connection (re)opens, and every :data:`REFRESH_INTERVAL_S` in any case;
+* the **message paths**: the group-committing :class:`MessageWriter`, the :class:`Settler`,
+  claims, each fenced as :mod:`wharf.cluster.queues.messages` says; a notification that a
+  queue got messages makes its local part claim if its consumers have credit;
+* the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
+  returning the claims of dead epochs, deleting their exclusive queues and expired messages;
+* the **owners** of exclusive queues: a token per local connection, stored with the queue
+  beside the node id and epoch.
+
+Users and permissions are the cluster's too: one document in the database, reloaded with the
+definitions (a node's ``definitions.json``, if it has one, seeds an empty cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wharf.cluster.database import DatabaseError
+from wharf.cluster.queues import definitions as defs
+from wharf.cluster.queues import messages as msgs
+from wharf.cluster.queues.listener import QueueListener
+from wharf.core.clock import Clock
+from wharf.core.config import BrokerConfig
+from wharf.core.queues.cluster_queue import ClusterQueue
+from wharf.core.queues.cluster_vhost import ClusterVirtualHost
+from wharf.core.queues.definitions import load_definitions
+from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
+from wharf.core.queues.vhost import VirtualHost
+from wharf.core.users import UserStore
+from wharf.errors import NotFoundError, PreconditionError, StorageError
+
+if TYPE_CHECKING:
+    from wharf.core.cluster_node import ClusterNode
+
+__all__ = ["REFRESH_INTERVAL_S", "SWEEP_INTERVAL_S", "ClusterVhostRegistry", "QueueEngine"]
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+REFRESH_INTERVAL_S = 10.0
+
+
+class QueueEngine:
+    """What the cluster vhosts and queues of one node share; see the module docstring."""
+
+    def __init__(
+        self, node: ClusterNode, path: Path, config: BrokerConfig, clock: Clock,
+        registry: ClusterVhostRegistry,
+    ) -> None:  # fmt: skip
+        self.node = node
+        self.node_id = node.node_id
+        self.path = path
+        self.config = config
+        self.clock = clock
+        self._registry = registry
+        self._writer = msgs.MessageWriter(node.db)
+        self.settler = msgs.Settler(node.db, node.node_id)
+        self._listener = QueueListener(node.db, self._notified, self._reconnected)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wanted = 0
+        self._applied = 0
+        self._loader: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.owners: dict[str, object] = {}  # connection token -> local connection
+        self._tokens: dict[int, str] = {}  # id(connection) -> token
+        self.sweeps = 0  # sweeps this node ran, for tests
+
+    # ---------------------------------------------------------------------------- leases
+
+    def epoch(self) -> int | None:
+        return self.node.membership.epoch
+
+    def lease_epoch(self) -> int:
+        """This node's epoch; ``LeaseLostError`` while it holds no lease."""
+        return self.node.lease().epoch
+
+    def owner_token(self, owner: object) -> str:
+        token = self._tokens.get(id(owner))
+        if token is None or self.owners.get(token) is not owner:
+            token = secrets.token_hex(8)
+            self._tokens[id(owner)] = token
+            self.owners[token] = owner
+        return token
+
+    def forget_owner(self, owner: object) -> None:
+        token = self._tokens.pop(id(owner), None)
+        if token is not None:
+            self.owners.pop(token, None)
+
+    # ---------------------------------------------------------------------- definitions
+
+    async def refresh(self) -> None:
+        """Return once a reload that began after this call has been applied."""
+        self._wanted += 1
+        target = self._wanted
+        while self._applied < target:
+            if self._loader is None:
+                self._loader = asyncio.get_running_loop().create_task(self._load())
+            await asyncio.shield(self._loader)
+
+    async def _load(self) -> None:
+        try:
+            while self._applied < self._wanted:
+                generation = self._wanted
+                loaded = await defs.load_definitions(self.node.db)
+                self._registry.apply(loaded)
+                self._applied = generation
+        finally:
+            self._loader = None
+
+    def _refresh_soon(self) -> None:
+        self.spawn(self._refresh_logged())
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except StorageError as exc:
+            log.warning("cannot reload the AMQP definitions (keeping the cache): %s", exc)
+
+    async def declare_exchange(self, row: defs.ExchangeRow) -> defs.ExchangeRow:
+        return await defs.declare_exchange(self.node.db, row)
+
+    async def delete_exchange(self, vhost: str, name: str) -> None:
+        await defs.delete_exchange(self.node.db, vhost, name)
+
+    async def declare_queue(self, row: defs.QueueRow) -> tuple[defs.QueueRow, bool]:
+        return await defs.declare_queue(self.node.db, row)
+
+    async def delete_queue(self, queue_id: int) -> int:
+        return await defs.delete_queue(self.node.db, queue_id)
+
+    async def bind(self, row: defs.BindingRow) -> bool:
+        return await defs.bind(self.node.db, row)
+
+    async def unbind(self, row: defs.BindingRow) -> bool:
+        return await defs.unbind(self.node.db, row)
+
+    # -------------------------------------------------------------------------- messages
+
+    def publish(self, rows: Sequence[msgs.NewMessage]) -> asyncio.Future[None]:
+        committed = self._writer.publish(rows)
+        committed.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
+        return committed
+
+    async def claim(self, queue_id: int, count: int, token: int) -> list[msgs.ClaimedMessage]:
+        lease = self.node.lease()
+        try:
+            return await msgs.claim(self.node.db, lease, queue_id, count, token)
+        except DatabaseError as exc:
+            if not exc.outcome_unknown:
+                raise
+        # it may have committed: find what it claimed (until the database answers again)
+        while True:
+            try:
+                return await msgs.claimed_with(self.node.db, lease, queue_id, token)
+            except DatabaseError as exc:
+                log.warning("cannot tell what a claim on queue %d took yet: %s", queue_id, exc)
+                await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    def delete(self, epoch: int, seqs: list[int]) -> None:
+        self.settler.delete(epoch, seqs)
+
+    def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None:
+        self.settler.release(epoch, seqs, delivered=delivered)
+
+    async def ready_count(self, queue_id: int) -> int:
+        return await msgs.ready_count(self.node.db, queue_id)
+
+    async def purge(self, queue_id: int) -> int:
+        return await msgs.purge(self.node.db, queue_id)
+
+    def spawn(self, body: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(body)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ notifications
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == defs.CHANNEL:
+            self._refresh_soon()
+            return
+        for part in payload.split(","):
+            if part.isdigit():
+                queue = self._registry.queue_by_id(int(part))
+                if queue is not None:
+                    queue.dispatch()
+
+    def _reconnected(self) -> None:
+        self._refresh_soon()
+        self._registry.wake_all()
+
+    # ---------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._listener.start()
+        self._housekeeping = asyncio.get_running_loop().create_task(
+            self._run_housekeeping(), name="wharf amqp sweep"
+        )
+
+    async def _run_housekeeping(self) -> None:
+        since_refresh = 0.0
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            since_refresh += SWEEP_INTERVAL_S
+            if since_refresh >= REFRESH_INTERVAL_S:
+                since_refresh = 0.0
+                self._refresh_soon()
+            try:
+                result = await msgs.sweep(self.node.db, self.node.lease())
+            except StorageError as exc:  # no lease yet, or the database: next interval
+                log.debug("AMQP sweep not run: %s", exc)
+                continue
+            if result.swept:
+                self.sweeps += 1
+            if result.released or result.queues_deleted:
+                log.info(
+                    "sweep: %d claims of dead nodes released, %d exclusive queues deleted",
+                    result.released, result.queues_deleted,
+                )  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop listening and sweeping, then commit the publishes and settlements queued."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        await self._listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._writer.close()
+        await self.settler.close()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class ClusterVhostRegistry(VhostRegistry):
+    """The broker's ``vhosts`` in cluster mode; see the module docstring."""
+
+    engine: QueueEngine
+
+    @classmethod
+    async def open_cluster(
+        cls,
+        path: Path,
+        config: BrokerConfig,
+        clock: Clock,
+        users: UserStore,
+        node: ClusterNode,
+        *,
+        start_timer: bool = True,
+    ) -> ClusterVhostRegistry:
+        """The node's view of the cluster's vhosts and users, loaded, with its listener and
+        sweep running."""
+        registry = cls(path, config, clock, users)
+        registry.engine = QueueEngine(node, path, config, clock, registry)
+        data = await asyncio.to_thread(load_definitions_dir, path)
+        if data is not None:
+            users.restore(data)
+        await defs.seed_users(node.db, users.to_json())  # the first node's users, if none yet
+        await registry.engine.refresh()
+        registry.engine.start()
+        if start_timer:
+            registry._timer.start()
+        return registry
+
+    async def save(self) -> None:
+        """Store the users and permissions in the database (every node reloads them)."""
+        await defs.save_users(self.engine.node.db, self._users.to_json())
+
+    def apply(self, loaded: defs.Definitions) -> None:
+        if loaded.users is not None:
+            self._users.restore(loaded.users)
+        for name in loaded.vhosts:
+            if name not in self._vhosts:
+                self._vhosts[name] = self._cluster_vhost(name)
+        for name in [n for n in self._vhosts if n not in loaded.vhosts]:
+            vhost = self._vhosts.pop(name)
+            assert isinstance(vhost, ClusterVirtualHost)
+            vhost.apply([], [], [])
+        for name, vhost in self._vhosts.items():
+            assert isinstance(vhost, ClusterVirtualHost)
+            vhost.apply(
+                [e for e in loaded.exchanges if e.vhost == name],
+                [q for q in loaded.queues if q.vhost == name],
+                [b for b in loaded.bindings if b.vhost == name],
+            )
+
+    def _cluster_vhost(self, name: str) -> ClusterVirtualHost:
+        vhost = ClusterVirtualHost(name, self.engine)
+        vhost.wakeup = self._timer.wake
+        return vhost
+
+    def queue_by_id(self, queue_id: int) -> ClusterQueue | None:
+        for vhost in self._vhosts.values():
+            if isinstance(vhost, ClusterVirtualHost) and queue_id in vhost.by_id:
+                return vhost.by_id[queue_id]
+        return None
+
+    def wake_all(self) -> None:
+        for vhost in self._vhosts.values():
+            for queue in list(vhost.queues.values()):
+                queue.dispatch()
+
+    async def create(self, name: str) -> VirtualHost:
+        if not name:
+            raise PreconditionError("a virtual host needs a name")
+        await defs.create_vhost(self.engine.node.db, name)
+        await self.engine.refresh()
+        return self[name]
+
+    async def delete(self, name: str) -> None:
+        if name not in self._vhosts:
+            raise NotFoundError(f"no vhost '{name}'")
+        if name == DEFAULT_VHOST:
+            raise PreconditionError("the default virtual host cannot be deleted in cluster mode")
+        await defs.delete_vhost(self.engine.node.db, name)
+        await self.engine.refresh()
+        self._users.forget_vhost(name)
+        await self.save()
+
+    async def close(self) -> None:
+        await self._timer.close()
+        for vhost in list(self._vhosts.values()):
+            await vhost.close()
+        await self.engine.close()
+        await self.definitions.close()
+
+
+def load_definitions_dir(path: Path) -> dict[str, Any] | None:
+    path.mkdir(parents=True, exist_ok=True)
+    return load_definitions(path)

@@ -1,0 +1,191 @@
+"""The AMQP message rows: group-committed publishes, claims fenced on the node's lease,
+settlements that a stale epoch cannot commit, and the sweep of dead epochs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from helpers.postgres_server import PostgresServer
+from wharf.cluster.catalog import NodeLease
+from wharf.cluster.database import Database
+from wharf.cluster.nodes import LeaseLostError, Membership, MembershipSettings
+from wharf.cluster.queues import definitions as defs
+from wharf.cluster.queues import messages as msgs
+
+
+def new(queue_id: int, body: bytes, priority: int = 0) -> msgs.NewMessage:
+    return msgs.NewMessage(queue_id, priority, None, "", "q", b"", body)
+
+
+async def make_queue(db: Database, name: str = "q") -> int:
+    row, created = await defs.declare_queue(db, defs.QueueRow(0, "/", name, True, False, ""))
+    assert created
+    return row.id
+
+
+async def second_node(db: Database, name: str = "node-b") -> Membership:
+    membership = Membership(
+        db, name, "127.0.0.1", {}, MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0)
+    )
+    await membership.register()
+    return membership
+
+
+async def expire(db: Database, node_id: str) -> None:
+    async with db.transaction() as tx:
+        await tx.execute(
+            "UPDATE nodes SET lease_expires_at = clock_timestamp() - interval '1 second'"
+            " WHERE id = %s",
+            (node_id,),
+        )
+
+
+async def test_concurrent_publishes_share_transactions_in_order(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    writer = msgs.MessageWriter(db)
+    await asyncio.gather(*(writer.publish([new(queue, b"%d" % i)]) for i in range(50)))
+    assert writer.transactions < 50
+    claimed = await msgs.claim(db, node_lease, queue, 100)
+    assert [m.body for m in claimed] == [b"%d" % i for i in range(50)]
+
+
+async def test_publishes_to_a_deleted_queue_are_left_out(
+    db: Database, node_lease: NodeLease
+) -> None:
+    kept, gone = await make_queue(db, "kept"), await make_queue(db, "gone")
+    await defs.delete_queue(db, gone)
+    writer = msgs.MessageWriter(db)
+    await writer.publish([new(kept, b"a"), new(gone, b"b")])
+    assert await msgs.ready_count(db, kept) == 1
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM amqp_messages") == 1
+
+
+async def test_two_nodes_claim_different_rows_by_priority(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    other = NodeLease.of(await second_node(db))
+    await msgs.MessageWriter(db).publish(
+        [new(queue, b"%d" % i, priority=i % 3) for i in range(9)]
+    )
+    a, b = await asyncio.gather(
+        msgs.claim(db, node_lease, queue, 4), msgs.claim(db, other, queue, 4)
+    )
+    assert len(a) == len(b) == 4
+    assert not {m.seq for m in a} & {m.seq for m in b}
+    for claimed in (a, b):
+        assert [m.priority for m in claimed] == sorted((m.priority for m in claimed), reverse=True)
+    rest = await msgs.claim(db, node_lease, queue, 10)
+    assert [m.priority for m in rest] == [0]  # the two 2s and 1s went first
+
+
+async def test_a_stale_epoch_claims_nothing_and_settles_nothing(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    other = await second_node(db)
+    stale = NodeLease.of(other)
+    await msgs.MessageWriter(db).publish([new(queue, b"x"), new(queue, b"y")])
+    [claimed] = await msgs.claim(db, stale, queue, 1)
+    await other.register()  # a new epoch: the old one is over
+    with pytest.raises(LeaseLostError):
+        await msgs.claim(db, stale, queue, 1)
+    settler = msgs.Settler(db, stale.node_id)
+    settler.delete(stale.epoch, [claimed.seq])
+    await settler.close()
+    assert settler.fenced == 1
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM amqp_messages") == 2
+
+
+async def test_acks_delete_and_requeues_release_with_a_delivery_count(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b"), new(queue, b"c")])
+    a, b, c = await msgs.claim(db, node_lease, queue, 3)
+    settler = msgs.Settler(db, node_lease.node_id)
+    settler.delete(node_lease.epoch, [a.seq])
+    settler.release(node_lease.epoch, [b.seq], delivered=True)
+    settler.release(node_lease.epoch, [c.seq], delivered=False)
+    await settler.close()
+    back = await msgs.claim(db, node_lease, queue, 5)
+    assert [(m.body, m.delivery_count) for m in back] == [(b"b", 1), (b"c", 0)]
+
+
+async def test_the_sweep_returns_a_dead_nodes_claims_and_deletes_its_exclusive_queues(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    dead = NodeLease.of(await second_node(db))
+    own, _ = await defs.declare_queue(
+        db, defs.QueueRow(0, "/", "mine", False, False, "", dead.node_id, dead.epoch, "c1")
+    )
+    await msgs.MessageWriter(db).publish([new(queue, b"x"), new(own.id, b"y")])
+    [claimed] = await msgs.claim(db, dead, queue, 1)
+    result = await msgs.sweep(db, node_lease)
+    assert result == msgs.SweepResult(True, 0, 0, 0)  # the node is alive: nothing to do
+    await expire(db, dead.node_id)
+    result = await msgs.sweep(db, node_lease)
+    assert (result.released, result.queues_deleted) == (1, 1)
+    [again] = await msgs.claim(db, node_lease, queue, 5)
+    assert (again.seq, again.delivery_count) == (claimed.seq, 1)
+    loaded = await defs.load_definitions(db)
+    assert [q.name for q in loaded.queues] == ["q"]
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM amqp_messages") == 1
+
+
+async def test_a_release_over_the_delivery_limit_deletes_the_row(
+    db: Database, node_lease: NodeLease
+) -> None:
+    row, _ = await defs.declare_queue(
+        db, defs.QueueRow(0, "/", "limited", True, False, "", delivery_limit=1)
+    )
+    await msgs.MessageWriter(db).publish([new(row.id, b"x")])
+    settler = msgs.Settler(db, node_lease.node_id)
+    for expected in (1, 1, 0):  # returned once: kept; twice: over the limit
+        claimed = await msgs.claim(db, node_lease, row.id, 1)
+        assert len(claimed) == expected
+        settler.release(node_lease.epoch, [m.seq for m in claimed], delivered=True)
+        await settler.close()
+
+
+async def test_settlements_are_tried_again_until_the_database_is_back(
+    db: Database, node_lease: NodeLease, postgres: PostgresServer
+) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b")])
+    a, b = await msgs.claim(db, node_lease, queue, 2)
+    settler = msgs.Settler(db, node_lease.node_id, retry_interval=0.1)
+    postgres.stop()
+    try:
+        settler.delete(node_lease.epoch, [a.seq])
+        settler.release(node_lease.epoch, [b.seq], delivered=True)
+        async with asyncio.timeout(30):
+            while not settler.retries:
+                await asyncio.sleep(0.05)
+    finally:
+        postgres.start()
+    async with asyncio.timeout(30):
+        while (await msgs.ready_count(db, queue)) != 1:
+            await asyncio.sleep(0.1)
+    await settler.close()
+    [back] = await msgs.claim(db, node_lease, queue, 5)
+    assert (back.body, back.delivery_count) == (b"b", 1)
+
+
+async def test_a_claim_is_found_again_by_its_token(db: Database, node_lease: NodeLease) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b"), new(queue, b"c")])
+    claimed = await msgs.claim(db, node_lease, queue, 2, token=41)
+    await msgs.claim(db, node_lease, queue, 1, token=42)
+    found = await msgs.claimed_with(db, node_lease, queue, 41)
+    assert found == claimed
+    assert [m.body for m in found] == [b"a", b"b"]
+    assert await msgs.claimed_with(db, node_lease, queue, 7) == []

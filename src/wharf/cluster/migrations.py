@@ -181,8 +181,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             decode(replace(gen_random_uuid()::text, '-', ''), 'hex'), 'base64'), '='), '+/', '-_'));
         """,
     ),
-    # Helper "amqpcl" owns migration 5; numbered 4 on its branch while migration 4 ("gc") is
-    # not merged, since versions go without gaps: renumber to 5 when merging after it.
     Migration(
         4,
         "queues: AMQP definitions, users and messages, claimed by node epochs",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from playwright.sync_api import sync_playwright
 
@@ -230,6 +231,40 @@ def test_metrics_report_database_and_object_store_latency(
     assert re.search(heartbeats, text, re.M)
     assert re.search(r'^wharf_database_seconds_count\{operation="migrate"\} 1\.0$', text, re.M)
     assert re.search(r'^wharf_object_store_seconds_count\{operation="open"\} 1\.0$', text, re.M)
+
+
+def test_metrics_report_flushes_and_the_read_cache(two_nodes: list[WharfProcess]) -> None:
+    node = two_nodes[0]
+    producer = Producer({"bootstrap.servers": node.kafka_bootstrap, "acks": "all"})
+    for i in range(20):
+        producer.produce("metered", f"m{i}".encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer(
+        {"bootstrap.servers": node.kafka_bootstrap, "group.id": "metered",
+         "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe(["metered"])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 20 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        got += message is not None and message.error() is None
+    consumer.close()
+    assert got == 20
+
+    def counter(name: str) -> float:
+        text = httpx.get(f"{node.http_url}/metrics", timeout=10).text
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert found, name
+        return float(found.group(1))
+
+    flushes = counter("wharf_cluster_flushes_total")
+    assert flushes >= 1
+    # each flush's object holds at least one record batch (a 61-byte header and more)
+    assert counter("wharf_cluster_flushed_bytes_total") > 61 * flushes
+    # the node reads back what it flushed: its own objects are in its cache
+    assert counter("wharf_cluster_read_cache_hits_total") >= 1
+    counter("wharf_cluster_read_cache_misses_total")  # exported, whatever its value
 
 
 @pytest.mark.slow

@@ -88,6 +88,8 @@ class StreamWriter:
         self.settings = settings
         self._observe = observe
         self._on_object = on_object
+        self.flushes = 0  # committed, for /metrics
+        self.flushed_bytes = 0  # of their objects
         self._intake: Intake[Appended] | None = None
 
     def start(self) -> None:
@@ -136,6 +138,8 @@ class StreamWriter:
         finally:
             self._time("streams.commit", started)
             self._time("streams.flush", uploaded.deadline - self.settings.commit_timeout)
+        self.flushes += 1
+        self.flushed_bytes += len(uploaded.data)
         if self._on_object is not None:
             self._on_object(uploaded.plan.key, uploaded.data)
         return answers

@@ -200,6 +200,16 @@ class ClusterTopicManager:
     def describe_configs(self, name: str) -> builtins.list[ConfigEntry]:
         return describe(self._config.topic_defaults, self.get(name).overrides)
 
+    def engine_counters(self) -> Mapping[str, int]:
+        """The writer's flushes and the reader's cache, for ``/metrics`` (see TopicsView)."""
+        writer, reader = self._streams.writer, self._streams.reader
+        return {
+            "flushes": writer.flushes,
+            "flushed_bytes": writer.flushed_bytes,
+            "read_cache_hits": reader.cache_hits,
+            "read_cache_misses": reader.cache_misses,
+        }
+
     async def reload(self) -> None:
         """Re-read the catalogue; returns once a read that began after this call is in."""
         self._asked += 1

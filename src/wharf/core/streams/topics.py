@@ -217,6 +217,10 @@ class TopicManager:
     async def reload(self) -> None:
         """Nothing to do: this manager's memory is the catalogue."""
 
+    def engine_counters(self) -> Mapping[str, int]:
+        """None on one node (see TopicsView)."""
+        return {}
+
     async def wait_for_any(
         self, positions: Sequence[tuple[PartitionView, int]], timeout_s: float
     ) -> bool:

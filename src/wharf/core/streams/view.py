@@ -119,6 +119,10 @@ class TopicsView(Protocol):
     async def reload(self) -> None:
         """Bring the lookups up to date with the catalogue (after a miss)."""
 
+    def engine_counters(self) -> Mapping[str, int]:
+        """Cluster mode: counters of the node's stream engine for ``/metrics`` (``flushes``,
+        ``flushed_bytes``, ``read_cache_hits``, ``read_cache_misses``); empty on one node."""
+
     # changes
     async def create(
         self,

@@ -11,7 +11,9 @@ request latency (``wharf_http_request_duration_seconds``, by route) recorded by 
 here; in cluster mode also the catalogue database's transactions
 (``wharf_database_seconds``, by transaction name) and the object store's calls
 (``wharf_object_store_seconds``, by operation), recorded through the engines' observe hooks
-(empty families in single-node mode).
+(empty families in single-node mode), and the stream engine's counters:
+``wharf_cluster_flushes_total``, ``wharf_cluster_flushed_bytes_total`` (their ratio is the mean
+flush size), ``wharf_cluster_read_cache_hits_total`` and ``..._misses_total``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ _QUEUE_FAMILIES: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str,
         "dead_lettered",
     ),
 )
+
+
+# Cluster mode: the stream engine's counters (TopicsView.engine_counters), with their help.
+_ENGINE_COUNTERS = {
+    "flushes": "Cluster mode: intake flushes committed, one object each",
+    "flushed_bytes": "Cluster mode: bytes of the committed intake objects (over flushes: the"
+    " mean flush size)",
+    "read_cache_hits": "Cluster mode: fetch reads served from the node's object cache",
+    "read_cache_misses": "Cluster mode: object chunks fetched from the object store",
+}
 
 
 class BrokerCollector(Collector):
@@ -176,6 +188,10 @@ class BrokerCollector(Collector):
             ["operation"],
             (((name,), histogram) for name, histogram in broker.stats.database.items()),
         )
+        for name, count in broker.topics.engine_counters().items():
+            counter = CounterMetricFamily(f"wharf_cluster_{name}", _ENGINE_COUNTERS[name])
+            counter.add_metric([], count)
+            yield counter
         yield histogram_family(
             "wharf_object_store_seconds",
             "Cluster mode: object-store calls, retries included, by operation",

@@ -21,8 +21,8 @@ each value unique. Then, ``--kills`` times:
    brokers again.
 
 It prints each time and the median and maximum, then stops the producer, reads the topic back
-through two nodes and checks the acknowledgements (:mod:`ack_checker`): nothing acknowledged
-lost, dense offsets, both readers agree, no duplicates.
+through two nodes and checks the acknowledgements (:mod:`wharf.testing.cluster_checker`):
+nothing acknowledged lost, dense offsets, both readers agree, no duplicates.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ import time
 import uuid
 from pathlib import Path
 
-import ack_checker
 import kafka_load
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
+
+from wharf.testing import cluster_checker as ack_checker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import local_cluster  # noqa: E402 - scripts/ is not a package

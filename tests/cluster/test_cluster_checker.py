@@ -3,7 +3,7 @@ healthy log), so that its silence in a fault test means something."""
 
 from __future__ import annotations
 
-from helpers.cluster_checker import Ack, check
+from wharf.testing.cluster_checker import Ack, check
 
 HEALTHY = {0: [(0, b"a"), (1, b"b"), (2, b"c")], 1: [(0, b"d")]}
 ACKS = [Ack(0, 0, b"a"), Ack(0, 2, b"c"), Ack(1, 0, b"d")]

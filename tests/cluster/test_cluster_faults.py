@@ -1,5 +1,5 @@
 """Fault tests of a three-node cluster, with real nodes, a real idempotent Kafka producer and a
-checker (helpers/cluster_checker.py): a node killed with SIGKILL while producers write with
+checker (wharf.testing.cluster_checker): a node killed with SIGKILL while producers write with
 acks=all, a node paused past its lease and resumed, PostgreSQL restarted under load, the object
 store black-holed for 10 s, one node cut off from the database past its lease. After each fault
 the checker reads every partition through two different nodes and requires that no
@@ -23,11 +23,11 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers.cluster_checker import Ack, check, read_partitions
 from helpers.cluster_nodes import ClusterNodes
 from helpers.postgres_server import PostgresServer
 from helpers.s3_server import S3Server
 from helpers.tcp_proxy import TcpProxy
+from wharf.testing.cluster_checker import Ack, check, read_partitions
 
 PARTITIONS = 6
 RATE = 500  # messages per second, spread over the partitions by key

@@ -1,15 +1,19 @@
-"""What the failover benchmark checks afterwards: nothing acknowledged lost, nothing invented.
+"""What a fault test or the failover benchmark checks after a cluster was hurt: nothing
+acknowledged lost, nothing invented.
 
-The same checks as the fault tests' (``tests/helpers/cluster_checker.py``; benchmarks do not
-import from ``tests/``): the producer records what the cluster acknowledged (:class:`Ack`:
-partition, offset, value); :func:`read_partitions` reads every partition from offset 0 to its
-end through one node, and :func:`check` compares the acknowledgements with two such reads made
-through two different nodes:
+A test produces unique values with an idempotent producer and records what the cluster
+acknowledged (:class:`Ack`: partition, offset, value). Afterwards :func:`read_partitions` reads
+every partition from offset 0 to its end through one node, and :func:`check` compares the
+acknowledgements with two such reads made through two different nodes:
 
 * **lost**: an acknowledged value missing, or found at another offset than the one acknowledged;
-* **gaps**: offsets that are not dense;
-* **disagreements**: partitions whose records the two readers saw differently;
+* **gaps**: offsets that are not dense (each record's offset is the previous one plus one, from
+  the log start);
+* **disagreements**: partitions whose records the two readers saw differently (order or content);
 * **duplicates**: a value stored twice (an idempotent producer's retry must be deduplicated).
+
+The report keeps every finding, so a failing assertion shows what went wrong, not just that
+something did.
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-from confluent_kafka import Consumer, TopicPartition
 
 Records = dict[int, list[tuple[int, bytes]]]  # partition -> [(offset, value)] in read order
 
@@ -56,7 +58,10 @@ def read_partitions(
     bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 60.0
 ) -> Records:
     """Every record of ``topic``, partition by partition, from the log start to the high
-    watermark as it stood when reading began, through the node at ``bootstrap``."""
+    watermark as it stood when reading began, through the node at ``bootstrap`` (needs
+    confluent-kafka, a test dependency)."""
+    from confluent_kafka import Consumer, TopicPartition
+
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -67,9 +72,9 @@ def read_partitions(
         }
     )
     try:
-        ends = {}
+        ends: dict[int, int] = {}
         for p in range(partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         records: Records = {p: [] for p in range(partitions)}
@@ -81,11 +86,11 @@ def read_partitions(
             message = consumer.poll(0.5)
             if message is None or message.error() is not None:
                 continue
-            p, offset = message.partition(), message.offset()
-            if p in pending and offset is not None and offset < ends[p]:
-                records[p].append((offset, message.value() or b""))
-                if offset + 1 >= ends[p]:
-                    pending.discard(p)
+            partition, offset = message.partition(), message.offset()
+            if partition in pending and offset is not None and offset < ends[partition]:
+                records[partition].append((offset, message.value() or b""))
+                if offset + 1 >= ends[partition]:
+                    pending.discard(partition)
         return records
     finally:
         consumer.close()

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wharf.cluster.database import DatabaseError
+from wharf.cluster.notifications import NotificationListener
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
-from wharf.cluster.queues.listener import QueueListener
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.cluster_queue import ClusterQueue
@@ -70,7 +70,9 @@ class QueueEngine:
         self._registry = registry
         self._writer = msgs.MessageWriter(node.db)
         self.settler = msgs.Settler(node.db, node.node_id)
-        self._listener = QueueListener(node.db, self._notified, self._reconnected)
+        self._listener = NotificationListener(
+            node.db, (defs.CHANNEL, msgs.CHANNEL), self._notified, self._reconnected, what="AMQP"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted = 0
         self._applied = 0

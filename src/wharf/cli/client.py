@@ -26,6 +26,9 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
 ]
 VhostOption = Annotated[str, typer.Option("--vhost", help="AMQP virtual host.")]
+DurableOption = Annotated[
+    bool, typer.Option("--durable/--transient", help="Survive a restart.")
+]
 VhostFilterOption = Annotated[str | None, typer.Option("--vhost", help="Only this vhost.")]
 
 

@@ -8,6 +8,7 @@ import typer
 
 from wharf.cli.client import (
     DEFAULT_URL,
+    DurableOption,
     JsonOption,
     UrlOption,
     VhostFilterOption,
@@ -28,10 +29,7 @@ def declare(
     kind: Annotated[
         str, typer.Option("--type", "-t", help="direct, fanout, topic, headers, ...")
     ] = "direct",
-    durable: Annotated[
-        bool,
-        typer.Option("--durable/--transient", help="Survive a restart."),
-    ] = True,
+    durable: DurableOption = True,
     auto_delete: Annotated[
         bool,
         typer.Option("--auto-delete", help="Delete when its last binding goes."),

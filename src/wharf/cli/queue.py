@@ -8,6 +8,7 @@ import typer
 
 from wharf.cli.client import (
     DEFAULT_URL,
+    DurableOption,
     JsonOption,
     UrlOption,
     VhostFilterOption,
@@ -54,10 +55,7 @@ def declare(
         str | None,
         typer.Option("--dead-letter-exchange", help="x-dead-letter-exchange."),
     ] = None,
-    durable: Annotated[
-        bool,
-        typer.Option("--durable/--transient", help="Survive a restart."),
-    ] = True,
+    durable: DurableOption = True,
     auto_delete: Annotated[
         bool,
         typer.Option("--auto-delete", help="Delete when its last consumer goes."),

@@ -143,7 +143,6 @@ def test_competing_consumers_on_two_nodes_share_a_queue(cluster_nodes: ClusterNo
     [
         ("x-dead-letter-exchange", "dlx"),
         ("x-overflow", "reject-publish"),
-        ("x-single-active-consumer", True),
     ],
 )
 def test_arguments_a_cluster_does_not_implement_close_the_channel_naming_them(

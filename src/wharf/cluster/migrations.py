@@ -257,6 +257,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "queues: the cluster's AMQP consumers, and when each queue was last used",
+        """
+        -- one row per basic.consume, registered by the consumer's node under its epoch;
+        -- id is the registration order (single active consumer: the lowest id goes next)
+        CREATE TABLE amqp_consumers (
+            id         bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            queue_id   bigint  NOT NULL REFERENCES amqp_queues ON DELETE CASCADE,
+            node_id    text    NOT NULL,
+            node_epoch bigint  NOT NULL,
+            tag        text    NOT NULL,
+            exclusive  boolean NOT NULL,
+            active     boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX amqp_consumers_queue ON amqp_consumers (queue_id, id);
+        CREATE INDEX amqp_consumers_epoch ON amqp_consumers (node_epoch);
+        CREATE UNIQUE INDEX amqp_consumers_one_active ON amqp_consumers (queue_id) WHERE active;
+
+        -- x-single-active-consumer; x-expires (ms), and the last use on the database's clock:
+        -- a declare, a basic.get, a consumer coming or the last one going
+        ALTER TABLE amqp_queues
+            ADD COLUMN single_active boolean NOT NULL DEFAULT false,
+            ADD COLUMN expires_ms    bigint,
+            ADD COLUMN last_used_at  timestamptz NOT NULL DEFAULT clock_timestamp();
+        CREATE INDEX amqp_queues_expires ON amqp_queues (id) WHERE expires_ms IS NOT NULL;
+        """,
+    ),
 )
 
 

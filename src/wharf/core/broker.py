@@ -515,6 +515,7 @@ class Broker:
         subscription = QueueSubscription(
             target, tag, prefetch=prefetch, no_ack=no_ack, exclusive=exclusive
         )
+        await target.admit(subscription)
         subscription.start()
         self._subscriptions.add(subscription)
         try:

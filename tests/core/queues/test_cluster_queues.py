@@ -129,8 +129,6 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
     [
         {"x-dead-letter-exchange": "dlx"},
         {"x-overflow": "reject-publish"},
-        {"x-single-active-consumer": True},
-        {"x-expires": 1000},
     ],
 )
 async def test_arguments_not_implemented_in_a_cluster_are_refused_by_name(

@@ -39,6 +39,7 @@ __all__ = [
     "declare_queue",
     "delete_exchange",
     "delete_queue",
+    "delete_queues",
     "delete_vhost",
     "load_definitions",
     "save_users",
@@ -65,7 +66,9 @@ class ExchangeRow:
 class QueueRow:
     """A queue; ``owner_*`` set for an exclusive queue (node id, epoch, connection token);
     ``delivery_limit``: x-delivery-limit, applied by the settlements and the sweep;
-    ``max_length``, ``max_length_bytes``: applied by the publishes (drop-head)."""
+    ``max_length``, ``max_length_bytes``: applied by the publishes (drop-head);
+    ``single_active``: x-single-active-consumer; ``expires_ms``: x-expires (both applied through
+    :mod:`.consumers`)."""
 
     id: int
     vhost: str
@@ -79,6 +82,8 @@ class QueueRow:
     delivery_limit: int | None = None
     max_length: int | None = None
     max_length_bytes: int | None = None
+    single_active: bool = False
+    expires_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,8 @@ async def load_definitions(db: Database) -> Definitions:
         )
         queues = await tx.fetchall(
             "SELECT id, vhost, name, durable, auto_delete, arguments, owner_node, owner_epoch,"
-            "       owner_connection, delivery_limit, max_length, max_length_bytes"
+            "       owner_connection, delivery_limit, max_length, max_length_bytes,"
+            "       single_active, expires_ms"
             "  FROM amqp_queues ORDER BY vhost, name"
         )
         bindings = await tx.fetchall(
@@ -216,19 +222,20 @@ async def declare_queue(db: Database, row: QueueRow) -> tuple[QueueRow, bool]:
         new_id = await tx.fetchval(
             "INSERT INTO amqp_queues (vhost, name, durable, auto_delete, arguments, owner_node,"
             "                         owner_epoch, owner_connection, delivery_limit, max_length,"
-            "                         max_length_bytes)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "                         max_length_bytes, single_active, expires_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING id",
             (row.vhost, row.name, row.durable, row.auto_delete, row.arguments, row.owner_node,
              row.owner_epoch, row.owner_connection, row.delivery_limit, row.max_length,
-             row.max_length_bytes),
+             row.max_length_bytes, row.single_active, row.expires_ms),
         )  # fmt: skip
         if new_id is not None:
             await _notify(tx, row.vhost)
             return replace(row, id=int(new_id)), True
         found = await tx.fetchone(
             "SELECT id, vhost, name, durable, auto_delete, arguments, owner_node, owner_epoch,"
-            "       owner_connection, delivery_limit, max_length, max_length_bytes"
+            "       owner_connection, delivery_limit, max_length, max_length_bytes,"
+            "       single_active, expires_ms"
             "  FROM amqp_queues WHERE vhost = %s AND name = %s",
             (row.vhost, row.name),
         )
@@ -240,22 +247,31 @@ async def declare_queue(db: Database, row: QueueRow) -> tuple[QueueRow, bool]:
 async def delete_queue(db: Database, queue_id: int) -> int:
     """The queue, its bindings and its messages; returns how many messages were ready."""
     async with db.transaction("amqp.queue.delete") as tx:
-        row = await tx.fetchone(
-            "DELETE FROM amqp_queues WHERE id = %s RETURNING vhost, name", (queue_id,)
-        )
-        if row is None:
-            return 0
-        vhost, name = row
-        ready = await tx.fetchval(
-            "WITH gone AS (DELETE FROM amqp_messages WHERE queue_id = %s"
-            "              RETURNING claimed_epoch)"
-            " SELECT count(*) FILTER (WHERE claimed_epoch IS NULL) FROM gone",
-            (queue_id,),
-        )
+        return await delete_queues(tx, [queue_id])
+
+
+async def delete_queues(tx: Transaction, queue_ids: list[int]) -> int:
+    """Delete the queues that still exist among ``queue_ids`` (their consumers go by cascade),
+    with their bindings and messages, and announce it; returns how many messages were ready."""
+    if not queue_ids:
+        return 0
+    rows = await tx.fetchall(
+        "DELETE FROM amqp_queues WHERE id = ANY(%s) RETURNING id, vhost, name", (queue_ids,)
+    )
+    if not rows:
+        return 0
+    ready = await tx.fetchval(
+        "WITH gone AS (DELETE FROM amqp_messages WHERE queue_id = ANY(%s)"
+        "              RETURNING claimed_epoch)"
+        " SELECT count(*) FILTER (WHERE claimed_epoch IS NULL) FROM gone",
+        ([int(r[0]) for r in rows],),
+    )
+    for _, vhost, name in rows:
         await tx.execute(
             "DELETE FROM amqp_bindings WHERE vhost = %s AND kind = 'queue' AND destination = %s",
             (vhost, name),
         )
+    for vhost in sorted({str(r[1]) for r in rows}):
         await _notify(tx, vhost)
     return int(ready or 0)
 

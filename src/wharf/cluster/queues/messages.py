@@ -28,7 +28,9 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
 * **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
   transaction-level advisory lock), releases the claims of epochs that are not live at one
   instant ``t`` of the database's clock (their rows' ``delivery_count`` raised: they were
-  delivered), deletes the exclusive queues of such epochs, and drops expired ready rows.
+  delivered), deletes the exclusive queues of such epochs, and drops expired ready rows;
+  then :func:`~wharf.cluster.queues.consumers.sweep_consumers` removes such epochs' consumers
+  (single active consumer, auto-delete and x-expires follow from it).
   It first locks ``FOR UPDATE`` the ``nodes`` rows whose lease ended by ``t``, so a fenced
   settlement of such a node that passed its lease check either committed before or fails
   after; an epoch with no row at all (replaced or deregistered) can pass no lease check.
@@ -46,6 +48,7 @@ from typing import Any
 from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.queues.consumers import SweptConsumers, sweep_consumers
 
 __all__ = [
     "CHANNEL",
@@ -237,12 +240,14 @@ class MessageWriter:
 
 
 async def claim(
-    db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0
-) -> list[ClaimedMessage]:
+    db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0,
+    consumer: int | None = None,
+) -> list[ClaimedMessage]:  # fmt: skip
     """Claim up to ``count`` ready rows of the queue for ``lease``, in delivery order
     (priority descending, then ``seq``); ``LeaseLostError`` without a live lease. The rows
     carry ``token``: when the commit's outcome is unknown, :func:`claimed_with` finds what it
-    claimed, if it did."""
+    claimed, if it did. With ``consumer`` (a single-active-consumer queue) nothing is claimed
+    unless that registered consumer is the queue's active one."""
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
         # the lease check (rule 5: checked and share-locked) and the claim in one statement
@@ -252,6 +257,8 @@ async def claim(
             " claimed AS ("
             "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
             "   WHERE EXISTS (SELECT 1 FROM lease)"
+            "     AND (%s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
+            "                                         WHERE id = %s AND active))"
             "     AND seq IN (SELECT seq FROM amqp_messages"
             "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
             "                    AND (expires_at IS NULL OR expires_at >"
@@ -261,7 +268,8 @@ async def claim(
             "            properties, body)"
             " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
             "   LEFT JOIN claimed c ON true",
-            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, queue_id, count),
+            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, consumer, consumer,
+             queue_id, count),
         )
 
     rows = await db.run(body, "amqp.claim", retries=_RETRIES)
@@ -454,6 +462,7 @@ class SweepResult:
     released: int = 0
     queues_deleted: int = 0
     expired: int = 0
+    consumers: SweptConsumers = field(default_factory=SweptConsumers)
 
 
 async def sweep(db: Database, lease: NodeLease) -> SweepResult:
@@ -499,6 +508,7 @@ async def sweep(db: Database, lease: NodeLease) -> SweepResult:
             "   AND claimed_epoch IS NULL"
         )
         await _notify(tx, (int(r[0]) for r in released))
-        return SweepResult(True, len(released), len(dead_queues), expired)
+        consumers = await sweep_consumers(tx, t)
+        return SweepResult(True, len(released), len(dead_queues), expired, consumers)
 
     return await db.run(body, "amqp.sweep", retries=_RETRIES)

@@ -20,9 +20,20 @@ only rows this node has *claimed* for its own consumers, on a memory store that 
   claimed and not handed out is forgotten, not delivered: the sweep returns it to the queue.
 
 ``delivery_id`` is the row's ``seq`` (unique in the cluster). :attr:`message_count` is the
-ready rows counted at the last declare plus the ones claimed here and not handed out.
-Consumer priorities hold among one node's consumers; exclusive consumers only on exclusive
-queues (the refusal otherwise is in :meth:`add_consumer`).
+ready rows counted at the last declare plus the ones claimed here and not handed out;
+:attr:`consumer_count` the other nodes' consumers counted then plus this node's.
+
+Consumers are registered in the cluster (:mod:`wharf.cluster.queues.consumers`): :meth:`admit`
+(awaited before consume-ok) writes the row, refused with 403 when exclusivity forbids it;
+:meth:`add_consumer` then subscribes as on one node; :meth:`remove_consumer` removes the row
+(the node's engine retries until it commits or the lease is gone). A consumer that goes while
+its registration is in flight is removed once it lands. Under single-active-consumer the
+database names the active consumer (registration order, across nodes); only that consumer, if
+it is here, is served, claims carry its id and take nothing once it is no longer active, and a
+node whose consumer is not active holds no claimed rows. Consumer priorities order a node's
+own consumers, not single-active-consumer's choice. When the node's epoch changes, consumers
+registered under the old one are cancelled (their rows went with the epoch). x-expires is the
+sweep's, on the database's clock: no local timer deletes a queue here.
 """
 
 from __future__ import annotations
@@ -41,11 +52,12 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue, QueueHooks
 from wharf.core.queues.records import stored_size
 from wharf.core.queues.store import memory_store
-from wharf.errors import PreconditionError, StorageError
+from wharf.errors import AccessRefusedError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from wharf.cluster.queues.consumers import Registration
     from wharf.cluster.queues.messages import ClaimedMessage
 
 __all__ = ["CLAIM_BATCH", "ClaimEngine", "ClusterQueue"]
@@ -67,9 +79,27 @@ class ClaimEngine(Protocol):
         """The node's current epoch (None while it holds no lease)."""
         ...
 
-    async def claim(self, queue_id: int, count: int, token: int) -> list[ClaimedMessage]:
+    async def claim(
+        self, queue_id: int, count: int, token: int, consumer: int | None = None
+    ) -> list[ClaimedMessage]:
         """Claim up to ``count`` rows, marked with ``token`` (a claim whose commit outcome is
-        unknown is resolved by looking for it)."""
+        unknown is resolved by looking for it); with ``consumer``, only while that registered
+        consumer is the queue's active one."""
+        ...
+
+    async def register_consumer(
+        self, queue_id: int, tag: str, *, exclusive: bool
+    ) -> tuple[Registration | None, int]:
+        """Register a consumer: its registration (None: refused by exclusivity) and the
+        epoch it was made under."""
+        ...
+
+    def deregister_consumer(self, epoch: int, consumer_id: int) -> None:
+        """Remove a registration (in the background, retried until done or fenced)."""
+        ...
+
+    async def touch(self, queue_id: int) -> None:
+        """Mark the queue used now (x-expires)."""
         ...
 
     def delete(self, epoch: int, seqs: list[int]) -> None: ...
@@ -122,12 +152,32 @@ class ClusterQueue(Queue):
         self._epoch = engine.epoch()  # the node's, when this queue last dispatched
         self.ready_in_db = 0
         """Unclaimed rows, as counted by the last declare."""
+        self.consumers_elsewhere = 0
+        """Other nodes' (and epochs') consumers, as counted by the last declare."""
+        self.active_id: int | None = None
+        """Single active consumer: the registration the cluster made active, as last learned."""
+        self._registered: dict[Consumer, tuple[int, int]] = {}  # -> (registration id, epoch)
+        self._admitting: set[Consumer] = set()
+        self._abandoned: set[Consumer] = set()  # went while their registration was in flight
 
     # ----------------------------------------------------------------------------- gauges
 
     @property
     def message_count(self) -> int:
         return self.ready_in_db + len(self._ready)
+
+    @property
+    def consumer_count(self) -> int:
+        return self.consumers_elsewhere + len(self._consumers)
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        if not self.args.single_active_consumer or self.active_id is None:
+            return None
+        for consumer, (registration, _) in self._registered.items():
+            if registration == self.active_id and consumer in self._consumers:
+                return consumer
+        return None
 
     # ------------------------------------------------------------------- what a publish needs
 
@@ -154,6 +204,7 @@ class ClusterQueue(Queue):
         if epoch != self._epoch:
             self._epoch = epoch
             self._forget_stale()
+            self._cancel_stale()
 
     def _forget_stale(self) -> None:
         """The node's lease changed: ready entries claimed under another epoch are not ours to
@@ -170,7 +221,17 @@ class ClusterQueue(Queue):
         for entry in kept:
             ready.push(entry)
 
+    def _cancel_stale(self) -> None:
+        """Consumers registered under another epoch lost their registration with it."""
+        for consumer, (_, epoch) in list(self._registered.items()):
+            if epoch != self._epoch and consumer in self._consumers:
+                self.remove_consumer(consumer, requeue_unacked=False)
+                consumer.cancelled(self)
+
     def _credit(self) -> int:
+        if self.args.single_active_consumer:
+            active = self.active_consumer
+            return 0 if active is None else self._credit_of(active)
         total = 0
         for consumer in self._consumers.members_list:
             if not consumer.can_take():
@@ -180,6 +241,22 @@ class ClusterQueue(Queue):
             if total >= CLAIM_BATCH:
                 return CLAIM_BATCH
         return total
+
+    @staticmethod
+    def _credit_of(consumer: Consumer) -> int:
+        if not consumer.can_take():
+            return 0
+        credit = getattr(consumer, "credit", None)
+        return CLAIM_BATCH if credit is None else min(int(credit()), CLAIM_BATCH)
+
+    def _dispatch_round(self) -> None:
+        if not self.args.single_active_consumer:
+            super()._dispatch_round()
+            return
+        active = self.active_consumer
+        while active is not None and self._has_ready() and active.can_take():
+            if not self._offer(active):
+                return
 
     def _claim_if_credit(self) -> None:
         if self.deleted or not self._consumers.members_list:
@@ -196,8 +273,9 @@ class ClusterQueue(Queue):
         try:
             while want > 0 and not self.deleted:
                 self._claim_again = False
+                consumer = self.active_id if self.args.single_active_consumer else None
                 try:
-                    claimed = await self._engine.claim(self.queue_id, want, _token())
+                    claimed = await self._engine.claim(self.queue_id, want, _token(), consumer)
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
@@ -212,7 +290,7 @@ class ClusterQueue(Queue):
     def _take_claimed(self, claimed: Iterable[ClaimedMessage]) -> None:
         """Put claimed rows in the local ready heap (or give them back if the queue is gone)."""
         rows = list(claimed)
-        if self.deleted:
+        if self.deleted or (self.args.single_active_consumer and self.active_consumer is None):
             for row in rows:
                 self._engine.release(row.epoch, [row.seq], delivered=False)
             return
@@ -239,6 +317,8 @@ class ClusterQueue(Queue):
     async def fetch(self, no_ack: bool) -> Delivery | None:
         """basic.get: the head of what is claimed here, else one row claimed for it."""
         self.last_used_ms = self._clock.now_ms()
+        if self.args.expires_ms is not None:
+            await self._engine.touch(self.queue_id)
         self._check_epoch()
         if not self._ready and not self.deleted:
             self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()))
@@ -287,18 +367,72 @@ class ClusterQueue(Queue):
 
     # --------------------------------------------------------------------------- consumers
 
-    def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
-        if consumer.exclusive and self.exclusive_owner is None:
-            raise PreconditionError(
-                f"exclusive consumers of queue '{self.name}' in vhost '{self.vhost}': not "
-                "supported in cluster mode (only on exclusive queues)"
+    async def admit(self, consumer: Consumer) -> None:
+        """Register ``consumer`` in the cluster before :meth:`add_consumer`; AccessRefusedError
+        (403) while an exclusive consumer is registered anywhere, or when ``consumer`` is
+        exclusive and any other is."""
+        self._admitting.add(consumer)
+        try:
+            registration, epoch = await self._engine.register_consumer(
+                self.queue_id, consumer.tag, exclusive=consumer.exclusive
             )
+        except BaseException:
+            self._abandoned.discard(consumer)
+            raise
+        finally:
+            self._admitting.discard(consumer)
+        if registration is None:
+            self._abandoned.discard(consumer)
+            raise AccessRefusedError(
+                f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
+            )
+        if consumer in self._abandoned or self.deleted:
+            self._abandoned.discard(consumer)
+            self._engine.deregister_consumer(epoch, registration.id)
+            return
+        self._registered[consumer] = (registration.id, epoch)
+        if registration.active:
+            self.active_id = registration.id
+
+    def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
+        if self.deleted:  # deleted while the registration was made: cancelled at once
+            self._registered.pop(consumer, None)
+            consumer.cancelled(self)
+            return
         super().add_consumer(consumer, priority=priority)
 
     def remove_consumer(self, consumer: Consumer, *, requeue_unacked: bool = True) -> None:
+        if consumer in self._admitting:
+            self._abandoned.add(consumer)
+        registered = self._registered.pop(consumer, None)
         super().remove_consumer(consumer, requeue_unacked=requeue_unacked)
-        if not self._consumers.members_list:
+        if registered is not None:
+            if registered[0] == self.active_id:
+                self.active_id = None
+            self._engine.deregister_consumer(registered[1], registered[0])
+        if not self._consumers.members_list or (
+            self.args.single_active_consumer and self.active_consumer is None
+        ):
             self._unclaim_ready()
+
+    def learn_active(self, consumer_id: int | None) -> None:
+        """Single active consumer: the cluster's active registration is ``consumer_id``."""
+        if consumer_id == self.active_id:
+            return
+        self.active_id = consumer_id
+        if self.active_consumer is None:
+            self._unclaim_ready()
+        else:
+            self.dispatch()
+
+    # ------------------------------------------------------------------------------ timer
+
+    def next_deadline(self) -> int | None:
+        """Only the head's expiry: x-expires is the sweep's (on the database's clock)."""
+        return self._ready.head().expires_at if self._ready else None
+
+    def idle_expired(self, now_ms: int) -> bool:
+        return False
 
     def release_all(self) -> None:
         """The node is closing: give back every claimed message, handed out or not."""

@@ -15,7 +15,12 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
   returning the claims of dead epochs, deleting their exclusive queues and expired messages;
 * the **owners** of exclusive queues: a token per local connection, stored with the queue
-  beside the node id and epoch.
+  beside the node id and epoch;
+* the **consumer registry** (:mod:`wharf.cluster.queues.consumers`): registrations made before
+  consume-ok, removals retried every :data:`SWEEP_INTERVAL_S` until they commit or the lease
+  is gone; which consumer is active on a single-active-consumer queue is learned from the
+  removal that promoted it, from a notification on the consumers channel, and, as the bounded
+  fallback, read every :data:`SWEEP_INTERVAL_S` for the queues with consumers here.
 
 Users and permissions are the cluster's too: one document in the database, reloaded with the
 definitions (a node's ``definitions.json``, if it has one, seeds an empty cluster).
@@ -30,8 +35,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import DatabaseError
+from wharf.cluster.nodes import LeaseLostError
 from wharf.cluster.notifications import NotificationListener
+from wharf.cluster.queues import consumers as cons
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
 from wharf.core.clock import Clock
@@ -71,7 +79,8 @@ class QueueEngine:
         self._writer = msgs.MessageWriter(node.db)
         self.settler = msgs.Settler(node.db, node.node_id)
         self._listener = NotificationListener(
-            node.db, (defs.CHANNEL, msgs.CHANNEL), self._notified, self._reconnected, what="AMQP"
+            node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL), self._notified,
+            self._reconnected, what="AMQP",
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted = 0
@@ -159,10 +168,12 @@ class QueueEngine:
         committed.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
         return committed
 
-    async def claim(self, queue_id: int, count: int, token: int) -> list[msgs.ClaimedMessage]:
+    async def claim(
+        self, queue_id: int, count: int, token: int, consumer: int | None = None
+    ) -> list[msgs.ClaimedMessage]:
         lease = self.node.lease()
         try:
-            return await msgs.claim(self.node.db, lease, queue_id, count, token)
+            return await msgs.claim(self.node.db, lease, queue_id, count, token, consumer)
         except DatabaseError as exc:
             if not exc.outcome_unknown:
                 raise
@@ -180,8 +191,57 @@ class QueueEngine:
     def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None:
         self.settler.release(epoch, seqs, delivered=delivered)
 
-    async def ready_count(self, queue_id: int) -> int:
-        return await msgs.ready_count(self.node.db, queue_id)
+    async def counts(self, queue_id: int) -> tuple[int, int]:
+        return await cons.counts(self.node.db, self.node.lease(), queue_id)
+
+    async def touch(self, queue_id: int) -> None:
+        await cons.touch(self.node.db, self.node.lease(), queue_id)
+
+    # ------------------------------------------------------------------------- consumers
+
+    async def register_consumer(
+        self, queue_id: int, tag: str, *, exclusive: bool
+    ) -> tuple[cons.Registration | None, int]:
+        lease = self.node.lease()
+        registration = await cons.register(self.node.db, lease, queue_id, tag, exclusive=exclusive)
+        return registration, lease.epoch
+
+    def deregister_consumer(self, epoch: int, consumer_id: int) -> None:
+        self.spawn(self._deregister(NodeLease(self.node_id, epoch), consumer_id))
+
+    async def _deregister(self, lease: NodeLease, consumer_id: int) -> None:
+        while True:
+            try:
+                departure = await cons.deregister(self.node.db, lease, [consumer_id])
+            except LeaseLostError:
+                return  # the sweep removes it with its epoch
+            except StorageError as exc:
+                log.warning("cannot remove consumer %d yet, trying again: %s", consumer_id, exc)
+                await asyncio.sleep(SWEEP_INTERVAL_S)
+                continue
+            if departure.promoted:
+                await self._learn_active(departure.promoted)
+            if departure.deleted:
+                await self._refresh_logged()
+            return
+
+    async def _learn_active(self, queue_ids: list[int]) -> None:
+        """Read which consumers are active on these single-active-consumer queues."""
+        queues = [q for i in queue_ids if (q := self._registry.queue_by_id(i)) is not None]
+        queues = [q for q in queues if q.args.single_active_consumer]
+        if not queues:
+            return
+        try:
+            active = await cons.active_consumers(self.node.db, [q.queue_id for q in queues])
+        except StorageError as exc:
+            log.debug("cannot read the active consumers: %s", exc)
+            return
+        for queue in queues:
+            queue.learn_active(active.get(queue.queue_id))
+
+    async def _learn_active_here(self) -> None:
+        """The fallback: the single-active-consumer queues with consumers on this node."""
+        await self._learn_active(self._registry.single_active_in_use())
 
     async def purge(self, queue_id: int) -> int:
         return await msgs.purge(self.node.db, queue_id)
@@ -197,6 +257,9 @@ class QueueEngine:
         if channel == defs.CHANNEL:
             self._refresh_soon()
             return
+        if channel == cons.CHANNEL:
+            self.spawn(self._learn_active([int(p) for p in payload.split(",") if p.isdigit()]))
+            return
         for part in payload.split(","):
             if part.isdigit():
                 queue = self._registry.queue_by_id(int(part))
@@ -205,6 +268,7 @@ class QueueEngine:
 
     def _reconnected(self) -> None:
         self._refresh_soon()
+        self.spawn(self._learn_active_here())
         self._registry.wake_all()
 
     # ---------------------------------------------------------------------- lifecycle
@@ -223,6 +287,7 @@ class QueueEngine:
             if since_refresh >= REFRESH_INTERVAL_S:
                 since_refresh = 0.0
                 self._refresh_soon()
+            await self._learn_active_here()
             try:
                 result = await msgs.sweep(self.node.db, self.node.lease())
             except StorageError as exc:  # no lease yet, or the database: next interval
@@ -234,6 +299,13 @@ class QueueEngine:
                 log.info(
                     "sweep: %d claims of dead nodes released, %d exclusive queues deleted",
                     result.released, result.queues_deleted,
+                )  # fmt: skip
+            swept = result.consumers
+            if swept.removed or swept.expired:
+                log.info(
+                    "sweep: %d consumers of dead nodes removed, %d auto-delete queues and %d "
+                    "idle x-expires queues deleted",
+                    swept.removed, swept.auto_deleted, swept.expired,
                 )  # fmt: skip
 
     async def close(self) -> None:
@@ -316,6 +388,16 @@ class ClusterVhostRegistry(VhostRegistry):
             if isinstance(vhost, ClusterVirtualHost) and queue_id in vhost.by_id:
                 return vhost.by_id[queue_id]
         return None
+
+    def single_active_in_use(self) -> list[int]:
+        """The single-active-consumer queues that have consumers on this node."""
+        return [
+            queue.queue_id
+            for vhost in self._vhosts.values()
+            if isinstance(vhost, ClusterVirtualHost)
+            for queue in vhost.by_id.values()
+            if queue.args.single_active_consumer and queue.consumers
+        ]
 
     def wake_all(self) -> None:
         for vhost in self._vhosts.values():

@@ -53,8 +53,6 @@ __all__ = ["ClusterVirtualHost", "encode_sorted", "refuse_unsupported"]
 _UNSUPPORTED_QUEUE_ARGS = (
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
-    "x-single-active-consumer",
-    "x-expires",
 )
 
 
@@ -63,8 +61,7 @@ def encode_sorted(arguments: Mapping[str, Any] | None) -> str:
     return encode_arguments(dict(sorted((arguments or {}).items())))
 
 
-def refuse_unsupported(name: str, arguments: Mapping[str, Any], auto_delete: bool,
-                       exclusive: bool) -> None:  # fmt: skip
+def refuse_unsupported(name: str, arguments: Mapping[str, Any]) -> None:
     """PreconditionError (406) naming the first argument a cluster queue does not implement."""
     for arg in _UNSUPPORTED_QUEUE_ARGS:
         if arg in arguments:
@@ -78,11 +75,6 @@ def refuse_unsupported(name: str, arguments: Mapping[str, Any], auto_delete: boo
         raise PreconditionError(
             f"queue '{name}': argument 'x-overflow' is not supported in cluster mode with "
             f"value {overflow!r} (only drop-head)"
-        )
-    if auto_delete and not exclusive:
-        raise PreconditionError(
-            f"queue '{name}': auto_delete is not supported in cluster mode (except on "
-            "exclusive queues)"
         )
 
 
@@ -299,10 +291,12 @@ class ClusterVirtualHost(VirtualHost):
                 f"invalid property for quorum queue '{name}': quorum queues must be "
                 "durable, not exclusive and not auto-delete"
             )
-        refuse_unsupported(name, args_map, auto_delete, exclusive)
+        refuse_unsupported(name, args_map)
         row = QueueRow(0, self.name, name, durable, auto_delete, encode_sorted(args_map),
                        delivery_limit=parsed.delivery_limit, max_length=parsed.max_length,
-                       max_length_bytes=parsed.max_length_bytes)  # fmt: skip
+                       max_length_bytes=parsed.max_length_bytes,
+                       single_active=parsed.single_active_consumer,
+                       expires_ms=parsed.expires_ms)  # fmt: skip
         if exclusive:
             if owner is None:
                 raise PreconditionError("an exclusive queue needs an owner")
@@ -328,8 +322,11 @@ class ClusterVirtualHost(VirtualHost):
         return queue
 
     async def _count(self, queue: Queue) -> None:
+        """Read what declare-ok reports (and renew an x-expires queue's use)."""
         if isinstance(queue, ClusterQueue):
-            queue.ready_in_db = await self._engine.ready_count(queue.queue_id)
+            queue.ready_in_db, queue.consumers_elsewhere = await self._engine.counts(
+                queue.queue_id
+            )
 
     async def delete_queue(
         self,
@@ -340,6 +337,8 @@ class ClusterVirtualHost(VirtualHost):
         owner: object | None = None,
     ) -> int:
         queue = await self._found_queue(name, owner)
+        if if_unused:
+            await self._count(queue)
         if if_unused and queue.consumer_count:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty:
@@ -362,12 +361,8 @@ class ClusterVirtualHost(VirtualHost):
         self._engine.forget_owner(owner)
 
     def queue_unused(self, queue: Queue) -> None:
-        """An exclusive auto-delete queue lost its last consumer: delete it."""
-        if self.queues.get(queue.name) is queue:
-            self._spawn(self._delete_unused(queue))
-
-    async def _delete_unused(self, queue: Queue) -> None:
-        await self.delete_queue(queue.name, owner=queue.exclusive_owner)
+        """An auto-delete queue lost its last consumer *here*: the transaction that removes
+        the last consumer's registration in the cluster deletes it (cluster_queue.py)."""
 
     # ---------------------------------------------------------------------------- bindings
 

@@ -452,6 +452,10 @@ class Queue:
 
     # --------------------------------------------------------------------------- consumers
 
+    async def admit(self, consumer: Consumer) -> None:
+        """Make ``consumer`` known where the queue's consumers are kept before
+        :meth:`add_consumer` (nothing to do on one node; a queue of the cluster registers it)."""
+
     def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
         """Subscribe with a ``priority`` (higher is served first, see the module docstring);
         raises AccessRefusedError (403) against an exclusive consumer."""

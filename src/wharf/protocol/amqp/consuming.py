@@ -211,11 +211,29 @@ class Consuming:
             )
         priority = _consumer_priority(m.arguments)
         consumer = ChannelConsumer(self, queue, tag, no_ack=m.no_ack, exclusive=m.exclusive)
+        self.consumers[tag] = consumer  # a close from here on cancels it
+        if queue.fetches_remotely:  # a queue of the cluster registers the consumer first
+            self.owner.await_core(
+                self._admit(queue, consumer), lambda _: self._subscribe(m, consumer, priority)
+            )
+            return
+        self._subscribe(m, consumer, priority)
+
+    async def _admit(self, queue: Queue, consumer: ChannelConsumer) -> None:
+        try:
+            await queue.admit(consumer)
+        except BaseException:
+            if self.consumers.get(consumer.tag) is consumer:
+                del self.consumers[consumer.tag]
+            raise
+
+    def _subscribe(
+        self, m: commands.Basic.Consume, consumer: ChannelConsumer, priority: int
+    ) -> None:
         # Consume-Ok goes out before the first delivery, which add_consumer may trigger.
         if not m.nowait:
-            channel.send(commands.Basic.ConsumeOk(consumer_tag=tag))
-        self.consumers[tag] = consumer
-        queue.add_consumer(consumer, priority=priority)
+            self.channel.send(commands.Basic.ConsumeOk(consumer_tag=consumer.tag))
+        consumer.queue.add_consumer(consumer, priority=priority)
 
     def cancel(self, m: commands.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag or "", None)

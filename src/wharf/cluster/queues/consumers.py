@@ -80,7 +80,7 @@ class SweptConsumers:
 
 
 async def register(
-    db: Database, lease: NodeLease, queue_id: int, tag: str, *, exclusive: bool
+    db: Database, lease: NodeLease, queue_id: int, tag: str, *, exclusive: bool = False
 ) -> Registration | None:
     """Register a consumer of the queue for ``lease``; None when exclusivity refuses it.
     ``LeaseLostError`` without a live lease, ``NotFoundError`` when the queue is gone."""

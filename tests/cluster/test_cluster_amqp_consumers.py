@@ -174,6 +174,7 @@ async def test_declare_counts_report_other_nodes_consumers_and_renew_x_expires(
     await register(db, b, queue, "b2")
     await msgs.MessageWriter(db).publish([msgs.NewMessage(queue, 0, None, "", "e", b"", b"x")])
     assert await cons.counts(db, node_lease, queue) == (1, 2)
+    assert await cons.counts(db, None, queue) == (1, 3)  # a node without a lease: all of them
     async with db.transaction() as tx:
         await tx.execute("UPDATE amqp_queues SET last_used_at = last_used_at - interval '1 hour'")
         before = await tx.fetchval("SELECT last_used_at FROM amqp_queues")

@@ -152,3 +152,18 @@ async def test_an_unused_x_expires_queue_is_deleted_and_a_consumed_one_kept(
 
 async def _not_listed(broker: Broker, queue: str) -> bool:
     return queue not in await queue_names(broker)
+
+
+async def test_consumers_registered_under_a_lost_epoch_are_cancelled(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    assert one.cluster is not None
+    await one.declare_queue("epochs")
+    await two.declare_queue("epochs", passive=True)
+    async with one.consume("epochs") as messages:
+        assert await consumers_seen_by(two, "epochs") == 1
+        await one.cluster.membership.register()  # a new epoch: the old one's rows are not ours
+        one.queue("epochs").dispatch()
+        assert messages.ended
+        await until(lambda: _no_consumers(two, "epochs"))  # the sweep removed the old row

@@ -183,24 +183,26 @@ async def active_consumers(db: Database, queue_ids: list[int]) -> dict[int, int]
     return {int(q): int(c) for q, c in rows}
 
 
-async def counts(db: Database, lease: NodeLease, queue_id: int) -> tuple[int, int]:
+async def counts(db: Database, lease: NodeLease | None, queue_id: int) -> tuple[int, int]:
     """What queue.declare-ok reports: the queue's unclaimed rows, and its consumers registered
-    by other nodes or epochs than ``lease``; marks an x-expires queue used, if the lease is
-    live (a declare renews it)."""
+    by other nodes or epochs than ``lease`` (all of them without one); marks an x-expires queue
+    used if ``lease`` is live (a declare renews it)."""
+    node_id, epoch = (None, None) if lease is None else (lease.node_id, lease.epoch)
     async with db.transaction("amqp.queue.counts") as tx:
         await tx.execute(
             "UPDATE amqp_queues SET last_used_at = clock_timestamp()"
             " WHERE id = %s AND expires_ms IS NOT NULL AND EXISTS ("
             "       SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
             "          AND lease_expires_at > clock_timestamp() FOR SHARE)",
-            (queue_id, lease.node_id, lease.epoch),
+            (queue_id, node_id, epoch),
         )
         row = await tx.fetchone(
             "SELECT (SELECT count(*) FROM amqp_messages"
             "         WHERE queue_id = %s AND claimed_epoch IS NULL),"
             "       (SELECT count(*) FROM amqp_consumers"
-            "         WHERE queue_id = %s AND (node_id <> %s OR node_epoch <> %s))",
-            (queue_id, queue_id, lease.node_id, lease.epoch),
+            "         WHERE queue_id = %s"
+            "           AND (node_id IS DISTINCT FROM %s OR node_epoch IS DISTINCT FROM %s))",
+            (queue_id, queue_id, node_id, epoch),
         )
     assert row is not None
     return int(row[0]), int(row[1])

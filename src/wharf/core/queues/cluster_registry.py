@@ -192,7 +192,9 @@ class QueueEngine:
         self.settler.release(epoch, seqs, delivered=delivered)
 
     async def counts(self, queue_id: int) -> tuple[int, int]:
-        return await cons.counts(self.node.db, self.node.lease(), queue_id)
+        epoch = self.epoch()
+        lease = None if epoch is None else NodeLease(self.node_id, epoch)
+        return await cons.counts(self.node.db, lease, queue_id)
 
     async def touch(self, queue_id: int) -> None:
         await cons.touch(self.node.db, self.node.lease(), queue_id)

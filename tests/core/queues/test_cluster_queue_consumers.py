@@ -167,3 +167,15 @@ async def test_consumers_registered_under_a_lost_epoch_are_cancelled(
         one.queue("epochs").dispatch()
         assert messages.ended
         await until(lambda: _no_consumers(two, "epochs"))  # the sweep removed the old row
+
+
+async def test_basic_get_takes_from_a_single_active_consumer_queue_on_any_node(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    await one.declare_queue("sac-get", arguments=SAC)
+    await two.declare_queue("sac-get", arguments=SAC)
+    await one.publish("sac-get", b"x")
+    received = await two.get("sac-get")  # no consumer is active here (or anywhere)
+    assert received is not None and received.body == b"x"
+    await received.ack()

@@ -287,10 +287,12 @@ class ClusterQueue(Queue):
         finally:
             self._claiming = False
 
-    def _take_claimed(self, claimed: Iterable[ClaimedMessage]) -> None:
-        """Put claimed rows in the local ready heap (or give them back if the queue is gone)."""
+    def _take_claimed(self, claimed: Iterable[ClaimedMessage], *, get: bool = False) -> None:
+        """Put claimed rows in the local ready heap (or give them back if the queue is gone, or
+        has a single active consumer that is not here, unless they are for basic.get)."""
         rows = list(claimed)
-        if self.deleted or (self.args.single_active_consumer and self.active_consumer is None):
+        inactive = self.args.single_active_consumer and self.active_consumer is None
+        if self.deleted or (inactive and not get):
             for row in rows:
                 self._engine.release(row.epoch, [row.seq], delivered=False)
             return
@@ -321,7 +323,7 @@ class ClusterQueue(Queue):
             await self._engine.touch(self.queue_id)
         self._check_epoch()
         if not self._ready and not self.deleted:
-            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()))
+            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()), get=True)
         return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement

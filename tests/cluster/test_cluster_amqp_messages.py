@@ -180,6 +180,27 @@ async def test_settlements_are_tried_again_until_the_database_is_back(
     assert (back.body, back.delivery_count) == (b"b", 1)
 
 
+async def test_drained_waits_for_what_was_queued_before_not_for_what_follows(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b")])
+    a, b = await msgs.claim(db, node_lease, queue, 2)
+    settler = msgs.Settler(db, node_lease.node_id)
+    await settler.drained()  # nothing queued: at once
+    settler.release(node_lease.epoch, [a.seq], delivered=True)
+    settler.delete(node_lease.epoch, [b.seq])
+    waiting = asyncio.create_task(settler.drained())
+    async with asyncio.timeout(30):
+        while not waiting.done():
+            settler.delete(node_lease.epoch, [10**12])  # settlements keep coming
+            await asyncio.sleep(0.001)
+    assert await msgs.ready_count(db, queue) == 1
+    [back] = await msgs.claim(db, node_lease, queue, 5)
+    assert (back.body, back.delivery_count) == (b"a", 1)
+    await settler.close()
+
+
 async def test_a_claim_is_found_again_by_its_token(db: Database, node_lease: NodeLease) -> None:
     queue = await make_queue(db)
     await msgs.MessageWriter(db).publish([new(queue, b"a"), new(queue, b"b"), new(queue, b"c")])

@@ -25,6 +25,8 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   A batch that fails otherwise (the database unreachable, a commit whose outcome is unknown) is
   tried again, with what came after it, every ``retry_interval``: settlements only match rows
   still claimed by their epoch, so doing one twice changes nothing the first did not.
+  :meth:`Settler.drained` waits for the settlements queued before it (a consumer's requeues
+  commit before its registration is removed: :mod:`.consumers`).
 * **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
   transaction-level advisory lock), releases the claims of epochs that are not live at one
   instant ``t`` of the database's clock (their rows' ``delivery_count`` raised: they were
@@ -362,6 +364,7 @@ class Settler:
         self._pending: dict[int, _EpochSettlements] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._waiters: list[asyncio.Future[None]] = []  # for drained(), of the next batch
         self.fenced = 0  # settlements refused because their epoch's lease was gone
         self.retries = 0  # batches tried again after a database failure
 
@@ -390,16 +393,31 @@ class Settler:
         try:
             while self._pending:
                 batches, self._pending = self._pending, {}
+                waiters, self._waiters = self._waiters, []
                 failed = False
                 for epoch, batch in batches.items():
                     if not await self._commit(epoch, batch) and not self._closing:
                         self._merge_back(epoch, batch)
                         failed = True
                 if failed:
+                    self._waiters[:0] = waiters
                     self.retries += 1
                     await asyncio.sleep(self._retry_interval)
+                else:
+                    _wake(waiters)
         finally:
             self._task = None
+            _wake(self._waiters)
+            self._waiters = []
+
+    async def drained(self) -> None:
+        """Return once the settlements queued before this call are done with (committed, or
+        refused by their lease), however many come after them."""
+        if self._task is None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await asyncio.shield(waiter)
 
     def _merge_back(self, epoch: int, batch: _EpochSettlements) -> None:
         """A batch that did not commit goes back in front of what came since."""
@@ -452,6 +470,12 @@ class Settler:
         self._closing = True
         while self._task is not None:
             await asyncio.shield(self._task)
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,9 @@ class QueueEngine:
         self.spawn(self._deregister(NodeLease(self.node_id, epoch), consumer_id))
 
     async def _deregister(self, lease: NodeLease, consumer_id: int) -> None:
+        # the consumer's requeues first: under single active consumer the next one gets them
+        # before anything newer
+        await self.settler.drained()
         while True:
             try:
                 departure = await cons.deregister(self.node.db, lease, [consumer_id])

@@ -5,6 +5,8 @@ of dead epochs' consumers."""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from wharf.cluster.catalog import NodeLease
@@ -49,9 +51,13 @@ async def queue_names(db: Database) -> list[str]:
     return [q.name for q in (await defs.load_definitions(db)).queues]
 
 
+def token() -> int:
+    return secrets.randbits(63)
+
+
 async def register(db: Database, lease: NodeLease, queue: int, tag: str,
                    exclusive: bool = False) -> cons.Registration:  # fmt: skip
-    registration = await cons.register(db, lease, queue, tag, exclusive=exclusive)
+    registration = await cons.register(db, lease, queue, tag, token(), exclusive=exclusive)
     assert registration is not None
     return registration
 
@@ -62,11 +68,11 @@ async def test_an_exclusive_consumer_excludes_every_other_on_any_node(
     queue = await make_queue(db)
     b = await other_node(db)
     first = await register(db, node_lease, queue, "a1")
-    assert await cons.register(db, b, queue, "b1", exclusive=True) is None  # others exist
+    assert await cons.register(db, b, queue, "b1", token(), exclusive=True) is None  # a1 exists
     await cons.deregister(db, node_lease, [first.id])
     await register(db, b, queue, "b1", exclusive=True)
-    assert await cons.register(db, node_lease, queue, "a2") is None  # an exclusive one exists
-    assert await cons.register(db, node_lease, queue, "a3", exclusive=True) is None
+    assert await cons.register(db, node_lease, queue, "a2", token()) is None  # b1 is exclusive
+    assert await cons.register(db, node_lease, queue, "a3", token(), exclusive=True) is None
     await expire(db, b.node_id)  # a dead node's exclusive consumer excludes nobody
     await register(db, node_lease, queue, "a4")
 
@@ -91,6 +97,17 @@ async def test_the_single_active_consumer_goes_to_the_next_registered_on_any_nod
     assert claimed.body == b"x"
 
 
+async def test_a_registration_run_again_with_its_token_is_the_same_one(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db, single_active=True)
+    mine = token()
+    first = await cons.register(db, node_lease, queue, "a1", mine)
+    again = await cons.register(db, node_lease, queue, "a1", mine)  # after an unknown commit
+    assert first == again == cons.Registration(again.id, True)
+    assert await cons.counts(db, None, queue) == (0, 1)
+
+
 async def test_a_queue_without_single_active_consumer_has_no_active_consumer(
     db: Database, node_lease: NodeLease
 ) -> None:
@@ -111,7 +128,7 @@ async def test_an_auto_delete_queue_goes_with_its_last_consumer_anywhere(
     assert await cons.deregister(db, b, [theirs.id]) == cons.Departure([], [queue])
     assert await queue_names(db) == []
     with pytest.raises(NotFoundError):
-        await cons.register(db, b, queue, "b2")
+        await cons.register(db, b, queue, "b2", token())
 
 
 async def test_registrations_and_removals_are_fenced_on_the_lease(
@@ -122,7 +139,7 @@ async def test_registrations_and_removals_are_fenced_on_the_lease(
     theirs = await register(db, b, queue, "b1")
     await expire(db, b.node_id)
     with pytest.raises(LeaseLostError):
-        await cons.register(db, b, queue, "b2")
+        await cons.register(db, b, queue, "b2", token())
     with pytest.raises(LeaseLostError):
         await cons.deregister(db, b, [theirs.id])
     assert await queue_names(db) == ["auto"]  # the stale removal deleted nothing

@@ -262,13 +262,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "queues: the cluster's AMQP consumers, and when each queue was last used",
         """
         -- one row per basic.consume, registered by the consumer's node under its epoch;
-        -- id is the registration order (single active consumer: the lowest id goes next)
+        -- id is the registration order (single active consumer: the lowest id goes next);
+        -- token, the node's random number for it, makes a registration safe to run again
         CREATE TABLE amqp_consumers (
             id         bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             queue_id   bigint  NOT NULL REFERENCES amqp_queues ON DELETE CASCADE,
             node_id    text    NOT NULL,
             node_epoch bigint  NOT NULL,
             tag        text    NOT NULL,
+            token      bigint  NOT NULL UNIQUE,
             exclusive  boolean NOT NULL,
             active     boolean NOT NULL DEFAULT false
         );

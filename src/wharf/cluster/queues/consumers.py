@@ -80,10 +80,13 @@ class SweptConsumers:
 
 
 async def register(
-    db: Database, lease: NodeLease, queue_id: int, tag: str, *, exclusive: bool = False
-) -> Registration | None:
+    db: Database, lease: NodeLease, queue_id: int, tag: str, token: int, *,
+    exclusive: bool = False,
+) -> Registration | None:  # fmt: skip
     """Register a consumer of the queue for ``lease``; None when exclusivity refuses it.
-    ``LeaseLostError`` without a live lease, ``NotFoundError`` when the queue is gone."""
+    ``LeaseLostError`` without a live lease, ``NotFoundError`` when the queue is gone.
+    ``token`` (random, the caller's) names the registration: run again after a commit of
+    unknown outcome, it returns the registration that commit made, if it did."""
 
     async def body(tx: Transaction) -> Registration | None:
         await check_lease(tx, lease, db.name)
@@ -94,6 +97,11 @@ async def register(
         )
         if single_active is None:
             raise NotFoundError(f"queue {queue_id} was deleted")
+        made = await tx.fetchone(
+            "SELECT id, active FROM amqp_consumers WHERE token = %s", (token,)
+        )
+        if made is not None:
+            return Registration(int(made[0]), bool(made[1]))
         blocked = await tx.fetchval(
             "SELECT EXISTS (SELECT 1 FROM amqp_consumers c JOIN nodes n ON n.id = c.node_id"
             "                 AND n.epoch = c.node_epoch AND n.lease_expires_at > clock_timestamp()"
@@ -103,12 +111,13 @@ async def register(
         if blocked:
             return None
         row = await tx.fetchone(
-            "INSERT INTO amqp_consumers (queue_id, node_id, node_epoch, tag, exclusive, active)"
-            " SELECT %s, %s, %s, %s, %s, %s AND NOT EXISTS ("
+            "INSERT INTO amqp_consumers (queue_id, node_id, node_epoch, tag, token, exclusive,"
+            "                            active)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s AND NOT EXISTS ("
             "        SELECT 1 FROM amqp_consumers WHERE queue_id = %s AND active)"
             " RETURNING id, active",
-            (queue_id, lease.node_id, lease.epoch, tag, exclusive, bool(single_active[0]),
-             queue_id),
+            (queue_id, lease.node_id, lease.epoch, tag, token, exclusive,
+             bool(single_active[0]), queue_id),
         )  # fmt: skip
         assert row is not None
         return Registration(int(row[0]), bool(row[1]))

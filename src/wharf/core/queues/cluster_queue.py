@@ -38,6 +38,7 @@ sweep's, on the database's clock: no local timer deletes a queue here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
@@ -70,6 +71,12 @@ CLAIM_BATCH = 200
 
 def _token() -> int:
     return secrets.randbits(63)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """A registration's failure when nobody waits for it any more (its consumer went)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ClaimEngine(Protocol):
@@ -372,24 +379,27 @@ class ClusterQueue(Queue):
     async def admit(self, consumer: Consumer) -> None:
         """Register ``consumer`` in the cluster before :meth:`add_consumer`; AccessRefusedError
         (403) while an exclusive consumer is registered anywhere, or when ``consumer`` is
-        exclusive and any other is."""
+        exclusive and any other is. The registration runs on when the caller is cancelled (its
+        connection lost): the consumer's removal meanwhile removes it once it lands."""
         self._admitting.add(consumer)
+        registering = asyncio.ensure_future(self._register(consumer))
+        registering.add_done_callback(_retrieve)
+        await asyncio.shield(registering)
+
+    async def _register(self, consumer: Consumer) -> None:
         try:
             registration, epoch = await self._engine.register_consumer(
                 self.queue_id, consumer.tag, exclusive=consumer.exclusive
             )
-        except BaseException:
-            self._abandoned.discard(consumer)
-            raise
         finally:
             self._admitting.discard(consumer)
-        if registration is None:
+            abandoned = consumer in self._abandoned
             self._abandoned.discard(consumer)
+        if registration is None:
             raise AccessRefusedError(
                 f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
             )
-        if consumer in self._abandoned or self.deleted:
-            self._abandoned.discard(consumer)
+        if abandoned or self.deleted:
             self._engine.deregister_consumer(epoch, registration.id)
             return
         self._registered[consumer] = (registration.id, epoch)

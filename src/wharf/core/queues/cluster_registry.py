@@ -205,8 +205,19 @@ class QueueEngine:
         self, queue_id: int, tag: str, *, exclusive: bool
     ) -> tuple[cons.Registration | None, int]:
         lease = self.node.lease()
-        registration = await cons.register(self.node.db, lease, queue_id, tag, exclusive=exclusive)
-        return registration, lease.epoch
+        token = secrets.randbits(63)
+        while True:  # run again while the outcome is unknown: the token makes it the same one
+            try:
+                registration = await cons.register(
+                    self.node.db, lease, queue_id, tag, token, exclusive=exclusive
+                )
+            except DatabaseError as exc:
+                if not exc.outcome_unknown:
+                    raise
+                log.warning("cannot tell whether consumer '%s' was registered yet: %s", tag, exc)
+                await asyncio.sleep(SWEEP_INTERVAL_S)
+                continue
+            return registration, lease.epoch
 
     def deregister_consumer(self, epoch: int, consumer_id: int) -> None:
         self.spawn(self._deregister(NodeLease(self.node_id, epoch), consumer_id))

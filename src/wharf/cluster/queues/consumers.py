@@ -241,12 +241,14 @@ async def sweep_consumers(tx: Transaction, t: datetime) -> SweptConsumers:
         " ORDER BY id FOR NO KEY UPDATE",
         (t,),
     )
-    removed = await tx.execute(
-        "DELETE FROM amqp_consumers c WHERE NOT EXISTS ("
-        "       SELECT 1 FROM nodes n WHERE n.id = c.node_id AND n.epoch = c.node_epoch"
-        "          AND n.lease_expires_at > %s)",
-        (t,),
-    )
+    removed = 0
+    if queues:  # every consumer has a queue: none found, none dead
+        removed = await tx.execute(
+            "DELETE FROM amqp_consumers c WHERE NOT EXISTS ("
+            "       SELECT 1 FROM nodes n WHERE n.id = c.node_id AND n.epoch = c.node_epoch"
+            "          AND n.lease_expires_at > %s)",
+            (t,),
+        )
     departure = await _after_departures(tx, [int(q[0]) for q in queues])
     idle = await tx.fetchall(
         "SELECT id FROM amqp_queues q WHERE expires_ms IS NOT NULL"

@@ -252,3 +252,34 @@ async def test_max_length_bytes_counts_ready_bodies(two_brokers: tuple[Broker, B
         await received.ack()
     assert got == [b"9abcd", b"ef"]  # 678 dropped: 3 + 5 + 2 > 9
     await held.ack()
+
+
+async def test_wide_windows_claim_ahead_and_narrow_ones_do_not(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    for name in ("wide", "narrow"):
+        await one.declare_queue(name)
+        for i in range(1000):
+            await one.publish(name, b"%d" % i)
+        await two.declare_queue(name, passive=True)
+
+    async def unclaimed(name: str) -> int:
+        return (await one.declare_queue(name, passive=True)).message_count
+
+    async with asyncio.timeout(BOUND_S):
+        # prefetch 1, as task workers use: only what the consumer can take is claimed
+        async with two.consume("narrow", prefetch=1) as messages:
+            first = await anext(aiter(messages))
+            assert first.body == b"0"
+            assert await unclaimed("narrow") == 999
+        # prefetch 100 with all 100 unacknowledged: the node claims the next 100 ahead
+        async with two.consume("wide", prefetch=100) as messages:
+            held = []
+            async for message in messages:
+                held.append(message)
+                if len(held) == 100:
+                    break
+            assert [m.body for m in held] == [b"%d" % i for i in range(100)]
+            while await unclaimed("wide") != 800:
+                await asyncio.sleep(0.05)

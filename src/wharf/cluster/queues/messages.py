@@ -41,7 +41,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, LiteralString
 
 from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
@@ -49,6 +49,8 @@ from wharf.cluster.nodes import LeaseLostError
 
 __all__ = [
     "CHANNEL",
+    "CLAIM_PLANNER_SETTINGS",
+    "CLAIM_STATEMENT",
     "ClaimedMessage",
     "MessageWriter",
     "NewMessage",
@@ -236,6 +238,32 @@ class MessageWriter:
             await asyncio.shield(self._task)
 
 
+# The claim: the lease check (rule 5: checked and share-locked) and the claim in one statement.
+CLAIM_STATEMENT: LiteralString = (
+    "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
+    "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
+    " claimed AS ("
+    "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
+    "   WHERE EXISTS (SELECT 1 FROM lease)"
+    "     AND seq IN (SELECT seq FROM amqp_messages"
+    "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
+    "                    AND (expires_at IS NULL OR expires_at >"
+    "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+    "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+    "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
+    "            properties, body)"
+    " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
+    "   LEFT JOIN claimed c ON true"
+)
+"""Parameters: node id, epoch, node id, epoch, token, queue id, how many rows."""
+
+CLAIM_PLANNER_SETTINGS: tuple[LiteralString, ...] = ("SET LOCAL enable_sort = off",)
+"""Run before :data:`CLAIM_STATEMENT` in its transaction. A queue table filled after
+PostgreSQL last analyzed it looks nearly empty to the planner, which then reads every ready
+row by a bitmap scan and sorts them; a plan without a sort walks the ready index from its
+head and stops at the limit (1.6 ms instead of 78 ms for 200 rows out of 50,000)."""
+
+
 async def claim(
     db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0
 ) -> list[ClaimedMessage]:
@@ -245,22 +273,10 @@ async def claim(
     claimed, if it did."""
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
-        # the lease check (rule 5: checked and share-locked) and the claim in one statement
+        for setting in CLAIM_PLANNER_SETTINGS:
+            await tx.execute(setting)
         return await tx.fetchall(
-            "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
-            "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
-            " claimed AS ("
-            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
-            "   WHERE EXISTS (SELECT 1 FROM lease)"
-            "     AND seq IN (SELECT seq FROM amqp_messages"
-            "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
-            "                    AND (expires_at IS NULL OR expires_at >"
-            "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-            "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-            "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "            properties, body)"
-            " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
-            "   LEFT JOIN claimed c ON true",
+            CLAIM_STATEMENT,
             (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, queue_id, count),
         )
 

@@ -67,6 +67,7 @@ class ClusterMaintenance:
         self.gc = gc.GcSettings(
             gc_grace=jobs.gc_grace_ms / 1000, orphan_grace=jobs.orphan_grace_ms / 1000
         )
+        self._sweep_cursor = gc.SweepCursor()
         self.counts: MutableMapping[str, JobCounts] = {} if counts is None else counts
         for job in JOBS:
             self.counts[job] = JobCounts()
@@ -131,7 +132,10 @@ class ClusterMaintenance:
         return len(await gc.collect_garbage(self._node.db, self._node.store, lease, self.gc))
 
     async def _sweep(self, lease: NodeLease) -> int:
-        return len(await gc.sweep_orphans(self._node.db, self._node.store, lease, self.gc))
+        swept = await gc.sweep_orphans(
+            self._node.db, self._node.store, lease, self.gc, self._sweep_cursor
+        )
+        return len(swept)
 
     # ------------------------------------------------------------------ scheduling
 

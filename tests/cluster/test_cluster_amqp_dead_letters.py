@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from wharf.cluster.catalog import NodeLease
-from wharf.cluster.database import Database
+from wharf.cluster.database import Database, DatabaseError
 from wharf.cluster.nodes import Membership, MembershipSettings
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
@@ -209,3 +211,23 @@ async def test_chained_dead_letters_stop_after_the_hop_limit(
     async with asyncio.timeout(10):
         assert await writer.publish([new(one, b"c", limited=True)])  # ends: the hop limit
     assert len(await rows_of(db, one)) == len(await rows_of(db, two)) == 1
+
+
+async def test_a_copy_that_cannot_be_inserted_leaves_the_original_in_place(
+    db: Database, node_lease: NodeLease
+) -> None:
+    work, dead = await make_queue(db, "work"), await make_queue(db, "dead")
+
+    class Broken(Routing):
+        def route(self, dead_message: DeadMessage) -> list[msgs.NewMessage]:
+            return [msgs.NewMessage(dead, 1 << 20, None, "dlx", "x", b"", dead_message.body)]
+
+    await msgs.MessageWriter(db).publish([new(work, b"kept", ttl_ms=1)])
+    await asyncio.sleep(0.05)
+    with pytest.raises(DatabaseError):  # the priority does not fit the column: no commit
+        await msgs.sweep(db, node_lease, Broken({work: dead, dead: None}))
+    assert await rows_of(db, work) == [(b"kept", "q")]
+    assert await rows_of(db, dead) == []
+    result = await msgs.sweep(db, node_lease, Routing({work: dead, dead: None}))
+    assert result.expired == 1
+    assert await rows_of(db, dead) == [(b"kept", "expired")]

@@ -10,10 +10,12 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
   A reload is asked for by every notification on the definitions channel, when the
   ``LISTEN`` connection (re)opens, and every :data:`REFRESH_INTERVAL_S` in any case;
 * the **message paths**: the group-committing :class:`MessageWriter`, the :class:`Settler`,
-  claims, each fenced as :mod:`wharf.cluster.queues.messages` says; a notification that a
+  claims, each fenced as :mod:`wharf.cluster.queues.messages` says, all given the node's
+  dead-letter routing (:mod:`wharf.core.queues.cluster_dead_letter`); a notification that a
   queue got messages makes its local part claim if its consumers have credit;
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
-  returning the claims of dead epochs, deleting their exclusive queues and expired messages;
+  returning the claims of dead epochs, deleting their exclusive queues and expired messages
+  (dead-lettering them where the queue says so);
 * the **owners** of exclusive queues: a token per local connection, stored with the queue
   beside the node id and epoch.
 

@@ -275,9 +275,9 @@ async def _remove(
     hops: int = 0,
     queue_id: int | None = None,
 ) -> int:
-    """Delete the rows ``m`` of ``amqp_messages`` that match ``where`` (one of this module's
-    conditions, never client input; its values are in ``params``) (all of queue
-    ``queue_id`` when given); returns how many. With ``routing``, those of queues with a
+    """Delete the rows ``m`` of ``amqp_messages`` that match ``where``, one of this module's
+    conditions (never client input: the values are in ``params``); returns how many.
+    ``queue_id``: they are all of that queue. With ``routing``, those of queues with a
     dead-letter exchange are dead-lettered for ``reason`` in ``tx``, and those of queues the
     node does not know are left."""
     if routing is None:

@@ -141,8 +141,6 @@ def test_competing_consumers_on_two_nodes_share_a_queue(cluster_nodes: ClusterNo
 @pytest.mark.parametrize(
     ("argument", "value"),
     [
-        ("x-dead-letter-exchange", "dlx"),
-        ("x-overflow", "reject-publish"),
         ("x-single-active-consumer", True),
     ],
 )

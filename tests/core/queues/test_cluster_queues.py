@@ -127,8 +127,6 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
 @pytest.mark.parametrize(
     "arguments",
     [
-        {"x-dead-letter-exchange": "dlx"},
-        {"x-overflow": "reject-publish"},
         {"x-single-active-consumer": True},
         {"x-expires": 1000},
     ],

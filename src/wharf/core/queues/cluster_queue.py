@@ -12,10 +12,12 @@ only rows this node has *claimed* for its own consumers, on a memory store that 
   a full batch is followed by another; otherwise it waits for a notification that the queue got
   messages (publish or release on any node) or the next timer tick (a second at most);
 * an ack, an auto-ack delivery, a reject without requeue and an expiry at the head *delete* the
-  row; a requeue and a consumer leaving with unacknowledged messages *release* it (redelivered,
-  delivery count + 1), and claimed messages nobody took when the last consumer leaves are
-  released unchanged. Both go through the node's settler, fenced on the epoch that claimed the
-  row: a delivery claimed under an epoch since lost settles nothing, and comes back by the sweep.
+  row (the last two dead-letter it, in the same transaction, when the queue has a dead-letter
+  exchange; so does a claim meeting expired rows); a requeue and a consumer leaving with
+  unacknowledged messages *release* it (redelivered, delivery count + 1), and claimed
+  messages nobody took when the last consumer leaves are released unchanged. Both go through
+  the node's settler, fenced on the epoch that claimed the row: a delivery claimed under an
+  epoch since lost settles nothing, and comes back by the sweep.
   When the node's epoch changes (its lease was lost and it registered again), what it had
   claimed and not handed out is forgotten, not delivered: the sweep returns it to the queue.
 
@@ -36,6 +38,7 @@ from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.args import QueueArgs
 from wharf.core.queues.consumers import Consumer, Delivery
+from wharf.core.queues.dead_letter import DeathReason
 from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue, QueueHooks
@@ -70,12 +73,17 @@ class ClaimEngine(Protocol):
         """The node's current epoch (None while it holds no lease)."""
         ...
 
-    async def claim(self, queue_id: int, count: int, token: int) -> list[ClaimedMessage]:
+    async def claim(
+        self, queue_id: int, count: int, token: int, *, dead_letters: bool = False
+    ) -> list[ClaimedMessage]:
         """Claim up to ``count`` rows, marked with ``token`` (a claim whose commit outcome is
-        unknown is resolved by looking for it)."""
+        unknown is resolved by looking for it); ``dead_letters``: dead-letter the queue's
+        expired rows first, in the same transaction."""
         ...
 
     def delete(self, epoch: int, seqs: list[int]) -> None: ...
+
+    def dead_letter(self, epoch: int, seqs: list[int], reason: str) -> None: ...
 
     def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None: ...
 
@@ -125,6 +133,7 @@ class ClusterQueue(Queue):
         self._epoch = engine.epoch()  # the node's, when this queue last dispatched
         self.ready_in_db = 0
         """Unclaimed rows, as counted by the last declare."""
+        self._dead_letters = args.dead_letter_exchange is not None
 
     # ----------------------------------------------------------------------------- gauges
 
@@ -211,7 +220,9 @@ class ClusterQueue(Queue):
             while want > 0 and not self.deleted:
                 self._claim_again = False
                 try:
-                    claimed = await self._engine.claim(self.queue_id, want, _token())
+                    claimed = await self._engine.claim(
+                        self.queue_id, want, _token(), dead_letters=self._dead_letters
+                    )
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
@@ -255,7 +266,9 @@ class ClusterQueue(Queue):
         self.last_used_ms = self._clock.now_ms()
         self._check_epoch()
         if not self._ready and not self.deleted:
-            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()))
+            self._take_claimed(await self._engine.claim(
+                self.queue_id, 1, _token(), dead_letters=self._dead_letters
+            ))  # fmt: skip
         return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement
@@ -275,6 +288,18 @@ class ClusterQueue(Queue):
                 by_epoch.setdefault(epoch, []).append(seq)
         for epoch, rows in by_epoch.items():
             settle(epoch, rows)
+
+    def _dead_letter_entry(self, entry: QueueEntry, reason: DeathReason) -> None:
+        """Rejected without requeue, or expired here before its hand-out: with a dead-letter
+        exchange, the row is deleted and its copies inserted in one settle transaction."""
+        if not self._dead_letters:
+            super()._dead_letter_entry(entry, reason)
+            return
+        self._remove_live(entry, settle=False)
+        self.dead_lettered += 1
+        epoch = self._epochs.pop(entry.seq, None)
+        if epoch is not None:
+            self._engine.dead_letter(epoch, [entry.seq], reason.value)
 
     def _return(self, entry: QueueEntry) -> None:
         """A handed-out message comes back: release its row (redelivered) for any node."""

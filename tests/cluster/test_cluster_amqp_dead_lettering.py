@@ -104,3 +104,24 @@ def test_a_publish_to_a_full_queue_is_nacked_and_the_others_confirmed(
             dead.append(next_message(channel, "dead")[2])
         assert sorted(dead) == sorted([b"after"] + ([b"3"] if overflow.endswith("dlx") else []))
         assert channel.basic_get("dead")[0] is None
+
+
+def test_a_transaction_commits_past_a_full_reject_publish_queue(
+    cluster_nodes: ClusterNodes,
+) -> None:
+    """As in single-node mode (and RabbitMQ): in tx mode a publish a full reject-publish queue
+    refuses is dropped, and tx.commit still succeeds for the rest."""
+    (a,) = cluster_nodes.start(1)
+    with channel_of(a) as channel:
+        channel.queue_declare("small", arguments={"x-max-length": 1,
+                                                  "x-overflow": "reject-publish"})  # fmt: skip
+        channel.queue_declare("other")
+        channel.tx_select()
+        channel.basic_publish("", "small", b"1")
+        channel.basic_publish("", "small", b"2")
+        channel.basic_publish("", "other", b"kept")
+        channel.tx_commit()
+        channel.basic_publish("", "other", b"next")
+        channel.tx_commit()
+        assert channel.queue_declare("small", passive=True).method.message_count == 1
+        assert channel.queue_declare("other", passive=True).method.message_count == 2

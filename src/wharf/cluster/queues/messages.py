@@ -405,7 +405,7 @@ class MessageWriter:
 # The claim: the lease check (rule 5: checked and share-locked) and the claim in one statement.
 CLAIM_STATEMENT: LiteralString = (
     "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
-    "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
+    "                  AND lease_expires_at > clock_timestamp() FOR KEY SHARE),"
     " claimed AS ("
     "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
     "   WHERE EXISTS (SELECT 1 FROM lease)"

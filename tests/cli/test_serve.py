@@ -112,3 +112,16 @@ def test_bad_flag_values_are_refused() -> None:
     _assert_one_line_error(["--kafka-port", "ninety"], "Invalid value for '--kafka-port'")
     _assert_one_line_error(["--http-port", "70000"], "server.http_port: 70000 is out of range")
     _assert_one_line_error(["--log-format", "xml"], "Invalid value for '--log-format'")
+
+
+def test_print_config_hides_the_database_password() -> None:
+    url = "postgresql://wharf:s3cret@db.example:5432/wharf"
+    result = run_wharf(
+        "serve", "--cluster", url, "--object-store", "s3://bucket/p", "--print-config"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    cluster = tomllib.loads(result.stdout)["cluster"]
+    assert isinstance(cluster, dict)
+    assert cluster["database"] == "postgresql://wharf:****@db.example:5432/wharf"
+    assert "password hidden" in result.stdout

@@ -1,6 +1,6 @@
 """AMQP queues of a cluster of real ``wharf serve --cluster`` nodes, with pika: confirmed
-publishes on one node consumed on another, competing consumers on two nodes, requeues, refused
-arguments, and kill -9 of a node holding unacknowledged deliveries or an exclusive queue.
+publishes on one node consumed on another, competing consumers on two nodes, requeues, and
+kill -9 of a node holding unacknowledged deliveries or an exclusive queue.
 
 pika's BlockingConnection is used from worker threads (one connection per thread), so the
 event loop of the test stays free; the nodes are subprocesses."""
@@ -136,23 +136,6 @@ def test_competing_consumers_on_two_nodes_share_a_queue(cluster_nodes: ClusterNo
     everything = seen["a"] + seen["b"]
     assert sorted(everything) == sorted(b"%d" % i for i in range(total))  # all, none twice
     assert seen["a"] and seen["b"]
-
-
-@pytest.mark.parametrize(
-    ("argument", "value"),
-    [
-        ("x-dead-letter-exchange", "dlx"),
-        ("x-overflow", "reject-publish"),
-    ],
-)
-def test_arguments_a_cluster_does_not_implement_close_the_channel_naming_them(
-    cluster_nodes: ClusterNodes, argument: str, value: object
-) -> None:
-    (a,) = cluster_nodes.start(1)
-    with channel_on(a) as channel, pytest.raises(ChannelClosedByBroker) as refused:
-        channel.queue_declare("nope", arguments={argument: value})
-    assert refused.value.reply_code == 406
-    assert f"'{argument}' is not supported in cluster mode" in refused.value.reply_text
 
 
 @dataclass

@@ -210,3 +210,43 @@ async def test_a_claim_is_found_again_by_its_token(db: Database, node_lease: Nod
     assert found == claimed
     assert [m.body for m in found] == [b"a", b"b"]
     assert await msgs.claimed_with(db, node_lease, queue, 7) == []
+
+
+def plan_nodes(plan: dict[str, object]) -> list[str]:
+    """Every node type of an EXPLAIN (FORMAT JSON) plan, depth first."""
+    children = plan.get("Plans", [])
+    assert isinstance(children, list)
+    return [str(plan["Node Type"]), *(n for c in children for n in plan_nodes(c))]
+
+
+async def test_a_claim_walks_the_ready_index_from_its_head(
+    db: Database, node_lease: NodeLease
+) -> None:
+    """A claim must not read every ready row of a long queue: under its planner settings it
+    walks the ready index in delivery order and stops at its limit. (A benchmark caught
+    PostgreSQL, with statistics taken mid-consume, planning a bitmap scan of all 50,000 ready
+    rows and a sort: 78 ms per claim of 200 instead of 1.6 ms.)"""
+    queue = await make_queue(db)
+    fill = (
+        "INSERT INTO amqp_messages (queue_id, priority, exchange, routing_key, properties, body)"
+        " SELECT %s, 0, '', 'q', '', 'x' FROM generate_series(1, 50000)"
+    )
+    # as a queue is used: filled, consumed (claimed, then deleted), filled again; the table
+    # is never analyzed in between, as autovacuum is slower than this
+    async with db.transaction() as tx:
+        await tx.execute(fill, (queue,))
+        await tx.execute("UPDATE amqp_messages SET claimed_node = 'n', claimed_epoch = 1")
+        await tx.execute("DELETE FROM amqp_messages")
+    async with db.transaction() as tx:
+        await tx.execute(fill, (queue,))
+    async with db.transaction() as tx:
+        for setting in msgs.CLAIM_PLANNER_SETTINGS:
+            await tx.execute(setting)
+        explained = await tx.fetchval(
+            "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
+            (node_lease.node_id, node_lease.epoch, node_lease.node_id, node_lease.epoch, 1,
+             None, None, queue, 200),  # fmt: skip
+        )
+    nodes = plan_nodes(explained[0]["Plan"])
+    assert "Index Scan" in nodes
+    assert "Sort" not in nodes and "Bitmap Heap Scan" not in nodes, nodes

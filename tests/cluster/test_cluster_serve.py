@@ -312,3 +312,22 @@ def test_a_node_paused_past_its_lease_registers_again_with_a_new_epoch(
     assert after["live"] and after["broker_id"] == before["broker_id"]
     assert isinstance(after["epoch"], int) and isinstance(before["epoch"], int)
     assert after["epoch"] > before["epoch"]
+
+
+def test_metrics_count_the_background_jobs(engines: Engines, start_wharf: StartWharf) -> None:
+    env = {**engines.env, "WHARF_CLUSTER_JOBS_INTERVAL_MS": "100"}
+    node = start_wharf(*engines.flags(), env=env)
+
+    def runs() -> dict[str, float]:
+        text = httpx.get(f"{node.http_url}/metrics", timeout=10).text
+        return {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r'^wharf_cluster_job_runs_total\{job="(\w+)"\} (\S+)$', text, re.M)
+        }
+
+    # the only node holds every job's lease: each job that runs on the short interval counts
+    eventually(lambda: all(runs().get(job, 0) >= 2 for job in ("compactor", "gc", "orphans")))
+    text = httpx.get(f"{node.http_url}/metrics", timeout=10).text
+    for job in ("compactor", "retention", "gc", "orphans"):
+        assert re.search(rf'^wharf_cluster_job_items_total\{{job="{job}"\}} ', text, re.M)
+        assert re.search(rf'^wharf_cluster_job_failures_total\{{job="{job}"\}} 0\.0$', text, re.M)

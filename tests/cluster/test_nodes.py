@@ -13,6 +13,7 @@ import pytest
 
 from helpers.cluster_fixtures import FAST_DATABASE
 from helpers.postgres_server import PostgresServer
+from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseSettings
 from wharf.cluster.migrations import migrate
 from wharf.cluster.nodes import (
@@ -180,7 +181,7 @@ async def test_the_documented_fencing_check_refuses_a_stale_epoch(catalogue: Dat
         async with catalogue.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
-                "   AND lease_expires_at > clock_timestamp() FOR SHARE",
+                "   AND lease_expires_at > clock_timestamp() FOR KEY SHARE",
                 ("node-a", epoch),
             )
         return row is not None
@@ -191,6 +192,35 @@ async def test_the_documented_fencing_check_refuses_a_stale_epoch(catalogue: Dat
         return not await check(new)
 
     await eventually(expired)  # no heartbeats: the lease runs out and the check with it
+
+
+async def test_a_heartbeat_does_not_wait_for_the_nodes_fenced_transactions(
+    catalogue: Database,
+) -> None:
+    """Regression: the fence's share lock made every heartbeat wait for the node's open
+    transactions, and every new fenced transaction queue behind that heartbeat (a convoy
+    that held produce commits up). A heartbeat only extends the lease: it must go past."""
+    node = member(catalogue, "node-a")
+    epoch = await node.register()
+    async with catalogue.transaction() as tx:
+        await check_lease(tx, NodeLease("node-a", epoch), catalogue.name)
+        await asyncio.wait_for(node.heartbeat(), MARGIN_S)  # while the fence is held
+
+
+async def test_registering_again_waits_for_the_old_epochs_fenced_transactions(
+    catalogue: Database,
+) -> None:
+    """A new epoch replaces the old one only once the old one's fenced transactions are over,
+    so none of them commits after the replacement."""
+    node = member(catalogue, "node-a")
+    old = await node.register()
+    async with catalogue.transaction() as tx:
+        await check_lease(tx, NodeLease("node-a", old), catalogue.name)
+        again = asyncio.create_task(member(catalogue, "node-a").register())
+        await asyncio.sleep(0.5)
+        assert not again.done()  # waits for this transaction
+    new = await asyncio.wait_for(again, MARGIN_S)
+    assert new > old
 
 
 async def test_heartbeats_that_cannot_reach_the_database_give_the_lease_up(

@@ -138,6 +138,16 @@ async def test_list_reads_below_a_directory_like_prefix(store: ObjectStore) -> N
     assert await store.list("none") == []
 
 
+async def test_list_pages_after_a_key_up_to_a_limit(store: ObjectStore) -> None:
+    for key in ("d/1", "d/2", "d/3", "d/4", "e/1"):
+        await store.put(key, b"")
+    assert [i.key for i in await store.list("d", after="d/1", limit=2)] == ["d/2", "d/3"]
+    assert [i.key for i in await store.list("d", after="d/3", limit=2)] == ["d/4"]
+    assert [i.key for i in await store.list("d", after="d/4")] == []
+    assert [i.key for i in await store.list("d", limit=3)] == ["d/1", "d/2", "d/3"]
+    assert [i.key for i in await store.list(after="d/4")] == ["e/1"]
+
+
 @pytest.mark.parametrize("key", ["", "/a", "a/", "a//b"])
 async def test_a_key_is_names_none_empty(store: ObjectStore, key: str) -> None:
     with pytest.raises(ValueError, match="key"):

@@ -97,10 +97,11 @@ class TopicInfo:
 
 async def check_lease(tx: Transaction, lease: NodeLease, database: str) -> None:
     """Rule 5: the lease is live by the database's clock, and stays so until ``tx`` ends
-    (share lock on the node's row); ``LeaseLostError`` otherwise."""
+    (key-share lock on the node's row: see :mod:`wharf.cluster.nodes`); ``LeaseLostError``
+    otherwise."""
     held = await tx.fetchval(
         "SELECT 1 FROM nodes WHERE id = %s AND epoch = %s AND lease_expires_at > clock_timestamp()"
-        " FOR SHARE",
+        " FOR KEY SHARE",
         (lease.node_id, lease.epoch),
     )
     if held is None:

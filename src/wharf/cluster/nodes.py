@@ -36,16 +36,21 @@ follow the same pattern) checks the lease *in the same transaction*, and locks i
 
     SELECT 1 FROM nodes
      WHERE id = %s AND epoch = %s AND lease_expires_at > clock_timestamp()
-       FOR SHARE
+       FOR KEY SHARE
 
 ``clock_timestamp()``, not ``now()``: ``now()`` is the transaction's start, and would let a
 transaction begun before the expiry pass the check after it. The lock matters as much as the
 check: whoever takes over a dead node's authority first locks its row ``FOR UPDATE`` and
 verifies ``lease_expires_at <= clock_timestamp()`` in *its* transaction (then deletes the row or
-moves the authority). The two locks conflict, so a fenced write either commits before the
-takeover reads the row, or waits and then finds no lease. A node paused (SIGSTOP, GC, cut off)
-in the middle of such a transaction holds the takeover up only until the server ends its idle
-session (``DatabaseSettings.idle_in_transaction_timeout``), which rolls its writes back.
+moves the authority), and a node registering again (a new epoch) locks its row ``FOR UPDATE``
+before replacing the epoch. ``FOR UPDATE`` conflicts with ``FOR KEY SHARE``, so a fenced write
+either commits before the takeover or the new epoch reads the row, or waits and then finds no
+lease. A heartbeat, which only moves the lease's end later, takes the weaker lock of an
+``UPDATE`` of non-key columns, which ``FOR KEY SHARE`` does not block: with ``FOR SHARE`` each
+heartbeat waited for the node's open fenced transactions and every new one queued behind it.
+A node paused (SIGSTOP, GC, cut off) in the middle of such a transaction holds the takeover up
+only until the server ends its idle session (``DatabaseSettings.idle_in_transaction_timeout``),
+which rolls its writes back.
 """
 
 from __future__ import annotations
@@ -255,6 +260,8 @@ class Membership:
         the epoch."""
         sent = time.monotonic()
         async with self.db.transaction("nodes.register") as tx:
+            # the old epoch's fenced transactions end first (see the module docstring)
+            await tx.execute("SELECT 1 FROM nodes WHERE id = %s FOR UPDATE", (self.node_id,))
             epoch = await tx.fetchval(
                 "INSERT INTO nodes (id, epoch, host, listeners, started_at, last_heartbeat,"
                 "                   lease_expires_at)"

@@ -290,29 +290,36 @@ class ObjectStore:
 
         await self._call("delete", full_keys[0] if len(full_keys) == 1 else None, delete)
 
-    async def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
-        """Every object below ``prefix`` (a directory-like prefix under the store's own), in
-        key order, read page by page."""
+    async def list(
+        self, prefix: str = "", *, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[ObjectInfo]:
+        """The objects below ``prefix`` (a directory-like prefix under the store's own), in
+        key order, read page by page: all of them, or only keys after ``after`` (S3's
+        ``StartAfter``), or at most ``limit`` (no more pages are read once it is reached)."""
         import obstore
 
         if prefix.startswith("/") or "//" in prefix:
             raise ValueError(f"a prefix is /-separated names, none empty: {prefix!r}")
         full_prefix = (self.config.prefix + prefix).rstrip("/")
         skip = len(self.config.prefix)
+        offset = None if after is None else self.config.prefix + after
 
-        async def list_all() -> builtins.list[ObjectInfo]:
+        async def list_some() -> builtins.list[ObjectInfo]:
             found: builtins.list[ObjectInfo] = []
-            async for chunk in obstore.list(
-                self._open_store(), full_prefix or None, chunk_size=1000
-            ):
+            pages = obstore.list(
+                self._open_store(), full_prefix or None, offset=offset, chunk_size=1000
+            )
+            async for chunk in pages:
                 found.extend(
                     ObjectInfo(meta["path"][skip:], meta["size"], meta["last_modified"])
                     for meta in chunk
                 )
+                if limit is not None and len(found) >= limit:
+                    break
             found.sort(key=lambda info: info.key)
-            return found
+            return found if limit is None else found[:limit]
 
-        return await self._call("list", full_prefix or None, list_all)
+        return await self._call("list", full_prefix or None, list_some)
 
     def _full_key(self, key: str) -> str:
         if not key or key.startswith("/") or key.endswith("/") or "//" in key:

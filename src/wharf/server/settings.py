@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -37,6 +38,7 @@ __all__ = [
     "SettingSpec",
     "SettingsError",
     "dump_toml",
+    "hide_password",
     "load_settings",
     "setting_specs",
     "toml_value",
@@ -353,8 +355,18 @@ def toml_value(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", re.IGNORECASE)
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part (``scheme://user:PASSWORD@``) as ``****``."""
+    return _URL_PASSWORD.sub(r"\1:****@", url)
+
+
 def dump_toml(settings: ServerSettings) -> str:
-    """The settings as a TOML document that :func:`load_settings` reads back unchanged."""
+    """The settings as a TOML document that :func:`load_settings` reads back unchanged, except
+    for a password in the database URL, which is shown as ``****`` (the output is meant for
+    screens and logs; libpq's ``PGPASSWORD`` keeps a password out of the URL altogether)."""
     lines: list[str] = []
     table = None
     for spec in _SPECS:
@@ -364,5 +376,11 @@ def dump_toml(settings: ServerSettings) -> str:
                 lines.append("")
             lines.append(f"[{section}]")
             table = section
-        lines.append(f"{name} = {toml_value(spec.get(settings))}")
+        value = spec.get(settings)
+        if spec.key == "cluster.database" and isinstance(value, str):
+            shown = hide_password(value)
+            if shown != value:
+                lines.append("# password hidden")
+            value = shown
+        lines.append(f"{name} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from wharf.cluster.database import Database, DatabaseError
 from wharf.cluster.objectstore import ObjectStore
 from wharf.cluster.streams.commit import FlushPlan, commit_flush
 from wharf.cluster.streams.compactor import CompactionSettings, compact
-from wharf.cluster.streams.gc import GcSettings, collect_garbage, sweep_orphans
+from wharf.cluster.streams.gc import GcSettings, SweepCursor, collect_garbage, sweep_orphans
 from wharf.cluster.streams.leases import acquire_job_lease
 from wharf.cluster.streams.retention import delete_records
 
@@ -189,3 +189,22 @@ async def test_the_orphan_sweep_claims_keys_before_deleting_them(
     await sweep_orphans(db, test_store, node_lease, purge)
     assert set(await object_rows(db)) == {live}
     assert await read_all(db, test_store, topic, 0) == [(0, b"kept")]
+
+
+async def test_a_paged_sweep_covers_every_key_a_page_at_a_time(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    topic = (await create_topic(db, node_lease, "paged", 1)).topic_id
+    orphans = sorted(
+        [f"intake/{node_lease.node_id}/{uuid.uuid4()}" for _ in range(5)]
+        + [f"p/{topic}/0/0-{uuid.uuid4()}" for _ in range(2)]
+    )
+    for key in orphans:
+        await test_store.put(key, b"never committed")
+    await hold_all(db, node_lease)
+    cursor = SweepCursor()
+    paged = GcSettings(orphan_grace=0.0, sweep_page=3)
+    pages = [await sweep_orphans(db, test_store, node_lease, paged, cursor) for _ in range(3)]
+    assert pages == [orphans[0:3], orphans[3:6], orphans[6:7]]
+    assert cursor == SweepCursor()  # past the last prefix's end: back to the start
+    assert await stored_keys(test_store) == set()

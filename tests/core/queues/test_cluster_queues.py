@@ -1,6 +1,6 @@
 """Queues of a cluster through the embedded API of two brokers on one database: definitions
 seen everywhere, messages published on one node and consumed on the other, claims shared
-between nodes, requeues redelivered, refused arguments named."""
+between nodes, requeues redelivered, delayed exchanges refused."""
 
 from __future__ import annotations
 
@@ -124,24 +124,6 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
     assert seen["one"] and seen["two"]  # both nodes got a share
 
 
-@pytest.mark.parametrize(
-    "arguments",
-    [
-        {"x-dead-letter-exchange": "dlx"},
-        {"x-overflow": "reject-publish"},
-    ],
-)
-async def test_arguments_not_implemented_in_a_cluster_are_refused_by_name(
-    two_brokers: tuple[Broker, Broker], arguments: dict[str, object]
-) -> None:
-    one, _ = two_brokers
-    [name] = arguments
-    with pytest.raises(PreconditionError, match=f"'{name}' is not supported in cluster mode"):
-        await one.declare_queue("refused", arguments=arguments)
-    with pytest.raises(NotFoundError):
-        await one.declare_queue("refused", passive=True)
-
-
 async def test_delayed_exchanges_are_refused(two_brokers: tuple[Broker, Broker]) -> None:
     one, _ = two_brokers
     with pytest.raises(PreconditionError, match="x-delayed-message"):
@@ -250,3 +232,34 @@ async def test_max_length_bytes_counts_ready_bodies(two_brokers: tuple[Broker, B
         await received.ack()
     assert got == [b"9abcd", b"ef"]  # 678 dropped: 3 + 5 + 2 > 9
     await held.ack()
+
+
+async def test_wide_windows_claim_ahead_and_narrow_ones_do_not(
+    two_brokers: tuple[Broker, Broker],
+) -> None:
+    one, two = two_brokers
+    for name in ("wide", "narrow"):
+        await one.declare_queue(name)
+        for i in range(1000):
+            await one.publish(name, b"%d" % i)
+        await two.declare_queue(name, passive=True)
+
+    async def unclaimed(name: str) -> int:
+        return (await one.declare_queue(name, passive=True)).message_count
+
+    async with asyncio.timeout(BOUND_S):
+        # prefetch 1, as task workers use: only what the consumer can take is claimed
+        async with two.consume("narrow", prefetch=1) as messages:
+            first = await anext(aiter(messages))
+            assert first.body == b"0"
+            assert await unclaimed("narrow") == 999
+        # prefetch 100 with all 100 unacknowledged: the node claims the next 100 ahead
+        async with two.consume("wide", prefetch=100) as messages:
+            held = []
+            async for message in messages:
+                held.append(message)
+                if len(held) == 100:
+                    break
+            assert [m.body for m in held] == [b"%d" % i for i in range(100)]
+            while await unclaimed("wide") != 800:
+                await asyncio.sleep(0.05)

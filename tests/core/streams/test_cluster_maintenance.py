@@ -54,7 +54,9 @@ async def test_retention_follows_the_topic_config_on_the_node_holding_the_job(
     first, second = runner(one), runner(two)
     assert await first.run("retention")
     assert not await second.run("retention")  # one node at a time
-    assert first.done["retention"] == 4
+    assert first.counts["retention"].items == 4
+    assert (first.counts["retention"].runs, second.counts["retention"].runs) == (1, 0)
+    assert first.counts["retention"].failures == 0
     sized = two.topics.partition("sized", 0)
     assert await sized.find_offset(-2) == (4, -1)
     with pytest.raises(OffsetOutOfRangeError):
@@ -76,13 +78,13 @@ async def test_compaction_and_collection_keep_every_record(
     first = runner(one)
     async with asyncio.timeout(BOUND_S):
         assert await first.run("compactor")
-        assert first.done["compactor"] == 2
+        assert first.counts["compactor"].items == 2
         assert await first.run("gc")
-        assert first.done["gc"] == 12
+        assert first.counts["gc"].items == 12
     assert all(key.startswith("p/") for key in await stored(one))
     assert {p: await one.fetch("packed", p, 0) for p in (0, 1)} == before
     assert await first.run("orphans")
-    assert first.done["orphans"] == 0
+    assert first.counts["orphans"].items == 0
 
 
 async def test_delete_records_on_one_broker_is_seen_by_the_other(

@@ -202,7 +202,7 @@ async def counts(db: Database, lease: NodeLease | None, queue_id: int) -> tuple[
             "UPDATE amqp_queues SET last_used_at = clock_timestamp()"
             " WHERE id = %s AND expires_ms IS NOT NULL AND EXISTS ("
             "       SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
-            "          AND lease_expires_at > clock_timestamp() FOR SHARE)",
+            "          AND lease_expires_at > clock_timestamp() FOR KEY SHARE)",
             (queue_id, node_id, epoch),
         )
         row = await tx.fetchone(

@@ -8,7 +8,9 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
   and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement (one round
   trip between ``BEGIN`` and ``COMMIT``). A queue with x-max-length(-bytes) is locked ``FOR
-  UPDATE`` before and trimmed after, in the same transaction (drop-head). Its future resolves
+  UPDATE`` before and trimmed after, in the same transaction (drop-head); under
+  ``reject-publish(-dlx)`` its ready rows are counted instead, and a row that does not fit is
+  left out (its publish alone resolves to False: a nack). Its future resolves
   only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
   time per node, so one node's publishes commit in order.
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
@@ -36,6 +38,12 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   It first locks ``FOR UPDATE`` the ``nodes`` rows whose lease ended by ``t``, so a fenced
   settlement of such a node that passed its lease check either committed before or fails
   after; an epoch with no row at all (replaced or deregistered) can pass no lease check.
+* **Dead-lettering.** Every path that deletes a row for good but an ack (a reject without
+  requeue, the delivery limit, an expiry at claim time or by the sweep, a drop-head trim, a
+  ``reject-publish-dlx`` refusal) deletes it and inserts its dead-lettered copies in the same
+  transaction (:func:`_remove`), routed by the node's
+  :class:`~wharf.cluster.queues.dead_letters.DeadLetterRouting`: a crash never leaves the
+  message in both queues or in neither.
 """
 
 from __future__ import annotations
@@ -45,15 +53,24 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, LiteralString
 
 from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.cluster.nodes import LeaseLostError
 from wharf.cluster.queues.consumers import SweptConsumers, sweep_consumers
+from wharf.cluster.queues.dead_letters import (
+    DROP_HEAD,
+    REJECT_PUBLISH_DLX,
+    DeadLetterRouting,
+    DeadMessage,
+)
 
 __all__ = [
     "CHANNEL",
+    "CLAIM_PLANNER_SETTINGS",
+    "CLAIM_STATEMENT",
+    "MAX_DEAD_LETTER_HOPS",
     "ClaimedMessage",
     "MessageWriter",
     "NewMessage",
@@ -74,6 +91,9 @@ _SWEEP_LOCK = 0x77686172665F7377  # "wharf_sw": one sweeper at a time
 _MAX_BATCH_ROWS = 5000
 _MAX_BATCH_BYTES = 4 << 20
 _RETRIES = 3
+MAX_DEAD_LETTER_HOPS = 16
+"""Dead-letterings chained in one transaction (a full queue whose dead-letter exchange leads
+to another full queue...) beyond which the copies are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +109,8 @@ class NewMessage:
     body: bytes
     limited: bool = False
     """The queue has x-max-length or x-max-length-bytes."""
+    overflow: str = DROP_HEAD
+    """The queue's x-overflow (what a full queue does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +139,45 @@ async def _notify(tx: Transaction, queue_ids: Iterable[int]) -> None:
         await tx.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
 
-async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
+async def insert_messages(
+    tx: Transaction,
+    rows: Sequence[NewMessage],
+    routing: DeadLetterRouting | None = None,
+    *,
+    hops: int = 0,
+) -> list[bool]:
     """Insert ``rows`` in order (those of queues that no longer exist are left out) and
-    announce their queues, in one statement; returns how many went in. Queues with a length
-    limit are locked first (their publishes are serial) and trimmed after (drop-head)."""
+    announce their queues, in one statement; returns, per row, whether its queue took it
+    (False: refused by ``reject-publish(-dlx)``, the queue full). Queues with a length limit are
+    locked first (their publishes are serial), checked before (reject-publish) or trimmed after
+    (drop-head); with ``routing``, what they refuse or drop is dead-lettered in ``tx``."""
     limited = sorted({r.queue_id for r in rows if r.limited})
+    limits: dict[int, tuple[int | None, int | None]] = {}
     if limited:
-        await tx.fetchall(
-            "SELECT id FROM amqp_queues WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (limited,)
-        )
-    inserted = await tx.fetchval(
+        for queue_id, max_length, max_bytes in await tx.fetchall(
+            "SELECT id, max_length, max_length_bytes FROM amqp_queues WHERE id = ANY(%s)"
+            " ORDER BY id FOR UPDATE",
+            (limited,),
+        ):
+            limits[int(queue_id)] = (max_length, max_bytes)
+    refused = await _refused(tx, rows, limits)
+    kept = [r for i, r in enumerate(rows) if i not in refused] if refused else rows
+    if kept:
+        await _insert(tx, kept)
+    for queue_id in sorted({r.queue_id for r in kept if r.limited and r.overflow == DROP_HEAD}):
+        await _trim(tx, queue_id, routing, hops)
+    if routing is not None:
+        dlx = [rows[i] for i in sorted(refused) if rows[i].overflow == REJECT_PUBLISH_DLX]
+        if dlx:
+            await _insert_copies(tx, [
+                DeadMessage(r.queue_id, r.exchange, r.routing_key, r.properties, r.body, "maxlen")
+                for r in dlx
+            ], routing, hops)  # fmt: skip
+    return [i not in refused for i in range(len(rows))]
+
+
+async def _insert(tx: Transaction, rows: Sequence[NewMessage]) -> None:
+    await tx.fetchval(
         "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
         " added AS ("
         "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
@@ -155,47 +206,157 @@ async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
             CHANNEL,
         ),
     )
-    for queue_id in limited:
-        await _trim(tx, queue_id)
-    return int(inserted or 0)
 
 
-async def _trim(tx: Transaction, queue_id: int) -> None:
+async def _refused(
+    tx: Transaction, rows: Sequence[NewMessage], limits: dict[int, tuple[int | None, int | None]]
+) -> set[int]:
+    """The indexes of the rows their ``reject-publish(-dlx)`` queue refuses: taken in order
+    while the queue's ready, unexpired rows stay within its limits (the queue row is locked)."""
+    checked = sorted({r.queue_id for r in rows if r.limited and r.overflow != DROP_HEAD}
+                     & limits.keys())  # fmt: skip
+    if not checked:
+        return set()
+    held: dict[int, list[int]] = {q: [0, 0] for q in checked}
+    for queue_id, count, size in await tx.fetchall(
+        "SELECT queue_id, count(*), coalesce(sum(length(body)), 0) FROM amqp_messages"
+        " WHERE queue_id = ANY(%s) AND claimed_epoch IS NULL AND (expires_at IS NULL"
+        "       OR expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+        " GROUP BY queue_id",
+        (checked,),
+    ):
+        held[int(queue_id)] = [int(count), int(size)]
+    refused: set[int] = set()
+    for i, row in enumerate(rows):
+        now = held.get(row.queue_id)
+        if now is None:
+            continue
+        max_length, max_bytes = limits[row.queue_id]
+        size = len(row.body)
+        if (max_length is not None and now[0] >= max_length) or (
+            max_bytes is not None and now[1] + size > max_bytes
+        ):
+            refused.add(i)
+        else:
+            now[0] += 1
+            now[1] += size
+    return refused
+
+
+async def _trim(
+    tx: Transaction, queue_id: int, routing: DeadLetterRouting | None, hops: int
+) -> None:
     """Drop-head: delete the ready rows nearest the head beyond the queue's x-max-length or
-    x-max-length-bytes, counted from the tail (ready rows only, as RabbitMQ counts)."""
-    await tx.execute(
-        "DELETE FROM amqp_messages WHERE claimed_epoch IS NULL AND seq IN ("
+    x-max-length-bytes, counted from the tail (ready rows only, as RabbitMQ counts); with
+    ``routing``, dead-lettered (reason maxlen)."""
+    await _remove(
+        tx,
+        "m.claimed_epoch IS NULL AND m.seq IN ("
         " SELECT t.seq FROM ("
-        "   SELECT m.seq, row_number() OVER w AS n, sum(length(m.body)) OVER w AS bytes"
-        "     FROM amqp_messages m WHERE m.queue_id = %s AND m.claimed_epoch IS NULL"
-        "   WINDOW w AS (ORDER BY m.priority, m.seq DESC)) t, amqp_queues q"
+        "   SELECT r.seq, row_number() OVER w AS n, sum(length(r.body)) OVER w AS bytes"
+        "     FROM amqp_messages r WHERE r.queue_id = %s AND r.claimed_epoch IS NULL"
+        "   WINDOW w AS (ORDER BY r.priority, r.seq DESC)) t, amqp_queues q"
         "  WHERE q.id = %s AND (t.n > q.max_length OR t.bytes > q.max_length_bytes))",
         (queue_id, queue_id),
+        "maxlen",
+        routing,
+        hops,
+        queue_id,
     )
+
+
+_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_EXPIRED = f"m.claimed_epoch IS NULL AND m.expires_at <= {_NOW_MS}"
+_OVER_LIMIT = (
+    "m.seq = ANY(%s) AND m.delivery_count >"
+    " (SELECT q.delivery_limit FROM amqp_queues q WHERE q.id = m.queue_id)"
+)
+
+
+async def _remove(
+    tx: Transaction,
+    where: str,
+    params: tuple[Any, ...],
+    reason: str,
+    routing: DeadLetterRouting | None,
+    hops: int = 0,
+    queue_id: int | None = None,
+) -> int:
+    """Delete the rows ``m`` of ``amqp_messages`` that match ``where``, one of this module's
+    conditions (never client input: the values are in ``params``); returns how many.
+    ``queue_id``: they are all of that queue. With ``routing``, those of queues with a
+    dead-letter exchange are dead-lettered for ``reason`` in ``tx``, and those of queues the
+    node does not know are left."""
+    if routing is None:
+        return await tx.execute(f"DELETE FROM amqp_messages m WHERE {where}", params)  # noqa: S608
+    if queue_id is None:
+        queues = [int(q[0]) for q in await tx.fetchall(
+            f"SELECT DISTINCT m.queue_id FROM amqp_messages m WHERE {where}", params  # noqa: S608
+        )]  # fmt: skip
+    else:
+        queues = [queue_id]
+    policy = {q: routing.dead_letters(q) for q in queues}
+    dropped = [q for q, dead_letters in policy.items() if dead_letters is False]
+    moved = [q for q, dead_letters in policy.items() if dead_letters]
+    count = 0
+    if dropped:
+        count += await tx.execute(
+            f"DELETE FROM amqp_messages m WHERE ({where}) AND m.queue_id = ANY(%s)",  # noqa: S608
+            (*params, dropped),
+        )
+    if moved:
+        gone = await tx.fetchall(
+            f"DELETE FROM amqp_messages m WHERE ({where}) AND m.queue_id = ANY(%s)"  # noqa: S608
+            " RETURNING m.seq, m.queue_id, m.exchange, m.routing_key, m.properties, m.body",
+            (*params, moved),
+        )
+        count += len(gone)
+        gone.sort(key=lambda r: int(r[0]))
+        await _insert_copies(tx, [
+            DeadMessage(int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), bytes(r[5]), reason)
+            for r in gone
+        ], routing, hops)  # fmt: skip
+    return count
+
+
+async def _insert_copies(
+    tx: Transaction, dead: list[DeadMessage], routing: DeadLetterRouting, hops: int
+) -> None:
+    """Insert the dead-lettered copies of ``dead`` (as the node routes them) in ``tx``."""
+    if hops >= MAX_DEAD_LETTER_HOPS:
+        log.warning("%d dead-lettered messages dropped after %d hops in one transaction",
+                    len(dead), hops)  # fmt: skip
+        return
+    copies = [row for message in dead for row in routing.route(message)]
+    if copies:
+        await insert_messages(tx, copies, routing, hops=hops + 1)
 
 
 @dataclass(slots=True)
 class _Publish:
     rows: Sequence[NewMessage]
     size: int
-    done: asyncio.Future[None]
+    done: asyncio.Future[bool]
 
 
 class MessageWriter:
-    """Group-commits the publishes of one node; see the module docstring."""
+    """Group-commits the publishes of one node; see the module docstring. With ``routing``,
+    what a full queue refuses (``reject-publish-dlx``) or drops (drop-head) is dead-lettered."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, routing: DeadLetterRouting | None = None) -> None:
         self._db = db
+        self._routing = routing
         self._pending: list[_Publish] = []
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed, for tests and benchmarks
 
-    def publish(self, rows: Sequence[NewMessage]) -> asyncio.Future[None]:
-        """Queue ``rows`` for the next transaction; the future resolves after its commit
-        (``StorageError`` when it failed: nothing, or with ``outcome_unknown`` maybe all, of
-        it was written)."""
+    def publish(self, rows: Sequence[NewMessage]) -> asyncio.Future[bool]:
+        """Queue ``rows`` for the next transaction; the future resolves after its commit, to
+        whether every row's queue took it (False: a full ``reject-publish(-dlx)`` queue refused
+        its row, the others went in), or to ``StorageError`` when it failed (nothing, or with
+        ``outcome_unknown`` maybe all, of it was written)."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[bool] = loop.create_future()
         size = sum(len(r.body) + len(r.properties) for r in rows)
         self._pending.append(_Publish(rows, size, done))
         if self._task is None:
@@ -208,17 +369,22 @@ class MessageWriter:
                 batch = self._take()
                 rows = [row for publish in batch for row in publish.rows]
                 try:
-                    await self._db.run(partial(insert_messages, rows=rows), "amqp.publish",
-                                       retries=_RETRIES)  # fmt: skip
+                    taken = await self._db.run(
+                        partial(insert_messages, rows=rows, routing=self._routing),
+                        "amqp.publish", retries=_RETRIES,
+                    )  # fmt: skip
                 except Exception as exc:  # every failure must reach its publishers
                     for publish in batch:
                         if not publish.done.done():
                             publish.done.set_exception(exc)
                     continue
                 self.transactions += 1
+                start = 0
                 for publish in batch:
+                    end = start + len(publish.rows)
                     if not publish.done.done():
-                        publish.done.set_result(None)
+                        publish.done.set_result(all(taken[start:end]))
+                    start = end
         finally:
             self._task = None
 
@@ -241,35 +407,61 @@ class MessageWriter:
             await asyncio.shield(self._task)
 
 
+# The claim: the lease check (rule 5: checked and share-locked) and the claim in one statement.
+CLAIM_STATEMENT: LiteralString = (
+    "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
+    "                  AND lease_expires_at > clock_timestamp() FOR KEY SHARE),"
+    " claimed AS ("
+    "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
+    "   WHERE EXISTS (SELECT 1 FROM lease)"
+    "     AND (%s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
+    "                                         WHERE id = %s AND active))"
+    "     AND seq IN (SELECT seq FROM amqp_messages"
+    "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
+    "                    AND (expires_at IS NULL OR expires_at >"
+    "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+    "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+    "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
+    "            properties, body)"
+    " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
+    "   LEFT JOIN claimed c ON true"
+)
+"""Parameters: node id, epoch, node id, epoch, token, the single active consumer's id twice
+(None: any consumer), queue id, how many rows."""
+
+CLAIM_PLANNER_SETTINGS: tuple[LiteralString, ...] = ("SET LOCAL enable_sort = off",)
+"""Run before :data:`CLAIM_STATEMENT` in its transaction. A queue table filled after
+PostgreSQL last analyzed it looks nearly empty to the planner, which then reads every ready
+row by a bitmap scan and sorts them; a plan without a sort walks the ready index from its
+head and stops at the limit (1.6 ms instead of 78 ms for 200 rows out of 50,000)."""
+
+
 async def claim(
-    db: Database, lease: NodeLease, queue_id: int, count: int, token: int = 0,
+    db: Database,
+    lease: NodeLease,
+    queue_id: int,
+    count: int,
+    token: int = 0,
+    routing: DeadLetterRouting | None = None,
     consumer: int | None = None,
-) -> list[ClaimedMessage]:  # fmt: skip
+) -> list[ClaimedMessage]:
     """Claim up to ``count`` ready rows of the queue for ``lease``, in delivery order
     (priority descending, then ``seq``); ``LeaseLostError`` without a live lease. The rows
     carry ``token``: when the commit's outcome is unknown, :func:`claimed_with` finds what it
-    claimed, if it did. With ``consumer`` (a single-active-consumer queue) nothing is claimed
-    unless that registered consumer is the queue's active one."""
+    claimed, if it did. With ``routing`` (a queue with a dead-letter exchange), the queue's
+    expired ready rows are dead-lettered first, in the same transaction. With ``consumer`` (a
+    single-active-consumer queue) nothing is claimed unless that registered consumer is the
+    queue's active one."""
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
-        # the lease check (rule 5: checked and share-locked) and the claim in one statement
+        if routing is not None:
+            await check_lease(tx, lease, db.name)
+            await _remove(tx, f"m.queue_id = %s AND {_EXPIRED}", (queue_id,), "expired",
+                          routing, queue_id=queue_id)  # fmt: skip
+        for setting in CLAIM_PLANNER_SETTINGS:
+            await tx.execute(setting)
         return await tx.fetchall(
-            "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
-            "                  AND lease_expires_at > clock_timestamp() FOR SHARE),"
-            " claimed AS ("
-            "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
-            "   WHERE EXISTS (SELECT 1 FROM lease)"
-            "     AND (%s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
-            "                                         WHERE id = %s AND active))"
-            "     AND seq IN (SELECT seq FROM amqp_messages"
-            "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
-            "                    AND (expires_at IS NULL OR expires_at >"
-            "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-            "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-            "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "            properties, body)"
-            " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
-            "   LEFT JOIN claimed c ON true",
+            CLAIM_STATEMENT,
             (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, consumer, consumer,
              queue_id, count),
         )
@@ -333,21 +525,19 @@ async def purge(db: Database, queue_id: int) -> int:
         )
 
 
-async def _drop_over_limit(tx: Transaction, returned: list[int]) -> None:
-    """Delete the returned rows whose queue's x-delivery-limit they now exceed (no
-    dead-lettering in a cluster yet: dropped, as RabbitMQ drops them without a DLX)."""
+async def _drop_over_limit(
+    tx: Transaction, returned: list[int], routing: DeadLetterRouting | None
+) -> None:
+    """Delete the returned rows whose queue's x-delivery-limit they now exceed: dead-lettered
+    (reason delivery_limit) with ``routing`` and a dead-letter exchange, else dropped."""
     if returned:
-        await tx.execute(
-            "DELETE FROM amqp_messages m USING amqp_queues q"
-            " WHERE m.seq = ANY(%s) AND q.id = m.queue_id AND q.delivery_limit IS NOT NULL"
-            "   AND m.delivery_count > q.delivery_limit",
-            (returned,),
-        )
+        await _remove(tx, _OVER_LIMIT, (returned,), "delivery_limit", routing)
 
 
 @dataclass(slots=True)
 class _EpochSettlements:
     deletes: list[int] = field(default_factory=list)
+    dead: dict[str, list[int]] = field(default_factory=dict)  # reason -> rows dead-lettered
     returns: list[int] = field(default_factory=list)  # delivered: delivery_count + 1
     unclaims: list[int] = field(default_factory=list)  # never handed out: count unchanged
 
@@ -357,9 +547,13 @@ class Settler:
     waited on (AMQP acks have no answer); one that cannot commit leaves its rows claimed, and
     the sweep returns them once the epoch is dead."""
 
-    def __init__(self, db: Database, node_id: str, retry_interval: float = 0.5) -> None:
+    def __init__(
+        self, db: Database, node_id: str, retry_interval: float = 0.5,
+        routing: DeadLetterRouting | None = None,
+    ) -> None:  # fmt: skip
         self._db = db
         self._node_id = node_id
+        self._routing = routing
         self._retry_interval = retry_interval
         self._pending: dict[int, _EpochSettlements] = {}
         self._task: asyncio.Task[None] | None = None
@@ -370,6 +564,11 @@ class Settler:
 
     def delete(self, epoch: int, seqs: Iterable[int]) -> None:
         self._at(epoch).deletes.extend(seqs)
+        self._kick()
+
+    def dead_letter(self, epoch: int, seqs: Iterable[int], reason: str) -> None:
+        """Delete the rows, dead-lettering them for ``reason`` (with the settler's routing)."""
+        self._at(epoch).dead.setdefault(reason, []).extend(seqs)
         self._kick()
 
     def release(self, epoch: int, seqs: Iterable[int], *, delivered: bool) -> None:
@@ -425,6 +624,8 @@ class Settler:
         self._pending[epoch] = batch
         if later is not None:
             batch.deletes.extend(later.deletes)
+            for reason, seqs in later.dead.items():
+                batch.dead.setdefault(reason, []).extend(seqs)
             batch.returns.extend(later.returns)
             batch.unclaims.extend(later.unclaims)
 
@@ -440,6 +641,11 @@ class Settler:
                     "   AND claimed_node = %s AND claimed_epoch = %s",
                     (batch.deletes, self._node_id, epoch),
                 )
+            for reason, seqs in batch.dead.items():
+                await _remove(
+                    tx, "m.seq = ANY(%s) AND m.claimed_node = %s AND m.claimed_epoch = %s",
+                    (seqs, self._node_id, epoch), reason, self._routing,
+                )  # fmt: skip
             back = batch.returns + batch.unclaims
             if back:
                 queues = await tx.fetchall(
@@ -451,13 +657,14 @@ class Settler:
                     (batch.returns, back, self._node_id, epoch),
                 )
                 if batch.returns:
-                    await _drop_over_limit(tx, batch.returns)
+                    await _drop_over_limit(tx, batch.returns, self._routing)
                 await _notify(tx, (int(q[0]) for q in queues))
 
         try:
             await self._db.run(body, "amqp.settle", retries=_RETRIES)
         except LeaseLostError:
             self.fenced += len(batch.deletes) + len(batch.returns) + len(batch.unclaims)
+            self.fenced += sum(len(seqs) for seqs in batch.dead.values())
             log.info("settlements of epoch %d not committed: its lease is gone", epoch)
         except DatabaseError as exc:
             log.warning("settlements of epoch %d not committed, trying again: %s", epoch, exc)
@@ -489,8 +696,12 @@ class SweepResult:
     consumers: SweptConsumers = field(default_factory=SweptConsumers)
 
 
-async def sweep(db: Database, lease: NodeLease) -> SweepResult:
-    """One sweep (see the module docstring), fenced on ``lease``."""
+async def sweep(
+    db: Database, lease: NodeLease, routing: DeadLetterRouting | None = None
+) -> SweepResult:
+    """One sweep (see the module docstring), fenced on ``lease``; with ``routing``, what it
+    deletes from a queue with a dead-letter exchange (over the delivery limit, expired) is
+    dead-lettered."""
 
     async def body(tx: Transaction) -> SweepResult:
         await check_lease(tx, lease, db.name)
@@ -509,7 +720,7 @@ async def sweep(db: Database, lease: NodeLease) -> SweepResult:
             " RETURNING queue_id, seq",
             (t,),
         )
-        await _drop_over_limit(tx, [int(r[1]) for r in released])
+        await _drop_over_limit(tx, [int(r[1]) for r in released], routing)
         dead_queues = await tx.fetchall(
             "DELETE FROM amqp_queues q WHERE owner_epoch IS NOT NULL AND NOT EXISTS ("
             "       SELECT 1 FROM nodes n WHERE n.id = q.owner_node"
@@ -526,11 +737,7 @@ async def sweep(db: Database, lease: NodeLease) -> SweepResult:
             )
         for vhost in sorted({str(r[1]) for r in dead_queues}):
             await tx.execute("SELECT pg_notify('wharf_amqp_definitions', %s)", (vhost,))
-        expired = await tx.execute(
-            "DELETE FROM amqp_messages"
-            " WHERE expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-            "   AND claimed_epoch IS NULL"
-        )
+        expired = await _remove(tx, _EXPIRED, (), "expired", routing)
         await _notify(tx, (int(r[0]) for r in released))
         consumers = await sweep_consumers(tx, t)
         return SweepResult(True, len(released), len(dead_queues), expired, consumers)

@@ -18,6 +18,10 @@ How it works. An object leaves the store only after a committed row has claimed 
   ``deleting`` row and fails). These marker rows carry no ``unreferenced_since``, which tells
   them from the collector's claims; they are kept ``deleting_kept`` (7 days) and then purged.
   Listed keys whose marker is still there are deleted again (a sweep that died half-way).
+  Given a :class:`SweepCursor`, a sweep lists only the next ``sweep_page`` keys from where the
+  cursor stands (S3's ``StartAfter``) and moves it on, wrapping round at the end: each round's
+  cost stays bounded however many objects the store holds, and every key is seen again once
+  per full pass.
 
 Every transaction is fenced on the node's lease and the job's
 (:func:`~wharf.cluster.streams.leases.check_job_lease`).
@@ -33,7 +37,7 @@ from wharf.cluster.database import Database, Transaction
 from wharf.cluster.objectstore import ObjectInfo, ObjectStore
 from wharf.cluster.streams.leases import check_job_lease
 
-__all__ = ["GcSettings", "SWEPT_PREFIXES", "collect_garbage", "sweep_orphans"]
+__all__ = ["GcSettings", "SWEPT_PREFIXES", "SweepCursor", "collect_garbage", "sweep_orphans"]
 
 SWEPT_PREFIXES = ("intake/", "p/")
 _RETRIES = 5
@@ -51,6 +55,17 @@ class GcSettings:
     """Seconds the orphan sweep's ``deleting`` rows are kept, so that a late flush loses."""
     per_round: int = 1000
     """Objects claimed per collector round."""
+    sweep_page: int = 10_000
+    """Keys the orphan sweep lists per round when it goes by a :class:`SweepCursor`."""
+
+
+@dataclass
+class SweepCursor:
+    """Where a paged orphan sweep stands: the prefix of :data:`SWEPT_PREFIXES` it is in and
+    the last key it listed there (``None``: from the start of that prefix)."""
+
+    prefix: int = 0
+    after: str | None = None
 
 
 async def collect_garbage(
@@ -96,12 +111,19 @@ async def collect_garbage(
 
 
 async def sweep_orphans(
-    db: Database, store: ObjectStore, lease: NodeLease, settings: GcSettings
+    db: Database,
+    store: ObjectStore,
+    lease: NodeLease,
+    settings: GcSettings,
+    cursor: SweepCursor | None = None,
 ) -> list[str]:
-    """One sweep; returns the keys deleted (new orphans, and marked ones listed again)."""
-    listed: list[ObjectInfo] = []
-    for prefix in SWEPT_PREFIXES:
-        listed.extend(await store.list(prefix))
+    """One sweep; returns the keys deleted (new orphans, and marked ones listed again). With
+    ``cursor``, only the next ``settings.sweep_page`` keys after it, and the cursor moves on;
+    without, every key."""
+    if cursor is None:
+        listed = [info for prefix in SWEPT_PREFIXES for info in await store.list(prefix)]
+    else:
+        listed = await _next_page(store, cursor, settings.sweep_page)
 
     async def mark(tx: Transaction) -> list[str]:
         await check_job_lease(tx, lease, "orphans", db.name)
@@ -140,6 +162,24 @@ async def sweep_orphans(
 
     await db.run(purge, "streams.orphans.purge", retries=_RETRIES)
     return doomed
+
+
+async def _next_page(store: ObjectStore, cursor: SweepCursor, page: int) -> list[ObjectInfo]:
+    """Up to ``page`` keys from where ``cursor`` stands, across the swept prefixes in order;
+    the cursor moves past them, and back to the start after the last prefix's last key."""
+    listed: list[ObjectInfo] = []
+    while len(listed) < page:
+        if cursor.prefix >= len(SWEPT_PREFIXES):
+            cursor.prefix, cursor.after = 0, None
+            break
+        want = page - len(listed)
+        found = await store.list(SWEPT_PREFIXES[cursor.prefix], after=cursor.after, limit=want)
+        listed.extend(found)
+        if len(found) < want:
+            cursor.prefix, cursor.after = cursor.prefix + 1, None
+        else:
+            cursor.after = found[-1].key
+    return listed
 
 
 async def _insert_markers(tx: Transaction, keys: Sequence[str]) -> list[str]:

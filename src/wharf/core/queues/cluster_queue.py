@@ -12,10 +12,12 @@ only rows this node has *claimed* for its own consumers, on a memory store that 
   a full batch is followed by another; otherwise it waits for a notification that the queue got
   messages (publish or release on any node) or the next timer tick (a second at most);
 * an ack, an auto-ack delivery, a reject without requeue and an expiry at the head *delete* the
-  row; a requeue and a consumer leaving with unacknowledged messages *release* it (redelivered,
-  delivery count + 1), and claimed messages nobody took when the last consumer leaves are
-  released unchanged. Both go through the node's settler, fenced on the epoch that claimed the
-  row: a delivery claimed under an epoch since lost settles nothing, and comes back by the sweep.
+  row (the last two dead-letter it, in the same transaction, when the queue has a dead-letter
+  exchange; so does a claim meeting expired rows); a requeue and a consumer leaving with
+  unacknowledged messages *release* it (redelivered, delivery count + 1), and claimed
+  messages nobody took when the last consumer leaves are released unchanged. Both go through
+  the node's settler, fenced on the epoch that claimed the row: a delivery claimed under an
+  epoch since lost settles nothing, and comes back by the sweep.
   When the node's epoch changes (its lease was lost and it registered again), what it had
   claimed and not handed out is forgotten, not delivered: the sweep returns it to the queue.
 
@@ -48,6 +50,7 @@ from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.args import QueueArgs
 from wharf.core.queues.consumers import Consumer, Delivery
+from wharf.core.queues.dead_letter import DeathReason
 from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue, QueueHooks
@@ -61,12 +64,15 @@ if TYPE_CHECKING:
     from wharf.cluster.queues.consumers import Registration
     from wharf.cluster.queues.messages import ClaimedMessage
 
-__all__ = ["CLAIM_BATCH", "ClaimEngine", "ClusterQueue"]
+__all__ = ["CLAIM_BATCH", "READ_AHEAD_FROM", "ClaimEngine", "ClusterQueue"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 200
+CLAIM_BATCH = 1000
 """The most rows one claim takes."""
+
+READ_AHEAD_FROM = 64
+"""Unacknowledged deliveries of a queue on a node from which it claims ahead of credit."""
 
 
 def _token() -> int:
@@ -87,11 +93,13 @@ class ClaimEngine(Protocol):
         ...
 
     async def claim(
-        self, queue_id: int, count: int, token: int, consumer: int | None = None
+        self, queue_id: int, count: int, token: int, *, dead_letters: bool = False,
+        consumer: int | None = None,
     ) -> list[ClaimedMessage]:
         """Claim up to ``count`` rows, marked with ``token`` (a claim whose commit outcome is
-        unknown is resolved by looking for it); with ``consumer``, only while that registered
-        consumer is the queue's active one."""
+        unknown is resolved by looking for it); ``dead_letters``: dead-letter the queue's
+        expired rows first, in the same transaction; with ``consumer``, only while that
+        registered consumer is the queue's active one."""
         ...
 
     async def register_consumer(
@@ -110,6 +118,8 @@ class ClaimEngine(Protocol):
         ...
 
     def delete(self, epoch: int, seqs: list[int]) -> None: ...
+
+    def dead_letter(self, epoch: int, seqs: list[int], reason: str) -> None: ...
 
     def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None: ...
 
@@ -166,6 +176,7 @@ class ClusterQueue(Queue):
         self._registered: dict[Consumer, tuple[int, int]] = {}  # -> (registration id, epoch)
         self._admitting: set[Consumer] = set()
         self._abandoned: set[Consumer] = set()  # went while their registration was in flight
+        self._dead_letters = args.dead_letter_exchange is not None
 
     # ----------------------------------------------------------------------------- gauges
 
@@ -265,13 +276,26 @@ class ClusterQueue(Queue):
             if not self._offer(active):
                 return
 
+    def _wanted(self) -> int:
+        """How many rows to claim now: the consumers' free credit, plus a read-ahead as large
+        as what they hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their
+        window is wide, so they want throughput: the next rows are here when acks free credit,
+        instead of one claim's round trip later), minus what is claimed here and ready; at
+        most :data:`CLAIM_BATCH`. Consumers with a small window get no read-ahead, so a busy
+        worker's node does not sit on messages an idle worker elsewhere could take."""
+        if self.args.single_active_consumer and self.active_consumer is None:
+            return 0
+        held = len(self._unacked)
+        ahead = min(held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
+        return min(self._credit() + ahead - len(self._ready), CLAIM_BATCH)
+
     def _claim_if_credit(self) -> None:
         if self.deleted or not self._consumers.members_list:
             return
         if self._claiming:
             self._claim_again = True
             return
-        want = self._credit() - len(self._ready)
+        want = self._wanted()
         if want > 0:
             self._claiming = True
             self._engine.spawn(self._claim(want))
@@ -280,9 +304,16 @@ class ClusterQueue(Queue):
         try:
             while want > 0 and not self.deleted:
                 self._claim_again = False
-                consumer = self.active_id if self.args.single_active_consumer else None
+                consumer = None
+                if self.args.single_active_consumer:
+                    if self.active_consumer is None:
+                        return  # only for the active consumer, and only while it is
+                    consumer = self.active_id
                 try:
-                    claimed = await self._engine.claim(self.queue_id, want, _token(), consumer)
+                    claimed = await self._engine.claim(
+                        self.queue_id, want, _token(), dead_letters=self._dead_letters,
+                        consumer=consumer,
+                    )
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
@@ -290,7 +321,7 @@ class ClusterQueue(Queue):
                 super().dispatch()
                 if len(claimed) < want and not self._claim_again:
                     return
-                want = self._credit() - len(self._ready)
+                want = self._wanted()
         finally:
             self._claiming = False
 
@@ -330,7 +361,9 @@ class ClusterQueue(Queue):
             await self._engine.touch(self.queue_id)
         self._check_epoch()
         if not self._ready and not self.deleted:
-            self._take_claimed(await self._engine.claim(self.queue_id, 1, _token()), get=True)
+            self._take_claimed(await self._engine.claim(
+                self.queue_id, 1, _token(), dead_letters=self._dead_letters
+            ), get=True)  # fmt: skip
         return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement
@@ -350,6 +383,18 @@ class ClusterQueue(Queue):
                 by_epoch.setdefault(epoch, []).append(seq)
         for epoch, rows in by_epoch.items():
             settle(epoch, rows)
+
+    def _dead_letter_entry(self, entry: QueueEntry, reason: DeathReason) -> None:
+        """Rejected without requeue, or expired here before its hand-out: with a dead-letter
+        exchange, the row is deleted and its copies inserted in one settle transaction."""
+        if not self._dead_letters:
+            super()._dead_letter_entry(entry, reason)
+            return
+        self._remove_live(entry, settle=False)
+        self.dead_lettered += 1
+        epoch = self._epochs.pop(entry.seq, None)
+        if epoch is not None:
+            self._engine.dead_letter(epoch, [entry.seq], reason.value)
 
     def _return(self, entry: QueueEntry) -> None:
         """A handed-out message comes back: release its row (redelivered) for any node."""

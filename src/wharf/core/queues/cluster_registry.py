@@ -10,10 +10,12 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
   A reload is asked for by every notification on the definitions channel, when the
   ``LISTEN`` connection (re)opens, and every :data:`REFRESH_INTERVAL_S` in any case;
 * the **message paths**: the group-committing :class:`MessageWriter`, the :class:`Settler`,
-  claims, each fenced as :mod:`wharf.cluster.queues.messages` says; a notification that a
+  claims, each fenced as :mod:`wharf.cluster.queues.messages` says, all given the node's
+  dead-letter routing (:mod:`wharf.core.queues.cluster_dead_letter`); a notification that a
   queue got messages makes its local part claim if its consumers have credit;
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
-  returning the claims of dead epochs, deleting their exclusive queues and expired messages;
+  returning the claims of dead epochs, deleting their exclusive queues and expired messages
+  (dead-lettering them where the queue says so);
 * the **owners** of exclusive queues: a token per local connection, stored with the queue
   beside the node id and epoch;
 * the **consumer registry** (:mod:`wharf.cluster.queues.consumers`): registrations made before
@@ -44,6 +46,7 @@ from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.queues.cluster_dead_letter import ClusterDeadLetterRouting
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.cluster_vhost import ClusterVirtualHost
 from wharf.core.queues.definitions import load_definitions
@@ -76,8 +79,9 @@ class QueueEngine:
         self.config = config
         self.clock = clock
         self._registry = registry
-        self._writer = msgs.MessageWriter(node.db)
-        self.settler = msgs.Settler(node.db, node.node_id)
+        self.dead_letters = ClusterDeadLetterRouting(registry.find_queue)
+        self._writer = msgs.MessageWriter(node.db, self.dead_letters)
+        self.settler = msgs.Settler(node.db, node.node_id, routing=self.dead_letters)
         self._listener = NotificationListener(
             node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL), self._notified,
             self._reconnected, what="AMQP",
@@ -163,17 +167,21 @@ class QueueEngine:
 
     # -------------------------------------------------------------------------- messages
 
-    def publish(self, rows: Sequence[msgs.NewMessage]) -> asyncio.Future[None]:
+    def publish(self, rows: Sequence[msgs.NewMessage]) -> asyncio.Future[bool]:
         committed = self._writer.publish(rows)
         committed.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
         return committed
 
     async def claim(
-        self, queue_id: int, count: int, token: int, consumer: int | None = None
+        self, queue_id: int, count: int, token: int, *, dead_letters: bool = False,
+        consumer: int | None = None,
     ) -> list[msgs.ClaimedMessage]:
         lease = self.node.lease()
+        routing = self.dead_letters if dead_letters else None
         try:
-            return await msgs.claim(self.node.db, lease, queue_id, count, token, consumer)
+            return await msgs.claim(
+                self.node.db, lease, queue_id, count, token, routing, consumer
+            )
         except DatabaseError as exc:
             if not exc.outcome_unknown:
                 raise
@@ -187,6 +195,9 @@ class QueueEngine:
 
     def delete(self, epoch: int, seqs: list[int]) -> None:
         self.settler.delete(epoch, seqs)
+
+    def dead_letter(self, epoch: int, seqs: list[int], reason: str) -> None:
+        self.settler.dead_letter(epoch, seqs, reason)
 
     def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None:
         self.settler.release(epoch, seqs, delivered=delivered)
@@ -305,7 +316,7 @@ class QueueEngine:
                 self._refresh_soon()
             await self._learn_active_here()
             try:
-                result = await msgs.sweep(self.node.db, self.node.lease())
+                result = await msgs.sweep(self.node.db, self.node.lease(), self.dead_letters)
             except StorageError as exc:  # no lease yet, or the database: next interval
                 log.debug("AMQP sweep not run: %s", exc)
                 continue
@@ -337,7 +348,7 @@ class QueueEngine:
         await self.settler.close()
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
+def _retrieve(future: asyncio.Future[bool]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -398,6 +409,13 @@ class ClusterVhostRegistry(VhostRegistry):
         vhost = ClusterVirtualHost(name, self.engine)
         vhost.wakeup = self._timer.wake
         return vhost
+
+    def find_queue(self, queue_id: int) -> tuple[ClusterVirtualHost, ClusterQueue] | None:
+        """The queue of that id in the cache, with its virtual host."""
+        for vhost in self._vhosts.values():
+            if isinstance(vhost, ClusterVirtualHost) and queue_id in vhost.by_id:
+                return vhost, vhost.by_id[queue_id]
+        return None
 
     def queue_by_id(self, queue_id: int) -> ClusterQueue | None:
         for vhost in self._vhosts.values():

@@ -14,12 +14,15 @@ misses reloads once before answering 404, since another node may have declared i
 
 All exchanges and queues are kept in the database, durable or not (a cluster has no restart
 that would drop transient ones); an exclusive queue belongs to a connection of a node's epoch
-and goes away with the connection or, when the node dies, by the sweep. Arguments the cluster
-does not implement are refused at declaration (:func:`refuse_unsupported`, 406 naming them).
+and goes away with the connection or, when the node dies, by the sweep. Every queue argument
+of single-node mode holds here too (consumers: :mod:`wharf.cluster.queues.consumers`).
+Dead-lettered copies are routed here too (:meth:`ClusterVirtualHost.dead_letter_rows`), for the
+transaction that deletes the original (:mod:`wharf.core.queues.cluster_dead_letter`).
 
 A publish is routed on the cache, then handed to the node's group-committing writer as one row
 per queue reached; its :class:`~wharf.core.queues.router.PublishResult` waits for that commit,
-which is what a publisher confirm awaits.
+which is what a publisher confirm awaits; a publish that a full ``reject-publish(-dlx)``
+queue refused in that commit fails its wait (a nack) and is marked ``rejected``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from wharf.cluster.queues.dead_letters import DeadMessage
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
 from wharf.cluster.queues.messages import NewMessage
-from wharf.core.queues.args import Overflow, QueueType, parse_queue_args
+from wharf.core.queues.args import QueueType, parse_queue_args
 from wharf.core.queues.cluster_queue import ClusterQueue
+from wharf.core.queues.dead_letter import DeathReason, add_death, is_cycle
 from wharf.core.queues.definitions import decode_arguments, encode_arguments
 from wharf.core.queues.exchanges import Binding, DestKind, Exchange, ExchangeType, make_exchange
 from wharf.core.queues.message import Message
@@ -47,35 +52,12 @@ from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
 if TYPE_CHECKING:
     from wharf.core.queues.cluster_registry import QueueEngine
 
-__all__ = ["ClusterVirtualHost", "encode_sorted", "refuse_unsupported"]
-
-# Queue arguments the cluster does not implement yet: refused at declaration, never ignored.
-_UNSUPPORTED_QUEUE_ARGS = (
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-)
+__all__ = ["ClusterVirtualHost", "encode_sorted"]
 
 
 def encode_sorted(arguments: Mapping[str, Any] | None) -> str:
     """An argument table as stored: sorted by key, so equal tables are equal strings."""
     return encode_arguments(dict(sorted((arguments or {}).items())))
-
-
-def refuse_unsupported(name: str, arguments: Mapping[str, Any]) -> None:
-    """PreconditionError (406) naming the first argument a cluster queue does not implement."""
-    for arg in _UNSUPPORTED_QUEUE_ARGS:
-        if arg in arguments:
-            raise PreconditionError(
-                f"queue '{name}': argument '{arg}' is not supported in cluster mode"
-            )
-    overflow = arguments.get("x-overflow")
-    if overflow is not None and parse_queue_args({"x-overflow": overflow}).overflow is not (
-        Overflow.DROP_HEAD
-    ):
-        raise PreconditionError(
-            f"queue '{name}': argument 'x-overflow' is not supported in cluster mode with "
-            f"value {overflow!r} (only drop-head)"
-        )
 
 
 class _ForeignOwner:
@@ -291,7 +273,6 @@ class ClusterVirtualHost(VirtualHost):
                 f"invalid property for quorum queue '{name}': quorum queues must be "
                 "durable, not exclusive and not auto-delete"
             )
-        refuse_unsupported(name, args_map)
         row = QueueRow(0, self.name, name, durable, auto_delete, encode_sorted(args_map),
                        delivery_limit=parsed.delivery_limit, max_length=parsed.max_length,
                        max_length_bytes=parsed.max_length_bytes,
@@ -469,28 +450,64 @@ class ClusterVirtualHost(VirtualHost):
             return result
         rows: list[NewMessage] = []
         for name in sorted(names):
-            queue = self.queues[name]
-            assert isinstance(queue, ClusterQueue)
-            args = queue.args
-            limited = args.max_length is not None or args.max_length_bytes is not None
-            rows.append(
-                NewMessage(queue.queue_id, queue.row_priority(message), queue.row_ttl(message),
-                           message.exchange, message.routing_key, message.properties,
-                           message.body, limited)
-            )  # fmt: skip
+            rows.append(self._row(self.queues[name], message))
             result.queues.append(name)
         committed = self._engine.publish(rows)
 
         async def wait(_: int) -> None:
-            await asyncio.shield(committed)
+            if not await asyncio.shield(committed):
+                result.rejected = True
+                raise PreconditionError(
+                    f"a queue of {', '.join(result.queues)} in vhost '{self.name}' is full "
+                    "(x-overflow reject-publish)"
+                )
 
         result._waits.append((wait, 0))
         return result
 
+    def _row(self, queue: Queue, message: Message) -> NewMessage:
+        """The row ``message`` becomes in ``queue``."""
+        assert isinstance(queue, ClusterQueue)
+        args = queue.args
+        limited = args.max_length is not None or args.max_length_bytes is not None
+        return NewMessage(
+            queue.queue_id, queue.row_priority(message), queue.row_ttl(message),
+            message.exchange, message.routing_key, message.properties, message.body, limited,
+            args.overflow.value,
+        )  # fmt: skip
+
     async def publish(self, message: Message) -> PublishResult:
+        """:meth:`publish_nowait`, then its commit; a publish a full ``reject-publish`` queue
+        refused returns with ``rejected`` True."""
         result = self.publish_nowait(message)
-        await result.wait_durable()
+        try:
+            await result.wait_durable()
+        except PreconditionError:
+            if not result.rejected:
+                raise
         return result
+
+    # ---------------------------------------------------------------------- dead-lettering
+
+    def dead_letter_rows(self, queue: ClusterQueue, dead: DeadMessage) -> list[NewMessage]:
+        """The rows of the copy of ``dead``, dead-lettered by ``queue``: x-death headers as in
+        single-node mode, routed from the queue's dead-letter exchange on this node's cache,
+        with no row for a target it would cycle through."""
+        dlx = queue.args.dead_letter_exchange
+        exchange = None if dlx is None else self.exchanges.get(dlx)
+        if dlx is None or exchange is None:
+            return []
+        message = Message(dead.exchange, dead.routing_key, dead.properties, dead.body)
+        routing_key = queue.args.dead_letter_routing_key
+        copy = add_death(message, queue.name, DeathReason(dead.reason), self.clock.now_ms())
+        copy = copy.with_route(dlx, message.routing_key if routing_key is None else routing_key)
+        targets: set[str] = set()
+        self.router.route(exchange, copy, targets, None)
+        return [
+            self._row(self.queues[name], copy)
+            for name in sorted(targets)
+            if not is_cycle(copy, name)
+        ]
 
     # ------------------------------------------------------------------------------ timers
 

@@ -8,7 +8,9 @@ cluster streams (:mod:`wharf.core.streams.cluster_streams`). Each job is a
 takes or keeps the job's lease (:func:`~wharf.cluster.streams.leases.acquire_job_lease`), so
 one node at a time does each job, and a node whose lease lapsed or was replaced loses the job to
 whoever asks next; then it does one round, bounded by ``job_timeout_ms``, fenced on both leases
-in every transaction. Failures are logged and the job runs again at its next tick.
+in every transaction. Failures are logged and the job runs again at its next tick. What each
+job did on this node is counted in ``counts`` (rounds, items, failures), which ``/metrics``
+exports.
 
 Retention reads each topic's ``retention.ms`` and ``retention.bytes`` from the node's cached
 catalogue (:class:`~wharf.core.streams.cluster_topics.ClusterTopicManager`) and also clears the
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING
 
 from wharf.cluster.catalog import NodeLease
@@ -28,6 +30,7 @@ from wharf.cluster.streams import compactor, gc, retention
 from wharf.cluster.streams.leases import JOBS, JobName, acquire_job_lease
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.streams.view import JobCounts
 from wharf.core.timer_chain import TimerChain
 from wharf.errors import StorageError
 
@@ -42,8 +45,8 @@ log = logging.getLogger(__name__)
 
 class ClusterMaintenance:
     """One node's runner of the streams' background jobs; see the module docstring.
-    ``done[job]`` counts what each job did on this node (objects compacted, rows removed,
-    objects deleted)."""
+    ``counts[job]`` says what each job did on this node; pass ``counts`` to have them kept in
+    a mapping of the caller's (the topics' ``job_counters``)."""
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class ClusterMaintenance:
         topics: ClusterTopicManager,
         config: BrokerConfig,
         clock: Clock,
+        counts: MutableMapping[str, JobCounts] | None = None,
     ) -> None:
         self._node = node
         self._topics = topics
@@ -63,7 +67,10 @@ class ClusterMaintenance:
         self.gc = gc.GcSettings(
             gc_grace=jobs.gc_grace_ms / 1000, orphan_grace=jobs.orphan_grace_ms / 1000
         )
-        self.done: dict[JobName, int] = dict.fromkeys(JOBS, 0)
+        self._sweep_cursor = gc.SweepCursor()
+        self.counts: MutableMapping[str, JobCounts] = {} if counts is None else counts
+        for job in JOBS:
+            self.counts[job] = JobCounts()
         rounds: dict[JobName, Callable[[NodeLease], Awaitable[int]]] = {
             "compactor": self._compact,
             "retention": self._retention,
@@ -91,7 +98,9 @@ class ClusterMaintenance:
         if not await acquire_job_lease(self._node.db, lease, job):
             return False
         async with asyncio.timeout(self._config.cluster_jobs.job_timeout_ms / 1000):
-            self.done[job] += await self._rounds[job](lease)
+            done = await self._rounds[job](lease)
+        self.counts[job].runs += 1
+        self.counts[job].items += done
         return True
 
     # ------------------------------------------------------------------ the jobs
@@ -123,7 +132,10 @@ class ClusterMaintenance:
         return len(await gc.collect_garbage(self._node.db, self._node.store, lease, self.gc))
 
     async def _sweep(self, lease: NodeLease) -> int:
-        return len(await gc.sweep_orphans(self._node.db, self._node.store, lease, self.gc))
+        swept = await gc.sweep_orphans(
+            self._node.db, self._node.store, lease, self.gc, self._sweep_cursor
+        )
+        return len(swept)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -134,6 +146,7 @@ class ClusterMaintenance:
             except LeaseLostError as exc:
                 log.info("cluster %s: not run, the lease is gone: %s", job, exc)
             except (StorageError, TimeoutError) as exc:
+                self.counts[job].failures += 1
                 log.warning("cluster %s failed (retrying at the next interval): %s", job, exc)
 
         return run

@@ -48,11 +48,11 @@ async def open_cluster_topics(
     writer.start()
     try:
         await watermarks.start()
+        streams = ClusterStreams(writer, reader, watermarks, close)
         topics = await ClusterTopicManager.open(
-            node.db, node.lease, config, clock, ClusterStreams(writer, reader, watermarks, close),
-            live_nodes=lambda: len(node.brokers),
+            node.db, node.lease, config, clock, streams, live_nodes=lambda: len(node.brokers)
         )
-        maintenance = ClusterMaintenance(node, topics, config, clock)
+        maintenance = ClusterMaintenance(node, topics, config, clock, streams.jobs)
         maintenance.start()
         return topics
     except BaseException:

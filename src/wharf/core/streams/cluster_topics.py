@@ -57,7 +57,7 @@ from wharf.core.streams.errors import (
 )
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
 from wharf.core.streams.topics import MAX_PARTITIONS, validate_topic_name
-from wharf.core.streams.view import PartitionView
+from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -97,6 +97,7 @@ class ClusterStreams:
     reader: StreamReader
     watermarks: Watermarks
     close: Callable[[], Awaitable[None]]
+    jobs: dict[str, JobCounts] = field(default_factory=dict)  # filled by ClusterMaintenance
 
 
 class ClusterTopicManager:
@@ -209,6 +210,10 @@ class ClusterTopicManager:
             "read_cache_hits": reader.cache_hits,
             "read_cache_misses": reader.cache_misses,
         }
+
+    def job_counters(self) -> Mapping[str, JobCounts]:
+        """The background jobs' counts on this node (see TopicsView)."""
+        return self._streams.jobs
 
     async def reload(self) -> None:
         """Re-read the catalogue; returns once a read that began after this call is in."""

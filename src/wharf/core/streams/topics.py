@@ -50,7 +50,7 @@ from wharf.core.streams.errors import (
 )
 from wharf.core.streams.partition import Partition, wait_for_any
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
-from wharf.core.streams.view import PartitionView
+from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir, replace_file
 
@@ -218,6 +218,10 @@ class TopicManager:
         """Nothing to do: this manager's memory is the catalogue."""
 
     def engine_counters(self) -> Mapping[str, int]:
+        """None on one node (see TopicsView)."""
+        return {}
+
+    def job_counters(self) -> Mapping[str, JobCounts]:
         """None on one node (see TopicsView)."""
         return {}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -24,7 +25,16 @@ if TYPE_CHECKING:
     from wharf.core.streams.topic_config import ConfigEntry, TopicConfig
     from wharf.storage.record_batch import Record, RecordInput
 
-__all__ = ["PartitionView", "TopicView", "TopicsView"]
+__all__ = ["JobCounts", "PartitionView", "TopicView", "TopicsView"]
+
+
+@dataclass(slots=True)
+class JobCounts:
+    """What one background job of a cluster node did on that node, for ``/metrics``."""
+
+    runs: int = 0  # rounds done (the node held the job's lease)
+    items: int = 0  # what the rounds did: objects compacted, index rows removed, objects deleted
+    failures: int = 0  # rounds that failed and wait for the next interval
 
 
 class PartitionView(Protocol):
@@ -122,6 +132,9 @@ class TopicsView(Protocol):
     def engine_counters(self) -> Mapping[str, int]:
         """Cluster mode: counters of the node's stream engine for ``/metrics`` (``flushes``,
         ``flushed_bytes``, ``read_cache_hits``, ``read_cache_misses``); empty on one node."""
+
+    def job_counters(self) -> Mapping[str, JobCounts]:
+        """Cluster mode: the background jobs' counts on this node, by job; empty on one node."""
 
     # changes
     async def create(

@@ -86,6 +86,15 @@ _ENGINE_COUNTERS = {
     "read_cache_misses": "Cluster mode: object chunks fetched from the object store",
 }
 
+# Cluster mode: the background jobs' counts (TopicsView.job_counters), by field of JobCounts.
+_JOB_COUNTERS = {
+    "runs": "Cluster mode: rounds of a background job this node ran (it held the job's lease)",
+    "items": "Cluster mode: what those rounds did: objects compacted (compactor), index rows"
+    " removed (retention), objects deleted (gc, orphans)",
+    "failures": "Cluster mode: rounds of a background job that failed on this node (retried"
+    " at its next interval)",
+}
+
 
 class BrokerCollector(Collector):
     """Every wharf_* metric, computed from the broker when scraped."""
@@ -191,6 +200,14 @@ class BrokerCollector(Collector):
         for name, count in broker.topics.engine_counters().items():
             counter = CounterMetricFamily(f"wharf_cluster_{name}", _ENGINE_COUNTERS[name])
             counter.add_metric([], count)
+            yield counter
+        jobs = broker.topics.job_counters()
+        for field, help_text in _JOB_COUNTERS.items():
+            counter = CounterMetricFamily(
+                f"wharf_cluster_job_{field}", help_text, labels=["job"]
+            )
+            for job, counts in jobs.items():
+                counter.add_metric([job], getattr(counts, field))
             yield counter
         yield histogram_family(
             "wharf_object_store_seconds",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import base, commands
 
-from wharf.errors import BrokerError, NotFoundError
+from wharf.errors import BrokerError, NotFoundError, PreconditionError
 from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.consuming import Consuming
 from wharf.protocol.amqp.errors import (
@@ -318,6 +318,12 @@ class Channel:
 
 
 async def _all_durable(results: list[PublishResult]) -> None:
-    """Return once every message of a committed transaction is stored."""
+    """Return once every message of a committed transaction is stored. A message a full
+    ``reject-publish`` queue refused at its commit (cluster mode decides there) is dropped, as
+    single-node mode drops it at publish: the transaction commits the rest."""
     for result in results:
-        await result.wait_durable()
+        try:
+            await result.wait_durable()
+        except PreconditionError:
+            if not result.rejected:
+                raise

@@ -10,7 +10,10 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   trip between ``BEGIN`` and ``COMMIT``). A queue with x-max-length(-bytes) is locked ``FOR
   UPDATE`` before and trimmed after, in the same transaction (drop-head). Its future resolves
   only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
-  time per node, so one node's publishes commit in order.
+  time per node, so one node's publishes commit in order. A body above the threshold is PUT
+  to the object store first and the rows name its object (:mod:`.bodies`); a batch stops
+  before a publish whose PUT is still running, so the order holds. The same transaction
+  inserts the rows of delayed exchanges' holds (:mod:`.held`).
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
   then oldest) with the claiming node's id and epoch, ``FOR UPDATE SKIP LOCKED`` so that nodes
   claiming together take different rows, after checking and share-locking the node's lease in
@@ -39,13 +42,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.queues.bodies import Bodies, register_keys
+from wharf.cluster.queues.held import NewHeld, insert_held
 
 __all__ = [
     "CHANNEL",
@@ -84,6 +89,9 @@ class NewMessage:
     body: bytes
     limited: bool = False
     """The queue has x-max-length or x-max-length-bytes."""
+    body_key: str | None = None
+    """The object holding the body (``body`` is then empty; see :mod:`.bodies`)."""
+    body_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,8 @@ class ClaimedMessage:
     properties: bytes
     body: bytes
     epoch: int
+    body_key: str | None = None
+    """The object holding the body, when ``body`` is still to be read from it."""
 
 
 def _notify_sql(queue_ids: Iterable[int]) -> str:
@@ -125,14 +135,15 @@ async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
         "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
         " added AS ("
         "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
-        "                             properties, body)"
+        "                             properties, body, body_key, body_size)"
         "  SELECT u.queue_id, u.priority,"
         "         CASE WHEN u.ttl IS NULL THEN NULL"
         "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
-        "         u.exchange, u.routing_key, u.properties, u.body"
+        "         u.exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
         "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
-        "                %s::bytea[], %s::bytea[]) WITH ORDINALITY"
-        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body, ord)"
+        "                %s::bytea[], %s::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
+        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body,"
+        "              body_key, body_size, ord)"
         "   WHERE u.queue_id IN (SELECT id FROM live)"
         "   ORDER BY u.ord"
         "  RETURNING queue_id)"
@@ -147,6 +158,8 @@ async def insert_messages(tx: Transaction, rows: Sequence[NewMessage]) -> int:
             [r.routing_key for r in rows],
             [r.properties for r in rows],
             [r.body for r in rows],
+            [r.body_key for r in rows],
+            [r.body_size for r in rows],
             CHANNEL,
         ),
     )
@@ -161,7 +174,8 @@ async def _trim(tx: Transaction, queue_id: int) -> None:
     await tx.execute(
         "DELETE FROM amqp_messages WHERE claimed_epoch IS NULL AND seq IN ("
         " SELECT t.seq FROM ("
-        "   SELECT m.seq, row_number() OVER w AS n, sum(length(m.body)) OVER w AS bytes"
+        "   SELECT m.seq, row_number() OVER w AS n,"
+        "          sum(coalesce(m.body_size, length(m.body))) OVER w AS bytes"
         "     FROM amqp_messages m WHERE m.queue_id = %s AND m.claimed_epoch IS NULL"
         "   WINDOW w AS (ORDER BY m.priority, m.seq DESC)) t, amqp_queues q"
         "  WHERE q.id = %s AND (t.n > q.max_length OR t.bytes > q.max_length_bytes))",
@@ -172,39 +186,83 @@ async def _trim(tx: Transaction, queue_id: int) -> None:
 @dataclass(slots=True)
 class _Publish:
     rows: Sequence[NewMessage]
+    held: Sequence[NewHeld]
     size: int
     done: asyncio.Future[None]
+    keys: list[str] = field(default_factory=list)  # body objects its rows name
+    upload: asyncio.Task[None] | None = None  # PUT of its body, before its transaction
+
+
+async def _commit(
+    tx: Transaction, rows: Sequence[NewMessage], held: Sequence[NewHeld], keys: Sequence[str]
+) -> None:
+    await register_keys(tx, keys)
+    if rows:
+        await insert_messages(tx, rows)
+    await insert_held(tx, held)
 
 
 class MessageWriter:
-    """Group-commits the publishes of one node; see the module docstring."""
+    """Group-commits the publishes of one node; see the module docstring. With ``bodies``,
+    a body above its threshold is PUT first and the rows name its object; publishes still
+    commit in the order they came (a batch stops before one whose PUT is not done)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, bodies: Bodies | None = None) -> None:
         self._db = db
+        self._bodies = bodies
         self._pending: list[_Publish] = []
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed, for tests and benchmarks
 
-    def publish(self, rows: Sequence[NewMessage]) -> asyncio.Future[None]:
-        """Queue ``rows`` for the next transaction; the future resolves after its commit
-        (``StorageError`` when it failed: nothing, or with ``outcome_unknown`` maybe all, of
-        it was written)."""
+    def publish(
+        self, rows: Sequence[NewMessage], held: Sequence[NewHeld] = ()
+    ) -> asyncio.Future[None]:
+        """Queue ``rows`` (and ``held``, rows of delayed exchanges) for the next transaction;
+        the future resolves after its commit (``StorageError`` when it failed: nothing, or
+        with ``outcome_unknown`` maybe all, of it was written). The rows of one publish share
+        one body."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        body = rows[0].body if rows else held[0].body if held else b""
         size = sum(len(r.body) + len(r.properties) for r in rows)
-        self._pending.append(_Publish(rows, size, done))
+        publish = _Publish(rows, held, size, done)
+        if self._bodies is not None and self._bodies.offloads(body):
+            publish.size = sum(len(r.properties) for r in rows)
+            publish.upload = loop.create_task(self._offload(publish, self._bodies, body))
+        self._pending.append(publish)
         if self._task is None:
             self._task = loop.create_task(self._run(), name="wharf amqp publishes")
         return done
 
+    @staticmethod
+    async def _offload(publish: _Publish, bodies: Bodies, body: bytes) -> None:
+        key = await bodies.put(body)
+        size = len(body)
+        publish.rows = [replace(r, body=b"", body_key=key, body_size=size) for r in publish.rows]
+        publish.held = [replace(h, body=b"", body_key=key, body_size=size) for h in publish.held]
+        publish.keys = [key]
+
     async def _run(self) -> None:
         try:
             while self._pending:
-                batch = self._take()
+                head = self._pending[0]
+                if head.upload is not None:
+                    await asyncio.wait([head.upload])
+                batch = []
+                for publish in self._take():
+                    failed = publish.upload.exception() if publish.upload else None
+                    if failed is None:
+                        batch.append(publish)
+                    elif not publish.done.done():
+                        publish.done.set_exception(failed)
+                if not batch:
+                    continue
                 rows = [row for publish in batch for row in publish.rows]
+                held = [row for publish in batch for row in publish.held]
+                keys = [key for publish in batch for key in publish.keys]
                 try:
-                    await self._db.run(partial(insert_messages, rows=rows), "amqp.publish",
-                                       retries=_RETRIES)  # fmt: skip
+                    await self._db.run(partial(_commit, rows=rows, held=held, keys=keys),
+                                       "amqp.publish", retries=_RETRIES)  # fmt: skip
                 except Exception as exc:  # every failure must reach its publishers
                     for publish in batch:
                         if not publish.done.done():
@@ -218,15 +276,18 @@ class MessageWriter:
             self._task = None
 
     def _take(self) -> list[_Publish]:
+        """The publishes of the next transaction: in order, up to the batch's bounds, and
+        stopping before one whose body is still being written."""
         taken: list[_Publish] = []
         rows = size = 0
         while self._pending:
             head = self._pending[0]
             if taken and (rows + len(head.rows) > _MAX_BATCH_ROWS
-                          or size + head.size > _MAX_BATCH_BYTES):  # fmt: skip
+                          or size + head.size > _MAX_BATCH_BYTES
+                          or (head.upload is not None and not head.upload.done())):  # fmt: skip
                 break
             taken.append(self._pending.pop(0))
-            rows += len(head.rows)
+            rows += len(head.rows) + len(head.held)
             size += head.size
         return taken
 
@@ -258,7 +319,7 @@ async def claim(
             "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
             "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
             "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "            properties, body)"
+            "            properties, body, body_key)"
             " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
             "   LEFT JOIN claimed c ON true",
             (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, queue_id, count),
@@ -273,7 +334,7 @@ async def claim(
     claimed = [
         ClaimedMessage(
             int(r[1]), int(r[2]), None if r[3] is None else int(r[3]), int(r[4]),
-            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch,
+            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch, r[9],
         )  # fmt: skip
         for r in rows
         if r[1] is not None
@@ -290,7 +351,7 @@ async def claimed_with(
     async with db.transaction("amqp.claimed_with") as tx:
         rows = await tx.fetchall(
             "SELECT seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "       properties, body FROM amqp_messages"
+            "       properties, body, body_key FROM amqp_messages"
             " WHERE queue_id = %s AND claimed_node = %s AND claimed_epoch = %s"
             "   AND claim_token = %s ORDER BY priority DESC, seq",
             (queue_id, lease.node_id, lease.epoch, token),
@@ -298,7 +359,7 @@ async def claimed_with(
     return [
         ClaimedMessage(
             int(r[0]), int(r[1]), None if r[2] is None else int(r[2]), int(r[3]),
-            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch,
+            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch, r[8],
         )  # fmt: skip
         for r in rows
     ]

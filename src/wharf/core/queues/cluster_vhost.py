@@ -18,8 +18,9 @@ and goes away with the connection or, when the node dies, by the sweep. Argument
 does not implement are refused at declaration (:func:`refuse_unsupported`, 406 naming them).
 
 A publish is routed on the cache, then handed to the node's group-committing writer as one row
-per queue reached; its :class:`~wharf.core.queues.router.PublishResult` waits for that commit,
-which is what a publisher confirm awaits.
+per queue reached, and one held row per delayed exchange that holds it
+(:mod:`wharf.core.queues.cluster_delayed`); its :class:`~wharf.core.queues.router.PublishResult`
+waits for that commit, which is what a publisher confirm awaits.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
+from wharf.cluster.queues.held import NewHeld
 from wharf.cluster.queues.messages import NewMessage
 from wharf.core.queues.args import Overflow, QueueType, parse_queue_args
+from wharf.core.queues.cluster_delayed import ClusterRouter
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.definitions import decode_arguments, encode_arguments
-from wharf.core.queues.exchanges import Binding, DestKind, Exchange, ExchangeType, make_exchange
+from wharf.core.queues.exchanges import Binding, DestKind, Exchange, make_exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult
@@ -109,6 +112,10 @@ class ClusterVirtualHost(VirtualHost):
         )
         self._engine = engine
         self.by_id: dict[int, ClusterQueue] = {}
+        # routes publishes; its delayed exchanges note holds (rows) instead of keeping them
+        self._routing = ClusterRouter(
+            name, self.exchanges, self.queues, self.delayed, self.clock, lambda: None
+        )
 
     # ------------------------------------------------------------------------- the cache
 
@@ -236,10 +243,6 @@ class ClusterVirtualHost(VirtualHost):
                 name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
                 arguments=args,
             )  # fmt: skip
-        if type_ == ExchangeType.DELAYED.value:
-            raise PreconditionError(
-                f"exchange '{name}': type '{type_}' is not supported in cluster mode"
-            )
         make_exchange(name, type_, arguments=args)  # an unknown type is refused here (503)
         row = ExchangeRow(self.name, name, type_, durable, auto_delete, internal,
                           encode_sorted(args))  # fmt: skip
@@ -461,17 +464,42 @@ class ClusterVirtualHost(VirtualHost):
             )
         router.published += 1
         names: set[str] = set()
+        holding: list[tuple[str, int]] = []
         if exchange.name == "":
             exchange.messages_in += 1
             if message.routing_key in self.queues:
                 names.add(message.routing_key)
                 exchange.messages_out += 1
         else:
-            router.route(exchange, message, names, None)
-        result = PublishResult(routed=bool(names))
-        if not names:
+            holding = self._routing.route_holding(exchange, message, names)
+        result = PublishResult(routed=bool(names) or bool(holding))
+        if not result.routed:
             router.unroutable += 1
             return result
+        rows = self.rows_for(names, message)
+        result.queues.extend(sorted(names))
+        held = [
+            NewHeld(self.name, at, delay, message.exchange, message.routing_key,
+                    message.properties, message.body)
+            for at, delay in holding
+        ]  # fmt: skip
+        committed = self._engine.publish(rows, held)
+
+        async def wait(_: int) -> None:
+            await asyncio.shield(committed)
+
+        result._waits.append((wait, 0))
+        return result
+
+    def rows_for(
+        self,
+        names: set[str],
+        message: Message,
+        body_key: str | None = None,
+        body_size: int | None = None,
+    ) -> list[NewMessage]:
+        """One row per queue of ``names`` (in name order) for ``message``; with ``body_key``,
+        its body is that object (``body_size`` bytes)."""
         rows: list[NewMessage] = []
         for name in sorted(names):
             queue = self.queues[name]
@@ -481,16 +509,9 @@ class ClusterVirtualHost(VirtualHost):
             rows.append(
                 NewMessage(queue.queue_id, queue.row_priority(message), queue.row_ttl(message),
                            message.exchange, message.routing_key, message.properties,
-                           message.body, limited)
+                           message.body, limited, body_key, body_size)
             )  # fmt: skip
-            result.queues.append(name)
-        committed = self._engine.publish(rows)
-
-        async def wait(_: int) -> None:
-            await asyncio.shield(committed)
-
-        result._waits.append((wait, 0))
-        return result
+        return rows
 
     async def publish(self, message: Message) -> PublishResult:
         result = self.publish_nowait(message)

@@ -100,6 +100,7 @@ class QueueEngine:
         self._loader: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._releasing: asyncio.Task[None] | None = None
+        self._unreadable: list[tuple[int, int]] = []  # (epoch, seq) to release: body unread
         self.owners: dict[str, object] = {}  # connection token -> local connection
         self._tokens: dict[int, str] = {}  # id(connection) -> token
         self.sweeps = 0  # sweeps this node ran, for tests
@@ -187,7 +188,8 @@ class QueueEngine:
 
     async def claim(self, queue_id: int, count: int, token: int) -> list[msgs.ClaimedMessage]:
         """Claim rows (see :func:`msgs.claim`) with their bodies read from the object store
-        where they are kept there; a row whose body cannot be read is released, unchanged."""
+        where they are kept there; a row whose body cannot be read is released, unchanged, at
+        the next housekeeping tick (so a store that is down is not asked in a tight loop)."""
         return await self._with_bodies(await self._claim(queue_id, count, token))
 
     async def _claim(self, queue_id: int, count: int, token: int) -> list[msgs.ClaimedMessage]:
@@ -218,7 +220,7 @@ class QueueEngine:
             if isinstance(body, Exception):
                 log.warning("message %d not delivered now, its body is unreadable: %s",
                             message.seq, body)  # fmt: skip
-                self.release(message.epoch, [message.seq], delivered=False)
+                self._unreadable.append((message.epoch, message.seq))
             elif body is None:
                 out.append(message)
             else:
@@ -298,10 +300,16 @@ class QueueEngine:
             return
         self.bodies_deleted += done.deleted + done.orphans
 
+    def _release_unreadable(self) -> None:
+        unreadable, self._unreadable = self._unreadable, []
+        for epoch, seq in unreadable:
+            self.release(epoch, [seq], delivered=False)
+
     async def _run_housekeeping(self) -> None:
         since_refresh = since_collect = 0.0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            self._release_unreadable()
             since_refresh += SWEEP_INTERVAL_S
             since_collect += SWEEP_INTERVAL_S
             if since_refresh >= REFRESH_INTERVAL_S:
@@ -334,6 +342,7 @@ class QueueEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._writer.close()
+        self._release_unreadable()
         await self.settler.close()
 
 

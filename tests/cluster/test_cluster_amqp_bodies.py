@@ -151,3 +151,44 @@ async def test_a_stale_lease_collects_nothing(
     with pytest.raises(LeaseLostError):
         await collect_bodies(db, test_store, node_lease, 0)
     assert await stored(test_store) == [orphan]
+
+
+async def test_publishes_acks_and_the_collector_interleaved_never_lose_a_named_body(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    one, two = await make_queue(db, "one"), await make_queue(db, "two")
+    writer = msgs.MessageWriter(db, Bodies(test_store, THRESHOLD))
+    settler = msgs.Settler(db, node_lease.node_id)
+    stop = asyncio.Event()
+
+    async def publish() -> None:
+        for i in range(30):
+            await writer.publish([new(one, BIG + b"%d" % i), new(two, BIG + b"%d" % i)])
+        stop.set()
+
+    async def ready() -> int:
+        return await msgs.ready_count(db, one) + await msgs.ready_count(db, two)
+
+    async def consume() -> None:
+        while not stop.is_set() or await ready():
+            for queue in (one, two):
+                claimed = await msgs.claim(db, node_lease, queue, 3)
+                settler.delete(node_lease.epoch, [m.seq for m in claimed])
+            await asyncio.sleep(0)
+
+    async def collect() -> None:
+        while not stop.is_set():
+            await collect_bodies(db, test_store, node_lease, 3600)
+            async with db.transaction() as tx:
+                named = {
+                    str(r[0])
+                    for r in await tx.fetchall(
+                        "SELECT body_key FROM amqp_messages WHERE body_key IS NOT NULL"
+                    )
+                }
+            assert named <= set(await stored(test_store))  # every named body is there
+
+    await asyncio.gather(publish(), consume(), collect())
+    await settler.close()
+    await collect_bodies(db, test_store, node_lease, 3600)
+    assert await stored(test_store) == []

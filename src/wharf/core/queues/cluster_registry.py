@@ -14,8 +14,8 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
   queue got messages makes its local part claim if its consumers have credit;
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
   returning the claims of dead epochs, deleting their exclusive queues and expired messages;
-* **delayed messages**: every :data:`RELEASE_INTERVAL_S`, one node at a time releases the
-  due ones (:mod:`wharf.core.queues.cluster_delayed`);
+* **delayed messages**: every :data:`RELEASE_INTERVAL_S`, while the node knows of a delayed
+  exchange, one node at a time releases the due ones (:mod:`wharf.core.queues.cluster_delayed`);
 * **large bodies** (:mod:`wharf.cluster.queues.bodies`): PUT by the writer before the publish
   transaction, read back after a claim (a row whose body cannot be read is released), and
   collected every ``cluster_jobs.interval_ms`` by one node at a time;
@@ -50,6 +50,7 @@ from wharf.core.queues.cluster_delayed import release_held
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.cluster_vhost import ClusterVirtualHost
 from wharf.core.queues.definitions import load_definitions
+from wharf.core.queues.exchanges import DelayedExchange
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.users import UserStore
@@ -273,7 +274,8 @@ class QueueEngine:
     async def _run_releases(self) -> None:
         while True:
             await asyncio.sleep(RELEASE_INTERVAL_S)
-            await self.release_due()
+            if self._registry.has_delayed_exchanges():  # else there is nothing held
+                await self.release_due()
 
     async def release_due(self) -> int:
         """One round of releasing due delayed messages (0 when another node is at it)."""
@@ -407,6 +409,13 @@ class ClusterVhostRegistry(VhostRegistry):
         vhost = ClusterVirtualHost(name, self.engine)
         vhost.wakeup = self._timer.wake
         return vhost
+
+    def has_delayed_exchanges(self) -> bool:
+        return any(
+            isinstance(exchange, DelayedExchange)
+            for vhost in self._vhosts.values()
+            for exchange in vhost.exchanges.values()
+        )
 
     def cluster_vhost(self, name: str) -> ClusterVirtualHost | None:
         vhost = self._vhosts.get(name)

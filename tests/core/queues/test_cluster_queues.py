@@ -142,13 +142,6 @@ async def test_arguments_not_implemented_in_a_cluster_are_refused_by_name(
         await one.declare_queue("refused", passive=True)
 
 
-async def test_delayed_exchanges_are_refused(two_brokers: tuple[Broker, Broker]) -> None:
-    one, _ = two_brokers
-    with pytest.raises(PreconditionError, match="x-delayed-message"):
-        await one.declare_exchange("later", "x-delayed-message",
-                                   arguments={"x-delayed-type": "direct"})  # fmt: skip
-
-
 async def test_message_ttl_drops_expired_messages(two_brokers: tuple[Broker, Broker]) -> None:
     one, two = two_brokers
     await one.declare_queue("t", arguments={"x-message-ttl": 60_000})

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from wharf.testing.broker_process import BrokerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ("-p", "no:wharf", "-p", "wharf.testing.pytest_plugin")
 
@@ -147,6 +149,20 @@ asyncio_default_fixture_loop_scope = function
 
 
 @pytest.fixture
+def starts(monkeypatch: pytest.MonkeyPatch) -> list[BrokerProcess]:
+    """Every broker the inner (in-process) runs start."""
+    started: list[BrokerProcess] = []
+    original = BrokerProcess.start
+
+    def start(self: BrokerProcess) -> None:
+        started.append(self)
+        original(self)
+
+    monkeypatch.setattr(BrokerProcess, "start", start)
+    return started
+
+
+@pytest.fixture
 def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temporary directory of the test's own for the plugin's session broker."""
     path = tmp_path / "tmp"
@@ -156,7 +172,7 @@ def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_clients_isolation_fresh_broker_and_the_failure_log(
-    pytester: pytest.Pytester, own_tempdir: Path
+    pytester: pytest.Pytester, own_tempdir: Path, starts: list[BrokerProcess]
 ) -> None:
     pytester.makeini(INI)
     pytester.makepyfile(test_clients=CLIENTS)
@@ -167,18 +183,29 @@ def test_clients_isolation_fresh_broker_and_the_failure_log(
     assert "wharf broker log (call)" in failure
     assert "NOT_FOUND - no queue 'no-such-queue' in vhost 't" in failure
     assert "wharf broker log" not in output[: output.index("test_fails_after_a_refused_declare")]
-    # the session's broker is gone, with its data
+    # one session broker and one fresh; the session's is gone, with its data
+    assert len(starts) == 2
     assert list(own_tempdir.iterdir()) == []
 
 
 def test_a_project_that_asks_for_no_broker_starts_none(
-    pytester: pytest.Pytester, own_tempdir: Path
+    pytester: pytest.Pytester, starts: list[BrokerProcess]
 ) -> None:
     pytester.makeini(INI)
     pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    assert list(own_tempdir.iterdir()) == []
+    assert starts == []
+
+
+def test_collecting_only_starts_no_broker(
+    pytester: pytest.Pytester, starts: list[BrokerProcess]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_uses="def test_uses(wharf_broker):\n    assert wharf_broker\n")
+    result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["test_uses.py::test_uses"])
+    assert starts == []
 
 
 def test_loading_the_plugin_imports_nothing_of_the_broker() -> None:

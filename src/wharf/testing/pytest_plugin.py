@@ -14,10 +14,10 @@
 How it works: the session's broker is a ``wharf serve`` subprocess on free loopback ports
 (docs/testing.md says why a subprocess and what it costs). It is launched when collection meets
 the first test that uses one of these fixtures, and boots while collection carries on; the first
-test to use it waits for its ready line. A project that never uses the fixtures starts nothing
-and imports nothing of the broker. Each fixture notes where the broker's log ended when the
-test began; the report of a failed test gets the lines logged since then as a section,
-"wharf broker log".
+test to use it waits for its ready line. A project that never uses the fixtures, like a run
+with ``--collect-only``, starts nothing and imports nothing of the broker. Each fixture notes
+where the broker's log ended when the test began; the report of a failed test gets the lines
+logged since then as a section, "wharf broker log".
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def _session_process(config: pytest.Config) -> BrokerProcess:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.config.option.collectonly:
+        return
     if _USES_SESSION.intersection(getattr(item, "fixturenames", ())):
         _session_process(item.config)
 

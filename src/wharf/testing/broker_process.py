@@ -122,10 +122,6 @@ class BrokerProcess:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
-    @property
-    def started(self) -> bool:
-        return self._proc is not None
-
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait for the ready line and read the ports from it (at once when read already)."""
         if self.ports:

@@ -259,6 +259,44 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "queues: large bodies in the object store, messages held by delayed exchanges",
+        """
+        -- a body above the threshold is the object body_key (body is then empty)
+        ALTER TABLE amqp_messages ADD COLUMN body_key text, ADD COLUMN body_size bigint;
+        CREATE INDEX amqp_messages_body_key ON amqp_messages (body_key)
+            WHERE body_key IS NOT NULL;
+
+        -- every body object a publish committed (or the collector claimed): a key is
+        -- inserted once, so a publish that commits after its object was claimed fails
+        CREATE TABLE amqp_bodies (
+            key            text        PRIMARY KEY,
+            created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            deleting_since timestamptz,
+            orphan         boolean     NOT NULL DEFAULT false
+        );
+        CREATE INDEX amqp_bodies_deleting ON amqp_bodies (deleting_since)
+            WHERE deleting_since IS NOT NULL;
+
+        -- messages an x-delayed-message exchange holds until due_at (ms, database clock)
+        CREATE TABLE amqp_held (
+            seq              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            vhost            text   NOT NULL,
+            exchange         text   NOT NULL,
+            due_at           bigint NOT NULL,
+            message_exchange text   NOT NULL,
+            routing_key      text   NOT NULL,
+            properties       bytea  NOT NULL,
+            body             bytea  NOT NULL,
+            body_key         text,
+            body_size        bigint,
+            FOREIGN KEY (vhost, exchange) REFERENCES amqp_exchanges ON DELETE CASCADE
+        );
+        CREATE INDEX amqp_held_due ON amqp_held (due_at, seq);
+        CREATE INDEX amqp_held_body_key ON amqp_held (body_key) WHERE body_key IS NOT NULL;
+        """,
+    ),
+    Migration(
+        6,
         "queues: the cluster's AMQP consumers, and when each queue was last used",
         """
         -- one row per basic.consume, registered by the consumer's node under its epoch;

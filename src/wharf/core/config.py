@@ -34,7 +34,8 @@ class TopicDefaults:
 @dataclass(slots=True)
 class ClusterJobSettings:
     """The background jobs of a cluster's streams (compaction, retention, garbage collection,
-    the orphan sweep: docs/cluster.md); all durations in milliseconds. Retention runs every
+    the orphan sweep: docs/cluster.md) and where AMQP bodies go (the collector of the large
+    ones runs every ``interval_ms`` too); all durations in milliseconds. Retention runs every
     ``BrokerConfig.retention_check_interval_ms``, the other jobs every ``interval_ms``."""
 
     interval_ms: int = 10_000
@@ -43,6 +44,8 @@ class ClusterJobSettings:
     gc_grace_ms: int = 600_000  # an unreferenced object is deleted this long after
     orphan_grace_ms: int = 3_600_000  # an object no row names is deleted once this old
     job_timeout_ms: int = 120_000  # bound on one run of one job
+    # AMQP bodies larger than this are kept in the object store, not in their rows
+    amqp_body_threshold_bytes: int = 256 << 10
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from wharf.http.api import (
     queues,
     topics,
     users,
+    vhosts,
 )
 from wharf.http.context import CONTEXT, ApiContext
 from wharf.http.metrics import collector as metrics
@@ -77,6 +78,7 @@ def all_endpoints() -> list[Endpoint]:
         *exchanges.ENDPOINTS,
         *connections.ENDPOINTS,
         *users.ENDPOINTS,
+        *vhosts.ENDPOINTS,
         *messages.ENDPOINTS,
         *metrics.ENDPOINTS,
         *openapi.ENDPOINTS,

@@ -381,3 +381,11 @@ class PutUser(msgspec.Struct, forbid_unknown_fields=True):
     password: str
     tags: list[str] = []
     loopback_only: bool = False
+
+
+class VhostSummary(msgspec.Struct):
+    """An AMQP virtual host: its name and how many queues and exchanges it holds."""
+
+    name: str
+    queues: int
+    exchanges: int

@@ -1,6 +1,6 @@
 """Queues of a cluster through the embedded API of two brokers on one database: definitions
 seen everywhere, messages published on one node and consumed on the other, claims shared
-between nodes, requeues redelivered, delayed exchanges refused."""
+between nodes, requeues redelivered."""
 
 from __future__ import annotations
 
@@ -122,13 +122,6 @@ async def test_competing_consumers_on_two_nodes_share_a_queue(
     assert sorted(everything) == sorted(b"%d" % i for i in range(total))
     assert len(set(everything)) == total  # none twice
     assert seen["one"] and seen["two"]  # both nodes got a share
-
-
-async def test_delayed_exchanges_are_refused(two_brokers: tuple[Broker, Broker]) -> None:
-    one, _ = two_brokers
-    with pytest.raises(PreconditionError, match="x-delayed-message"):
-        await one.declare_exchange("later", "x-delayed-message",
-                                   arguments={"x-delayed-type": "direct"})  # fmt: skip
 
 
 async def test_message_ttl_drops_expired_messages(two_brokers: tuple[Broker, Broker]) -> None:

@@ -39,6 +39,10 @@ class DeadMessage:
     properties: bytes
     body: bytes
     reason: str
+    body_key: str | None = None
+    """The object holding the body (``body`` is then empty): the copies name it too, in the
+    transaction that deletes this row (see :mod:`wharf.cluster.queues.bodies`)."""
+    body_size: int | None = None
 
 
 class DeadLetterRouting(Protocol):

@@ -12,7 +12,10 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   ``reject-publish(-dlx)`` its ready rows are counted instead, and a row that does not fit is
   left out (its publish alone resolves to False: a nack). Its future resolves
   only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
-  time per node, so one node's publishes commit in order.
+  time per node, so one node's publishes commit in order. A body above the threshold is PUT
+  to the object store first and the rows name its object (:mod:`.bodies`); a batch stops
+  before a publish whose PUT is still running, so the order holds. The same transaction
+  inserts the rows of delayed exchanges' holds (:mod:`.held`).
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
   then oldest) with the claiming node's id and epoch, ``FOR UPDATE SKIP LOCKED`` so that nodes
   claiming together take different rows, after checking and share-locking the node's lease in
@@ -51,13 +54,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, LiteralString
 
 from wharf.cluster.catalog import NodeLease, check_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.cluster.nodes import LeaseLostError
+from wharf.cluster.queues.bodies import Bodies, register_keys
 from wharf.cluster.queues.consumers import SweptConsumers, sweep_consumers
 from wharf.cluster.queues.dead_letters import (
     DROP_HEAD,
@@ -65,6 +69,7 @@ from wharf.cluster.queues.dead_letters import (
     DeadLetterRouting,
     DeadMessage,
 )
+from wharf.cluster.queues.held import NewHeld, insert_held
 
 __all__ = [
     "CHANNEL",
@@ -111,6 +116,14 @@ class NewMessage:
     """The queue has x-max-length or x-max-length-bytes."""
     overflow: str = DROP_HEAD
     """The queue's x-overflow (what a full queue does)."""
+    body_key: str | None = None
+    """The object holding the body (``body`` is then empty; see :mod:`.bodies`)."""
+    body_size: int | None = None
+
+    @property
+    def size(self) -> int:
+        """The body's size, wherever it is kept."""
+        return len(self.body) if self.body_size is None else self.body_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +140,8 @@ class ClaimedMessage:
     properties: bytes
     body: bytes
     epoch: int
+    body_key: str | None = None
+    """The object holding the body, when ``body`` is still to be read from it."""
 
 
 def _notify_sql(queue_ids: Iterable[int]) -> str:
@@ -170,7 +185,8 @@ async def insert_messages(
         dlx = [rows[i] for i in sorted(refused) if rows[i].overflow == REJECT_PUBLISH_DLX]
         if dlx:
             await _insert_copies(tx, [
-                DeadMessage(r.queue_id, r.exchange, r.routing_key, r.properties, r.body, "maxlen")
+                DeadMessage(r.queue_id, r.exchange, r.routing_key, r.properties, r.body, "maxlen",
+                            r.body_key, r.body_size)
                 for r in dlx
             ], routing, hops)  # fmt: skip
     return [i not in refused for i in range(len(rows))]
@@ -181,14 +197,15 @@ async def _insert(tx: Transaction, rows: Sequence[NewMessage]) -> None:
         "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
         " added AS ("
         "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
-        "                             properties, body)"
+        "                             properties, body, body_key, body_size)"
         "  SELECT u.queue_id, u.priority,"
         "         CASE WHEN u.ttl IS NULL THEN NULL"
         "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
-        "         u.exchange, u.routing_key, u.properties, u.body"
+        "         u.exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
         "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
-        "                %s::bytea[], %s::bytea[]) WITH ORDINALITY"
-        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body, ord)"
+        "                %s::bytea[], %s::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
+        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body,"
+        "              body_key, body_size, ord)"
         "   WHERE u.queue_id IN (SELECT id FROM live)"
         "   ORDER BY u.ord"
         "  RETURNING queue_id)"
@@ -203,6 +220,8 @@ async def _insert(tx: Transaction, rows: Sequence[NewMessage]) -> None:
             [r.routing_key for r in rows],
             [r.properties for r in rows],
             [r.body for r in rows],
+            [r.body_key for r in rows],
+            [r.body_size for r in rows],
             CHANNEL,
         ),
     )
@@ -219,7 +238,8 @@ async def _refused(
         return set()
     held: dict[int, list[int]] = {q: [0, 0] for q in checked}
     for queue_id, count, size in await tx.fetchall(
-        "SELECT queue_id, count(*), coalesce(sum(length(body)), 0) FROM amqp_messages"
+        "SELECT queue_id, count(*), coalesce(sum(coalesce(body_size, length(body))), 0)"
+        "  FROM amqp_messages"
         " WHERE queue_id = ANY(%s) AND claimed_epoch IS NULL AND (expires_at IS NULL"
         "       OR expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
         " GROUP BY queue_id",
@@ -232,7 +252,7 @@ async def _refused(
         if now is None:
             continue
         max_length, max_bytes = limits[row.queue_id]
-        size = len(row.body)
+        size = row.size
         if (max_length is not None and now[0] >= max_length) or (
             max_bytes is not None and now[1] + size > max_bytes
         ):
@@ -253,7 +273,8 @@ async def _trim(
         tx,
         "m.claimed_epoch IS NULL AND m.seq IN ("
         " SELECT t.seq FROM ("
-        "   SELECT r.seq, row_number() OVER w AS n, sum(length(r.body)) OVER w AS bytes"
+        "   SELECT r.seq, row_number() OVER w AS n,"
+        "          sum(coalesce(r.body_size, length(r.body))) OVER w AS bytes"
         "     FROM amqp_messages r WHERE r.queue_id = %s AND r.claimed_epoch IS NULL"
         "   WINDOW w AS (ORDER BY r.priority, r.seq DESC)) t, amqp_queues q"
         "  WHERE q.id = %s AND (t.n > q.max_length OR t.bytes > q.max_length_bytes))",
@@ -307,13 +328,15 @@ async def _remove(
     if moved:
         gone = await tx.fetchall(
             f"DELETE FROM amqp_messages m WHERE ({where}) AND m.queue_id = ANY(%s)"  # noqa: S608
-            " RETURNING m.seq, m.queue_id, m.exchange, m.routing_key, m.properties, m.body",
+            " RETURNING m.seq, m.queue_id, m.exchange, m.routing_key, m.properties, m.body,"
+            "           m.body_key, m.body_size",
             (*params, moved),
         )
         count += len(gone)
         gone.sort(key=lambda r: int(r[0]))
         await _insert_copies(tx, [
-            DeadMessage(int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), bytes(r[5]), reason)
+            DeadMessage(int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), bytes(r[5]), reason,
+                        r[6], None if r[7] is None else int(r[7]))
             for r in gone
         ], routing, hops)  # fmt: skip
     return count
@@ -335,42 +358,96 @@ async def _insert_copies(
 @dataclass(slots=True)
 class _Publish:
     rows: Sequence[NewMessage]
+    held: Sequence[NewHeld]
     size: int
     done: asyncio.Future[bool]
+    keys: list[str] = field(default_factory=list)  # body objects its rows name
+    upload: asyncio.Task[None] | None = None  # PUT of its body, before its transaction
+
+
+async def _commit(
+    tx: Transaction,
+    rows: Sequence[NewMessage],
+    held: Sequence[NewHeld],
+    keys: Sequence[str],
+    routing: DeadLetterRouting | None,
+) -> list[bool]:
+    await register_keys(tx, keys)
+    taken = await insert_messages(tx, rows, routing) if rows else []
+    await insert_held(tx, held)
+    return taken
 
 
 class MessageWriter:
     """Group-commits the publishes of one node; see the module docstring. With ``routing``,
-    what a full queue refuses (``reject-publish-dlx``) or drops (drop-head) is dead-lettered."""
+    what a full queue refuses (``reject-publish-dlx``) or drops (drop-head) is dead-lettered.
+    With ``bodies``, a body above its threshold is PUT first and the rows name its object;
+    publishes still commit in the order they came (a batch stops before one whose PUT is not
+    done)."""
 
-    def __init__(self, db: Database, routing: DeadLetterRouting | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        routing: DeadLetterRouting | None = None,
+        bodies: Bodies | None = None,
+    ) -> None:
         self._db = db
         self._routing = routing
+        self._bodies = bodies
         self._pending: list[_Publish] = []
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed, for tests and benchmarks
 
-    def publish(self, rows: Sequence[NewMessage]) -> asyncio.Future[bool]:
-        """Queue ``rows`` for the next transaction; the future resolves after its commit, to
-        whether every row's queue took it (False: a full ``reject-publish(-dlx)`` queue refused
-        its row, the others went in), or to ``StorageError`` when it failed (nothing, or with
-        ``outcome_unknown`` maybe all, of it was written)."""
+    def publish(
+        self, rows: Sequence[NewMessage], held: Sequence[NewHeld] = ()
+    ) -> asyncio.Future[bool]:
+        """Queue ``rows`` (and ``held``, rows of delayed exchanges) for the next transaction;
+        the future resolves after its commit, to whether every row's queue took it (False: a
+        full ``reject-publish(-dlx)`` queue refused its row, the others went in), or to
+        ``StorageError`` when it failed (nothing, or with ``outcome_unknown`` maybe all, of it
+        was written). The rows of one publish share one body."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
+        body = rows[0].body if rows else held[0].body if held else b""
         size = sum(len(r.body) + len(r.properties) for r in rows)
-        self._pending.append(_Publish(rows, size, done))
+        publish = _Publish(rows, held, size, done)
+        if self._bodies is not None and self._bodies.offloads(body):
+            publish.size = sum(len(r.properties) for r in rows)
+            publish.upload = loop.create_task(self._offload(publish, self._bodies, body))
+        self._pending.append(publish)
         if self._task is None:
             self._task = loop.create_task(self._run(), name="wharf amqp publishes")
         return done
 
+    @staticmethod
+    async def _offload(publish: _Publish, bodies: Bodies, body: bytes) -> None:
+        key = await bodies.put(body)
+        size = len(body)
+        publish.rows = [replace(r, body=b"", body_key=key, body_size=size) for r in publish.rows]
+        publish.held = [replace(h, body=b"", body_key=key, body_size=size) for h in publish.held]
+        publish.keys = [key]
+
     async def _run(self) -> None:
         try:
             while self._pending:
-                batch = self._take()
+                head = self._pending[0]
+                if head.upload is not None:
+                    await asyncio.wait([head.upload])
+                batch = []
+                for publish in self._take():
+                    failed = publish.upload.exception() if publish.upload else None
+                    if failed is None:
+                        batch.append(publish)
+                    elif not publish.done.done():
+                        publish.done.set_exception(failed)
+                if not batch:
+                    continue
                 rows = [row for publish in batch for row in publish.rows]
+                held = [row for publish in batch for row in publish.held]
+                keys = [key for publish in batch for key in publish.keys]
                 try:
                     taken = await self._db.run(
-                        partial(insert_messages, rows=rows, routing=self._routing),
+                        partial(_commit, rows=rows, held=held, keys=keys, routing=self._routing),
                         "amqp.publish", retries=_RETRIES,
                     )  # fmt: skip
                 except Exception as exc:  # every failure must reach its publishers
@@ -389,15 +466,18 @@ class MessageWriter:
             self._task = None
 
     def _take(self) -> list[_Publish]:
+        """The publishes of the next transaction: in order, up to the batch's bounds, and
+        stopping before one whose body is still being written."""
         taken: list[_Publish] = []
         rows = size = 0
         while self._pending:
             head = self._pending[0]
             if taken and (rows + len(head.rows) > _MAX_BATCH_ROWS
-                          or size + head.size > _MAX_BATCH_BYTES):  # fmt: skip
+                          or size + head.size > _MAX_BATCH_BYTES
+                          or (head.upload is not None and not head.upload.done())):  # fmt: skip
                 break
             taken.append(self._pending.pop(0))
-            rows += len(head.rows)
+            rows += len(head.rows) + len(head.held)
             size += head.size
         return taken
 
@@ -422,7 +502,7 @@ CLAIM_STATEMENT: LiteralString = (
     "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
     "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
     "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
-    "            properties, body)"
+    "            properties, body, body_key)"
     " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
     "   LEFT JOIN claimed c ON true"
 )
@@ -475,7 +555,7 @@ async def claim(
     claimed = [
         ClaimedMessage(
             int(r[1]), int(r[2]), None if r[3] is None else int(r[3]), int(r[4]),
-            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch,
+            str(r[5]), str(r[6]), bytes(r[7]), bytes(r[8]), lease.epoch, r[9],
         )  # fmt: skip
         for r in rows
         if r[1] is not None
@@ -492,7 +572,7 @@ async def claimed_with(
     async with db.transaction("amqp.claimed_with") as tx:
         rows = await tx.fetchall(
             "SELECT seq, priority, expires_at, delivery_count, exchange, routing_key,"
-            "       properties, body FROM amqp_messages"
+            "       properties, body, body_key FROM amqp_messages"
             " WHERE queue_id = %s AND claimed_node = %s AND claimed_epoch = %s"
             "   AND claim_token = %s ORDER BY priority DESC, seq",
             (queue_id, lease.node_id, lease.epoch, token),
@@ -500,7 +580,7 @@ async def claimed_with(
     return [
         ClaimedMessage(
             int(r[0]), int(r[1]), None if r[2] is None else int(r[2]), int(r[3]),
-            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch,
+            str(r[4]), str(r[5]), bytes(r[6]), bytes(r[7]), lease.epoch, r[8],
         )  # fmt: skip
         for r in rows
     ]

@@ -16,6 +16,11 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
   returning the claims of dead epochs, deleting their exclusive queues and expired messages
   (dead-lettering them where the queue says so);
+* **delayed messages**: every :data:`RELEASE_INTERVAL_S`, while the node knows of a delayed
+  exchange, one node at a time releases the due ones (:mod:`wharf.core.queues.cluster_delayed`);
+* **large bodies** (:mod:`wharf.cluster.queues.bodies`): PUT by the writer before the publish
+  transaction, read back after a claim (a row whose body cannot be read is released), and
+  collected every ``cluster_jobs.interval_ms`` by one node at a time;
 * the **owners** of exclusive queues: a token per local connection, stored with the queue
   beside the node id and epoch;
 * the **consumer registry** (:mod:`wharf.cluster.queues.consumers`): registrations made before
@@ -34,6 +39,8 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +50,18 @@ from wharf.cluster.nodes import LeaseLostError
 from wharf.cluster.notifications import NotificationListener
 from wharf.cluster.queues import consumers as cons
 from wharf.cluster.queues import definitions as defs
+from wharf.cluster.queues import held
 from wharf.cluster.queues import messages as msgs
+from wharf.cluster.queues.bodies import Bodies, collect_bodies
+from wharf.cluster.queues.held import NewHeld
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.queues.cluster_dead_letter import ClusterDeadLetterRouting
+from wharf.core.queues.cluster_delayed import release_held
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.cluster_vhost import ClusterVirtualHost
 from wharf.core.queues.definitions import load_definitions
+from wharf.core.queues.exchanges import DelayedExchange
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.users import UserStore
@@ -58,11 +70,19 @@ from wharf.errors import NotFoundError, PreconditionError, StorageError
 if TYPE_CHECKING:
     from wharf.core.cluster_node import ClusterNode
 
-__all__ = ["REFRESH_INTERVAL_S", "SWEEP_INTERVAL_S", "ClusterVhostRegistry", "QueueEngine"]
+__all__ = [
+    "RELEASE_INTERVAL_S",
+    "REFRESH_INTERVAL_S",
+    "SWEEP_INTERVAL_S",
+    "ClusterVhostRegistry",
+    "QueueEngine",
+]
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+RELEASE_INTERVAL_S = 0.2
+"""How often a node looks for due delayed messages (the most a delay runs over, plus a commit)."""
 REFRESH_INTERVAL_S = 10.0
 
 
@@ -79,8 +99,10 @@ class QueueEngine:
         self.config = config
         self.clock = clock
         self._registry = registry
+        jobs = config.cluster_jobs
+        self.bodies = Bodies(node.store, jobs.amqp_body_threshold_bytes)
         self.dead_letters = ClusterDeadLetterRouting(registry.find_queue)
-        self._writer = msgs.MessageWriter(node.db, self.dead_letters)
+        self._writer = msgs.MessageWriter(node.db, self.dead_letters, self.bodies)
         self.settler = msgs.Settler(node.db, node.node_id, routing=self.dead_letters)
         self._listener = NotificationListener(
             node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL), self._notified,
@@ -91,9 +113,13 @@ class QueueEngine:
         self._applied = 0
         self._loader: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._releasing: asyncio.Task[None] | None = None
+        self._unreadable: list[tuple[int, int]] = []  # (epoch, seq) to release: body unread
         self.owners: dict[str, object] = {}  # connection token -> local connection
         self._tokens: dict[int, str] = {}  # id(connection) -> token
         self.sweeps = 0  # sweeps this node ran, for tests
+        self.released = 0  # delayed messages this node released, for tests
+        self.bodies_deleted = 0  # body objects this node's collector deleted, for tests
 
     # ---------------------------------------------------------------------------- leases
 
@@ -167,14 +193,25 @@ class QueueEngine:
 
     # -------------------------------------------------------------------------- messages
 
-    def publish(self, rows: Sequence[msgs.NewMessage]) -> asyncio.Future[bool]:
-        committed = self._writer.publish(rows)
+    def publish(
+        self, rows: Sequence[msgs.NewMessage], held: Sequence[NewHeld] = ()
+    ) -> asyncio.Future[bool]:
+        committed = self._writer.publish(rows, held)
         committed.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
         return committed
 
     async def claim(
         self, queue_id: int, count: int, token: int, *, dead_letters: bool = False,
         consumer: int | None = None,
+    ) -> list[msgs.ClaimedMessage]:
+        """Claim rows (see :func:`msgs.claim`) with their bodies read from the object store
+        where they are kept there; a row whose body cannot be read is released, unchanged, at
+        the next housekeeping tick (so a store that is down is not asked in a tight loop)."""
+        claimed = await self._claim(queue_id, count, token, dead_letters, consumer)
+        return await self._with_bodies(claimed)
+
+    async def _claim(
+        self, queue_id: int, count: int, token: int, dead_letters: bool, consumer: int | None
     ) -> list[msgs.ClaimedMessage]:
         lease = self.node.lease()
         routing = self.dead_letters if dead_letters else None
@@ -192,6 +229,28 @@ class QueueEngine:
             except DatabaseError as exc:
                 log.warning("cannot tell what a claim on queue %d took yet: %s", queue_id, exc)
                 await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _with_bodies(
+        self, claimed: list[msgs.ClaimedMessage]
+    ) -> list[msgs.ClaimedMessage]:
+        keys = [m.body_key for m in claimed if m.body_key is not None]
+        if not keys:
+            return claimed
+        bodies = await self.bodies.fetch(keys)
+        out: list[msgs.ClaimedMessage] = []
+        for message in claimed:
+            body = bodies.get(message.body_key) if message.body_key is not None else None
+            if isinstance(body, Exception):
+                log.warning("message %d not delivered now, its body is unreadable: %s",
+                            message.seq, body)  # fmt: skip
+                self._unreadable.append((message.epoch, message.seq))
+            elif body is None:
+                out.append(message)
+            else:
+                out.append(replace(message, body=body, body_key=None))
+        if not out:
+            raise StorageError("no claimed body could be read from the object store")
+        return out
 
     def delete(self, epoch: int, seqs: list[int]) -> None:
         self.settler.delete(epoch, seqs)
@@ -302,19 +361,60 @@ class QueueEngine:
 
     def start(self) -> None:
         self._listener.start()
-        self._housekeeping = asyncio.get_running_loop().create_task(
-            self._run_housekeeping(), name="wharf amqp sweep"
-        )
+        loop = asyncio.get_running_loop()
+        self._housekeeping = loop.create_task(self._run_housekeeping(), name="wharf amqp sweep")
+        self._releasing = loop.create_task(self._run_releases(), name="wharf amqp delayed")
+
+    async def _run_releases(self) -> None:
+        while True:
+            await asyncio.sleep(RELEASE_INTERVAL_S)
+            if self._registry.has_delayed_exchanges():  # else there is nothing held
+                await self.release_due()
+
+    async def release_due(self) -> int:
+        """One round of releasing due delayed messages (0 when another node is at it)."""
+        try:
+            count = await held.release_due(
+                self.node.db, self.node.lease(),
+                partial(release_held, vhost_of=self._registry.cluster_vhost),
+            )  # fmt: skip
+        except StorageError as exc:  # no lease yet, or the database: next interval
+            log.debug("delayed messages not released: %s", exc)
+            return 0
+        self.released += count or 0
+        return count or 0
+
+    async def collect_bodies(self) -> None:
+        """One round of the collector of body objects (logged, never raised)."""
+        try:
+            done = await collect_bodies(
+                self.node.db, self.bodies.store, self.node.lease(),
+                self.config.cluster_jobs.orphan_grace_ms / 1000,
+            )  # fmt: skip
+        except StorageError as exc:  # no lease yet, the database or the object store
+            log.warning("AMQP body objects not collected: %s", exc)
+            return
+        self.bodies_deleted += done.deleted + done.orphans
+
+    def _release_unreadable(self) -> None:
+        unreadable, self._unreadable = self._unreadable, []
+        for epoch, seq in unreadable:
+            self.release(epoch, [seq], delivered=False)
 
     async def _run_housekeeping(self) -> None:
-        since_refresh = 0.0
+        since_refresh = since_collect = 0.0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            self._release_unreadable()
             since_refresh += SWEEP_INTERVAL_S
+            since_collect += SWEEP_INTERVAL_S
             if since_refresh >= REFRESH_INTERVAL_S:
                 since_refresh = 0.0
                 self._refresh_soon()
             await self._learn_active_here()
+            if since_collect >= self.config.cluster_jobs.interval_ms / 1000:
+                since_collect = 0.0
+                self.spawn(self.collect_bodies())
             try:
                 result = await msgs.sweep(self.node.db, self.node.lease(), self.dead_letters)
             except StorageError as exc:  # no lease yet, or the database: next interval
@@ -337,14 +437,16 @@ class QueueEngine:
 
     async def close(self) -> None:
         """Stop listening and sweeping, then commit the publishes and settlements queued."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        for task in (self._housekeeping, self._releasing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._listener.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._writer.close()
+        self._release_unreadable()
         await self.settler.close()
 
 
@@ -416,6 +518,17 @@ class ClusterVhostRegistry(VhostRegistry):
             if isinstance(vhost, ClusterVirtualHost) and queue_id in vhost.by_id:
                 return vhost, vhost.by_id[queue_id]
         return None
+
+    def has_delayed_exchanges(self) -> bool:
+        return any(
+            isinstance(exchange, DelayedExchange)
+            for vhost in self._vhosts.values()
+            for exchange in vhost.exchanges.values()
+        )
+
+    def cluster_vhost(self, name: str) -> ClusterVirtualHost | None:
+        vhost = self._vhosts.get(name)
+        return vhost if isinstance(vhost, ClusterVirtualHost) else None
 
     def queue_by_id(self, queue_id: int) -> ClusterQueue | None:
         for vhost in self._vhosts.values():

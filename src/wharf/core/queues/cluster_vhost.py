@@ -20,9 +20,11 @@ Dead-lettered copies are routed here too (:meth:`ClusterVirtualHost.dead_letter_
 transaction that deletes the original (:mod:`wharf.core.queues.cluster_dead_letter`).
 
 A publish is routed on the cache, then handed to the node's group-committing writer as one row
-per queue reached; its :class:`~wharf.core.queues.router.PublishResult` waits for that commit,
-which is what a publisher confirm awaits; a publish that a full ``reject-publish(-dlx)``
-queue refused in that commit fails its wait (a nack) and is marked ``rejected``.
+per queue reached, and one held row per delayed exchange that holds it
+(:mod:`wharf.core.queues.cluster_delayed`); its :class:`~wharf.core.queues.router.PublishResult`
+waits for that commit, which is what a publisher confirm awaits; a publish that a full
+``reject-publish(-dlx)`` queue refused in that commit fails its wait (a nack) and is marked
+``rejected``.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from wharf.cluster.queues.dead_letters import DeadMessage
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
+from wharf.cluster.queues.held import NewHeld
 from wharf.cluster.queues.messages import NewMessage
 from wharf.core.queues.args import QueueType, parse_queue_args
+from wharf.core.queues.cluster_delayed import ClusterRouter
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.dead_letter import DeathReason, add_death, is_cycle
 from wharf.core.queues.definitions import decode_arguments, encode_arguments
-from wharf.core.queues.exchanges import Binding, DestKind, Exchange, ExchangeType, make_exchange
+from wharf.core.queues.exchanges import Binding, DestKind, Exchange, make_exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult
@@ -83,6 +87,10 @@ class ClusterVirtualHost(VirtualHost):
         )
         self._engine = engine
         self.by_id: dict[int, ClusterQueue] = {}
+        # routes publishes; its delayed exchanges note holds (rows) instead of keeping them
+        self._routing = ClusterRouter(
+            name, self.exchanges, self.queues, self.delayed, self.clock, lambda: None
+        )
 
     # ------------------------------------------------------------------------- the cache
 
@@ -210,10 +218,6 @@ class ClusterVirtualHost(VirtualHost):
                 name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
                 arguments=args,
             )  # fmt: skip
-        if type_ == ExchangeType.DELAYED.value:
-            raise PreconditionError(
-                f"exchange '{name}': type '{type_}' is not supported in cluster mode"
-            )
         make_exchange(name, type_, arguments=args)  # an unknown type is refused here (503)
         row = ExchangeRow(self.name, name, type_, durable, auto_delete, internal,
                           encode_sorted(args))  # fmt: skip
@@ -437,22 +441,26 @@ class ClusterVirtualHost(VirtualHost):
             )
         router.published += 1
         names: set[str] = set()
+        holding: list[tuple[str, int]] = []
         if exchange.name == "":
             exchange.messages_in += 1
             if message.routing_key in self.queues:
                 names.add(message.routing_key)
                 exchange.messages_out += 1
         else:
-            router.route(exchange, message, names, None)
-        result = PublishResult(routed=bool(names))
-        if not names:
+            holding = self._routing.route_holding(exchange, message, names)
+        result = PublishResult(routed=bool(names) or bool(holding))
+        if not result.routed:
             router.unroutable += 1
             return result
-        rows: list[NewMessage] = []
-        for name in sorted(names):
-            rows.append(self._row(self.queues[name], message))
-            result.queues.append(name)
-        committed = self._engine.publish(rows)
+        rows = self.rows_for(names, message)
+        result.queues.extend(sorted(names))
+        held = [
+            NewHeld(self.name, at, delay, message.exchange, message.routing_key,
+                    message.properties, message.body)
+            for at, delay in holding
+        ]  # fmt: skip
+        committed = self._engine.publish(rows, held)
 
         async def wait(_: int) -> None:
             if not await asyncio.shield(committed):
@@ -465,15 +473,36 @@ class ClusterVirtualHost(VirtualHost):
         result._waits.append((wait, 0))
         return result
 
-    def _row(self, queue: Queue, message: Message) -> NewMessage:
-        """The row ``message`` becomes in ``queue``."""
+    def rows_for(
+        self,
+        names: set[str],
+        message: Message,
+        body_key: str | None = None,
+        body_size: int | None = None,
+    ) -> list[NewMessage]:
+        """One row per queue of ``names`` (in name order) for ``message``; with ``body_key``,
+        its body is that object (``body_size`` bytes)."""
+        rows: list[NewMessage] = []
+        for name in sorted(names):
+            rows.append(self._row(self.queues[name], message, body_key, body_size))
+        return rows
+
+    def _row(
+        self,
+        queue: Queue,
+        message: Message,
+        body_key: str | None = None,
+        body_size: int | None = None,
+    ) -> NewMessage:
+        """The row ``message`` becomes in ``queue``; with ``body_key``, its body is that
+        object (``body_size`` bytes)."""
         assert isinstance(queue, ClusterQueue)
         args = queue.args
         limited = args.max_length is not None or args.max_length_bytes is not None
         return NewMessage(
             queue.queue_id, queue.row_priority(message), queue.row_ttl(message),
             message.exchange, message.routing_key, message.properties, message.body, limited,
-            args.overflow.value,
+            args.overflow.value, body_key, body_size,
         )  # fmt: skip
 
     async def publish(self, message: Message) -> PublishResult:
@@ -504,7 +533,7 @@ class ClusterVirtualHost(VirtualHost):
         targets: set[str] = set()
         self.router.route(exchange, copy, targets, None)
         return [
-            self._row(self.queues[name], copy)
+            self._row(self.queues[name], copy, dead.body_key, dead.body_size)
             for name in sorted(targets)
             if not is_cycle(copy, name)
         ]

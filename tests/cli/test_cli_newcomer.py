@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import Result
 
-from helpers.broker_process import run_wharf
+from helpers.broker_process import WharfProcess, run_wharf
 
 RunCli = Callable[..., Result]
 
@@ -42,3 +42,14 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert f"cannot use data directory {a_file}: it is not a directory" in result.stderr
+
+
+def test_the_cli_finds_the_broker_by_the_serve_settings(cli_server: WharfProcess) -> None:
+    """Started with WHARF_HTTP_PORT (as `make run` is), the broker is found by the commands
+    run with the same environment, without --url or WHARF_URL."""
+    port = cli_server.http_url.rsplit(":", 1)[1]
+    result = run_wharf("status", "--json", env={"WHARF_HTTP_PORT": port})
+    assert result.returncode == 0, result.stderr
+    elsewhere = run_wharf("status", env={"WHARF_HTTP_PORT": "9", "WHARF_HOST": "0.0.0.0"})
+    assert elsewhere.returncode == 1
+    assert "cannot reach the broker at http://127.0.0.1:9" in elsewhere.stderr

@@ -85,3 +85,12 @@ def test_exchange_and_binding_commands(wharf: RunCli, unique: str) -> None:
     assert exchange in unknown.stderr
     bad_type = wharf("exchange", "declare", f"{unique}-y", "--type", "nonsense")
     assert bad_type.exit_code == 1
+
+
+def test_counts_agree_with_their_nouns(wharf: RunCli, unique: str) -> None:
+    created = wharf("topic", "create", unique, "--partitions", "1")
+    assert f"created topic {unique} (1 partition)" in created.stdout
+    queue = f"{unique}-q"
+    assert wharf("queue", "declare", queue).exit_code == 0
+    assert wharf("produce", queue, input="one\n").exit_code == 0
+    assert f"purged 1 message from queue {queue}" in wharf("queue", "purge", queue).stdout

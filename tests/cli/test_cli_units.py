@@ -39,3 +39,4 @@ def test_pairs_and_arguments() -> None:
         "x-n": -3,
     }
     assert segment("a/b c") == "a%2Fb%20c"
+

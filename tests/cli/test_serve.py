@@ -125,3 +125,9 @@ def test_print_config_hides_the_database_password() -> None:
     assert isinstance(cluster, dict)
     assert cluster["database"] == "postgresql://wharf:****@db.example:5432/wharf"
     assert "password hidden" in result.stdout
+
+
+def test_a_bad_flag_value_is_named_by_its_flag() -> None:
+    result = run_wharf("serve", "--kafka-port", "-5", "--print-config")
+    assert result.returncode == 2
+    assert "(from --kafka-port)" in result.stderr, result.stderr

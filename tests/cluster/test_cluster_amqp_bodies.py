@@ -12,9 +12,16 @@ from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import Database, DatabaseError
 from wharf.cluster.nodes import LeaseLostError
 from wharf.cluster.objectstore import ObjectStore
+from wharf.cluster.queues import bodies as bodies_module
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import messages as msgs
-from wharf.cluster.queues.bodies import BODY_PREFIX, Bodies, collect_bodies, register_keys
+from wharf.cluster.queues.bodies import (
+    BODY_PREFIX,
+    Bodies,
+    ListingCursor,
+    collect_bodies,
+    register_keys,
+)
 from wharf.errors import StorageError
 
 THRESHOLD = 1024
@@ -191,4 +198,20 @@ async def test_publishes_acks_and_the_collector_interleaved_never_lose_a_named_b
     await asyncio.gather(publish(), consume(), collect())
     await settler.close()
     await collect_bodies(db, test_store, node_lease, 3600)
+    assert await stored(test_store) == []
+
+
+async def test_a_paged_orphan_sweep_lists_a_page_per_round(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bodies_module, "LISTING_PAGE", 2)
+    bodies = Bodies(test_store, THRESHOLD)
+    orphans = sorted([await bodies.put(BIG) for _ in range(5)])
+    cursor = ListingCursor()
+    swept = []
+    for _ in range(3):
+        swept.append((await collect_bodies(db, test_store, node_lease, 0, cursor)).orphans)
+        assert cursor.after in (None, *orphans)
+    assert swept == [2, 2, 1]
+    assert cursor.after is None  # past the end: the next round starts again
     assert await stored(test_store) == []

@@ -100,3 +100,35 @@ async def test_connection_log_lines(caplog: pytest.LogCaptureFixture) -> None:
         "frame too large: ValueError: 4294967295 bytes"
     )
     assert records[3].wharf_fields["reason"].startswith("frame too large")
+
+
+async def test_a_peer_resetting_its_connection_is_an_ordinary_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: a client that drops its connection (a reset, as when its process exits in
+    the middle of a group join) was logged as a warning with the exception spelled out."""
+    caplog.set_level(logging.INFO, logger="wharf.connections")
+    logs: list[ConnectionLog] = []
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            logs.append(ConnectionLog("test", transport))
+
+    server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", 0)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        async with asyncio.timeout(30):
+            while not logs:
+                await asyncio.sleep(0.01)
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+    (log,) = logs
+    log.closed("connection lost", ConnectionResetError(104, "Connection reset by peer"))
+    closing = [r for r in caplog.records if r.name == "wharf.connections"][-1]
+    assert closing.levelno == logging.INFO
+    assert closing.getMessage() == (
+        f"test connection {log.id} closed by the peer: Connection reset by peer"
+    )
+    assert closing.wharf_fields["reason"] == "closed by the peer: Connection reset by peer"

@@ -1,14 +1,17 @@
 """The HTTP client the `wharf` commands use to talk to a running broker.
 
-Every command takes ``--url`` (default ``http://127.0.0.1:8080``, or ``WHARF_URL``). Failures
+Every command takes ``--url`` (default ``WHARF_URL``, else the address ``wharf serve`` would
+listen on with the same environment: ``WHARF_HOST`` and ``WHARF_HTTP_PORT``, so a shell that
+started the broker with them finds it; else ``http://127.0.0.1:8080``). Failures
 become :class:`CliError` with a one-line reason (broker down, object missing, bad request);
 :func:`reporting_errors` prints that line to stderr and exits non-zero.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,7 +19,20 @@ from urllib.parse import quote
 import httpx
 import typer
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+
+def default_url(env: Mapping[str, str]) -> str:
+    """The broker's HTTP API as ``wharf serve`` started with ``env`` listens on it (a wildcard
+    host is reached on loopback)."""
+    host = env.get("WHARF_HOST", "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - the wildcard is read, never bound
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = env.get("WHARF_HTTP_PORT", "").strip() or "8080"
+    return f"http://{host}:{port}"
+
+
+DEFAULT_URL = default_url(os.environ)
 
 UrlOption = Annotated[
     str,

@@ -19,6 +19,11 @@ from wharf.cli.client import WharfClient, reporting_errors
 Column = tuple[str, str | Callable[[Any], object]]
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 message``, ``3 messages``: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
 def console() -> Console:
     # Piped output is not cut to 80 columns: names stay whole for grep and friends.
     width = None if sys.stdout.isatty() else 200

@@ -18,13 +18,14 @@ import typer
 from wharf.cli.client import (
     DEFAULT_URL,
     CliError,
-        UrlOption,
+    UrlOption,
     VhostOption,
     WharfClient,
     parse_pairs,
     reporting_errors,
     segment,
 )
+from wharf.cli.output import counted
 from wharf.cli.target import Kind, resolve
 
 KindOption = Annotated[
@@ -103,13 +104,12 @@ def produce(
                 unroutable += 1
             if as_json:
                 sys.stdout.write(json.dumps(result) + "\n")
-    noun = "message" if produced == 1 else "messages"
     if unroutable:
         # An exchange with no matching binding drops the message: never report that as success.
         print(
-            f"wharf: error: {unroutable} of {produced} {noun} were unroutable: exchange {name} "
-            "has no binding that matches (nothing was stored)",
+            f"wharf: error: {unroutable} of {counted(produced, 'message')} were unroutable: "
+            f"exchange {name} has no binding that matches (nothing was stored)",
             file=sys.stderr,
         )
         raise typer.Exit(1)
-    print(f"produced {produced} {noun} to {resolved} {name}", file=sys.stderr)
+    print(f"produced {counted(produced, 'message')} to {resolved} {name}", file=sys.stderr)

@@ -18,7 +18,7 @@ from wharf.cli.client import (
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_fields, show_list
+from wharf.cli.output import counted, emit, print_fields, show_list
 
 app = typer.Typer(help="Manage AMQP queues.", no_args_is_help=True)
 
@@ -118,7 +118,7 @@ def purge(name: str, vhost: VhostOption = "/", url: UrlOption = DEFAULT_URL) -> 
     """Remove every ready message from a queue."""
     with reporting_errors(), WharfClient(url) as client:
         result = client.post(f"/api/queues/{segment(name)}/purge", vhost=vhost)
-    print(f"purged {result['purged']} messages from queue {name}")
+    print(f"purged {counted(result['purged'], 'message')} from queue {name}")
 
 
 @app.command("delete")

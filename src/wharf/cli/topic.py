@@ -16,7 +16,7 @@ from wharf.cli.client import (
     reporting_errors,
     segment,
 )
-from wharf.cli.output import emit, print_fields, print_table, show_list
+from wharf.cli.output import counted, emit, print_fields, print_table, show_list
 
 app = typer.Typer(help="Manage topics (streams).", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def create(
     emit(
         as_json,
         topic,
-        lambda: print(f"created topic {name} ({topic['partition_count']} partitions)"),
+        lambda: print(f"created topic {name} ({counted(topic['partition_count'], 'partition')})"),
     )
 
 

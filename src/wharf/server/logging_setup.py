@@ -112,6 +112,7 @@ def format_address(address: object) -> str:
 
 _connection_ids = itertools.count(1)
 _connection_logger = logging.getLogger("wharf.connections")
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class ConnectionLog:
@@ -146,8 +147,9 @@ class ConnectionLog:
         *,
         details: Mapping[str, object] | None = None,
     ) -> None:
-        """Log the close; ``reason`` set means abnormal (logged as a warning). ``details`` are
-        extra fields for the line (client id, byte counts)."""
+        """Log the close; ``reason`` set means abnormal (logged as a warning), except a
+        connection the peer reset or broke, which is how clients often leave (info).
+        ``details`` are extra fields for the line (client id, byte counts)."""
         if self._closed:
             return
         self._closed = True
@@ -161,6 +163,13 @@ class ConnectionLog:
         if reason is None and exc is None:
             _connection_logger.info(
                 "%s connection %d closed", self.protocol, self.id, extra=log_fields(**fields)
+            )
+            return
+        if isinstance(exc, _PEER_GONE) and reason in (None, "connection lost"):
+            # the client went away (its process ended, it reset the connection): ordinary
+            fields["reason"] = text = f"closed by the peer: {exc.strerror or exc}"
+            _connection_logger.info(
+                "%s connection %d %s", self.protocol, self.id, text, extra=log_fields(**fields)
             )
             return
         text = reason or "connection lost"

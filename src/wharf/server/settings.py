@@ -297,11 +297,14 @@ def load_settings(
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> ServerSettings:
     """Build the effective settings: defaults < TOML < ``WHARF_*`` environment < ``overrides``.
 
-    ``overrides`` maps dotted keys (``"server.kafka_port"``) to values given as flags; unknown
-    ``WHARF_*`` variables are ignored (other tools share the prefix), unknown TOML keys are not.
+    ``overrides`` maps dotted keys (``"server.kafka_port"``) to values given as flags, and
+    ``flag_names`` those keys to the flags' names, which errors then name (``--kafka-port``);
+    unknown ``WHARF_*`` variables are ignored (other tools share the prefix), unknown TOML keys
+    are not.
     """
     settings = ServerSettings()
     env = env or {}
@@ -321,7 +324,8 @@ def load_settings(
             spec.set(settings, spec.parse(raw, f"environment variable {name}"))
     for key, raw in (overrides or {}).items():
         spec = _BY_KEY[key]
-        spec.set(settings, spec.parse(raw, f"flag for {key}"))
+        flag = (flag_names or {}).get(key)
+        spec.set(settings, spec.parse(raw, f"flag for {key}" if flag is None else flag))
     _check_cluster(settings.cluster)
     return settings
 

@@ -76,6 +76,32 @@ async def test_compaction_keeps_every_record_at_its_offset(
     assert await compact(db, test_store, node_lease, NOW) == 0
 
 
+async def test_small_compacted_objects_are_merged_again(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    topic = (await create_topic(db, node_lease, "trickle", 1)).topic_id
+    assert await acquire_job_lease(db, node_lease, "compactor")
+    intake_only = CompactionSettings(compact_after=0.0, min_batches=4, small_object_bytes=0)
+    for round_ in range(2):  # two rounds that compact only intake: two small objects
+        writer = start_writer(db, test_store, node_lease)
+        for i in range(4):
+            await append(writer, topic, 0, [b"r%d-%d" % (round_, i)])
+        await writer.close()
+        async with asyncio.timeout(BOUND_S):
+            assert await compact(db, test_store, node_lease, intake_only) == 1
+    before = await read_all(db, test_store, topic, 0)
+    assert [offset for offset, _ in before] == list(range(8))
+    first_two = await index_keys(db)
+    assert len(first_two) == 2 and all(k.startswith(f"p/{topic}/") for k in first_two)
+    async with asyncio.timeout(BOUND_S):
+        assert await compact(db, test_store, node_lease, NOW) == 1  # the two small ones
+    (merged,) = await index_keys(db)
+    assert merged not in first_two
+    assert await read_all(db, test_store, topic, 0) == before
+    # one object, however small, is left alone: nothing to merge it with
+    assert await compact(db, test_store, node_lease, NOW) == 0
+
+
 async def test_a_consumer_reading_during_compaction_sees_the_same_records(
     db: Database, node_lease: NodeLease, test_store: ObjectStore
 ) -> None:

@@ -110,3 +110,18 @@ def test_a_bad_frame_is_logged_as_a_warning_with_the_reason(kafka_server: WharfP
     assert closed.group(1).startswith("protocol error: InvalidFrameLengthError")
     events = [m["event"] for m in connection_lines(kafka_server, "kafka") if m["conn"] == conn]
     assert events == ["opened", "closed"]
+
+
+def test_a_client_resetting_its_connection_is_an_info_line(kafka_server: WharfProcess) -> None:
+    port = kafka_server.kafka_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        peer = f"127.0.0.1:{sock.getsockname()[1]}"
+        opened = kafka_server.wait_for_log(
+            rf"kafka connection (\d+) opened from {re.escape(peer)} "
+        )
+        # leave with a reset, as a client process that is killed mid-request does
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn = opened.group(1)
+    closed = kafka_server.wait_for_log(rf"(\w+) wharf\.connections: kafka connection {conn} closed")
+    assert closed.group(1) == "INFO", closed.group(0)

@@ -59,38 +59,55 @@ def serve(
         Path | None,
         typer.Option(
             "--data-dir",
-            help="Directory holding the broker's logs and metadata.",
-            show_default=str(_DEFAULTS.data_dir),
+            help=f"Directory holding the broker's logs and metadata [{_DEFAULTS.data_dir}].",
+            show_default=False,
+            metavar="DIR",
         ),
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option(help="Address every listener binds.", show_default=_DEFAULTS.host),
+        typer.Option(
+            help=f"Address every listener binds [{_DEFAULTS.host}].",
+            show_default=False,
+            metavar="ADDRESS",
+        ),
     ] = None,
     advertised_host: Annotated[
         str | None,
         typer.Option(
-            help="Host named to Kafka clients and, in a cluster, to the other nodes.",
-            show_default="--host",
+            help="Host named to Kafka clients and, in a cluster, to the other nodes [--host].",
+            show_default=False,
+            metavar="HOST",
         ),
     ] = None,
     kafka_port: Annotated[
         int | None,
-        typer.Option(help="Kafka protocol port; 0 picks a free port.", show_default="9092"),
+        typer.Option(
+            help="Kafka protocol port [9092]; 0 picks a free port.",
+            show_default=False,
+            metavar="PORT",
+        ),
     ] = None,
     amqp_port: Annotated[
         int | None,
-        typer.Option(help="AMQP 0-9-1 port; 0 picks a free port.", show_default="5672"),
+        typer.Option(
+            help="AMQP 0-9-1 port [5672]; 0 picks a free port.", show_default=False, metavar="PORT"
+        ),
     ] = None,
     http_port: Annotated[
         int | None,
-        typer.Option(help="HTTP API and dashboard port; 0 picks a free port.", show_default="8080"),
+        typer.Option(
+            help="HTTP API and dashboard port [8080]; 0 picks a free port.",
+            show_default=False,
+            metavar="PORT",
+        ),
     ] = None,
     fsync: Annotated[
         FsyncPolicy | None,
         typer.Option(
-            help="When appends reach the disk: always (before acknowledging), interval, never.",
-            show_default=str(_DEFAULTS.broker.fsync),
+            help="When appends reach the disk: always (before acknowledging), interval, never "
+            f"[{_DEFAULTS.broker.fsync}].",
+            show_default=False,
             case_sensitive=False,
         ),
     ] = None,
@@ -98,8 +115,10 @@ def serve(
         str | None,
         typer.Option(
             "--cluster",
-            help="Run as a cluster node on this PostgreSQL: postgresql://USER:PASS@HOST:PORT/DB.",
-            show_default="single node",
+            help="Run as a cluster node on this PostgreSQL: postgresql://USER:PASS@HOST:PORT/DB "
+            "[none: a single node].",
+            show_default=False,
+            metavar="URL",
         ),
     ] = None,
     object_store: Annotated[
@@ -108,31 +127,34 @@ def serve(
             "--object-store",
             help="The cluster's object store, s3://BUCKET/PREFIX (keys from AWS_* variables).",
             show_default=False,
+            metavar="URL",
         ),
     ] = None,
     object_store_endpoint: Annotated[
         str | None,
         typer.Option(
             "--object-store-endpoint",
-            help="URL of an S3-compatible server.",
-            show_default="$AWS_ENDPOINT_URL, else AWS",
+            help="URL of an S3-compatible server [$AWS_ENDPOINT_URL, else AWS].",
+            show_default=False,
+            metavar="URL",
         ),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
             "--config",
-            help="TOML settings file (flags and WHARF_* variables override it).",
-            show_default="$WHARF_CONFIG",
+            help="TOML settings file (flags and WHARF_* variables override it) [$WHARF_CONFIG].",
+            show_default=False,
+            metavar="FILE",
         ),
     ] = None,
     log_format: Annotated[
         LogFormat | None,
-        typer.Option(help="Log lines as plain text or JSON.", show_default="text"),
+        typer.Option(help="Log lines as plain text or JSON [text].", show_default=False),
     ] = None,
     log_level: Annotated[
         LogLevel | None,
-        typer.Option(help="Least severe level logged.", show_default="info"),
+        typer.Option(help="Least severe level logged [info].", show_default=False),
     ] = None,
     print_config: Annotated[
         bool,
@@ -140,23 +162,28 @@ def serve(
     ] = False,
 ) -> None:
     """Run the broker in the foreground until SIGTERM or SIGINT."""
-    flags: dict[str, object | None] = {
-        "server.data_dir": data_dir,
-        "server.host": host,
-        "server.advertised_host": advertised_host,
-        "server.kafka_port": kafka_port,
-        "server.amqp_port": amqp_port,
-        "server.http_port": http_port,
-        "server.log_format": log_format,
-        "server.log_level": log_level,
-        "broker.fsync": fsync,
-        "cluster.database": cluster,
-        "cluster.object_store": object_store,
-        "cluster.object_store_endpoint": object_store_endpoint,
+    flags: dict[str, tuple[str, object | None]] = {
+        "server.data_dir": ("--data-dir", data_dir),
+        "server.host": ("--host", host),
+        "server.advertised_host": ("--advertised-host", advertised_host),
+        "server.kafka_port": ("--kafka-port", kafka_port),
+        "server.amqp_port": ("--amqp-port", amqp_port),
+        "server.http_port": ("--http-port", http_port),
+        "server.log_format": ("--log-format", log_format),
+        "server.log_level": ("--log-level", log_level),
+        "broker.fsync": ("--fsync", fsync),
+        "cluster.database": ("--cluster", cluster),
+        "cluster.object_store": ("--object-store", object_store),
+        "cluster.object_store_endpoint": ("--object-store-endpoint", object_store_endpoint),
     }
-    overrides = {key: value for key, value in flags.items() if value is not None}
+    overrides = {key: value for key, (_, value) in flags.items() if value is not None}
     try:
-        settings = load_settings(config_file=config, env=os.environ, overrides=overrides)
+        settings = load_settings(
+            config_file=config,
+            env=os.environ,
+            overrides=overrides,
+            flag_names={key: flag for key, (flag, _) in flags.items()},
+        )
     except SettingsError as exc:
         _fail(str(exc), _EXIT_CONFIG)
     if print_config:

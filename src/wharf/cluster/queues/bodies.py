@@ -24,6 +24,9 @@ How it works (docs/cluster.md, "Large bodies"):
   object is older than ``orphan_grace`` (by the database's clock) gets an ``orphan`` marker
   row first, committed, and only then is deleted. Markers are kept for
   :data:`ORPHAN_MARKER_DAYS`, so a publish that would commit later still fails on its key.
+  Given a :class:`ListingCursor`, a round lists only the next :data:`LISTING_PAGE` keys after
+  where the last one stopped (S3's ``StartAfter``), wrapping round at the end, so a round's
+  cost does not grow with the number of bodies stored.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "ORPHAN_MARKER_DAYS",
     "Bodies",
     "BodyCollection",
+    "ListingCursor",
     "collect_bodies",
     "register_keys",
 ]
@@ -53,6 +57,15 @@ DEFAULT_THRESHOLD = 256 << 10
 ORPHAN_MARKER_DAYS = 7
 _GC_LOCK = 0x77686172665F6267  # "wharf_bg": one body collector at a time
 _ROUND = 1000  # keys marked (and deleted) per round
+LISTING_PAGE = 10_000
+"""Keys of ``amqp/bodies/`` the orphan sweep lists per round when it goes by a cursor."""
+
+
+@dataclass
+class ListingCursor:
+    """The last key a paged orphan sweep listed (``None``: from the start)."""
+
+    after: str | None = None
 
 
 class Bodies:
@@ -105,9 +118,14 @@ class BodyCollection:
 
 
 async def collect_bodies(
-    db: Database, store: ObjectStore, lease: NodeLease, orphan_grace_s: float
+    db: Database,
+    store: ObjectStore,
+    lease: NodeLease,
+    orphan_grace_s: float,
+    cursor: ListingCursor | None = None,
 ) -> BodyCollection:
-    """One round of the collector (see the module docstring), fenced on ``lease``."""
+    """One round of the collector (see the module docstring), fenced on ``lease``; with
+    ``cursor``, its orphan sweep lists one page of keys from there and moves the cursor on."""
 
     async def mark(tx: Transaction) -> list[str] | None:
         await check_lease(tx, lease, db.name)
@@ -137,14 +155,22 @@ async def collect_bodies(
             await tx.execute(
                 "DELETE FROM amqp_bodies WHERE key = ANY(%s) AND NOT orphan", (marked,)
             )
-    orphans = await _sweep_orphans(db, store, lease, orphan_grace_s)
+    orphans = await _sweep_orphans(db, store, lease, orphan_grace_s, cursor)
     return BodyCollection(True, len(marked), orphans)
 
 
 async def _sweep_orphans(
-    db: Database, store: ObjectStore, lease: NodeLease, orphan_grace_s: float
+    db: Database,
+    store: ObjectStore,
+    lease: NodeLease,
+    orphan_grace_s: float,
+    cursor: ListingCursor | None,
 ) -> int:
-    listed: list[ObjectInfo] = await store.list(BODY_PREFIX)
+    if cursor is None:
+        listed: list[ObjectInfo] = await store.list(BODY_PREFIX)
+    else:
+        listed = await store.list(BODY_PREFIX, after=cursor.after, limit=LISTING_PAGE)
+        cursor.after = listed[-1].key if len(listed) == LISTING_PAGE else None
 
     async def mark(tx: Transaction) -> list[str]:
         await check_lease(tx, lease, db.name)

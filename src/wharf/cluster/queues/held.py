@@ -74,7 +74,7 @@ async def insert_held(tx: Transaction, rows: Sequence[NewHeld]) -> int:
         "        (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.delay,"
         "        u.message_exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
         "   FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],"
-        "               %s::bytea[], %s::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
+        "               %b::bytea[], %b::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
         "        AS u(vhost, exchange, delay, message_exchange, routing_key, properties, body,"
         "             body_key, body_size, ord)"
         "  WHERE (u.vhost, u.exchange) IN (SELECT vhost, name FROM live)"

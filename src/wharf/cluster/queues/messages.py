@@ -203,7 +203,7 @@ async def _insert(tx: Transaction, rows: Sequence[NewMessage]) -> None:
         "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
         "         u.exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
         "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
-        "                %s::bytea[], %s::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
+        "                %b::bytea[], %b::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
         "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body,"
         "              body_key, body_size, ord)"
         "   WHERE u.queue_id IN (SELECT id FROM live)"

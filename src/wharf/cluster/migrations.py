@@ -325,6 +325,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX amqp_queues_expires ON amqp_queues (id) WHERE expires_ms IS NOT NULL;
         """,
     ),
+    Migration(
+        7,
+        "queues: claims as in-place (HOT) updates; the epochs that claimed",
+        """
+        -- A claim sets claimed_node/_epoch/claim_token. While an index covered claimed_epoch
+        -- (the ready rows' partial index and the claims index), every claim wrote a new row
+        -- version and index entries; now no index covers those columns, so a claim is a HOT
+        -- update, in place in its page (room is left in each page for it). A claim skips the
+        -- claimed rows at the head of its queue instead (docs/cluster.md, "Consume").
+        DROP INDEX amqp_messages_claims;
+        DROP INDEX amqp_messages_ready;
+        CREATE INDEX amqp_messages_queue ON amqp_messages (queue_id, priority DESC, seq);
+        ALTER TABLE amqp_messages SET (fillfactor = 50);
+
+        -- every epoch that has claimed rows (the claim inserts it), so that the sweep finds
+        -- the claims of dead epochs without an index on them
+        CREATE TABLE amqp_claim_epochs (
+            epoch   bigint PRIMARY KEY,
+            node_id text   NOT NULL
+        );
+        INSERT INTO amqp_claim_epochs (epoch, node_id)
+            SELECT DISTINCT claimed_epoch, claimed_node FROM amqp_messages
+             WHERE claimed_epoch IS NOT NULL;
+        """,
+    ),
 )
 
 

@@ -487,27 +487,33 @@ class MessageWriter:
             await asyncio.shield(self._task)
 
 
-# The claim: the lease check (rule 5: checked and share-locked) and the claim in one statement.
+# The claim, in one statement: the lease check (rule 5: checked and share-locked), the
+# claiming epoch recorded (for the sweep), the claim (only while the single active consumer it
+# is for, if any, is still the active one).
 CLAIM_STATEMENT: LiteralString = (
-    "WITH lease AS (SELECT 1 FROM nodes WHERE id = %s AND epoch = %s"
+    "WITH lease AS (SELECT 1 FROM nodes WHERE id = %(node)s AND epoch = %(epoch)s"
     "                  AND lease_expires_at > clock_timestamp() FOR KEY SHARE),"
+    " epochs AS (INSERT INTO amqp_claim_epochs (epoch, node_id)"
+    "             SELECT %(epoch)s, %(node)s WHERE EXISTS (SELECT 1 FROM lease)"
+    "            ON CONFLICT (epoch) DO NOTHING),"
     " claimed AS ("
-    "  UPDATE amqp_messages SET claimed_node = %s, claimed_epoch = %s, claim_token = %s"
+    "  UPDATE amqp_messages SET claimed_node = %(node)s, claimed_epoch = %(epoch)s,"
+    "                           claim_token = %(token)s"
     "   WHERE EXISTS (SELECT 1 FROM lease)"
-    "     AND (%s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
-    "                                         WHERE id = %s AND active))"
+    "     AND (%(consumer)s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
+    "                                         WHERE id = %(consumer)s AND active))"
     "     AND seq IN (SELECT seq FROM amqp_messages"
-    "                  WHERE queue_id = %s AND claimed_epoch IS NULL"
+    "                  WHERE queue_id = %(queue)s AND claimed_epoch IS NULL"
     "                    AND (expires_at IS NULL OR expires_at >"
     "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-    "                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+    "                  ORDER BY priority DESC, seq LIMIT %(count)s FOR UPDATE SKIP LOCKED)"
     "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
     "            properties, body, body_key)"
     " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"
     "   LEFT JOIN claimed c ON true"
 )
-"""Parameters: node id, epoch, node id, epoch, token, the single active consumer's id twice
-(None: any consumer), queue id, how many rows."""
+"""Parameters by name: ``node``, ``epoch``, ``token``, ``consumer`` (the single active
+consumer's id; None: any consumer), ``queue`` (id), ``count``."""
 
 CLAIM_PLANNER_SETTINGS: tuple[LiteralString, ...] = ("SET LOCAL enable_sort = off",)
 """Run before :data:`CLAIM_STATEMENT` in its transaction. A queue table filled after
@@ -542,8 +548,8 @@ async def claim(
             await tx.execute(setting)
         return await tx.fetchall(
             CLAIM_STATEMENT,
-            (lease.node_id, lease.epoch, lease.node_id, lease.epoch, token, consumer, consumer,
-             queue_id, count),
+            {"node": lease.node_id, "epoch": lease.epoch, "token": token, "consumer": consumer,
+             "queue": queue_id, "count": count},  # fmt: skip
         )
 
     rows = await db.run(body, "amqp.claim", retries=_RETRIES)
@@ -791,15 +797,21 @@ async def sweep(
         await tx.fetchall(
             "SELECT 1 FROM nodes WHERE lease_expires_at <= %s FOR UPDATE", (t,)
         )
-        released = await tx.fetchall(
-            "UPDATE amqp_messages m SET claimed_node = NULL, claimed_epoch = NULL,"
-            "       delivery_count = delivery_count + 1"
-            " WHERE claimed_epoch IS NOT NULL AND NOT EXISTS ("
-            "       SELECT 1 FROM nodes n WHERE n.id = m.claimed_node"
-            "          AND n.epoch = m.claimed_epoch AND n.lease_expires_at > %s)"
-            " RETURNING queue_id, seq",
+        dead = [int(r[0]) for r in await tx.fetchall(
+            "SELECT c.epoch FROM amqp_claim_epochs c WHERE NOT EXISTS ("
+            "       SELECT 1 FROM nodes n WHERE n.id = c.node_id"
+            "          AND n.epoch = c.epoch AND n.lease_expires_at > %s)",
             (t,),
-        )
+        )]  # fmt: skip
+        released: list[tuple[Any, ...]] = []
+        if dead:  # rare (a node died or lost its lease): a scan of the table is fine
+            released = await tx.fetchall(
+                "UPDATE amqp_messages SET claimed_node = NULL, claimed_epoch = NULL,"
+                "       delivery_count = delivery_count + 1"
+                " WHERE claimed_epoch = ANY(%s) RETURNING queue_id, seq",
+                (dead,),
+            )
+            await tx.execute("DELETE FROM amqp_claim_epochs WHERE epoch = ANY(%s)", (dead,))
         await _drop_over_limit(tx, [int(r[1]) for r in released], routing)
         dead_queues = await tx.fetchall(
             "DELETE FROM amqp_queues q WHERE owner_epoch IS NOT NULL AND NOT EXISTS ("

@@ -229,23 +229,6 @@ async def test_declaring_an_unknown_reply_address_is_not_found(requester: AMQPPa
     assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
 
 
-async def test_in_cluster_mode_direct_reply_to_is_refused_clearly(broker: Broker) -> None:
-    # Replies are routed within one node; the cluster would have to carry them between nodes.
-    broker.cluster = object()  # type: ignore[assignment]
-    try:
-        pair = AMQPPair(broker)
-        pair.feed(PROTOCOL_HEADER)
-        [(_, start)] = pair.received()
-        assert "direct_reply_to" not in start.server_properties["capabilities"]
-        pair = await opened(broker)
-        frames = await pair.call(1, commands.Basic.Consume(queue=REPLY, no_ack=True))
-        close = single_close(frames)
-        assert (close.reply_code, close.method_id) == (406, 20)
-        assert "not supported in cluster mode" in close.reply_text
-    finally:
-        broker.cluster = None
-
-
 # -- x-delivery-count --------------------------------------------------------------------------
 
 

@@ -144,7 +144,7 @@ class Consuming:
         if not consumer.no_ack:  # a no-ack delivery is settled by the queue as it hands it out
             consumer.unacked += 1
             self.unacked[tag] = (delivery, consumer)
-        message = _delivered_message(delivery)
+        message = _redelivered_message(delivery) if delivery.redelivered else delivery.message
         owner = self.owner
         owner.send_raw(
             owner.writer.deliver(
@@ -295,7 +295,7 @@ class Consuming:
         self._next_tag += 1
         if not no_ack:
             self.unacked[tag] = (delivery, None)
-        message = _delivered_message(delivery)
+        message = _redelivered_message(delivery) if delivery.redelivered else delivery.message
         owner = channel.owner
         owner.send_raw(
             owner.writer.get_ok(
@@ -394,11 +394,11 @@ class Consuming:
         self.tx_settles.clear()
 
 
-def _delivered_message(delivery: Delivery) -> Message:
-    """The message as sent to the client: a redelivery from a quorum queue gets
+def _redelivered_message(delivery: Delivery) -> Message:
+    """A redelivered message as sent to the client: from a quorum queue it gets
     ``x-delivery-count`` (earlier deliveries), unless its headers table cannot be edited."""
     message = delivery.message
-    if delivery.redelivered and delivery.queue.args.queue_type is QueueType.QUORUM:
+    if delivery.queue.args.queue_type is QueueType.QUORUM:
         try:
             return message.with_headers({"x-delivery-count": delivery.delivery_count - 1})
         except MalformedPropertiesError:

@@ -32,7 +32,6 @@ from pamqp import commands
 from wharf.core.queues.direct_reply import (
     REPLY_QUEUE,
     DirectReplies,
-    asks_direct_reply,
     with_reply_address,
 )
 from wharf.core.queues.message import Message
@@ -108,10 +107,9 @@ def consume_replies(
 
 
 def name_reply_address(channel: Channel, message: Message) -> Message:
-    """``message`` with a ``reply-to`` of ``amq.rabbitmq.reply-to`` replaced by the channel's
-    address (406 if the channel does not consume its replies); other messages unchanged."""
-    if not asks_direct_reply(message.properties):
-        return message
+    """``message``, whose ``reply-to`` is ``amq.rabbitmq.reply-to`` (see
+    :func:`~wharf.core.queues.direct_reply.asks_direct_reply`), with the channel's address
+    instead (406 if the channel does not consume its replies)."""
     reply = channel.consuming.reply
     if reply is None:
         raise _refused(_PUBLISH, "fast reply consumer does not exist")

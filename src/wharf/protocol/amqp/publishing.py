@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands
 
+from wharf.core.queues.direct_reply import asks_direct_reply
 from wharf.core.queues.message import Message
 from wharf.core.queues.router import PublishResult
 from wharf.errors import BrokerError, StorageError
@@ -162,7 +163,8 @@ class Publishing:
         channel = self._channel
         try:
             message = Message(publish.exchange, publish.routing_key, self._properties, body)
-            message = name_reply_address(channel, message)
+            if asks_direct_reply(self._properties):
+                message = name_reply_address(channel, message)
             if channel.tx_mode:
                 channel.vhost.get_exchange(publish.exchange)  # 404 now, not at commit
                 self.tx_publishes.append((message, publish.mandatory))

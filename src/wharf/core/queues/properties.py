@@ -43,6 +43,7 @@ __all__ = [
     "edit_table",
     "encode_properties",
     "encode_table",
+    "field_span",
     "replace_headers",
     "scan",
 ]
@@ -153,6 +154,22 @@ def scan(data: bytes) -> ScannedProperties:
 _SCAN_CACHE: dict[bytes, ScannedProperties] = {}
 _SCAN_CACHE_SIZE = 512
 _SCAN_CACHE_MAX_LEN = 96
+
+
+def field_span(data: bytes, wanted: int) -> tuple[int, int] | None:
+    """Where the field of flag ``wanted`` lies in ``data``, ``[start, end)`` with its length
+    prefix, or None when absent. Raises :class:`MalformedPropertiesError` on bad bytes."""
+    flags = _U16.unpack_from(data, 0)[0]
+    if not flags & wanted:
+        return None
+    pos = _fields_start(data, flags)
+    for flag, kind in _FIELDS:
+        if flags & flag:
+            end = _field_end(data, pos, kind)
+            if flag == wanted:
+                return pos, end
+            pos = end
+    return None
 
 
 def _scan(data: bytes) -> ScannedProperties:

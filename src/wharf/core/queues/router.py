@@ -9,6 +9,10 @@ that was not gets basic.return) and whether a full queue refused it, and
 :meth:`PublishResult.wait_durable` waits for the fsyncs a publisher confirm needs (persistent
 message, durable queue, ``--fsync always``).
 
+A publish to the default exchange whose routing key is a direct reply-to address
+(``amq.rabbitmq.reply-to.<token>``, :mod:`wharf.core.queues.direct_reply`) goes straight to the
+consumer of that address, which ``replies`` keeps; no queue is involved.
+
 The router reads the virtual host's tables (exchanges, queues, delayed exchanges' held
 messages) in place; the virtual host (:mod:`wharf.core.queues.vhost`) changes them.
 """
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from wharf.core.clock import Clock
 from wharf.core.queues.delayed import DelayedMessages, delay_of
+from wharf.core.queues.direct_reply import DirectReplies
 from wharf.core.queues.exchanges import DestKind, Exchange
 from wharf.core.queues.message import Message
 from wharf.errors import AccessRefusedError, NotFoundError
@@ -59,7 +64,8 @@ class PublishResult:
 
 class Router:
     """Routes the publishes of one virtual host. Counters: ``published`` (publishes
-    received), ``unroutable`` (published to no queue)."""
+    received), ``unroutable`` (published to no queue). ``replies``: the live direct reply-to
+    addresses."""
 
     def __init__(
         self,
@@ -76,6 +82,7 @@ class Router:
         self._delayed = delayed
         self._clock = clock
         self._wakeup = wakeup  # the timer must look again: a delayed message is held
+        self.replies = DirectReplies()
         self.published = 0
         self.unroutable = 0
 
@@ -97,6 +104,9 @@ class Router:
             if name in self._queues:
                 exchange.messages_out += 1
                 self.deliver_to((name,), message, result)
+                result.routed = True
+            elif self.replies.deliver(name, message):
+                exchange.messages_out += 1
                 result.routed = True
             else:
                 self.unroutable += 1

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import base, commands
 
 from wharf.errors import AccessRefusedError
+from wharf.protocol.amqp import direct_reply
 from wharf.protocol.amqp.actions import CheckPassword, HandshakeComplete
 from wharf.protocol.amqp.auth import MECHANISMS, parse_credentials
 from wharf.protocol.amqp.errors import AMQPConnectionError, ReplyCode
@@ -79,6 +80,7 @@ class AMQPSettings:
             "per_consumer_qos": True,
             "connection.blocked": True,
             "consumer_priorities": True,
+            "direct_reply_to": True,
         }
     )
 
@@ -101,6 +103,9 @@ class ConnectionMethods:
         """The protocol header arrived: announce ourselves with Connection.Start."""
         conn = self.conn
         conn.state = connection_transition(conn.state, ConnInput.PROTOCOL_HEADER)
+        capabilities = conn.settings.capabilities
+        if not direct_reply.supported(conn.broker):  # single-node only: see that module
+            capabilities = {k: v for k, v in capabilities.items() if k != "direct_reply_to"}
         conn.send_method(
             0,
             commands.Connection.Start(
@@ -111,7 +116,7 @@ class ConnectionMethods:
                     "version": _VERSION,
                     "platform": "Python",
                     "information": "Wharf: queues (AMQP 0-9-1) and streams (Kafka) in one broker",
-                    "capabilities": conn.settings.capabilities,
+                    "capabilities": capabilities,
                 },
                 mechanisms=MECHANISMS,
                 locales="en_US",

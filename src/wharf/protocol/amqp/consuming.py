@@ -19,6 +19,12 @@ to consumers already running on the channel (Celery raises its prefetch that way
 Deliveries stop while Channel.Flow has turned the channel off and while the connection's
 output is above its high-water mark (``owner.writable``); both resume by asking the queues to
 dispatch again. In a transaction, settlements wait for Tx.Commit.
+
+A redelivery from a quorum queue carries the ``x-delivery-count`` header: how many times the
+message was delivered before (1 on the first redelivery), as RabbitMQ 3.10 adds it.
+
+Consuming the pseudo-queue ``amq.rabbitmq.reply-to`` (direct reply-to) makes the channel's
+``reply`` consumer instead of a queue's; see :mod:`wharf.protocol.amqp.direct_reply`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
+from wharf.core.queues.args import QueueType
 from wharf.core.queues.consumers import Delivery
+from wharf.core.queues.direct_reply import REPLY_QUEUE
+from wharf.core.queues.message import Message
+from wharf.core.queues.properties import MalformedPropertiesError
 from wharf.errors import AccessRefusedError
+from wharf.protocol.amqp.direct_reply import ChannelReplyConsumer, consume_replies
 from wharf.protocol.amqp.errors import AMQPChannelError, AMQPConnectionError, ReplyCode
 from wharf.protocol.amqp.state import ChannelState
 
@@ -117,6 +128,7 @@ class Consuming:
         self.consumer_prefetch = 0
         self.channel_prefetch = 0
         self.consumers: dict[str, ChannelConsumer] = {}
+        self.reply: ChannelReplyConsumer | None = None  # consumes amq.rabbitmq.reply-to
         self.unacked: dict[int, tuple[Delivery, ChannelConsumer | None]] = {}
         self._next_tag = 1
         self.tx_settles: list[Callable[[], None]] = []  # settlements waiting for Tx.Commit
@@ -132,7 +144,7 @@ class Consuming:
         if not consumer.no_ack:  # a no-ack delivery is settled by the queue as it hands it out
             consumer.unacked += 1
             self.unacked[tag] = (delivery, consumer)
-        message = delivery.message
+        message = _redelivered_message(delivery) if delivery.redelivered else delivery.message
         owner = self.owner
         owner.send_raw(
             owner.writer.deliver(
@@ -146,6 +158,28 @@ class Consuming:
                 message.body,
             )
         )
+
+    def deliver_reply(self, consumer: ChannelReplyConsumer, message: Message) -> bool:
+        """A direct reply to this channel's address: Basic.Deliver now, unless the channel is
+        closing (the reply is then unroutable)."""
+        if self.reply is not consumer or self.channel.state is not ChannelState.OPEN:
+            return False
+        tag = self._next_tag
+        self._next_tag += 1
+        owner = self.owner
+        owner.send_raw(
+            owner.writer.deliver(
+                self.channel.number,
+                consumer.tag_bytes,
+                tag,
+                False,
+                message.exchange.encode("utf-8"),
+                message.routing_key.encode("utf-8"),
+                message.properties,
+                message.body,
+            )
+        )
+        return True
 
     def consumer_cancelled_by_broker(self, consumer: ChannelConsumer) -> None:
         if self.consumers.get(consumer.tag) is not consumer:
@@ -196,15 +230,11 @@ class Consuming:
 
     def consume(self, m: commands.Basic.Consume) -> None:
         channel = self.channel
+        if m.queue == REPLY_QUEUE:
+            self._consume_replies(m)
+            return
         queue = channel.queue(m.queue)
-        tag = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
-        if tag in self.consumers:
-            raise AMQPConnectionError(
-                ReplyCode.NOT_ALLOWED,
-                f"attempt to reuse consumer tag '{tag}'",
-                class_id=60,
-                method_id=20,
-            )
+        tag = self._new_tag(m)
         if any(c.exclusive for c in queue.consumers) or (m.exclusive and queue.consumers):
             raise AccessRefusedError(
                 f"queue '{queue.name}' in vhost '{channel.owner.vhost_name}' in exclusive use"
@@ -235,7 +265,31 @@ class Consuming:
             self.channel.send(commands.Basic.ConsumeOk(consumer_tag=consumer.tag))
         consumer.queue.add_consumer(consumer, priority=priority)
 
+    def _new_tag(self, m: commands.Basic.Consume) -> str:
+        """Basic.Consume's tag, or a new one; reusing a tag of this channel is 530."""
+        tag = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
+        if tag in self.consumers or (self.reply is not None and self.reply.tag == tag):
+            raise AMQPConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                f"attempt to reuse consumer tag '{tag}'",
+                class_id=60,
+                method_id=20,
+            )
+        return tag
+
+    def _consume_replies(self, m: commands.Basic.Consume) -> None:
+        self.reply = consume_replies(self, m, self._new_tag(m))
+        if not m.nowait:
+            self.channel.send(commands.Basic.ConsumeOk(consumer_tag=self.reply.tag))
+
+    def _stop_replies(self) -> None:
+        reply, self.reply = self.reply, None
+        if reply is not None:
+            reply.stop()
+
     def cancel(self, m: commands.Basic.Cancel) -> None:
+        if self.reply is not None and self.reply.tag == m.consumer_tag:
+            self._stop_replies()
         consumer = self.consumers.pop(m.consumer_tag or "", None)
         if consumer is not None:
             # Its unsettled deliveries stay with the channel until acked or the channel closes.
@@ -259,7 +313,7 @@ class Consuming:
         self._next_tag += 1
         if not no_ack:
             self.unacked[tag] = (delivery, None)
-        message = delivery.message
+        message = _redelivered_message(delivery) if delivery.redelivered else delivery.message
         owner = channel.owner
         owner.send_raw(
             owner.writer.get_ok(
@@ -344,6 +398,7 @@ class Consuming:
 
     def release(self) -> None:
         """Cancel consumers and requeue unsettled deliveries (channel or connection closing)."""
+        self._stop_replies()
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, requeue_unacked=False)
@@ -355,6 +410,18 @@ class Consuming:
             if not queue.deleted:
                 queue.reject(ids, requeue=True)
         self.tx_settles.clear()
+
+
+def _redelivered_message(delivery: Delivery) -> Message:
+    """A redelivered message as sent to the client: from a quorum queue it gets
+    ``x-delivery-count`` (earlier deliveries), unless its headers table cannot be edited."""
+    message = delivery.message
+    if delivery.queue.args.queue_type is QueueType.QUORUM:
+        try:
+            return message.with_headers({"x-delivery-count": delivery.delivery_count - 1})
+        except MalformedPropertiesError:
+            return message
+    return message
 
 
 def _ack(queue: Queue, ids: list[int]) -> None:

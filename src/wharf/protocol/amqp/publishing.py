@@ -15,6 +15,9 @@ channel in confirm mode the core's result is handed to
 :class:`~wharf.protocol.amqp.confirms.PublisherConfirms`, which numbers it and decides its
 Basic.Ack or Basic.Nack once the adapter has waited for it to be stored. In a transaction
 (tx.select) messages are kept here until Tx.Commit.
+
+A message whose ``reply-to`` is ``amq.rabbitmq.reply-to`` gets the channel's direct reply-to
+address instead (:mod:`wharf.protocol.amqp.direct_reply`), or is refused with 406.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands
 
+from wharf.core.queues.direct_reply import asks_direct_reply
 from wharf.core.queues.message import Message
 from wharf.core.queues.router import PublishResult
 from wharf.errors import BrokerError, StorageError
 from wharf.protocol.amqp.confirms import PublisherConfirms
+from wharf.protocol.amqp.direct_reply import name_reply_address
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -158,6 +163,8 @@ class Publishing:
         channel = self._channel
         try:
             message = Message(publish.exchange, publish.routing_key, self._properties, body)
+            if asks_direct_reply(self._properties):
+                message = name_reply_address(channel, message)
             if channel.tx_mode:
                 channel.vhost.get_exchange(publish.exchange)  # 404 now, not at commit
                 self.tx_publishes.append((message, publish.mandatory))

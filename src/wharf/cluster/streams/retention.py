@@ -106,13 +106,15 @@ async def enforce_retention(
             await _lock(tx, topic_id, partition)
         except NotFoundError:
             return 0, False
-        total = int(
-            await tx.fetchval(
-                "SELECT coalesce(sum(byte_length), 0) FROM stream_batches"
-                " WHERE topic_id = %s AND partition = %s",
-                (topic_id, partition),
+        total = 0  # the partition's size matters only to a size limit: not summed otherwise
+        if retention_bytes is not None:
+            total = int(
+                await tx.fetchval(
+                    "SELECT coalesce(sum(byte_length), 0) FROM stream_batches"
+                    " WHERE topic_id = %s AND partition = %s",
+                    (topic_id, partition),
+                )
             )
-        )
         rows = [
             _Row(int(r[0]), int(r[1]), int(r[2]))
             for r in await tx.fetchall(

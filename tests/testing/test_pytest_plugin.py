@@ -175,7 +175,7 @@ def test_clients_isolation_fresh_broker_and_the_failure_log(
     pytester: pytest.Pytester, own_tempdir: Path, starts: list[BrokerProcess]
 ) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_clients=CLIENTS)
+    pytester.makepyfile(test_inner_plugin_clients=CLIENTS)  # names unique in this session
     result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=7, failed=1)
     output = result.stdout.str()
@@ -192,7 +192,7 @@ def test_a_project_that_asks_for_no_broker_starts_none(
     pytester: pytest.Pytester, starts: list[BrokerProcess]
 ) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
+    pytester.makepyfile(test_inner_plugin_plain="def test_plain():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert starts == []
@@ -202,9 +202,11 @@ def test_collecting_only_starts_no_broker(
     pytester: pytest.Pytester, starts: list[BrokerProcess]
 ) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_uses="def test_uses(wharf_broker):\n    assert wharf_broker\n")
+    pytester.makepyfile(
+        test_inner_plugin_uses="def test_uses(wharf_broker):\n    assert wharf_broker\n"
+    )
     result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["test_uses.py::test_uses"])
+    result.stdout.fnmatch_lines(["test_inner_plugin_uses.py::test_uses"])
     assert starts == []
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues import definitions
-from wharf.core.queues.definitions import FILE_NAME
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
@@ -22,6 +19,7 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
+from wharf.storage.journal import JournalFile
 from wharf.storage.log import Log
 
 
@@ -145,14 +143,14 @@ async def test_a_redeclaration_answers_only_once_the_first_declaration_is_saved(
     vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started, gate = threading.Event(), threading.Event()
-    real_write = definitions.write_definitions
+    real_sync = JournalFile.sync
 
-    def gated_write(directory: Path, payload: bytes) -> None:
+    def gated_sync(journal: JournalFile) -> None:
         started.set()
         assert gate.wait(30)
-        real_write(directory, payload)
+        real_sync(journal)
 
-    monkeypatch.setattr(definitions, "write_definitions", gated_write)
+    monkeypatch.setattr(JournalFile, "sync", gated_sync)
     first = asyncio.create_task(vhost.declare_queue("d", durable=True))
     while not started.is_set():
         await asyncio.sleep(0.001)
@@ -189,8 +187,8 @@ async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is
         await declaring
     again = await vhost.declare_queue("d", durable=True)  # waits for the first, sees its queue
     assert vhost.queues["d"] is again
-    saved = json.loads((vhost.path.parent.parent / FILE_NAME).read_text())
-    assert [q["name"] for q in saved["queues"]] == ["d"]
+    saved = definitions.load_definitions(vhost.path.parent.parent)
+    assert saved is not None and [q["name"] for q in saved["queues"]] == ["d"]
 
 
 async def test_an_inequivalent_redeclare_names_what_differs(vhost: VirtualHost) -> None:

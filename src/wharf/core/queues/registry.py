@@ -23,11 +23,14 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.durability import run_off_loop
 from wharf.core.queues.definitions import (
-    DefinitionsWriter,
+    Change,
+    DefinitionsJournal,
+    binding_entry,
     decode_arguments,
-    encode_arguments,
-    load_definitions,
+    exchange_entry,
+    queue_entry,
 )
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
@@ -42,11 +45,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VHOST = "/"
 _MAINTAIN_EVERY_S = 1.0
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    path.mkdir(parents=True, exist_ok=True)
-    return load_definitions(path)
 
 
 class VhostRegistry:
@@ -69,7 +67,7 @@ class VhostRegistry:
         self._executor = executor
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
-        self.definitions = DefinitionsWriter(path, self._to_json, executor)
+        self.definitions = DefinitionsJournal(path, self._to_json, executor)
         self._timer = TimerChain(clock, self._on_timer, self._next_delay_s, "queue timer")
         self._last_maintain = clock.monotonic()
 
@@ -94,10 +92,10 @@ class VhostRegistry:
         definitions saves and every queue log's disk waits (the loop's default pool when
         None)."""
         registry = cls(path, config, clock, users, fsync_latency, executor)
-        data = _load(path)
+        data = await run_off_loop(executor, registry.definitions.open)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
-            await registry.save()
+            await registry.save()  # the first snapshot, with the default vhost
         else:
             await registry._restore(data)
         if start_timer:
@@ -126,7 +124,7 @@ class VhostRegistry:
         if name in self._vhosts:
             return self._vhosts[name]
         vhost = self._add_vhost(name)
-        await self.save()
+        await self._save_change({"op": "vhost", "name": name})
         return vhost
 
     async def delete(self, name: str) -> None:
@@ -139,6 +137,7 @@ class VhostRegistry:
         await vhost.close()
         del self._vhosts[name]
         self._users.forget_vhost(name)
+        self._record({"op": "vhost.delete", "name": name})
         await self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
@@ -149,10 +148,11 @@ class VhostRegistry:
             self.path / "vhosts" / dir_name(name),
             self.config,
             self.clock,
-            self.save,
-            self.definitions.wait_saved,
+            self._saved,
+            self._saved,
             self._fsync_latency,
             self._executor,
+            record=self._record,
         )
         vhost.wakeup = self._timer.wake
         self._vhosts[name] = vhost
@@ -161,11 +161,23 @@ class VhostRegistry:
     # ------------------------------------------------------------------------- definitions
 
     async def save(self) -> None:
-        """Write the definitions file and return once it is on disk (awaited by the vhosts
-        after every durable change, and by the broker after a change of its users)."""
-        if self._loading:
-            return
-        await self.definitions.save()
+        """Save the users and permissions and return once they are on disk (awaited by the
+        broker after changing them)."""
+        await self._save_change({"op": "users", **self._users.to_json()})
+
+    def _record(self, change: Change) -> None:
+        """Journal a change the vhosts made in memory (not while restoring them)."""
+        if not self._loading:
+            self.definitions.record(change)
+
+    async def _saved(self) -> None:
+        """Return once every change recorded so far is on disk."""
+        if not self._loading:
+            await self.definitions.wait_durable()
+
+    async def _save_change(self, change: Change) -> None:
+        self._record(change)
+        await self._saved()
 
     def _to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self._users.to_json()
@@ -177,30 +189,9 @@ class VhostRegistry:
             durable_queues = {name for name, q in vhost.queues.items() if q.store.durable}
             durable_exchanges = {name for name, ex in vhost.exchanges.items() if ex.durable}
             for name, ex in vhost.exchanges.items():
-                if not name or name.startswith("amq.") or not ex.durable:
-                    continue
-                exchanges.append(
-                    {
-                        "vhost": vhost.name,
-                        "name": name,
-                        "type": ex.type.value,
-                        "durable": True,
-                        "auto_delete": ex.auto_delete,
-                        "internal": ex.internal,
-                        "arguments": encode_arguments(ex.arguments),
-                    }
-                )
-            for name in durable_queues:
-                q = vhost.queues[name]
-                queues.append(
-                    {
-                        "vhost": vhost.name,
-                        "name": name,
-                        "durable": True,
-                        "auto_delete": q.auto_delete,
-                        "arguments": encode_arguments(q.arguments),
-                    }
-                )
+                if name and not name.startswith("amq.") and ex.durable:
+                    exchanges.append(exchange_entry(vhost.name, ex))
+            queues.extend(queue_entry(vhost.name, vhost.queues[name]) for name in durable_queues)
             for b in vhost.bindings():
                 dest_ok = (
                     b.destination in durable_queues
@@ -208,16 +199,7 @@ class VhostRegistry:
                     else b.destination in durable_exchanges
                 )
                 if b.source in durable_exchanges and dest_ok:
-                    bindings.append(
-                        {
-                            "vhost": vhost.name,
-                            "source": b.source,
-                            "destination": b.destination,
-                            "destination_type": b.kind.value,
-                            "routing_key": b.routing_key,
-                            "arguments": encode_arguments(dict(b.arguments)),
-                        }
-                    )
+                    bindings.append(binding_entry(vhost.name, b))
         data["exchanges"] = exchanges
         data["queues"] = queues
         data["bindings"] = bindings

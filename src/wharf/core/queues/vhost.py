@@ -36,6 +36,12 @@ from wharf.core.config import BrokerConfig
 from wharf.core.durability import run_to_end
 from wharf.core.queues.args import QueueArgs, QueueType, first_difference, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
+from wharf.core.queues.definitions import (
+    Change,
+    binding_entry,
+    exchange_entry,
+    queue_entry,
+)
 from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
     Binding,
@@ -89,13 +95,17 @@ class VirtualHost:
         saved: Callable[[], Awaitable[None]],
         fsync_latency: HistogramFamily[str] | None = None,
         executor: Executor | None = None,
+        *,
+        record: Callable[[Change], None] | None = None,
     ) -> None:
-        """``save`` writes the definitions and returns once they are on disk; ``saved``
-        returns once the saves under way are (see the module docstring)."""
+        """``record`` journals a change of the definitions (nothing is saved when None);
+        ``save`` returns once every change recorded is on disk; ``saved`` returns once the
+        saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
+        self._record = record
         self._save = save
         self._saved = saved
         self._fsync_latency = fsync_latency
@@ -173,7 +183,7 @@ class VirtualHost:
             return exchange
         self.exchanges[name] = exchange
         if durable:
-            await self._save()
+            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
         return exchange
 
     async def _add_delayed(self, declaring: _Declaring, exchange: Exchange) -> None:
@@ -189,7 +199,7 @@ class VirtualHost:
             self.delayed[name] = held
             self.exchanges[name] = exchange
         if exchange.durable:
-            await self._save()
+            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
@@ -211,7 +221,9 @@ class VirtualHost:
                     self._maybe_auto_delete(other)
         held = self.delayed.pop(exchange.name, None)
         if exchange.durable:  # no saved binding involves a transient exchange
-            await self._save()
+            await self._save_change(
+                {"op": "exchange.delete", "vhost": self.name, "name": exchange.name}
+            )
         if held is not None:
             held.removed = True
             await held.store.destroy()
@@ -336,10 +348,17 @@ class VirtualHost:
             queue.restore(recovered)
             store.start()
             self.queues[name] = queue
-        self.wakeup()
+        if queue.next_deadline() is not None:  # else the timer has nothing new to look at
+            self.wakeup()
         if persistent:
-            await self._save()
+            await self._save_change({"op": "queue", **queue_entry(self.name, queue)})
         return queue
+
+    async def _save_change(self, change: Change) -> None:
+        """Journal ``change`` (just made in memory) and return once it is on disk."""
+        if self._record is not None:
+            self._record(change)
+        await self._save()
 
     async def _open_store(self, path: Path | None) -> QueueStore:
         """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None."""
@@ -373,7 +392,7 @@ class VirtualHost:
     async def _forget_queue(self, queue: Queue) -> None:
         """After :meth:`_detach_queue`: save the definitions without it, delete its logs."""
         if queue.store.durable:
-            await self._save()
+            await self._save_change({"op": "queue.delete", "vhost": self.name, "name": queue.name})
         await queue.store.destroy()
 
     def _detach_queue(self, queue: Queue) -> None:
@@ -412,13 +431,14 @@ class VirtualHost:
         AccessRefusedError (403) for the default exchange."""
         ex = self._bindable(exchange)  # the default exchange is refused first, as in RabbitMQ
         q = self.get_queue(queue, owner)
+        binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
         if q.store.durable and ex.durable:
-            if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-                await self._save()
+            if ex.bind(binding):
+                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
-            ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments))
+            ex.bind(binding)
 
     async def unbind_queue(
         self,
@@ -432,10 +452,11 @@ class VirtualHost:
         """queue.unbind (absent binding: no error, as in RabbitMQ)."""
         ex = self._bindable(exchange)
         q = self.get_queue(queue, owner)
-        if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+        binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
+        if ex.unbind(binding):
             self._maybe_auto_delete(ex)
             if q.store.durable and ex.durable:
-                await self._save()
+                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
 
     async def bind_exchange(
         self,
@@ -450,7 +471,7 @@ class VirtualHost:
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.durable and dest.durable:
             if src.bind(binding):
-                await self._save()
+                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
@@ -470,7 +491,7 @@ class VirtualHost:
         if src.unbind(binding):
             self._maybe_auto_delete(src)
             if src.durable and dest.durable:
-                await self._save()
+                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
 
     def _bindable(self, name: str) -> Exchange:
         if name == "":

@@ -13,13 +13,15 @@ an RPC client would:
    accepting a connection, and to a passive declare of the last queue answering);
 6. the durable queues deleted, per thousand still existing.
 
-Rates are operations over wall-clock seconds; the broker's RSS is printed at each stage. Run:
+Rates are operations over wall-clock seconds; the broker's RSS and open files are printed at
+each stage (a durable queue holds two open log files: mind ``ulimit -n``). Run:
 ``python benchmarks/scaling.py --queues 20000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -49,11 +51,13 @@ def port_open(port: int) -> bool:
         return False
 
 
-def rss_mib(pid: int) -> float:
+def resources(pid: int) -> str:
+    """The broker's RSS and open file descriptors."""
+    rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            rss = int(line.split()[1]) / 1024
+    return f"RSS {rss:.0f} MiB, {len(os.listdir(f'/proc/{pid}/fd'))} open files"
 
 
 class Broker:
@@ -159,16 +163,16 @@ def main() -> None:
         connection, ch = channel(broker.port)
         print(f"wharf, {n} durable queues, pika, one channel, sequential", flush=True)
         short_lived(ch, args.short_lived, "empty broker")
-        print(f"  RSS {rss_mib(broker.pid):.0f} MiB", flush=True)
+        print(f"  {resources(broker.pid)}", flush=True)
         per_thousand("durable queue declares", n, lambda i: ch.queue_declare(
             f"q-{i}", durable=True))  # fmt: skip
-        print(f"  RSS {rss_mib(broker.pid):.0f} MiB", flush=True)
+        print(f"  {resources(broker.pid)}", flush=True)
         short_lived(ch, args.short_lived, f"beside {n} queues")
         per_thousand("durable exchange declares", exchanges, lambda i: ch.exchange_declare(
             f"ex-{i}", "direct", durable=True))  # fmt: skip
         per_thousand("durable bindings", n, lambda i: ch.queue_bind(
             f"q-{i}", f"ex-{i % exchanges}", f"k-{i}"))  # fmt: skip
-        print(f"  RSS {rss_mib(broker.pid):.0f} MiB", flush=True)
+        print(f"  {resources(broker.pid)}", flush=True)
         connection.close()
         broker.stop()
         began = time.perf_counter()
@@ -178,7 +182,7 @@ def main() -> None:
         answered = time.perf_counter() - began
         print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: AMQP port "
               f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
-              f"; RSS {rss_mib(broker.pid):.0f} MiB", flush=True)  # fmt: skip
+              f"; {resources(broker.pid)}", flush=True)  # fmt: skip
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
         connection.close()
         broker.stop()

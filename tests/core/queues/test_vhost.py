@@ -63,6 +63,32 @@ async def test_auto_delete_exchange(vhost: VirtualHost) -> None:
     assert "tmp" not in vhost.exchanges
 
 
+async def test_deleting_a_queue_or_exchange_drops_exactly_the_bindings_to_it(
+    vhost: VirtualHost,
+) -> None:
+    await vhost.declare_exchange("tmp", "direct", auto_delete=True)
+    await vhost.declare_exchange("keep", "direct")
+    await vhost.declare_exchange("inner", "fanout")
+    for queue in ("q", "other"):
+        await vhost.declare_queue(queue)
+    await vhost.bind_queue("q", "tmp", "a")
+    await vhost.bind_queue("q", "keep", "a")
+    await vhost.bind_queue("q", "keep", "b")
+    await vhost.bind_queue("other", "keep", "a")
+    await vhost.bind_queue("other", "inner", "")
+    await vhost.bind_exchange("inner", "keep", "c")
+    await vhost.unbind_queue("q", "keep", "b")
+    await vhost.bind_queue("q", "keep", "b")  # bound again after an unbind
+    await vhost.delete_queue("q")
+    await vhost.close()  # waits for the auto-deletion task
+    assert "tmp" not in vhost.exchanges  # its last binding went with the queue
+    assert sorted((b.source, b.destination, b.routing_key) for b in vhost.bindings()) == [
+        ("inner", "other", ""), ("keep", "inner", "c"), ("keep", "other", "a"),
+    ]  # fmt: skip
+    await vhost.delete_exchange("inner")
+    assert [(b.source, b.destination) for b in vhost.bindings()] == [("keep", "other")]
+
+
 def msg(body: bytes, key: str = "q", **kw: object) -> Message:
     return Message.build("", key, body, **kw)  # type: ignore[arg-type]
 

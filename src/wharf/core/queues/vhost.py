@@ -2,13 +2,16 @@
 
 How it works: a :class:`VirtualHost` keeps its exchanges, queues and delayed exchanges' held
 messages in plain dicts and changes them on declare, delete, bind and unbind, checking AMQP's
-rules (reserved ``amq.`` names, equivalent redeclaration, exclusivity). Publishing goes through
-its :class:`~wharf.core.queues.router.Router`, which reads the same dicts; a message its queues
-dead-letter is moved by its :class:`~wharf.core.queues.dead_letter.DeadLetterer`.
+rules (reserved ``amq.`` names, equivalent redeclaration, exclusivity). Bindings are also
+indexed by destination, so deleting a queue or exchange drops its bindings without a scan.
+Publishing goes through its :class:`~wharf.core.queues.router.Router`, which reads the same
+dicts; a message its queues dead-letter is moved by its
+:class:`~wharf.core.queues.dead_letter.DeadLetterer`.
 
 Definitions (durable exchanges, queues, bindings) are saved (:mod:`wharf.core.queues.definitions`)
 after every change, and restored by
-:class:`~wharf.core.queues.registry.VhostRegistry`. Every change awaits its save, so the
+:class:`~wharf.core.queues.registry.VhostRegistry`. Every change is journaled (``record``) in the
+step that makes it in memory and then awaits its save, so the
 declare-ok (or bind-ok, delete-ok) it leads to means the change survives a crash; a
 redeclaration of something that already exists waits for the saves still under way, since its
 declare-ok promises the same. Opening a durable queue's logs (and a delayed exchange's) runs on
@@ -46,6 +49,7 @@ from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
     Binding,
     DelayedExchange,
+    Destination,
     DestKind,
     Exchange,
     ExchangeType,
@@ -116,6 +120,8 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
+        # every binding by its destination, so deleting one needs no scan of the others
+        self._bound: dict[Destination, dict[Binding, None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
         self.router = Router(
@@ -213,12 +219,8 @@ class VirtualHost:
     async def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
         for binding in list(exchange.bindings):
-            exchange.unbind(binding)
-        for other in list(self.exchanges.values()):  # bindings where it is the destination
-            for binding in list(other.bindings):
-                if binding.kind is DestKind.EXCHANGE and binding.destination == exchange.name:
-                    other.unbind(binding)
-                    self._maybe_auto_delete(other)
+            self._drop_binding(exchange, binding)
+        self._unbind_destination((DestKind.EXCHANGE, exchange.name))
         held = self.delayed.pop(exchange.name, None)
         if exchange.durable:  # no saved binding involves a transient exchange
             await self._save_change(
@@ -399,11 +401,7 @@ class VirtualHost:
         """Remove a queue and its bindings from the vhost and cancel its consumers (the
         synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
-        for exchange in list(self.exchanges.values()):
-            for binding in list(exchange.bindings):
-                if binding.kind is DestKind.QUEUE and binding.destination == queue.name:
-                    exchange.unbind(binding)
-                    self._maybe_auto_delete(exchange)
+        self._unbind_destination((DestKind.QUEUE, queue.name))
         for consumer in queue.detach():
             consumer.cancelled(queue)
 
@@ -433,12 +431,12 @@ class VirtualHost:
         q = self.get_queue(queue, owner)
         binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
         if q.store.durable and ex.durable:
-            if ex.bind(binding):
+            if self._add_binding(ex, binding):
                 await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
-            ex.bind(binding)
+            self._add_binding(ex, binding)
 
     async def unbind_queue(
         self,
@@ -453,7 +451,7 @@ class VirtualHost:
         ex = self._bindable(exchange)
         q = self.get_queue(queue, owner)
         binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
-        if ex.unbind(binding):
+        if self._drop_binding(ex, binding):
             self._maybe_auto_delete(ex)
             if q.store.durable and ex.durable:
                 await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
@@ -470,12 +468,12 @@ class VirtualHost:
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.durable and dest.durable:
-            if src.bind(binding):
+            if self._add_binding(src, binding):
                 await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
-            src.bind(binding)
+            self._add_binding(src, binding)
 
     async def unbind_exchange(
         self,
@@ -488,10 +486,33 @@ class VirtualHost:
         dest = self._bindable(destination)
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
-        if src.unbind(binding):
+        if self._drop_binding(src, binding):
             self._maybe_auto_delete(src)
             if src.durable and dest.durable:
                 await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
+
+    def _add_binding(self, exchange: Exchange, binding: Binding) -> bool:
+        added = exchange.bind(binding)
+        if added:
+            self._bound.setdefault(binding.target, {})[binding] = None
+        return added
+
+    def _drop_binding(self, exchange: Exchange, binding: Binding) -> bool:
+        removed = exchange.unbind(binding)
+        if removed:
+            bound = self._bound.get(binding.target)
+            if bound is not None:
+                bound.pop(binding, None)
+                if not bound:
+                    del self._bound[binding.target]
+        return removed
+
+    def _unbind_destination(self, target: Destination) -> None:
+        """Remove every binding to ``target`` (a queue or exchange being deleted)."""
+        for binding in list(self._bound.pop(target, ())):
+            source = self.exchanges.get(binding.source)
+            if source is not None and source.unbind(binding):
+                self._maybe_auto_delete(source)
 
     def _bindable(self, name: str) -> Exchange:
         if name == "":

@@ -14,7 +14,8 @@ an RPC client would:
 6. the durable queues deleted, per thousand still existing.
 
 Rates are operations over wall-clock seconds; the broker's RSS and open files are printed at
-each stage (a durable queue holds two open log files: mind ``ulimit -n``). Run:
+each stage, and its CPU use while idle at the full size. A durable queue holds two open log
+files, so ``--queues`` must stay below half of ``ulimit -n``. Run:
 ``python benchmarks/scaling.py --queues 20000``.
 """
 
@@ -99,6 +100,18 @@ class Broker:
         return self.proc.pid
 
 
+def idle_cpu(pid: int, seconds: float = 5.0) -> float:
+    """The broker's CPU seconds per second while no client asks anything of it."""
+
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = used()
+    time.sleep(seconds)
+    return (used() - before) / seconds
+
+
 def channel(port: int) -> tuple[pika.BlockingConnection, BlockingChannel]:
     params = pika.ConnectionParameters("127.0.0.1", port, heartbeat=0)
     connection = pika.BlockingConnection(params)
@@ -172,7 +185,7 @@ def main() -> None:
             f"ex-{i}", "direct", durable=True))  # fmt: skip
         per_thousand("durable bindings", n, lambda i: ch.queue_bind(
             f"q-{i}", f"ex-{i % exchanges}", f"k-{i}"))  # fmt: skip
-        print(f"  {resources(broker.pid)}", flush=True)
+        print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s", flush=True)
         connection.close()
         broker.stop()
         began = time.perf_counter()

@@ -1,12 +1,14 @@
 """The virtual hosts of a broker, their saved definitions and their timer.
 
-``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads ``definitions.json`` and
-re-declares every durable exchange, queue and binding (queues recover their messages from their
-logs). The file also holds the broker's users and permissions: the registry is given the
-broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
-every save. Saves go through a :class:`~wharf.core.queues.definitions.DefinitionsWriter` (on
-the broker's fsync pool; every change's caller awaits its save, so a declare-ok means the
-definition is on disk). One timer on the broker's clock (a
+``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads the saved definitions (the
+``definitions.json`` snapshot and the journal of changes since) and re-declares every durable
+exchange, queue and binding (queues recover their messages from their logs). They also hold the
+broker's users and permissions: the registry is given the broker's
+:class:`~wharf.core.users.UserStore`, restores it from them and journals it whole when the
+broker saves it. Every change of a vhost is journaled through a
+:class:`~wharf.core.queues.definitions.DefinitionsJournal` (written on the broker's fsync pool;
+every change's caller awaits its record's durability, so a declare-ok means the definition is
+on disk). One timer on the broker's clock (a
 :class:`~wharf.core.timer_chain.TimerChain`) runs the timers of every virtual host: it fires at
 the earliest deadline (message expiry at a queue head, a delayed message coming due, an
 x-expires queue) or in one second, calls :meth:`VirtualHost.tick`, and about once a second

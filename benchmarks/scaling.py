@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -168,6 +169,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     n = args.queues
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if 2 * n + 1000 > files:
+        raise SystemExit(f"{n} durable queues need {2 * n} open files; ulimit -n is {files}")
     exchanges = max(n // 4, 1)
     workdir = Path(tempfile.mkdtemp(prefix="wharf-scaling-"))
     broker = Broker(workdir)

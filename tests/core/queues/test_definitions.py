@@ -216,6 +216,7 @@ async def topology(open_registry: Opener) -> None:
         await vhost.declare_exchange(f"e{i % 7}", "topic")
         await vhost.bind_queue(f"q{i}", f"e{i % 7}", f"k.{i}", {"x": i})
     await vhost.declare_queue("transient")
+    await vhost.declare_queue("naïve-ü-☃", durable=True)
     await vhost.bind_exchange("e1", "e2", "#")
     registry = await open_registry()
     vhost = registry["/"]
@@ -231,7 +232,7 @@ async def test_a_restart_restores_what_the_journal_holds(open_registry: Opener) 
     registry = await open_registry()
     live = normal(registry._to_json())
     vhost = registry["/"]
-    assert sorted(vhost.queues) == sorted(f"q{i}" for i in range(30) if i % 3)
+    assert sorted(vhost.queues) == sorted([f"q{i}" for i in range(30) if i % 3] + ["naïve-ü-☃"])
     assert "e3" not in vhost.exchanges and "other" not in registry
     assert vhost.queues["q4"].arguments == {"x-max-priority": 4}
     assert live == normal(load_definitions(registry.path))

@@ -337,8 +337,8 @@ class DefinitionsJournal:
 
     def record(self, change: Change) -> None:
         """Count a change made in memory (on the event-loop thread, in the same step)."""
-        encoded = json.dumps(change, separators=(",", ":"), ensure_ascii=False)
-        self._pending.append(encode_record(encoded.encode("utf-8")))
+        encoded = json.dumps(change, separators=(",", ":"))  # ASCII: any str encodes
+        self._pending.append(encode_record(encoded.encode("ascii")))
         self._recorded += 1
 
     async def wait_durable(self) -> None:

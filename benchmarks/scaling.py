@@ -4,7 +4,8 @@ Starts ``wharf serve`` (fsync always, a fresh data directory) and drives it with
 connection and one channel, sequentially (each declare waits for its declare-ok), as Celery or
 an RPC client would:
 
-1. transient auto-delete and exclusive server-named declares on an empty broker;
+1. transient auto-delete (without and with x-expires) and exclusive server-named declares on
+   an empty broker;
 2. ``--queues`` durable queues, the rate printed per thousand already declared;
 3. the same transient and exclusive declares again, now beside those queues;
 4. ``--queues // 4`` durable direct exchanges, then one binding per durable queue (queue ``i``
@@ -145,7 +146,8 @@ def timed(label: str, count: int, op: Callable[[int], None]) -> float:
 
 
 def short_lived(ch: BlockingChannel, count: int, where: str) -> None:
-    """Transient auto-delete and exclusive server-named declares (then deleted)."""
+    """Transient auto-delete (without and with x-expires) and exclusive server-named declares
+    (then deleted)."""
     names: list[str] = []
 
     def transient(i: int) -> None:
@@ -155,7 +157,12 @@ def short_lived(ch: BlockingChannel, count: int, where: str) -> None:
     def exclusive(i: int) -> None:
         names.append(ch.queue_declare("", exclusive=True).method.queue)
 
+    def expiring(i: int) -> None:  # as kombu's reply queues
+        names.append(f"x-{where}-{i}")
+        ch.queue_declare(names[-1], auto_delete=True, arguments={"x-expires": 600_000})
+
     timed(f"transient auto-delete declares ({where})", count, transient)
+    timed(f"transient x-expires declares ({where})", count, expiring)
     timed(f"exclusive server-named declares ({where})", count, exclusive)
     for name in names:
         ch.queue_delete(name)

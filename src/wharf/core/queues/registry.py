@@ -71,6 +71,8 @@ class VhostRegistry:
         self._loading = False
         self.definitions = DefinitionsJournal(path, self._to_json, executor)
         self._timer = TimerChain(clock, self._on_timer, self._next_delay_s, "queue timer")
+        # when (clock ms) the timer was last asked to run next; a deadline before it wakes it
+        self._next_run_ms = float("-inf")
         self._last_maintain = clock.monotonic()
 
     @classmethod
@@ -157,6 +159,7 @@ class VhostRegistry:
             record=self._record,
         )
         vhost.wakeup = self._timer.wake
+        vhost.wake_at = self._wake_at
         self._vhosts[name] = vhost
         return vhost
 
@@ -252,11 +255,20 @@ class VhostRegistry:
             await vhost.maintain()
 
     def _next_delay_s(self) -> float:
-        """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S`."""
+        """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S` (asks
+        every queue: only when the timer arms, or a nearer deadline wakes it)."""
+        now = self.clock.now_ms()
         deadlines = [d for v in self._vhosts.values() if (d := v.next_deadline()) is not None]
-        if not deadlines:
-            return _MAINTAIN_EVERY_S
-        return min(_MAINTAIN_EVERY_S, max(0.0, (min(deadlines) - self.clock.now_ms()) / 1000.0))
+        delay = _MAINTAIN_EVERY_S
+        if deadlines:
+            delay = min(delay, max(0.0, (min(deadlines) - now) / 1000.0))
+        self._next_run_ms = now + delay * 1000.0
+        return delay
+
+    def _wake_at(self, deadline_ms: int) -> None:
+        """A vhost gained ``deadline_ms``: wake the timer only if it would run too late."""
+        if deadline_ms < self._next_run_ms:
+            self._timer.wake()
 
     async def _on_timer(self) -> None:
         try:

@@ -124,6 +124,8 @@ class VirtualHost:
         self._bound: dict[Destination, dict[Binding, None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
+        # a new deadline (ms): the timer looks again if it falls before the timer's next run
+        self.wake_at: Callable[[int], None] = lambda deadline_ms: None
         self.router = Router(
             name, self.exchanges, self.queues, self.delayed, clock, lambda: self.wakeup()
         )
@@ -350,8 +352,9 @@ class VirtualHost:
             queue.restore(recovered)
             store.start()
             self.queues[name] = queue
-        if queue.next_deadline() is not None:  # else the timer has nothing new to look at
-            self.wakeup()
+        deadline = queue.next_deadline()
+        if deadline is not None:  # else the timer has nothing new to look at
+            self.wake_at(deadline)
         if persistent:
             await self._save_change({"op": "queue", **queue_entry(self.name, queue)})
         return queue

@@ -12,11 +12,13 @@ from queue_helpers import Opener
 from wharf.core.broker import Broker
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
+from wharf.core.queues.registry import VhostRegistry
 from wharf.core.users import Access, Permission, UserStore, hash_password
 from wharf.errors import (
     AccessRefusedError,
     NotFoundError,
 )
+from wharf.testing.clock import VirtualClock
 
 
 @pytest.fixture
@@ -89,3 +91,33 @@ async def test_background_timer_releases_and_expires(tmp_path: Path) -> None:
         while (out.message_count == 0 or short.message_count) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert out.message_count == 1 and short.message_count == 0 and short.expired == 1
+
+
+async def test_a_queue_with_a_nearer_deadline_wakes_the_timer_and_a_later_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waking asks every queue for its deadline: a declare must not do it for nothing.
+    clock = VirtualClock()
+    config = BrokerConfig(fsync=FsyncPolicy.NEVER)
+    registry = await VhostRegistry.open(tmp_path, config, clock, UserStore.with_defaults())
+    try:
+        vhost = registry["/"]
+        woken: list[int] = []
+        wake = registry._timer.wake
+
+        def counted_wake() -> None:
+            woken.append(clock.now_ms())
+            wake()
+
+        monkeypatch.setattr(registry._timer, "wake", counted_wake)
+        await vhost.declare_queue("later", arguments={"x-expires": 600_000})
+        await vhost.declare_queue("plain")
+        assert woken == []  # the timer runs within a second anyway
+        await vhost.declare_queue("soon", arguments={"x-expires": 200})
+        assert len(woken) == 1
+        await clock.run_for(199)
+        assert "soon" in vhost.queues
+        await clock.run_for(1)  # at its deadline, not at the next one-second tick
+        assert "soon" not in vhost.queues and "later" in vhost.queues
+    finally:
+        await registry.close()

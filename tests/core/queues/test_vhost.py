@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues import definitions
-from wharf.core.queues.definitions import FILE_NAME
 from wharf.core.queues.exchanges import UnknownExchangeTypeError
 from wharf.core.queues.message import Message
 from wharf.core.queues.vhost import VirtualHost
@@ -22,6 +19,7 @@ from wharf.errors import (
     PreconditionError,
     ResourceLockedError,
 )
+from wharf.storage.journal import JournalFile
 from wharf.storage.log import Log
 
 
@@ -63,6 +61,32 @@ async def test_auto_delete_exchange(vhost: VirtualHost) -> None:
     await vhost.unbind_queue("q", "tmp", "")
     await vhost.close()  # waits for the deletion task
     assert "tmp" not in vhost.exchanges
+
+
+async def test_deleting_a_queue_or_exchange_drops_exactly_the_bindings_to_it(
+    vhost: VirtualHost,
+) -> None:
+    await vhost.declare_exchange("tmp", "direct", auto_delete=True)
+    await vhost.declare_exchange("keep", "direct")
+    await vhost.declare_exchange("inner", "fanout")
+    for queue in ("q", "other"):
+        await vhost.declare_queue(queue)
+    await vhost.bind_queue("q", "tmp", "a")
+    await vhost.bind_queue("q", "keep", "a")
+    await vhost.bind_queue("q", "keep", "b")
+    await vhost.bind_queue("other", "keep", "a")
+    await vhost.bind_queue("other", "inner", "")
+    await vhost.bind_exchange("inner", "keep", "c")
+    await vhost.unbind_queue("q", "keep", "b")
+    await vhost.bind_queue("q", "keep", "b")  # bound again after an unbind
+    await vhost.delete_queue("q")
+    await vhost.close()  # waits for the auto-deletion task
+    assert "tmp" not in vhost.exchanges  # its last binding went with the queue
+    assert sorted((b.source, b.destination, b.routing_key) for b in vhost.bindings()) == [
+        ("inner", "other", ""), ("keep", "inner", "c"), ("keep", "other", "a"),
+    ]  # fmt: skip
+    await vhost.delete_exchange("inner")
+    assert [(b.source, b.destination) for b in vhost.bindings()] == [("keep", "other")]
 
 
 def msg(body: bytes, key: str = "q", **kw: object) -> Message:
@@ -145,14 +169,14 @@ async def test_a_redeclaration_answers_only_once_the_first_declaration_is_saved(
     vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started, gate = threading.Event(), threading.Event()
-    real_write = definitions.write_definitions
+    real_sync = JournalFile.sync
 
-    def gated_write(directory: Path, payload: bytes) -> None:
+    def gated_sync(journal: JournalFile) -> None:
         started.set()
         assert gate.wait(30)
-        real_write(directory, payload)
+        real_sync(journal)
 
-    monkeypatch.setattr(definitions, "write_definitions", gated_write)
+    monkeypatch.setattr(JournalFile, "sync", gated_sync)
     first = asyncio.create_task(vhost.declare_queue("d", durable=True))
     while not started.is_set():
         await asyncio.sleep(0.001)
@@ -189,8 +213,8 @@ async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is
         await declaring
     again = await vhost.declare_queue("d", durable=True)  # waits for the first, sees its queue
     assert vhost.queues["d"] is again
-    saved = json.loads((vhost.path.parent.parent / FILE_NAME).read_text())
-    assert [q["name"] for q in saved["queues"]] == ["d"]
+    saved = definitions.load_definitions(vhost.path.parent.parent)
+    assert saved is not None and [q["name"] for q in saved["queues"]] == ["d"]
 
 
 async def test_an_inequivalent_redeclare_names_what_differs(vhost: VirtualHost) -> None:

@@ -1,12 +1,14 @@
 """The virtual hosts of a broker, their saved definitions and their timer.
 
-``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads ``definitions.json`` and
-re-declares every durable exchange, queue and binding (queues recover their messages from their
-logs). The file also holds the broker's users and permissions: the registry is given the
-broker's :class:`~wharf.core.users.UserStore`, restores it from the file and writes it back with
-every save. Saves go through a :class:`~wharf.core.queues.definitions.DefinitionsWriter` (on
-the broker's fsync pool; every change's caller awaits its save, so a declare-ok means the
-definition is on disk). One timer on the broker's clock (a
+``broker.vhosts`` is a :class:`VhostRegistry`. Opening it loads the saved definitions (the
+``definitions.json`` snapshot and the journal of changes since) and re-declares every durable
+exchange, queue and binding (queues recover their messages from their logs). They also hold the
+broker's users and permissions: the registry is given the broker's
+:class:`~wharf.core.users.UserStore`, restores it from them and journals it whole when the
+broker saves it. Every change of a vhost is journaled through a
+:class:`~wharf.core.queues.definitions.DefinitionsJournal` (written on the broker's fsync pool;
+every change's caller awaits its record's durability, so a declare-ok means the definition is
+on disk). One timer on the broker's clock (a
 :class:`~wharf.core.timer_chain.TimerChain`) runs the timers of every virtual host: it fires at
 the earliest deadline (message expiry at a queue head, a delayed message coming due, an
 x-expires queue) or in one second, calls :meth:`VirtualHost.tick`, and about once a second
@@ -23,11 +25,14 @@ from typing import Any
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
+from wharf.core.durability import run_off_loop
 from wharf.core.queues.definitions import (
-    DefinitionsWriter,
+    Change,
+    DefinitionsJournal,
+    binding_entry,
     decode_arguments,
-    encode_arguments,
-    load_definitions,
+    exchange_entry,
+    queue_entry,
 )
 from wharf.core.queues.exchanges import DestKind
 from wharf.core.queues.vhost import VirtualHost, dir_name
@@ -42,11 +47,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VHOST = "/"
 _MAINTAIN_EVERY_S = 1.0
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    path.mkdir(parents=True, exist_ok=True)
-    return load_definitions(path)
 
 
 class VhostRegistry:
@@ -69,8 +69,10 @@ class VhostRegistry:
         self._executor = executor
         self._vhosts: dict[str, VirtualHost] = {}
         self._loading = False
-        self.definitions = DefinitionsWriter(path, self._to_json, executor)
+        self.definitions = DefinitionsJournal(path, self._to_json, executor)
         self._timer = TimerChain(clock, self._on_timer, self._next_delay_s, "queue timer")
+        # when (clock ms) the timer was last asked to run next; a deadline before it wakes it
+        self._next_run_ms = float("-inf")
         self._last_maintain = clock.monotonic()
 
     @classmethod
@@ -94,10 +96,10 @@ class VhostRegistry:
         definitions saves and every queue log's disk waits (the loop's default pool when
         None)."""
         registry = cls(path, config, clock, users, fsync_latency, executor)
-        data = _load(path)
+        data = await run_off_loop(executor, registry.definitions.open)
         if data is None:
             registry._add_vhost(DEFAULT_VHOST)
-            await registry.save()
+            await registry.save()  # the first snapshot, with the default vhost
         else:
             await registry._restore(data)
         if start_timer:
@@ -126,7 +128,7 @@ class VhostRegistry:
         if name in self._vhosts:
             return self._vhosts[name]
         vhost = self._add_vhost(name)
-        await self.save()
+        await self._save_change({"op": "vhost", "name": name})
         return vhost
 
     async def delete(self, name: str) -> None:
@@ -139,6 +141,7 @@ class VhostRegistry:
         await vhost.close()
         del self._vhosts[name]
         self._users.forget_vhost(name)
+        self._record({"op": "vhost.delete", "name": name})
         await self.save()
 
     def _add_vhost(self, name: str) -> VirtualHost:
@@ -149,23 +152,37 @@ class VhostRegistry:
             self.path / "vhosts" / dir_name(name),
             self.config,
             self.clock,
-            self.save,
-            self.definitions.wait_saved,
+            self._saved,
+            self._saved,
             self._fsync_latency,
             self._executor,
+            record=self._record,
         )
         vhost.wakeup = self._timer.wake
+        vhost.wake_at = self._wake_at
         self._vhosts[name] = vhost
         return vhost
 
     # ------------------------------------------------------------------------- definitions
 
     async def save(self) -> None:
-        """Write the definitions file and return once it is on disk (awaited by the vhosts
-        after every durable change, and by the broker after a change of its users)."""
-        if self._loading:
-            return
-        await self.definitions.save()
+        """Save the users and permissions and return once they are on disk (awaited by the
+        broker after changing them)."""
+        await self._save_change({"op": "users", **self._users.to_json()})
+
+    def _record(self, change: Change) -> None:
+        """Journal a change the vhosts made in memory (not while restoring them)."""
+        if not self._loading:
+            self.definitions.record(change)
+
+    async def _saved(self) -> None:
+        """Return once every change recorded so far is on disk."""
+        if not self._loading:
+            await self.definitions.wait_durable()
+
+    async def _save_change(self, change: Change) -> None:
+        self._record(change)
+        await self._saved()
 
     def _to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self._users.to_json()
@@ -177,30 +194,9 @@ class VhostRegistry:
             durable_queues = {name for name, q in vhost.queues.items() if q.store.durable}
             durable_exchanges = {name for name, ex in vhost.exchanges.items() if ex.durable}
             for name, ex in vhost.exchanges.items():
-                if not name or name.startswith("amq.") or not ex.durable:
-                    continue
-                exchanges.append(
-                    {
-                        "vhost": vhost.name,
-                        "name": name,
-                        "type": ex.type.value,
-                        "durable": True,
-                        "auto_delete": ex.auto_delete,
-                        "internal": ex.internal,
-                        "arguments": encode_arguments(ex.arguments),
-                    }
-                )
-            for name in durable_queues:
-                q = vhost.queues[name]
-                queues.append(
-                    {
-                        "vhost": vhost.name,
-                        "name": name,
-                        "durable": True,
-                        "auto_delete": q.auto_delete,
-                        "arguments": encode_arguments(q.arguments),
-                    }
-                )
+                if name and not name.startswith("amq.") and ex.durable:
+                    exchanges.append(exchange_entry(vhost.name, ex))
+            queues.extend(queue_entry(vhost.name, vhost.queues[name]) for name in durable_queues)
             for b in vhost.bindings():
                 dest_ok = (
                     b.destination in durable_queues
@@ -208,16 +204,7 @@ class VhostRegistry:
                     else b.destination in durable_exchanges
                 )
                 if b.source in durable_exchanges and dest_ok:
-                    bindings.append(
-                        {
-                            "vhost": vhost.name,
-                            "source": b.source,
-                            "destination": b.destination,
-                            "destination_type": b.kind.value,
-                            "routing_key": b.routing_key,
-                            "arguments": encode_arguments(dict(b.arguments)),
-                        }
-                    )
+                    bindings.append(binding_entry(vhost.name, b))
         data["exchanges"] = exchanges
         data["queues"] = queues
         data["bindings"] = bindings
@@ -268,11 +255,20 @@ class VhostRegistry:
             await vhost.maintain()
 
     def _next_delay_s(self) -> float:
-        """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S`."""
+        """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S` (asks
+        every queue: only when the timer arms, or a nearer deadline wakes it)."""
+        now = self.clock.now_ms()
         deadlines = [d for v in self._vhosts.values() if (d := v.next_deadline()) is not None]
-        if not deadlines:
-            return _MAINTAIN_EVERY_S
-        return min(_MAINTAIN_EVERY_S, max(0.0, (min(deadlines) - self.clock.now_ms()) / 1000.0))
+        delay = _MAINTAIN_EVERY_S
+        if deadlines:
+            delay = min(delay, max(0.0, (min(deadlines) - now) / 1000.0))
+        self._next_run_ms = now + delay * 1000.0
+        return delay
+
+    def _wake_at(self, deadline_ms: int) -> None:
+        """A vhost gained ``deadline_ms``: wake the timer only if it would run too late."""
+        if deadline_ms < self._next_run_ms:
+            self._timer.wake()
 
     async def _on_timer(self) -> None:
         try:

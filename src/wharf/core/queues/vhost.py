@@ -2,13 +2,16 @@
 
 How it works: a :class:`VirtualHost` keeps its exchanges, queues and delayed exchanges' held
 messages in plain dicts and changes them on declare, delete, bind and unbind, checking AMQP's
-rules (reserved ``amq.`` names, equivalent redeclaration, exclusivity). Publishing goes through
-its :class:`~wharf.core.queues.router.Router`, which reads the same dicts; a message its queues
-dead-letter is moved by its :class:`~wharf.core.queues.dead_letter.DeadLetterer`.
+rules (reserved ``amq.`` names, equivalent redeclaration, exclusivity). Bindings are also
+indexed by destination, so deleting a queue or exchange drops its bindings without a scan.
+Publishing goes through its :class:`~wharf.core.queues.router.Router`, which reads the same
+dicts; a message its queues dead-letter is moved by its
+:class:`~wharf.core.queues.dead_letter.DeadLetterer`.
 
 Definitions (durable exchanges, queues, bindings) are saved (:mod:`wharf.core.queues.definitions`)
 after every change, and restored by
-:class:`~wharf.core.queues.registry.VhostRegistry`. Every change awaits its save, so the
+:class:`~wharf.core.queues.registry.VhostRegistry`. Every change is journaled (``record``) in the
+step that makes it in memory and then awaits its save, so the
 declare-ok (or bind-ok, delete-ok) it leads to means the change survives a crash; a
 redeclaration of something that already exists waits for the saves still under way, since its
 declare-ok promises the same. Opening a durable queue's logs (and a delayed exchange's) runs on
@@ -36,10 +39,17 @@ from wharf.core.config import BrokerConfig
 from wharf.core.durability import run_to_end
 from wharf.core.queues.args import QueueArgs, QueueType, first_difference, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
+from wharf.core.queues.definitions import (
+    Change,
+    binding_entry,
+    exchange_entry,
+    queue_entry,
+)
 from wharf.core.queues.delayed import DelayedMessages
 from wharf.core.queues.exchanges import (
     Binding,
     DelayedExchange,
+    Destination,
     DestKind,
     Exchange,
     ExchangeType,
@@ -89,13 +99,17 @@ class VirtualHost:
         saved: Callable[[], Awaitable[None]],
         fsync_latency: HistogramFamily[str] | None = None,
         executor: Executor | None = None,
+        *,
+        record: Callable[[Change], None] | None = None,
     ) -> None:
-        """``save`` writes the definitions and returns once they are on disk; ``saved``
-        returns once the saves under way are (see the module docstring)."""
+        """``record`` journals a change of the definitions (nothing is saved when None);
+        ``save`` returns once every change recorded is on disk; ``saved`` returns once the
+        saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
         self.config = config
         self.clock = clock
+        self._record = record
         self._save = save
         self._saved = saved
         self._fsync_latency = fsync_latency
@@ -106,8 +120,12 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.delayed: dict[str, DelayedMessages] = {}
+        # every binding by its destination, so deleting one needs no scan of the others
+        self._bound: dict[Destination, dict[Binding, None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
+        # a new deadline (ms): the timer looks again if it falls before the timer's next run
+        self.wake_at: Callable[[int], None] = lambda deadline_ms: None
         self.router = Router(
             name, self.exchanges, self.queues, self.delayed, clock, lambda: self.wakeup()
         )
@@ -173,7 +191,7 @@ class VirtualHost:
             return exchange
         self.exchanges[name] = exchange
         if durable:
-            await self._save()
+            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
         return exchange
 
     async def _add_delayed(self, declaring: _Declaring, exchange: Exchange) -> None:
@@ -189,7 +207,7 @@ class VirtualHost:
             self.delayed[name] = held
             self.exchanges[name] = exchange
         if exchange.durable:
-            await self._save()
+            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
@@ -203,15 +221,13 @@ class VirtualHost:
     async def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
         for binding in list(exchange.bindings):
-            exchange.unbind(binding)
-        for other in list(self.exchanges.values()):  # bindings where it is the destination
-            for binding in list(other.bindings):
-                if binding.kind is DestKind.EXCHANGE and binding.destination == exchange.name:
-                    other.unbind(binding)
-                    self._maybe_auto_delete(other)
+            self._drop_binding(exchange, binding)
+        self._unbind_destination((DestKind.EXCHANGE, exchange.name))
         held = self.delayed.pop(exchange.name, None)
         if exchange.durable:  # no saved binding involves a transient exchange
-            await self._save()
+            await self._save_change(
+                {"op": "exchange.delete", "vhost": self.name, "name": exchange.name}
+            )
         if held is not None:
             held.removed = True
             await held.store.destroy()
@@ -336,10 +352,18 @@ class VirtualHost:
             queue.restore(recovered)
             store.start()
             self.queues[name] = queue
-        self.wakeup()
+        deadline = queue.next_deadline()
+        if deadline is not None:  # else the timer has nothing new to look at
+            self.wake_at(deadline)
         if persistent:
-            await self._save()
+            await self._save_change({"op": "queue", **queue_entry(self.name, queue)})
         return queue
+
+    async def _save_change(self, change: Change) -> None:
+        """Journal ``change`` (just made in memory) and return once it is on disk."""
+        if self._record is not None:
+            self._record(change)
+        await self._save()
 
     async def _open_store(self, path: Path | None) -> QueueStore:
         """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None."""
@@ -373,18 +397,14 @@ class VirtualHost:
     async def _forget_queue(self, queue: Queue) -> None:
         """After :meth:`_detach_queue`: save the definitions without it, delete its logs."""
         if queue.store.durable:
-            await self._save()
+            await self._save_change({"op": "queue.delete", "vhost": self.name, "name": queue.name})
         await queue.store.destroy()
 
     def _detach_queue(self, queue: Queue) -> None:
         """Remove a queue and its bindings from the vhost and cancel its consumers (the
         synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
-        for exchange in list(self.exchanges.values()):
-            for binding in list(exchange.bindings):
-                if binding.kind is DestKind.QUEUE and binding.destination == queue.name:
-                    exchange.unbind(binding)
-                    self._maybe_auto_delete(exchange)
+        self._unbind_destination((DestKind.QUEUE, queue.name))
         for consumer in queue.detach():
             consumer.cancelled(queue)
 
@@ -412,13 +432,14 @@ class VirtualHost:
         AccessRefusedError (403) for the default exchange."""
         ex = self._bindable(exchange)  # the default exchange is refused first, as in RabbitMQ
         q = self.get_queue(queue, owner)
+        binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
         if q.store.durable and ex.durable:
-            if ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
-                await self._save()
+            if self._add_binding(ex, binding):
+                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
-            ex.bind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments))
+            self._add_binding(ex, binding)
 
     async def unbind_queue(
         self,
@@ -432,10 +453,11 @@ class VirtualHost:
         """queue.unbind (absent binding: no error, as in RabbitMQ)."""
         ex = self._bindable(exchange)
         q = self.get_queue(queue, owner)
-        if ex.unbind(Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)):
+        binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
+        if self._drop_binding(ex, binding):
             self._maybe_auto_delete(ex)
             if q.store.durable and ex.durable:
-                await self._save()
+                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
 
     async def bind_exchange(
         self,
@@ -449,12 +471,12 @@ class VirtualHost:
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.durable and dest.durable:
-            if src.bind(binding):
-                await self._save()
+            if self._add_binding(src, binding):
+                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
-            src.bind(binding)
+            self._add_binding(src, binding)
 
     async def unbind_exchange(
         self,
@@ -467,10 +489,33 @@ class VirtualHost:
         dest = self._bindable(destination)
         src = self._bindable(source)
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
-        if src.unbind(binding):
+        if self._drop_binding(src, binding):
             self._maybe_auto_delete(src)
             if src.durable and dest.durable:
-                await self._save()
+                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
+
+    def _add_binding(self, exchange: Exchange, binding: Binding) -> bool:
+        added = exchange.bind(binding)
+        if added:
+            self._bound.setdefault(binding.target, {})[binding] = None
+        return added
+
+    def _drop_binding(self, exchange: Exchange, binding: Binding) -> bool:
+        removed = exchange.unbind(binding)
+        if removed:
+            bound = self._bound.get(binding.target)
+            if bound is not None:
+                bound.pop(binding, None)
+                if not bound:
+                    del self._bound[binding.target]
+        return removed
+
+    def _unbind_destination(self, target: Destination) -> None:
+        """Remove every binding to ``target`` (a queue or exchange being deleted)."""
+        for binding in list(self._bound.pop(target, ())):
+            source = self.exchanges.get(binding.source)
+            if source is not None and source.unbind(binding):
+                self._maybe_auto_delete(source)
 
     def _bindable(self, name: str) -> Exchange:
         if name == "":

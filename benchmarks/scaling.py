@@ -1,0 +1,223 @@
+"""How Wharf's AMQP definition costs grow with the number of queues (issue 15).
+
+Starts ``wharf serve`` (fsync always, a fresh data directory) and drives it with pika on one
+connection and one channel, sequentially (each declare waits for its declare-ok), as Celery or
+an RPC client would:
+
+1. transient auto-delete (without and with x-expires) and exclusive server-named declares on
+   an empty broker;
+2. ``--queues`` durable queues, the rate printed per thousand already declared;
+3. the same transient and exclusive declares again, now beside those queues;
+4. ``--queues // 4`` durable direct exchanges, then one binding per durable queue (queue ``i``
+   to exchange ``i % exchanges``), both per thousand;
+5. a restart (graceful stop, then the time from starting ``wharf serve`` to its AMQP port
+   accepting a connection, and to a passive declare of the last queue answering);
+6. the durable queues deleted, per thousand still existing.
+
+Rates are operations over wall-clock seconds; the broker's RSS and open files are printed at
+each stage, and its CPU use while idle at the full size. A durable queue holds two open log
+files, so ``--queues`` must stay below half of ``ulimit -n``. Run:
+``python benchmarks/scaling.py --queues 20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+
+STEP = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def resources(pid: int) -> str:
+    """The broker's RSS and open file descriptors."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    return f"RSS {rss:.0f} MiB, {len(os.listdir(f'/proc/{pid}/fd'))} open files"
+
+
+class Broker:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        """Start the server; return the seconds until its AMQP port accepts a connection."""
+        started = time.perf_counter()
+        log = (self.workdir / "wharf.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "wharf.cli.main", "serve",
+                "--host", "127.0.0.1",
+                "--amqp-port", str(self.port), "--kafka-port", "0", "--http-port", "0",
+                "--data-dir", str(self.workdir / "data"),
+                "--fsync", "always", "--log-level", "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = started + 600
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.perf_counter() > deadline:
+                raise SystemExit(f"wharf did not start; see {self.workdir / 'wharf.log'}")
+            time.sleep(0.01)
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(120)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def idle_cpu(pid: int, seconds: float = 5.0) -> float:
+    """The broker's CPU seconds per second while no client asks anything of it."""
+
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = used()
+    time.sleep(seconds)
+    return (used() - before) / seconds
+
+
+def channel(port: int) -> tuple[pika.BlockingConnection, BlockingChannel]:
+    params = pika.ConnectionParameters("127.0.0.1", port, heartbeat=0)
+    connection = pika.BlockingConnection(params)
+    return connection, connection.channel()
+
+
+def per_thousand(label: str, count: int, op: Callable[[int], None]) -> list[float]:
+    """Run ``op(0..count-1)``, printing the rate of each thousand; return the rates."""
+    rates: list[float] = []
+    for start in range(0, count, STEP):
+        stop = min(start + STEP, count)
+        began = time.perf_counter()
+        for i in range(start, stop):
+            op(i)
+        rate = (stop - start) / (time.perf_counter() - began)
+        rates.append(rate)
+        print(f"  {label} {start:>6}-{stop - 1:<6} {rate:8.0f}/s", flush=True)
+    if len(rates) > 1:
+        print(f"  {label}: last thousand at {rates[-1] / rates[0]:.0%} of the first", flush=True)
+    return rates
+
+
+def timed(label: str, count: int, op: Callable[[int], None]) -> float:
+    began = time.perf_counter()
+    for i in range(count):
+        op(i)
+    rate = count / (time.perf_counter() - began)
+    print(f"  {label}: {rate:.0f}/s", flush=True)
+    return rate
+
+
+def short_lived(ch: BlockingChannel, count: int, where: str) -> None:
+    """Transient auto-delete (without and with x-expires) and exclusive server-named declares
+    (then deleted)."""
+    names: list[str] = []
+
+    def transient(i: int) -> None:
+        names.append(f"t-{where}-{i}")
+        ch.queue_declare(names[-1], auto_delete=True)
+
+    def exclusive(i: int) -> None:
+        names.append(ch.queue_declare("", exclusive=True).method.queue)
+
+    def expiring(i: int) -> None:  # as kombu's reply queues
+        names.append(f"x-{where}-{i}")
+        ch.queue_declare(names[-1], auto_delete=True, arguments={"x-expires": 600_000})
+
+    timed(f"transient auto-delete declares ({where})", count, transient)
+    timed(f"transient x-expires declares ({where})", count, expiring)
+    timed(f"exclusive server-named declares ({where})", count, exclusive)
+    for name in names:
+        ch.queue_delete(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queues", type=int, default=20_000)
+    parser.add_argument("--short-lived", type=int, default=2000,
+                        help="transient and exclusive declares at each end")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args()
+    n = args.queues
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if 2 * n + 1000 > files:
+        raise SystemExit(f"{n} durable queues need {2 * n} open files; ulimit -n is {files}")
+    exchanges = max(n // 4, 1)
+    workdir = Path(tempfile.mkdtemp(prefix="wharf-scaling-"))
+    broker = Broker(workdir)
+    try:
+        broker.start()
+        connection, ch = channel(broker.port)
+        print(f"wharf, {n} durable queues, pika, one channel, sequential", flush=True)
+        short_lived(ch, args.short_lived, "empty broker")
+        print(f"  {resources(broker.pid)}", flush=True)
+        per_thousand("durable queue declares", n, lambda i: ch.queue_declare(
+            f"q-{i}", durable=True))  # fmt: skip
+        print(f"  {resources(broker.pid)}", flush=True)
+        short_lived(ch, args.short_lived, f"beside {n} queues")
+        per_thousand("durable exchange declares", exchanges, lambda i: ch.exchange_declare(
+            f"ex-{i}", "direct", durable=True))  # fmt: skip
+        per_thousand("durable bindings", n, lambda i: ch.queue_bind(
+            f"q-{i}", f"ex-{i % exchanges}", f"k-{i}"))  # fmt: skip
+        print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s", flush=True)
+        connection.close()
+        broker.stop()
+        began = time.perf_counter()
+        port_ready = broker.start()
+        connection, ch = channel(broker.port)
+        ch.queue_declare(f"q-{n - 1}", passive=True)
+        answered = time.perf_counter() - began
+        print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: AMQP port "
+              f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
+              f"; {resources(broker.pid)}", flush=True)  # fmt: skip
+        per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
+        connection.close()
+        broker.stop()
+    finally:
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.kill()
+        if args.keep:
+            print(f"data kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

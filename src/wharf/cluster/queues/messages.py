@@ -35,7 +35,9 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
 * **Sweep.** :func:`sweep`, run by every node each interval and by one at a time (a
   transaction-level advisory lock), releases the claims of epochs that are not live at one
   instant ``t`` of the database's clock (their rows' ``delivery_count`` raised: they were
-  delivered), deletes the exclusive queues of such epochs, and drops expired ready rows;
+  delivered; which epochs have claimed is in ``amqp_claim_epochs``, which every claim
+  fills, as no index covers the claim's columns), deletes the exclusive queues of such
+  epochs, and drops expired ready rows;
   then :func:`~wharf.cluster.queues.consumers.sweep_consumers` removes such epochs' consumers
   (single active consumer, auto-delete and x-expires follow from it).
   It first locks ``FOR UPDATE`` the ``nodes`` rows whose lease ended by ``t``, so a fenced

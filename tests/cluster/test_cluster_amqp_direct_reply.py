@@ -1,7 +1,8 @@
 """Direct reply-to and x-delivery-count on real ``wharf serve --cluster`` nodes, with pika.
 
-Direct reply-to is refused in cluster mode (a reply would have to reach the requester's node);
-the x-delivery-count header of quorum redeliveries holds across nodes, counted in the database.
+A direct reply published on another node than its requester's reaches the requester (the
+address names the node, the reply goes through the database); the x-delivery-count header of
+quorum redeliveries holds across nodes, counted in the database.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pika
-import pytest
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import ChannelClosedByBroker
 
 from helpers.broker_process import WharfProcess
 from helpers.cluster_nodes import ClusterNodes
@@ -41,15 +40,39 @@ def get_one(channel: BlockingChannel, queue: str) -> tuple[object, object]:
     raise AssertionError(f"nothing in {queue!r}")
 
 
-def test_direct_reply_to_is_refused_clearly_in_cluster_mode(cluster_nodes: ClusterNodes) -> None:
-    (a,) = cluster_nodes.start(1)
-    with connected(a) as connection:
-        assert "direct_reply_to" not in connection._impl.server_capabilities
-        channel = connection.channel()
-        with pytest.raises(ChannelClosedByBroker) as refused:
-            channel.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=True)
-        assert refused.value.reply_code == 406
-        assert "not supported in cluster mode" in refused.value.reply_text
+def test_direct_replies_reach_the_requester_on_another_node(cluster_nodes: ClusterNodes) -> None:
+    a, b = cluster_nodes.start(2)
+    with connected(a) as requester, connected(b) as responder:
+        assert requester._impl.server_capabilities["direct_reply_to"] is True
+        asking = requester.channel()
+        asking.queue_declare("rpc")
+        answering = responder.channel()
+        answering.queue_declare("rpc", passive=True)
+        replies: list[tuple[bytes, str | None]] = []
+        asking.basic_consume(
+            "amq.rabbitmq.reply-to",
+            lambda ch, method, props, body: replies.append((body, props.correlation_id)),
+            auto_ack=True,
+        )
+        asking.confirm_delivery()
+        for n in range(3):
+            asking.basic_publish("", "rpc", b"question %d" % n, pika.BasicProperties(
+                reply_to="amq.rabbitmq.reply-to", correlation_id=str(n)))  # fmt: skip
+        answering.confirm_delivery()
+        for n in range(3):
+            method, props = get_one(answering, "rpc")
+            address = props.reply_to
+            assert address.startswith("amq.rabbitmq.reply-to.")  # rewritten to an address
+            answering.basic_publish(
+                "", address, b"answer %d" % n,
+                pika.BasicProperties(correlation_id=props.correlation_id), mandatory=True,
+            )  # fmt: skip
+            answering.basic_ack(method.delivery_tag)
+        for _ in range(300):
+            if len(replies) == 3:
+                break
+            requester.process_data_events(time_limit=0.1)
+        assert replies == [(b"answer %d" % n, str(n)) for n in range(3)]
 
 
 def test_quorum_redeliveries_carry_x_delivery_count_across_nodes(

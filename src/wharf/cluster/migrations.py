@@ -350,6 +350,24 @@ MIGRATIONS: tuple[Migration, ...] = (
              WHERE claimed_epoch IS NOT NULL;
         """,
     ),
+    Migration(
+        8,
+        "queues: direct replies forwarded to the node of their address",
+        """
+        -- a reply published on one node to a reply address of another node's channel, until
+        -- that node takes it (cluster/queues/replies.py)
+        CREATE TABLE amqp_replies (
+            seq         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            broker_id   integer     NOT NULL,
+            vhost       text        NOT NULL,
+            routing_key text        NOT NULL,
+            properties  bytea       NOT NULL,
+            body        bytea       NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX amqp_replies_broker ON amqp_replies (broker_id);
+        """,
+    ),
 )
 
 

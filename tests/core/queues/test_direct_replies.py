@@ -10,6 +10,7 @@ from wharf.core.queues.direct_reply import (
     REPLY_QUEUE,
     DirectReplies,
     asks_direct_reply,
+    reply_broker,
     with_reply_address,
 )
 from wharf.core.queues.message import Message
@@ -107,3 +108,14 @@ async def test_the_default_exchange_routes_reply_addresses(vhost: VirtualHost) -
     vhost.router.replies.register(taker)
     assert not vhost.publish_nowait(Message.build("amq.direct", address, b"x")).routed
     assert vhost.unroutable == 2
+
+
+def test_a_cluster_nodes_addresses_name_its_broker() -> None:
+    replies = DirectReplies()
+    replies.node_prefix = "n7."
+    address = replies.register(Taker())
+    assert address.startswith("amq.rabbitmq.reply-to.n7.")
+    assert reply_broker(address) == 7
+    assert reply_broker(DirectReplies().register(Taker())) is None  # one node's: no broker
+    for other in ("amq.rabbitmq.reply-to", "amq.rabbitmq.reply-to.nx.abc", "q", "n7.abc"):
+        assert reply_broker(other) is None

@@ -50,7 +50,7 @@ from wharf.cluster.nodes import LeaseLostError
 from wharf.cluster.notifications import NotificationListener
 from wharf.cluster.queues import consumers as cons
 from wharf.cluster.queues import definitions as defs
-from wharf.cluster.queues import held
+from wharf.cluster.queues import held, replies
 from wharf.cluster.queues import messages as msgs
 from wharf.cluster.queues.bodies import Bodies, ListingCursor, collect_bodies
 from wharf.cluster.queues.held import NewHeld
@@ -62,6 +62,7 @@ from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.cluster_vhost import ClusterVirtualHost
 from wharf.core.queues.definitions import load_definitions
 from wharf.core.queues.exchanges import DelayedExchange
+from wharf.core.queues.message import Message
 from wharf.core.queues.registry import DEFAULT_VHOST, VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.users import UserStore
@@ -84,6 +85,8 @@ SWEEP_INTERVAL_S = 1.0
 RELEASE_INTERVAL_S = 0.2
 """How often a node looks for due delayed messages (the most a delay runs over, plus a commit)."""
 REFRESH_INTERVAL_S = 10.0
+REPLY_MAX_AGE_S = 60.0
+"""Direct replies forwarded to a node that did not take them (it died) go after this."""
 
 
 class QueueEngine:
@@ -106,7 +109,7 @@ class QueueEngine:
         self._writer = msgs.MessageWriter(node.db, self.dead_letters, self.bodies)
         self.settler = msgs.Settler(node.db, node.node_id, routing=self.dead_letters)
         self._listener = NotificationListener(
-            node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL), self._notified,
+            node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL, replies.CHANNEL), self._notified,
             self._reconnected, what="AMQP",
         )
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +119,7 @@ class QueueEngine:
         self._housekeeping: asyncio.Task[None] | None = None
         self._releasing: asyncio.Task[None] | None = None
         self._unreadable: list[tuple[int, int]] = []  # (epoch, seq) to release: body unread
+        self._taking_replies = self._replies_again = False
         self.owners: dict[str, object] = {}  # connection token -> local connection
         self._tokens: dict[int, str] = {}  # id(connection) -> token
         self.sweeps = 0  # sweeps this node ran, for tests
@@ -344,6 +348,10 @@ class QueueEngine:
         if channel == defs.CHANNEL:
             self._refresh_soon()
             return
+        if channel == replies.CHANNEL:
+            if payload == str(self.node.broker_id):
+                self._take_replies_soon()
+            return
         if channel == cons.CHANNEL:
             self.spawn(self._learn_active([int(p) for p in payload.split(",") if p.isdigit()]))
             return
@@ -385,6 +393,12 @@ class QueueEngine:
         self.released += count or 0
         return count or 0
 
+    async def _expire_replies(self) -> None:
+        try:
+            await replies.expire(self.node.db, REPLY_MAX_AGE_S)
+        except StorageError as exc:
+            log.debug("old direct replies not deleted: %s", exc)
+
     async def collect_bodies(self) -> None:
         """One round of the collector of body objects (logged, never raised)."""
         try:
@@ -396,6 +410,44 @@ class QueueEngine:
             log.warning("AMQP body objects not collected: %s", exc)
             return
         self.bodies_deleted += done.deleted + done.orphans
+
+    # --------------------------------------------------------------------- direct replies
+
+    def forward_reply(self, broker_id: int, reply: replies.Reply) -> asyncio.Future[None]:
+        """Send a direct reply to the node ``broker_id``; done once it is in the database."""
+        forwarded = asyncio.get_running_loop().create_task(
+            replies.forward(self.node.db, broker_id, reply)
+        )
+        forwarded.add_done_callback(_retrieve)  # unconfirmed publishes do not wait for it
+        return forwarded
+
+    def _take_replies_soon(self) -> None:
+        if self._taking_replies:
+            self._replies_again = True
+            return
+        self._taking_replies = True
+        self.spawn(self._take_replies())
+
+    async def _take_replies(self) -> None:
+        """Hand the replies other nodes forwarded here to their addresses' consumers (a reply
+        whose consumer is gone is dropped, as on one node)."""
+        try:
+            while True:
+                self._replies_again = False
+                try:
+                    taken = await replies.take(self.node.db, self.node.broker_id)
+                except StorageError as exc:  # the database: next notification or tick
+                    log.debug("direct replies not taken: %s", exc)
+                    return
+                for reply in taken:
+                    vhost = self._registry.cluster_vhost(reply.vhost)
+                    if vhost is not None:
+                        vhost.router.replies.deliver(reply.routing_key, Message(
+                            "", reply.routing_key, reply.properties, reply.body))  # fmt: skip
+                if not self._replies_again:
+                    return
+        finally:
+            self._taking_replies = False
 
     def _release_unreadable(self) -> None:
         unreadable, self._unreadable = self._unreadable, []
@@ -409,9 +461,11 @@ class QueueEngine:
             self._release_unreadable()
             since_refresh += SWEEP_INTERVAL_S
             since_collect += SWEEP_INTERVAL_S
+            self._take_replies_soon()  # the notification is a hint: look once a second
             if since_refresh >= REFRESH_INTERVAL_S:
                 since_refresh = 0.0
                 self._refresh_soon()
+                self.spawn(self._expire_replies())
             await self._learn_active_here()
             if since_collect >= self.config.cluster_jobs.interval_ms / 1000:
                 since_collect = 0.0
@@ -451,7 +505,7 @@ class QueueEngine:
         await self.settler.close()
 
 
-def _retrieve(future: asyncio.Future[bool]) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 

@@ -40,11 +40,13 @@ from wharf.cluster.queues.dead_letters import DeadMessage
 from wharf.cluster.queues.definitions import BindingRow, ExchangeRow, QueueRow
 from wharf.cluster.queues.held import NewHeld
 from wharf.cluster.queues.messages import NewMessage
+from wharf.cluster.queues.replies import Reply
 from wharf.core.queues.args import QueueType, parse_queue_args
 from wharf.core.queues.cluster_delayed import ClusterRouter
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.core.queues.dead_letter import DeathReason, add_death, is_cycle
 from wharf.core.queues.definitions import decode_arguments, encode_arguments
+from wharf.core.queues.direct_reply import REPLY_PREFIX, reply_broker
 from wharf.core.queues.exchanges import Binding, DestKind, Exchange, make_exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
@@ -87,6 +89,8 @@ class ClusterVirtualHost(VirtualHost):
         )
         self._engine = engine
         self.by_id: dict[int, ClusterQueue] = {}
+        # reply addresses name this node, so that other nodes can forward replies here
+        self.router.replies.node_prefix = f"n{engine.node.broker_id}."
         # routes publishes; its delayed exchanges note holds (rows) instead of keeping them
         self._routing = ClusterRouter(
             name, self.exchanges, self.queues, self.delayed, self.clock, lambda: None
@@ -447,6 +451,8 @@ class ClusterVirtualHost(VirtualHost):
             if message.routing_key in self.queues:
                 names.add(message.routing_key)
                 exchange.messages_out += 1
+            elif message.routing_key.startswith(REPLY_PREFIX):
+                return self._reply(exchange, message)
         else:
             holding = self._routing.route_holding(exchange, message, names)
         result = PublishResult(routed=bool(names) or bool(holding))
@@ -469,6 +475,30 @@ class ClusterVirtualHost(VirtualHost):
                     f"a queue of {', '.join(result.queues)} in vhost '{self.name}' is full "
                     "(x-overflow reject-publish)"
                 )
+
+        result._waits.append((wait, 0))
+        return result
+
+    def _reply(self, exchange: Exchange, message: Message) -> PublishResult:
+        """A publish to a direct reply address: handed to its consumer when that is on this
+        node, forwarded to its node when the address names another one (routed once the
+        forward committed), unroutable otherwise."""
+        address = message.routing_key
+        if self.router.replies.deliver(address, message):
+            exchange.messages_out += 1
+            return PublishResult(routed=True)
+        owner = reply_broker(address)
+        if owner is None or owner == self._engine.node.broker_id:
+            self.router.unroutable += 1
+            return PublishResult()
+        exchange.messages_out += 1
+        forwarded = self._engine.forward_reply(
+            owner, Reply(self.name, address, message.properties, message.body)
+        )
+        result = PublishResult(routed=True)
+
+        async def wait(_: int) -> None:
+            await asyncio.shield(forwarded)
 
         result._waits.append((wait, 0))
         return result

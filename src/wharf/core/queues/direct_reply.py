@@ -11,8 +11,10 @@ routing key is a live address is handed by the router straight to its consumer
 gone (cancelled, its channel closed) the address routes nowhere and is never handed out again,
 so a mandatory reply comes back with basic.return 312 NO_ROUTE.
 
-Replies are routed within one node's memory: in cluster mode the front end refuses the
-pseudo-queue (a requester and its responder may be connected to different nodes).
+In cluster mode a node's addresses carry its broker id (``amq.rabbitmq.reply-to.n<id>.<token>``,
+:attr:`DirectReplies.node_prefix`, :func:`reply_broker`), so that a node where a reply to
+another node's address is published can forward it there
+(:mod:`wharf.cluster.queues.replies`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "DirectReplies",
     "ReplyConsumer",
     "asks_direct_reply",
+    "reply_broker",
     "with_reply_address",
 ]
 
@@ -56,14 +59,17 @@ class DirectReplies:
 
     def __init__(self) -> None:
         self._consumers: dict[str, ReplyConsumer] = {}
+        self.node_prefix = ""
+        """Put before every token (a cluster node's ``n<broker id>.``)."""
 
     def __len__(self) -> int:
         return len(self._consumers)
 
     def register(self, consumer: ReplyConsumer) -> str:
-        """A new address for ``consumer``: ``amq.rabbitmq.reply-to.<random token>``."""
+        """A new address for ``consumer``: ``amq.rabbitmq.reply-to.<node prefix><random
+        token>``."""
         while True:
-            address = REPLY_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+            address = REPLY_PREFIX + self.node_prefix + secrets.token_urlsafe(_TOKEN_BYTES)
             if address not in self._consumers:
                 self._consumers[address] = consumer
                 return address
@@ -82,6 +88,14 @@ class DirectReplies:
         could not take the message): the message is unroutable."""
         consumer = self._consumers.get(address)
         return consumer is not None and consumer.deliver_reply(message)
+
+
+def reply_broker(address: str) -> int | None:
+    """The broker id a cluster node's reply address names (None for any other name)."""
+    if not address.startswith(REPLY_PREFIX + "n"):
+        return None
+    number, dot, _ = address[len(REPLY_PREFIX) + 1 :].partition(".")
+    return int(number) if dot and number.isdigit() else None
 
 
 def asks_direct_reply(properties: bytes) -> bool:

@@ -28,7 +28,7 @@ from pamqp import base, commands
 from wharf.errors import BrokerError, NotFoundError, PreconditionError
 from wharf.protocol.amqp.confirms import PublisherConfirms
 from wharf.protocol.amqp.consuming import Consuming
-from wharf.protocol.amqp.direct_reply import declared_reply_queue, is_reply_queue, supported
+from wharf.protocol.amqp.direct_reply import declared_reply_queue, is_reply_queue
 from wharf.protocol.amqp.errors import (
     AMQPChannelError,
     AMQPConnectionError,
@@ -209,7 +209,7 @@ class Channel:
     # -- queue class ---------------------------------------------------------------------------
 
     def _queue_declare(self, m: commands.Queue.Declare) -> None:
-        if is_reply_queue(m.queue) and supported(self.owner.broker):
+        if is_reply_queue(m.queue):
             declare_ok = declared_reply_queue(self, m.queue)
             if not m.nowait:
                 self.send(declare_ok)

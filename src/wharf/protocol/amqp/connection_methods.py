@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 from pamqp import base, commands
 
 from wharf.errors import AccessRefusedError
-from wharf.protocol.amqp import direct_reply
 from wharf.protocol.amqp.actions import CheckPassword, HandshakeComplete
 from wharf.protocol.amqp.auth import MECHANISMS, parse_credentials
 from wharf.protocol.amqp.errors import AMQPConnectionError, ReplyCode
@@ -104,8 +103,6 @@ class ConnectionMethods:
         conn = self.conn
         conn.state = connection_transition(conn.state, ConnInput.PROTOCOL_HEADER)
         capabilities = conn.settings.capabilities
-        if not direct_reply.supported(conn.broker):  # single-node only: see that module
-            capabilities = {k: v for k, v in capabilities.items() if k != "direct_reply_to"}
         conn.send_method(
             0,
             commands.Connection.Start(

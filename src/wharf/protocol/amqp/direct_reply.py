@@ -18,9 +18,8 @@ channel's side of it, with RabbitMQ's rules and error texts:
 * Replies go out as Basic.Deliver (redelivered false, the channel's next delivery tag), at
   once: no-ack deliveries take no prefetch credit.
 
-In cluster mode, replies would have to reach the node the requester is connected to, which
-the cluster does not do: consuming the pseudo-queue is refused there with 406 and a text
-saying so, and Connection.Start does not announce the ``direct_reply_to`` capability.
+In cluster mode the same holds: an address names its node, and a reply published on another
+node is forwarded there through the database (:mod:`wharf.cluster.queues.replies`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from wharf.errors import NotFoundError
 from wharf.protocol.amqp.errors import AMQPChannelError, ReplyCode
 
 if TYPE_CHECKING:
-    from wharf.core.broker import Broker
     from wharf.protocol.amqp.channel import Channel
     from wharf.protocol.amqp.consuming import Consuming
 
@@ -49,16 +47,10 @@ __all__ = [
     "declared_reply_queue",
     "is_reply_queue",
     "name_reply_address",
-    "supported",
 ]
 
 _CONSUME = (60, 20)
 _PUBLISH = (60, 40)
-
-
-def supported(broker: Broker) -> bool:
-    """Whether direct reply-to works on this broker: single-node mode only."""
-    return broker.cluster is None
 
 
 def is_reply_queue(name: str) -> bool:
@@ -93,12 +85,6 @@ def consume_replies(
     """Basic.Consume of the pseudo-queue: the registered consumer (Consume-Ok is the
     caller's)."""
     channel = consuming.channel
-    if not supported(channel.owner.broker):
-        raise _refused(
-            _CONSUME,
-            "direct reply-to (amq.rabbitmq.reply-to) is not supported in cluster mode; "
-            "consume an exclusive reply queue instead",
-        )
     if not m.no_ack:
         raise _refused(_CONSUME, "reply consumer cannot acknowledge")
     if consuming.reply is not None:

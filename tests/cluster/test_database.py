@@ -263,7 +263,10 @@ async def test_a_server_going_down_fails_transactions_then_recovers(
             with pytest.raises(DatabaseError) as caught:
                 async with asyncio.timeout(BOUND_S), db.transaction() as tx:
                     await tx.execute("SELECT 1")
-            assert "Connection refused" in str(caught.value)
+            # the server's own reason: refused, or (a connection caught as the server went
+            # down, seen once in CI under load) closed without a word
+            reason = str(caught.value)
+            assert "Connection refused" in reason or "server closed the connection" in reason
             assert caught.value.retriable
     finally:
         postgres.start()

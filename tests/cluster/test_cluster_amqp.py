@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pika
@@ -19,22 +18,10 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from helpers.broker_process import WharfProcess
-from helpers.cluster_nodes import ClusterNodes
+from helpers.cluster_nodes import ClusterNodes, channel_on
 
 BOUND_S = 30.0
 
-
-@contextmanager
-def channel_on(node: WharfProcess) -> Iterator[BlockingChannel]:
-    assert node.amqp_port is not None
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
-    )
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def abandon(connection: pika.BlockingConnection) -> None:

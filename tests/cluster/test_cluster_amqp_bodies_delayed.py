@@ -8,32 +8,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from helpers.broker_process import WharfProcess
-from helpers.cluster_nodes import ClusterNodes
+from helpers.cluster_nodes import ClusterNodes, channel_on
 from helpers.s3_server import S3Server
 from wharf.cluster.objectstore import ObjectStore, ObjectStoreConfig
 from wharf.cluster.queues.bodies import BODY_PREFIX
 
 BOUND_S = 30.0
 
-
-@contextmanager
-def channel_on(node: WharfProcess) -> Iterator[BlockingChannel]:
-    assert node.amqp_port is not None
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
-    )
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def body_objects(nodes: ClusterNodes, s3: S3Server) -> int:

@@ -6,32 +6,16 @@ same channel's other publishes are confirmed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import NackError
 
-from helpers.broker_process import WharfProcess
-from helpers.cluster_nodes import ClusterNodes
+from helpers.cluster_nodes import ClusterNodes, channel_on
 
 BOUND_S = 30.0
 
-
-@contextmanager
-def channel_of(node: WharfProcess) -> Iterator[BlockingChannel]:
-    assert node.amqp_port is not None
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
-    )
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def next_message(channel: BlockingChannel, queue: str) -> tuple[Any, Any, bytes]:
@@ -49,7 +33,7 @@ def test_rejected_and_expired_messages_reach_the_dead_letter_queue_on_another_no
     cluster_nodes: ClusterNodes,
 ) -> None:
     a, b = cluster_nodes.start(2)
-    with channel_of(a) as channel:
+    with channel_on(a) as channel:
         channel.exchange_declare("dlx", "direct")
         channel.queue_declare("dead")
         channel.queue_bind("dead", "dlx", "work")
@@ -60,12 +44,12 @@ def test_rejected_and_expired_messages_reach_the_dead_letter_queue_on_another_no
         channel.confirm_delivery()
         channel.basic_publish("", "work", b"poison")
         channel.basic_publish("", "short", b"too late")
-    with channel_of(b) as channel:
+    with channel_on(b) as channel:
         channel.queue_declare("work", passive=True)
         method, _, body = next_message(channel, "work")
         assert body == b"poison"
         channel.basic_reject(method.delivery_tag, requeue=False)
-    with channel_of(a) as channel:
+    with channel_on(a) as channel:
         got = {}
         for _ in range(2):
             method, properties, body = next_message(channel, "dead")
@@ -84,12 +68,12 @@ def test_a_publish_to_a_full_queue_is_nacked_and_the_others_confirmed(
     cluster_nodes: ClusterNodes, overflow: str
 ) -> None:
     a, b = cluster_nodes.start(2)
-    with channel_of(a) as channel:
+    with channel_on(a) as channel:
         channel.queue_declare("dead")
         channel.queue_declare("full", arguments={"x-max-length": 2, "x-overflow": overflow,
                                                  "x-dead-letter-exchange": "",
                                                  "x-dead-letter-routing-key": "dead"})  # fmt: skip
-    with channel_of(b) as channel:
+    with channel_on(b) as channel:
         channel.queue_declare("full", passive=True)
         channel.confirm_delivery()
         channel.basic_publish("", "full", b"1")
@@ -97,7 +81,7 @@ def test_a_publish_to_a_full_queue_is_nacked_and_the_others_confirmed(
         with pytest.raises(NackError):
             channel.basic_publish("", "full", b"3")
         channel.basic_publish("", "dead", b"after")  # the channel goes on: confirmed
-    with channel_of(a) as channel:
+    with channel_on(a) as channel:
         assert channel.queue_declare("full", passive=True).method.message_count == 2
         dead = [next_message(channel, "dead")[2]]
         if overflow == "reject-publish-dlx":
@@ -112,7 +96,7 @@ def test_a_transaction_commits_past_a_full_reject_publish_queue(
     """As in single-node mode (and RabbitMQ): in tx mode a publish a full reject-publish queue
     refuses is dropped, and tx.commit still succeeds for the rest."""
     (a,) = cluster_nodes.start(1)
-    with channel_of(a) as channel:
+    with channel_on(a) as channel:
         channel.queue_declare("small", arguments={"x-max-length": 1,
                                                   "x-overflow": "reject-publish"})  # fmt: skip
         channel.queue_declare("other")

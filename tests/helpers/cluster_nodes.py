@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
 
 from helpers.broker_process import WharfProcess
 from helpers.s3_server import S3Server
@@ -82,3 +86,17 @@ class ClusterNodes:
             if problem is not None:
                 problems.append(problem)
         return problems
+
+
+@contextmanager
+def channel_on(node: WharfProcess) -> Iterator[BlockingChannel]:
+    """A pika channel on ``node``'s AMQP port (heartbeats off), closed with its connection."""
+    assert node.amqp_port is not None
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", node.amqp_port, heartbeat=0)
+    )
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()

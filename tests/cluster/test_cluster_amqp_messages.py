@@ -4,6 +4,7 @@ settlements that a stale epoch cannot commit, and the sweep of dead epochs."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -219,6 +220,12 @@ def plan_nodes(plan: dict[str, object]) -> list[str]:
     return [str(plan["Node Type"]), *(n for c in children for n in plan_nodes(c))]
 
 
+def subplans(plan: dict[str, Any], node_type: str) -> list[dict[str, Any]]:
+    """The nodes of an EXPLAIN (FORMAT JSON) plan of one type, depth first."""
+    own = [plan] if plan["Node Type"] == node_type else []
+    return [*own, *(n for c in plan.get("Plans", []) for n in subplans(c, node_type))]
+
+
 async def test_a_claim_walks_the_ready_index_from_its_head(
     db: Database, node_lease: NodeLease
 ) -> None:
@@ -247,9 +254,44 @@ async def test_a_claim_walks_the_ready_index_from_its_head(
             {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
              "consumer": None, "queue": queue, "count": 200},  # fmt: skip
         )
-    nodes = plan_nodes(explained[0]["Plan"])
-    assert "Index Scan" in nodes
-    assert "Sort" not in nodes and "Bitmap Heap Scan" not in nodes, nodes
+    [pick] = subplans(explained[0]["Plan"], "Limit")  # the ready rows it takes
+    assert plan_nodes(pick) == ["Limit", "LockRows", "Index Scan"]
+    assert pick["Plans"][0]["Plans"][0]["Index Name"] == "amqp_messages_queue"
+
+
+def scanned_whole(plan: dict[str, object]) -> list[str]:
+    """The relations an EXPLAIN (FORMAT JSON) plan reads by a sequential scan."""
+    children = plan.get("Plans", [])
+    assert isinstance(children, list)
+    own = [str(plan["Relation Name"])] if plan["Node Type"] == "Seq Scan" else []
+    return [*own, *(r for c in children for r in scanned_whole(c))]
+
+
+async def test_a_claim_reads_only_the_rows_it_claims(
+    db: Database, node_lease: NodeLease
+) -> None:
+    """The claim's update finds its rows by their keys. (A benchmark caught PostgreSQL, with
+    statistics of a long queue, joining the rows the claim picked against a sequential scan
+    of the whole table: 19 ms per claim of 1,000 out of 68,000 rows instead of 4.7 ms, and
+    growing with the queue.)"""
+    queue = await make_queue(db)
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO amqp_messages (queue_id, priority, exchange, routing_key, properties,"
+            " body) SELECT %s, 0, '', 'q', '', 'x' FROM generate_series(1, 50000)",
+            (queue,),
+        )
+    async with db.transaction() as tx:
+        await tx.execute("ANALYZE amqp_messages")
+    async with db.transaction() as tx:
+        for setting in msgs.CLAIM_PLANNER_SETTINGS:
+            await tx.execute(setting)
+        explained = await tx.fetchval(
+            "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
+            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
+             "consumer": None, "queue": queue, "count": 1000},  # fmt: skip
+        )
+    assert "amqp_messages" not in scanned_whole(explained[0]["Plan"])
 
 
 async def test_a_claim_updates_its_rows_in_place(db: Database, node_lease: NodeLease) -> None:

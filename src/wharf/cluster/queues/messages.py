@@ -491,7 +491,9 @@ class MessageWriter:
 
 # The claim, in one statement: the lease check (rule 5: checked and share-locked), the
 # claiming epoch recorded (for the sweep), the claim (only while the single active consumer it
-# is for, if any, is still the active one).
+# is for, if any, is still the active one). The rows picked are handed to the update as an
+# array, which it looks up by primary key: as `seq IN (subquery)`, PostgreSQL may join them
+# against a sequential scan of the whole table.
 CLAIM_STATEMENT: LiteralString = (
     "WITH lease AS (SELECT 1 FROM nodes WHERE id = %(node)s AND epoch = %(epoch)s"
     "                  AND lease_expires_at > clock_timestamp() FOR KEY SHARE),"
@@ -504,11 +506,11 @@ CLAIM_STATEMENT: LiteralString = (
     "   WHERE EXISTS (SELECT 1 FROM lease)"
     "     AND (%(consumer)s::bigint IS NULL OR EXISTS (SELECT 1 FROM amqp_consumers"
     "                                         WHERE id = %(consumer)s AND active))"
-    "     AND seq IN (SELECT seq FROM amqp_messages"
+    "     AND seq = ANY(ARRAY(SELECT seq FROM amqp_messages"
     "                  WHERE queue_id = %(queue)s AND claimed_epoch IS NULL"
     "                    AND (expires_at IS NULL OR expires_at >"
     "                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-    "                  ORDER BY priority DESC, seq LIMIT %(count)s FOR UPDATE SKIP LOCKED)"
+    "                  ORDER BY priority DESC, seq LIMIT %(count)s FOR UPDATE SKIP LOCKED))"
     "  RETURNING seq, priority, expires_at, delivery_count, exchange, routing_key,"
     "            properties, body, body_key)"
     " SELECT (SELECT count(*) FROM lease), c.* FROM (SELECT 1) one"

@@ -219,6 +219,69 @@ async def test_a_connection_lost_while_committing_leaves_the_outcome_unknown(
     assert "outcome is unknown" in str(caught.value)
 
 
+# -- one statement in one round trip ------------------------------------------------------------
+
+
+async def test_a_statement_commits_with_its_settings_and_returns_binary_rows(
+    db: Database,
+) -> None:
+    await _make_counter(db)
+    rows = await db.statement(
+        "UPDATE counter SET n = n + 5 WHERE id = %(id)s"
+        " RETURNING id, n, '\\x00ff'::bytea, current_setting('enable_sort')",
+        {"id": 2},
+        settings=["SET LOCAL enable_sort = off"],
+    )
+    assert rows == [(2, 5, b"\x00\xff", "off")]
+    assert await _count(db, 2) == 5
+    async with db.transaction() as tx:  # the setting was the transaction's only
+        assert await tx.fetchval("SHOW enable_sort") == "on"
+
+
+async def test_a_failed_statement_commits_nothing_and_leaves_the_pool_usable(
+    db: Database,
+) -> None:
+    await _make_counter(db)
+    with pytest.raises(DatabaseError) as caught:
+        await db.statement(
+            "WITH up AS (UPDATE counter SET n = 1 WHERE id = 1) SELECT 1 / %(zero)s",
+            {"zero": 0},
+        )
+    assert "22012" in str(caught.value)  # division by zero
+    assert not caught.value.retriable and not caught.value.outcome_unknown
+    for _ in range(db.settings.max_connections + 1):  # every pooled connection is clean
+        assert await db.statement("SELECT n FROM counter WHERE id = %s", (1,)) == [(0,)]
+
+
+async def test_a_statement_whose_connection_is_lost_has_an_unknown_outcome(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    await _make_counter(db)
+
+    async def kill_it() -> None:
+        async with await Database.connect(database_url, settings=database_settings) as other:
+            while True:
+                killed = await other.statement(
+                    "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE query LIKE 'UPDATE counter%%' AND state = 'active'"
+                    "   AND application_name = 'wharf test-node'",
+                    (),
+                )
+                if killed[0][0]:
+                    return
+                await asyncio.sleep(0.02)
+
+    with pytest.raises(DatabaseError) as caught:
+        async with asyncio.timeout(BOUND_S):
+            await asyncio.gather(
+                db.statement("UPDATE counter SET n = 7 WHERE id = 1 AND pg_sleep(30) IS NOT NULL",
+                             ()),  # fmt: skip
+                kill_it(),
+            )
+    assert caught.value.outcome_unknown and not caught.value.retriable
+    assert await _count(db) == 0  # killed before its commit, as it happens
+
+
 # -- connection failures --------------------------------------------------------------------------
 
 

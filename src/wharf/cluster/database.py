@@ -21,6 +21,10 @@ How it works:
   committed: a failure before ``COMMIT`` was sent, or a server error in answer to it, leaves
   nothing committed; a connection lost or a timeout *during* ``COMMIT`` leaves the outcome
   unknown (``outcome_unknown``), and nothing here retries such a transaction.
+- :meth:`Database.statement` runs one statement as a transaction of its own in one round
+  trip: ``BEGIN``, planner settings, the statement and ``COMMIT`` sent together (pipeline
+  mode). There a broken connection is not noticed before the statement is sent, so any lost
+  connection leaves the outcome unknown.
 - :meth:`Database.run` runs a body in a transaction and, when the caller asks for retries,
   runs it again after a serialization failure, a deadlock or a connection lost before the
   commit (``DatabaseError.retriable``), up to a bound, sleeping a jittered backoff in between.
@@ -298,6 +302,66 @@ class Database:
             attempt += 1
             cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
             await asyncio.sleep(random.uniform(0, cap))
+
+    async def statement(
+        self,
+        sql: LiteralString,
+        params: Params,
+        name: str = "statement",
+        *,
+        settings: Sequence[LiteralString] = (),
+        retries: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        """One statement in a transaction of its own, read committed, sent with its
+        ``BEGIN``, ``settings`` (``SET LOCAL`` statements) and ``COMMIT`` in one round trip
+        (libpq's pipeline mode); its rows, read in binary (``bytea`` as ``bytes``). Every
+        failure counts as one of the commit: a lost connection leaves the outcome unknown.
+        Retried like :meth:`run` bodies."""
+        attempt = 0
+        while True:
+            try:
+                return await self._statement(sql, params, name, settings)
+            except DatabaseError as exc:
+                if not exc.retriable or attempt >= retries:
+                    raise
+            attempt += 1
+            cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
+            await asyncio.sleep(random.uniform(0, cap))
+
+    async def _statement(
+        self, sql: LiteralString, params: Params, name: str, settings: Sequence[LiteralString]
+    ) -> list[tuple[Any, ...]]:
+        from psycopg_pool import PoolTimeout
+
+        limit = self.settings.transaction_timeout
+        start = time.monotonic()
+        try:
+            try:
+                connection = await self._pool.getconn(timeout=self.settings.acquire_timeout)
+            except PoolTimeout as exc:
+                raise await self._unavailable() from exc
+            try:
+                async with asyncio.timeout(limit):
+                    async with connection.pipeline():
+                        await connection.execute("BEGIN")
+                        for setting in settings:
+                            await connection.execute(setting)
+                        cursor = await connection.execute(sql, params, binary=True)
+                        await connection.execute("COMMIT")
+                    rows: list[tuple[Any, ...]] = await cursor.fetchall()
+                    return rows
+            except TimeoutError as exc:
+                raise self._timeout_error("commit", limit) from exc
+            finally:
+                await self._release(connection)
+        except Exception as exc:
+            translated = self._translate(exc, "commit")
+            if translated is None:
+                raise
+            raise translated from exc
+        finally:
+            if self._observe is not None:
+                self._observe(name, time.monotonic() - start)
 
     async def _begin(self, isolation: str, limit: float) -> AsyncConnection[Any]:
         """A pooled connection inside ``BEGIN``. A connection that fails to begin is broken

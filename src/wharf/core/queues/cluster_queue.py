@@ -7,7 +7,8 @@ set, ready heap, hand-out and unacked bookkeeping are reused as they are) whose 
 only rows this node has *claimed* for its own consumers, on a memory store that keeps nothing:
 
 * when its consumers have credit beyond what is claimed already (prefetch left, summed over the
-  local consumers, at most :data:`CLAIM_BATCH` at a time), it claims that many rows in one
+  local consumers, plus a read-ahead for wide windows, at most :data:`CLAIM_BATCH` at a
+  time; see :meth:`ClusterQueue._wanted`), it claims that many rows in one
   transaction (one claim in flight per queue), then dispatches them as the local queue would;
   a full batch is followed by another; otherwise it waits for a notification that the queue got
   messages (publish or release on any node) or the next timer tick (a second at most);
@@ -68,7 +69,7 @@ __all__ = ["CLAIM_BATCH", "READ_AHEAD_FROM", "ClaimEngine", "ClusterQueue"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 1000
+CLAIM_BATCH = 2000
 """The most rows one claim takes."""
 
 READ_AHEAD_FROM = 64
@@ -277,17 +278,22 @@ class ClusterQueue(Queue):
                 return
 
     def _wanted(self) -> int:
-        """How many rows to claim now: the consumers' free credit, plus a read-ahead as large
-        as what they hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their
+        """How many rows to claim now: the consumers' free credit, plus a read-ahead of twice
+        what they hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their
         window is wide, so they want throughput: the next rows are here when acks free credit,
         instead of one claim's round trip later), minus what is claimed here and ready; at
-        most :data:`CLAIM_BATCH`. Consumers with a small window get no read-ahead, so a busy
-        worker's node does not sit on messages an idle worker elsewhere could take."""
+        most :data:`CLAIM_BATCH`. While what is ready covers the credit, nothing is claimed
+        until half the read-ahead is wanted: a claim costs about the same for 250 rows as for
+        1,000, and acks come in bursts. Consumers with a small window get no read-ahead, so a
+        busy worker's node does not sit on messages an idle worker elsewhere could take."""
         if self.args.single_active_consumer and self.active_consumer is None:
             return 0
         held = len(self._unacked)
-        ahead = min(held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
-        return min(self._credit() + ahead - len(self._ready), CLAIM_BATCH)
+        ahead = min(2 * held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
+        credit, ready = self._credit(), len(self._ready)
+        if ready >= credit and credit + ahead - ready < ahead // 2:
+            return 0
+        return min(credit + ahead - ready, CLAIM_BATCH)
 
     def _claim_if_credit(self) -> None:
         if self.deleted or not self._consumers.members_list:

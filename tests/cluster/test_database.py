@@ -219,6 +219,66 @@ async def test_a_connection_lost_while_committing_leaves_the_outcome_unknown(
     assert "outcome is unknown" in str(caught.value)
 
 
+# -- reads sent together, writes sent with the commit --------------------------------------------
+
+
+async def test_reads_sent_together_and_writes_sent_with_the_commit(db: Database) -> None:
+    await _make_counter(db)
+    async with db.transaction() as tx:
+        first, second, none = await tx.fetch_each([
+            ("SELECT n FROM counter WHERE id = %s FOR UPDATE", (1,)),
+            ("SELECT id FROM counter ORDER BY id", ()),
+            ("SELECT 1 WHERE false", ()),
+        ])  # fmt: skip
+        assert (first, second, none) == ([(0,)], [(1,), (2,)], [])
+        async with tx.pipeline(commit=True):
+            await tx.execute("UPDATE counter SET n = 3 WHERE id = 1")
+            await tx.execute("UPDATE counter SET n = 4 WHERE id = 2")
+        assert tx.commit_sent
+    assert (await _count(db, 1), await _count(db, 2)) == (3, 4)
+
+
+async def test_a_write_failing_beside_the_commit_commits_nothing(db: Database) -> None:
+    await _make_counter(db)
+    with pytest.raises(DatabaseError) as caught:
+        async with db.transaction() as tx, tx.pipeline(commit=True):
+            await tx.execute("UPDATE counter SET n = 5 WHERE id = 1")
+            await tx.execute("UPDATE counter SET n = n / 0 WHERE id = 2")
+    assert "22012" in str(caught.value)
+    assert not caught.value.outcome_unknown
+    assert (await _count(db, 1), await _count(db, 2)) == (0, 0)
+
+
+async def test_a_connection_lost_with_the_commit_sent_leaves_the_outcome_unknown(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    await _make_counter(db)
+
+    async def write_with_the_commit() -> None:
+        async with db.transaction() as tx, tx.pipeline(commit=True):
+            await tx.execute("UPDATE counter SET n = 1 WHERE id = 1 AND pg_sleep(30) IS NOT NULL")
+
+    with pytest.raises(DatabaseError) as caught:
+        async with asyncio.timeout(BOUND_S):
+            await asyncio.gather(write_with_the_commit(), _kill(database_url, database_settings))
+    assert caught.value.outcome_unknown and not caught.value.retriable
+
+
+async def _kill(database_url: str, database_settings: DatabaseSettings) -> None:
+    """Terminate the test node's session running an ``UPDATE counter``, once it runs."""
+    async with await Database.connect(database_url, settings=database_settings) as other:
+        while True:
+            killed = await other.statement(
+                "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE 'UPDATE counter%%' AND state = 'active'"
+                "   AND application_name = 'wharf test-node'",
+                (),
+            )
+            if killed[0][0]:
+                return
+            await asyncio.sleep(0.02)
+
+
 # -- one statement in one round trip ------------------------------------------------------------
 
 
@@ -257,26 +317,12 @@ async def test_a_statement_whose_connection_is_lost_has_an_unknown_outcome(
     db: Database, database_url: str, database_settings: DatabaseSettings
 ) -> None:
     await _make_counter(db)
-
-    async def kill_it() -> None:
-        async with await Database.connect(database_url, settings=database_settings) as other:
-            while True:
-                killed = await other.statement(
-                    "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE query LIKE 'UPDATE counter%%' AND state = 'active'"
-                    "   AND application_name = 'wharf test-node'",
-                    (),
-                )
-                if killed[0][0]:
-                    return
-                await asyncio.sleep(0.02)
-
     with pytest.raises(DatabaseError) as caught:
         async with asyncio.timeout(BOUND_S):
             await asyncio.gather(
                 db.statement("UPDATE counter SET n = 7 WHERE id = 1 AND pg_sleep(30) IS NOT NULL",
                              ()),  # fmt: skip
-                kill_it(),
+                _kill(database_url, database_settings),
             )
     assert caught.value.outcome_unknown and not caught.value.retriable
     assert await _count(db) == 0  # killed before its commit, as it happens

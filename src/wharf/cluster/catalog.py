@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.cluster.nodes import LeaseLostError, Membership
@@ -39,6 +39,7 @@ from wharf.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
 __all__ = [
     "CHANNEL",
+    "LEASE_CHECK",
     "MAX_PARTITIONS",
     "NodeLease",
     "PartitionInfo",
@@ -51,6 +52,7 @@ __all__ = [
     "delete_topic",
     "describe_topic",
     "list_topics",
+    "require_lease",
 ]
 
 CHANNEL = "wharf_catalog"
@@ -95,16 +97,24 @@ class TopicInfo:
     partitions: list[PartitionInfo]
 
 
+LEASE_CHECK: LiteralString = (
+    "SELECT 1 FROM nodes WHERE id = %s AND epoch = %s AND lease_expires_at > clock_timestamp()"
+    " FOR KEY SHARE"
+)
+"""One row while the lease (node id, epoch) is live: see :func:`check_lease`."""
+
+
 async def check_lease(tx: Transaction, lease: NodeLease, database: str) -> None:
     """Rule 5: the lease is live by the database's clock, and stays so until ``tx`` ends
     (key-share lock on the node's row: see :mod:`wharf.cluster.nodes`); ``LeaseLostError``
     otherwise."""
-    held = await tx.fetchval(
-        "SELECT 1 FROM nodes WHERE id = %s AND epoch = %s AND lease_expires_at > clock_timestamp()"
-        " FOR KEY SHARE",
-        (lease.node_id, lease.epoch),
-    )
-    if held is None:
+    require_lease(await tx.fetchall(LEASE_CHECK, (lease.node_id, lease.epoch)), lease, database)
+
+
+def require_lease(rows: Sequence[object], lease: NodeLease, database: str) -> None:
+    """``LeaseLostError`` unless :data:`LEASE_CHECK` found the lease (``rows``: its rows,
+    when it ran among other statements)."""
+    if not rows:
         raise LeaseLostError(
             database,
             f"node {lease.node_id}: the lease of epoch {lease.epoch} expired or was replaced",

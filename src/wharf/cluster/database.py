@@ -11,8 +11,9 @@ How it works:
   with ``tcp_user_timeout`` (a dead link is noticed instead of waited on).
 - :meth:`Database.transaction` is an async context manager giving a :class:`Transaction`. It
   takes a connection, sends ``BEGIN`` (with the isolation level asked for), runs the body and
-  sends ``COMMIT``; waiting for a connection, ``BEGIN``, and the body with its commit are each
-  bounded by a timeout.
+  sends ``COMMIT`` (unless the body sent it with its last writes, in one round trip:
+  ``Transaction.pipeline(commit=True)``; reads can share one too, ``fetch_each``); waiting
+  for a connection, ``BEGIN``, and the body with its commit are each bounded by a timeout.
   A pooled connection that broke since its last use (the server restarted) fails on ``BEGIN``,
   before anything could be committed: it is dropped and another taken, without the caller
   knowing.
@@ -115,6 +116,8 @@ class Transaction:
 
     def __init__(self, connection: AsyncConnection[Any]) -> None:
         self._connection = connection
+        self.commit_sent = False
+        """Whether ``COMMIT`` went out with a pipeline (``pipeline(commit=True)``)."""
 
     async def execute(self, sql: LiteralString, params: Params = ()) -> int:
         """Run a statement; returns the number of rows it touched."""
@@ -140,13 +143,27 @@ class Transaction:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
+    async def fetch_each(
+        self, statements: Sequence[tuple[LiteralString, Params]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in order, sent in one round trip; the rows of each."""
+        async with self._connection.pipeline():
+            cursors = [await self._connection.execute(sql, params or None) for sql, params
+                       in statements]  # fmt: skip
+        return [await cursor.fetchall() for cursor in cursors]
+
     @asynccontextmanager
-    async def pipeline(self) -> AsyncIterator[None]:
+    async def pipeline(self, *, commit: bool = False) -> AsyncIterator[None]:
         """Send the statements run inside in one round trip (libpq's pipeline mode): for
         writes whose results are not read (their ``execute`` counts are not meaningful
-        there); an error in any surfaces when the block ends, and fails the transaction."""
+        there); an error in any surfaces when the block ends, and fails the transaction.
+        With ``commit``, ``COMMIT`` goes out with them and ends the transaction: nothing
+        may be run in it afterwards."""
         async with self._connection.pipeline():
             yield
+            if commit:
+                self.commit_sent = True
+                await self._connection.execute("COMMIT")
 
 
 class Database:
@@ -259,9 +276,15 @@ class Database:
                 try:
                     async with deadline:
                         stage = "body"
-                        yield Transaction(connection)
-                        stage = "commit"
-                        await connection.execute("COMMIT")
+                        tx = Transaction(connection)
+                        try:
+                            yield tx
+                        finally:
+                            if tx.commit_sent:
+                                stage = "commit"
+                        if not tx.commit_sent:
+                            stage = "commit"
+                            await connection.execute("COMMIT")
                 except TimeoutError as exc:
                     if not deadline.expired():
                         raise

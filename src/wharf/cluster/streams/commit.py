@@ -28,6 +28,9 @@ and deadlocks by :meth:`Database.run <wharf.cluster.database.Database.run>`):
    :data:`NOTIFY_LIMIT` bytes. PostgreSQL delivers it only if the transaction commits.
 7. Commit. The answers are returned in the order of the appends.
 
+Three round trips: ``BEGIN``; the reads and locks of steps 1-4, sent together
+(``Transaction.fetch_each``); the writes of steps 5-6 with the ``COMMIT`` (a pipeline).
+
 Batches are indexed as the producer sent them: the stored bytes keep the producer's base
 offset; the index row holds the assigned one.
 """
@@ -37,11 +40,11 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, LiteralString
 
-from wharf.cluster.catalog import NodeLease, check_lease
+from wharf.cluster.catalog import LEASE_CHECK, NodeLease, require_lease
 from wharf.cluster.database import Database, DatabaseError, Transaction
 from wharf.storage.record_batch import BatchHeader
 
@@ -160,18 +163,28 @@ _Key = tuple[uuid.UUID, int]
 async def _commit(
     tx: Transaction, database: str, lease: NodeLease, plan: FlushPlan
 ) -> list[Appended]:
-    inserted = await tx.fetchval(
-        "INSERT INTO stream_objects (key, kind, flush_id, size, node_id, node_epoch,"
-        "                            created_at, refs, state)"
-        " VALUES (%s, 'intake', %s, %s, %s, %s, clock_timestamp(), 0, 'live')"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        (plan.key, plan.flush_id, plan.size, lease.node_id, lease.epoch),
-    )
-    if inserted is None:
+    keys = _partition_keys(plan)
+    producer_keys = _producer_keys(plan)
+    # the reads in one round trip, in the order that locks take: the object, the lease, the
+    # partitions, the producers
+    inserted, held, partition_rows, *producer_rows = await tx.fetch_each([
+        (
+            "INSERT INTO stream_objects (key, kind, flush_id, size, node_id, node_epoch,"
+            "                            created_at, refs, state)"
+            " VALUES (%s, 'intake', %s, %s, %s, %s, clock_timestamp(), 0, 'live')"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            (plan.key, plan.flush_id, plan.size, lease.node_id, lease.epoch),
+        ),
+        (LEASE_CHECK, (lease.node_id, lease.epoch)),
+        (_LOCK_PARTITIONS, ([k[0] for k in keys], [k[1] for k in keys])),
+        *([(_PRODUCERS + " FOR UPDATE OF s", _producer_params(producer_keys))]
+          if producer_keys else []),
+    ])  # fmt: skip
+    if not inserted:  # a flush committed before (its first commit's outcome was unknown)
         return await _read_back(tx, database, plan)
-    await check_lease(tx, lease, database)
-    partitions = await _lock_partitions(tx, plan)
-    producers = await _Producers.load(tx, plan, lock=True)
+    require_lease(held, lease, database)
+    partitions = {(r[0], int(r[1])): _Partition(int(r[2]), int(r[3])) for r in partition_rows}
+    producers = _Producers.of_rows(producer_rows[0] if producer_rows else [])
     answers: list[Appended] = []
     rows: list[tuple[Any, ...]] = []
     for append in plan.appends:
@@ -231,19 +244,19 @@ def _index_row(
     )
 
 
-async def _lock_partitions(tx: Transaction, plan: FlushPlan) -> dict[_Key, _Partition]:
-    keys = sorted({(a.topic_id, a.partition) for a in plan.appends})
-    rows = await tx.fetchall(
-        "SELECT p.topic_id, p.partition, p.next_offset, p.log_start_offset"
-        "  FROM stream_partitions p JOIN stream_topics t USING (topic_id)"
-        "  JOIN unnest(%s::uuid[], %s::integer[]) AS k(topic_id, partition)"
-        "    ON (p.topic_id, p.partition) = (k.topic_id, k.partition)"
-        " WHERE t.deleted_at IS NULL"
-        " ORDER BY p.topic_id, p.partition"
-        "   FOR UPDATE OF p",
-        ([k[0] for k in keys], [k[1] for k in keys]),
-    )
-    return {(r[0], int(r[1])): _Partition(int(r[2]), int(r[3])) for r in rows}
+_LOCK_PARTITIONS: LiteralString = (
+    "SELECT p.topic_id, p.partition, p.next_offset, p.log_start_offset"
+    "  FROM stream_partitions p JOIN stream_topics t USING (topic_id)"
+    "  JOIN unnest(%s::uuid[], %s::integer[]) AS k(topic_id, partition)"
+    "    ON (p.topic_id, p.partition) = (k.topic_id, k.partition)"
+    " WHERE t.deleted_at IS NULL"
+    " ORDER BY p.topic_id, p.partition"
+    "   FOR UPDATE OF p"
+)
+
+
+def _partition_keys(plan: FlushPlan) -> list[_Key]:
+    return sorted({(a.topic_id, a.partition) for a in plan.appends})
 
 
 async def _write(
@@ -253,7 +266,7 @@ async def _write(
     producers: _Producers,
     rows: list[tuple[Any, ...]],
 ) -> None:
-    async with tx.pipeline():  # every write of the flush in one round trip
+    async with tx.pipeline(commit=True):  # every write of the flush and the commit
         await _write_all(tx, plan, partitions, producers, rows)
 
 
@@ -338,7 +351,7 @@ async def _read_back(tx: Transaction, database: str, plan: FlushPlan) -> list[Ap
             ([k[0] for k in keys], [k[1] for k in keys]),
         )
     }
-    producers = await _Producers.load(tx, plan, lock=False)
+    producers = await _Producers.load(tx, plan)
     answers = []
     for append in plan.appends:
         partition = starts.get((append.topic_id, append.partition))
@@ -365,6 +378,35 @@ def _follows(last: int, first: int) -> bool:
     return first == last + 1 or (first == 0 and last == MAX_SEQUENCE)
 
 
+_PRODUCERS: LiteralString = (
+    "SELECT s.producer_id, s.topic_id, s.partition, s.producer_epoch,"
+    "       s.last_sequence, s.recent"
+    "  FROM stream_producers s"
+    "  JOIN unnest(%s::bigint[], %s::uuid[], %s::integer[])"
+    "    AS k(producer_id, topic_id, partition)"
+    "    ON (s.producer_id, s.topic_id, s.partition)"
+    "     = (k.producer_id, k.topic_id, k.partition)"
+    " ORDER BY s.producer_id, s.topic_id, s.partition"
+)
+"""The producer states of the keys ``(producer id, topic id, partition)`` passed as three
+arrays (see :func:`_producer_params`); the commit adds ``FOR UPDATE OF s``."""
+
+
+def _producer_keys(plan: FlushPlan) -> list[tuple[int, uuid.UUID, int]]:
+    return sorted(
+        {
+            (b.header.producer_id, a.topic_id, a.partition)
+            for a in plan.appends
+            for b in a.batches
+            if b.header.producer_id != NO_PRODUCER_ID
+        }
+    )
+
+
+def _producer_params(keys: Sequence[tuple[int, uuid.UUID, int]]) -> tuple[list[Any], ...]:
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
 class _Producers:
     """The ``stream_producers`` rows of a flush's idempotent producers, checked and moved on
     in memory, then written back (the rules of the local ``ProducerStateTable``)."""
@@ -373,41 +415,16 @@ class _Producers:
         self._states = states
 
     @classmethod
-    async def load(cls, tx: Transaction, plan: FlushPlan, *, lock: bool) -> _Producers:
-        keys = sorted(
-            {
-                (b.header.producer_id, a.topic_id, a.partition)
-                for a in plan.appends
-                for b in a.batches
-                if b.header.producer_id != NO_PRODUCER_ID
-            }
-        )
+    async def load(cls, tx: Transaction, plan: FlushPlan) -> _Producers:
+        """The states, read without locking them."""
+        keys = _producer_keys(plan)
         if not keys:
             return cls({})
-        params = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-        if lock:
-            rows = await tx.fetchall(
-                "SELECT s.producer_id, s.topic_id, s.partition, s.producer_epoch,"
-                "       s.last_sequence, s.recent"
-                "  FROM stream_producers s"
-                "  JOIN unnest(%s::bigint[], %s::uuid[], %s::integer[])"
-                "    AS k(producer_id, topic_id, partition)"
-                "    ON (s.producer_id, s.topic_id, s.partition)"
-                "     = (k.producer_id, k.topic_id, k.partition)"
-                " ORDER BY s.producer_id, s.topic_id, s.partition FOR UPDATE OF s",
-                params,
-            )
-        else:
-            rows = await tx.fetchall(
-                "SELECT s.producer_id, s.topic_id, s.partition, s.producer_epoch,"
-                "       s.last_sequence, s.recent"
-                "  FROM stream_producers s"
-                "  JOIN unnest(%s::bigint[], %s::uuid[], %s::integer[])"
-                "    AS k(producer_id, topic_id, partition)"
-                "    ON (s.producer_id, s.topic_id, s.partition)"
-                "     = (k.producer_id, k.topic_id, k.partition)",
-                params,
-            )
+        return cls.of_rows(await tx.fetchall(_PRODUCERS, _producer_params(keys)))
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[Sequence[Any]]) -> _Producers:
+        """The states in rows of :data:`_PRODUCERS`."""
         return cls(
             {
                 (int(r[0]), r[1], int(r[2])): _ProducerState(

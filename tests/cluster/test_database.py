@@ -313,6 +313,34 @@ async def test_a_failed_statement_commits_nothing_and_leaves_the_pool_usable(
         assert await db.statement("SELECT n FROM counter WHERE id = %s", (1,)) == [(0,)]
 
 
+async def test_a_read_only_statement_is_retried_on_a_connection_lost(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    """A pooled connection broken since its last use (its session killed) fails a
+    statement sent in one round trip: a write's outcome is then unknown, a read is run
+    again on another connection."""
+    await _make_counter(db)
+
+    async def break_the_pool() -> None:
+        async with await Database.connect(database_url, settings=database_settings) as other:
+            await other.statement(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
+                (),
+            )
+
+    await break_the_pool()
+    with pytest.raises(DatabaseError) as caught:
+        await db.statement("UPDATE counter SET n = 1 WHERE id = 1", (), retries=3)
+    assert caught.value.outcome_unknown
+    await break_the_pool()
+    rows = await db.statement(  # however many pooled connections were broken
+        "SELECT n FROM counter WHERE id = 1", (), retries=db.settings.max_connections,
+        read_only=True,
+    )  # fmt: skip
+    assert rows == [(0,)]
+
+
 async def test_a_statement_whose_connection_is_lost_has_an_unknown_outcome(
     db: Database, database_url: str, database_settings: DatabaseSettings
 ) -> None:

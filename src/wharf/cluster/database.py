@@ -334,18 +334,20 @@ class Database:
         *,
         settings: Sequence[LiteralString] = (),
         retries: int = 0,
+        read_only: bool = False,
     ) -> list[tuple[Any, ...]]:
         """One statement in a transaction of its own, read committed, sent with its
         ``BEGIN``, ``settings`` (``SET LOCAL`` statements) and ``COMMIT`` in one round trip
         (libpq's pipeline mode); its rows, read in binary (``bytea`` as ``bytes``). Every
-        failure counts as one of the commit: a lost connection leaves the outcome unknown.
-        Retried like :meth:`run` bodies."""
+        failure counts as one of the commit: a lost connection leaves the outcome unknown,
+        which only a ``read_only`` statement retries. Retried like :meth:`run` bodies."""
         attempt = 0
         while True:
             try:
                 return await self._statement(sql, params, name, settings)
             except DatabaseError as exc:
-                if not exc.retriable or attempt >= retries:
+                again = exc.retriable or (read_only and exc.outcome_unknown)
+                if not again or attempt >= retries:
                     raise
             attempt += 1
             cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)

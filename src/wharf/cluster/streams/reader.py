@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, LiteralString, NamedTuple
 
-from wharf.cluster.database import Database, Transaction
+from wharf.cluster.database import Database
 from wharf.cluster.objectstore import ObjectStore
 from wharf.cluster.streams.object_cache import DEFAULT_CHUNK_BYTES, ObjectCache
 from wharf.errors import (
@@ -187,14 +187,13 @@ class StreamReader:
 
     async def position(self, topic_id: uuid.UUID, partition: int) -> PartitionPosition:
         """The partition's log start and high watermark; ``NotFoundError`` if it has none."""
-
-        async def body(tx: Transaction) -> tuple[Any, ...] | None:
-            return await tx.fetchone(_PARTITION, (topic_id, partition))
-
-        row = await self._db.run(body, "streams.position", retries=_RETRIES)
-        if row is None:
+        rows = await self._db.statement(
+            _PARTITION, (topic_id, partition), "streams.position", retries=_RETRIES,
+            read_only=True,
+        )  # fmt: skip
+        if not rows:
             raise _unknown(topic_id, partition)
-        return PartitionPosition(int(row[0]), int(row[1]))
+        return PartitionPosition(int(rows[0][0]), int(rows[0][1]))
 
     async def read(
         self, topic_id: uuid.UUID, partition: int, offset: int, max_bytes: int
@@ -275,11 +274,9 @@ class StreamReader:
         self, sql: LiteralString, params: tuple[Any, ...], topic_id: uuid.UUID, partition: int
     ) -> tuple[PartitionPosition, list[_Row]]:
         """Run one of the joined statements above: the position and the index rows."""
-
-        async def body(tx: Transaction) -> list[tuple[Any, ...]]:
-            return await tx.fetchall(sql, params)
-
-        result = await self._db.run(body, "streams.read", retries=_RETRIES)
+        result = await self._db.statement(
+            sql, params, "streams.read", retries=_RETRIES, read_only=True
+        )
         if not result:
             raise _unknown(topic_id, partition)
         position = PartitionPosition(int(result[0][0]), int(result[0][1]))

@@ -29,7 +29,8 @@ and deadlocks by :meth:`Database.run <wharf.cluster.database.Database.run>`):
 7. Commit. The answers are returned in the order of the appends.
 
 Three round trips: ``BEGIN``; the reads and locks of steps 1-4, sent together
-(``Transaction.fetch_each``); the writes of steps 5-6 with the ``COMMIT`` (a pipeline).
+(``Transaction.fetch_each``); the writes of steps 5-6, one statement (:data:`_WRITE`), with
+the ``COMMIT`` (a pipeline).
 
 Batches are indexed as the producer sent them: the stored bytes keep the producer's base
 offset; the index row holds the assigned one.
@@ -266,53 +267,63 @@ async def _write(
     producers: _Producers,
     rows: list[tuple[Any, ...]],
 ) -> None:
-    async with tx.pipeline(commit=True):  # every write of the flush and the commit
-        await _write_all(tx, plan, partitions, producers, rows)
-
-
-async def _write_all(
-    tx: Transaction,
-    plan: FlushPlan,
-    partitions: dict[_Key, _Partition],
-    producers: _Producers,
-    rows: list[tuple[Any, ...]],
-) -> None:
-    if rows:
-        columns = list(zip(*rows, strict=True))
-        await tx.execute(
-            "INSERT INTO stream_batches (topic_id, partition, base_offset, last_offset,"
-            "   object_key, byte_start, byte_length, record_count, first_timestamp,"
-            "   max_timestamp, producer_id, producer_epoch, base_sequence, attributes)"
-            " SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::bigint[], %s::bigint[],"
-            "   %s::text[], %s::bigint[], %s::integer[], %s::integer[], %s::bigint[],"
-            "   %s::bigint[], %s::bigint[], %s::smallint[], %s::integer[], %s::smallint[])",
-            [list(c) for c in columns],
-        )
+    batches = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * _BATCH_COLUMNS
     moved = {k: p for k, p in sorted(partitions.items()) if p.moved}
-    if moved:
-        await tx.execute(
-            "UPDATE stream_partitions p SET next_offset = m.next_offset,"
-            "   bytes = p.bytes + m.bytes"
-            "  FROM unnest(%s::uuid[], %s::integer[], %s::bigint[], %s::bigint[])"
-            "    AS m(topic_id, partition, next_offset, bytes)"
-            " WHERE (p.topic_id, p.partition) = (m.topic_id, m.partition)",
-            (
-                [k[0] for k in moved],
-                [k[1] for k in moved],
-                [p.next_offset for p in moved.values()],
-                [p.bytes for p in moved.values()],
-            ),
-        )
-    await producers.save(tx)
-    await tx.execute(
-        "UPDATE stream_objects SET refs = %s,"
-        "   unreferenced_since = CASE WHEN %s = 0 THEN clock_timestamp() END"
-        " WHERE key = %s",
-        (len(rows), len(rows), plan.key),
+    payload = notify_payload({k: p.next_offset for k, p in moved.items()}) if moved else ""
+    params = {
+        **{f"b{i}": column for i, column in enumerate(batches)},
+        "m_topic": [k[0] for k in moved],
+        "m_partition": [k[1] for k in moved],
+        "m_next": [p.next_offset for p in moved.values()],
+        "m_bytes": [p.bytes for p in moved.values()],
+        **producers.changed(),
+        "refs": len(rows),
+        "key": plan.key,
+        "channel": NOTIFY_CHANNEL,
+        "payload": payload,
+    }
+    async with tx.pipeline(commit=True):  # the writes and the commit in one round trip
+        await tx.execute(_WRITE, params)
+
+
+_BATCH_COLUMNS = 14
+
+# Every write of a flush in one statement (its parts see one snapshot, and none reads what
+# another writes): the index rows, the partitions' next offsets and byte counts, the changed
+# producer states, the object's reference count, and the notification of the partitions
+# that moved (none when the payload is empty).
+_WRITE: LiteralString = """
+    WITH batches AS (
+        INSERT INTO stream_batches (topic_id, partition, base_offset, last_offset, object_key,
+            byte_start, byte_length, record_count, first_timestamp, max_timestamp,
+            producer_id, producer_epoch, base_sequence, attributes)
+        SELECT * FROM unnest(%(b0)s::uuid[], %(b1)s::integer[], %(b2)s::bigint[],
+            %(b3)s::bigint[], %(b4)s::text[], %(b5)s::bigint[], %(b6)s::integer[],
+            %(b7)s::integer[], %(b8)s::bigint[], %(b9)s::bigint[], %(b10)s::bigint[],
+            %(b11)s::smallint[], %(b12)s::integer[], %(b13)s::smallint[])
+    ), partitions AS (
+        UPDATE stream_partitions p SET next_offset = m.next_offset, bytes = p.bytes + m.bytes
+          FROM unnest(%(m_topic)s::uuid[], %(m_partition)s::integer[], %(m_next)s::bigint[],
+                      %(m_bytes)s::bigint[]) AS m(topic_id, partition, next_offset, bytes)
+         WHERE (p.topic_id, p.partition) = (m.topic_id, m.partition)
+    ), producers AS (
+        INSERT INTO stream_producers (producer_id, topic_id, partition, producer_epoch,
+                                      last_sequence, recent, updated_at)
+        SELECT u.producer_id, u.topic_id, u.partition, u.producer_epoch, u.last_sequence,
+               u.recent::jsonb, clock_timestamp()
+          FROM unnest(%(s_producer)s::bigint[], %(s_topic)s::uuid[], %(s_partition)s::integer[],
+                      %(s_epoch)s::smallint[], %(s_sequence)s::integer[], %(s_recent)s::text[])
+            AS u(producer_id, topic_id, partition, producer_epoch, last_sequence, recent)
+        ON CONFLICT (producer_id, topic_id, partition) DO UPDATE SET
+           producer_epoch = EXCLUDED.producer_epoch, last_sequence = EXCLUDED.last_sequence,
+           recent = EXCLUDED.recent, updated_at = EXCLUDED.updated_at
+    ), object AS (
+        UPDATE stream_objects SET refs = %(refs)s,
+               unreferenced_since = CASE WHEN %(refs)s = 0 THEN clock_timestamp() END
+         WHERE key = %(key)s
     )
-    if moved:
-        payload = notify_payload({k: p.next_offset for k, p in moved.items()})
-        await tx.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+    SELECT pg_notify(%(channel)s, %(payload)s) WHERE %(payload)s <> ''
+"""
 
 
 async def _read_back(tx: Transaction, database: str, plan: FlushPlan) -> list[Appended]:
@@ -493,28 +504,14 @@ class _Producers:
         state.last_sequence = last
         state.changed = True
 
-    async def save(self, tx: Transaction) -> None:
+    def changed(self) -> dict[str, list[Any]]:
+        """The changed states, as the ``s_*`` parameters of :data:`_WRITE`."""
         changed = sorted((k, s) for k, s in self._states.items() if s.changed)
-        if not changed:
-            return
-        await tx.execute(
-            "INSERT INTO stream_producers (producer_id, topic_id, partition, producer_epoch,"
-            "                              last_sequence, recent, updated_at)"
-            " SELECT u.producer_id, u.topic_id, u.partition, u.producer_epoch,"
-            "        u.last_sequence, u.recent::jsonb, clock_timestamp()"
-            "   FROM unnest(%s::bigint[], %s::uuid[], %s::integer[], %s::smallint[],"
-            "               %s::integer[], %s::text[])"
-            "     AS u(producer_id, topic_id, partition, producer_epoch, last_sequence, recent)"
-            " ON CONFLICT (producer_id, topic_id, partition) DO UPDATE SET"
-            "   producer_epoch = EXCLUDED.producer_epoch,"
-            "   last_sequence = EXCLUDED.last_sequence, recent = EXCLUDED.recent,"
-            "   updated_at = EXCLUDED.updated_at",
-            (
-                [k[0] for k, _ in changed],
-                [k[1] for k, _ in changed],
-                [k[2] for k, _ in changed],
-                [s.epoch for _, s in changed],
-                [s.last_sequence for _, s in changed],
-                [json.dumps(s.recent) for _, s in changed],
-            ),
-        )
+        return {
+            "s_producer": [k[0] for k, _ in changed],
+            "s_topic": [k[1] for k, _ in changed],
+            "s_partition": [k[2] for k, _ in changed],
+            "s_epoch": [s.epoch for _, s in changed],
+            "s_sequence": [s.last_sequence for _, s in changed],
+            "s_recent": [json.dumps(s.recent) for _, s in changed],
+        }

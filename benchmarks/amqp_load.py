@@ -8,7 +8,8 @@
   over the time from the first to the last delivery.
 - :func:`latency`: a publisher thread sends persistent messages at a fixed rate carrying their
   send time (no confirms: a quorum queue delivers a message only once a majority has it); the
-  consumer records receive time minus send time; the first second is dropped.
+  consumer (on ``consume_port`` if given, another node of a cluster) records receive time minus
+  send time; the first second is dropped.
 
 ``queue_arguments`` selects the queue type, e.g. ``{"x-queue-type": "quorum"}``.
 """
@@ -127,7 +128,8 @@ def consume(port: int, queue: str, count: int, timeout_s: float = 120.0) -> dict
 
 
 def latency(
-    port: int, queue: str, size: int, seconds: float, rate: float = 1000.0
+    port: int, queue: str, size: int, seconds: float, rate: float = 1000.0,
+    consume_port: int | None = None,
 ) -> dict[str, float]:
     padding = b"\0" * max(0, size - 8)
     total = int(rate * seconds)
@@ -143,7 +145,8 @@ def latency(
             channel.basic_publish("", queue, struct.pack(">d", time.time()) + padding, PERSISTENT)
         connection.close()
 
-    connection = pika.BlockingConnection(_parameters(port))
+    receiver = port if consume_port is None else consume_port
+    connection = pika.BlockingConnection(_parameters(receiver))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=1000)
     samples: list[tuple[float, float]] = []

@@ -102,11 +102,13 @@ def kafka_on(bootstrap: str) -> Load:
     )
 
 
-def amqp_on(port: int, arguments: dict[str, str]) -> Load:
+def amqp_on(port: int, arguments: dict[str, str], consume_port: int | None = None) -> Load:
+    """Publishes through ``port``, consumes through ``consume_port`` (default: the same)."""
+    out = port if consume_port is None else consume_port
     return Load(
         publish=lambda name, size, s: amqp_load.publish(port, name, size, s),
-        consume=lambda name, count: amqp_load.consume(port, name, count),
-        latency=lambda name, size, s: amqp_load.latency(port, name, size, s),
+        consume=lambda name, count: amqp_load.consume(out, name, count),
+        latency=lambda name, size, s: amqp_load.latency(port, name, size, s, consume_port=out),
         prepare=lambda name: amqp_load.declare(port, name, arguments),
     )
 
@@ -173,7 +175,7 @@ def run_wharf(base: Path, args: argparse.Namespace, columns: list[Column]) -> No
         measure(cluster_kafka, kafka_on(cluster.bootstrap), args)
         ports = [node.amqp_port for node in cluster.nodes]
         if amqp_clustered(ports):
-            measure(cluster_amqp, amqp_on(ports[0], {}), args)
+            measure(cluster_amqp, amqp_on(ports[0], {}, consume_port=ports[1]), args)
         else:
             cluster_amqp.note = "not served in cluster mode"
             print(f"  {cluster_amqp.name}: not served in cluster mode", flush=True)

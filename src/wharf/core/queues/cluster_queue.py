@@ -65,15 +65,21 @@ if TYPE_CHECKING:
     from wharf.cluster.queues.consumers import Registration
     from wharf.cluster.queues.messages import ClaimedMessage
 
-__all__ = ["CLAIM_BATCH", "READ_AHEAD_FROM", "ClaimEngine", "ClusterQueue"]
+__all__ = ["CLAIM_BATCH", "READ_AHEAD_FACTOR", "READ_AHEAD_FROM", "ClaimEngine", "ClusterQueue"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 2000
+CLAIM_BATCH = 4000
 """The most rows one claim takes."""
 
 READ_AHEAD_FROM = 64
 """Unacknowledged deliveries of a queue on a node from which it claims ahead of credit."""
+
+READ_AHEAD_FACTOR = 4
+"""The read-ahead, in multiples of what the node's consumers hold unacknowledged."""
+
+_SLICE = 250
+"""Claimed rows handed out between two turns of the event loop."""
 
 
 def _token() -> int:
@@ -277,20 +283,21 @@ class ClusterQueue(Queue):
             if not self._offer(active):
                 return
 
-    def _wanted(self) -> int:
-        """How many rows to claim now: the consumers' free credit, plus a read-ahead of twice
-        what they hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their
-        window is wide, so they want throughput: the next rows are here when acks free credit,
-        instead of one claim's round trip later), minus what is claimed here and ready; at
-        most :data:`CLAIM_BATCH`. While what is ready covers the credit, nothing is claimed
-        until half the read-ahead is wanted: a claim costs about the same for 250 rows as for
-        1,000, and acks come in bursts. Consumers with a small window get no read-ahead, so a
-        busy worker's node does not sit on messages an idle worker elsewhere could take."""
+    def _wanted(self, coming: int = 0) -> int:
+        """How many rows to claim now (``coming``: rows claimed and not yet taken): the
+        consumers' free credit, plus a read-ahead of :data:`READ_AHEAD_FACTOR` times what they
+        hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their window is wide,
+        so they want throughput: the next rows are here when acks free credit, instead of one
+        claim's round trip later), minus what is claimed here and ready; at most
+        :data:`CLAIM_BATCH`. While what is ready covers the credit, nothing is claimed until
+        half the read-ahead is wanted: a claim costs about the same for 250 rows as for 1,000,
+        and acks come in bursts. Consumers with a small window get no read-ahead, so a busy
+        worker's node does not sit on messages an idle worker elsewhere could take."""
         if self.args.single_active_consumer and self.active_consumer is None:
             return 0
         held = len(self._unacked)
-        ahead = min(2 * held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
-        credit, ready = self._credit(), len(self._ready)
+        ahead = min(READ_AHEAD_FACTOR * held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
+        credit, ready = self._credit(), len(self._ready) + coming
         if ready >= credit and credit + ahead - ready < ahead // 2:
             return 0
         return min(credit + ahead - ready, CLAIM_BATCH)
@@ -307,36 +314,68 @@ class ClusterQueue(Queue):
             self._engine.spawn(self._claim(want))
 
     async def _claim(self, want: int) -> None:
+        """Claim until the consumers want no more or the queue has no more. After a full
+        claim, the next one is sent before this one's rows are handed out (in slices, so
+        that it goes out at once): the database works on it meanwhile. It starts after the
+        first committed, so its rows come after the first's."""
+        following: asyncio.Future[list[ClaimedMessage]] | None = None
         try:
             while want > 0 and not self.deleted:
                 self._claim_again = False
-                consumer = None
-                if self.args.single_active_consumer:
-                    if self.active_consumer is None:
-                        return  # only for the active consumer, and only while it is
-                    consumer = self.active_id
                 try:
-                    claimed = await self._engine.claim(
-                        self.queue_id, want, _token(), dead_letters=self._dead_letters,
-                        consumer=consumer,
-                    )
+                    if following is not None:
+                        claimed, following = await following, None
+                    else:
+                        claimed = await self._claim_rows(want)
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
-                self._take_claimed(claimed)
-                super().dispatch()
-                if len(claimed) < want and not self._claim_again:
+                full = len(claimed) >= want
+                if full and (after := self._wanted(coming=len(claimed))) > 0:
+                    following = asyncio.ensure_future(self._claim_rows(after))
+                for start in range(0, len(claimed), _SLICE):
+                    self._take_claimed(claimed[start : start + _SLICE])
+                    super().dispatch()
+                    if following is not None:
+                        await asyncio.sleep(0)
+                if following is not None:
+                    want = after
+                elif not full and not self._claim_again:
                     return
-                want = self._wanted()
+                else:
+                    want = self._wanted()
         finally:
             self._claiming = False
+            if following is not None:  # its rows must not stay claimed here unseen
+                following.add_done_callback(self._take_late)
+
+    async def _claim_rows(self, want: int) -> list[ClaimedMessage]:
+        consumer = None
+        if self.args.single_active_consumer:
+            if self.active_consumer is None:
+                return []  # only for the active consumer, and only while it is
+            consumer = self.active_id
+        return await self._engine.claim(
+            self.queue_id, want, _token(), dead_letters=self._dead_letters, consumer=consumer
+        )
+
+    def _take_late(self, claimed: asyncio.Future[list[ClaimedMessage]]) -> None:
+        """A claim sent ahead whose claiming loop ended first: its rows are taken, or given
+        back if the queue or its consumers went meanwhile (:meth:`_take_claimed`)."""
+        if claimed.cancelled() or claimed.exception() is not None:
+            return
+        self._take_claimed(claimed.result())
+        super().dispatch()
 
     def _take_claimed(self, claimed: Iterable[ClaimedMessage], *, get: bool = False) -> None:
-        """Put claimed rows in the local ready heap (or give them back if the queue is gone, or
-        has a single active consumer that is not here, unless they are for basic.get)."""
+        """Put claimed rows in the local ready heap (or give them back if the queue is gone,
+        or, unless they are for basic.get, if its consumers here left while the claim was in
+        flight, or it has a single active consumer that is not here)."""
         rows = list(claimed)
-        inactive = self.args.single_active_consumer and self.active_consumer is None
-        if self.deleted or (inactive and not get):
+        unserved = not self._consumers.members_list or (
+            self.args.single_active_consumer and self.active_consumer is None
+        )
+        if self.deleted or (unserved and not get):
             for row in rows:
                 self._engine.release(row.epoch, [row.seq], delivered=False)
             return

@@ -6,6 +6,10 @@ back, leaving the index as retention left it."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
 
 from helpers.stream_jobs import (
     append,
@@ -20,6 +24,7 @@ from helpers.stream_jobs import (
 from wharf.cluster.catalog import NodeLease, create_topic
 from wharf.cluster.database import Database
 from wharf.cluster.objectstore import ObjectStore
+from wharf.cluster.streams import compactor
 from wharf.cluster.streams.compactor import (
     CompactionSettings,
     apply_compaction,
@@ -28,7 +33,7 @@ from wharf.cluster.streams.compactor import (
 )
 from wharf.cluster.streams.gc import GcSettings, sweep_orphans
 from wharf.cluster.streams.leases import acquire_job_lease
-from wharf.cluster.streams.objects import decode_footer
+from wharf.cluster.streams.objects import PartitionRun, decode_footer, encode_object
 from wharf.cluster.streams.retention import delete_records
 from wharf.storage.record_batch import iter_batches
 
@@ -129,6 +134,32 @@ async def test_a_consumer_reading_during_compaction_sees_the_same_records(
         await consumer
     assert len(reads) >= 2
     assert all(read == expected for read in reads)
+
+
+async def test_a_compaction_builds_its_object_off_the_event_loop(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking and copying a partition's batches into one object took hundreds of ms on
+    the event loop in a benchmark: every client of the node (AMQP deliveries, fetches)
+    waited for it."""
+    topic = (await create_topic(db, node_lease, "offloop", 1)).topic_id
+    writer = start_writer(db, test_store, node_lease)
+    for i in range(4):
+        await append(writer, topic, 0, [b"y%d" % i])
+    await writer.close()
+    built_on: list[int] = []
+
+    def encode(runs: Sequence[PartitionRun]) -> tuple[bytes, list[list[int]]]:
+        built_on.append(threading.get_ident())
+        return encode_object(runs)
+
+    monkeypatch.setattr(compactor, "encode_object", encode)
+    assert await acquire_job_lease(db, node_lease, "compactor")
+    plan = await plan_compaction(db, test_store, topic, 0, NOW)
+    assert plan is not None and len(plan.rows) == 4
+    assert built_on and built_on[0] != threading.get_ident()
+    assert await apply_compaction(db, test_store, node_lease, plan)
+    assert await read_all(db, test_store, topic, 0) == [(i, b"y%d" % i) for i in range(4)]
 
 
 async def test_compaction_racing_retention_rolls_back(

@@ -153,16 +153,30 @@ async def plan_compaction(
     if len(rows) < max(1, settings.min_batches) or len({r.object_key for r in rows}) < 2:
         return None
     pieces = await _read(store, rows)
+    # checking and copying up to max_object_bytes of batches takes long enough (hundreds of
+    # ms for tens of thousands of small ones) to stall every client of the node if it ran on
+    # the event loop
+    data, starts = await asyncio.to_thread(_build, topic_id, partition, rows, pieces)
+    key = partition_key(topic_id, partition, rows[0].base_offset)
+    return Compaction(topic_id, partition, key, data, rows, starts)
+
+
+def _build(
+    topic_id: uuid.UUID, partition: int, rows: Sequence[_Row], pieces: dict[str, tuple[int, bytes]]
+) -> tuple[bytes, list[int]]:
+    """The compacted object of ``rows`` (``pieces``: each source object's bytes read, and
+    where they start in it), and where each row's batch starts."""
     chunks = []
     for row in rows:
-        batch = bytearray(pieces[(row.object_key, row.byte_start)])
+        first, data = pieces[row.object_key]
+        at = row.byte_start - first
+        batch = bytearray(data[at : at + row.byte_length])
         _check(batch, row)
         set_base_offset(batch, 0, row.base_offset)
         chunks.append(batch)
     run = PartitionRun(topic_id, partition, chunks, sum(r.record_count for r in rows))
     data, starts = encode_object([run])
-    key = partition_key(topic_id, partition, rows[0].base_offset)
-    return Compaction(topic_id, partition, key, data, rows, starts[0])
+    return data, starts[0]
 
 
 async def apply_compaction(
@@ -234,26 +248,20 @@ class _RowsChanged(Exception):
     """The rows a compaction read are no longer all there: roll its transaction back."""
 
 
-async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[tuple[str, int], bytes]:
-    """Each row's bytes, with one ranged GET per source object (a partition's batches lie
-    together in an intake object)."""
-    by_object: dict[str, list[_Row]] = {}
+async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[str, tuple[int, bytes]]:
+    """The rows' bytes, with one ranged GET per source object (a partition's batches lie
+    together in an intake object): by object, where the range read starts and its bytes."""
+    spans: dict[str, tuple[int, int]] = {}
     for row in rows:
-        by_object.setdefault(row.object_key, []).append(row)
+        first, end = spans.get(row.object_key, (row.byte_start, row.byte_start))
+        spans[row.object_key] = (
+            min(first, row.byte_start), max(end, row.byte_start + row.byte_length)
+        )
 
-    async def one(key: str, group: list[_Row]) -> dict[tuple[str, int], bytes]:
-        first = min(r.byte_start for r in group)
-        end = max(r.byte_start + r.byte_length for r in group)
-        data = await store.get_range(key, first, end - first)
-        return {
-            (key, r.byte_start): data[r.byte_start - first : r.byte_start - first + r.byte_length]
-            for r in group
-        }
+    async def one(key: str, first: int, end: int) -> tuple[str, tuple[int, bytes]]:
+        return key, (first, await store.get_range(key, first, end - first))
 
-    out: dict[tuple[str, int], bytes] = {}
-    for part in await asyncio.gather(*(one(k, g) for k, g in by_object.items())):
-        out.update(part)
-    return out
+    return dict(await asyncio.gather(*(one(k, f, e) for k, (f, e) in spans.items())))
 
 
 def _check(batch: bytearray, row: _Row) -> None:

@@ -6,8 +6,6 @@ back, leaving the index as retention left it."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 
 import pytest
 
@@ -33,7 +31,7 @@ from wharf.cluster.streams.compactor import (
 )
 from wharf.cluster.streams.gc import GcSettings, sweep_orphans
 from wharf.cluster.streams.leases import acquire_job_lease
-from wharf.cluster.streams.objects import PartitionRun, decode_footer, encode_object
+from wharf.cluster.streams.objects import decode_footer
 from wharf.cluster.streams.retention import delete_records
 from wharf.storage.record_batch import iter_batches
 
@@ -136,28 +134,41 @@ async def test_a_consumer_reading_during_compaction_sees_the_same_records(
     assert all(read == expected for read in reads)
 
 
-async def test_a_compaction_builds_its_object_off_the_event_loop(
+async def test_a_compaction_lets_the_event_loop_run_while_it_builds_its_object(
     db: Database, node_lease: NodeLease, test_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Checking and copying a partition's batches into one object took hundreds of ms on
     the event loop in a benchmark: every client of the node (AMQP deliveries, fetches)
-    waited for it."""
-    topic = (await create_topic(db, node_lease, "offloop", 1)).topic_id
+    waited for it. Now it yields every ``BUILD_SLICE`` batches."""
+    topic = (await create_topic(db, node_lease, "sliced", 1)).topic_id
     writer = start_writer(db, test_store, node_lease)
     for i in range(4):
         await append(writer, topic, 0, [b"y%d" % i])
     await writer.close()
-    built_on: list[int] = []
+    ticks = 0
+    seen: list[int] = []  # the ticks counted when each batch was checked
 
-    def encode(runs: Sequence[PartitionRun]) -> tuple[bytes, list[list[int]]]:
-        built_on.append(threading.get_ident())
-        return encode_object(runs)
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
 
-    monkeypatch.setattr(compactor, "encode_object", encode)
+    def check(batch: bytearray, row: object) -> None:
+        seen.append(ticks)
+        real_check(batch, row)
+
+    real_check = compactor._check
+    monkeypatch.setattr(compactor, "_check", check)
+    monkeypatch.setattr(compactor, "BUILD_SLICE", 1)
     assert await acquire_job_lease(db, node_lease, "compactor")
-    plan = await plan_compaction(db, test_store, topic, 0, NOW)
+    running = asyncio.create_task(ticker())
+    try:
+        plan = await plan_compaction(db, test_store, topic, 0, NOW)
+    finally:
+        running.cancel()
     assert plan is not None and len(plan.rows) == 4
-    assert built_on and built_on[0] != threading.get_ident()
+    assert len(seen) == 4 and seen == sorted(set(seen))  # the loop ran between batches
     assert await apply_compaction(db, test_store, node_lease, plan)
     assert await read_all(db, test_store, topic, 0) == [(i, b"y%d" % i) for i in range(4)]
 

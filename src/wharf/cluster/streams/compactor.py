@@ -54,6 +54,12 @@ __all__ = [
 _RETRIES = 5
 
 
+BUILD_SLICE = 500
+"""Batches checked and copied into a compacted object between two turns of the event loop:
+tens of thousands of small batches took hundreds of ms, a stall for every client of the node
+(a thread would not help: it would hold the GIL against the loop)."""
+
+
 @dataclass(frozen=True)
 class CompactionSettings:
     compact_after: float = 60.0
@@ -153,30 +159,20 @@ async def plan_compaction(
     if len(rows) < max(1, settings.min_batches) or len({r.object_key for r in rows}) < 2:
         return None
     pieces = await _read(store, rows)
-    # checking and copying up to max_object_bytes of batches takes long enough (hundreds of
-    # ms for tens of thousands of small ones) to stall every client of the node if it ran on
-    # the event loop
-    data, starts = await asyncio.to_thread(_build, topic_id, partition, rows, pieces)
-    key = partition_key(topic_id, partition, rows[0].base_offset)
-    return Compaction(topic_id, partition, key, data, rows, starts)
-
-
-def _build(
-    topic_id: uuid.UUID, partition: int, rows: Sequence[_Row], pieces: dict[str, tuple[int, bytes]]
-) -> tuple[bytes, list[int]]:
-    """The compacted object of ``rows`` (``pieces``: each source object's bytes read, and
-    where they start in it), and where each row's batch starts."""
     chunks = []
-    for row in rows:
+    for n, row in enumerate(rows, 1):
         first, data = pieces[row.object_key]
         at = row.byte_start - first
         batch = bytearray(data[at : at + row.byte_length])
         _check(batch, row)
         set_base_offset(batch, 0, row.base_offset)
         chunks.append(batch)
+        if n % BUILD_SLICE == 0:
+            await asyncio.sleep(0)
     run = PartitionRun(topic_id, partition, chunks, sum(r.record_count for r in rows))
     data, starts = encode_object([run])
-    return data, starts[0]
+    key = partition_key(topic_id, partition, rows[0].base_offset)
+    return Compaction(topic_id, partition, key, data, rows, starts[0])
 
 
 async def apply_compaction(

@@ -139,7 +139,7 @@ async def test_a_compaction_lets_the_event_loop_run_while_it_builds_its_object(
 ) -> None:
     """Checking and copying a partition's batches into one object took hundreds of ms on
     the event loop in a benchmark: every client of the node (AMQP deliveries, fetches)
-    waited for it. Now it yields every ``BUILD_SLICE`` batches."""
+    waited for it. Now it yields every ``BUILD_SLICE`` bytes."""
     topic = (await create_topic(db, node_lease, "sliced", 1)).topic_id
     writer = start_writer(db, test_store, node_lease)
     for i in range(4):
@@ -154,7 +154,7 @@ async def test_a_compaction_lets_the_event_loop_run_while_it_builds_its_object(
             ticks += 1
             await asyncio.sleep(0)
 
-    def check(batch: bytearray, row: object) -> None:
+    def check(batch: memoryview, row: object) -> None:
         seen.append(ticks)
         real_check(batch, row)
 

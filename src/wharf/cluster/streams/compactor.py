@@ -36,7 +36,7 @@ from wharf.cluster.catalog import NodeLease
 from wharf.cluster.database import Database, Transaction
 from wharf.cluster.objectstore import ObjectStore
 from wharf.cluster.streams.leases import check_job_lease
-from wharf.cluster.streams.objects import PartitionRun, encode_object
+from wharf.cluster.streams.objects import Section, encode_footer
 from wharf.cluster.streams.refs import release_refs
 from wharf.errors import CorruptBatchError
 from wharf.storage.record_batch import parse_header, set_base_offset
@@ -54,10 +54,11 @@ __all__ = [
 _RETRIES = 5
 
 
-BUILD_SLICE = 500
-"""Batches checked and copied into a compacted object between two turns of the event loop:
-tens of thousands of small batches took hundreds of ms, a stall for every client of the node
-(a thread would not help: it would hold the GIL against the loop)."""
+BUILD_SLICE = 1 << 20
+"""Bytes of batches checked and copied into a compacted object between two turns of the
+event loop: building a 64 MiB object of tens of thousands of batches in one go held the loop
+for hundreds of ms, a stall for every client of the node (a thread would not help: copying
+and parsing hold the GIL)."""
 
 
 @dataclass(frozen=True)
@@ -159,20 +160,26 @@ async def plan_compaction(
     if len(rows) < max(1, settings.min_batches) or len({r.object_key for r in rows}) < 2:
         return None
     pieces = await _read(store, rows)
-    chunks = []
-    for n, row in enumerate(rows, 1):
+    out = bytearray()
+    starts = []
+    copied = 0
+    for row in rows:
         first, data = pieces[row.object_key]
         at = row.byte_start - first
-        batch = bytearray(data[at : at + row.byte_length])
+        starts.append(len(out))
+        out += memoryview(data)[at : at + row.byte_length]
+        batch = memoryview(out)[starts[-1] :]
         _check(batch, row)
         set_base_offset(batch, 0, row.base_offset)
-        chunks.append(batch)
-        if n % BUILD_SLICE == 0:
+        batch.release()
+        copied += row.byte_length
+        if copied >= BUILD_SLICE:
+            copied = 0
             await asyncio.sleep(0)
-    run = PartitionRun(topic_id, partition, chunks, sum(r.record_count for r in rows))
-    data, starts = encode_object([run])
+    records = sum(r.record_count for r in rows)
+    out += encode_footer([Section(topic_id, partition, 0, len(out), records)])
     key = partition_key(topic_id, partition, rows[0].base_offset)
-    return Compaction(topic_id, partition, key, data, rows, starts[0])
+    return Compaction(topic_id, partition, key, bytes(out), rows, starts)
 
 
 async def apply_compaction(
@@ -260,7 +267,7 @@ async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[str, tuple[int
     return dict(await asyncio.gather(*(one(k, f, e) for k, (f, e) in spans.items())))
 
 
-def _check(batch: bytearray, row: _Row) -> None:
+def _check(batch: bytearray | memoryview, row: _Row) -> None:
     header = parse_header(batch, 0)
     if header.size != row.byte_length or len(batch) != row.byte_length or (
         header.last_offset_delta != row.last_offset - row.base_offset

@@ -34,6 +34,7 @@ __all__ = [
     "PartitionRun",
     "Section",
     "decode_footer",
+    "encode_footer",
     "encode_object",
     "intake_key",
 ]
@@ -79,7 +80,7 @@ def encode_object(runs: Sequence[PartitionRun]) -> tuple[bytes, list[list[int]]]
     (``starts[i][j]`` is the offset of chunk ``j`` of run ``i``)."""
     out = bytearray()
     starts: list[list[int]] = []
-    footer = bytearray(_COUNT.pack(len(runs)))
+    sections = []
     for run in runs:
         begin = len(out)
         positions = []
@@ -87,12 +88,22 @@ def encode_object(runs: Sequence[PartitionRun]) -> tuple[bytes, list[list[int]]]
             positions.append(len(out))
             out += chunk
         starts.append(positions)
-        footer += _SECTION.pack(
-            run.topic_id.bytes, run.partition, begin, len(out) - begin, run.records
-        )
-    out += footer
-    out += _TRAILER.pack(len(footer), crc32c.crc32c(footer), MAGIC)
+        sections.append(Section(run.topic_id, run.partition, begin, len(out) - begin, run.records))
+    out += encode_footer(sections)
     return bytes(out), starts
+
+
+def encode_footer(sections: Sequence[Section]) -> bytes:
+    """What follows an object's sections (laid out back to back from its start): their
+    table, and the trailer that finds and checks it."""
+    footer = bytearray(_COUNT.pack(len(sections)))
+    for section in sections:
+        footer += _SECTION.pack(
+            section.topic_id.bytes, section.partition, section.start, section.length,
+            section.records,
+        )  # fmt: skip
+    footer += _TRAILER.pack(len(footer), crc32c.crc32c(footer), MAGIC)
+    return bytes(footer)
 
 
 def decode_footer(data: bytes | bytearray | memoryview) -> list[Section]:

@@ -312,19 +312,12 @@ class Database:
         """``body`` in a transaction; run again, up to ``retries`` more times, after a
         retriable failure (see :class:`DatabaseError`). The body must be safe to run again:
         it should only talk to the database."""
-        attempt = 0
-        while True:
-            try:
-                async with self.transaction(
-                    name, isolation=isolation, time_limit=time_limit
-                ) as tx:
-                    return await body(tx)
-            except DatabaseError as exc:
-                if not exc.retriable or attempt >= retries:
-                    raise
-            attempt += 1
-            cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
-            await asyncio.sleep(random.uniform(0, cap))
+
+        async def once() -> T:
+            async with self.transaction(name, isolation=isolation, time_limit=time_limit) as tx:
+                return await body(tx)
+
+        return await _with_retries(once, retries)
 
     async def statement(
         self,
@@ -341,17 +334,9 @@ class Database:
         (libpq's pipeline mode); its rows, read in binary (``bytea`` as ``bytes``). Every
         failure counts as one of the commit: a lost connection leaves the outcome unknown,
         which only a ``read_only`` statement retries. Retried like :meth:`run` bodies."""
-        attempt = 0
-        while True:
-            try:
-                return await self._statement(sql, params, name, settings)
-            except DatabaseError as exc:
-                again = exc.retriable or (read_only and exc.outcome_unknown)
-                if not again or attempt >= retries:
-                    raise
-            attempt += 1
-            cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
-            await asyncio.sleep(random.uniform(0, cap))
+        return await _with_retries(
+            lambda: self._statement(sql, params, name, settings), retries, unknown_too=read_only
+        )
 
     async def _statement(
         self, sql: LiteralString, params: Params, name: str, settings: Sequence[LiteralString]
@@ -486,6 +471,24 @@ class Database:
         if lost:
             return DatabaseError(self.name, f"connection lost: {reason}", retriable=True)
         return DatabaseError(self.name, f"{reason} (SQLSTATE {state})")
+
+
+async def _with_retries(
+    once: Callable[[], Awaitable[T]], retries: int, *, unknown_too: bool = False
+) -> T:
+    """``once()``, run again up to ``retries`` more times after a retriable failure (and,
+    with ``unknown_too``, one of unknown outcome), sleeping a jittered backoff in between."""
+    attempt = 0
+    while True:
+        try:
+            return await once()
+        except DatabaseError as exc:
+            again = exc.retriable or (unknown_too and exc.outcome_unknown)
+            if not again or attempt >= retries:
+                raise
+        attempt += 1
+        cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
+        await asyncio.sleep(random.uniform(0, cap))
 
 
 def describe_url(url: str) -> str:

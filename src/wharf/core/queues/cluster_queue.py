@@ -321,17 +321,18 @@ class ClusterQueue(Queue):
         following: asyncio.Future[list[ClaimedMessage]] | None = None
         try:
             while want > 0 and not self.deleted:
-                self._claim_again = False
                 try:
                     if following is not None:
                         claimed, following = await following, None
                     else:
+                        self._claim_again = False  # what is notified from now on: again
                         claimed = await self._claim_rows(want)
                 except StorageError as exc:  # no lease yet, or the database: next tick
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
                 full = len(claimed) >= want
                 if full and (after := self._wanted(coming=len(claimed))) > 0:
+                    self._claim_again = False
                     following = asyncio.ensure_future(self._claim_rows(after))
                 for start in range(0, len(claimed), _SLICE):
                     self._take_claimed(claimed[start : start + _SLICE])

@@ -1,0 +1,119 @@
+"""The claim loop of a cluster queue against a scripted claim engine: which claims it sends,
+and that a notification is never lost while one is in flight. (The loop against the real
+database is in test_cluster_queues.py; here the order of events is the test's.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from queue_helpers import RecordingConsumer
+
+from wharf.cluster.queues.messages import ClaimedMessage
+from wharf.core.config import BrokerConfig
+from wharf.core.queues.args import parse_queue_args
+from wharf.core.queues.cluster_queue import ClusterQueue
+from wharf.testing.clock import VirtualClock
+
+BOUND_S = 10.0
+EPOCH = 7
+NO_PROPERTIES = b"\x00\x00"  # a property list with no flags set
+
+
+class ScriptedEngine:
+    """The database side of a node's queues, as a list of ready rows: a claim takes rows
+    from the head, then runs ``after_snapshot[n]`` (n: its number, from 1) as if something
+    committed right after its statement read the table."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.claims: list[tuple[int, int]] = []  # (asked, got)
+        self.after_snapshot: dict[int, Callable[[], None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def epoch(self) -> int | None:
+        return EPOCH
+
+    async def claim(
+        self, queue_id: int, count: int, token: int, *, dead_letters: bool = False,
+        consumer: int | None = None,
+    ) -> list[ClaimedMessage]:  # fmt: skip
+        taken, self.rows = self.rows[:count], self.rows[count:]
+        self.claims.append((count, len(taken)))
+        hook = self.after_snapshot.get(len(self.claims))
+        if hook is not None:
+            hook()
+        await asyncio.sleep(0)
+        return [
+            ClaimedMessage(seq, 0, None, 0, "", "q", NO_PROPERTIES, b"%d" % seq, EPOCH)
+            for seq in taken
+        ]
+
+    def spawn(self, body: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(body)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def register_consumer(self, queue_id: int, tag: str, *, exclusive: bool) -> Any:
+        raise AssertionError("not used here")
+
+    def deregister_consumer(self, epoch: int, consumer_id: int) -> None:
+        pass
+
+    async def touch(self, queue_id: int) -> None:
+        pass
+
+    def delete(self, epoch: int, seqs: list[int]) -> None:
+        pass
+
+    def dead_letter(self, epoch: int, seqs: list[int], reason: str) -> None:
+        pass
+
+    def release(self, epoch: int, seqs: list[int], *, delivered: bool) -> None:
+        pass
+
+
+class NoHooks:
+    def dead_letter(self, *args: object) -> None:
+        raise AssertionError("nothing is dead-lettered here")
+
+    def queue_unused(self, queue: object) -> None:
+        pass
+
+
+def cluster_queue(engine: ScriptedEngine) -> ClusterQueue:
+    clock = VirtualClock()
+    return ClusterQueue(
+        "/", "q", 1, durable=True, auto_delete=False, exclusive_owner=None, arguments={},
+        args=parse_queue_args({}), config=BrokerConfig(), clock=clock, hooks=NoHooks(),
+        engine=engine,
+    )  # fmt: skip
+
+
+async def test_a_message_notified_while_a_claim_sent_ahead_is_in_flight_is_claimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full claim of 10 sends the next one (5) before handing its rows out; that one's
+    statement reads the table just before a publish commits, whose notification arrives
+    while it is in flight. The loop must claim again: nothing else would wake the queue
+    until the next timer tick (none runs here)."""
+    engine = ScriptedEngine()
+    engine.rows = list(range(1, 11))
+    queue = cluster_queue(engine)
+    wants = iter([10, 5, 5, 0])
+    monkeypatch.setattr(queue, "_wanted", lambda coming=0: next(wants, 0))
+
+    def publish_commits() -> None:
+        engine.rows.append(11)
+        queue.dispatch()  # the notification of the publish
+
+    engine.after_snapshot[2] = publish_commits  # the claim sent ahead
+    consumer = RecordingConsumer()
+    queue.add_consumer(consumer)  # claims 10
+    async with asyncio.timeout(BOUND_S):
+        while len(consumer.deliveries) < 11:
+            await asyncio.sleep(0.01)
+    assert consumer.bodies() == [b"%d" % i for i in range(1, 12)]
+    assert engine.claims == [(10, 10), (5, 0), (5, 1)]

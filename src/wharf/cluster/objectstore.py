@@ -234,7 +234,7 @@ class ObjectStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | bytearray) -> None:
         """Write ``data`` as the object ``key`` (replacing any object of that key)."""
         import obstore
 

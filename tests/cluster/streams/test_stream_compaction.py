@@ -33,6 +33,7 @@ from wharf.cluster.streams.gc import GcSettings, sweep_orphans
 from wharf.cluster.streams.leases import acquire_job_lease
 from wharf.cluster.streams.objects import decode_footer
 from wharf.cluster.streams.retention import delete_records
+from wharf.errors import CorruptBatchError
 from wharf.storage.record_batch import iter_batches
 
 BOUND_S = 60.0
@@ -171,6 +172,29 @@ async def test_a_compaction_lets_the_event_loop_run_while_it_builds_its_object(
     assert len(seen) == 4 and seen == sorted(set(seen))  # the loop ran between batches
     assert await apply_compaction(db, test_store, node_lease, plan)
     assert await read_all(db, test_store, topic, 0) == [(i, b"y%d" % i) for i in range(4)]
+
+
+async def test_a_source_object_cut_short_stops_the_compaction(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    """An intake object that no longer holds the batch its index row names (cut short) is
+    corruption to report, not bytes to copy: nothing is planned, nothing changes."""
+    topic = (await create_topic(db, node_lease, "cut", 1)).topic_id
+    writer = start_writer(db, test_store, node_lease)
+    for i in range(4):
+        await append(writer, topic, 0, [b"z%d" % i])
+    await writer.close()
+    [(key, end)] = await rows(
+        db, "SELECT object_key, byte_start + byte_length FROM stream_batches"
+        " WHERE base_offset = 3"
+    )  # fmt: skip
+    whole = await test_store.get(key)
+    await test_store.put(key, whole[: end - 10])
+    index_before = await rows(db, "SELECT * FROM stream_batches ORDER BY base_offset")
+    assert await acquire_job_lease(db, node_lease, "compactor")
+    with pytest.raises(CorruptBatchError, match=key):
+        await plan_compaction(db, test_store, topic, 0, NOW)
+    assert await rows(db, "SELECT * FROM stream_batches ORDER BY base_offset") == index_before
 
 
 async def test_compaction_racing_retention_rolls_back(

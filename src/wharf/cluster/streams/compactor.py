@@ -91,7 +91,7 @@ class Compaction:
     topic_id: uuid.UUID
     partition: int
     key: str
-    data: bytes
+    data: bytearray
     rows: Sequence[_Row]
     starts: Sequence[int]
     """Where each row's batch lies in the new object."""
@@ -160,26 +160,31 @@ async def plan_compaction(
     if len(rows) < max(1, settings.min_batches) or len({r.object_key for r in rows}) < 2:
         return None
     pieces = await _read(store, rows)
-    out = bytearray()
+    records = sum(r.record_count for r in rows)
+    footer = encode_footer([Section(topic_id, partition, 0, size, records)])
+    out = bytearray(size + len(footer))  # allocated once: no copy as it grows
+    out[size:] = footer
+    view = memoryview(out)
     starts = []
-    copied = 0
+    at = copied = 0
     for row in rows:
         first, data = pieces[row.object_key]
-        at = row.byte_start - first
-        starts.append(len(out))
-        out += memoryview(data)[at : at + row.byte_length]
-        batch = memoryview(out)[starts[-1] :]
+        source = memoryview(data)[row.byte_start - first :][: row.byte_length]
+        if len(source) != row.byte_length:  # the object ends before the row's batch does
+            _check(source, row)
+        view[at : at + row.byte_length] = source
+        batch = view[at : at + row.byte_length]
         _check(batch, row)
         set_base_offset(batch, 0, row.base_offset)
-        batch.release()
+        starts.append(at)
+        at += row.byte_length
         copied += row.byte_length
         if copied >= BUILD_SLICE:
             copied = 0
             await asyncio.sleep(0)
-    records = sum(r.record_count for r in rows)
-    out += encode_footer([Section(topic_id, partition, 0, len(out), records)])
+    view.release()
     key = partition_key(topic_id, partition, rows[0].base_offset)
-    return Compaction(topic_id, partition, key, bytes(out), rows, starts)
+    return Compaction(topic_id, partition, key, out, rows, starts)
 
 
 async def apply_compaction(
@@ -268,9 +273,9 @@ async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[str, tuple[int
 
 
 def _check(batch: bytearray | memoryview, row: _Row) -> None:
-    header = parse_header(batch, 0)
-    if header.size != row.byte_length or len(batch) != row.byte_length or (
-        header.last_offset_delta != row.last_offset - row.base_offset
+    if len(batch) != row.byte_length or (
+        (header := parse_header(batch, 0)).size != row.byte_length
+        or header.last_offset_delta != row.last_offset - row.base_offset
     ):
         raise CorruptBatchError(
             f"object {row.object_key} at byte {row.byte_start}: not the batch of offsets "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import mmap
 import os
 import re
 import time
@@ -234,7 +235,7 @@ class ObjectStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def put(self, key: str, data: bytes | bytearray) -> None:
+    async def put(self, key: str, data: bytes | bytearray | mmap.mmap) -> None:
         """Write ``data`` as the object ``key`` (replacing any object of that key)."""
         import obstore
 

@@ -27,6 +27,7 @@ which the garbage collector keeps for ``gc_grace`` after their last reference we
 from __future__ import annotations
 
 import asyncio
+import mmap
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class Compaction:
     topic_id: uuid.UUID
     partition: int
     key: str
-    data: bytearray
+    data: mmap.mmap
     rows: Sequence[_Row]
     starts: Sequence[int]
     """Where each row's batch lies in the new object."""
@@ -162,7 +163,9 @@ async def plan_compaction(
     pieces = await _read(store, rows)
     records = sum(r.record_count for r in rows)
     footer = encode_footer([Section(topic_id, partition, 0, size, records)])
-    out = bytearray(size + len(footer))  # allocated once: no copy as it grows
+    # one anonymous mapping: nothing is copied as it fills, and its pages are touched (and
+    # faulted in) slice by slice below, not all at once on the event loop as a bytearray's
+    out = mmap.mmap(-1, size + len(footer))
     out[size:] = footer
     view = memoryview(out)
     starts = []

@@ -267,9 +267,8 @@ class Database:
         if isolation not in _ISOLATION_LEVELS:
             raise ValueError(f"unknown isolation level {isolation!r}")
         limit = self.settings.transaction_timeout if time_limit is None else time_limit
-        start = time.monotonic()
         stage = "begin"
-        try:
+        async with self._accounted(name, lambda: stage):
             connection = await self._begin(isolation, limit)
             try:
                 deadline = asyncio.timeout(limit)
@@ -291,14 +290,6 @@ class Database:
                     raise self._timeout_error(stage, limit) from exc
             finally:
                 await self._release(connection)
-        except Exception as exc:
-            translated = self._translate(exc, stage)
-            if translated is None:
-                raise
-            raise translated from exc
-        finally:
-            if self._observe is not None:
-                self._observe(name, time.monotonic() - start)
 
     async def run(
         self,
@@ -344,8 +335,7 @@ class Database:
         from psycopg_pool import PoolTimeout
 
         limit = self.settings.transaction_timeout
-        start = time.monotonic()
-        try:
+        async with self._accounted(name, lambda: "commit"):
             try:
                 connection = await self._pool.getconn(timeout=self.settings.acquire_timeout)
             except PoolTimeout as exc:
@@ -364,8 +354,16 @@ class Database:
                 raise self._timeout_error("commit", limit) from exc
             finally:
                 await self._release(connection)
+
+    @asynccontextmanager
+    async def _accounted(self, name: str, stage: Callable[[], str]) -> AsyncIterator[None]:
+        """Driver errors raised inside as :class:`DatabaseError` (judged by the ``stage()``
+        reached when they were raised), and the time spent given to ``observe`` as ``name``."""
+        start = time.monotonic()
+        try:
+            yield
         except Exception as exc:
-            translated = self._translate(exc, "commit")
+            translated = self._translate(exc, stage())
             if translated is None:
                 raise
             raise translated from exc

@@ -220,6 +220,23 @@ def plan_nodes(plan: dict[str, object]) -> list[str]:
     return [str(plan["Node Type"]), *(n for c in children for n in plan_nodes(c))]
 
 
+async def claim_plan(
+    db: Database, node_lease: NodeLease, queue: int, count: int
+) -> dict[str, Any]:
+    """The plan PostgreSQL makes for a claim of ``count`` rows, under the claim's planner
+    settings (EXPLAIN, FORMAT JSON)."""
+    async with db.transaction() as tx:
+        for setting in msgs.CLAIM_PLANNER_SETTINGS:
+            await tx.execute(setting)
+        explained = await tx.fetchval(
+            "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
+            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
+             "consumer": None, "queue": queue, "count": count},  # fmt: skip
+        )
+    plan: dict[str, Any] = explained[0]["Plan"]
+    return plan
+
+
 def subplans(plan: dict[str, Any], node_type: str) -> list[dict[str, Any]]:
     """The nodes of an EXPLAIN (FORMAT JSON) plan of one type, depth first."""
     own = [plan] if plan["Node Type"] == node_type else []
@@ -246,15 +263,8 @@ async def test_a_claim_walks_the_ready_index_from_its_head(
         await tx.execute("DELETE FROM amqp_messages")
     async with db.transaction() as tx:
         await tx.execute(fill, (queue,))
-    async with db.transaction() as tx:
-        for setting in msgs.CLAIM_PLANNER_SETTINGS:
-            await tx.execute(setting)
-        explained = await tx.fetchval(
-            "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
-            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
-             "consumer": None, "queue": queue, "count": 200},  # fmt: skip
-        )
-    [pick] = subplans(explained[0]["Plan"], "Limit")  # the ready rows it takes
+    plan = await claim_plan(db, node_lease, queue, 200)
+    [pick] = subplans(plan, "Limit")  # the ready rows it takes
     assert plan_nodes(pick) == ["Limit", "LockRows", "Index Scan"]
     assert pick["Plans"][0]["Plans"][0]["Index Name"] == "amqp_messages_queue"
 
@@ -283,15 +293,8 @@ async def test_a_claim_reads_only_the_rows_it_claims(
         )
     async with db.transaction() as tx:
         await tx.execute("ANALYZE amqp_messages")
-    async with db.transaction() as tx:
-        for setting in msgs.CLAIM_PLANNER_SETTINGS:
-            await tx.execute(setting)
-        explained = await tx.fetchval(
-            "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
-            {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
-             "consumer": None, "queue": queue, "count": 1000},  # fmt: skip
-        )
-    assert "amqp_messages" not in scanned_whole(explained[0]["Plan"])
+    plan = await claim_plan(db, node_lease, queue, 1000)
+    assert "amqp_messages" not in scanned_whole(plan)
 
 
 async def test_a_claim_updates_its_rows_in_place(db: Database, node_lease: NodeLease) -> None:

@@ -8,6 +8,7 @@ sockets and the real broker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import pytest
 
 from wharf.core.broker import Broker
 from wharf.core.data_dir_lock import PID_FILE_NAME, DataDirLock
-from wharf.server.app import StartupError, serve
+from wharf.server.app import GC_YOUNG_THRESHOLD, StartupError, serve, tune_gc
 from wharf.server.listener import Endpoint, Listener
 from wharf.server.settings import ServerSettings
 from wharf.server.shutdown import ShutdownRequest
@@ -228,3 +229,19 @@ async def test_embedded_broker_holding_the_directory_is_reported(
             await serve(settings, [])
         assert (settings.data_dir / PID_FILE_NAME).read_text() == f"{os.getpid()}\n"
     assert (settings.data_dir / PID_FILE_NAME).read_text() == ""  # the embedded one released it
+
+
+def test_tune_gc_freezes_what_exists_and_raises_the_young_threshold() -> None:
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1  # cycles made after the freeze are still collected
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -119,6 +119,28 @@ async def test_acks_delete_and_requeues_release_with_a_delivery_count(
     assert [(m.body, m.delivery_count) for m in back] == [(b"b", 1), (b"c", 0)]
 
 
+def test_seq_runs_name_each_run_of_consecutive_values_once() -> None:
+    assert msgs.seq_runs([]) == ([], [])
+    assert msgs.seq_runs([7]) == ([7], [7])
+    assert msgs.seq_runs([5, 1, 2, 3, 9, 2, 10]) == ([1, 5, 9], [3, 5, 10])
+
+
+async def test_acks_delete_exactly_their_rows_between_unacked_ones(
+    db: Database, node_lease: NodeLease
+) -> None:
+    queue = await make_queue(db)
+    await msgs.MessageWriter(db).publish([new(queue, bytes([i])) for i in range(10)])
+    claimed = await msgs.claim(db, node_lease, queue, 10)
+    seqs = [m.seq for m in claimed]
+    settler = msgs.Settler(db, node_lease.node_id)
+    acked = [seqs[i] for i in (6, 0, 1, 2, 4, 5, 9, 1)]  # runs, out of order, a repeat
+    settler.delete(node_lease.epoch, acked)
+    await settler.close()
+    async with db.transaction() as tx:
+        left = await tx.fetchall("SELECT seq FROM amqp_messages ORDER BY seq")
+    assert [r[0] for r in left] == [seqs[i] for i in (3, 7, 8)]
+
+
 async def test_the_sweep_returns_a_dead_nodes_claims_and_deletes_its_exclusive_queues(
     db: Database, node_lease: NodeLease
 ) -> None:
@@ -316,3 +338,35 @@ async def test_a_claim_updates_its_rows_in_place(db: Database, node_lease: NodeL
     # a page filled to half holds the new versions of nearly all its rows: the last one or
     # two of a page may not fit beside them (line pointers take room too)
     assert hot >= 90, hot
+
+
+async def test_an_ack_reads_only_the_rows_it_deletes(db: Database, node_lease: NodeLease) -> None:
+    """The acks' delete finds its runs by the primary key, even in the generic plan of a
+    prepared statement, which knows nothing of how long the runs are (here, a quarter of a
+    long table claimed by the node, PostgreSQL plans a sequential scan of the whole table
+    without the delete's planner settings)."""
+    queue = await make_queue(db)
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO amqp_messages (queue_id, priority, exchange, routing_key, properties,"
+            " body, claimed_node, claimed_epoch) SELECT %s, 0, '', 'q', '', 'x',"
+            " CASE WHEN i %% 4 = 0 THEN %s::text END, %s FROM generate_series(1, 100000) i",
+            (queue, node_lease.node_id, node_lease.epoch),
+        )
+    async with db.transaction() as tx:
+        await tx.execute("ANALYZE amqp_messages")
+    async with db.transaction() as tx:
+        await tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for setting in msgs.DELETE_PLANNER_SETTINGS:
+            await tx.execute(setting)
+        prepare = (  # by the server: to the driver, $1... would be its own parameters
+            "DO $do$ BEGIN EXECUTE $p$ PREPARE acks (text, bigint, bigint[], bigint[]) AS "
+            + msgs.DELETE_STATEMENT.replace("%(node)s", "$1").replace("%(epoch)s", "$2")
+            .replace("%(firsts)s", "$3").replace("%(lasts)s", "$4")
+            + " $p$; END $do$"
+        )
+        await tx.execute(prepare)
+        # a generic plan is the same whatever the values
+        explained = await tx.fetchval("EXPLAIN (FORMAT JSON) EXECUTE acks('n', 1, '{10}', '{400}')")
+        await tx.execute("DEALLOCATE acks")
+    assert "amqp_messages" not in scanned_whole(explained[0]["Plan"])

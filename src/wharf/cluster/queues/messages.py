@@ -77,6 +77,8 @@ __all__ = [
     "CHANNEL",
     "CLAIM_PLANNER_SETTINGS",
     "CLAIM_STATEMENT",
+    "DELETE_PLANNER_SETTINGS",
+    "DELETE_STATEMENT",
     "MAX_DEAD_LETTER_HOPS",
     "ClaimedMessage",
     "MessageWriter",
@@ -87,6 +89,7 @@ __all__ = [
     "claimed_with",
     "purge",
     "ready_count",
+    "seq_runs",
     "sweep",
 ]
 
@@ -522,13 +525,38 @@ consumer's id; None: any consumer), ``queue`` (id), ``count``."""
 DELETE_STATEMENT: LiteralString = (
     "WITH lease AS (SELECT 1 FROM nodes WHERE id = %(node)s AND epoch = %(epoch)s"
     "                  AND lease_expires_at > clock_timestamp() FOR KEY SHARE),"
-    " deleted AS (DELETE FROM amqp_messages WHERE EXISTS (SELECT 1 FROM lease)"
-    "              AND seq = ANY(%(seqs)s) AND claimed_node = %(node)s"
-    "              AND claimed_epoch = %(epoch)s)"
+    " deleted AS (DELETE FROM amqp_messages m"
+    "              USING unnest(%(firsts)s::bigint[], %(lasts)s::bigint[]) AS r(first, last)"
+    "              WHERE EXISTS (SELECT 1 FROM lease) AND m.seq BETWEEN r.first AND r.last"
+    "                AND m.claimed_node = %(node)s AND m.claimed_epoch = %(epoch)s)"
     " SELECT count(*) FROM lease"
 )
 """Settled rows deleted (acks), in one statement checking the lease (rule 5) as the claim
-does: one row, 0 when the lease is gone (and nothing was deleted)."""
+does: one row, 0 when the lease is gone (and nothing was deleted). The rows are named by runs
+of consecutive ``seq`` (:func:`seq_runs`): a consumer acks in delivery order, so a batch of
+hundreds of acks is a run or a few, each one range read of the primary key (2.5 times cheaper
+for PostgreSQL than a lookup per row, and less for the node to send)."""
+
+DELETE_PLANNER_SETTINGS: tuple[LiteralString, ...] = ("SET LOCAL enable_seqscan = off",)
+"""Run before :data:`DELETE_STATEMENT` in its transaction: without it, PostgreSQL's generic
+plan for a prepared statement joins the runs against a sequential scan of the whole table
+(it cannot know that the runs are short)."""
+
+
+def seq_runs(seqs: Iterable[int]) -> tuple[list[int], list[int]]:
+    """The first and last ``seq`` of each run of consecutive values in ``seqs`` (sorted;
+    duplicates count once): ``[5, 1, 2, 3, 9]`` gives ``([1, 5, 9], [3, 5, 9])``."""
+    firsts: list[int] = []
+    lasts: list[int] = []
+    last = None
+    for seq in sorted(seqs):
+        if last is not None and seq <= last + 1:
+            lasts[-1] = last = seq
+            continue
+        firsts.append(seq)
+        lasts.append(seq)
+        last = seq
+    return firsts, lasts
 
 CLAIM_PLANNER_SETTINGS: tuple[LiteralString, ...] = ("SET LOCAL enable_sort = off",)
 """Run before :data:`CLAIM_STATEMENT` in its transaction. A queue table filled after
@@ -770,10 +798,11 @@ class Settler:
 
         try:
             if only_deletes:  # acks alone, the common case: one round trip
+                firsts, lasts = seq_runs(batch.deletes)
                 [(held,)] = await self._db.statement(
                     DELETE_STATEMENT, {"node": self._node_id, "epoch": epoch,
-                                       "seqs": batch.deletes},
-                    "amqp.settle", retries=_RETRIES,
+                                       "firsts": firsts, "lasts": lasts},
+                    "amqp.settle", settings=DELETE_PLANNER_SETTINGS, retries=_RETRIES,
                 )  # fmt: skip
                 if not held:
                     raise LeaseLostError(self._db.name, f"the lease of epoch {epoch} is gone")

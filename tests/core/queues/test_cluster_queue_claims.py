@@ -107,7 +107,7 @@ async def test_a_message_notified_while_a_claim_sent_ahead_is_in_flight_is_claim
 
     def publish_commits() -> None:
         engine.rows.append(11)
-        queue.dispatch()  # the notification of the publish
+        queue.wake()  # the notification of the publish
 
     engine.after_snapshot[2] = publish_commits  # the claim sent ahead
     consumer = RecordingConsumer()
@@ -117,3 +117,38 @@ async def test_a_message_notified_while_a_claim_sent_ahead_is_in_flight_is_claim
             await asyncio.sleep(0.01)
     assert consumer.bodies() == [b"%d" % i for i in range(1, 12)]
     assert engine.claims == [(10, 10), (5, 0), (5, 1)]
+
+
+async def settle_claims() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_queue_found_empty_is_claimed_again_only_when_woken() -> None:
+    """A claim that finds fewer rows than it asked for means the queue had no more: the
+    dispatches that acks set off do not claim again (each would be a round trip to the
+    database for nothing); a notification or the timer tick does."""
+    engine = ScriptedEngine()
+    engine.rows = [1, 2]
+    queue = cluster_queue(engine)
+    consumer = RecordingConsumer()
+    queue.add_consumer(consumer)
+    async with asyncio.timeout(BOUND_S):
+        while len(consumer.deliveries) < 2:
+            await asyncio.sleep(0.01)
+    await settle_claims()
+    claims = len(engine.claims)
+    assert engine.claims[-1][1] < engine.claims[-1][0]
+    for _ in range(3):
+        queue.dispatch()  # as an ack does
+    await settle_claims()
+    assert len(engine.claims) == claims
+    engine.rows.append(3)
+    queue.wake()
+    await settle_claims()
+    assert len(engine.claims) == claims + 1
+    assert consumer.bodies() == [b"1", b"2", b"3"]
+    engine.rows.append(4)
+    queue.tick(0)
+    await settle_claims()
+    assert consumer.bodies() == [b"1", b"2", b"3", b"4"]

@@ -10,8 +10,10 @@ only rows this node has *claimed* for its own consumers, on a memory store that 
   local consumers, plus a read-ahead for wide windows, at most :data:`CLAIM_BATCH` at a
   time; see :meth:`ClusterQueue._wanted`), it claims that many rows in one
   transaction (one claim in flight per queue), then dispatches them as the local queue would;
-  a full batch is followed by another; otherwise it waits for a notification that the queue got
-  messages (publish or release on any node) or the next timer tick (a second at most);
+  a full batch is followed by another; otherwise the queue had no more, and it claims again
+  only when woken (:meth:`ClusterQueue.wake`: a notification that the queue got messages,
+  by a publish or release on any node) or at the next timer tick (a second at most), not on
+  every ack;
 * an ack, an auto-ack delivery, a reject without requeue and an expiry at the head *delete* the
   row (the last two dead-letter it, in the same transaction, when the queue has a dead-letter
   exchange; so does a claim meeting expired rows); a requeue and a consumer leaving with
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
     from wharf.cluster.queues.consumers import Registration
     from wharf.cluster.queues.messages import ClaimedMessage
 
-__all__ = ["CLAIM_BATCH", "READ_AHEAD_FACTOR", "READ_AHEAD_FROM", "ClaimEngine", "ClusterQueue"]
+__all__ = ["CLAIM_BATCH", "READ_AHEAD_FACTOR", "READ_AHEAD_FROM", "READ_AHEAD_MAX", "ClaimEngine", "ClusterQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,13 @@ CLAIM_BATCH = 4000
 READ_AHEAD_FROM = 64
 """Unacknowledged deliveries of a queue on a node from which it claims ahead of credit."""
 
-READ_AHEAD_FACTOR = 4
+READ_AHEAD_FACTOR = 8
 """The read-ahead, in multiples of what the node's consumers hold unacknowledged."""
+
+READ_AHEAD_MAX = 2 * CLAIM_BATCH
+"""The most rows claimed ahead of credit. Claims start when half of it is wanted, so what is
+ready then lasts while the next claim runs even when it is slow (a claim of 4,000 rows took
+30-60 ms on a loaded two-core machine, where consumers took 50,000 messages a second)."""
 
 _SLICE = 250
 """Claimed rows handed out between two turns of the event loop."""
@@ -172,7 +179,8 @@ class ClusterQueue(Queue):
         self._engine = engine
         self._epochs: dict[int, int] = {}  # seq -> the epoch that claimed it, for live entries
         self._claiming = False
-        self._claim_again = False
+        self._claim_again = False  # woken while a claim was in flight
+        self._exhausted = False  # the last claim found no more ready rows; nothing woke it since
         self._epoch = engine.epoch()  # the node's, when this queue last dispatched
         self.ready_in_db = 0
         """Unclaimed rows, as counted by the last declare."""
@@ -296,17 +304,27 @@ class ClusterQueue(Queue):
         if self.args.single_active_consumer and self.active_consumer is None:
             return 0
         held = len(self._unacked)
-        ahead = min(READ_AHEAD_FACTOR * held, CLAIM_BATCH) if held >= READ_AHEAD_FROM else 0
+        ahead = min(READ_AHEAD_FACTOR * held, READ_AHEAD_MAX) if held >= READ_AHEAD_FROM else 0
         credit, ready = self._credit(), len(self._ready) + coming
         if ready >= credit and credit + ahead - ready < ahead // 2:
             return 0
         return min(credit + ahead - ready, CLAIM_BATCH)
 
-    def _claim_if_credit(self) -> None:
-        if self.deleted or not self._consumers.members_list:
-            return
+    def wake(self) -> None:
+        """Ready rows may have come (a notification from the database, a timer tick, this
+        node's consumer becoming the single active one): claim even if the last claim found
+        none, or again once the one in flight is done."""
+        self._exhausted = False
         if self._claiming:
             self._claim_again = True
+        self.dispatch()
+
+    def tick(self, now_ms: int) -> None:
+        self._exhausted = False
+        super().tick(now_ms)
+
+    def _claim_if_credit(self) -> None:
+        if self.deleted or self._claiming or self._exhausted or not self._consumers.members_list:
             return
         want = self._wanted()
         if want > 0:
@@ -342,6 +360,7 @@ class ClusterQueue(Queue):
                 if following is not None:
                     want = after
                 elif not full and not self._claim_again:
+                    self._exhausted = True  # until woken: acks alone do not claim again
                     return
                 else:
                     want = self._wanted()
@@ -526,7 +545,7 @@ class ClusterQueue(Queue):
         if self.active_consumer is None:
             self._unclaim_ready()
         else:
-            self.dispatch()
+            self.wake()
 
     # ------------------------------------------------------------------------------ timer
 

@@ -359,7 +359,7 @@ class QueueEngine:
             if part.isdigit():
                 queue = self._registry.queue_by_id(int(part))
                 if queue is not None:
-                    queue.dispatch()
+                    queue.wake()
 
     def _reconnected(self) -> None:
         self._refresh_soon()
@@ -603,8 +603,12 @@ class ClusterVhostRegistry(VhostRegistry):
 
     def wake_all(self) -> None:
         for vhost in self._vhosts.values():
-            for queue in list(vhost.queues.values()):
-                queue.dispatch()
+            if isinstance(vhost, ClusterVirtualHost):
+                for queue in list(vhost.by_id.values()):
+                    queue.wake()
+            else:
+                for other in list(vhost.queues.values()):
+                    other.dispatch()
 
     async def create(self, name: str) -> VirtualHost:
         if not name:

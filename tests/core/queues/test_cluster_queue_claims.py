@@ -13,6 +13,7 @@ from queue_helpers import RecordingConsumer
 
 from wharf.cluster.queues.messages import ClaimedMessage
 from wharf.core.config import BrokerConfig
+from wharf.core.queues import cluster_queue as cluster_queue_module
 from wharf.core.queues.args import parse_queue_args
 from wharf.core.queues.cluster_queue import ClusterQueue
 from wharf.testing.clock import VirtualClock
@@ -31,6 +32,7 @@ class ScriptedEngine:
         self.rows: list[int] = []
         self.claims: list[tuple[int, int]] = []  # (asked, got)
         self.after_snapshot: dict[int, Callable[[], None]] = {}
+        self.body_size: int | None = None  # None: each body is its seq in digits
         self._tasks: set[asyncio.Task[None]] = set()
 
     def epoch(self) -> int | None:
@@ -47,9 +49,12 @@ class ScriptedEngine:
             hook()
         await asyncio.sleep(0)
         return [
-            ClaimedMessage(seq, 0, None, 0, "", "q", NO_PROPERTIES, b"%d" % seq, EPOCH)
+            ClaimedMessage(seq, 0, None, 0, "", "q", NO_PROPERTIES, self._body(seq), EPOCH)
             for seq in taken
         ]
+
+    def _body(self, seq: int) -> bytes:
+        return b"%d" % seq if self.body_size is None else bytes(self.body_size)
 
     def spawn(self, body: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(body)
@@ -152,3 +157,29 @@ async def test_a_queue_found_empty_is_claimed_again_only_when_woken() -> None:
     queue.tick(0)
     await settle_claims()
     assert consumer.bodies() == [b"1", b"2", b"3", b"4"]
+
+
+class WindowConsumer(RecordingConsumer):
+    """A consumer with a prefetch window that tells its credit, as a channel's does."""
+
+    def credit(self) -> int:
+        return self.prefetch - len(self.outstanding)
+
+
+async def test_large_messages_are_claimed_ahead_by_bytes_not_only_by_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consumer holding 100 unacknowledged messages gets a read-ahead of 8 x 100 rows when
+    they are small; of 64 KiB rows, only what fits in READ_AHEAD_BYTES (1 MiB here: 16)."""
+    monkeypatch.setattr(cluster_queue_module, "READ_AHEAD_BYTES", 1 << 20)
+    engine = ScriptedEngine()
+    engine.rows = list(range(1, 2001))
+    engine.body_size = 64 << 10
+    queue = cluster_queue(engine)
+    consumer = WindowConsumer(prefetch=100)
+    queue.add_consumer(consumer)
+    async with asyncio.timeout(BOUND_S):
+        while len(consumer.deliveries) < 100:
+            await asyncio.sleep(0.01)
+    await settle_claims()
+    assert sum(got for _, got in engine.claims) == 100 + 16

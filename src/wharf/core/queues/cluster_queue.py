@@ -67,7 +67,15 @@ if TYPE_CHECKING:
     from wharf.cluster.queues.consumers import Registration
     from wharf.cluster.queues.messages import ClaimedMessage
 
-__all__ = ["CLAIM_BATCH", "READ_AHEAD_FACTOR", "READ_AHEAD_FROM", "READ_AHEAD_MAX", "ClaimEngine", "ClusterQueue"]
+__all__ = [
+    "CLAIM_BATCH",
+    "READ_AHEAD_BYTES",
+    "READ_AHEAD_FACTOR",
+    "READ_AHEAD_FROM",
+    "READ_AHEAD_MAX",
+    "ClaimEngine",
+    "ClusterQueue",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,10 @@ READ_AHEAD_MAX = 2 * CLAIM_BATCH
 """The most rows claimed ahead of credit. Claims start when half of it is wanted, so what is
 ready then lasts while the next claim runs even when it is slow (a claim of 4,000 rows took
 30-60 ms on a loaded two-core machine, where consumers took 50,000 messages a second)."""
+
+READ_AHEAD_BYTES = 32 << 20
+"""The most body bytes claimed ahead of credit, judged by the size of the rows claimed last:
+large messages get a shorter read-ahead (credit itself is the consumers' to bound)."""
 
 _SLICE = 250
 """Claimed rows handed out between two turns of the event loop."""
@@ -181,6 +193,7 @@ class ClusterQueue(Queue):
         self._claiming = False
         self._claim_again = False  # woken while a claim was in flight
         self._exhausted = False  # the last claim found no more ready rows; nothing woke it since
+        self._row_bytes = 0  # the mean body size of the last claim's rows
         self._epoch = engine.epoch()  # the node's, when this queue last dispatched
         self.ready_in_db = 0
         """Unclaimed rows, as counted by the last declare."""
@@ -296,7 +309,8 @@ class ClusterQueue(Queue):
         consumers' free credit, plus a read-ahead of :data:`READ_AHEAD_FACTOR` times what they
         hold unacknowledged when that is at least :data:`READ_AHEAD_FROM` (their window is wide,
         so they want throughput: the next rows are here when acks free credit, instead of one
-        claim's round trip later), minus what is claimed here and ready; at most
+        claim's round trip later; at most :data:`READ_AHEAD_MAX` rows and, at the size of the
+        rows claimed last, :data:`READ_AHEAD_BYTES`), minus what is claimed here and ready; at most
         :data:`CLAIM_BATCH`. While what is ready covers the credit, nothing is claimed until
         half the read-ahead is wanted: a claim costs about the same for 250 rows as for 1,000,
         and acks come in bursts. Consumers with a small window get no read-ahead, so a busy
@@ -304,7 +318,10 @@ class ClusterQueue(Queue):
         if self.args.single_active_consumer and self.active_consumer is None:
             return 0
         held = len(self._unacked)
-        ahead = min(READ_AHEAD_FACTOR * held, READ_AHEAD_MAX) if held >= READ_AHEAD_FROM else 0
+        ahead = 0
+        if held >= READ_AHEAD_FROM:
+            by_size = READ_AHEAD_BYTES // max(self._row_bytes, 1)
+            ahead = min(READ_AHEAD_FACTOR * held, READ_AHEAD_MAX, by_size)
         credit, ready = self._credit(), len(self._ready) + coming
         if ready >= credit and credit + ahead - ready < ahead // 2:
             return 0
@@ -349,6 +366,8 @@ class ClusterQueue(Queue):
                     log.debug("claim on queue '%s' failed: %s", self.name, exc)
                     return
                 full = len(claimed) >= want
+                if claimed:
+                    self._row_bytes = sum(len(row.body) for row in claimed) // len(claimed)
                 if full and (after := self._wanted(coming=len(claimed))) > 0:
                     self._claim_again = False
                     following = asyncio.ensure_future(self._claim_rows(after))

@@ -370,3 +370,31 @@ async def test_an_ack_reads_only_the_rows_it_deletes(db: Database, node_lease: N
         explained = await tx.fetchval("EXPLAIN (FORMAT JSON) EXECUTE acks('n', 1, '{10}', '{400}')")
         await tx.execute("DEALLOCATE acks")
     assert "amqp_messages" not in scanned_whole(explained[0]["Plan"])
+
+
+async def test_the_sweep_finds_expired_rows_by_the_expiry_index(
+    db: Database, node_lease: NodeLease
+) -> None:
+    """The sweep looks for expired ready rows through the index of rows with an expiry, not by
+    reading the whole table (a benchmark caught the sweep, on every node every second,
+    reading every row of a queue table where none could expire: up to 540 ms each, while it
+    compared with the volatile clock_timestamp(), which no index can serve)."""
+    queue = await make_queue(db)
+    fill = (
+        "INSERT INTO amqp_messages (queue_id, priority, exchange, routing_key, properties,"
+        " body) SELECT %s, 0, '', 'q', '', 'x' FROM generate_series(1, 50000)"
+    )
+    async with db.transaction() as tx:
+        await tx.execute(fill, (queue,))
+    async with db.transaction() as tx:
+        await tx.execute("ANALYZE amqp_messages")
+        await tx.execute("DELETE FROM amqp_messages")
+    async with db.transaction() as tx:
+        await tx.execute(fill, (queue,))
+    async with db.transaction() as tx:
+        for statement in (
+            "SELECT DISTINCT m.queue_id FROM amqp_messages m WHERE " + msgs.EXPIRED,
+            "DELETE FROM amqp_messages m WHERE " + msgs.EXPIRED,
+        ):
+            explained = await tx.fetchval("EXPLAIN (FORMAT JSON) " + statement)
+            assert "amqp_messages" not in scanned_whole(explained[0]["Plan"]), statement

@@ -507,7 +507,9 @@ def describe_url(url: str) -> str:
 def _connection_kwargs(settings: DatabaseSettings, node_id: str | None) -> dict[str, Any]:
     options = (
         f"-c statement_timeout={_ms(settings.statement_timeout)} "
-        f"-c idle_in_transaction_session_timeout={_ms(settings.idle_in_transaction_timeout)}"
+        f"-c idle_in_transaction_session_timeout={_ms(settings.idle_in_transaction_timeout)} "
+        # a broker's statements are short: parallel workers would only add their start-up
+        "-c max_parallel_workers_per_gather=0"
     )
     return {
         "autocommit": True,

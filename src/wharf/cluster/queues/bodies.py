@@ -193,7 +193,7 @@ async def _sweep_orphans(
         )
         await tx.execute(
             "DELETE FROM amqp_bodies WHERE orphan"
-            "   AND deleting_since < clock_timestamp() - make_interval(days => %s)",
+            "   AND deleting_since < statement_timestamp() - make_interval(days => %s)",
             (ORPHAN_MARKER_DAYS,),
         )
         return sorted({str(r[0]) for r in new} | {str(r[0]) for r in again})

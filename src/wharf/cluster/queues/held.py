@@ -111,7 +111,7 @@ async def release_due(db: Database, lease: NodeLease, release: Release) -> int |
         rows = await tx.fetchall(
             "SELECT seq, vhost, exchange, message_exchange, routing_key, properties, body,"
             "       body_key, body_size FROM amqp_held"
-            " WHERE due_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            " WHERE due_at <= (extract(epoch FROM statement_timestamp()) * 1000)::bigint"
             " ORDER BY due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED",
             (_RELEASE_BATCH,),
         )

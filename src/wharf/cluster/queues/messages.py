@@ -79,6 +79,7 @@ __all__ = [
     "CLAIM_STATEMENT",
     "DELETE_PLANNER_SETTINGS",
     "DELETE_STATEMENT",
+    "EXPIRED",
     "MAX_DEAD_LETTER_HOPS",
     "ClaimedMessage",
     "MessageWriter",
@@ -291,8 +292,12 @@ async def _trim(
     )
 
 
-_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-_EXPIRED = f"m.claimed_epoch IS NULL AND m.expires_at <= {_NOW_MS}"
+_NOW_MS = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+EXPIRED = f"m.claimed_epoch IS NULL AND m.expires_at <= {_NOW_MS}"
+"""The rows ``m`` that expired while ready (their claim skips them, the sweep removes them).
+The time is the statement's start, a stable value, so the expiry index can find them (a
+comparison with ``clock_timestamp()``, volatile, can only be checked row by row: the sweep
+read the whole table every second)."""
 _OVER_LIMIT = (
     "m.seq = ANY(%s) AND m.delivery_count >"
     " (SELECT q.delivery_limit FROM amqp_queues q WHERE q.id = m.queue_id)"
@@ -589,7 +594,7 @@ async def claim(
 
     async def body(tx: Transaction) -> list[tuple[Any, ...]]:
         await check_lease(tx, lease, db.name)
-        await _remove(tx, f"m.queue_id = %s AND {_EXPIRED}", (queue_id,), "expired",
+        await _remove(tx, f"m.queue_id = %s AND {EXPIRED}", (queue_id,), "expired",
                       routing, queue_id=queue_id)  # fmt: skip
         for setting in CLAIM_PLANNER_SETTINGS:
             await tx.execute(setting)
@@ -891,7 +896,7 @@ async def sweep(
             )
         for vhost in sorted({str(r[1]) for r in dead_queues}):
             await tx.execute("SELECT pg_notify('wharf_amqp_definitions', %s)", (vhost,))
-        expired = await _remove(tx, _EXPIRED, (), "expired", routing)
+        expired = await _remove(tx, EXPIRED, (), "expired", routing)
         await _notify(tx, (int(r[0]) for r in released))
         consumers = await sweep_consumers(tx, t)
         return SweepResult(True, len(released), len(dead_queues), expired, consumers)

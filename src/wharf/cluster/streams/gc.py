@@ -79,7 +79,7 @@ async def collect_garbage(
             "UPDATE stream_objects SET state = 'deleting', deleting_since = clock_timestamp()"
             " WHERE key IN (SELECT key FROM stream_objects"
             "                WHERE state = 'live' AND refs = 0"
-            "                  AND unreferenced_since < clock_timestamp()"
+            "                  AND unreferenced_since < statement_timestamp()"
             "                                           - make_interval(secs => %s)"
             "                ORDER BY unreferenced_since LIMIT %s FOR UPDATE)"
             "   AND state = 'live' AND refs = 0"

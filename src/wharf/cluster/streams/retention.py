@@ -17,8 +17,9 @@ that batch stays, and fetches below the log start are out of range.
   the local logs' rule too (:func:`~wharf.storage.retention.segments_past_retention`) with each
   index row in the place of a segment: the oldest batches go while one is older than
   ``retention.ms`` by its ``max_timestamp``, or the partition without it still holds
-  ``retention.bytes``. At most :data:`ROWS_PER_MOVE` rows are weighed per transaction; the
-  function loops until a move stops short.
+  ``retention.bytes`` (the partition's size is its row's byte count, which flushes and moves
+  keep: no run sums the index). At most :data:`ROWS_PER_MOVE` rows are weighed per
+  transaction; the function loops until a move stops short.
 - :func:`drop_deleted_topics` (the ``retention`` job): the index rows of deleted topics go, in
   chunks, releasing their objects.
 """
@@ -47,6 +48,8 @@ class _Locked(NamedTuple):
     name: str
     log_start_offset: int
     next_offset: int
+    bytes: int
+    """The byte length of the partition's index rows (kept by every flush and move)."""
 
 
 class _Row(NamedTuple):
@@ -103,18 +106,9 @@ async def enforce_retention(
     async def body(tx: Transaction) -> tuple[int, bool]:
         await check_job_lease(tx, lease, "retention", db.name)
         try:
-            await _lock(tx, topic_id, partition)
+            locked = await _lock(tx, topic_id, partition)
         except NotFoundError:
             return 0, False
-        total = 0  # the partition's size matters only to a size limit: not summed otherwise
-        if retention_bytes is not None:
-            total = int(
-                await tx.fetchval(
-                    "SELECT coalesce(sum(byte_length), 0) FROM stream_batches"
-                    " WHERE topic_id = %s AND partition = %s",
-                    (topic_id, partition),
-                )
-            )
         rows = [
             _Row(int(r[0]), int(r[1]), int(r[2]))
             for r in await tx.fetchall(
@@ -123,7 +117,7 @@ async def enforce_retention(
                 (topic_id, partition, ROWS_PER_MOVE),
             )
         ]
-        doomed = segments_past_retention(rows, total, config, now_ms)
+        doomed = segments_past_retention(rows, locked.bytes, config, now_ms)
         if doomed == 0:
             return 0, False
         gone = await _truncate(tx, topic_id, partition, rows[doomed - 1].last_offset + 1)
@@ -167,7 +161,7 @@ async def drop_deleted_topics(db: Database, lease: NodeLease) -> int:
 
 async def _lock(tx: Transaction, topic_id: uuid.UUID, partition: int) -> _Locked:
     row: tuple[Any, ...] | None = await tx.fetchone(
-        "SELECT t.name, p.log_start_offset, p.next_offset"
+        "SELECT t.name, p.log_start_offset, p.next_offset, p.bytes"
         "  FROM stream_partitions p JOIN stream_topics t USING (topic_id)"
         " WHERE p.topic_id = %s AND p.partition = %s AND t.deleted_at IS NULL"
         "   FOR UPDATE OF p",
@@ -175,7 +169,7 @@ async def _lock(tx: Transaction, topic_id: uuid.UUID, partition: int) -> _Locked
     )
     if row is None:
         raise NotFoundError(f"no partition {partition} of topic {topic_id}")
-    return _Locked(str(row[0]), int(row[1]), int(row[2]))
+    return _Locked(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 async def _truncate(tx: Transaction, topic_id: uuid.UUID, partition: int, start: int) -> int:

@@ -174,6 +174,35 @@ async def test_a_compaction_lets_the_event_loop_run_while_it_builds_its_object(
     assert await read_all(db, test_store, topic, 0) == [(i, b"y%d" % i) for i in range(4)]
 
 
+async def test_a_compaction_reads_a_bounded_number_of_objects_at_a_time(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow partition leaves one small intake object per flush: a compaction gathering
+    them must not send a GET for each at once."""
+    topic = (await create_topic(db, node_lease, "many", 1)).topic_id
+    writer = start_writer(db, test_store, node_lease)
+    for i in range(12):
+        await append(writer, topic, 0, [b"z%d" % i])
+    await writer.close()
+    monkeypatch.setattr(compactor, "READS_IN_FLIGHT", 3)
+    in_flight = most = 0
+    real_get_range = test_store.get_range
+
+    async def get_range(key: str, start: int, length: int) -> bytes:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await real_get_range(key, start, length)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(test_store, "get_range", get_range)
+    plan = await plan_compaction(db, test_store, topic, 0, NOW)
+    assert plan is not None and len({r.object_key for r in plan.rows}) == 12
+    assert most == 3
+
+
 async def test_a_source_object_cut_short_stops_the_compaction(
     db: Database, node_lease: NodeLease, test_store: ObjectStore
 ) -> None:

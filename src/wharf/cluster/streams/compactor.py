@@ -55,6 +55,13 @@ __all__ = [
 _RETRIES = 5
 
 
+READS_IN_FLIGHT = 8
+"""Ranged GETs of one compaction's source objects at a time. A slow partition leaves one
+small intake object per flush, so a compaction may gather thousands: sent all at once, they
+held the object store and the cores for seconds (GETs of 250 ms at the median), and every
+node's produce PUTs waited behind them (Kafka's end-to-end p99 at 1,000 msg/s went from
+22 to 107 ms)."""
+
 BUILD_SLICE = 1 << 20
 """Bytes of batches checked and copied into a compacted object between two turns of the
 event loop: building a 64 MiB object of tens of thousands of batches in one go held the loop
@@ -261,7 +268,8 @@ class _RowsChanged(Exception):
 
 async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[str, tuple[int, bytes]]:
     """The rows' bytes, with one ranged GET per source object (a partition's batches lie
-    together in an intake object): by object, where the range read starts and its bytes."""
+    together in an intake object), at most :data:`READS_IN_FLIGHT` at a time: by object,
+    where the range read starts and its bytes."""
     spans: dict[str, tuple[int, int]] = {}
     for row in rows:
         first, end = spans.get(row.object_key, (row.byte_start, row.byte_start))
@@ -269,8 +277,11 @@ async def _read(store: ObjectStore, rows: Sequence[_Row]) -> dict[str, tuple[int
             min(first, row.byte_start), max(end, row.byte_start + row.byte_length)
         )
 
+    reads = asyncio.Semaphore(READS_IN_FLIGHT)
+
     async def one(key: str, first: int, end: int) -> tuple[str, tuple[int, bytes]]:
-        return key, (first, await store.get_range(key, first, end - first))
+        async with reads:
+            return key, (first, await store.get_range(key, first, end - first))
 
     return dict(await asyncio.gather(*(one(k, f, e) for k, (f, e) in spans.items())))
 

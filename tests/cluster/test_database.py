@@ -290,6 +290,66 @@ async def _kill(database_url: str, database_settings: DatabaseSettings) -> None:
 # -- one statement in one round trip ------------------------------------------------------------
 
 
+async def test_a_lazy_begin_goes_out_with_the_first_statements(db: Database) -> None:
+    """With ``lazy_begin`` the transaction is the same (atomic, its reads and writes in one
+    snapshot of its own), only its ``BEGIN`` travels with the first statement."""
+    await _make_counter(db)
+    async with db.transaction(lazy_begin=True) as tx:
+        assert tx.opening
+        [(n,)], [(m,)] = await tx.fetch_each([
+            ("SELECT n FROM counter WHERE id = %s FOR UPDATE", (1,)),
+            ("UPDATE counter SET n = n + 1 WHERE id = 2 RETURNING n", ()),
+        ])  # fmt: skip
+        assert not tx.opening and (n, m) == (0, 1)
+        assert await tx.fetchval("SELECT now() = statement_timestamp()") is False  # in a tx
+        await tx.execute("UPDATE counter SET n = 7 WHERE id = 1")
+    assert (await _count(db, 1), await _count(db, 2)) == (7, 1)
+    with pytest.raises(DatabaseError):
+        async with db.transaction(lazy_begin=True) as tx:
+            await tx.execute("UPDATE counter SET n = 8 WHERE id = 1")
+            await tx.execute("UPDATE counter SET n = n / 0 WHERE id = 2")
+    assert (await _count(db, 1), await _count(db, 2)) == (7, 1)
+    async with db.transaction(lazy_begin=True) as tx:
+        pass  # nothing sent: nothing to commit
+    async with db.transaction(lazy_begin=True) as tx, tx.pipeline(commit=True):
+        await tx.execute("UPDATE counter SET n = 9 WHERE id = 1")
+    assert await _count(db, 1) == 9
+
+
+async def test_a_lazy_begin_on_a_broken_connection_tries_another_at_once(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    """Pooled connections broken since their last use are found by the first round trip,
+    which carried the ``BEGIN``: nothing ran, so ``run`` tries the next connection without
+    counting it as a retry, as a ``BEGIN`` of its own would have."""
+    await _make_counter(db)
+
+    async def hold(tx: Transaction) -> None:
+        await tx.execute("SELECT pg_sleep(0.2)")
+
+    async def break_the_pool() -> None:
+        await asyncio.gather(*(db.run(hold) for _ in range(3)))  # three pooled connections
+        async with await Database.connect(database_url, settings=database_settings) as other:
+            await other.statement(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
+                (),
+            )
+
+    await break_the_pool()
+    with pytest.raises(DatabaseError) as caught:
+        async with db.transaction(lazy_begin=True) as tx:
+            await tx.execute("UPDATE counter SET n = 1 WHERE id = 1")
+    assert caught.value.stale_connection and not caught.value.outcome_unknown
+
+    async def bump(tx: Transaction) -> int:
+        return await tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+
+    await break_the_pool()
+    assert await db.run(bump, retries=0, lazy_begin=True) == 1
+    assert await _count(db, 1) == 1
+
+
 async def test_a_statement_commits_with_its_settings_and_returns_binary_rows(
     db: Database,
 ) -> None:

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 from wharf.errors import StorageError
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["Database", "DatabaseError", "DatabaseSettings", "Observe", "Transaction"]
@@ -82,12 +82,16 @@ class DatabaseError(StorageError):
         *,
         retriable: bool = False,
         outcome_unknown: bool = False,
+        stale_connection: bool = False,
     ) -> None:
         super().__init__(f"database {database}: {reason}")
         self.database = database
         self.reason = reason
         self.retriable = retriable
         self.outcome_unknown = outcome_unknown
+        self.stale_connection = stale_connection
+        """The pooled connection was found broken by the first round trip of the transaction,
+        which carried its ``BEGIN`` (see ``lazy_begin``): nothing ran, try another at once."""
 
 
 @dataclass(frozen=True)
@@ -114,28 +118,50 @@ class Transaction:
     """The statements of one open transaction (psycopg's ``%s`` placeholders). Without
     parameters, one call may hold several statements separated by semicolons."""
 
-    def __init__(self, connection: AsyncConnection[Any]) -> None:
+    def __init__(
+        self, connection: AsyncConnection[Any], begin: LiteralString | None = None
+    ) -> None:
         self._connection = connection
+        self._begin = begin
+        self.opening = begin is not None
+        """``BEGIN`` has not been through yet: it goes out with the first statement."""
         self.commit_sent = False
         """Whether ``COMMIT`` went out with a pipeline (``pipeline(commit=True)``)."""
 
+    @asynccontextmanager
+    async def _sending(self) -> AsyncIterator[None]:
+        """Around the sending of statements: a pending ``BEGIN`` goes ahead of them, in the
+        same round trip (pipeline mode)."""
+        begin, self._begin = self._begin, None
+        if begin is None:
+            yield
+            return
+        async with self._connection.pipeline():
+            await self._connection.execute(begin)
+            yield
+        self.opening = False
+
+    async def _cursor(self, sql: LiteralString, params: Params) -> AsyncCursor[Any]:
+        async with self._sending():
+            cursor = await self._connection.execute(sql, params or None)
+        return cursor
+
     async def execute(self, sql: LiteralString, params: Params = ()) -> int:
         """Run a statement; returns the number of rows it touched."""
-        cursor = await self._connection.execute(sql, params or None)
-        return cursor.rowcount
+        return (await self._cursor(sql, params)).rowcount
 
     async def executemany(self, sql: LiteralString, rows: Iterable[Params]) -> None:
+        async with self._sending():
+            pass
         async with self._connection.cursor() as cursor:
             await cursor.executemany(sql, rows)
 
     async def fetchone(self, sql: LiteralString, params: Params = ()) -> tuple[Any, ...] | None:
-        cursor = await self._connection.execute(sql, params or None)
-        row: tuple[Any, ...] | None = await cursor.fetchone()
+        row: tuple[Any, ...] | None = await (await self._cursor(sql, params)).fetchone()
         return row
 
     async def fetchall(self, sql: LiteralString, params: Params = ()) -> list[tuple[Any, ...]]:
-        cursor = await self._connection.execute(sql, params or None)
-        rows: list[tuple[Any, ...]] = await cursor.fetchall()
+        rows: list[tuple[Any, ...]] = await (await self._cursor(sql, params)).fetchall()
         return rows
 
     async def fetchval(self, sql: LiteralString, params: Params = ()) -> Any:
@@ -147,7 +173,7 @@ class Transaction:
         self, statements: Sequence[tuple[LiteralString, Params]]
     ) -> list[list[tuple[Any, ...]]]:
         """Run the statements in order, sent in one round trip; the rows of each."""
-        async with self._connection.pipeline():
+        async with self._sending(), self._connection.pipeline():
             cursors = [await self._connection.execute(sql, params or None) for sql, params
                        in statements]  # fmt: skip
         return [await cursor.fetchall() for cursor in cursors]
@@ -159,7 +185,7 @@ class Transaction:
         there); an error in any surfaces when the block ends, and fails the transaction.
         With ``commit``, ``COMMIT`` goes out with them and ends the transaction: nothing
         may be run in it afterwards."""
-        async with self._connection.pipeline():
+        async with self._sending(), self._connection.pipeline():
             yield
             if commit:
                 self.commit_sent = True
@@ -259,28 +285,43 @@ class Database:
         *,
         isolation: str = "read committed",
         time_limit: float | None = None,
+        lazy_begin: bool = False,
     ) -> AsyncIterator[Transaction]:
         """One transaction, committed when the body returns and rolled back when it raises.
         ``isolation``: "read committed", "repeatable read" or "serializable". ``time_limit``
         (default ``settings.transaction_timeout``) bounds ``BEGIN`` and, separately, the body
-        with the commit; waiting for a connection has ``settings.acquire_timeout``."""
+        with the commit; waiting for a connection has ``settings.acquire_timeout``. With
+        ``lazy_begin``, ``BEGIN`` goes out with the body's first statements, one round trip
+        fewer; a connection found broken then fails the transaction with
+        ``stale_connection`` (nothing ran), which :meth:`run` tries again at once."""
         if isolation not in _ISOLATION_LEVELS:
             raise ValueError(f"unknown isolation level {isolation!r}")
         limit = self.settings.transaction_timeout if time_limit is None else time_limit
         stage = "begin"
-        async with self._accounted(name, lambda: stage):
-            connection = await self._begin(isolation, limit)
+        tx: Transaction | None = None
+
+        def current() -> str:
+            return "opening" if tx is not None and tx.opening else stage
+
+        async with self._accounted(name, current):
+            if lazy_begin:
+                connection = await self._connection()
+            else:
+                connection = await self._begin(_begin_statement(isolation), limit)
             try:
                 deadline = asyncio.timeout(limit)
                 try:
                     async with deadline:
                         stage = "body"
-                        tx = Transaction(connection)
+                        tx = Transaction(connection, _begin_statement(isolation) if lazy_begin
+                                         else None)  # fmt: skip
                         try:
                             yield tx
                         finally:
                             if tx.commit_sent:
                                 stage = "commit"
+                        if tx.opening:  # the body sent nothing: there is nothing to commit
+                            return
                         if not tx.commit_sent:
                             stage = "commit"
                             await connection.execute("COMMIT")
@@ -299,16 +340,20 @@ class Database:
         retries: int = 0,
         isolation: str = "read committed",
         time_limit: float | None = None,
+        lazy_begin: bool = False,
     ) -> T:
         """``body`` in a transaction; run again, up to ``retries`` more times, after a
-        retriable failure (see :class:`DatabaseError`). The body must be safe to run again:
-        it should only talk to the database."""
+        retriable failure (see :class:`DatabaseError`), and at once, up to the pool's size,
+        after a broken connection found by a ``lazy_begin`` (see :meth:`transaction`). The
+        body must be safe to run again: it should only talk to the database."""
 
         async def once() -> T:
-            async with self.transaction(name, isolation=isolation, time_limit=time_limit) as tx:
+            async with self.transaction(
+                name, isolation=isolation, time_limit=time_limit, lazy_begin=lazy_begin
+            ) as tx:
                 return await body(tx)
 
-        return await _with_retries(once, retries)
+        return await _with_retries(once, retries, stale=self.settings.max_connections)
 
     async def statement(
         self,
@@ -332,14 +377,9 @@ class Database:
     async def _statement(
         self, sql: LiteralString, params: Params, name: str, settings: Sequence[LiteralString]
     ) -> list[tuple[Any, ...]]:
-        from psycopg_pool import PoolTimeout
-
         limit = self.settings.transaction_timeout
         async with self._accounted(name, lambda: "commit"):
-            try:
-                connection = await self._pool.getconn(timeout=self.settings.acquire_timeout)
-            except PoolTimeout as exc:
-                raise await self._unavailable() from exc
+            connection = await self._connection()
             try:
                 async with asyncio.timeout(limit):
                     async with connection.pipeline():
@@ -371,24 +411,24 @@ class Database:
             if self._observe is not None:
                 self._observe(name, time.monotonic() - start)
 
-    async def _begin(self, isolation: str, limit: float) -> AsyncConnection[Any]:
-        """A pooled connection inside ``BEGIN``. A connection that fails to begin is broken
+    async def _connection(self) -> AsyncConnection[Any]:
+        """A pooled connection, waiting at most ``settings.acquire_timeout``."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return await self._pool.getconn(timeout=self.settings.acquire_timeout)
+        except PoolTimeout as exc:
+            raise await self._unavailable() from exc
+
+    async def _begin(self, begin: LiteralString, limit: float) -> AsyncConnection[Any]:
+        """A pooled connection inside ``begin``. A connection that fails to begin is broken
         (nothing was sent that could commit): the pool replaces it and another is tried, up to
         the pool's size."""
         import psycopg
-        from psycopg_pool import PoolTimeout
 
-        begin: LiteralString = "BEGIN"
-        if isolation == "repeatable read":
-            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ"
-        elif isolation == "serializable":
-            begin = "BEGIN ISOLATION LEVEL SERIALIZABLE"
         broken = 0
         while True:
-            try:
-                connection = await self._pool.getconn(timeout=self.settings.acquire_timeout)
-            except PoolTimeout as exc:
-                raise await self._unavailable() from exc
+            connection = await self._connection()
             try:
                 async with asyncio.timeout(limit):
                     await connection.execute(begin)
@@ -458,6 +498,10 @@ class Database:
         lost = isinstance(exc, psycopg.OperationalError) and (
             state is None or state.startswith(("08", "57P"))
         )
+        if stage == "opening" and lost:
+            return DatabaseError(
+                self.name, f"connection lost: {reason}", retriable=True, stale_connection=True
+            )
         if stage == "commit" and (lost or state is None):
             return DatabaseError(
                 self.name,
@@ -472,21 +516,33 @@ class Database:
 
 
 async def _with_retries(
-    once: Callable[[], Awaitable[T]], retries: int, *, unknown_too: bool = False
+    once: Callable[[], Awaitable[T]], retries: int, *, unknown_too: bool = False, stale: int = 0
 ) -> T:
     """``once()``, run again up to ``retries`` more times after a retriable failure (and,
-    with ``unknown_too``, one of unknown outcome), sleeping a jittered backoff in between."""
+    with ``unknown_too``, one of unknown outcome), sleeping a jittered backoff in between;
+    and at once, up to ``stale`` times, after a stale connection."""
     attempt = 0
     while True:
         try:
             return await once()
         except DatabaseError as exc:
+            if exc.stale_connection and stale > 0:
+                stale -= 1
+                continue
             again = exc.retriable or (unknown_too and exc.outcome_unknown)
             if not again or attempt >= retries:
                 raise
         attempt += 1
         cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
         await asyncio.sleep(random.uniform(0, cap))
+
+
+def _begin_statement(isolation: str) -> LiteralString:
+    if isolation == "repeatable read":
+        return "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    if isolation == "serializable":
+        return "BEGIN ISOLATION LEVEL SERIALIZABLE"
+    return "BEGIN"
 
 
 def describe_url(url: str) -> str:

@@ -28,9 +28,9 @@ and deadlocks by :meth:`Database.run <wharf.cluster.database.Database.run>`):
    :data:`NOTIFY_LIMIT` bytes. PostgreSQL delivers it only if the transaction commits.
 7. Commit. The answers are returned in the order of the appends.
 
-Three round trips: ``BEGIN``; the reads and locks of steps 1-4, sent together
-(``Transaction.fetch_each``); the writes of steps 5-6, one statement (:data:`_WRITE`), with
-the ``COMMIT`` (a pipeline).
+Two round trips: ``BEGIN`` with the reads and locks of steps 1-4, sent together
+(``lazy_begin`` and ``Transaction.fetch_each``); the writes of steps 5-6, one statement
+(:data:`_WRITE`), with the ``COMMIT`` (a pipeline).
 
 Batches are indexed as the producer sent them: the stored bytes keep the producer's base
 offset; the index row holds the assigned one.
@@ -138,7 +138,9 @@ async def commit_flush(
     async def body(tx: Transaction) -> list[Appended]:
         return await _commit(tx, db.name, lease, plan)
 
-    return await db.run(body, "streams.commit", retries=_RETRIES, time_limit=time_limit)
+    return await db.run(
+        body, "streams.commit", retries=_RETRIES, time_limit=time_limit, lazy_begin=True
+    )
 
 
 @dataclass(slots=True)

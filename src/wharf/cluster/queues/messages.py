@@ -11,8 +11,7 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   x-max-length(-bytes) is locked ``FOR UPDATE`` before and trimmed after, in the same
   transaction (drop-head); under ``reject-publish(-dlx)`` its ready rows are counted instead,
   and a row that does not fit is left out (its publish alone resolves to False: a nack). Its
-  future resolves
-  only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
+  future resolves only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
   time per node, so one node's publishes commit in order. A body above the threshold is PUT
   to the object store first and the rows name its object (:mod:`.bodies`); a batch stops
   before a publish whose PUT is still running, so the order holds. The same transaction

@@ -6,16 +6,16 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   runs wait for the next one, which inserts them all with one ``INSERT ... SELECT FROM
   unnest(...)`` (in arrival order, so ``seq``, the queue order, follows publish order), after
   locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
-  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement, sent
-  with the ``BEGIN`` (``lazy_begin``), then ``COMMIT``: two round trips. A queue with
+  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement, sent with
+  the ``BEGIN`` (``lazy_begin``), then ``COMMIT``: two round trips. A queue with
   x-max-length(-bytes) is locked ``FOR UPDATE`` before and trimmed after, in the same
   transaction (drop-head); under ``reject-publish(-dlx)`` its ready rows are counted instead,
   and a row that does not fit is left out (its publish alone resolves to False: a nack). Its
-  future resolves only after ``COMMIT``: that is when a publisher confirm may go out. One transaction runs at a
-  time per node, so one node's publishes commit in order. A body above the threshold is PUT
-  to the object store first and the rows name its object (:mod:`.bodies`); a batch stops
-  before a publish whose PUT is still running, so the order holds. The same transaction
-  inserts the rows of delayed exchanges' holds (:mod:`.held`).
+  future resolves only after ``COMMIT``: that is when a publisher confirm may go out. One
+  transaction runs at a time per node, so one node's publishes commit in order. A body above the
+  threshold is PUT to the object store first and the rows name its object (:mod:`.bodies`); a
+  batch stops before a publish whose PUT is still running, so the order holds. The same
+  transaction inserts the rows of delayed exchanges' holds (:mod:`.held`).
 * **Claim.** :func:`claim` marks up to ``n`` ready rows of a queue (highest priority first,
   then oldest) with the claiming node's id and epoch, ``FOR UPDATE SKIP LOCKED`` so that nodes
   claiming together take different rows, after checking and share-locking the node's lease in

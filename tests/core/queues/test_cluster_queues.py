@@ -5,6 +5,7 @@ between nodes, requeues redelivered."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -13,6 +14,7 @@ from wharf.core.broker import Broker
 from wharf.core.queues.cluster_queue import READ_AHEAD_FACTOR, ClusterQueue
 from wharf.core.queues.cluster_registry import ClusterVhostRegistry
 from wharf.core.queues.message import Message
+from wharf.core.queues.router import PublishResult
 from wharf.core.users import Permission, hash_password
 from wharf.errors import NotFoundError, PreconditionError
 
@@ -308,3 +310,23 @@ async def test_wide_windows_claim_ahead_and_narrow_ones_do_not(
             assert [m.body for m in held] == [b"%d" % i for i in range(100)]
             while await unclaimed("wide") != 1000 - 100 - READ_AHEAD_FACTOR * 100:
                 await asyncio.sleep(0.05)
+
+
+async def test_a_publish_leaves_no_reference_cycle(two_brokers: tuple[Broker, Broker]) -> None:
+    """A publish's result and the wait for its commit must be freed by reference counting:
+    as a cycle (the result holding the wait, the wait the result) every publish left nine
+    objects to the garbage collector, whose collections then took 12-14 ms several times a
+    second on a node publishing 27,000 messages a second."""
+    one, _ = two_brokers
+    await one.declare_queue("q")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(20):
+            assert (await one.publish("", b"%d" % i, routing_key="q")).routed
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, PublishResult)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == []

@@ -50,7 +50,7 @@ from wharf.core.queues.direct_reply import REPLY_PREFIX, reply_broker
 from wharf.core.queues.exchanges import Binding, DestKind, Exchange, make_exchange
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
-from wharf.core.queues.router import PublishResult
+from wharf.core.queues.router import PublishResult, RefusedAtCommitError
 from wharf.core.queues.store import MAX_MESSAGE_BYTES
 from wharf.core.queues.vhost import VirtualHost
 from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
@@ -467,12 +467,12 @@ class ClusterVirtualHost(VirtualHost):
             for at, delay in holding
         ]  # fmt: skip
         committed = self._engine.publish(rows, held)
+        queues, vhost = result.queues, self.name  # not the result: no cycle through it
 
         async def wait(_: int) -> None:
             if not await asyncio.shield(committed):
-                result.rejected = True
-                raise PreconditionError(
-                    f"a queue of {', '.join(result.queues)} in vhost '{self.name}' is full "
+                raise RefusedAtCommitError(
+                    f"a queue of {', '.join(queues)} in vhost '{vhost}' is full "
                     "(x-overflow reject-publish)"
                 )
 

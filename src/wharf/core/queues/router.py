@@ -28,12 +28,17 @@ from wharf.core.queues.delayed import DelayedMessages, delay_of
 from wharf.core.queues.direct_reply import DirectReplies
 from wharf.core.queues.exchanges import DestKind, Exchange
 from wharf.core.queues.message import Message
-from wharf.errors import AccessRefusedError, NotFoundError
+from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
 
 if TYPE_CHECKING:
     from wharf.core.queues.queue import Queue
 
 __all__ = ["PublishResult", "Router"]
+
+
+class RefusedAtCommitError(PreconditionError):
+    """A queue with x-overflow reject-publish refused the copy when it was committed (cluster
+    mode decides there; single-node mode at enqueue)."""
 
 
 @dataclass(slots=True)
@@ -57,9 +62,15 @@ class PublishResult:
         return bool(self._waits)
 
     async def wait_durable(self) -> None:
-        """Return once every copy that must survive a crash is fsynced."""
+        """Return once every copy that must survive a crash is fsynced. A wait may raise
+        :class:`RefusedAtCommitError`: the result is then ``rejected``. (The waits never hold
+        the result: a publish is freed by reference counting, not left to the collector.)"""
         for wait, offset in self._waits:
-            await wait(offset)
+            try:
+                await wait(offset)
+            except RefusedAtCommitError:
+                self.rejected = True
+                raise
 
 
 class Router:

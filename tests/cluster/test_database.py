@@ -260,13 +260,16 @@ async def test_a_write_failing_beside_the_commit_commits_nothing(db: Database) -
     assert (await _count(db, 1), await _count(db, 2)) == (0, 0)
 
 
+@pytest.mark.parametrize("lazy_begin", [False, True])
 async def test_a_connection_lost_with_the_commit_sent_leaves_the_outcome_unknown(
-    db: Database, database_url: str, database_settings: DatabaseSettings
+    db: Database, database_url: str, database_settings: DatabaseSettings, lazy_begin: bool
 ) -> None:
+    """Also when ``BEGIN``, the write and ``COMMIT`` all went out in one round trip (a lazy
+    ``BEGIN``): that is not a stale connection to be tried again."""
     await _make_counter(db)
 
     async def write_with_the_commit() -> None:
-        async with db.transaction() as tx, tx.pipeline(commit=True):
+        async with db.transaction(lazy_begin=lazy_begin) as tx, tx.pipeline(commit=True):
             await tx.execute("UPDATE counter SET n = 1 WHERE id = 1 AND pg_sleep(30) IS NOT NULL")
 
     with pytest.raises(DatabaseError) as caught:

@@ -301,7 +301,11 @@ class Database:
         tx: Transaction | None = None
 
         def current() -> str:
-            return "opening" if tx is not None and tx.opening else stage
+            if tx is not None and tx.commit_sent:
+                return "commit"  # also when the BEGIN went out with it
+            if tx is not None and tx.opening:
+                return "opening"
+            return stage
 
         async with self._accounted(name, current):
             if lazy_begin:

@@ -23,7 +23,8 @@ that it matches the code)::
     │   ├── NotFoundError               errors                 topic, queue, exchange, group...
     │   ├── AlreadyExistsError          errors
     │   ├── PreconditionError           errors                 other arguments, non-empty delete
-    │   │   └── InvalidQueueArgumentError  core.queues.args    also InvalidArgumentError
+    │   │   ├── InvalidQueueArgumentError  core.queues.args    also InvalidArgumentError
+    │   │   └── RefusedAtCommitError    core.queues.router     a full queue refused at commit
     │   ├── ResourceLockedError         errors                 owned by someone else
     │   │   └── DataDirInUseError       core.data_dir_lock     another broker holds the data dir
     │   ├── AccessRefusedError          errors                 permissions, reserved names

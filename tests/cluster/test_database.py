@@ -278,6 +278,16 @@ async def test_a_connection_lost_with_the_commit_sent_leaves_the_outcome_unknown
     assert caught.value.outcome_unknown and not caught.value.retriable
 
 
+async def _kill_pooled_sessions(database_url: str, database_settings: DatabaseSettings) -> None:
+    """Terminate every session of the test node's pool: its connections break unnoticed."""
+    async with await Database.connect(database_url, settings=database_settings) as other:
+        await other.statement(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
+            (),
+        )
+
+
 async def _kill(database_url: str, database_settings: DatabaseSettings) -> None:
     """Terminate the test node's session running an ``UPDATE counter``, once it runs."""
     async with await Database.connect(database_url, settings=database_settings) as other:
@@ -335,12 +345,7 @@ async def test_a_lazy_begin_on_a_broken_connection_tries_another_at_once(
 
     async def break_the_pool() -> None:
         await asyncio.gather(*(db.run(hold) for _ in range(3)))  # three pooled connections
-        async with await Database.connect(database_url, settings=database_settings) as other:
-            await other.statement(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
-                (),
-            )
+        await _kill_pooled_sessions(database_url, database_settings)
 
     await break_the_pool()
     with pytest.raises(DatabaseError) as caught:
@@ -395,19 +400,11 @@ async def test_a_read_only_statement_is_retried_on_a_connection_lost(
     again on another connection."""
     await _make_counter(db)
 
-    async def break_the_pool() -> None:
-        async with await Database.connect(database_url, settings=database_settings) as other:
-            await other.statement(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
-                (),
-            )
-
-    await break_the_pool()
+    await _kill_pooled_sessions(database_url, database_settings)
     with pytest.raises(DatabaseError) as caught:
         await db.statement("UPDATE counter SET n = 1 WHERE id = 1", (), retries=3)
     assert caught.value.outcome_unknown
-    await break_the_pool()
+    await _kill_pooled_sessions(database_url, database_settings)
     rows = await db.statement(  # however many pooled connections were broken
         "SELECT n FROM counter WHERE id = 1", (), retries=db.settings.max_connections,
         read_only=True,

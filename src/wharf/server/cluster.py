@@ -12,7 +12,9 @@ Once the listeners run, :meth:`ClusterMember.announce` registers the node with t
 host and the bound ports (a new epoch), starts the heartbeats, and starts the view: twice per
 heartbeat interval one query (:func:`~wharf.cluster.nodes.registered_nodes`) refreshes
 ``node.brokers``, the routable nodes Kafka clients are given (live, with database sessions
-open and heartbeats on time, so a node killed with -9 leaves the list at the next read). A
+open and heartbeats on time, so a node killed with -9 leaves the list at the next read); a
+node about to refuse a client on that list reads it again first
+(:meth:`~wharf.core.cluster_node.ClusterNode.read_brokers_now`). A
 lost lease (a heartbeat found it expired or replaced, or none got through within it) is
 logged and the node registers again
 with a new epoch, retrying every heartbeat interval while the database is unreachable; writes
@@ -89,6 +91,7 @@ class ClusterMember:
         self._tasks: set[asyncio.Task[None]] = set()
         self._view_failing = False
         self._closed = False
+        node.read_brokers = self.refresh
 
     @classmethod
     async def join(cls, settings: ServerSettings) -> ClusterMember:
@@ -189,7 +192,7 @@ class ClusterMember:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s / VIEW_REFRESHES_PER_HEARTBEAT)
-            await self.refresh()
+            await self.node.read_brokers_now()
 
     def _lease_lost(self, exc: LeaseLostError) -> None:
         if self._closed:

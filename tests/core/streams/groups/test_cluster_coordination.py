@@ -20,15 +20,17 @@ from helpers.cluster_fixtures import FAST_DATABASE
 from wharf.cluster.catalog import create_topic
 from wharf.cluster.database import Database
 from wharf.cluster.migrations import migrate
-from wharf.cluster.nodes import Membership, MembershipSettings
+from wharf.cluster.nodes import Membership, MembershipSettings, broker_id
 from wharf.core.clock import Clock
 from wharf.core.cluster_node import ClusterNode, LiveBroker
 from wharf.core.config import BrokerConfig
+from wharf.core.stats import CLUSTER_BUCKETS_S, HistogramFamily
 from wharf.core.streams.errors import ErrorCode
 from wharf.core.streams.groups.cluster_store import ClusterOffsetStore
 from wharf.core.streams.groups.coordinator import GroupCoordinator
 from wharf.core.streams.groups.placement import GroupPlacement, coordinator_for
 from wharf.core.streams.offsets import OffsetAndMetadata, TopicPartition
+from wharf.server.cluster import ClusterMember
 
 LONG = MembershipSettings(heartbeat_interval=1.0, lease_duration=60.0)
 RENEWED = MembershipSettings(heartbeat_interval=0.2, lease_duration=2.0)  # until it stops
@@ -157,6 +159,30 @@ async def test_a_node_that_does_not_coordinate_the_group_answers_not_coordinator
     member = await join(two.groups, group, session_ms=SESSION_MS)
     assert member.error is ErrorCode.NONE
     assert two.groups.heartbeat(group, member.member_id, member.generation_id) is ErrorCode.NONE
+
+
+async def test_a_node_reads_the_live_nodes_again_before_it_refuses_a_group(
+    migrated: Database, nodes: tuple[Node, Node]
+) -> None:
+    """A client sent here by a node whose list already lacks a dead node is served, not
+    refused on this node's older list (as the server wires it: ClusterMember.refresh)."""
+    one, two = nodes
+    for node in (one, two):
+        await broker_id(migrated, node.cluster.node_id)
+    dead = LiveBroker(3, "node-3", "127.0.0.1", 9093)  # killed: no session, no row
+    stale = [broker(1), broker(2), dead]
+    group = next(
+        g for g in (f"group-{i}" for i in range(1000))
+        if coordinator_for(g, stale) == dead
+        and (chosen := coordinator_for(g, stale[:2])) is not None and chosen.node_id == "node-2"
+    )
+    two.cluster.brokers = stale
+    ClusterMember(two.cluster, LONG.heartbeat_interval, *[HistogramFamily(CLUSTER_BUCKETS_S)] * 2)
+
+    assert await two.groups.ensure_coordinator(group) is ErrorCode.NONE
+    assert [b.node_id for b in two.cluster.brokers] == ["node-1", "node-2"]
+    member = await join(two.groups, group, session_ms=SESSION_MS)
+    assert member.error is ErrorCode.NONE
 
 
 async def test_offsets_and_the_generation_survive_a_coordinator_change(

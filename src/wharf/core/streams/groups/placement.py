@@ -10,7 +10,9 @@ this node coordinates a group now: it must hold its lease, be the group's rendez
 and have claimed the group in the database (the first use claims it, once, however many requests
 ask at the same time). The claim, not the hash, is the authority: a claim is refused while
 another live node holds the group, so two nodes whose broker lists disagree for a moment never
-both coordinate it. :meth:`GroupPlacement.moved` lists the claimed groups this node must drop:
+both coordinate it. Before it answers that another node should coordinate a group, a node reads
+the broker list again (the client was sent here by a node whose list may be newer).
+:meth:`GroupPlacement.moved` lists the claimed groups this node must drop:
 the broker list now names another coordinator, the lease was lost, or the node registered
 again (claims of an older epoch). Dropping a group releases its row, so that its new
 coordinator can claim it at once instead of waiting for this node's lease to end.
@@ -85,7 +87,9 @@ class GroupPlacement:
         if self._current_epoch() is None or not self._cluster.brokers:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, False
         if not self._chosen(group_id):
-            return ErrorCode.NOT_COORDINATOR, False
+            await self._cluster.read_brokers_now()  # the client may be routed by a newer list
+            if not self._chosen(group_id):
+                return ErrorCode.NOT_COORDINATOR, False
         if self.holds(group_id):
             return ErrorCode.NONE, False
         async with self._claiming.setdefault(group_id, asyncio.Lock()):

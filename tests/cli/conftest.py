@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from helpers.broker_process import WharfProcess
 from helpers.module_server import module_server, unique_name
-from wharf.cli.main import app
+from wharf.cli.app import app
 
 RunCli = Callable[..., Result]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer.main
 
-from wharf.cli.main import app
+from wharf.cli.app import app
 
 
 def _commands(group: Any, prefix: str) -> list[tuple[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -131,3 +133,29 @@ def test_a_bad_flag_value_is_named_by_its_flag() -> None:
     result = run_wharf("serve", "--kafka-port", "-5", "--print-config")
     assert result.returncode == 2
     assert "(from --kafka-port)" in result.stderr, result.stderr
+
+
+def test_serve_starts_without_the_other_commands_imports() -> None:
+    """``wharf serve`` is parsed by the serve command alone: none of the other commands, nor
+    their HTTP client, nor the metrics exporter is imported on the broker's way up."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['wharf', 'serve', '--help']\n"
+        "from wharf.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import wharf.cli.serve.http_listener\n"  # the HTTP front end, built at start
+        "print(sorted(m for m in sys.modules if m in ('wharf.cli.app', 'wharf.cli.bench',"
+        " 'wharf.cli.serve.command', 'httpx', 'prometheus_client')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage: wharf serve [OPTIONS]" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "['wharf.cli.serve.command']"
+
+
+def test_every_other_command_line_goes_to_the_whole_cli() -> None:
+    result = run_wharf("--help")
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in ("serve", "topic", "queue", "bench"))

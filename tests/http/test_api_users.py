@@ -17,7 +17,7 @@ from pika.exceptions import ProbableAccessDeniedError, ProbableAuthenticationErr
 from typer.testing import CliRunner
 
 from helpers.broker_process import WharfProcess
-from wharf.cli.main import app
+from wharf.cli.app import app
 from wharf.core.broker import Broker
 from wharf.http.app import start_http
 

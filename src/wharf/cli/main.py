@@ -1,79 +1,27 @@
-"""The ``wharf`` command.
+"""The ``wharf`` command's entry point (``wharf = wharf.cli.main:main``).
 
-Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve.command`; command groups
-(``wharf topics ...``) are ``typer.Typer`` apps in ``wharf/cli/<group>.py`` added below with
-``app.add_typer(<group>.app, name="<group>")``.
+``wharf serve ...`` is parsed by an app holding the serve command alone
+(:func:`wharf.cli.serve.command.serve_app`), so that starting the broker imports none of the other
+commands (nor their HTTP client); any other command line goes to the whole CLI,
+:mod:`wharf.cli.app`.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import version
-from typing import Annotated
+import sys
 
-import typer
-
-from wharf.cli import (
-    bench,
-    binding,
-    cluster,
-    consume,
-    exchange,
-    group,
-    produce,
-    queue,
-    status,
-    topic,
-    user,
-)
-from wharf.cli.serve import command as serve
-
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="wharf",
-    help="Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain one-line errors ("Error: Invalid value for ...")
-)
-
-
-def _print_version(wanted: bool) -> None:
-    if wanted:
-        print(f"wharf {version('wharf')}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol)."""
-
-
-app.command("serve")(serve.serve)
-app.command("status")(status.status)
-app.add_typer(topic.app, name="topic")
-app.add_typer(group.app, name="group")
-app.add_typer(queue.app, name="queue")
-app.add_typer(exchange.app, name="exchange")
-app.add_typer(binding.app, name="binding")
-app.add_typer(user.app, name="user")
-app.add_typer(cluster.app, name="cluster")
-app.command("produce")(produce.produce)
-app.command("consume")(consume.consume)
-app.command("bench")(bench.bench)
+__all__ = ["main"]
 
 
 def main() -> None:
-    """Console-script entry point (``wharf = wharf.cli.main:main``)."""
-    app()
+    if sys.argv[1:2] == ["serve"]:
+        from wharf.cli.serve.command import serve_app
+
+        serve_app()()
+    else:
+        from wharf.cli.app import app
+
+        app()
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from wharf.http.api import (
     vhosts,
 )
 from wharf.http.context import CONTEXT, ApiContext
-from wharf.http.metrics import collector as metrics
+from wharf.http.metrics import endpoint as metrics
 from wharf.http.routing import Endpoint, Handler, json_response
 from wharf.http.status import ServerView
 

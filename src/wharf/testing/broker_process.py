@@ -114,7 +114,7 @@ class BrokerProcess:
         """Launch the broker and return without waiting for it."""
         self.base.mkdir(parents=True, exist_ok=True)
         env = _child_env()
-        argv = [sys.executable, "-m", "wharf.testing.broker_process", "--data-dir",
+        argv = [sys.executable, "-m", "wharf.cli.main", "serve", "--data-dir",
                 str(self.base / "data"), "--host", HOST, "--kafka-port", "0", "--amqp-port", "0",
                 "--http-port", "0", "--fsync", "never"]  # fmt: skip
         with self.log_path.open("wb") as log:
@@ -237,17 +237,3 @@ def _reason(text: str) -> str:
         return text
     return str(body.get("error", text)) if isinstance(body, dict) else text
 
-
-def _serve_child() -> None:
-    """``wharf serve``'s command and nothing else of the CLI: the broker process's entry."""
-    import typer
-
-    from wharf.cli.serve.command import serve
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(serve)
-    app()
-
-
-if __name__ == "__main__":
-    _serve_child()

@@ -30,7 +30,7 @@ from wharf.server.settings import (
     load_settings,
 )
 
-__all__ = ["listener_factories", "serve"]
+__all__ = ["listener_factories", "serve", "serve_app"]
 
 logger = logging.getLogger("wharf.server")
 
@@ -200,3 +200,21 @@ def serve(
     except Exception:
         logger.exception("wharf stopped on an unexpected error")
         raise typer.Exit(_EXIT_RUNTIME) from None
+
+
+def serve_app() -> typer.Typer:
+    """An app of ``serve`` alone, named ``wharf`` as the whole CLI is, so that ``wharf serve
+    --help`` reads the same either way (:mod:`wharf.cli.main` runs it for ``wharf serve``)."""
+    app = typer.Typer(
+        name="wharf",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        """Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol)."""
+
+    app.command("serve")(serve)
+    return app

@@ -1,4 +1,7 @@
-"""Prometheus metrics at /metrics, read from the broker's own counters at scrape time.
+"""The broker's metrics for Prometheus, read from its own counters at scrape time.
+
+Imported by the first scrape of ``/metrics`` (:mod:`wharf.http.metrics.endpoint`), so that a
+broker nobody scrapes never loads prometheus-client.
 
 How it works: :class:`BrokerCollector` is a prometheus-client custom collector. Nothing on the
 publish/deliver paths calls prometheus: on each scrape the collector walks topics, partitions,
@@ -23,7 +26,6 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from operator import attrgetter
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -35,14 +37,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from wharf.core.stats import BrokerStats
-from wharf.http.context import ApiContext, context_of
+from wharf.http.context import ApiContext
 from wharf.http.metrics.latency import histogram_family
 from wharf.http.metrics.request_latency import request_latency_family
-from wharf.http.routing import Endpoint, Handler
 from wharf.http.views import broker as view
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 
 # One family per queue counter: (family type, metric name, help, Queue attribute).
 _QUEUE_FAMILIES: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, str], ...] = (
@@ -226,33 +224,9 @@ def _fsync_latency(stats: BrokerStats) -> HistogramMetricFamily:
     )
 
 
-@web.middleware
-async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Observe each API request's duration under its route template."""
-    started = time.perf_counter()
-    try:
-        return await handler(request)
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        context_of(request).broker.stats.http[f"{request.method} {route}"].observe(
-            time.perf_counter() - started
-        )
-
-
-async def _metrics(request: web.Request) -> web.StreamResponse:
+def exposition(context: ApiContext) -> bytes:
+    """The broker's metrics in Prometheus's text format, read now."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(context_of(request)))
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+    registry.register(BrokerCollector(context))
+    return bytes(generate_latest(registry))
 
-
-ENDPOINTS = [
-    Endpoint(
-        "GET",
-        "/metrics",
-        _metrics,
-        "Prometheus metrics (text exposition format)",
-        "metrics",
-        content_type="text/plain",
-    ),
-]

@@ -1,0 +1,49 @@
+"""A framework's worker as a child process that a test can kill -9 mid-task.
+
+The worker script (a test writes it) reports through files in a directory it is given:
+``started-<n>`` when the task begins for the n-th time, ``done`` when it finished.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BOUND_S = 60.0
+
+
+class WorkerProcess:
+    def __init__(self, script: str, state: Path, amqp_url: str) -> None:
+        self.state = state
+        self._argv = [sys.executable, "-c", script, amqp_url, str(state)]
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.state / "worker.log").open("ab")
+        with log:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+                self._argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(BOUND_S)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self.kill()
+
+    def wait_for(self, name: str) -> None:
+        deadline = time.monotonic() + BOUND_S
+        while not (self.state / name).exists():
+            if self._proc is not None and self._proc.poll() is not None:
+                raise AssertionError(f"the worker exited: {self.log()}")
+            assert time.monotonic() < deadline, f"no {name} within {BOUND_S} s: {self.log()}"
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.state / "worker.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""

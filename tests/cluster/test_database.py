@@ -509,3 +509,28 @@ async def test_a_listener_is_a_named_autocommit_connection_outside_the_pool(
         assert caught.value.retriable
     finally:
         postgres.start()
+
+
+async def test_a_session_idle_in_a_transaction_ends_within_a_default_lease(
+    database_url: str,
+) -> None:
+    """A node paused inside a fenced transaction holds its row's lock, and with it every
+    takeover of its work, until the server ends its session: by default no longer than the
+    lease its peers wait out (a 30 s limit once held a paused node's deliveries that long)."""
+    from wharf.server.settings import ServerSettings
+
+    lease_s = ServerSettings().cluster.lease_ms / 1000
+    async with await Database.connect(database_url) as database:
+        async with database.transaction() as tx:
+            shown = await tx.fetchval("SHOW idle_in_transaction_session_timeout")
+    assert DatabaseSettings().idle_in_transaction_timeout <= lease_s
+    assert _pg_seconds(str(shown)) == DatabaseSettings().idle_in_transaction_timeout
+
+
+def _pg_seconds(shown: str) -> float:
+    """PostgreSQL's display of a duration setting (``5s``, ``1500ms``, ``1min``) in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "min": 60.0}
+    for unit in ("ms", "min", "s"):
+        if shown.endswith(unit):
+            return float(shown[: -len(unit)]) * units[unit]
+    raise AssertionError(f"unexpected duration {shown!r}")

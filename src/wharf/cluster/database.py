@@ -108,8 +108,10 @@ class DatabaseSettings:
     """One transaction from waiting for a connection to its commit."""
     statement_timeout: float = 15.0
     """Server side: one statement, lock waits included."""
-    idle_in_transaction_timeout: float = 30.0
-    """Server side: a session idle inside a transaction that long is ended."""
+    idle_in_transaction_timeout: float = 5.0
+    """Server side: a session idle inside a transaction that long is ended (no longer than the
+    default lease: a node paused inside a fenced transaction holds every takeover of its work
+    until then)."""
     tcp_user_timeout: float = 10.0
     """Unacknowledged data on the socket that long means the link is dead."""
 

@@ -95,19 +95,7 @@ def test_a_worker_killed_mid_task_leaves_the_message_to_the_next(
     finally:
         rabbit.close()
 
-    first = WorkerProcess(WORKER, tmp_path, wharf_broker.amqp_url)
-    first.start()
-    try:
-        first.wait_for("started-1")
-        first.kill()
-    finally:
-        first.stop()
-    second = WorkerProcess(WORKER, tmp_path, wharf_broker.amqp_url)
-    second.start()
-    try:
-        second.wait_for("done")
-    finally:
-        second.stop()
+    WorkerProcess.killed_mid_task(WORKER, tmp_path, wharf_broker.amqp_url)
     assert (tmp_path / "started-2").read_text() == "job-1"
     assert (tmp_path / "done").read_text() == "job-1"
     assert not (tmp_path / "started-3").exists()

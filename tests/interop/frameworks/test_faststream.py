@@ -87,19 +87,9 @@ async def test_a_worker_killed_mid_message_leaves_it_to_the_next(
         await publisher.declare_queue(RabbitQueue("jobs"))
         await publisher.publish("job-1", queue="jobs")
 
-    first = WorkerProcess(WORKER, tmp_path, wharf_broker.amqp_url)
-    first.start()
-    try:
-        await asyncio.to_thread(first.wait_for, "started-1")
-        first.kill()
-    finally:
-        first.stop()
-    second = WorkerProcess(WORKER, tmp_path, wharf_broker.amqp_url)
-    second.start()
-    try:
-        await asyncio.to_thread(second.wait_for, "done")
-    finally:
-        second.stop()
+    await asyncio.to_thread(
+        WorkerProcess.killed_mid_task, WORKER, tmp_path, wharf_broker.amqp_url
+    )
     assert (tmp_path / "started-2").read_text() == "job-1"
     assert not (tmp_path / "started-3").exists()
 

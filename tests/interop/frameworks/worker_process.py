@@ -44,6 +44,24 @@ class WorkerProcess:
             assert time.monotonic() < deadline, f"no {name} within {BOUND_S} s: {self.log()}"
             time.sleep(0.05)
 
+    @classmethod
+    def killed_mid_task(cls, script: str, state: Path, amqp_url: str) -> None:
+        """Run a worker until its task starts, kill it with -9, then run another until the
+        task is done (``started-2`` and ``done`` are then in ``state``)."""
+        first = cls(script, state, amqp_url)
+        first.start()
+        try:
+            first.wait_for("started-1")
+            first.kill()
+        finally:
+            first.stop()
+        second = cls(script, state, amqp_url)
+        second.start()
+        try:
+            second.wait_for("done")
+        finally:
+            second.stop()
+
     def log(self) -> str:
         path = self.state / "worker.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""

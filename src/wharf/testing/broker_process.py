@@ -236,4 +236,3 @@ def _reason(text: str) -> str:
     except ValueError:
         return text
     return str(body.get("error", text)) if isinstance(body, dict) else text
-

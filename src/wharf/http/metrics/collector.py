@@ -228,5 +228,5 @@ def exposition(context: ApiContext) -> bytes:
     """The broker's metrics in Prometheus's text format, read now."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(context))
-    return bytes(generate_latest(registry))
+    return generate_latest(registry)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import psycopg
 import pytest
 
 from wharf.cluster.database import Database, DatabaseError, DatabaseSettings
@@ -198,3 +199,39 @@ async def test_migration_3_applies_over_2_with_a_cluster_id_and_broker_ids(db: D
     with pytest.raises(DatabaseError, match="23505"):  # a second cluster_info row
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO cluster_info (cluster_id) VALUES ('other')")
+
+
+CHURNING = (
+    "amqp_messages", "amqp_bodies", "amqp_held", "amqp_replies", "amqp_consumers",
+    "stream_batches", "stream_objects",
+)  # fmt: skip
+
+
+async def test_tables_whose_rows_come_and_go_are_not_truncated_by_vacuum(
+    db: Database, database_url: str
+) -> None:
+    """A vacuum's truncation locks a table against every statement (claims, acks, flushes of
+    every node stalled 40-250 ms behind it): the emptied tail of a queue table stays, for new
+    rows to reuse."""
+    await migrate(db)
+    async with db.transaction() as tx:
+        options = dict(
+            await tx.fetchall(
+                "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+                (list(CHURNING),),
+            )
+        )
+        await tx.execute(
+            "INSERT INTO amqp_replies (broker_id, vhost, routing_key, properties, body)"
+            " SELECT 1, '/', 'r', '', repeat('x', 500)::bytea FROM generate_series(1, 2000)"
+        )
+        await tx.execute("DELETE FROM amqp_replies")
+    assert all("vacuum_truncate=false" in (options[t] or []) for t in CHURNING), options
+    async with db.transaction() as tx:
+        before = await tx.fetchval("SELECT pg_relation_size('amqp_replies')")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as vacuum:
+        await vacuum.execute("VACUUM amqp_replies")  # not inside a transaction
+    async with db.transaction() as tx:
+        after = await tx.fetchval("SELECT pg_relation_size('amqp_replies')")
+    assert before > 0
+    assert after == before

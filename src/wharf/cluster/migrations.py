@@ -368,6 +368,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX amqp_replies_broker ON amqp_replies (broker_id);
         """,
     ),
+    Migration(
+        9,
+        "no vacuum truncation of the tables whose rows come and go",
+        """
+        -- A vacuum that finds empty pages at the end of a table gives them back to the file
+        -- system under an ACCESS EXCLUSIVE lock: every claim, ack, publish and flush of every
+        -- node waited for it, 40-250 ms at a time (queue tables are appended at the end and
+        -- emptied from the front, so their tails are often empty). The pages are reused for
+        -- new rows instead; VACUUM (TRUNCATE true) by hand still shrinks a table.
+        ALTER TABLE amqp_messages SET (vacuum_truncate = false);
+        ALTER TABLE amqp_bodies SET (vacuum_truncate = false);
+        ALTER TABLE amqp_held SET (vacuum_truncate = false);
+        ALTER TABLE amqp_replies SET (vacuum_truncate = false);
+        ALTER TABLE amqp_consumers SET (vacuum_truncate = false);
+        ALTER TABLE stream_batches SET (vacuum_truncate = false);
+        ALTER TABLE stream_objects SET (vacuum_truncate = false);
+        """,
+    ),
 )
 
 

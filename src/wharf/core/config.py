@@ -41,6 +41,8 @@ class ClusterJobSettings:
     interval_ms: int = 10_000
     compact_after_ms: int = 60_000  # intake batches at least this old are compacted
     compact_min_batches: int = 8  # ...once a partition has this many of them
+    # the compactor's object-store traffic (GETs and PUTs) per node, on average; 0: unpaced
+    compact_max_bytes_per_second: int = 32 << 20
     gc_grace_ms: int = 600_000  # an unreferenced object is deleted this long after
     orphan_grace_ms: int = 3_600_000  # an object no row names is deleted once this old
     job_timeout_ms: int = 120_000  # bound on one run of one job

@@ -80,6 +80,56 @@ async def test_compaction_keeps_every_record_at_its_offset(
     assert await compact(db, test_store, node_lease, NOW) == 0
 
 
+async def test_a_round_goes_on_while_a_partition_has_more_than_one_object_s_worth(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    """A round passes over the partitions again while it compacts something, so a partition
+    with more than ``max_object_bytes`` in intake objects is caught up in one round, paced at
+    ``max_bytes_per_second`` (its GETs and PUTs average no faster)."""
+    topic = (await create_topic(db, node_lease, "backlog", 1)).topic_id
+    writer = start_writer(db, test_store, node_lease)
+    for i in range(24):
+        await append(writer, topic, 0, [b"x%03d" % i + b"." * 2000])
+    await writer.close()
+    before = await read_all(db, test_store, topic, 0)
+    assert await acquire_job_lease(db, node_lease, "compactor")
+    rate = 100_000.0  # bytes a second: the round's ~100 KB of GETs and PUTs take about 1 s
+    settings = CompactionSettings(
+        compact_after=0.0, min_batches=2, max_object_bytes=16_000, small_object_bytes=0,
+        max_bytes_per_second=rate,
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(BOUND_S):
+        done = await compact(db, test_store, node_lease, settings)
+    elapsed = loop.time() - started
+    keys = await index_keys(db)
+    assert done == len(keys) >= 3  # 24 batches of ~2 KB, at most 16 KB an object
+    assert all(key.startswith(f"p/{topic}/") for key in keys)
+    assert await read_all(db, test_store, topic, 0) == before
+    ((written,),) = await rows(
+        db, "SELECT sum(size) FROM stream_objects WHERE kind = 'partition'"
+    )  # and about as many bytes read from the intake objects
+    moved = 2 * int(written)
+    assert moved / elapsed <= rate * 1.05
+    assert await compact(db, test_store, node_lease, settings) == 0
+
+
+async def test_a_round_stops_taking_partitions_when_its_time_is_up(
+    db: Database, node_lease: NodeLease, test_store: ObjectStore
+) -> None:
+    topic = (await create_topic(db, node_lease, "late", 1)).topic_id
+    writer = start_writer(db, test_store, node_lease)
+    for i in range(4):
+        await append(writer, topic, 0, [b"r%d" % i])
+    await writer.close()
+    assert await acquire_job_lease(db, node_lease, "compactor")
+    no_time = CompactionSettings(compact_after=0.0, min_batches=2, round_seconds=0.0)
+    assert await compact(db, test_store, node_lease, no_time) == 0
+    assert len(await index_keys(db)) == 4  # left for the next round
+    assert await compact(db, test_store, node_lease, NOW) == 1
+
+
 async def test_small_compacted_objects_are_merged_again(
     db: Database, node_lease: NodeLease, test_store: ObjectStore
 ) -> None:

@@ -62,7 +62,10 @@ class ClusterMaintenance:
         self._clock = clock
         jobs = config.cluster_jobs
         self.compaction = compactor.CompactionSettings(
-            compact_after=jobs.compact_after_ms / 1000, min_batches=jobs.compact_min_batches
+            compact_after=jobs.compact_after_ms / 1000,
+            min_batches=jobs.compact_min_batches,
+            max_bytes_per_second=jobs.compact_max_bytes_per_second or None,
+            round_seconds=jobs.job_timeout_ms / 2000,
         )
         self.gc = gc.GcSettings(
             gc_grace=jobs.gc_grace_ms / 1000, orphan_grace=jobs.orphan_grace_ms / 1000

@@ -144,3 +144,109 @@ def test_dashboard_forms_create_purge_and_delete(
     tab.wait_for_selector(f"#topics td >> text={unique}")
     assert api.get(f"/api/topics/{unique}").json()["partition_count"] == 3
     assert problems == []
+
+
+# Draws one WharfChart with the given (time ms, value) samples on a fresh 600x220 canvas and
+# records what reached the canvas: the y-axis labels (text and the y they were written at) and
+# every path point with the stroke colour it was drawn in (the series' line is #123456, the
+# grid lines are the rest).
+_DRAW_CHART = """(samples) => {
+  const canvas = document.createElement("canvas");
+  canvas.style.cssText = "width: 600px; height: 220px; display: block";
+  document.body.append(canvas);
+  const g = canvas.getContext("2d");
+  const labels = [], points = [];
+  const { fillText, moveTo, lineTo } = g;
+  g.fillText = function (text, x, y) {
+    if (/^[0-9.]+[kMG]?$/.test(text)) labels.push([text, y]);
+    return fillText.apply(this, arguments);
+  };
+  for (const [name, real] of [["moveTo", moveTo], ["lineTo", lineTo]]) {
+    g[name] = function (x, y) {
+      points.push([this.strokeStyle, y]);
+      return real.apply(this, arguments);
+    };
+  }
+  const chart = new WharfChart(canvas, [{ name: "rate", color: "#123456" }]);
+  for (const [t, v] of samples) chart.push(t, [v]);
+  chart.draw();
+  canvas.remove();
+  return { labels, points };
+}"""
+
+_SUFFIX = {"k": 1e3, "M": 1e6, "G": 1e9}
+
+
+def _draw_chart(
+    tab: Page, samples: list[tuple[int, float]]
+) -> tuple[tuple[float, float, float], list[float]]:
+    """``(top value, y of the 0 grid line, y of the top grid line)`` and the y of every point
+    of the series' line. Checks on the way that the labels, bottom up, name the horizontal grid
+    lines they stand beside and that each names the height its line has on the axis (linear
+    from 0 to the top), so an axis whose labels are rounded off their lines fails."""
+    drawn = tab.evaluate(_DRAW_CHART, [list(s) for s in samples])
+    line = [float(y) for colour, y in drawn["points"] if colour == "#123456"]
+    grid = sorted({float(y) for colour, y in drawn["points"] if colour != "#123456"}, reverse=True)
+    labels = sorted(((float(y), text) for text, y in drawn["labels"]), reverse=True)
+    values = [float(text.rstrip("kMG")) * _SUFFIX.get(text[-1], 1.0) for _, text in labels]
+    assert len(labels) == len(grid) >= 2, (labels, grid)
+    for (label_y, _), grid_y in zip(labels, grid, strict=True):
+        assert abs(label_y - grid_y) <= 6, (labels, grid)
+    assert values[0] == 0 and values == sorted(values), values
+    top, zero_y, top_y = values[-1], grid[0], grid[-1]
+    for value, y in zip(values, grid, strict=True):
+        assert value / top == pytest.approx((zero_y - y) / (zero_y - top_y), abs=1e-9), labels
+    return (top, zero_y, top_y), line
+
+
+@pytest.mark.slow
+def test_chart_scale_follows_the_visible_window(
+    page: tuple[Page, list[str]], http_server: WharfProcess
+) -> None:
+    tab, problems = page
+    tab.goto(http_server.http_url + "/#/connections")
+    tab.wait_for_function("typeof window.WharfChart === 'function'")
+    start = 1_700_000_000_000
+    spike = [(start, 50_000.0)]
+
+    # the spike has scrolled out of the two-minute window: 10/s is drawn at the top of the scale
+    steady = [(start + i * 1000, 10.0) for i in range(1, 201)]
+    (top, zero_y, top_y), line = _draw_chart(tab, spike + steady)
+    assert top == 10
+    assert line and all(y == pytest.approx(top_y) for y in line)
+
+    # while the spike is on screen it sets the scale and 10/s lies near the zero line
+    (top, zero_y, top_y), line = _draw_chart(tab, spike + steady[:60])
+    assert 50_000 <= top < 100_000
+    assert max(line) == pytest.approx(zero_y, abs=0.01 * (zero_y - top_y))
+    assert min(line) == pytest.approx(top_y + (1 - 50_000 / top) * (zero_y - top_y))
+
+    # a spike before a gap in the samples (a broker restarted, a laptop asleep) is out of the
+    # window as soon as the newest sample is two minutes younger, however few samples follow
+    after_gap = [(start + 180_000 + i * 1000, 10.0) for i in range(30)]
+    (top, zero_y, top_y), line = _draw_chart(tab, spike + after_gap)
+    assert top == 10
+    assert len(line) == 30 and all(y == pytest.approx(top_y) for y in line)
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_chart_axis_labels_mark_their_grid_lines(
+    page: tuple[Page, list[str]], http_server: WharfProcess
+) -> None:
+    tab, problems = page
+    tab.goto(http_server.http_url + "/#/connections")
+    tab.wait_for_function("typeof window.WharfChart === 'function'")
+    start = 1_700_000_000_000
+    for level in (0.0, 0.8, 3.0, 10.1, 1234.0, 50_000.0, 7_300_000.0):
+        samples = [(start + i * 1000, level) for i in range(20)]
+        (top, zero_y, top_y), line = _draw_chart(tab, samples)
+        # the top covers the data without wasting more than half the height; an all-zero
+        # window still gets a scale (nothing divided by zero: the line lies on the zero label)
+        if level:
+            assert level <= top < 2 * level, (level, top)
+        else:
+            assert top == 1
+        expected_y = zero_y - level / top * (zero_y - top_y)
+        assert line and all(y == pytest.approx(expected_y) for y in line), (level, top, line)
+    assert problems == []

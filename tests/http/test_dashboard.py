@@ -150,7 +150,7 @@ def test_dashboard_forms_create_purge_and_delete(
 # records what reached the canvas: the y-axis labels (text and the y they were written at) and
 # every path point with the stroke colour it was drawn in (the series' line is #123456, the
 # grid lines are the rest).
-_DRAW_CHART = """(samples) => {
+_DRAW_CHART = """([samples, options]) => {
   const canvas = document.createElement("canvas");
   canvas.style.cssText = "width: 600px; height: 220px; display: block";
   document.body.append(canvas);
@@ -167,7 +167,7 @@ _DRAW_CHART = """(samples) => {
       return real.apply(this, arguments);
     };
   }
-  const chart = new WharfChart(canvas, [{ name: "rate", color: "#123456" }]);
+  const chart = new WharfChart(canvas, [{ name: "rate", color: "#123456" }], options);
   for (const [t, v] of samples) chart.push(t, [v]);
   chart.draw();
   canvas.remove();
@@ -178,13 +178,13 @@ _SUFFIX = {"k": 1e3, "M": 1e6, "G": 1e9}
 
 
 def _draw_chart(
-    tab: Page, samples: list[tuple[int, float]]
+    tab: Page, samples: list[tuple[int, float]], options: dict[str, object] | None = None
 ) -> tuple[tuple[float, float, float], list[float]]:
     """``(top value, y of the 0 grid line, y of the top grid line)`` and the y of every point
     of the series' line. Checks on the way that the labels, bottom up, name the horizontal grid
     lines they stand beside and that each names the height its line has on the axis (linear
     from 0 to the top), so an axis whose labels are rounded off their lines fails."""
-    drawn = tab.evaluate(_DRAW_CHART, [list(s) for s in samples])
+    drawn = tab.evaluate(_DRAW_CHART, [[list(s) for s in samples], options or {}])
     line = [float(y) for colour, y in drawn["points"] if colour == "#123456"]
     grid = sorted({float(y) for colour, y in drawn["points"] if colour != "#123456"}, reverse=True)
     labels = sorted(((float(y), text) for text, y in drawn["labels"]), reverse=True)
@@ -249,4 +249,14 @@ def test_chart_axis_labels_mark_their_grid_lines(
             assert top == 1
         expected_y = zero_y - level / top * (zero_y - top_y)
         assert line and all(y == pytest.approx(expected_y) for y in line), (level, top, line)
+
+    # a chart of counts (the consumer lag) steps in whole numbers only
+    for level in (0.0, 1.0, 3.0, 7.0):
+        samples = [(start + i * 1000, level) for i in range(20)]
+        drawn = tab.evaluate(_DRAW_CHART, [[list(s) for s in samples], {"integer": True}])
+        labels = [text for text, _ in drawn["labels"]]
+        assert all(text.isdigit() for text in labels), (level, labels)
+        (top, _, _), _ = _draw_chart(tab, samples, {"integer": True})
+        assert max(level, 1) <= top < 2 * max(level, 1), (level, top)
     assert problems == []
+

@@ -70,7 +70,7 @@ const overviewPage = {
       <h2>Listeners</h2><div id="listeners"></div>
       <div id="cluster"></div>`;
     this.rateChart = new WharfChart($("#rate-chart"), [{ name: "published", color: "#1f6feb" }, { name: "delivered", color: "#2da44e" }]);
-    this.lagChart = new WharfChart($("#lag-chart"), [{ name: "lag", color: "#d4760a" }]);
+    this.lagChart = new WharfChart($("#lag-chart"), [{ name: "lag", color: "#d4760a" }], { integer: true });
   },
   async refresh() {
     const [ov, history, cluster] = await Promise.all([

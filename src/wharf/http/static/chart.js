@@ -7,14 +7,16 @@
 // drawn at a readable height again. The top of the scale is rounded up to a whole number of
 // "nice" steps (1, 2, 2.5 or 5 times a power of ten) and never goes below `minTop`, so an
 // all-zero window still has a scale and every grid line's label is the exact value it marks.
+// A series of counts (`integer: true`) gets whole steps only.
 "use strict";
 
 class WharfChart {
-  constructor(canvas, series, { windowMs = 120_000, minTop = 1 } = {}) {
+  constructor(canvas, series, { windowMs = 120_000, minTop = 1, integer = false } = {}) {
     this.canvas = canvas;
     this.series = series;
     this.windowMs = windowMs;
     this.minTop = minTop;
+    this.integer = integer;
     this.times = [];
     this.values = series.map(() => []);
     this.drawCount = 0;
@@ -42,12 +44,13 @@ class WharfChart {
   }
 
   // Grid values from 0 up to a top that covers `max`: at most `intervals` equal nice steps.
-  static scale(max, minTop = 1, intervals = 4) {
+  static scale(max, { minTop = 1, integer = false, intervals = 4 } = {}) {
     const span = Math.max(max, minTop) || 1;
     const rough = span / intervals;
     const power = Math.pow(10, Math.floor(Math.log10(rough)));
     let step = 10 * power;
     for (const m of [1, 2, 2.5, 5]) {
+      if (integer && !Number.isInteger(m * power)) continue;
       if (m * power >= rough * (1 - 1e-9)) { step = m * power; break; }
     }
     const count = Math.max(1, Math.ceil(span / step - 1e-9));
@@ -74,7 +77,7 @@ class WharfChart {
     const left = 52, right = 10, top = 10, bottom = 22;
     const pw = w - left - right, ph = h - top - bottom;
     const max = this.visibleMax();
-    const { top: scaleTop, ticks } = WharfChart.scale(max, this.minTop);
+    const { top: scaleTop, ticks } = WharfChart.scale(max, { minTop: this.minTop, integer: this.integer });
     const y = (v) => top + ph - (v / scaleTop) * ph;
     g.font = "11px system-ui, sans-serif";
     g.strokeStyle = "#e3e7eb"; g.fillStyle = "#66707c"; g.lineWidth = 1;

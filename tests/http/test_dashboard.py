@@ -260,3 +260,37 @@ def test_chart_axis_labels_mark_their_grid_lines(
         assert max(level, 1) <= top < 2 * max(level, 1), (level, top)
     assert problems == []
 
+
+@pytest.mark.slow
+def test_message_browser_inputs_are_labelled(
+    page: tuple[Page, list[str]], api: httpx.Client, http_server: WharfProcess, unique: str
+) -> None:
+    tab, problems = page
+    topic, vhost, queue = f"{unique}-topic", f"{unique}-vhost", f"{unique}-queue"
+    assert api.post("/api/topics", json={"name": topic, "partitions": 2}).status_code == 201
+    for i in range(3):
+        api.post(f"/api/topics/{topic}/messages", json={"value": f"t{i}", "partition": 1})
+    assert api.put(f"/api/vhosts/{vhost}").status_code == 201
+    assert api.put(f"/api/queues/{queue}", params={"vhost": vhost}, json={}).status_code == 200
+    api.post(f"/api/queues/{queue}/messages", params={"vhost": vhost}, json={"value": "in it"})
+
+    # every input is found by its visible label, as a screen reader names it
+    tab.goto(http_server.http_url + "/#/browser")
+    tab.get_by_label("Source").select_option("topic")
+    tab.get_by_label("Name").fill(topic)
+    tab.get_by_label("Partition").fill("1")
+    tab.get_by_label("From offset").fill("1")
+    tab.get_by_label("How many").fill("5")
+    assert tab.get_by_text("Virtual host", exact=True).is_hidden()  # a queue's field only
+    tab.get_by_role("button", name="Peek").click()
+    tab.wait_for_selector("#messages pre.payload")
+    assert tab.locator("#messages pre.payload").all_inner_texts() == ["t1", "t2"]
+
+    tab.get_by_label("Source").select_option("queue")
+    assert tab.get_by_text("Partition", exact=True).is_hidden()
+    tab.get_by_label("Name").fill(queue)
+    tab.get_by_label("Virtual host").fill(vhost)
+    tab.get_by_role("button", name="Peek").click()
+    tab.wait_for_selector("#messages pre.payload >> text=in it")
+    assert api.get(f"/api/queues/{queue}", params={"vhost": vhost}).json()["messages"] == 1
+    assert problems == []

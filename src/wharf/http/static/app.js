@@ -309,21 +309,33 @@ const connectionsPage = {
   },
 };
 
+// The message browser: a topic partition read from an offset, or a peek at a queue's ready
+// messages (nothing is consumed either way). Each input has a visible label; the inputs that
+// only one source uses are shown only for it.
 function browserPage(params) {
+  const field = (id, label, input, only = "") =>
+    `<span class="field"${only ? ` data-only="${only}"` : ""}><label for="${id}">${label}</label>${input}</span>`;
   return {
     mount(root) {
       root.innerHTML = `
         <h2>Message browser</h2>
-        <form class="inline" id="peek">
-          <select name="kind"><option value="topic">topic</option><option value="queue">queue</option></select>
-          <input name="name" placeholder="topic or queue" required>
-          <input name="partition" type="number" min="0" value="0" title="partition">
-          <input name="offset" type="number" min="0" value="0" title="from offset">
-          <input name="count" type="number" min="1" max="500" value="20" title="how many">
+        <form class="inline fields" id="peek">
+          ${field("peek-kind", "Source", `<select id="peek-kind" name="kind"><option value="topic">topic</option><option value="queue">queue</option></select>`)}
+          ${field("peek-name", "Name", `<input id="peek-name" name="name" placeholder="topic or queue" required>`)}
+          ${field("peek-vhost", "Virtual host", `<input id="peek-vhost" name="vhost" value="/" required>`, "queue")}
+          ${field("peek-partition", "Partition", `<input id="peek-partition" name="partition" type="number" min="0" value="0">`, "topic")}
+          ${field("peek-offset", "From offset", `<input id="peek-offset" name="offset" type="number" min="0" value="0">`, "topic")}
+          ${field("peek-count", "How many", `<input id="peek-count" name="count" type="number" min="1" max="500" value="20">`)}
           <button class="primary">Peek</button></form>
         <div id="messages"></div>`;
       const form = $("#peek");
       for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
+      const showFields = () => form.querySelectorAll("[data-only]").forEach((f) => {
+        f.hidden = f.dataset.only !== form.elements.kind.value;
+        f.querySelectorAll("input").forEach((i) => { i.disabled = f.hidden; });
+      });
+      form.elements.kind.addEventListener("change", showFields);
+      showFields();
       form.addEventListener("submit", (ev) => { ev.preventDefault(); this.peek().catch((e) => notice(e.message, true)); });
       if (params.get("name")) this.peek().catch((e) => notice(e.message, true));
     },
@@ -331,7 +343,7 @@ function browserPage(params) {
       const v = formValues($("#peek"));
       const result = v.kind === "topic"
         ? await api("GET", `/api/topics/${enc(v.name)}/partitions/${Number(v.partition)}/messages?offset=${Number(v.offset)}&limit=${Number(v.count)}`)
-        : await api("POST", `/api/queues/${enc(v.name)}/get`, { count: Number(v.count), ack: false });
+        : await api("POST", `/api/queues/${enc(v.name)}/get?vhost=${enc(v.vhost)}`, { count: Number(v.count), ack: false });
       $("#messages").innerHTML = table([
         { title: v.kind === "topic" ? "Offset" : "#", num: true, html: (m) => num(m.offset ?? "") },
         { title: "Time", html: (m) => (m.timestamp_ms ? esc(new Date(m.timestamp_ms).toISOString()) : "") },

@@ -69,6 +69,10 @@ def test_exchange_and_binding_commands(wharf: RunCli, unique: str) -> None:
         b for b in bindings if b["source"] == exchange
     ).items()
     assert queue in wharf("binding", "list").stdout
+    described = wharf("queue", "describe", queue)
+    assert described.exit_code == 0, described.output
+    bindings_table = described.stdout.split("Bindings", 1)[1].split("Consumers", 1)[0]
+    assert exchange in bindings_table and "ignored" in bindings_table
 
     sent = wharf("produce", exchange, "--routing-key", "any", input="fanned\n")
     assert sent.exit_code == 0, sent.output

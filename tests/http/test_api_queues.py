@@ -154,3 +154,71 @@ def test_an_invalid_queue_argument_is_a_bad_request(api: httpx.Client, unique: s
     invalid = api.put(f"/api/queues/{unique}", json={"arguments": {"x-max-length": "abc"}})
     assert invalid.status_code == 400, invalid.text
     assert "x-max-length" in invalid.json()["error"]
+
+
+def test_describe_shows_type_bindings_and_consumers(
+    api: httpx.Client, http_server: WharfProcess, unique: str
+) -> None:
+    queue, other, exchange = f"{unique}-q", f"{unique}-other", f"{unique}-x"
+    single_active = {"x-single-active-consumer": True}
+    assert api.put(f"/api/queues/{queue}", json={"arguments": single_active}).status_code == 200
+    api.put(f"/api/queues/{other}", json={"arguments": {"x-queue-type": "quorum"}})
+    api.put(f"/api/exchanges/{exchange}", json={"type": "topic"})
+    for destination, key in ((queue, "a.#"), (other, "b.#")):
+        bound = api.post(
+            "/api/bindings",
+            json={"source": exchange, "destination": destination, "routing_key": key},
+        )
+        assert bound.status_code == 204, bound.text
+
+    described = api.get(f"/api/queues/{queue}").json()
+    assert described["type"] == "classic"
+    assert api.get(f"/api/queues/{other}").json()["type"] == "quorum"
+    assert described["arguments"] == single_active
+    # only the bindings that route to this queue (the default exchange's implicit one is not
+    # an explicit binding, as in GET /api/bindings)
+    assert described["bindings"] == [
+        {
+            "vhost": "/",
+            "source": exchange,
+            "destination": queue,
+            "destination_type": "queue",
+            "routing_key": "a.#",
+            "arguments": {},
+        }
+    ]
+    assert described["consumer_details"] == []
+
+    params = pika.ConnectionParameters("127.0.0.1", http_server.amqp_port)
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        first = channel.basic_consume(queue, lambda *_: None, consumer_tag=f"{unique}-first")
+        second = channel.basic_consume(
+            queue, lambda *_: None, auto_ack=True, consumer_tag=f"{unique}-second"
+        )
+        _wait_for(lambda: api.get(f"/api/queues/{queue}").json()["consumers"] == 2)
+        described = api.get(f"/api/queues/{queue}").json()
+        # single active consumer: the first subscriber receives, the second waits its turn
+        assert described["consumer_details"] == [
+            {"tag": first, "ack_required": True, "exclusive": False, "active": True},
+            {"tag": second, "ack_required": False, "exclusive": False, "active": False},
+        ]
+    finally:
+        connection.close()
+    _wait_for(lambda: api.get(f"/api/queues/{queue}").json()["consumer_details"] == [])
+    assert api.get(f"/api/queues/{unique}-missing").status_code == 404
+
+    # the OpenAPI document describes what is served
+    document = api.get("/openapi.json").json()
+    response = document["paths"]["/api/queues/{name}"]["get"]["responses"]["200"]
+    ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    schema = document["components"]["schemas"][ref]
+    assert {"type", "bindings", "consumer_details"} <= set(schema["required"])
+    consumer_ref = schema["properties"]["consumer_details"]["items"]["$ref"].rsplit("/", 1)[1]
+    assert set(document["components"]["schemas"][consumer_ref]["properties"]) == {
+        "tag",
+        "ack_required",
+        "exclusive",
+        "active",
+    }

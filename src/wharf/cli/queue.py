@@ -18,7 +18,7 @@ from wharf.cli.client import (
     reporting_errors,
     segment,
 )
-from wharf.cli.output import counted, emit, print_fields, show_list
+from wharf.cli.output import counted, emit, print_fields, print_table, show_list
 
 app = typer.Typer(help="Manage AMQP queues.", no_args_is_help=True)
 
@@ -107,10 +107,30 @@ def list_queues(
 def describe(
     name: str, vhost: VhostOption = "/", url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
 ) -> None:
-    """Everything about one queue."""
+    """Everything about one queue: settings, counts, rates, bindings and consumers."""
     with reporting_errors(), WharfClient(url) as client:
         queue: dict[str, Any] = client.get(f"/api/queues/{segment(name)}", vhost=vhost)
-    emit(as_json, queue, lambda: print_fields(f"Queue {name}", list(queue.items())))
+
+    def human() -> None:
+        lists = ("bindings", "consumer_details")
+        print_fields(f"Queue {name}", [(k, v) for k, v in queue.items() if k not in lists])
+        print_table(
+            "Bindings",
+            [("exchange", "source"), ("routing key", "routing_key"), ("arguments", "arguments")],
+            queue.get("bindings", []),
+        )
+        print_table(
+            "Consumers",
+            [
+                ("tag", "tag"),
+                ("ack required", "ack_required"),
+                ("exclusive", "exclusive"),
+                ("active", "active"),
+            ],
+            queue.get("consumer_details", []),
+        )
+
+    emit(as_json, queue, human)
 
 
 @app.command("purge")

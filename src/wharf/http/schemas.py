@@ -216,6 +216,7 @@ class ResetResult(msgspec.Struct):
 class QueueSummary(msgspec.Struct):
     vhost: str
     name: str
+    type: str  # "classic" or "quorum" (the x-queue-type argument)
     durable: bool
     auto_delete: bool
     exclusive: bool
@@ -266,6 +267,21 @@ class BindingInfo(msgspec.Struct):
     destination_type: Literal["queue", "exchange"]
     routing_key: str
     arguments: dict[str, Any]
+
+
+class QueueConsumer(msgspec.Struct):
+    tag: str  # the consumer tag
+    ack_required: bool  # false: settled on delivery (basic.consume's no-ack)
+    exclusive: bool
+    active: bool  # offered messages; under single-active-consumer only one consumer is
+
+
+class QueueDetail(QueueSummary):
+    """A queue with the bindings that route to it and the consumers attached through the
+    node answering (in a cluster, ``consumers`` counts every node's, this list only its own)."""
+
+    bindings: list[BindingInfo]
+    consumer_details: list[QueueConsumer]
 
 
 class Binding(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
-from wharf.core.queues.exchanges import DestKind, Exchange
+from wharf.core.queues.exchanges import Exchange
 from wharf.http.api.queues import VHOST, VHOST_FILTER, vhost_of
 from wharf.http.context import context_of
 from wharf.http.routing import Endpoint, Param, json_response, query_bool, read_body
@@ -63,23 +63,8 @@ async def _delete_exchange(request: web.Request) -> web.StreamResponse:
 
 async def _list_bindings(request: web.Request) -> web.StreamResponse:
     broker = context_of(request).broker
-    result = []
-    for host in view.vhosts(broker, request.query.get("vhost")):
-        for binding in host.bindings():
-            kind: Literal["queue", "exchange"] = (
-                "queue" if binding.kind is DestKind.QUEUE else "exchange"
-            )
-            result.append(
-                BindingInfo(
-                    vhost=host.name,
-                    source=binding.source,
-                    destination=binding.destination,
-                    destination_type=kind,
-                    routing_key=binding.routing_key,
-                    arguments=dict(binding.arguments),
-                )
-            )
-    return json_response(result)
+    hosts = view.vhosts(broker, request.query.get("vhost"))
+    return json_response([info for host in hosts for info in view.bindings(host)])
 
 
 async def _change_binding(request: web.Request, *, bind: bool) -> web.StreamResponse:

@@ -1,13 +1,16 @@
-"""AMQP queues: list, describe, declare, purge, delete (``?vhost=``, default ``/``)."""
+"""AMQP queues: list, describe (with bindings and consumers), declare, purge, delete (``?vhost=``,
+default ``/``)."""
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
+from wharf.core.queues.consumers import Consumer
 from wharf.core.queues.queue import Queue
 from wharf.http.context import ApiContext, context_of
 from wharf.http.routing import Endpoint, Param, json_response, query_bool, read_body
-from wharf.http.schemas import DeclareQueue, Purged, QueueSummary
+from wharf.http.schemas import DeclareQueue, Purged, QueueConsumer, QueueDetail, QueueSummary
 from wharf.http.views import broker as view
 
 VHOST = Param("vhost", "string", "Virtual host (default /)")
@@ -23,6 +26,7 @@ def queue_summary(context: ApiContext, queue: Queue) -> QueueSummary:
     return QueueSummary(
         vhost=queue.vhost,
         name=queue.name,
+        type=queue.args.queue_type.value,
         durable=queue.durable,
         auto_delete=queue.auto_delete,
         exclusive=queue.exclusive,
@@ -45,10 +49,27 @@ async def _list_queues(request: web.Request) -> web.StreamResponse:
     return json_response([queue_summary(context, q) for q in found])
 
 
+def _consumer(queue: Queue, consumer: Consumer) -> QueueConsumer:
+    active = queue.active_consumer
+    return QueueConsumer(
+        tag=consumer.tag,
+        ack_required=not consumer.no_ack,
+        exclusive=consumer.exclusive,
+        active=active is None or active is consumer,
+    )
+
+
 async def _describe_queue(request: web.Request) -> web.StreamResponse:
     context = context_of(request)
-    queue = view.queue(context.broker, vhost_of(request), request.match_info["name"])
-    return json_response(queue_summary(context, queue))
+    vhost = vhost_of(request)
+    queue = view.queue(context.broker, vhost, request.match_info["name"])
+    return json_response(
+        QueueDetail(
+            **msgspec.structs.asdict(queue_summary(context, queue)),
+            bindings=view.bindings(view.vhost(context.broker, vhost), queue=queue.name),
+            consumer_details=[_consumer(queue, c) for c in queue.consumers],
+        )
+    )
 
 
 async def _declare_queue(request: web.Request) -> web.StreamResponse:
@@ -93,9 +114,9 @@ ENDPOINTS = [
         "GET",
         "/api/queues/{name}",
         _describe_queue,
-        "One queue",
+        "One queue with the bindings that route to it and its consumers on this node",
         "queues",
-        response=QueueSummary,
+        response=QueueDetail,
         query=(VHOST,),
     ),
     Endpoint(

@@ -1,17 +1,17 @@
 """Read-only queries over the broker core that several API modules, the metrics collector and
-the rate sampler share (topics, partitions, groups' lag, queues, exchanges, storage)."""
+the rate sampler share (topics, partitions, groups' lag, queues, bindings, exchanges, storage)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from wharf.core.broker import Broker
-from wharf.core.queues.exchanges import Exchange
+from wharf.core.queues.exchanges import DestKind, Exchange
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.streams.view import PartitionView, TopicView
 from wharf.errors import NotFoundError
-from wharf.http.schemas import OffsetLag
+from wharf.http.schemas import BindingInfo, OffsetLag
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +143,26 @@ def queue(broker: Broker, vhost_name: str, name: str) -> Queue:
     found = broker.vhosts[vhost_name].queues.get(name)
     if found is None:
         raise NotFoundError(f"no queue {name!r} in vhost {vhost_name!r}")
+    return found
+
+
+def bindings(host: VirtualHost, *, queue: str | None = None) -> list[BindingInfo]:
+    """The explicit bindings of ``host``, or only those whose destination is ``queue``."""
+    found: list[BindingInfo] = []
+    for binding in host.bindings():
+        to_queue = binding.kind is DestKind.QUEUE
+        if queue is not None and not (to_queue and binding.destination == queue):
+            continue
+        found.append(
+            BindingInfo(
+                vhost=host.name,
+                source=binding.source,
+                destination=binding.destination,
+                destination_type="queue" if to_queue else "exchange",
+                routing_key=binding.routing_key,
+                arguments=dict(binding.arguments),
+            )
+        )
     return found
 
 

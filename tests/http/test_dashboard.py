@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's package) driven by Playwright: it loads
 without console errors, shows a queue and a topic created through the API, and its rate chart
-updates without a reload while messages are published."""
+updates without a reload while messages are published; the chart's scale and axis, the message
+browser's labels and a queue's page with a real AMQP consumer."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import pika
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from helpers.broker_process import WharfProcess
 
@@ -293,4 +303,102 @@ def test_message_browser_inputs_are_labelled(
     tab.get_by_role("button", name="Peek").click()
     tab.wait_for_selector("#messages pre.payload >> text=in it")
     assert api.get(f"/api/queues/{queue}", params={"vhost": vhost}).json()["messages"] == 1
+    assert problems == []
+
+
+def _card(tab: Page, label: str) -> Locator:
+    """The value of the card labelled ``label`` on a queue's page."""
+    card = tab.locator("#queue-cards .card").filter(has=tab.get_by_text(label, exact=True))
+    return card.locator(".value")
+
+
+@pytest.mark.slow
+def test_queue_page_from_the_list_with_counts_bindings_consumers_and_purge(
+    page: tuple[Page, list[str]], api: httpx.Client, http_server: WharfProcess, unique: str
+) -> None:
+    tab, problems = page
+    vhost, queue, exchange = f"{unique}-vhost", f"{unique}-queue", f"{unique}-x"
+    in_vhost = {"vhost": vhost}
+    assert api.put(f"/api/vhosts/{vhost}").status_code == 201
+    assert api.put("/api/users/guest/permissions", params=in_vhost, json={}).status_code == 200
+    params = pika.ConnectionParameters("127.0.0.1", http_server.amqp_port, vhost)
+    connection = pika.BlockingConnection(params)
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True, arguments={"x-max-priority": 5})
+    api.put(f"/api/exchanges/{exchange}", params=in_vhost, json={"type": "topic"})
+    bound = api.post(
+        "/api/bindings",
+        params=in_vhost,
+        json={"source": exchange, "destination": queue, "routing_key": "job.*"},
+    )
+    assert bound.status_code == 204, bound.text
+    dialogs: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    tab.on("dialog", accept)
+
+    try:
+        tab.goto(http_server.http_url + "/#/queues")
+        tab.locator("#queues").get_by_role("link", name=queue, exact=True).click()
+        tab.wait_for_selector(f"h2 >> text=Queue {queue}")
+        properties = tab.locator("#queue-properties")
+        expect(properties.locator("tr", has_text="Virtual host")).to_contain_text(vhost)
+        expect(properties.locator("tr", has_text="Type")).to_contain_text("classic")
+        expect(properties.locator("tr", has_text="Arguments")).to_contain_text("x-max-priority=5")
+        binding = tab.locator("#queue-bindings tbody tr")
+        expect(binding).to_have_count(1)
+        expect(binding.locator("td")).to_have_text([exchange, "job.*", ""])
+
+        # publish through the binding while the page is open, until its chart draws the rate
+        chart = tab.locator("#queue-chart")
+        sent = 0
+        deadline = time.monotonic() + 60
+        while float(chart.get_attribute("data-max") or 0) <= 0:
+            assert time.monotonic() < deadline, "the queue's chart never showed the publishes"
+            for _ in range(5):
+                routed = api.post(
+                    f"/api/exchanges/{exchange}/messages",
+                    params=in_vhost,
+                    json={"value": f"job {sent}", "routing_key": "job.a"},
+                )
+                assert routed.json()["routed"] is True
+                sent += 1
+            tab.wait_for_timeout(300)
+        expect(_card(tab, "Ready")).to_have_text(f"{sent:,}", timeout=30_000)
+        expect(_card(tab, "Published")).to_have_text(f"{sent:,}")
+
+        # a consumer with a prefetch of one holds one message unacknowledged
+        channel.basic_qos(prefetch_count=1)
+        tag = channel.basic_consume(queue, lambda *_: None, consumer_tag=f"{unique}-consumer")
+        expect(_card(tab, "Consumers")).to_have_text("1", timeout=30_000)
+        expect(_card(tab, "Unacked")).to_have_text("1", timeout=30_000)
+        expect(_card(tab, "Ready")).to_have_text(f"{sent - 1:,}", timeout=30_000)
+        consumer = tab.locator("#queue-consumers tbody tr")
+        expect(consumer.locator("td")).to_have_text([tag, "yes", "no", "yes"])
+    finally:
+        connection.close()
+    expect(_card(tab, "Consumers")).to_have_text("0", timeout=30_000)
+    expect(_card(tab, "Ready")).to_have_text(f"{sent:,}", timeout=30_000)  # returned on close
+
+    # its messages, in its virtual host, one click away
+    tab.get_by_role("link", name="Browse messages").click()
+    expect(tab.get_by_label("Virtual host")).to_have_value(vhost)
+    expect(tab.locator("#messages pre.payload").first).to_have_text("job 0")
+    tab.go_back()
+    expect(_card(tab, "Ready")).to_have_text(f"{sent:,}")
+
+    tab.get_by_role("button", name="Purge").click()
+    expect(_card(tab, "Ready")).to_have_text("0", timeout=30_000)
+    assert api.get(f"/api/queues/{queue}", params=in_vhost).json()["messages"] == 0
+
+    tab.get_by_role("button", name="Delete queue").click()
+    tab.wait_for_function("location.hash === '#/queues'")
+    assert api.get(f"/api/queues/{queue}", params=in_vhost).status_code == 404
+    assert dialogs == [
+        f"Purge every ready message from queue {queue}?",
+        f"Delete queue {queue}?",
+    ]
     assert problems == []

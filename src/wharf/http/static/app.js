@@ -27,7 +27,7 @@ async function api(method, path, body) {
   const resp = await fetch(path, init);
   const text = await resp.text();
   const data = text ? JSON.parse(text) : null;
-  if (!resp.ok) throw new Error((data && data.error) || resp.statusText);
+  if (!resp.ok) throw Object.assign(new Error((data && data.error) || resp.statusText), { status: resp.status });
   return data;
 }
 
@@ -204,6 +204,19 @@ function groupDetailPage(name) {
   };
 }
 
+// Purge and delete ask first; both the queue list and a queue's page offer them.
+function purgeQueue(vhost, name) {
+  if (confirm(`Purge every ready message from queue ${name}?`)) {
+    act(`queue ${name} purged`, () => api("POST", `/api/queues/${enc(name)}/purge?vhost=${enc(vhost)}`));
+  }
+}
+function deleteQueue(vhost, name, afterwards = () => {}) {
+  if (confirm(`Delete queue ${name}?`)) {
+    act(`queue ${name} deleted`, async () => { await api("DELETE", `/api/queues/${enc(name)}?vhost=${enc(vhost)}`); afterwards(); });
+  }
+}
+const queueHref = (q) => `#/queues/${enc(q.vhost)}/${enc(q.name)}`;
+
 const queuesPage = {
   mount(root) {
     root.innerHTML = `
@@ -221,23 +234,83 @@ const queuesPage = {
   async refresh() {
     const queues = await api("GET", "/api/queues");
     $("#queues").innerHTML = table([
-      { title: "Name", html: (q) => `<a href="#/browser?kind=queue&name=${enc(q.name)}">${esc(q.name)}</a>` },
+      { title: "Name", html: (q) => `<a href="${queueHref(q)}">${esc(q.name)}</a>` },
+      { title: "Vhost", html: (q) => esc(q.vhost) },
       { title: "Ready", num: true, html: (q) => num(q.messages) }, { title: "Unacked", num: true, html: (q) => num(q.unacked) },
       { title: "Consumers", num: true, html: (q) => num(q.consumers) },
       { title: "Publish/s", num: true, html: (q) => num(q.publish_per_s) }, { title: "Deliver/s", num: true, html: (q) => num(q.deliver_per_s) },
       { title: "Ack/s", num: true, html: (q) => num(q.ack_per_s) },
-      { title: "", html: (q) => `<button data-purge-queue="${esc(q.name)}">Purge</button> <button class="danger" data-delete-queue="${esc(q.name)}">Delete</button>` },
+      { title: "", html: (q) => `<button data-purge-queue="${esc(q.name)}" data-vhost="${esc(q.vhost)}">Purge</button> <button class="danger" data-delete-queue="${esc(q.name)}" data-vhost="${esc(q.vhost)}">Delete</button>` },
     ], queues, "no queues");
-    document.querySelectorAll("[data-purge-queue]").forEach((b) => b.addEventListener("click", () => {
-      const name = b.dataset.purgeQueue;
-      if (confirm(`Purge every ready message from queue ${name}?`)) act(`queue ${name} purged`, () => api("POST", `/api/queues/${enc(name)}/purge`));
-    }));
-    document.querySelectorAll("[data-delete-queue]").forEach((b) => b.addEventListener("click", () => {
-      const name = b.dataset.deleteQueue;
-      if (confirm(`Delete queue ${name}?`)) act(`queue ${name} deleted`, () => api("DELETE", `/api/queues/${enc(name)}`));
-    }));
+    document.querySelectorAll("[data-purge-queue]").forEach((b) => b.addEventListener("click", () => purgeQueue(b.dataset.vhost, b.dataset.purgeQueue)));
+    document.querySelectorAll("[data-delete-queue]").forEach((b) => b.addEventListener("click", () => deleteQueue(b.dataset.vhost, b.dataset.deleteQueue)));
   },
 };
+
+// One queue: settings, counts, rates, bindings and consumers (GET /api/queues/{name}).
+// The broker keeps no per-queue rate history, so the chart samples the queue's current rates
+// at every refresh and starts when the page opens.
+function queueDetailPage(vhost, name) {
+  const yesNo = (b) => (b ? "yes" : "no");
+  return {
+    mount(root) {
+      root.innerHTML = `<h2>Queue ${esc(name)}</h2><p id="queue-missing" hidden></p><div id="queue-detail">
+        <div class="cards" id="queue-cards"></div>
+        <div class="panel"><div class="legend"><span><i style="background:var(--publish)"></i>published/s</span>
+          <span><i style="background:var(--deliver)"></i>delivered/s</span><span><i style="background:var(--ack)"></i>acknowledged/s</span></div>
+          <canvas class="chart" id="queue-chart"></canvas></div>
+        <div class="actions"><a href="#/browser?kind=queue&vhost=${enc(vhost)}&name=${enc(name)}">Browse messages</a>
+          <button id="purge-queue">Purge</button> <button class="danger" id="delete-queue">Delete queue</button></div>
+        <h2>Properties</h2><div id="queue-properties"></div>
+        <h2>Bindings</h2><div id="queue-bindings"></div>
+        <h2>Consumers</h2><div id="queue-consumers"></div></div>`;
+      this.chart = new WharfChart($("#queue-chart"), [
+        { name: "published", color: "#1f6feb" }, { name: "delivered", color: "#2da44e" }, { name: "acknowledged", color: "#8250df" },
+      ]);
+      $("#purge-queue").addEventListener("click", () => purgeQueue(vhost, name));
+      // once deleted, back to the list (without asking for the queue that is gone)
+      $("#delete-queue").addEventListener("click", () => deleteQueue(vhost, name, () => { this.deleted = true; location.hash = "#/queues"; }));
+    },
+    async refresh() {
+      if (this.deleted) return;
+      let q;
+      try {
+        q = await api("GET", `/api/queues/${enc(name)}?vhost=${enc(vhost)}`);
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        $("#queue-missing").innerHTML = `No queue ${esc(name)} in virtual host ${esc(vhost)}. <a href="#/queues">All queues</a>`;
+        $("#queue-missing").hidden = false;
+        $("#queue-detail").hidden = true;
+        return;
+      }
+      $("#queue-missing").hidden = true;
+      $("#queue-detail").hidden = false;
+      const cards = [
+        ["Ready", q.messages], ["Unacked", q.unacked], ["Consumers", q.consumers],
+        ["Published/s", q.publish_per_s], ["Delivered/s", q.deliver_per_s], ["Acknowledged/s", q.ack_per_s],
+        ["Published", q.published], ["Delivered", q.delivered], ["Acknowledged", q.acked],
+      ];
+      $("#queue-cards").innerHTML = cards.map(([l, v]) => `<div class="card"><div class="value">${num(v)}</div><div class="label">${esc(l)}</div></div>`).join("");
+      this.chart.push(Date.now(), [q.publish_per_s, q.deliver_per_s, q.ack_per_s]);
+      this.chart.draw();
+      const args = Object.entries(q.arguments).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ");
+      $("#queue-properties").innerHTML = table([
+        { title: "Property", html: (p) => esc(p[0]) }, { title: "Value", html: (p) => esc(p[1]) },
+      ], [
+        ["Virtual host", q.vhost], ["Type", q.type], ["Durable", yesNo(q.durable)], ["Auto-delete", yesNo(q.auto_delete)],
+        ["Exclusive", yesNo(q.exclusive)], ["Arguments", args || "none"],
+      ]);
+      $("#queue-bindings").innerHTML = table([
+        { title: "Exchange", html: (b) => esc(b.source) }, { title: "Routing key", html: (b) => esc(b.routing_key) },
+        { title: "Arguments", html: (b) => esc(Object.entries(b.arguments).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")) },
+      ], q.bindings, "no bindings besides the default exchange's");
+      $("#queue-consumers").innerHTML = table([
+        { title: "Tag", html: (c) => esc(c.tag) }, { title: "Ack required", html: (c) => yesNo(c.ack_required) },
+        { title: "Exclusive", html: (c) => yesNo(c.exclusive) }, { title: "Active", html: (c) => yesNo(c.active) },
+      ], q.consumer_details, "no consumers on this node");
+    },
+  };
+}
 
 const exchangesPage = {
   mount(root) {
@@ -366,7 +439,8 @@ function route() {
   const params = new URLSearchParams(query || "");
   const pages = {
     overview: () => overviewPage, topics: () => (parts[1] ? topicDetailPage(parts[1]) : topicsPage),
-    groups: () => (parts[1] ? groupDetailPage(parts[1]) : groupsPage), queues: () => queuesPage,
+    groups: () => (parts[1] ? groupDetailPage(parts[1]) : groupsPage),
+    queues: () => (parts.length > 2 ? queueDetailPage(parts[1], parts[2]) : queuesPage),
     exchanges: () => exchangesPage, connections: () => connectionsPage, browser: () => browserPage(params),
   };
   const make = pages[parts[0]] || pages.overview;

@@ -1,150 +1,119 @@
-"""Wharf against RabbitMQ with the same AMQP clients, in one run (peerbench's bench.py).
+"""Wharf against one RabbitMQ node with the same AMQP client (pika), in one run.
 
-Starts ``wharf serve`` (fresh data directory, ``--fsync always``) and RabbitMQ (Debian's
-rabbitmq-server through peerbench's ``peers.sh``, loopback only) on free ports, runs the
-``rmq-durable`` and ``rmq-transient`` suites with pika and aio-pika at 100 B and 1 KiB against
-each, stops both, and prints bench.py's median tables plus Wharf/RabbitMQ ratios.
+    .venv/bin/python benchmarks/amqp_peerbench.py                  # 10 s per throughput row
+    .venv/bin/python benchmarks/amqp_peerbench.py --quick          # 3 s per row
+    .venv/bin/python benchmarks/amqp_peerbench.py --rabbitmq ~/rabbitmq_server-3.13.7/sbin
 
-    .venv/bin/python benchmarks/amqp_peerbench.py --duration 5 --lat-duration 6 --reps 1
+Starts ``wharf serve --fsync always`` (fresh data directory, free loopback ports), measures it,
+stops it; then the same against a RabbitMQ node, so the two never share the machine. RabbitMQ
+is found in /usr/lib/rabbitmq/bin (Debian's ``apt-get install rabbitmq-server``; the server is
+not started as a service here, this script starts its own node), else where ``rabbitmq-server``
+on PATH lives, or given with ``--rabbitmq DIR``; without it the run says so and measures
+Wharf alone. The node runs as the current user on 127.0.0.1 only, with its own epmd, Erlang
+cookie, mnesia and log directories and no plugins (:class:`cluster_peers.RabbitCluster`).
 
-Needs peerbench (``../shared/peerbench`` beside the repository, or ``--peerbench DIR``) and
-``/usr/lib/rabbitmq/bin``; every process it starts is stopped by its own PID at the end.
+The load is :mod:`amqp_load` (pika), at 100 B and 1 KiB:
+
+- publish: persistent messages to a durable classic queue with publisher confirms, at most
+  1,000 unconfirmed; msg/s is confirmed messages over the time to the last confirm;
+- consume: the published messages, prefetch 1,000, ``basic_ack(multiple=True)`` every 250;
+- latency: persistent messages paced at 1,000 msg/s (``--rate``), publish to delivery, p50
+  and p99 (the first second dropped);
+- messages per broker CPU-second: the broker's user + system CPU time (its process and every
+  process under it, from /proc/PID/stat) read before and after the publish and the consume.
+
+Prints each figure as it is measured, then a table with Wharf/RabbitMQ ratios. Every process it
+starts runs in its own session and is stopped by its process group id.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import shutil
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-READY = re.compile(r"wharf ready: .*amqp=127\.0\.0\.1:(\d+)")
+import amqp_load
+import cluster_peers
+import peer_nodes
+import pika
+from peer_nodes import Column, Load
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_wharf(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    wharf = ROOT / ".venv" / "bin" / "wharf"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(wharf), "serve", "--data-dir", str(data_dir), "--amqp-port", "0",
-         "--kafka-port", "0", "--http-port", "0", "--fsync", "always"],
-        stdout=log, stderr=subprocess.STDOUT,
+def amqp_on(port: int, rate: float) -> Load:
+    return Load(
+        prepare=lambda name: amqp_load.declare(port, name, {}),
+        publish=lambda name, size, s: amqp_load.publish(port, name, size, s),
+        consume=lambda name, count: amqp_load.consume(port, name, count),
+        latency=lambda name, size, s: amqp_load.latency(port, name, size, s, rate),
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = READY.search(log_path.read_text(errors="replace"))
-        if match:
-            return proc, int(match.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"wharf serve did not start:\n{log_path.read_text()}")
 
 
-def peers(peerbench: Path, state: Path, port: int, *args: str) -> str:
-    env = dict(os.environ, PB_STATE=str(state), RMQ_PORT=str(port),
-               RMQ_DIST_PORT=str(free_port()), EPMD_PORT=str(free_port()))
-    out = subprocess.run(["bash", str(peerbench / "peers.sh"), *args], env=env,
-                         capture_output=True, text=True, timeout=180)
-    return out.stdout + out.stderr
-
-
-def bench(peerbench: Path, port: int, pid: int, out: Path, a: argparse.Namespace) -> None:
-    cmd = [sys.executable, str(peerbench / "bench.py"), "--suite", "rmq-durable",
-           "--suite", "rmq-transient", "--clients", a.clients, "--sizes", a.sizes,
-           "--reps", str(a.reps), "--duration", str(a.duration),
-           "--lat-duration", str(a.lat_duration), "--port", str(port),
-           "--broker-pid", str(pid), "--out", str(out)]
-    subprocess.run(cmd, check=False, timeout=3600)
-
-
-def medians(path: Path) -> dict[tuple[str, str, int, str], dict[str, float]]:
-    groups: dict[tuple[str, str, int, str], list[dict[str, float]]] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("ok"):
-            key = (row["suite"], row["client"], row["size"], row["mode"])
-            groups.setdefault(key, []).append(row)
-    result = {}
-    for key, rows in groups.items():
-        result[key] = {
-            m: statistics.median([r[m] for r in rows if r.get(m) is not None])
-            for m in ("e2e_rate", "msgs_per_broker_cpu_s", "p50_ms", "p99_ms")
-            if any(r.get(m) is not None for r in rows)
-        }
-    return result
-
-
-def print_ratios(wharf: Path, rabbit: Path) -> None:
-    w, r = medians(wharf), medians(rabbit)
-    print("\n### Wharf / RabbitMQ (medians; >1 is better for rates, <1 better for latency)\n")
-    print("| suite | client | size | mode | metric | Wharf | RabbitMQ | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for key in sorted(set(w) & set(r)):
-        for metric in ("e2e_rate", "msgs_per_broker_cpu_s", "p50_ms", "p99_ms"):
-            if metric in w[key] and metric in r[key] and r[key][metric]:
-                wv, rv = w[key][metric], r[key][metric]
-                print(f"| {' | '.join(map(str, key))} | {metric} | {wv:,.2f} | {rv:,.2f} | "
-                      f"{wv / rv:.2f} |")
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="per publish row [10]")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="[--seconds]")
+    parser.add_argument("--quick", action="store_true", help="3 s per row")
+    parser.add_argument("--sizes", default="100,1024", help="message sizes in bytes [100,1024]")
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency rows' msg/s [1000]")
+    parser.add_argument(
+        "--rabbitmq", metavar="DIR", help="directory of rabbitmq-server and rabbitmqctl"
+    )
+    parser.add_argument("--skip-rabbitmq", action="store_true", help="measure Wharf alone")
+    parser.add_argument("--dir", help="a new directory for the servers' files and logs (kept)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3.0
+    args.latency_seconds = args.latency_seconds or max(args.seconds, 3.0)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    return args
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peerbench", type=Path, default=ROOT.parent / "shared" / "peerbench")
-    p.add_argument("--clients", default="pika,aiopika")
-    p.add_argument("--sizes", default="100,1024")
-    p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--lat-duration", type=float, default=6.0)
-    p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--skip-rabbitmq", action="store_true")
-    a = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="wharf-amqp-bench-"))
-    out_dir = a.out_dir or work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wharf_out, rabbit_out = out_dir / "wharf.jsonl", out_dir / "rabbitmq.jsonl"
-    proc, port = start_wharf(work / "data", work / "wharf.log")
+    peer_nodes.line_buffered_stdout()
+    args = parse_args()
+    base = Path(args.dir or tempfile.mkdtemp(prefix="wharf-amqp-peers-"))
+    base.mkdir(parents=True, exist_ok=True)
+    print(f"run: {peer_nodes.describe_run()}; pika {pika.__version__}; files under {base}")
+    ours, peer = Column("Wharf"), Column("RabbitMQ")
+
+    def run(column: Column, pid: int, port: int) -> None:
+        load = amqp_on(port, args.rate)
+        peer_nodes.measure(
+            column, pid, load, "publish", args.sizes, args.seconds, args.latency_seconds, args.rate
+        )
+
+    bin_dir, where = peer_nodes.find_rabbitmq(args.rabbitmq)
+    if args.skip_rabbitmq:
+        peer.note = "skipped"
+    elif bin_dir is None:
+        peer.note = "not found"
+        print(f"RabbitMQ: skipped, {where}; apt-get install rabbitmq-server, or --rabbitmq DIR")
     try:
-        print(f"== Wharf (pid {proc.pid}, port {port})", flush=True)
-        bench(a.peerbench, port, proc.pid, wharf_out, a)
+        with peer_nodes.wharf(base / "wharf", "always") as wharf:
+            print(f"Wharf: pid {wharf.pid}, AMQP port {wharf.amqp_port}, fsync always")
+            run(ours, wharf.pid, wharf.amqp_port)
+        if bin_dir is not None and not args.skip_rabbitmq:
+            node = cluster_peers.RabbitCluster(base / "rabbitmq", 1, bin_dir)
+            version = peer_nodes.rabbitmq_version(bin_dir)
+            print(f"RabbitMQ {version}: one node from {where}...")
+            try:
+                with cluster_peers.running(node):
+                    pid = node.processes[0].pid
+                    print(f"RabbitMQ: pid {pid}, AMQP port {node.amqp_ports[0]}")
+                    run(peer, pid, node.amqp_ports[0])
+            except RuntimeError as exc:  # did not start, or failed; its log is under --dir
+                peer.note = "failed"
+                print(f"RabbitMQ: failed: {exc}")
     finally:
-        proc.terminate()
-        proc.wait(60)
-    if not a.skip_rabbitmq:
-        state = work / "peers"
-        rmq_port = free_port()
-        print(peers(a.peerbench, state, rmq_port, "start", "rabbitmq"), flush=True)
-        try:
-            pid = int((state / "pids" / "rabbitmq.pid").read_text())
-            print(f"== RabbitMQ (pid {pid}, port {rmq_port})", flush=True)
-            bench(a.peerbench, rmq_port, pid, rabbit_out, a)
-        finally:
-            print(peers(a.peerbench, state, rmq_port, "stop", "rabbitmq"), flush=True)
-    summarize = [sys.executable, str(a.peerbench / "bench.py"), "--summarize"]
-    print("\n## Wharf")
-    subprocess.run([*summarize, str(wharf_out)], check=False)
-    if rabbit_out.exists():
-        print("\n## RabbitMQ")
-        subprocess.run([*summarize, str(rabbit_out)], check=False)
-        print_ratios(wharf_out, rabbit_out)
-    print(f"\nraw results: {out_dir}")
-    shutil.rmtree(work / "data", ignore_errors=True)  # Wharf's data directory
-    shutil.rmtree(work / "peers" / "rabbitmq" / "mnesia", ignore_errors=True)
+        print(f"\nend: {peer_nodes.describe_run()}\n")
+        print(peer_nodes.table(ours, peer))
+        if args.dir is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

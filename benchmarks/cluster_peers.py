@@ -245,7 +245,11 @@ def nats_latency(
 
 
 class RabbitCluster:
-    def __init__(self, base: Path, nodes: int = 3) -> None:
+    """``bin_dir`` holds the ``rabbitmq-server`` and ``rabbitmqctl`` scripts (Debian's real ones
+    are in /usr/lib/rabbitmq/bin; those in /usr/sbin switch to the rabbitmq user)."""
+
+    def __init__(self, base: Path, nodes: int = 3, bin_dir: Path = RABBIT_BIN) -> None:
+        self.bin = bin_dir
         self.dir = base / "rabbitmq"
         self.count = nodes
         self.amqp_ports = free_ports(nodes)
@@ -276,7 +280,7 @@ class RabbitCluster:
 
     def ctl(self, i: int, *args: str) -> None:
         done = subprocess.run(  # noqa: S603 - our own argv
-            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node(i), *args],
+            [str(self.bin / "rabbitmqctl"), "-n", self.node(i), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -286,8 +290,8 @@ class RabbitCluster:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.node(i)}: {done.stderr}")
 
     def start(self) -> None:
-        if not (RABBIT_BIN / "rabbitmq-server").exists():
-            raise RuntimeError("no rabbitmq-server (apt-get install rabbitmq-server)")
+        if not (self.bin / "rabbitmq-server").exists():
+            raise RuntimeError(f"no rabbitmq-server in {self.bin} (Debian: rabbitmq-server)")
         self.epmd = spawn(
             ["epmd", "-address", "127.0.0.1", "-port", str(self.epmd_port)], self.dir / "epmd.log"
         )
@@ -310,7 +314,7 @@ class RabbitCluster:
                 "RABBITMQ_LOG_BASE": str(node_dir / "log"),
             }
             self.processes.append(
-                spawn([str(RABBIT_BIN / "rabbitmq-server")], node_dir / "out.log", env)
+                spawn([str(self.bin / "rabbitmq-server")], node_dir / "out.log", env)
             )
         for i, port in enumerate(self.amqp_ports):
             wait_port(port, 120)

@@ -1,10 +1,11 @@
 """End-to-end latency of a Kafka-protocol broker with a consumer that polls one message at a time.
 
-peerbench's latency test reads with ``consume(num_messages=1000, timeout=0.05)``, which holds
-each message in the client until a batch of 1000 fills or 50 ms pass, so its figures measure
-that wait more than the broker. This script measures the broker: a producer thread sends at a
-fixed rate (``linger.ms`` 0, acks=all) a payload carrying its send time, and the consumer
-``poll()``s each message as soon as librdkafka has it.
+A consumer that reads in batches, e.g. ``consume(num_messages=1000, timeout=0.05)`` (as the
+client kit the first peer benchmarks drove did), holds each message in the client until a
+batch of 1000 fills or 50 ms pass, so its figures measure that wait more than the broker. This
+script measures the broker: a producer thread sends at a fixed rate (``linger.ms`` 0, acks=all)
+a payload carrying its send time, and the consumer ``poll()``s each message as soon as
+librdkafka has it (as :func:`kafka_load.latency` does for ``kafka_peers.py`` and ``cluster.py``).
 
     python benchmarks/kafka_latency.py --bootstrap 127.0.0.1:9092 --rate 1000 --seconds 10
 

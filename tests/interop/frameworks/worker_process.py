@@ -13,15 +13,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BOUND_S = 60.0
 
 
 class WorkerProcess:
-    def __init__(self, script: str, state: Path, amqp_url: str) -> None:
+    """``script`` runs as ``python -c script url state *args``."""
+
+    def __init__(self, script: str, state: Path, url: str, *args: str) -> None:
         self.state = state
-        self._argv = [sys.executable, "-c", script, amqp_url, str(state)]
+        self._argv = [sys.executable, "-c", script, url, str(state), *args]
         self._proc: subprocess.Popen[bytes] | None = None
         self._killed = False
 
@@ -51,11 +54,15 @@ class WorkerProcess:
             self.kill()  # the main process may have exited and left children running
 
     def wait_for(self, name: str) -> None:
+        self.wait_until(name, (self.state / name).exists)
+
+    def wait_until(self, what: str, condition: Callable[[], bool]) -> None:
+        """Wait for ``condition`` while the worker lives, at most ``BOUND_S``."""
         deadline = time.monotonic() + BOUND_S
-        while not (self.state / name).exists():
+        while not condition():
             if self._proc is not None and self._proc.poll() is not None:
                 raise AssertionError(f"the worker exited: {self.log()}")
-            assert time.monotonic() < deadline, f"no {name} within {BOUND_S} s: {self.log()}"
+            assert time.monotonic() < deadline, f"no {what} within {BOUND_S} s: {self.log()}"
             time.sleep(0.05)
 
     @classmethod

@@ -1,47 +1,68 @@
 """A framework's worker as a child process that a test can kill -9 mid-task.
 
 The worker script (a test writes it) reports through files in a directory it is given:
-``started-<n>`` when the task begins for the n-th time, ``done`` when it finished.
+``started-<n>`` when the task begins for the n-th time, ``done`` when it finished. The worker
+runs in a session of its own, and a kill reaches every process of it: a worker that forks
+(Celery's prefork pool) dies whole, as on a lost machine, and leaves no orphan behind.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BOUND_S = 60.0
 
 
 class WorkerProcess:
-    def __init__(self, script: str, state: Path, amqp_url: str) -> None:
+    """``script`` runs as ``python -c script url state *args``."""
+
+    def __init__(self, script: str, state: Path, url: str, *args: str) -> None:
         self.state = state
-        self._argv = [sys.executable, "-c", script, amqp_url, str(state)]
+        self._argv = [sys.executable, "-c", script, url, str(state), *args]
         self._proc: subprocess.Popen[bytes] | None = None
+        self._killed = False
 
     def start(self) -> None:
         log = (self.state / "worker.log").open("ab")
         with log:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-                self._argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def kill(self) -> None:
+        """SIGKILL to the worker's process group: the worker and any process it forked."""
         assert self._proc is not None
-        self._proc.kill()
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone already
+            pass
+        self._killed = True
         self._proc.wait(BOUND_S)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self.kill()
+        if self._proc is not None and not self._killed:
+            self.kill()  # the main process may have exited and left children running
 
     def wait_for(self, name: str) -> None:
+        self.wait_until(name, (self.state / name).exists)
+
+    def wait_until(self, what: str, condition: Callable[[], bool]) -> None:
+        """Wait for ``condition`` while the worker lives, at most ``BOUND_S``."""
         deadline = time.monotonic() + BOUND_S
-        while not (self.state / name).exists():
+        while not condition():
             if self._proc is not None and self._proc.poll() is not None:
                 raise AssertionError(f"the worker exited: {self.log()}")
-            assert time.monotonic() < deadline, f"no {name} within {BOUND_S} s: {self.log()}"
+            assert time.monotonic() < deadline, f"no {what} within {BOUND_S} s: {self.log()}"
             time.sleep(0.05)
 
     @classmethod

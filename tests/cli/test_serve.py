@@ -142,7 +142,7 @@ def test_a_bad_flag_value_is_named_by_its_flag() -> None:
 def test_serve_starts_without_the_other_commands_imports() -> None:
     """``wharf serve`` is parsed by the serve command alone: none of the other commands, nor
     their HTTP client, nor typer and pydantic, nor the metrics exporter is imported on the
-    broker's way up."""
+    broker's way up; nor aiohttp and the HTTP API, which load after the ready line."""
     code = (
         "import sys\n"
         "sys.argv = ['wharf', 'serve', '--help']\n"
@@ -153,7 +153,8 @@ def test_serve_starts_without_the_other_commands_imports() -> None:
         "    pass\n"
         "import wharf.cli.serve.http_listener\n"  # the HTTP front end, built at start
         "print(sorted(m for m in sys.modules if m in ('wharf.cli.app', 'wharf.cli.bench',"
-        " 'wharf.cli.serve.command', 'httpx', 'prometheus_client', 'typer', 'pydantic')))"
+        " 'wharf.cli.serve.command', 'httpx', 'prometheus_client', 'typer', 'pydantic',"
+        " 'aiohttp', 'wharf.http.app')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: wharf serve [OPTIONS]" in out.stdout

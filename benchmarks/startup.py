@@ -3,7 +3,10 @@
 For each run: a fresh data directory, ``wharf serve`` (the console script beside this
 interpreter, or its entry point run by this interpreter when there is none) on free loopback
 ports, timed from just before the exec to the moment its ``wharf ready:`` line is read from its
-stderr; then, after one idle second, its resident set size (``VmRSS`` of ``/proc/PID/status``).
+stderr; then to the moment every port has answered a first request sent right after that line
+(HTTP ``GET /healthz``, Kafka ApiVersions, the AMQP protocol header answered by
+Connection.Start; sent at once, one thread each); then, after one idle second, its resident set
+size (``VmRSS`` of ``/proc/PID/status``).
 The broker is stopped with SIGTERM after each run. Bytecode caches are on (as after a pip
 install, which compiles them), whatever ``PYTHONDONTWRITEBYTECODE`` says: a first start, not
 counted, writes them. Prints each run and the medians.
@@ -11,17 +14,24 @@ counted, writes them. Prints each run and the medians.
 Baseline in the same run: the bare interpreter (``python -c pass``) from exec to exit, and its
 RSS, so the figures can be read as what Wharf adds to Python on this machine.
 
-    .venv/bin/python benchmarks/startup.py [runs]
+    .venv/bin/python benchmarks/startup.py [runs] [python ...]
+
+Named interpreters (of other environments: before and after a change) are measured instead of
+this one, taking turns run by run, so that a change of load on a shared machine hits each alike.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,11 +39,11 @@ IDLE_S = 1.0
 READY_TIMEOUT_S = 30.0
 
 
-def serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("wharf")
+def serve_command(python: str) -> list[str]:
+    script = Path(python).with_name("wharf")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from wharf.cli.main import main; main()"]
+    return [python, "-c", "from wharf.cli.main import main; main()"]
 
 
 def child_env() -> dict[str, str]:
@@ -49,10 +59,52 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def one_start() -> tuple[float, float]:
-    """Seconds from exec to the ready line, and the RSS in MiB after an idle second."""
+def _exchange(port: int, request: bytes, answered: bytes) -> None:
+    """Send ``request`` and read until the answer holds ``answered``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=READY_TIMEOUT_S) as conn:
+        conn.sendall(request)
+        received = b""
+        while answered not in received:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"port {port} closed before answering")
+            received += chunk
+
+
+_FIRST_REQUESTS = {
+    "http": (b"GET /healthz HTTP/1.1\r\nHost: wharf\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
+    # ApiVersions v0, correlation id 7, no client id; the answer starts with its size and the id
+    "kafka": (struct.pack(">ihhih", 10, 18, 0, 7, -1), struct.pack(">i", 7)),
+    # Connection.Start: a method frame (type 1) of class 10, method 10
+    "amqp": (b"AMQP\x00\x00\x09\x01", b"\x00\x0a\x00\x0a"),
+}
+
+
+def first_answers(ready_line: str) -> None:
+    """Send each port its first request at once; return when every port has answered."""
+    ports = {name: int(port) for name, port in re.findall(r"(\w+)=[^\s]+:(\d+)", ready_line)}
+    errors: list[BaseException] = []
+
+    def ask(name: str) -> None:
+        try:
+            _exchange(ports[name], *_FIRST_REQUESTS[name])
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in _FIRST_REQUESTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def one_start(python: str) -> tuple[float, float, float]:
+    """Seconds from exec to the ready line and to every port's first answer, and the RSS in
+    MiB after an idle second."""
     with tempfile.TemporaryDirectory(prefix="wharf-startup-") as data:
-        argv = [*serve_command(), "serve", "--data-dir", data, "--host", "127.0.0.1",
+        argv = [*serve_command(python), "serve", "--data-dir", data, "--host", "127.0.0.1",
                 "--kafka-port", "0", "--amqp-port", "0", "--http-port", "0"]  # fmt: skip
         started = time.perf_counter()
         proc = subprocess.Popen(  # noqa: S603 - our own entry point
@@ -69,6 +121,8 @@ def one_start() -> tuple[float, float]:
                     break
                 if not line or time.monotonic() > deadline:
                     raise RuntimeError(f"no ready line (exit code {proc.poll()})")
+            first_answers(line.decode())
+            answered = time.perf_counter() - started
             time.sleep(IDLE_S)
             rss = rss_mib(proc.pid)
         finally:
@@ -76,15 +130,15 @@ def one_start() -> tuple[float, float]:
             proc.wait(READY_TIMEOUT_S)
             if proc.stderr is not None:
                 proc.stderr.close()
-    return ready, rss
+    return ready, answered, rss
 
 
-def bare_interpreter() -> tuple[float, float]:
+def bare_interpreter(python: str) -> tuple[float, float]:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True, env=child_env())  # noqa: S603
+    subprocess.run([python, "-c", "pass"], check=True, env=child_env())  # noqa: S603
     elapsed = time.perf_counter() - started
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-c", "import time; time.sleep(5)"], env=child_env()
+        [python, "-c", "import time; time.sleep(5)"], env=child_env()
     )
     try:
         time.sleep(0.3)
@@ -97,23 +151,29 @@ def bare_interpreter() -> tuple[float, float]:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    print(f"{' '.join(serve_command())} serve, {runs} runs, load average "
-          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-    one_start()  # warm the page cache and the bytecode caches
-    starts, rsses, bares, bare_rsses = [], [], [], []
+    pythons = sys.argv[2:] or [sys.executable]
+    print(f"{runs} runs, load average {os.getloadavg()[0]:.1f}")
+    for python in pythons:
+        one_start(python)  # warm the page cache and the bytecode caches
+    figures: dict[str, dict[str, list[float]]] = {python: {} for python in pythons}
     for i in range(runs):
-        ready, rss = one_start()
-        bare, bare_rss = bare_interpreter()
-        starts.append(ready)
-        rsses.append(rss)
-        bares.append(bare)
-        bare_rsses.append(bare_rss)
-        print(f"run {i + 1}: ready {ready * 1000:.0f} ms, idle RSS {rss:.1f} MiB"
-              f" (bare python: {bare * 1000:.0f} ms, {bare_rss:.1f} MiB)")  # fmt: skip
-    print(f"median: ready {statistics.median(starts) * 1000:.0f} ms,"
-          f" idle RSS {statistics.median(rsses):.1f} MiB;"
-          f" bare python {statistics.median(bares) * 1000:.0f} ms,"
-          f" {statistics.median(bare_rsses):.1f} MiB")  # fmt: skip
+        for python in pythons:
+            ready, answered, rss = one_start(python)
+            bare, bare_rss = bare_interpreter(python)
+            for name, value in (("ready", ready), ("answered", answered), ("rss", rss),
+                                ("bare", bare), ("bare_rss", bare_rss)):  # fmt: skip
+                figures[python].setdefault(name, []).append(value)
+            print(f"run {i + 1}: {' '.join(serve_command(python))} serve: ready"
+                  f" {ready * 1000:.0f} ms, every port answered {answered * 1000:.0f} ms,"
+                  f" idle RSS {rss:.1f} MiB (bare python: {bare * 1000:.0f} ms,"
+                  f" {bare_rss:.1f} MiB)")  # fmt: skip
+    for python in pythons:
+        median = {name: statistics.median(values) for name, values in figures[python].items()}
+        print(f"median, {' '.join(serve_command(python))} serve:"
+              f" ready {median['ready'] * 1000:.0f} ms,"
+              f" every port answered {median['answered'] * 1000:.0f} ms,"
+              f" idle RSS {median['rss']:.1f} MiB; bare python"
+              f" {median['bare'] * 1000:.0f} ms, {median['bare_rss']:.1f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

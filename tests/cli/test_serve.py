@@ -7,7 +7,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from helpers.broker_process import run_wharf
+from wharf.cli.app import app
+from wharf.cli.serve.command import OPTIONS, SUMMARY
 
 
 def _print_config(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -137,7 +141,8 @@ def test_a_bad_flag_value_is_named_by_its_flag() -> None:
 
 def test_serve_starts_without_the_other_commands_imports() -> None:
     """``wharf serve`` is parsed by the serve command alone: none of the other commands, nor
-    their HTTP client, nor the metrics exporter is imported on the broker's way up."""
+    their HTTP client, nor typer and pydantic, nor the metrics exporter is imported on the
+    broker's way up; nor aiohttp and the HTTP API, which load after the ready line."""
     code = (
         "import sys\n"
         "sys.argv = ['wharf', 'serve', '--help']\n"
@@ -148,7 +153,8 @@ def test_serve_starts_without_the_other_commands_imports() -> None:
         "    pass\n"
         "import wharf.cli.serve.http_listener\n"  # the HTTP front end, built at start
         "print(sorted(m for m in sys.modules if m in ('wharf.cli.app', 'wharf.cli.bench',"
-        " 'wharf.cli.serve.command', 'httpx', 'prometheus_client')))"
+        " 'wharf.cli.serve.command', 'httpx', 'prometheus_client', 'typer', 'pydantic',"
+        " 'aiohttp', 'wharf.http.app')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: wharf serve [OPTIONS]" in out.stdout
@@ -159,3 +165,70 @@ def test_every_other_command_line_goes_to_the_whole_cli() -> None:
     result = run_wharf("--help")
     assert result.returncode == 0, result.stderr
     assert all(name in result.stdout for name in ("serve", "topic", "queue", "bench"))
+
+
+def test_help_describes_every_option() -> None:
+    result = run_wharf("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["Usage: wharf serve [OPTIONS]", "", f"  {SUMMARY}"]
+    text = " ".join(result.stdout.split())
+    for option in OPTIONS:
+        assert option.help.strip()
+        assert f"{option.flag} {option.metavar}" in text
+        assert " ".join(option.help.split()) in text, option.flag
+    assert "--print-config Print the effective settings as TOML and exit." in text
+    assert "--help Show this message and exit." in text
+    assert "--fsync <always|interval|never>" in text
+
+
+def test_help_wins_over_bad_values_but_not_over_unknown_options() -> None:
+    assert run_wharf("serve", "--kafka-port", "ninety", "--help").returncode == 0
+    assert run_wharf("serve", "--bogus", "--help").returncode == 2
+
+
+def _usage_error(*args: str) -> str:
+    result = run_wharf("serve", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    usage, hint, blank, error = result.stderr.splitlines()
+    assert (usage, hint, blank) == ("Usage: wharf serve [OPTIONS]", HINT, "")
+    assert result.stdout == ""
+    return error
+
+
+HINT = "Try 'wharf serve --help' for help."
+
+
+def test_command_line_errors_read_as_the_other_commands_do() -> None:
+    assert _usage_error("--hots", "x") == "Error: No such option: --hots (Possible options: --host)"
+    assert _usage_error("-h") == "Error: No such option: -h"
+    assert _usage_error("--kafka-port") == "Error: Option '--kafka-port' requires an argument."
+    assert _usage_error("--print-config=yes") == (
+        "Error: Option '--print-config' does not take a value."
+    )
+    assert _usage_error("now") == "Error: Got unexpected extra argument(s) (now)"
+    assert _usage_error("--", "--host") == "Error: Got unexpected extra argument(s) (--host)"
+    assert _usage_error("--amqp-port=ninety") == (
+        "Error: Invalid value for '--amqp-port': 'ninety' is not a valid integer."
+    )
+    assert _usage_error("--log-level", "INFO") == (
+        "Error: Invalid value for '--log-level': 'INFO' is not one of 'debug', 'info', "
+        "'warning', 'error'."
+    )
+
+
+def test_flag_forms_and_the_last_occurrence_wins() -> None:
+    config = _print_config("--fsync", "NEVER", "--kafka-port=1234", "--kafka-port", "4321")
+    assert config["broker"]["fsync"] == "never"  # type: ignore[index]
+    assert config["server"]["kafka_port"] == 4321  # type: ignore[index]
+
+
+def test_the_whole_cli_lists_serve_and_hands_it_the_command_line() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--help"])
+    assert f"serve     {SUMMARY}" in listed.output
+    printed = runner.invoke(app, ["serve", "--amqp-port", "2345", "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    assert tomllib.loads(printed.output)["server"]["amqp_port"] == 2345
+    refused = runner.invoke(app, ["serve", "--amqp-port", "many"])
+    assert refused.exit_code == 2

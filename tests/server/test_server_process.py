@@ -8,9 +8,10 @@ import os
 import re
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
-from helpers.broker_process import WharfProcess, run_wharf
+from helpers.broker_process import WharfProcess, clean_env, run_wharf, wharf_command
 
 
 def _ready_lines(log: str) -> list[str]:
@@ -38,6 +39,47 @@ def test_ready_line_is_logged_once_and_names_every_bound_listener(
         assert port != 0
         with socket.create_connection((host, port), timeout=10):
             pass  # something really listens there
+
+
+def _answer(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_an_http_request_sent_as_soon_as_the_ready_line_is_out_is_answered(
+    tmp_path: Path,
+) -> None:
+    """The HTTP port listens before aiohttp is loaded, which happens after the ready line
+    (wharf.http.listener): a request sent at once waits in the backlog and is answered."""
+    argv = wharf_command("serve", "--data-dir", str(tmp_path / "data"), "--host", "127.0.0.1",
+                         "--kafka-port", "0", "--amqp-port", "0", "--http-port", "0",
+                         "--log-level", "debug")  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=clean_env(), text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "wharf ready:" in line:
+                break
+        else:
+            raise AssertionError(f"no ready line; exit code {proc.wait()}")
+        match = re.search(r"http=127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        request = b"GET /readyz HTTP/1.1\r\nHost: wharf\r\nConnection: close\r\n\r\n"
+        response = _answer(int(match[1]), request)
+        assert response.startswith(b"HTTP/1.1 200"), response
+        assert b'"ready":true' in response, response
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0, rest
+    assert "the HTTP API serves port" in rest  # attached after the ready line
 
 
 def test_sigterm_stops_gracefully_with_exit_code_0_and_releases_the_lock(

@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module: ``serve`` in :mod:`wharf.cli.serve.command`; command groups
 (``wharf topics ...``) are ``typer.Typer`` apps in ``wharf/cli/<group>.py`` added below with
-``app.add_typer(<group>.app, name="<group>")``.
+``app.add_typer(<group>.app, name="<group>")``. ``serve`` reads its command line with a parser of
+its own (without typer, for a faster start; :mod:`wharf.cli.main` calls it directly): the app
+lists it and hands it every word after ``serve``.
 """
 
 from __future__ import annotations
@@ -58,7 +60,16 @@ def _root(
     """Wharf: one broker for queues (AMQP 0-9-1) and streams (Kafka protocol)."""
 
 
-app.command("serve")(serve.serve)
+@app.command(
+    "serve",
+    help=serve.SUMMARY,
+    add_help_option=False,  # its --help is its own
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def _serve(ctx: typer.Context) -> None:
+    serve.main(ctx.args)
+
+
 app.command("status")(status.status)
 app.add_typer(topic.app, name="topic")
 app.add_typer(group.app, name="group")
@@ -70,4 +81,3 @@ app.add_typer(cluster.app, name="cluster")
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
 app.command("bench")(bench.bench)
-

@@ -1,8 +1,8 @@
 """The ``wharf`` command's entry point (``wharf = wharf.cli.main:main``).
 
-``wharf serve ...`` is parsed by an app holding the serve command alone
-(:func:`wharf.cli.serve.command.serve_app`), so that starting the broker imports none of the other
-commands (nor their HTTP client); any other command line goes to the whole CLI,
+``wharf serve ...`` is read by the serve command's own parser
+(:func:`wharf.cli.serve.command.main`), so that starting the broker imports none of the other
+commands (nor their HTTP client, nor typer); any other command line goes to the whole CLI,
 :mod:`wharf.cli.app`.
 """
 
@@ -15,9 +15,9 @@ __all__ = ["main"]
 
 def main() -> None:
     if sys.argv[1:2] == ["serve"]:
-        from wharf.cli.serve.command import serve_app
+        from wharf.cli.serve.command import main as serve
 
-        serve_app()()
+        serve(sys.argv[2:])
     else:
         from wharf.cli.app import app
 

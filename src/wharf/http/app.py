@@ -1,10 +1,12 @@
 """The HTTP front end: JSON API, OpenAPI document, Prometheus metrics and the dashboard.
 
 How it works: :func:`start_http` builds one aiohttp application inside the broker's event
-loop and listens on ``host:port``. Every API module contributes :class:`Endpoint` rows; they are
-registered here and rendered into ``/openapi.json`` by :mod:`wharf.http.openapi`. One middleware
-turns every error into a JSON body ``{"error": ...}`` with a fitting 4xx/5xx status, so handlers
-just raise :mod:`wharf.errors` exceptions. Request bodies are capped by aiohttp's
+loop and listens on ``host:port``; ``wharf serve`` binds its sockets first and hands them to
+:func:`serve_sockets` (:mod:`wharf.http.listener` says why). Every API module contributes
+:class:`Endpoint` rows; they are registered here and rendered into ``/openapi.json`` by
+:mod:`wharf.http.openapi`. One middleware turns every error into a JSON body
+``{"error": ...}`` with a fitting 4xx/5xx status, so handlers just raise :mod:`wharf.errors`
+exceptions. Request bodies are capped by aiohttp's
 ``client_max_size`` (413 past it). A background task samples broker counters once a second for
 the rates shown by the overview and the dashboard charts.
 """
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 
 from aiohttp import web
@@ -44,15 +47,15 @@ from wharf.http.api import (
     vhosts,
 )
 from wharf.http.context import CONTEXT, ApiContext
+from wharf.http.listener import DEFAULT_MAX_BODY_BYTES
 from wharf.http.metrics import endpoint as metrics
 from wharf.http.routing import Endpoint, Handler, json_response
 from wharf.http.status import ServerView
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpListener", "HttpServer", "build_app", "start_http"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpServer", "build_app", "serve_sockets", "start_http"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 4 << 20
 SHUTDOWN_GRACE_S = 5.0  # how long running requests (long polls included) may finish on close
 
 _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
@@ -197,41 +200,22 @@ async def start_http(
     return HttpServer(runner)
 
 
-class HttpListener:
-    """The HTTP front end as a server listener (``start``, ``stop_accepting``, ``close``)."""
-
-    name = "http"
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        server: ServerView | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self.host = host
-        self.requested_port = port
-        self.server_view = server
-        self.max_body_bytes = max_body_bytes
-        self._http: HttpServer | None = None
-
-    async def start(self, broker: Broker) -> list[tuple[str, str, int]]:
-        self._http = await start_http(
-            broker,
-            self.host,
-            self.requested_port,
-            server=self.server_view,
-            max_body_bytes=self.max_body_bytes,
-        )
-        return [(self.name, self.host, self._http.port)]
-
-    async def stop_accepting(self) -> None:
-        """Keep serving: the API stays reachable while the other listeners drain."""
-
-    async def close(self, grace_s: float) -> None:
-        """Running requests get :data:`SHUTDOWN_GRACE_S` to finish, then connections close
-        (the server's own ``grace_s`` deadline still bounds the whole call)."""
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.close()
+async def serve_sockets(
+    broker: Broker,
+    sockets: Sequence[socket.socket],
+    *,
+    server: ServerView | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> HttpServer:
+    """Serve the API, metrics and dashboard for ``broker`` on listening ``sockets`` (as
+    :class:`~wharf.http.listener.HttpListener` binds them), which the server then owns."""
+    app = build_app(broker, server, max_body_bytes=max_body_bytes)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return HttpServer(runner)

@@ -11,7 +11,9 @@ event loop (uvloop when installed) and runs :func:`serve`, which
    naming the pid of the broker holding it, embedded or served) and runs recovery,
 4. creates and starts every listener from the factories it is given, in order; in cluster mode
    registers the node with the ports they bound; then logs one
-   ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address,
+   ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address (each accepts
+   connections; the HTTP listener loads its application right after, see
+   :mod:`wharf.http.listener`),
 5. waits for a signal, then stops the listeners in stages and closes the broker (final flush,
    then the lock is released), and in cluster mode leaves the cluster and closes its engines.
 

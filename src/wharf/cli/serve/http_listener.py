@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wharf.core.broker import Broker
-from wharf.http.app import HttpListener
+from wharf.http.listener import HttpListener
 from wharf.http.status import ConnectionView
 from wharf.server.amqp.adapter import AMQPAdapter
 from wharf.server.amqp.listener import AMQPListener

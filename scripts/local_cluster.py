@@ -137,6 +137,9 @@ class Postgres:
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.base} -c fsync=off -c max_connections=200"
+            # without fsync, zero-filling each new 16 MiB WAL segment buys nothing, and it holds
+            # every commit meanwhile (10-220 ms on this kind of VM: docs/cluster.md)
+            " -c wal_init_zero=off"
         )
         self.run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options)
         self.running = True

@@ -121,7 +121,7 @@ class PostgresServer:
             "-c deadlock_timeout=100ms",  # deadlock tests need not wait the default second
         ]
         if not self.durable:
-            options += ["-c fsync=off", "-c full_page_writes=off"]
+            options += ["-c fsync=off", "-c full_page_writes=off", "-c wal_init_zero=off"]
         self._run(
             [
                 "pg_ctl",

@@ -66,9 +66,13 @@ class WorkerProcess:
             time.sleep(0.05)
 
     @classmethod
-    def killed_mid_task(cls, script: str, state: Path, amqp_url: str) -> None:
+    def killed_mid_task(
+        cls, script: str, state: Path, amqp_url: str, then: Callable[[], object] | None = None
+    ) -> None:
         """Run a worker until its task starts, kill it with -9, then run another until the
-        task is done (``started-2`` and ``done`` are then in ``state``)."""
+        task is done (``started-2`` and ``done`` are then in ``state``) and, if given, until
+        ``then()`` returns: ``done`` is written by the task, before its framework sends the
+        result or the acknowledgement, which the second worker must live to send."""
         first = cls(script, state, amqp_url)
         first.start()
         try:
@@ -80,6 +84,8 @@ class WorkerProcess:
         second.start()
         try:
             second.wait_for("done")
+            if then is not None:
+                then()
         finally:
             second.stop()
 

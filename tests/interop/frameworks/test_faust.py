@@ -1,7 +1,6 @@
 """Faust (faust-streaming, over aiokafka) against Wharf's Kafka listener: an agent counts the
-words of a two-partition topic into a table backed by a changelog topic, and a worker killed
-with -9 mid-event leaves the event to the next worker, which first rebuilds the table from the
-changelog.
+words of a two-partition topic into a table backed by a changelog topic, read back from the
+changelog. (A worker killed mid-event is not in the suite: docs/testing.md says why.)
 
 What Faust asks of the broker here: topic creation with configs (the changelog and its
 ``cleanup.policy=compact``, the leader-assignor topic), a consumer group joined with Faust's own
@@ -17,7 +16,6 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from worker_process import BOUND_S, WorkerProcess
+from worker_process import BOUND_S
 
 pytestmark = [pytest.mark.interop]
 
@@ -34,45 +32,13 @@ PARTITIONS = 2
 WORDS = ["apple", "fig", "apple", "lime", "apple", "fig", "pear"]
 COUNTS = {"apple": 3, "fig": 2, "lime": 1, "pear": 1}
 
-# Both the test's app and the child's: the settings a deployment would change for a test (a
-# 6 s session, Wharf's shortest, so that a killed member is evicted soon; no web server).
+# The settings a deployment would change for a test: tables in memory, no web server.
 APP_SETTINGS: dict[str, Any] = {
     "store": "memory://",
     "topic_partitions": PARTITIONS,
     "web_enabled": False,
-    "broker_session_timeout": 6.0,
-    "broker_heartbeat_interval": 1.0,
 }
 
-# The child's worker. Each event it takes is appended to "seen" (pid and word). The word
-# "stall" marks each start, hangs on the first one (killed there), and on a later one is
-# counted and writes the whole table to "done".
-WORKER = """
-import asyncio, json, os, sys
-from pathlib import Path
-import faust
-from faust.worker import Worker
-bootstrap, state, app_id, settings = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-app = faust.App(app_id, broker=f"kafka://{bootstrap}", **json.loads(settings))
-words = app.topic(f"{app_id}-words", key_type=str, value_type=str)
-counts = app.Table("counts", default=int)
-
-@app.agent(words)
-async def count(stream):
-    async for word in stream:
-        with (state / "seen").open("a") as seen:
-            seen.write(f"{os.getpid()} {word}\\n")
-        if word == "stall":
-            n = len(list(state.glob("started-*"))) + 1
-            (state / f"started-{n}").write_text(word)
-            if n == 1:
-                await asyncio.sleep(3600)  # killed here
-        counts[word] += 1
-        if word == "stall":
-            (state / "done").write_text(json.dumps(dict(counts.items())))
-
-Worker(app, loglevel="info").execute_from_commandline()
-"""
 
 
 async def _create_topic(bootstrap: str, name: str) -> None:
@@ -134,17 +100,6 @@ async def _cleanup_policy(bootstrap: str, topic: str) -> str:
     return str(dict((entry[0], entry[1]) for entry in configs)["cleanup.policy"])
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
-    """The sum of the group's committed offsets on ``topic``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
-
-
 async def test_an_agent_counts_words_into_a_table_and_its_changelog(wharf_broker: Any) -> None:
     bootstrap, app_id = wharf_broker.kafka_bootstrap, wharf_broker.group("counter")
     await _create_topic(bootstrap, f"{app_id}-words")
@@ -174,57 +129,3 @@ async def test_an_agent_counts_words_into_a_table_and_its_changelog(wharf_broker
     changelog = f"{app_id}-counts-changelog"
     assert await _read_changelog(bootstrap, changelog) == COUNTS
     assert await _cleanup_policy(bootstrap, changelog) == "compact"
-
-
-async def test_a_worker_killed_mid_event_leaves_it_to_the_next_which_recovers_the_table(
-    wharf_broker: Any, tmp_path: Path
-) -> None:
-    bootstrap, app_id = wharf_broker.kafka_bootstrap, wharf_broker.group("counter")
-    topic = f"{app_id}-words"
-    await _create_topic(bootstrap, topic)
-    await _produce(bootstrap, topic, WORDS)
-    seen_file = tmp_path / "seen"
-
-    def seen() -> list[tuple[str, str]]:
-        """(pid, word) for each event a worker took, in the order taken."""
-        text = seen_file.read_text() if seen_file.exists() else ""
-        return [(pid, word) for pid, word in (line.split() for line in text.splitlines())]
-
-    args = (app_id, json.dumps(APP_SETTINGS))
-    first = WorkerProcess(WORKER, tmp_path, bootstrap, *args)
-    first.start()
-    try:
-        await asyncio.to_thread(
-            first.wait_until, "all words taken", lambda: len(seen()) == len(WORDS)
-        )
-        # Once the offsets of these words are committed, the next worker does not take them
-        # again: their counts can only come back through the changelog.
-        deadline = time.monotonic() + BOUND_S
-        while await _committed(bootstrap, app_id, topic) < len(WORDS):
-            assert time.monotonic() < deadline, f"offsets not committed in {BOUND_S} s"
-            await asyncio.sleep(0.2)
-        await _produce(bootstrap, topic, ["stall"])
-        await asyncio.to_thread(first.wait_for, "started-1")
-        first.kill()
-    finally:
-        first.stop()
-
-    second = WorkerProcess(WORKER, tmp_path, bootstrap, *args)
-    second.start()
-    try:
-        await asyncio.to_thread(second.wait_for, "done")
-    finally:
-        second.stop()
-
-    taken = seen()
-    # the first worker took every word, then the stalled event; the second took that event
-    # again and nothing else
-    assert sorted(word for _, word in taken[: len(WORDS)]) == sorted(WORDS)
-    assert [word for _, word in taken[len(WORDS) :]] == ["stall", "stall"]
-    assert len({pid for pid, _ in taken[:-1]}) == 1 and taken[-1][0] != taken[0][0]
-    assert (tmp_path / "started-2").exists() and not (tmp_path / "started-3").exists()
-    assert json.loads((tmp_path / "done").read_text()) == {**COUNTS, "stall": 1}
-    assert await _read_changelog(bootstrap, f"{app_id}-counts-changelog") == {
-        **COUNTS,
-        "stall": 1,
-    }

@@ -1,6 +1,7 @@
 """The HTTP listener of ``wharf serve`` listens before aiohttp is loaded: a connection made
-then waits in the backlog and is served once the application is attached; closing releases
-the port whether or not the application was ever attached."""
+then waits in the backlog and is served once the application is attached (at the first
+connection, or after a delay on an idle broker); closing releases the port whether or not the
+application was ever attached."""
 
 from __future__ import annotations
 
@@ -49,6 +50,39 @@ async def test_a_request_sent_before_the_app_is_attached_is_answered(tmp_path: P
         finally:
             await listener.close(5)
         _assert_refused(port)
+
+
+async def test_the_first_connection_loads_the_app_without_waiting_for_the_timer(
+    tmp_path: Path,
+) -> None:
+    async with Broker.open(tmp_path / "data") as broker:
+        listener = HttpListener("127.0.0.1", 0, load_after=3600)
+        ((_, host, port),) = await listener.start(broker)
+        try:
+            await asyncio.sleep(0.05)
+            assert not listener.serving  # nothing connected, the timer is an hour away
+            with socket.create_connection((host, port), timeout=5) as conn:
+                conn.sendall(REQUEST)
+                response = await asyncio.wait_for(_read_to_end(conn), 30)
+            assert response.startswith(b"HTTP/1.1 200"), response
+            assert listener.serving
+        finally:
+            await listener.close(5)
+
+
+async def test_an_idle_listener_loads_the_app_after_its_delay(tmp_path: Path) -> None:
+    async with Broker.open(tmp_path / "data") as broker:
+        listener = HttpListener("127.0.0.1", 0, load_after=0.05)
+        ((_, host, port),) = await listener.start(broker)
+        try:
+            assert not listener.serving
+            assert await asyncio.wait_for(listener.wait_serving(), 30)
+            with socket.create_connection((host, port), timeout=5) as conn:
+                conn.sendall(REQUEST)
+                response = await asyncio.wait_for(_read_to_end(conn), 30)
+            assert response.startswith(b"HTTP/1.1 200"), response
+        finally:
+            await listener.close(5)
 
 
 async def test_closing_before_the_app_is_attached_releases_the_port(tmp_path: Path) -> None:

@@ -5,12 +5,16 @@ and returns at once, so the server's ready line (``wharf ready: ... http=HOST:PO
 held back by the import of aiohttp and the API modules (about a third of the broker's start-up,
 docs/performance.md, "Start-up and idle memory"). From then on the port accepts connections:
 the kernel completes them and queues them in the listening socket's backlog. A task started
-with the listener imports :mod:`wharf.http.app` (and aiohttp), builds the application and hands
-it the sockets; it then accepts the queued connections and serves their requests. A request
-sent right after the ready line is therefore answered, only as late as aiohttp takes to load
-(the broker's other listeners share the event loop, so they wait for that import too). If the
-application cannot start, the error is logged and the sockets are closed: connections are
-refused rather than left waiting.
+with the listener waits for the first connection to arrive, or for ``load_after`` seconds
+(:data:`LOAD_AFTER_S`) if none does, then imports :mod:`wharf.http.app` (and aiohttp), builds
+the application and hands it the sockets; it then accepts the queued connections and serves
+their requests. A request sent right after the ready line is therefore answered, only as late
+as aiohttp takes to load. The import runs on the event loop, which the broker's other listeners
+share: waiting for a first HTTP connection keeps it out of the way of the Kafka and AMQP
+clients that connect as soon as the ready line is out (a test suite's first test), and the
+timer loads it anyway on an idle broker, so that the first dashboard visit does not pay for it
+and the idle broker's memory is what a serving one holds. If the application cannot start, the
+error is logged and the sockets are closed: connections are refused rather than left waiting.
 
 This module imports neither aiohttp nor the API, so that the composition root can hold it from
 the start.
@@ -19,6 +23,7 @@ the start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 BACKLOG = 128  # connections the kernel queues until they are accepted (aiohttp's default)
+LOAD_AFTER_S = 0.5
+"""Seconds after the listener starts when the application is loaded if no connection came
+sooner."""
 
 
 async def listen(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
@@ -74,11 +82,13 @@ class HttpListener:
         *,
         server: ServerView | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        load_after: float = LOAD_AFTER_S,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.server_view = server
         self.max_body_bytes = max_body_bytes
+        self.load_after = load_after
         self._sockets: list[socket.socket] = []
         self._serving: asyncio.Task[None] | None = None
         self._http: HttpServer | None = None
@@ -102,8 +112,30 @@ class HttpListener:
             await asyncio.wait([self._serving])
         return self.serving
 
+    async def _first_connection(self) -> None:
+        """Return once a connection waits on one of the sockets (none is accepted here), or
+        after ``load_after`` seconds."""
+        loop = asyncio.get_running_loop()
+        arrived = loop.create_future()
+
+        def wake() -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        descriptors = [sock.fileno() for sock in self._sockets]
+        for descriptor in descriptors:
+            loop.add_reader(descriptor, wake)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.load_after):
+                    await arrived
+        finally:
+            for descriptor in descriptors:
+                loop.remove_reader(descriptor)
+
     async def _serve(self, broker: Broker) -> None:
         try:
+            await self._first_connection()
             from wharf.http.app import serve_sockets
 
             self._http = await serve_sockets(

@@ -12,7 +12,7 @@ event loop (uvloop when installed) and runs :func:`serve`, which
 4. creates and starts every listener from the factories it is given, in order; in cluster mode
    registers the node with the ports they bound; then logs one
    ``wharf ready: <name>=<host>:<port> ...`` line naming every bound address (each accepts
-   connections; the HTTP listener loads its application right after, see
+   connections; the HTTP listener loads its application at its first connection, see
    :mod:`wharf.http.listener`),
 5. waits for a signal, then stops the listeners in stages and closes the broker (final flush,
    then the lock is released), and in cluster mode leaves the cluster and closes its engines.

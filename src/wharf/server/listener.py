@@ -7,9 +7,10 @@ it through three calls:
 1. ``await start(broker)`` binds its sockets, listens and returns every address it bound as
    ``(name, host, port)`` with the real port (settings may say port 0: "pick a free port").
    From then on its ports accept connections, which the ready line promises: most front ends
-   serve them at once; the HTTP one serves them as soon as it has loaded aiohttp, right after
-   (queued by the kernel until then; :mod:`wharf.http.listener`). An ``OSError`` here (address
-   in use, permission) stops the whole server with a clear message.
+   serve them at once; the HTTP one serves them as soon as it has loaded aiohttp, which it
+   does at its first connection (queued by the kernel until then; :mod:`wharf.http.listener`).
+   An ``OSError`` here (address in use, permission) stops the whole server with a clear
+   message.
 2. ``await stop_accepting()`` on shutdown: close the listening sockets; open connections go on.
 3. ``await close(grace_s)``: ask open connections to finish (complete in-flight requests, let
    pending writes commit, send the protocol's close), wait at most ``grace_s`` seconds, then abort

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -159,6 +160,29 @@ def test_serve_starts_without_the_other_commands_imports() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: wharf serve [OPTIONS]" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "['wharf.cli.serve.command']"
+
+
+def test_serve_loads_kio_without_hypothesis() -> None:
+    """kio imports hypothesis whenever it is installed (it is, here); a ``wharf serve``
+    process blocks it, and the Kafka front end still loads."""
+    assert importlib.util.find_spec("hypothesis") is not None  # or this would prove nothing
+    code = (
+        "import sys\n"
+        "sys.argv = ['wharf', 'serve', '--help']\n"
+        "from wharf.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "from wharf.cli.serve.command import listener_factories\n"
+        "listener_factories()\n"
+        "import wharf.server.kafka.listener, kio.schema.metadata.v12.request\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kio', 'hypothesis')"
+        " and sys.modules[m] is not None and m in ('kio', 'hypothesis',"
+        " 'hypothesis.strategies')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['kio']"
 
 
 def test_every_other_command_line_goes_to_the_whole_cli() -> None:

@@ -188,6 +188,62 @@ def test_clients_isolation_fresh_broker_and_the_failure_log(
     assert list(own_tempdir.iterdir()) == []
 
 
+DEFAULT_FIRST = """
+import urllib.parse
+
+import pika
+import pytest
+
+SEEN = []
+
+
+def test_first_gets_the_untouched_default_vhost(wharf_broker):
+    assert wharf_broker.vhost == "/"
+    assert wharf_broker.topic("events").startswith("t1-")
+    connection = pika.BlockingConnection(pika.URLParameters(wharf_broker.amqp_url))
+    connection.channel().queue_declare("left-in-the-default")
+    connection.close()
+    SEEN.append(wharf_broker)
+
+
+def test_second_gets_its_own_and_the_default_is_empty_again(wharf_broker):
+    (first,) = SEEN
+    assert wharf_broker.vhost not in ("/", first.vhost)
+    assert wharf_broker.topic("events") != first.topic("events")
+    # the first test's namespace was dropped: / is there again, empty, and guest may use it
+    connection = pika.BlockingConnection(pika.URLParameters(first.amqp_url))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+        connection.channel().queue_declare("left-in-the-default", passive=True)
+    connection.close()
+"""
+
+
+def test_the_first_test_gets_the_default_vhost_and_leaves_it_empty(
+    pytester: pytest.Pytester, own_tempdir: Path
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_inner_plugin_default=DEFAULT_FIRST)
+    result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_broker_on_a_used_data_directory_gives_no_test_its_default_vhost(
+    tmp_path: Path,
+) -> None:
+    first = BrokerProcess(tmp_path)
+    first.start()
+    try:
+        assert first.namespace("a").vhost == "/"
+    finally:
+        first.stop()
+    again = BrokerProcess(tmp_path)  # the same data directory, started again
+    again.start()
+    try:
+        assert again.namespace("b").vhost != "/"
+    finally:
+        again.stop()
+
+
 def test_a_project_that_asks_for_no_broker_starts_none(
     pytester: pytest.Pytester, starts: list[BrokerProcess]
 ) -> None:

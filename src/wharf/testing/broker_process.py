@@ -10,7 +10,13 @@ soon as collection meets a test that needs it and let it boot while collection g
 
 :meth:`BrokerProcess.namespace` gives a test its own AMQP virtual host, created and granted to
 ``guest`` through the broker's HTTP API over one kept-alive connection, and a Kafka topic
-prefix; :meth:`BrokerProcess.drop` deletes the virtual host with its queues and exchanges.
+prefix; :meth:`BrokerProcess.drop` deletes the virtual host with its queues and exchanges. The
+first namespace of a broker started on a new data directory is its default virtual host ``/``,
+untouched until then, so the session's first test makes no HTTP request before it runs (the
+HTTP API loads at its first connection, some 0.1 s: docs/testing.md); dropping it empties ``/``
+by deleting it and creating it again, granted to ``guest`` as a new broker has it, when the
+next namespace is made (which talks HTTP anyway), so that the first test's teardown waits for
+nothing either.
 Kafka topics are not deleted: the prefix keeps them apart. Log offsets (:meth:`log_size`,
 :meth:`log_since`) let the plugin show the lines a failed test caused. :meth:`stop` kills the
 broker: its data is for one session or test only.
@@ -107,12 +113,15 @@ class BrokerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._admin: HTTPConnection | None = None
         self._names = itertools.count(1)
+        self._default_unused = False
+        self._default_dropped = False
 
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Launch the broker and return without waiting for it."""
         self.base.mkdir(parents=True, exist_ok=True)
+        self._default_unused = not (self.base / "data").exists()
         env = _child_env()
         argv = [sys.executable, "-m", "wharf.cli.main", "serve", "--data-dir",
                 str(self.base / "data"), "--host", HOST, "--kafka-port", "0", "--amqp-port", "0",
@@ -156,19 +165,39 @@ class BrokerProcess:
 
     def whole(self) -> WharfBroker:
         """The broker as it is: the default virtual host ``/`` and no topic prefix."""
+        self._default_unused = False
+        self._restore_default()
         return self._broker("/", "")
 
     def namespace(self, label: str) -> WharfBroker:
-        """A new virtual host granted to ``guest`` and a topic prefix, both named after
-        ``label`` (a test's name) and a counter."""
+        """A virtual host of its own and a topic prefix named after ``label`` (a test's name)
+        and a counter: the default ``/`` the first time if nothing used it yet, else a new
+        one granted to ``guest``."""
         name = f"t{next(self._names)}-{_UNSAFE.sub('_', label)[:60]}"
-        self._request("PUT", f"/api/vhosts/{quote(name, safe='')}")
-        self._request("PUT", f"/api/users/guest/permissions?vhost={quote(name, safe='')}", b"{}")
+        if self._default_unused:
+            self._default_unused = False
+            return self._broker("/", name + ".")
+        self._restore_default()
+        self._create_vhost(name)
         return self._broker(name, name + ".")
 
     def drop(self, broker: WharfBroker) -> None:
-        """Delete ``broker``'s virtual host with everything in it."""
-        self._request("DELETE", f"/api/vhosts/{quote(broker.vhost, safe='')}")
+        """Delete ``broker``'s virtual host with everything in it (``/`` is made again, empty,
+        before the next namespace)."""
+        if broker.vhost == "/":
+            self._default_dropped = True
+        else:
+            self._request("DELETE", f"/api/vhosts/{quote(broker.vhost, safe='')}")
+
+    def _restore_default(self) -> None:
+        if self._default_dropped:
+            self._default_dropped = False
+            self._request("DELETE", "/api/vhosts/%2F")
+            self._create_vhost("/")
+
+    def _create_vhost(self, name: str) -> None:
+        self._request("PUT", f"/api/vhosts/{quote(name, safe='')}")
+        self._request("PUT", f"/api/users/guest/permissions?vhost={quote(name, safe='')}", b"{}")
 
     def _broker(self, vhost: str, prefix: str) -> WharfBroker:
         self.wait_ready()

@@ -1,4 +1,5 @@
-"""Consumer-group membership over the wire: rebalances, eviction of a dead member."""
+"""Consumer-group membership over the wire: rebalances, eviction of a dead member, and the
+record a killed member held but never committed going to the member after it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -92,3 +94,74 @@ def test_second_member_rebalances_and_killed_member_is_evicted(
             child.wait()
         first.close()
         admin.close()
+
+
+# A member with manual commits (aiokafka): each record is appended to "seen" and committed after
+# it; the first "stall" record hangs it (it is killed there) and a later one writes "done".
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+    bootstrap, topic, group, state = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+    async def main():
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        await consumer.start()
+        async for record in consumer:
+            with (state / "seen").open("a") as seen:
+                seen.write(record.value.decode() + "\\n")
+            if record.value == b"stall" and not (state / "stalled").exists():
+                (state / "stalled").write_text("")
+                await asyncio.sleep(3600)
+            partition = TopicPartition(record.topic, record.partition)
+            await consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "")})
+            if record.value == b"stall":
+                (state / "done").write_text("")
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_killed_members_uncommitted_record_goes_to_the_next_member(
+    bootstrap: str, topic_name: str, group_name: str, tmp_path: Path
+) -> None:
+    from kafka import KafkaProducer
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic_name, 2, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    words = ["apple", "fig", "apple", "lime", "apple", "fig", "pear"]
+
+    def send(*values: str) -> None:
+        for value in values:
+            producer.send(topic_name, value.encode(), key=value.encode()).get(30)
+
+    def seen() -> list[str]:
+        path = tmp_path / "seen"
+        return path.read_text().splitlines() if path.exists() else []
+
+    argv = [sys.executable, "-c", HOLDER, bootstrap, topic_name, group_name, str(tmp_path)]
+    holders: list[subprocess.Popen[bytes]] = []
+    try:
+        send(*words)
+        holders.append(subprocess.Popen(argv, start_new_session=True))
+        wait_for(lambda: len(seen()) == len(words), 60, "the first member taking every word")
+        send("stall")
+        wait_for(lambda: (tmp_path / "stalled").exists(), 60, "the first member taking stall")
+        os.killpg(holders[0].pid, signal.SIGKILL)
+        holders[0].wait()
+        holders.append(subprocess.Popen(argv, start_new_session=True))
+        wait_for(lambda: (tmp_path / "done").exists(), 60, "the next member taking stall")
+        # every word once (each was committed), then stall twice: once per member
+        assert sorted(seen()[: len(words)]) == sorted(words)
+        assert seen()[len(words) :] == ["stall", "stall"]
+    finally:
+        producer.close()
+        for holder in holders:
+            if holder.poll() is None:
+                os.killpg(holder.pid, signal.SIGKILL)
+                holder.wait()

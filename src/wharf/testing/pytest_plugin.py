@@ -5,7 +5,8 @@
 - ``wharf_broker``: a :class:`~wharf.testing.broker_process.WharfBroker` of the session's
   broker, with a virtual host and a Kafka topic prefix of the test's own (``.amqp_url``,
   ``.kafka_bootstrap``, ``.topic(name)``, ``.group(name)``, ``.http_url``); the virtual host is
-  deleted after the test.
+  deleted after the test (the session's first test gets the new broker's unused default ``/``,
+  emptied before the next test's namespace is made).
 - ``wharf_fresh_broker``: a broker started for this test alone (its default virtual host ``/``
   and no prefix), stopped after it.
 - ``wharf_session_broker``: the session's :class:`~wharf.testing.broker_process.BrokerProcess`

@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -100,10 +101,13 @@ async def _cleanup_policy(bootstrap: str, topic: str) -> str:
     return str(dict((entry[0], entry[1]) for entry in configs)["cleanup.policy"])
 
 
-async def test_an_agent_counts_words_into_a_table_and_its_changelog(wharf_broker: Any) -> None:
+async def test_an_agent_counts_words_into_a_table_and_its_changelog(
+    wharf_broker: Any, tmp_path: Path
+) -> None:
     bootstrap, app_id = wharf_broker.kafka_bootstrap, wharf_broker.group("counter")
     await _create_topic(bootstrap, f"{app_id}-words")
-    app = faust.App(app_id, broker=f"kafka://{bootstrap}", **APP_SETTINGS)
+    # datadir: Faust's own directory, by default made in the working directory
+    app = faust.App(app_id, broker=f"kafka://{bootstrap}", datadir=tmp_path, **APP_SETTINGS)
     words = app.topic(f"{app_id}-words", key_type=str, value_type=str)
     counts = app.Table("counts", default=int)
     seen: list[str] = []

@@ -54,28 +54,13 @@ def kafka_on(bootstrap: str, rate: float, consume_timeout: float) -> Load:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--seconds", type=float, default=10.0, help="per produce row [10]")
-    parser.add_argument("--latency-seconds", type=float, default=None, help="[--seconds]")
-    parser.add_argument("--quick", action="store_true", help="3 s per row")
-    parser.add_argument("--sizes", default="100,1024", help="message sizes in bytes [100,1024]")
-    parser.add_argument("--rate", type=float, default=1000.0, help="latency rows' msg/s [1000]")
+    parser = peer_nodes.argument_parser(__doc__, "produce")
     parser.add_argument(
         "--fsync", default="always", choices=["always", "interval", "never"], help="Wharf's"
     )
     parser.add_argument("--tansu", metavar="PATH", help="Tansu's binary")
     parser.add_argument("--skip-tansu", action="store_true", help="measure Wharf alone")
-    parser.add_argument("--dir", help="a new directory for the servers' files and logs (kept)")
-    args = parser.parse_args()
-    if args.quick:
-        args.seconds = 3.0
-    args.latency_seconds = args.latency_seconds or max(args.seconds, 3.0)
-    args.sizes = [int(s) for s in args.sizes.split(",")]
-    return args
+    return peer_nodes.parse(parser)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ One broker runs at a time, so the brokers never share the machine with each othe
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import io
@@ -185,6 +186,35 @@ def version_of(command: list[str]) -> str:
         done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
         return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "?"
     return "?"
+
+
+def argument_parser(doc: str, publish_word: str) -> argparse.ArgumentParser:
+    """The options both peer scripts take (duration, sizes, latency rate, --dir); each adds
+    its peer's own, then reads them with :func:`parse`. ``doc`` is the script's docstring."""
+    summary, details = doc.split("\n\n", 1)
+    parser = argparse.ArgumentParser(
+        description=summary, epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help=f"per {publish_word} row [10]"
+    )
+    parser.add_argument("--latency-seconds", type=float, default=None, help="[--seconds]")
+    parser.add_argument("--quick", action="store_true", help="3 s per row")
+    parser.add_argument("--sizes", default="100,1024", help="message sizes in bytes [100,1024]")
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency rows' msg/s [1000]")
+    parser.add_argument("--dir", help="a new directory for the servers' files and logs (kept)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line read by ``parser`` (:func:`argument_parser`), durations and sizes
+    resolved."""
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3.0
+    args.latency_seconds = args.latency_seconds or max(args.seconds, 3.0)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    return args
 
 
 def line_buffered_stdout() -> None:

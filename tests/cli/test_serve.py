@@ -140,40 +140,45 @@ def test_a_bad_flag_value_is_named_by_its_flag() -> None:
     assert "(from --kafka-port)" in result.stderr, result.stderr
 
 
+_SERVE_HELP = (
+    "import sys\n"
+    "sys.argv = ['wharf', 'serve', '--help']\n"
+    "from wharf.cli.main import main\n"
+    "try:\n"
+    "    main()\n"
+    "except SystemExit:\n"
+    "    pass\n"
+)
+
+
+def _after_serve_help(code: str) -> list[str]:
+    """The lines a fresh interpreter prints running ``wharf serve --help`` through the entry
+    point, then ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVE_HELP + code], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()
+
+
 def test_serve_starts_without_the_other_commands_imports() -> None:
     """``wharf serve`` is parsed by the serve command alone: none of the other commands, nor
     their HTTP client, nor typer and pydantic, nor the metrics exporter is imported on the
-    broker's way up; nor aiohttp and the HTTP API, which load after the ready line."""
-    code = (
-        "import sys\n"
-        "sys.argv = ['wharf', 'serve', '--help']\n"
-        "from wharf.cli.main import main\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit:\n"
-        "    pass\n"
+    broker's way up; nor aiohttp and the HTTP API, which load at the first HTTP connection."""
+    lines = _after_serve_help(
         "import wharf.cli.serve.http_listener\n"  # the HTTP front end, built at start
         "print(sorted(m for m in sys.modules if m in ('wharf.cli.app', 'wharf.cli.bench',"
         " 'wharf.cli.serve.command', 'httpx', 'prometheus_client', 'typer', 'pydantic',"
         " 'aiohttp', 'wharf.http.app')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "Usage: wharf serve [OPTIONS]" in out.stdout
-    assert out.stdout.strip().splitlines()[-1] == "['wharf.cli.serve.command']"
+    assert "Usage: wharf serve [OPTIONS]" in lines
+    assert lines[-1] == "['wharf.cli.serve.command']"
 
 
 def test_serve_loads_kio_without_hypothesis() -> None:
     """kio imports hypothesis whenever it is installed (it is, here); a ``wharf serve``
     process blocks it, and the Kafka front end still loads."""
     assert importlib.util.find_spec("hypothesis") is not None  # or this would prove nothing
-    code = (
-        "import sys\n"
-        "sys.argv = ['wharf', 'serve', '--help']\n"
-        "from wharf.cli.main import main\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit:\n"
-        "    pass\n"
+    lines = _after_serve_help(
         "from wharf.cli.serve.command import listener_factories\n"
         "listener_factories()\n"
         "import wharf.server.kafka.listener, kio.schema.metadata.v12.request\n"
@@ -181,8 +186,7 @@ def test_serve_loads_kio_without_hypothesis() -> None:
         " and sys.modules[m] is not None and m in ('kio', 'hypothesis',"
         " 'hypothesis.strategies')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "['kio']"
+    assert lines[-1] == "['kio']"
 
 
 def test_every_other_command_line_goes_to_the_whole_cli() -> None:

@@ -6,18 +6,23 @@ import asyncio
 import errno
 import gc
 import os
+import threading
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from queue_helpers import Opener
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
+from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.store import open_store
+from wharf.core.queues.vhost import dir_name
 from wharf.errors import PreconditionError, StorageError
 from wharf.storage.checkpoint import write_checkpoint
 from wharf.storage.loader import RECOVERY_POINT_FILE
+from wharf.storage.log import Log
 from wharf.testing.clock import VirtualClock
 
 
@@ -161,6 +166,7 @@ async def test_a_failed_batch_write_nacks_its_confirms_and_is_written_later(
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
     q = await v.declare_queue("d", durable=True)
+    await v.publish_nowait(persistent(b"m0")).wait_durable()  # makes the queue's logs
     log = q.store.messages
     real_append = log.append
 
@@ -168,15 +174,109 @@ async def test_a_failed_batch_write_nacks_its_confirms_and_is_written_later(
         raise StorageError("No space left on device", errno=errno.ENOSPC)
 
     monkeypatch.setattr(log, "append", disk_full)  # fault injection: the disk is full
+    results = [v.publish_nowait(persistent(b"m%d" % i)) for i in range(1, 4)]
+    for result in results:
+        with pytest.raises(StorageError):
+            await result.wait_durable()  # nack: not stored
+    assert log.next_offset == 1 and q.message_count == 4
+    monkeypatch.setattr(log, "append", real_append)  # space is back
+    last = v.publish_nowait(persistent(b"m4"))
+    await last.wait_durable()
+    assert log.next_offset == 5 and q.store.batches_written == 2
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    q = reg["/"].queues["d"]
+    got = [q.basic_get(no_ack=True) for _ in range(5)]
+    assert [d.message.body for d in got if d] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
+def _queue_dir(reg: VhostRegistry, name: str) -> Path:
+    return reg["/"].path / "queues" / dir_name(name)
+
+
+async def test_a_durable_queue_has_no_files_until_its_first_message(
+    open_registry: Opener,
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    q = await reg["/"].declare_queue("d", durable=True)
+    assert q.store.durable and not _queue_dir(reg, "d").exists()
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))  # a restart
+    v = reg["/"]
+    q = v.queues["d"]
+    assert q.durable and q.message_count == 0 and not _queue_dir(reg, "d").exists()
+    await v.publish_nowait(persistent(b"first")).wait_durable()
+    assert (_queue_dir(reg, "d") / "messages").is_dir()
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    got = reg["/"].queues["d"].basic_get(no_ack=True)
+    assert got is not None and got.message.body == b"first"
+
+
+async def test_messages_of_a_queue_whose_logs_are_being_made_are_read_from_memory(
+    open_registry: Opener,
+) -> None:
+    # no body kept in memory with its entry: each delivery reads the message back
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_resident_bytes=0))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    sent = bodies(3, 64)
+    results = [v.publish_nowait(persistent(b)) for b in sent]
+    first = q.basic_get(no_ack=False)  # in the same iteration: nothing is on disk yet
+    assert first is not None and first.message.body == sent[0]
+    q.reject([first.delivery_id], requeue=True)
+    again = [q.basic_get(no_ack=True) for _ in range(3)]
+    assert [d.message.body for d in again if d] == sent
+    assert again[0] is not None and again[0].redelivered
+    for result in results:
+        await result.wait_durable()
+
+
+async def test_a_queue_deleted_while_its_logs_are_being_made_leaves_no_files(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    await v.declare_queue("d", durable=True)
+    started, gate = threading.Event(), threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        started.set()
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    confirm = v.publish_nowait(persistent(b"m"))
+    waiting = asyncio.ensure_future(confirm.wait_durable())
+    while not started.is_set():  # the first write is making the logs
+        await asyncio.sleep(0.001)
+    deleting = asyncio.ensure_future(v.delete_queue("d"))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await deleting
+    await waiting  # the message went with its queue: the confirm does not wait for it
+    assert not _queue_dir(reg, "d").exists()
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    assert "d" not in reg["/"].queues
+
+
+async def test_a_queue_whose_logs_cannot_be_made_nacks_its_confirms_and_makes_them_later(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    real_open = Log.open
+
+    def disk_full(cls: type[Log], *args: object, **kwargs: object) -> Log:
+        raise StorageError("No space left on device", errno=errno.ENOSPC)
+
+    monkeypatch.setattr(Log, "open", classmethod(disk_full))  # fault injection
     results = [v.publish_nowait(persistent(b"m%d" % i)) for i in range(3)]
     for result in results:
         with pytest.raises(StorageError):
             await result.wait_durable()  # nack: not stored
-    assert log.next_offset == 0 and q.message_count == 3
-    monkeypatch.setattr(log, "append", real_append)  # space is back
-    last = v.publish_nowait(persistent(b"m3"))
-    await last.wait_durable()
-    assert log.next_offset == 4 and q.store.batches_written == 1
+    assert q.message_count == 3
+    monkeypatch.setattr(Log, "open", real_open)  # space is back
+    await v.publish_nowait(persistent(b"m3")).wait_durable()
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     q = reg["/"].queues["d"]
     got = [q.basic_get(no_ack=True) for _ in range(4)]

@@ -27,6 +27,7 @@ async def test_reclaims_acked_segments(open_registry: Opener, tmp_path: Path) ->
     q = await v.declare_queue("d", durable=True)
     for i in range(200):
         v.publish_nowait(msg(b"x" * 100 + b"%d" % i, key="d", persistent=True))
+    await q.store.write_now()  # the queue's logs are made by its first write
     log_dir = Path(q.store.messages.path)  # type: ignore[attr-defined]
     before = len(_segment_files(log_dir))
     assert before > 3
@@ -52,6 +53,7 @@ async def test_reclaim_moves_a_pinning_message_to_the_tail(
         d = q.basic_get(no_ack=False)
         assert d is not None
         q.ack([d.delivery_id])
+    await q.store.write_now()
     log_dir = Path(q.store.messages.path)  # type: ignore[attr-defined]
     assert len(_segment_files(log_dir)) > 4
     await reg.maintain()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,6 @@ from wharf.errors import (
     ResourceLockedError,
 )
 from wharf.storage.journal import JournalFile
-from wharf.storage.log import Log
 
 
 @pytest.fixture
@@ -192,26 +190,25 @@ async def test_a_redeclaration_answers_only_once_the_first_declaration_is_saved(
     assert await vhost.declare_exchange("e", "direct") is exchange.result()
 
 
-async def test_a_durable_queue_whose_declarer_went_away_while_its_logs_opened_is_still_added(
+async def test_a_durable_queue_whose_declarer_went_away_while_it_was_saved_is_still_added(
     vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, gate = threading.Event(), threading.Event()
-    real_open = Log.open
+    started, gate = asyncio.Event(), asyncio.Event()
+    real_save = vhost._save
 
-    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+    async def gated_save() -> None:
         started.set()
-        assert gate.wait(30)
-        return real_open(*args, **kwargs)
+        await gate.wait()
+        await real_save()
 
-    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    monkeypatch.setattr(vhost, "_save", gated_save)
     declaring = asyncio.create_task(vhost.declare_queue("d", durable=True))
-    while not started.is_set():
-        await asyncio.sleep(0.001)
+    await started.wait()
     declaring.cancel()  # its connection was lost
     gate.set()
     with pytest.raises(asyncio.CancelledError):
         await declaring
-    again = await vhost.declare_queue("d", durable=True)  # waits for the first, sees its queue
+    again = await vhost.declare_queue("d", durable=True)  # sees the first one's queue
     assert vhost.queues["d"] is again
     saved = definitions.load_definitions(vhost.path.parent.parent)
     assert saved is not None and [q["name"] for q in saved["queues"]] == ["d"]

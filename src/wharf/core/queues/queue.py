@@ -516,7 +516,7 @@ class Queue:
     async def maintain(self) -> None:
         """Reclaim log space and compact the state log (run periodically)."""
         self._commit_state()
-        self.store.write_pending()
+        await self.store.write_now()
         moved_from = self._space.relocate()
         if moved_from:
             self._pending_settle.extend(moved_from)

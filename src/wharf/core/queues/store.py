@@ -31,6 +31,13 @@ state log. Durability waits go through the message log's :class:`GroupCommitter`
 Nothing here fsyncs on the event-loop thread: :func:`open_store` opens the logs on the
 broker's fsync pool, and the group committers (given the same pool) run every flush, the
 snapshot that recovery may have to write, and closing or deleting the logs.
+
+A durable queue that has never held a message has no logs: its directory is made by its first
+write, not by its declare (the definitions journal is what makes a declare durable). Until then
+the store stands on empty placeholders and creates nothing, so declaring thousands of queues
+costs no files, no descriptors and no flushers; the first write opens the logs on the fsync
+pool while the records wait in memory (still readable there), and a publisher's confirm waits
+for that open like for any write.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -56,6 +64,7 @@ from wharf.core.queues.records import (
 )
 from wharf.core.stats import HistogramFamily
 from wharf.errors import PreconditionError, StorageError
+from wharf.storage.checkpoint import fsync_dir
 from wharf.storage.interface import LogLike
 from wharf.storage.log import Log, LogConfig
 from wharf.storage.memory_log import MemoryLog
@@ -142,8 +151,31 @@ def iter_records(log: LogLike) -> Iterator[Record]:
     return _iter_log(log, decode_records)
 
 
+@dataclass(frozen=True, slots=True)
+class _OpenLogs:
+    messages: Log
+    state: Log
+    committer: GroupCommitter
+    state_committer: GroupCommitter
+
+
+@dataclass(frozen=True, slots=True)
+class _LogOpener:
+    """Opens (creating) a durable queue's logs: on the fsync pool, or at once without a loop."""
+
+    open_now: Callable[[], _OpenLogs]
+    executor: Executor | None
+
+    async def open(self) -> _OpenLogs:
+        return await run_off_loop(self.executor, self.open_now)
+
+
 class QueueStore:
-    """The logs of one queue; see the module docstring for the record layout."""
+    """The logs of one queue; see the module docstring for the record layout.
+
+    ``opener``: for a durable queue whose logs do not exist yet, what creates them at the first
+    write (``messages`` and ``state`` are then empty placeholders); ``path``: the directory of a
+    durable queue's logs, removed with them."""
 
     def __init__(
         self,
@@ -153,11 +185,21 @@ class QueueStore:
         state_committer: GroupCommitter | None = None,
         *,
         max_batch_bytes: int = _MAX_PENDING_BYTES,
+        opener: _LogOpener | None = None,
+        path: Path | None = None,
     ) -> None:
         self.messages = messages
+        self.path = path  # a durable queue's directory
         self.state = state
         self._committer = committer
         self._state_committer = state_committer
+        self._opener = opener
+        self._opening: asyncio.Future[None] | None = None
+        self._started = False
+        self._destroyed = False
+        # while the logs are not open: batches that filled up, and each message by offset
+        self._full_batches: list[tuple[bytearray, int]] = []
+        self._unwritten: dict[int, Message] = {}
         self._since_snapshot = 0
         self._batch = BatchBuilder()
         self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
@@ -170,7 +212,9 @@ class QueueStore:
         self.batches_written = 0  # message batches appended, for benchmarks and metrics
 
     def start(self) -> None:
-        """Start the periodic flushers (needs a running event loop)."""
+        """Start the periodic flushers (needs a running event loop; the flushers of logs not
+        open yet start when they open)."""
+        self._started = True
         if self._committer is not None:
             self._committer.start()
         if self._state_committer is not None:
@@ -202,10 +246,16 @@ class QueueStore:
             )
         batch = self._batch
         if batch.count and batch.size + size + len(message.properties) + 600 > self._batch_limit:
-            self.write_pending()
+            if self._opener is None:
+                self.write_pending()
+            else:
+                count = batch.count
+                self._full_batches.append((batch.finish(), count))
         batch.add(seq, message, expires_at, now_ms, keep)
         offset = self._next
         self._next = offset + 1
+        if self._opener is not None:
+            self._unwritten[offset] = message
         self._schedule()
         return offset
 
@@ -242,7 +292,17 @@ class QueueStore:
             log.error("queue log write failed, will retry: %s", exc)
 
     def write_pending(self) -> None:
-        """Append the pending message batch and state records now (raises StorageError)."""
+        """Append the pending message batch and state records now (raises StorageError); with
+        the logs not open yet, start opening them (the open writes what is pending)."""
+        if self._opener is not None:
+            if self._pending():
+                self._start_open()
+            return
+        while self._full_batches:
+            data, count = self._full_batches[0]
+            self.messages.append(data)
+            del self._full_batches[0]
+            self.batches_written += 1
         batch = self._batch
         if batch.count:
             count = batch.count
@@ -264,11 +324,53 @@ class QueueStore:
             self._settle = []
             self._delivered = []
 
+    def _pending(self) -> bool:
+        return bool(self._batch.count or self._full_batches or self._settle or self._delivered)
+
+    def _start_open(self) -> None:
+        if self._opening is not None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop to keep responsive: at once
+            assert self._opener is not None
+            self._opened(self._opener.open_now())
+            return
+        self._opening = asyncio.ensure_future(self._open())
+        self._opening.add_done_callback(_log_open_failure)
+
+    async def _open(self) -> None:
+        """Create the logs (on the fsync pool), then write what waited for them."""
+        assert self._opener is not None
+        try:
+            logs = await self._opener.open()
+        finally:
+            self._opening = None  # after a failure, the next write tries again
+        self._opened(logs)
+
+    def _opened(self, logs: _OpenLogs) -> None:
+        self.messages, self.state = logs.messages, logs.state
+        self._committer, self._state_committer = logs.committer, logs.state_committer
+        self._opener = None
+        self._unwritten = {}
+        if self._started:
+            self.start()
+        self._write_scheduled()  # a write that fails here is retried as any other
+
+    async def _ensure_open(self) -> None:
+        """Return once the logs are open (raises StorageError when they could not be)."""
+        if self._opener is None:
+            return
+        self._start_open()
+        assert self._opening is not None
+        await asyncio.shield(self._opening)
+
     async def wait_durable(self, offset: int) -> None:
         """Return once the record at ``offset`` is on disk (per the fsync policy); raises
         StorageError when it could not be written."""
-        if self._committer is None:
-            return
+        await self._ensure_open()
+        if self._committer is None or self._destroyed:
+            return  # in memory, or gone with its queue
         if offset >= self.messages.next_offset:
             self.write_pending()  # a batch whose write failed is tried again here
         await self._committer.wait_durable(offset + 1)
@@ -280,6 +382,11 @@ class QueueStore:
 
         The batches read are kept until an offset outside them is asked for: deliveries go
         mostly in log order, so one read serves a run of them."""
+        if self._opener is not None:  # nothing is written yet: every message is still here
+            unwritten = self._unwritten.get(offset)
+            if unwritten is None:
+                raise StorageError(f"no message record at offset {offset} of a new queue")
+            return unwritten
         low, high = self._cache_range
         if not low <= offset < high:
             if offset >= self.messages.next_offset:
@@ -307,6 +414,7 @@ class QueueStore:
         The snapshot is made durable before the records it replaces are deleted."""
         if self.state is None:
             return
+        await self._ensure_open()
         self._settle = []  # the snapshot says it all
         self._delivered = []
         self.write_pending()
@@ -399,9 +507,17 @@ class QueueStore:
 
     # ----------------------------------------------------------------------- lifecycle
 
+    async def write_now(self) -> None:
+        """:meth:`write_pending`, opening the logs first if something waits for them."""
+        if self._opener is not None:
+            if not self._pending() and self._opening is None:
+                return  # nothing was ever written: nothing to create
+            await self._ensure_open()
+        self.write_pending()
+
     async def flush(self) -> None:
         """Make everything written so far durable (clean shutdown)."""
-        self.write_pending()
+        await self.write_now()
         if self._committer is not None:
             await self._committer.flush_now()
         if self._state_committer is not None:
@@ -409,13 +525,22 @@ class QueueStore:
 
     async def destroy(self) -> None:
         """Close and delete the logs (queue deleted)."""
+        self._destroyed = True
+        if self._opening is not None:
+            await asyncio.wait([self._opening])  # it writes what waited: its waiters finish
         self._batch = BatchBuilder()
+        self._full_batches = []
+        self._unwritten = {}
         self._settle = []
         self._delivered = []
+        if self._opener is not None:
+            return  # no log was made (or making one failed: a later declare recovers it)
         await self._close_committers()
         await self._off_loop(self.messages.delete)
         if self.state is not None:
             await self._off_loop(self.state.delete)
+        if self.path is not None:
+            await self._off_loop(partial(_remove_empty_dir, self.path))
 
     async def _close_committers(self) -> None:
         if self._committer is not None:
@@ -425,6 +550,8 @@ class QueueStore:
 
     async def close(self) -> None:
         await self.flush()
+        if self._opener is not None:
+            return  # never opened
         await self._close_committers()
         await self._off_loop(self.messages.close)
         if self.state is not None:
@@ -476,39 +603,71 @@ async def open_store(
     """
     log_config = _log_config(config)
 
-    def open_logs() -> tuple[Log, Log]:
+    def open_logs() -> _OpenLogs:
         messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
         try:
-            return messages, Log.open(path / "state", log_config, clock_ms=clock.now_ms)
+            state = Log.open(path / "state", log_config, clock_ms=clock.now_ms)
         except BaseException:
             messages.close()
             raise
+        committer = GroupCommitter(
+            messages,
+            config.fsync,
+            interval_ms=config.fsync_interval_ms,
+            durable_offset=messages.next_offset,
+            executor=executor,
+            kind="queue",
+            fsync_latency=fsync_latency,
+            clock=clock,
+        )
+        # Settlements are never waited on; they reach the disk on this interval and at close.
+        state_committer = GroupCommitter(
+            state,
+            FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
+            interval_ms=config.fsync_interval_ms,
+            durable_offset=state.next_offset,
+            executor=executor,
+            kind="queue-state",
+            fsync_latency=fsync_latency,
+            clock=clock,
+        )
+        return _OpenLogs(messages, state, committer, state_committer)
 
-    messages, state = await run_off_loop(executor, open_logs)
-    committer = GroupCommitter(
-        messages,
-        config.fsync,
-        interval_ms=config.fsync_interval_ms,
-        durable_offset=messages.next_offset,
-        executor=executor,
-        kind="queue",
-        fsync_latency=fsync_latency,
-        clock=clock,
-    )
-    # Settlements are never waited on; they reach the disk on this interval and at close.
-    state_committer = GroupCommitter(
-        state,
-        FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
-        interval_ms=config.fsync_interval_ms,
-        durable_offset=state.next_offset,
-        executor=executor,
-        kind="queue-state",
-        fsync_latency=fsync_latency,
-        clock=clock,
-    )
+    opener = _LogOpener(open_logs, executor)
+    limit = _batch_limit(log_config)
+    if not (path / "messages").exists():  # never held a message: its logs wait for one
+        empty = MemoryLog(log_config, clock_ms=clock.now_ms)
+        placeholder_state = MemoryLog(log_config, clock_ms=clock.now_ms)
+        return QueueStore(
+            empty, placeholder_state, None, max_batch_bytes=limit, opener=opener, path=path
+        )
+    logs = await opener.open()
     return QueueStore(
-        messages, state, committer, state_committer, max_batch_bytes=_batch_limit(log_config)
+        logs.messages,
+        logs.state,
+        logs.committer,
+        logs.state_committer,
+        max_batch_bytes=limit,
+        path=path,
     )
+
+
+def _remove_empty_dir(path: Path) -> None:
+    """Remove a deleted queue's directory once its logs are gone (a crash before this leaves
+    an empty directory, which the next store of that name takes as new)."""
+    try:
+        path.rmdir()
+        fsync_dir(str(path.parent))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot remove {path}: {exc}", errno=exc.errno) from exc
+
+
+def _log_open_failure(opening: asyncio.Future[None]) -> None:
+    """An open that failed is logged here (its waiters, if any, got the error too)."""
+    if not opening.cancelled() and (exc := opening.exception()) is not None:
+        log.error("cannot create a queue's logs, will retry at the next write: %s", exc)
 
 
 def _batch_limit(config: LogConfig) -> int:

@@ -222,3 +222,24 @@ def test_describe_shows_type_bindings_and_consumers(
         "exclusive",
         "active",
     }
+
+
+def test_a_queues_rates_show_its_traffic_and_an_idle_queues_stay_zero(
+    api: httpx.Client, http_server: WharfProcess, unique: str
+) -> None:
+    busy, idle = f"{unique}-busy", f"{unique}-idle"
+    params = pika.ConnectionParameters("127.0.0.1", http_server.amqp_port)
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        channel.queue_declare(busy)
+        channel.queue_declare(idle)
+        deadline = time.monotonic() + 20
+        while api.get(f"/api/queues/{busy}").json()["publish_per_s"] == 0:
+            assert time.monotonic() < deadline, "no sample ever showed the publishes"
+            for _ in range(10):
+                channel.basic_publish("", busy, b"m")
+            time.sleep(0.05)
+        assert api.get(f"/api/queues/{idle}").json()["publish_per_s"] == 0
+    finally:
+        connection.close()

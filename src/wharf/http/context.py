@@ -37,7 +37,8 @@ class RateTracker:
         self._interval_s = interval_s
         self._last: tuple[float, Counters] | None = None
         self.history: deque[RatePoint] = deque(maxlen=HISTORY_SAMPLES)
-        # (vhost, queue) -> (publish/s, deliver/s, ack/s) over the last interval
+        # (vhost, queue) -> (publish/s, deliver/s, ack/s) over the last interval, for the queues
+        # whose counters moved in it
         self.queue_rates: dict[tuple[str, str], tuple[float, float, float]] = {}
 
     def sample(self) -> None:
@@ -56,9 +57,16 @@ class RateTracker:
                     consumer_lag=counters.consumer_lag,
                 )
             )
+            # only the queues whose counters moved (a missing queue's rates are zero): an idle
+            # broker with many queues computes nothing per queue
             rates: dict[tuple[str, str], tuple[float, float, float]] = {}
-            for key, (pub, dlv, ack) in counters.queues.items():
-                pub0, dlv0, ack0 = before.queues.get(key, (pub, dlv, ack))
+            earlier = before.queues
+            for key, now_counts in counters.queues.items():
+                then_counts = earlier.get(key)
+                if then_counts is None or then_counts == now_counts:
+                    continue
+                pub, dlv, ack = now_counts
+                pub0, dlv0, ack0 = then_counts
                 rates[key] = (
                     _rate(pub - pub0, elapsed),
                     _rate(dlv - dlv0, elapsed),

@@ -312,3 +312,38 @@ async def test_confirm_after_queue_deleted(open_registry: Opener) -> None:
     await v.delete_queue("d")
     await result.wait_durable()  # no error: the queue and its message are gone
     assert result.routed and result.queues == ["d"]
+
+
+async def test_maintenance_skips_a_queue_with_nothing_new(open_registry: Opener) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    v = reg["/"]
+    durable = await v.declare_queue("d", durable=True)
+    transient = await v.declare_queue("t")
+    assert not durable.needs_maintenance and not transient.needs_maintenance
+    for name in ("d", "t"):
+        v.publish_nowait(msg(b"m", key=name, persistent=name == "d"))
+    assert durable.needs_maintenance and transient.needs_maintenance
+    await reg.maintain()
+    assert not durable.needs_maintenance and not transient.needs_maintenance
+    for q in (durable, transient):
+        got = q.basic_get(no_ack=False)
+        assert got is not None
+        q.ack([got.delivery_id])
+        # an ack frees log space, on disk or in memory
+        assert q.needs_maintenance
+    await reg.maintain()
+    assert not durable.needs_maintenance and not transient.needs_maintenance
+
+
+async def test_the_timer_passes_over_a_queue_only_while_it_has_timed_work(
+    open_registry: Opener,
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    v = reg["/"]
+    empty = await v.declare_queue("e", durable=True)
+    expiring = await v.declare_queue("x", arguments={"x-expires": 60_000})
+    assert empty.timeless and not expiring.timeless  # x-expires is timed work
+    v.publish_nowait(msg(b"m", key="e"))
+    assert not empty.timeless  # a ready message may expire or wait for a consumer
+    got = empty.basic_get(no_ack=True)
+    assert got is not None and empty.timeless

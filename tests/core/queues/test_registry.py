@@ -121,3 +121,28 @@ async def test_a_queue_with_a_nearer_deadline_wakes_the_timer_and_a_later_one_do
         assert "soon" not in vhost.queues and "later" in vhost.queues
     finally:
         await registry.close()
+
+
+async def test_a_restart_journals_nothing_it_restores(
+    open_registry: Opener, tmp_path: Path
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    v = reg["/"]
+    await v.declare_exchange("ex", "direct", durable=True)
+    for name in ("empty", "full"):
+        await v.declare_queue(name, durable=True)
+        await v.bind_queue(name, "ex", name)
+    await v.publish_nowait(Message.build("ex", "full", b"m", persistent=True)).wait_durable()
+
+    def journal_bytes() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "q").glob("definitions.*.journal"))
+
+    before = journal_bytes()
+    assert before > 0
+    for _ in range(2):
+        reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
+    assert journal_bytes() == before
+    v = reg["/"]
+    assert not v.restoring
+    assert sorted(v.queues) == ["empty", "full"] and v.queues["full"].message_count == 1
+    assert sorted(b.routing_key for b in v.exchanges["ex"].bindings) == ["empty", "full"]

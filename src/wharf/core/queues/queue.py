@@ -507,14 +507,32 @@ class Queue:
             and now_ms - self.last_used_ms >= self.args.expires_ms
         )
 
+    @property
+    def timeless(self) -> bool:
+        """Whether :meth:`tick` and :meth:`idle_expired` have nothing to do, now or later: no
+        ready message, no x-expires, no settlement pending (most idle queues)."""
+        return (
+            not self._ready
+            and self.args.expires_ms is None
+            and not self._pending_settle
+            and not self._pending_delivered
+        )
+
     def tick(self, now_ms: int) -> None:
         """Expire messages at the head and dispatch."""
         self._expire_head(now_ms)
         self._commit_state()
         self.dispatch()
 
+    @property
+    def needs_maintenance(self) -> bool:
+        """Whether :meth:`maintain` has anything to do: something written or pending since the
+        last run (an idle queue is skipped)."""
+        return bool(self._pending_settle) or self.store.changed
+
     async def maintain(self) -> None:
         """Reclaim log space and compact the state log (run periodically)."""
+        self.store.changed = False  # what this run writes (a move) marks it again
         self._commit_state()
         await self.store.write_now()
         moved_from = self._space.relocate()

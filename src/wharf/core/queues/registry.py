@@ -216,6 +216,8 @@ class VhostRegistry:
             self._users.restore(data)
             for v in data.get("vhosts", []):
                 self._add_vhost(v["name"])
+            for vhost in self._vhosts.values():
+                vhost.begin_restore()
             for e in data.get("exchanges", []):
                 await self[e["vhost"]].declare_exchange(
                     e["name"],
@@ -241,6 +243,8 @@ class VhostRegistry:
                     await vhost.bind_exchange(b["destination"], b["source"], b["routing_key"], args)
         finally:
             self._loading = False
+            for vhost in self._vhosts.values():
+                vhost.end_restore()
 
     # ------------------------------------------------------------------------------ timers
 

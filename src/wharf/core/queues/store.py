@@ -210,6 +210,8 @@ class QueueStore:
         self._cache: dict[int, DecodedMessage] = {}
         self._cache_range = (0, 0)
         self.batches_written = 0  # message batches appended, for benchmarks and metrics
+        # set by every append, settlement and delivery; cleared by the queue's maintenance
+        self.changed = False
 
     def start(self) -> None:
         """Start the periodic flushers (needs a running event loop; the flushers of logs not
@@ -256,11 +258,14 @@ class QueueStore:
         self._next = offset + 1
         if self._opener is not None:
             self._unwritten[offset] = message
+        self.changed = True
         self._schedule()
         return offset
 
     def settle(self, offsets: Sequence[int]) -> None:
         """Record settled offsets (written with the next batch; never waited on)."""
+        if offsets:
+            self.changed = True  # space to reclaim, on disk or in memory
         if self.state is not None and offsets:
             self._settle.extend(offsets)
             self._schedule()
@@ -269,6 +274,7 @@ class QueueStore:
         """Record sequence numbers delivered once more (written with the next batch)."""
         if self.state is not None and seqs:
             self._delivered.extend(seqs)
+            self.changed = True
             self._schedule()
 
     def _schedule(self) -> None:
@@ -593,9 +599,12 @@ async def open_store(
     clock: Clock,
     fsync_latency: HistogramFamily[str] | None = None,
     executor: Executor | None = None,
+    *,
+    new: bool = False,
 ) -> QueueStore:
-    """The durable store in directory ``path`` (created if absent; :meth:`QueueStore.recover`
-    reads back what it holds).
+    """The durable store in directory ``path`` (created at its first write if absent;
+    :meth:`QueueStore.recover` reads back what it holds). ``new``: the caller knows ``path``
+    holds no logs (a restart's listing of the queue directories), so the disk is not asked.
 
     ``fsync_latency``: the broker's fsync histograms, which the logs' group commits record into;
     ``executor``: the broker's fsync pool, which opens the logs (creating a log fsyncs its
@@ -635,7 +644,7 @@ async def open_store(
 
     opener = _LogOpener(open_logs, executor)
     limit = _batch_limit(log_config)
-    if not (path / "messages").exists():  # never held a message: its logs wait for one
+    if new or not (path / "messages").exists():  # never held a message: its logs wait for one
         empty = MemoryLog(log_config, clock_ms=clock.now_ms)
         placeholder_state = MemoryLog(log_config, clock_ms=clock.now_ms)
         return QueueStore(

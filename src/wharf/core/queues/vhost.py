@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,10 @@ class VirtualHost:
         self._saved = saved
         self._fsync_latency = fsync_latency
         self._executor = executor
+        # While the saved definitions are restored: nothing is journaled, and the names of the
+        # queue directories there are (listed once; a queue without one has no logs yet).
+        self.restoring = False
+        self._queue_dirs: set[str] | None = None
         # Queues and exchanges being declared while their logs open, by name.
         self._declaring_queues: dict[str, asyncio.Event] = {}
         self._declaring_exchanges: dict[str, asyncio.Event] = {}
@@ -191,7 +197,7 @@ class VirtualHost:
             return exchange
         self.exchanges[name] = exchange
         if durable:
-            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
+            await self._save_change("exchange", partial(exchange_entry, self.name, exchange))
         return exchange
 
     async def _add_delayed(self, declaring: _Declaring, exchange: Exchange) -> None:
@@ -207,7 +213,7 @@ class VirtualHost:
             self.delayed[name] = held
             self.exchanges[name] = exchange
         if exchange.durable:
-            await self._save_change({"op": "exchange", **exchange_entry(self.name, exchange)})
+            await self._save_change("exchange", partial(exchange_entry, self.name, exchange))
 
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """exchange.delete; raises PreconditionError when ``if_unused`` and bound (406)."""
@@ -225,9 +231,7 @@ class VirtualHost:
         self._unbind_destination((DestKind.EXCHANGE, exchange.name))
         held = self.delayed.pop(exchange.name, None)
         if exchange.durable:  # no saved binding involves a transient exchange
-            await self._save_change(
-                {"op": "exchange.delete", "vhost": self.name, "name": exchange.name}
-            )
+            await self._save_change("exchange.delete", partial(_named, self.name, exchange.name))
         if held is not None:
             held.removed = True
             await held.store.destroy()
@@ -315,7 +319,8 @@ class VirtualHost:
             args=parsed,
             persistent=persistent,
         )
-        return await (run_to_end(adding) if persistent else adding)
+        # (restoring, no declarer can go away: see the module docstring)
+        return await (run_to_end(adding) if persistent and not self.restoring else adding)
 
     async def _add_queue(
         self,
@@ -332,8 +337,11 @@ class VirtualHost:
         """Open a queue's store (recovering what its logs hold), add the queue and save it if
         it is kept across restarts (run to its end: see the module docstring)."""
         with declaring:
-            store = await self._open_store(self.path / "queues" / dir_name(name)
-                                           if persistent else None)
+            path = self.path / "queues" / dir_name(name) if persistent else None
+            new = path is not None and self._queue_dirs is not None and (
+                path.name not in self._queue_dirs
+            )
+            store = await self._open_store(path, new=new)
             recovered = await store.recover(keep_bodies=False)  # bodies are read when due
             queue = Queue(
                 self.name,
@@ -356,21 +364,37 @@ class VirtualHost:
         if deadline is not None:  # else the timer has nothing new to look at
             self.wake_at(deadline)
         if persistent:
-            await self._save_change({"op": "queue", **queue_entry(self.name, queue)})
+            await self._save_change("queue", partial(queue_entry, self.name, queue))
         return queue
 
-    async def _save_change(self, change: Change) -> None:
-        """Journal ``change`` (just made in memory) and return once it is on disk."""
+    async def _save_change(self, op: str, entry: Callable[[], dict[str, Any]]) -> None:
+        """Journal the change ``op`` of ``entry()`` (just made in memory) and return once it is
+        on disk; nothing while the definitions are being restored (they are what is on disk)."""
+        if self.restoring:
+            return
         if self._record is not None:
-            self._record(change)
+            self._record({"op": op, **entry()})
         await self._save()
 
-    async def _open_store(self, path: Path | None) -> QueueStore:
-        """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None."""
+    async def _open_store(self, path: Path | None, *, new: bool = False) -> QueueStore:
+        """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None;
+        ``new``: known to have no logs yet."""
         if path is None:
             return memory_store(self.config, self.clock)
         return await open_store(path, self.config, self.clock, self._fsync_latency,
-                                self._executor)
+                                self._executor, new=new)
+
+    def begin_restore(self) -> None:
+        """The saved definitions are being restored into this vhost (see ``restoring``)."""
+        self.restoring = True
+        try:
+            self._queue_dirs = set(os.listdir(self.path / "queues"))
+        except FileNotFoundError:
+            self._queue_dirs = set()
+
+    def end_restore(self) -> None:
+        self.restoring = False
+        self._queue_dirs = None
 
     async def delete_queue(
         self,
@@ -397,7 +421,7 @@ class VirtualHost:
     async def _forget_queue(self, queue: Queue) -> None:
         """After :meth:`_detach_queue`: save the definitions without it, delete its logs."""
         if queue.store.durable:
-            await self._save_change({"op": "queue.delete", "vhost": self.name, "name": queue.name})
+            await self._save_change("queue.delete", partial(_named, self.name, queue.name))
         await queue.store.destroy()
 
     def _detach_queue(self, queue: Queue) -> None:
@@ -435,7 +459,7 @@ class VirtualHost:
         binding = Binding.of(exchange, queue, DestKind.QUEUE, routing_key, arguments)
         if q.store.durable and ex.durable:
             if self._add_binding(ex, binding):
-                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
+                await self._save_change("bind", partial(binding_entry, self.name, binding))
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
@@ -457,7 +481,7 @@ class VirtualHost:
         if self._drop_binding(ex, binding):
             self._maybe_auto_delete(ex)
             if q.store.durable and ex.durable:
-                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
+                await self._save_change("unbind", partial(binding_entry, self.name, binding))
 
     async def bind_exchange(
         self,
@@ -472,7 +496,7 @@ class VirtualHost:
         binding = Binding.of(source, destination, DestKind.EXCHANGE, routing_key, arguments)
         if src.durable and dest.durable:
             if self._add_binding(src, binding):
-                await self._save_change({"op": "bind", **binding_entry(self.name, binding)})
+                await self._save_change("bind", partial(binding_entry, self.name, binding))
             else:
                 await self._saved()  # bound already: maybe by a bind whose save runs
         else:
@@ -492,7 +516,7 @@ class VirtualHost:
         if self._drop_binding(src, binding):
             self._maybe_auto_delete(src)
             if src.durable and dest.durable:
-                await self._save_change({"op": "unbind", **binding_entry(self.name, binding)})
+                await self._save_change("unbind", partial(binding_entry, self.name, binding))
 
     def _add_binding(self, exchange: Exchange, binding: Binding) -> bool:
         added = exchange.bind(binding)
@@ -598,6 +622,8 @@ class VirtualHost:
                 self.router.deliver_to(queues, message, copies)
             settle_when_durable(held.settle, [offset for offset, _ in due], copies, self._spawn)
         for queue in list(self.queues.values()):
+            if queue.timeless:
+                continue
             if queue.idle_expired(now):
                 await self.delete_queue(queue.name, owner=queue.exclusive_owner)
             else:
@@ -606,7 +632,7 @@ class VirtualHost:
     async def maintain(self) -> None:
         """Reclaim log space of every queue and delayed exchange."""
         for queue in list(self.queues.values()):
-            if not queue.deleted:
+            if not queue.deleted and queue.needs_maintenance:
                 await queue.maintain()
         for held in list(self.delayed.values()):
             await held.maintain()
@@ -644,6 +670,11 @@ class _Declaring:
     def __exit__(self, *exc: object) -> None:
         del self._declaring[self._name]
         self._opening.set()
+
+
+def _named(vhost: str, name: str) -> dict[str, Any]:
+    """The entry of a deletion: what it deletes."""
+    return {"vhost": vhost, "name": name}
 
 
 def _queue_difference(

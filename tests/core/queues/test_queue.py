@@ -347,3 +347,21 @@ async def test_the_timer_passes_over_a_queue_only_while_it_has_timed_work(
     assert not empty.timeless  # a ready message may expire or wait for a consumer
     got = empty.basic_get(no_ack=True)
     assert got is not None and empty.timeless
+
+
+async def test_the_timer_forgets_an_idle_queue_until_it_changes(
+    open_registry: Opener, clock: VirtualClock
+) -> None:
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    v = reg["/"]
+    q = await v.declare_queue("q", durable=True)
+    await reg.tick()
+    assert q not in v._active  # nothing timed, nothing to maintain: not looked at again
+    v.publish_nowait(msg(b"short-lived", key="q", persistent=True, expiration_ms=100))
+    assert q in v._active
+    clock.advance(100)
+    await reg.tick()
+    assert q.message_count == 0 and q.expired == 1  # expired by the timer
+    await reg.maintain()  # the expiry's settlement written
+    await reg.tick()
+    assert q not in v._active

@@ -353,6 +353,9 @@ class ClusterVirtualHost(VirtualHost):
         """An auto-delete queue lost its last consumer *here*: the transaction that removes
         the last consumer's registration in the cluster deletes it (cluster_queue.py)."""
 
+    def queue_active(self, queue: Queue) -> None:
+        """Nothing to note: the cluster's queues keep no logs of their own to maintain."""
+
     # ---------------------------------------------------------------------------- bindings
 
     async def bind_queue(

@@ -61,6 +61,11 @@ class QueueHooks(Protocol):
         """An auto-delete queue lost its last consumer."""
         ...
 
+    def queue_active(self, queue: Queue) -> None:
+        """The queue changed: it may have timed work or maintenance to do (a virtual host's
+        timer looks only at such queues, until they have none)."""
+        ...
+
 
 class EnqueueResult(NamedTuple):
     """``accepted`` False: refused by x-overflow reject-publish(-dlx) (nack the publisher).
@@ -590,8 +595,10 @@ class Queue:
             settling.pop(offset, None)
         if not self.deleted:
             self.store.settle(offsets)
+            self._hooks.queue_active(self)
 
     def _commit_state(self) -> None:
+        self._hooks.queue_active(self)
         if self._pending_settle:
             self.store.settle(self._pending_settle)
             self._pending_settle = []

@@ -120,6 +120,9 @@ class VirtualHost:
         # queue directories there are (listed once; a queue without one has no logs yet).
         self.restoring = False
         self._queue_dirs: set[str] | None = None
+        # The queues that changed since the timer last found them with nothing to do (no
+        # ready message, no x-expires, nothing to maintain): the only ones it looks at.
+        self._active: dict[Queue, None] = {}
         # Queues and exchanges being declared while their logs open, by name.
         self._declaring_queues: dict[str, asyncio.Event] = {}
         self._declaring_exchanges: dict[str, asyncio.Event] = {}
@@ -360,6 +363,7 @@ class VirtualHost:
             queue.restore(recovered)
             store.start()
             self.queues[name] = queue
+            self._active[queue] = None  # the timer looks at it once, at least
         deadline = queue.next_deadline()
         if deadline is not None:  # else the timer has nothing new to look at
             self.wake_at(deadline)
@@ -428,6 +432,7 @@ class VirtualHost:
         """Remove a queue and its bindings from the vhost and cancel its consumers (the
         synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
+        self._active.pop(queue, None)
         self._unbind_destination((DestKind.QUEUE, queue.name))
         for consumer in queue.detach():
             consumer.cancelled(queue)
@@ -583,6 +588,9 @@ class VirtualHost:
         :meth:`DeadLetterer.move <wharf.core.queues.dead_letter.DeadLetterer.move>`)."""
         self._dead_letters.move(queue, message, reason, offset)
 
+    def queue_active(self, queue: Queue) -> None:
+        self._active[queue] = None
+
     def queue_unused(self, queue: Queue) -> None:
         """An auto-delete queue lost its last consumer: delete it."""
         if self.queues.get(queue.name) is not queue:
@@ -601,7 +609,7 @@ class VirtualHost:
     # ------------------------------------------------------------------------------ timers
 
     def next_deadline(self) -> int | None:
-        deadlines = [d for q in self.queues.values() if (d := q.next_deadline()) is not None]
+        deadlines = [d for q in self._active if (d := q.next_deadline()) is not None]
         deadlines += [d for h in self.delayed.values() if (d := h.next_due()) is not None]
         return min(deadlines) if deadlines else None
 
@@ -621,9 +629,12 @@ class VirtualHost:
                 self.router.route(exchange, message, queues, None, released=True)
                 self.router.deliver_to(queues, message, copies)
             settle_when_durable(held.settle, [offset for offset, _ in due], copies, self._spawn)
-        for queue in list(self.queues.values()):
-            if queue.timeless:
+        for queue in list(self._active):
+            if queue.deleted or (queue.timeless and not queue.needs_maintenance):
+                del self._active[queue]  # until it changes again
                 continue
+            if queue.timeless:
+                continue  # only maintenance to do
             if queue.idle_expired(now):
                 await self.delete_queue(queue.name, owner=queue.exclusive_owner)
             else:
@@ -631,7 +642,7 @@ class VirtualHost:
 
     async def maintain(self) -> None:
         """Reclaim log space of every queue and delayed exchange."""
-        for queue in list(self.queues.values()):
+        for queue in list(self._active):
             if not queue.deleted and queue.needs_maintenance:
                 await queue.maintain()
         for held in list(self.delayed.values()):

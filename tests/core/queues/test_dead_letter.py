@@ -128,13 +128,13 @@ def gate_durability(queue: Queue, opened_at_end: list[asyncio.Event]) -> asyncio
     (``opened_at_end``: the test's gates, which its teardown opens)."""
     gate = asyncio.Event()
     opened_at_end.append(gate)
-    wait = queue.wait_durable
+    wait = queue.store.wait_durable
 
     async def gated(offset: int) -> None:
         await gate.wait()
         await wait(offset)
 
-    queue.wait_durable = gated  # type: ignore[method-assign]
+    queue.store.wait_durable = gated  # type: ignore[method-assign]
     return gate
 
 

@@ -88,6 +88,45 @@ class Queue:
     :attr:`message_bytes`.
     """
 
+    # Slots: a broker holds tens of thousands of queues, most of them idle (docs/performance.md)
+    __slots__ = (
+        "_again",
+        "_clock",
+        "_consumers",
+        "_dispatching",
+        "_entries",
+        "_fresh",
+        "_had_consumer",
+        "_hooks",
+        "_live_bytes",
+        "_max_limited",
+        "_pending_delivered",
+        "_pending_settle",
+        "_ready",
+        "_resident_bytes",
+        "_resident_limit",
+        "_space",
+        "_unacked",
+        "acked",
+        "args",
+        "arguments",
+        "auto_delete",
+        "dead_lettered",
+        "deleted",
+        "delivered",
+        "dropped",
+        "durable",
+        "exclusive_owner",
+        "expired",
+        "last_used_ms",
+        "name",
+        "published",
+        "redelivered",
+        "store",
+        "vhost",
+        "__weakref__",
+    )
+
     fetches_remotely: ClassVar[bool] = False
     """Whether basic.get must await :meth:`fetch` (a queue of the cluster) rather than call
     :meth:`basic_get`."""

@@ -48,7 +48,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -161,13 +161,56 @@ class _OpenLogs:
 
 @dataclass(frozen=True, slots=True)
 class _LogOpener:
-    """Opens (creating) a durable queue's logs: on the fsync pool, or at once without a loop."""
+    """Opens (creating) a durable queue's logs in ``path``: on the fsync pool, or at once
+    without a loop."""
 
-    open_now: Callable[[], _OpenLogs]
+    path: Path
+    log_config: LogConfig
+    config: BrokerConfig
+    clock: Clock
+    fsync_latency: HistogramFamily[str] | None
     executor: Executor | None
 
     async def open(self) -> _OpenLogs:
         return await run_off_loop(self.executor, self.open_now)
+
+    def open_now(self) -> _OpenLogs:
+        clock_ms = self.clock.now_ms
+        messages = Log.open(self.path / "messages", self.log_config, clock_ms=clock_ms)
+        try:
+            state = Log.open(self.path / "state", self.log_config, clock_ms=clock_ms)
+        except BaseException:
+            messages.close()
+            raise
+        config = self.config
+        committer = GroupCommitter(
+            messages,
+            config.fsync,
+            interval_ms=config.fsync_interval_ms,
+            durable_offset=messages.next_offset,
+            executor=self.executor,
+            kind="queue",
+            fsync_latency=self.fsync_latency,
+            clock=self.clock,
+        )
+        # Settlements are never waited on; they reach the disk on this interval and at close.
+        state_committer = GroupCommitter(
+            state,
+            FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
+            interval_ms=config.fsync_interval_ms,
+            durable_offset=state.next_offset,
+            executor=self.executor,
+            kind="queue-state",
+            fsync_latency=self.fsync_latency,
+            clock=self.clock,
+        )
+        return _OpenLogs(messages, state, committer, state_committer)
+
+
+# What a store whose logs are not made yet stands on, for its messages and its state: empty,
+# and closed, so that anything but reading its (empty) positions raises.
+_NOTHING_YET = MemoryLog()
+_NOTHING_YET.close()
 
 
 class QueueStore:
@@ -572,10 +615,11 @@ class QueueStore:
             await self._committer.run(call)
 
 
-def _log_config(config: BrokerConfig) -> LogConfig:
+@lru_cache(maxsize=8)
+def _log_config(segment_bytes: int) -> LogConfig:
     # Queue logs are never trimmed by time or size retention: only settlement frees space.
     return LogConfig(
-        segment_bytes=config.queue_segment_bytes,
+        segment_bytes=segment_bytes,
         retention_ms=None,
         retention_bytes=None,
         max_batch_bytes=MAX_MESSAGE_BYTES + _RECORD_ROOM,
@@ -584,7 +628,7 @@ def _log_config(config: BrokerConfig) -> LogConfig:
 
 def memory_store(config: BrokerConfig, clock: Clock) -> QueueStore:
     """A store in memory (a transient or exclusive queue)."""
-    log_config = _log_config(config)
+    log_config = _log_config(config.queue_segment_bytes)
     return QueueStore(
         MemoryLog(log_config, clock_ms=clock.now_ms),
         None,
@@ -610,45 +654,12 @@ async def open_store(
     ``executor``: the broker's fsync pool, which opens the logs (creating a log fsyncs its
     directory) and runs their group commits (the loop's default pool when None).
     """
-    log_config = _log_config(config)
-
-    def open_logs() -> _OpenLogs:
-        messages = Log.open(path / "messages", log_config, clock_ms=clock.now_ms)
-        try:
-            state = Log.open(path / "state", log_config, clock_ms=clock.now_ms)
-        except BaseException:
-            messages.close()
-            raise
-        committer = GroupCommitter(
-            messages,
-            config.fsync,
-            interval_ms=config.fsync_interval_ms,
-            durable_offset=messages.next_offset,
-            executor=executor,
-            kind="queue",
-            fsync_latency=fsync_latency,
-            clock=clock,
-        )
-        # Settlements are never waited on; they reach the disk on this interval and at close.
-        state_committer = GroupCommitter(
-            state,
-            FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
-            interval_ms=config.fsync_interval_ms,
-            durable_offset=state.next_offset,
-            executor=executor,
-            kind="queue-state",
-            fsync_latency=fsync_latency,
-            clock=clock,
-        )
-        return _OpenLogs(messages, state, committer, state_committer)
-
-    opener = _LogOpener(open_logs, executor)
+    log_config = _log_config(config.queue_segment_bytes)
+    opener = _LogOpener(path, log_config, config, clock, fsync_latency, executor)
     limit = _batch_limit(log_config)
     if new or not (path / "messages").exists():  # never held a message: its logs wait for one
-        empty = MemoryLog(log_config, clock_ms=clock.now_ms)
-        placeholder_state = MemoryLog(log_config, clock_ms=clock.now_ms)
         return QueueStore(
-            empty, placeholder_state, None, max_batch_bytes=limit, opener=opener, path=path
+            _NOTHING_YET, _NOTHING_YET, None, max_batch_bytes=limit, opener=opener, path=path
         )
     logs = await opener.open()
     return QueueStore(

@@ -6,14 +6,13 @@ import asyncio
 import errno
 import gc
 import os
-import threading
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import pytest
 from queue_helpers import Opener
 
+from helpers.log_gate import gate_log_opens
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
 from wharf.core.queues.registry import VhostRegistry
@@ -235,15 +234,7 @@ async def test_a_queue_deleted_while_its_logs_are_being_made_leaves_no_files(
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
     await v.declare_queue("d", durable=True)
-    started, gate = threading.Event(), threading.Event()
-    real_open = Log.open
-
-    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
-        started.set()
-        assert gate.wait(30)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    started, gate = gate_log_opens(monkeypatch)
     confirm = v.publish_nowait(persistent(b"m"))
     waiting = asyncio.ensure_future(confirm.wait_durable())
     while not started.is_set():  # the first write is making the logs

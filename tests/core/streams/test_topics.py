@@ -1,11 +1,10 @@
 import asyncio
 import json
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from helpers.log_gate import gate_log_opens
 from wharf.core.config import BrokerConfig, FsyncPolicy, TopicDefaults
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -19,7 +18,6 @@ from wharf.core.streams.errors import (
 from wharf.core.streams.topic_config import ConfigSource
 from wharf.core.streams.topics import TopicManager
 from wharf.errors import StorageError
-from wharf.storage.log import Log
 from wharf.storage.record_batch import RecordInput
 
 
@@ -195,15 +193,7 @@ async def test_a_topic_whose_creator_went_away_while_its_logs_opened_is_still_cr
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manager = open_manager(tmp_path)
-    started, gate = threading.Event(), threading.Event()
-    real_open = Log.open
-
-    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
-        started.set()
-        assert gate.wait(30)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    started, gate = gate_log_opens(monkeypatch)
     creating = asyncio.create_task(manager.create("events", 2))
     while not started.is_set():
         await asyncio.sleep(0.001)

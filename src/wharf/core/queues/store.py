@@ -182,29 +182,24 @@ class _LogOpener:
         except BaseException:
             messages.close()
             raise
-        config = self.config
-        committer = GroupCommitter(
-            messages,
-            config.fsync,
-            interval_ms=config.fsync_interval_ms,
-            durable_offset=messages.next_offset,
-            executor=self.executor,
-            kind="queue",
-            fsync_latency=self.fsync_latency,
-            clock=self.clock,
-        )
+        fsync = self.config.fsync
         # Settlements are never waited on; they reach the disk on this interval and at close.
-        state_committer = GroupCommitter(
-            state,
-            FsyncPolicy.INTERVAL if config.fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER,
-            interval_ms=config.fsync_interval_ms,
-            durable_offset=state.next_offset,
+        state_fsync = FsyncPolicy.INTERVAL if fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER
+        committer = self._committer(messages, fsync, "queue")
+        state_committer = self._committer(state, state_fsync, "queue-state")
+        return _OpenLogs(messages, state, committer, state_committer)
+
+    def _committer(self, log: Log, fsync: FsyncPolicy, kind: str) -> GroupCommitter:
+        return GroupCommitter(
+            log,
+            fsync,
+            interval_ms=self.config.fsync_interval_ms,
+            durable_offset=log.next_offset,
             executor=self.executor,
-            kind="queue-state",
+            kind=kind,
             fsync_latency=self.fsync_latency,
             clock=self.clock,
         )
-        return _OpenLogs(messages, state, committer, state_committer)
 
 
 # What a store whose logs are not made yet stands on, for its messages and its state: empty,

@@ -1,0 +1,25 @@
+"""Holding every ``Log.open`` of a test on a gate: to act while a log is being opened."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from wharf.storage.log import Log
+
+
+def gate_log_opens(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """``(started, gate)``: ``started`` is set when a ``Log.open`` begins (on whatever thread),
+    which then waits until the test sets ``gate`` (at most 30 s)."""
+    started, gate = threading.Event(), threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        started.set()
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    return started, gate

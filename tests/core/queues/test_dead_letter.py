@@ -117,7 +117,16 @@ class CrashCopies:
     async def open(self) -> VhostRegistry:
         self.taken += 1
         copy = self.source.parent / f"crash-{self.taken}"
-        shutil.copytree(self.source, copy)
+        for attempt in range(1, 21):
+            try:
+                shutil.copytree(self.source, copy)
+                break
+            except shutil.Error:
+                # A file went while it was copied (a log being made in the background renames
+                # its checkpoints into place): the copy is no instant, so take another.
+                shutil.rmtree(copy, ignore_errors=True)
+                if attempt == 20:
+                    raise
         return await VhostRegistry.open(
             copy, BrokerConfig(), self.clock, UserStore.with_defaults(), start_timer=False
         )

@@ -412,7 +412,8 @@ class QueueStore:
     async def wait_durable(self, offset: int) -> None:
         """Return once the record at ``offset`` is on disk (per the fsync policy); raises
         StorageError when it could not be written."""
-        await self._ensure_open()
+        if self._opener is not None:
+            await self._ensure_open()
         if self._committer is None or self._destroyed:
             return  # in memory, or gone with its queue
         if offset >= self.messages.next_offset:

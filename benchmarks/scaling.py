@@ -10,8 +10,8 @@ an RPC client would:
 3. the same transient and exclusive declares again, now beside those queues;
 4. ``--queues // 4`` durable direct exchanges, then one binding per durable queue (queue ``i``
    to exchange ``i % exchanges``), both per thousand;
-5. a restart (graceful stop, then the time from starting ``wharf serve`` to its AMQP port
-   accepting a connection, and to a passive declare of the last queue answering);
+5. a restart (graceful stop, then the time from starting ``wharf serve`` to its AMQP and Kafka
+   ports accepting a connection, and to a passive declare of the last queue answering);
 6. the durable queues deleted, per thousand still existing.
 
 Rates are operations over wall-clock seconds; the broker's RSS and open files are printed at
@@ -66,17 +66,20 @@ class Broker:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.kafka_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
-        """Start the server; return the seconds until its AMQP port accepts a connection."""
+        """Start the server; return the seconds until its AMQP and Kafka ports accept a
+        connection."""
         started = time.perf_counter()
         log = (self.workdir / "wharf.log").open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "wharf.cli.main", "serve",
                 "--host", "127.0.0.1",
-                "--amqp-port", str(self.port), "--kafka-port", "0", "--http-port", "0",
+                "--amqp-port", str(self.port), "--kafka-port", str(self.kafka_port),
+                "--http-port", "0",
                 "--data-dir", str(self.workdir / "data"),
                 "--fsync", "always", "--log-level", "warning",
             ],
@@ -84,7 +87,7 @@ class Broker:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = started + 600
-        while not port_open(self.port):
+        while not (port_open(self.port) and port_open(self.kafka_port)):
             if self.proc.poll() is not None or time.perf_counter() > deadline:
                 raise SystemExit(f"wharf did not start; see {self.workdir / 'wharf.log'}")
             time.sleep(0.01)
@@ -200,7 +203,7 @@ def main() -> None:
         connection, ch = channel(broker.port)
         ch.queue_declare(f"q-{n - 1}", passive=True)
         answered = time.perf_counter() - began
-        print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: AMQP port "
+        print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: ports "
               f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
               f"; {resources(broker.pid)}", flush=True)  # fmt: skip
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))

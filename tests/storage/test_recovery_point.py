@@ -234,3 +234,36 @@ def test_new_settings_apply_from_the_next_append(tmp_path: Path) -> None:
         assert log.segment_base_offsets() == [0, 20]
     finally:
         log.close()
+
+
+def test_reopening_a_cleanly_closed_log_writes_nothing(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "log", CONFIG)
+    append(log, 0, 50)
+    log.close()
+    files = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "log").iterdir()}
+    log = Log.open(tmp_path / "log", CONFIG)
+    try:
+        assert {
+            p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "log").iterdir()
+        } == files
+        assert log.recovery_point == log.next_offset == 50
+        assert stored_values(log) == [value(i) for i in range(50)]
+        assert log.append_records([RecordInput(None, b"next")]).base_offset == 50
+    finally:
+        log.close()
+
+
+def test_reopening_after_a_crash_still_moves_the_recovery_point(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "live", CONFIG)
+    append(log, 0, 300)  # past the recovery point's byte interval
+    log.flush()
+    append(log, 300, 5)  # not flushed: past the recovery point
+    snap = crash_copy(log, tmp_path / "snap")
+    log.close()
+    assert checkpoint(snap) == 300
+    log = Log.open(snap, CONFIG)
+    try:
+        assert log.recovery_verified_bytes > 0
+        assert checkpoint(snap) == log.recovery_point == 305
+    finally:
+        log.close()

@@ -19,13 +19,15 @@ us. The loader then logs an error naming the file and position and refuses to op
 (:class:`~wharf.errors.StorageError`); nothing is truncated, so an operator can inspect or move
 the segment aside.
 
-Once loaded, the verified tail of each segment is written again (the same bytes, read back)
-and the recovered segments are fsynced; then the recovery point is moved to the end of the
-log, so the next open trusts everything that is there now. Writing the tail again is what
-makes that fsync mean something after a failed one: the kernel may have marked pages it could
-not write as clean, still readable from the page cache but not on disk, and an fsync skips
-clean pages. The tail is what the last checkpoint did not cover, at most about
-``recovery_point_interval_bytes`` after a crash, and nothing after a clean close.
+A log found as a clean close leaves it (the recovery point at its end, nothing to cut, verify
+or re-index) is served as it is, with no write and no fsync, so opening many such logs costs
+only their reads. Otherwise, once loaded, the verified tail of each segment is written again
+(the same bytes, read back) and the recovered segments are fsynced; then the recovery point is
+moved to the end of the log, so the next open trusts everything that is there now. Writing the
+tail again is what makes that fsync mean something after a failed one: the kernel may have
+marked pages it could not write as clean, still readable from the page cache but not on disk,
+and an fsync skips clean pages. The tail is what the last checkpoint did not cover, at most
+about ``recovery_point_interval_bytes`` after a crash.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class LogLoader:
         # Per segment, the bytes at its end whose CRC was checked (written again on load).
         self.verified_tails: dict[LogSegment, int] = {}
         self._opened: list[LogSegment] = []
+        self._created = False  # the directory or a segment file was made by this load
 
     def load(self) -> LoadedLog:
         """Recover the directory and return its segments, open and ready for appends."""
@@ -85,6 +88,7 @@ class LogLoader:
     def _open(self, seg: LogSegment, *, create: bool) -> None:
         seg.open(create=create)
         self._opened.append(seg)
+        self._created = self._created or create
 
     def _load(self) -> LoadedLog:
         self._ensure_dir()
@@ -157,12 +161,35 @@ class LogLoader:
             rescanned = [seg]
             reindexed = []
 
-        self._make_durable(segments, rescanned, reindexed)
         end = segments[-1].next_offset
+        if self._unchanged(end, recovery_point, rescanned, reindexed):
+            # A clean close: everything is below the durable recovery point already.
+            return LoadedLog(segments, lso, end, 0, 0)
+        self._make_durable(segments, rescanned, reindexed)
         write_checkpoint(rp_path, end)
         if stored_lso != lso:
             write_checkpoint(lso_path, lso)
         return LoadedLog(segments, lso, end, self.truncated_bytes, self.verified_bytes)
+
+    def _unchanged(
+        self,
+        end: int,
+        recovery_point: int,
+        rescanned: list[LogSegment],
+        reindexed: list[LogSegment],
+    ) -> bool:
+        """Whether the load found the log as a clean close left it: the recovery point at its
+        end (every byte fsynced before it moved there), nothing cut, verified, created or
+        re-indexed, and no empty segment (whose name a roll may not have made durable yet).
+        Such a log needs no write and no fsync to be served."""
+        return (
+            end == recovery_point
+            and self.truncated_bytes == 0
+            and self.verified_bytes == 0
+            and not self._created
+            and not reindexed
+            and all(seg.size > 0 for seg in rescanned)
+        )
 
     # ------------------------------------------------------------------ steps
 
@@ -171,6 +198,7 @@ class LogLoader:
             if not os.path.isdir(self.dir):
                 os.makedirs(self.dir, exist_ok=True)
                 fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
+                self._created = True
             for name in os.listdir(self.dir):
                 if name.endswith(".tmp"):
                     os.unlink(os.path.join(self.dir, name))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from queue_helpers import Opener
 
+from wharf.core import snapshot_journal
 from wharf.core.queues import definitions
 from wharf.core.queues.definitions import (
     FILE_NAME,
@@ -249,7 +250,7 @@ async def test_compaction_is_crash_safe_at_every_step(
     monkeypatch.setattr(definitions, "COMPACT_MIN_BYTES", 0)  # compact whenever it may
     steps: list[dict[str, Any]] = []
     real_create = JournalFile.create
-    real_replace = definitions.replace_file
+    real_replace = snapshot_journal.replace_file
 
     def copy(directory: Path, step: str) -> Path:
         target = tmp_path / f"{step}-{len(steps)}"
@@ -267,7 +268,7 @@ async def test_compaction_is_crash_safe_at_every_step(
         steps[-1]["snapshot"] = json.loads(payload)
 
     monkeypatch.setattr(JournalFile, "create", classmethod(create))
-    monkeypatch.setattr(definitions, "replace_file", replace_file)
+    monkeypatch.setattr(snapshot_journal, "replace_file", replace_file)
     await topology(open_registry)
     assert len(steps) > 3
     for step in steps:

@@ -32,7 +32,7 @@ def test_embedded_streams_example_runs(tmp_path: Path) -> None:
         "resumed billing at offset 2: [b'order 5']",
         "long poll woke with [b'late order']",
     ]
-    assert (tmp_path / "data" / "topics" / "orders-2").is_dir()
+    assert (tmp_path / "data" / "topics" / "orders-0").is_dir()
 
 
 def test_embedded_queues_example_runs(tmp_path: Path) -> None:

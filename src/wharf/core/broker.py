@@ -23,8 +23,9 @@ database; queues, with their definitions and messages, are the cluster's too
 Data directory layout (streams)::
 
     <data>/wharf.pid                 locked while a broker has the directory open; its pid
-    <data>/topics.json               topic catalogue (see core/streams/topics.py)
-    <data>/topics/<topic>-<n>/       one storage log per partition
+    <data>/topics.json               topic catalogue, with topics.*.journal (core/streams/topics.py)
+    <data>/topics/<topic>-<n>/       one storage log per partition, made by its first record
+    <data>/topic-summaries.json      what each partition log held at a clean stop
     <data>/__consumer_offsets/       committed offsets (see core/streams/offsets.py)
     <data>/producer-id-block         idempotent producer id counter
 """
@@ -535,10 +536,12 @@ class Broker:
         return max(self.config.retention_check_interval_ms, 1) / 1000
 
     async def run_maintenance(self) -> None:
-        """One pass of retention and offset expiry (also run every retention check interval)."""
+        """One pass of retention, offset expiry and closing idle partition logs (run every
+        retention check interval)."""
         try:
             deleted = self.topics.enforce_retention(self.clock.now_ms())
             expired = await self.groups.expire_offsets()
+            await self.topics.unload_idle()
         except Exception:
             log.exception("maintenance pass failed; retrying at the next interval")
             return

@@ -151,6 +151,11 @@ class GroupCommitter:
     def durable_offset(self) -> int:
         return self._durable
 
+    @property
+    def idle(self) -> bool:
+        """Whether no flush is waited for or running."""
+        return not self._waiters and self._flusher is None
+
     async def run(self, call: Callable[[], _T]) -> _T:
         """Run blocking disk work for this log (``call``) on the fsync pool and await it; open
         also after :meth:`close` (a log is closed and deleted through it)."""

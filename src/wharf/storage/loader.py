@@ -19,7 +19,8 @@ us. The loader then logs an error naming the file and position and refuses to op
 (:class:`~wharf.errors.StorageError`); nothing is truncated, so an operator can inspect or move
 the segment aside.
 
-A log found as a clean close leaves it (the recovery point at its end, nothing to cut, verify
+A new log (its directory made by the load) only makes its first segment's name durable. A log
+found as a clean close leaves it (the recovery point at its end, nothing to cut, verify
 or re-index) is served as it is, with no write and no fsync, so opening many such logs costs
 only their reads. Otherwise, once loaded, the verified tail of each segment is written again
 (the same bytes, read back) and the recovered segments are fsynced; then the recovery point is
@@ -75,6 +76,7 @@ class LogLoader:
         self.verified_tails: dict[LogSegment, int] = {}
         self._opened: list[LogSegment] = []
         self._created = False  # the directory or a segment file was made by this load
+        self._fresh = False  # the directory was made by this load
 
     def load(self) -> LoadedLog:
         """Recover the directory and return its segments, open and ready for appends."""
@@ -162,14 +164,25 @@ class LogLoader:
             reindexed = []
 
         end = segments[-1].next_offset
-        if self._unchanged(end, recovery_point, rescanned, reindexed):
-            # A clean close: everything is below the durable recovery point already.
-            return LoadedLog(segments, lso, end, 0, 0)
+        if self._fresh or self._unchanged(end, recovery_point, rescanned, reindexed):
+            return self._as_found(segments, lso, end)
         self._make_durable(segments, rescanned, reindexed)
         write_checkpoint(rp_path, end)
         if stored_lso != lso:
             write_checkpoint(lso_path, lso)
         return LoadedLog(segments, lso, end, self.truncated_bytes, self.verified_bytes)
+
+    def _as_found(self, segments: list[LogSegment], lso: int, end: int) -> LoadedLog:
+        """The log served as found: a clean close left everything below the durable recovery
+        point already; a new directory needs only its empty segment's name made durable (no
+        checkpoint yet reads as offset 0 for both)."""
+        if self._fresh:
+            try:
+                segments[0].write_indexes()
+                fsync_dir(self.dir)
+            except OSError as exc:
+                raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc
+        return LoadedLog(segments, lso, end, 0, 0)
 
     def _unchanged(
         self,
@@ -198,7 +211,7 @@ class LogLoader:
             if not os.path.isdir(self.dir):
                 os.makedirs(self.dir, exist_ok=True)
                 fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
-                self._created = True
+                self._created = self._fresh = True
             for name in os.listdir(self.dir):
                 if name.endswith(".tmp"):
                     os.unlink(os.path.join(self.dir, name))

@@ -58,7 +58,7 @@ from wharf.storage.segment import (
 )
 from wharf.storage.validated import ValidatedBatches, validate_batches
 
-__all__ = ["AppendInfo", "Log", "LogConfig"]
+__all__ = ["AppendInfo", "Log", "LogConfig", "remove_log_dir"]
 
 _DAY_MS = 24 * 3600 * 1000
 # Bound once for the append path, which runs them once per append.
@@ -245,12 +245,7 @@ class Log(LogFlusher, LogReader, LogRetention):
     def delete(self) -> None:
         """Close the log and remove its directory with everything in it."""
         self._release()
-        shutil.rmtree(self.path, ignore_errors=True)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            fsync_dir(parent)
-        except OSError as exc:
-            raise StorageError(f"cannot sync {parent}: {exc}", errno=exc.errno) from exc
+        remove_log_dir(self.path)
 
     @property
     def closed(self) -> bool:
@@ -281,6 +276,11 @@ class Log(LogFlusher, LogReader, LogRetention):
 
     def segment_base_offsets(self) -> list[int]:
         return list(self._bases)
+
+    def oldest_segment(self) -> tuple[int, int]:
+        """``(bytes, largest batch max timestamp or -1)`` of the oldest segment."""
+        oldest = self._segments[0]
+        return oldest.size, oldest.max_timestamp
 
     def segment_timestamps(self) -> list[tuple[int, int, int]]:
         """``(base offset, next offset, largest batch max timestamp or -1)`` of every segment,
@@ -469,3 +469,16 @@ class Log(LogFlusher, LogReader, LogRetention):
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"log {self.path} is closed")
+
+
+def remove_log_dir(path: str | os.PathLike[str]) -> None:
+    """Remove a log's directory (closed, or never opened) and everything in it, durably; no
+    directory is no error (and no fsync)."""
+    if not os.path.lexists(path):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        fsync_dir(parent)
+    except OSError as exc:
+        raise StorageError(f"cannot sync {parent}: {exc}", errno=exc.errno) from exc

@@ -1,11 +1,12 @@
 import asyncio
-import json
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
-from helpers.log_gate import gate_log_opens
 from wharf.core.config import BrokerConfig, FsyncPolicy, TopicDefaults
+from wharf.core.snapshot_journal import load_snapshot
 from wharf.core.streams.errors import (
     ErrorCode,
     InvalidConfigError,
@@ -16,8 +17,9 @@ from wharf.core.streams.errors import (
     UnknownTopicError,
 )
 from wharf.core.streams.topic_config import ConfigSource
-from wharf.core.streams.topics import TopicManager
+from wharf.core.streams.topics import TopicManager, replay_catalogue
 from wharf.errors import StorageError
+from wharf.storage.journal import JournalFile
 from wharf.storage.record_batch import RecordInput
 
 
@@ -49,7 +51,8 @@ async def test_topics_ids_and_configs_survive_restart(tmp_path: Path) -> None:
     assert again.config.retention_ms == 1000
     assert again.overrides == {"retention.ms": "1000", "min.insync.replicas": "2"}
     assert manager.partition("events", 2).log_end_offset == 1
-    catalogue = json.loads((tmp_path / "topics.json").read_text())
+    catalogue = load_snapshot(tmp_path, "topics", replay_catalogue)
+    assert catalogue is not None
     assert {t["name"] for t in catalogue["topics"]} == {"events", "logs"}
     await manager.close()
 
@@ -120,6 +123,7 @@ async def test_delete_removes_data_and_recreate_starts_empty(tmp_path: Path) -> 
 async def test_log_directories_missing_from_catalogue_are_removed_on_open(tmp_path: Path) -> None:
     manager = open_manager(tmp_path)
     await manager.create("keep", 1)
+    await manager.partition("keep", 0).append_records([RecordInput(None, b"v")])
     await manager.close()
     # as if a crash happened after the catalogue dropped a topic but before its logs went
     (tmp_path / "topics" / "gone-0").mkdir()
@@ -189,15 +193,23 @@ def test_unreadable_catalogue_is_reported_not_guessed(tmp_path: Path) -> None:
         TopicManager.open(tmp_path, config())
 
 
-async def test_a_topic_whose_creator_went_away_while_its_logs_opened_is_still_created(
+async def test_a_topic_whose_creator_went_away_while_it_was_saved_is_still_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manager = open_manager(tmp_path)
-    started, gate = gate_log_opens(monkeypatch)
+    started, gate = threading.Event(), threading.Event()
+    real_create = JournalFile.create
+
+    def gated_create(cls: type[JournalFile], path: Path) -> JournalFile:
+        started.set()
+        assert gate.wait(30)
+        return real_create(path)
+
+    monkeypatch.setattr(JournalFile, "create", classmethod(gated_create))
     creating = asyncio.create_task(manager.create("events", 2))
     while not started.is_set():
         await asyncio.sleep(0.001)
-    assert manager.find("events") is None  # not visible before its logs are open
+    assert manager.find("events") is None  # not visible before the catalogue has it
     creating.cancel()  # its connection was lost
     gate.set()
     with pytest.raises(asyncio.CancelledError):
@@ -210,3 +222,126 @@ async def test_a_topic_whose_creator_went_away_while_its_logs_opened_is_still_cr
     manager = open_manager(tmp_path)
     assert manager.get("events").partition_count == 2
     await manager.close()
+
+
+async def test_a_new_partition_makes_no_directory_until_its_first_record(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 3)
+    assert list((tmp_path / "topics").iterdir()) == []
+    p1 = manager.partition("t", 1)
+    assert (p1.high_watermark, p1.log_start_offset, p1.size_bytes) == (0, 0, 0)
+    assert await p1.fetch(0, 1000) == b""
+    assert await p1.find_offset(-1) == (0, -1)
+    assert not p1.is_open
+    await p1.append_records([RecordInput(b"k", b"v")])
+    assert [p.name for p in (tmp_path / "topics").iterdir()] == ["t-1"]
+    assert [r.value for r in await p1.fetch_records(0, 10)] == [b"v"]
+    await manager.close()
+
+
+async def test_after_a_clean_close_logs_open_only_when_needed(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 2, {"retention.ms": "60000"})
+    partition = manager.partition("t", 0)
+    for i in range(3):
+        await partition.append_records([RecordInput(None, b"v%d" % i)])
+    size = partition.size_bytes
+    await manager.close()
+
+    manager = open_manager(tmp_path)
+    assert not (tmp_path / "topic-summaries.json").exists()  # a crash now is not clean
+    p0, p1 = manager.get("t").partitions
+    assert not p0.is_open and not p1.is_open
+    assert (p0.log_start_offset, p0.high_watermark, p0.log_end_offset) == (0, 3, 3)
+    assert p0.size_bytes == size
+    assert await p0.fetch(3, 1000) == b""  # at the end: answered from the summary
+    assert await p0.find_offset(-2) == (0, -1)
+    assert manager.enforce_retention(0) == 0  # nothing old enough: no log opened
+    assert not p0.is_open
+    assert [r.value for r in await p0.fetch_records(1, 10)] == [b"v1", b"v2"]
+    assert p0.is_open and not p1.is_open
+    result = await p0.append_records([RecordInput(None, b"v3")])
+    assert result.base_offset == 3
+    await manager.close()
+
+
+async def test_after_a_crash_every_log_is_opened_and_recovered(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 2)
+    await manager.partition("t", 1).append_records([RecordInput(None, b"kept")])
+    await manager.close()
+    manager = open_manager(tmp_path)  # takes the summaries away
+    await manager.partition("t", 1).append_records([RecordInput(None, b"acked")])
+    crash = tmp_path.with_name(tmp_path.name + "-crash")
+    shutil.copytree(tmp_path, crash)  # the disk as a kill -9 leaves it
+    await manager.close()
+
+    again = open_manager(crash)
+    p0, p1 = again.get("t").partitions
+    assert not p0.is_open  # never written: no directory, nothing to recover
+    assert p1.is_open
+    assert [r.value for r in await p1.fetch_records(0, 10)] == [b"kept", b"acked"]
+    await again.close()
+
+
+async def test_retention_opens_a_closed_log_only_when_it_has_something_to_delete(
+    tmp_path: Path,
+) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 1, {"retention.ms": "1000", "segment.bytes": "100"})
+    partition = manager.partition("t", 0)
+    for i in range(3):
+        await partition.append_records([RecordInput(None, b"x" * 50)], now_ms=1000 + i)
+    await manager.close()
+
+    manager = open_manager(tmp_path)
+    partition = manager.partition("t", 0)
+    assert manager.enforce_retention(1500) == 0
+    assert not partition.is_open
+    assert manager.enforce_retention(10_000) > 0
+    assert partition.is_open
+    assert partition.log_start_offset > 0
+    await manager.close()
+
+
+async def test_idle_logs_are_closed_and_reopened_on_use(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 2)
+    busy, idle = manager.get("t").partitions
+    await busy.append_records([RecordInput(None, b"a")])
+    await idle.append_records([RecordInput(None, b"b")])
+    assert await manager.unload_idle() == 0  # the first pass only notes what each did
+    await busy.append_records([RecordInput(None, b"c")])
+    waiting = asyncio.create_task(idle.wait_for_data(1, 30))  # a long poll at the end
+    await asyncio.sleep(0)
+    assert await manager.unload_idle() == 1  # busy wrote since the last pass
+    assert busy.is_open and not idle.is_open
+    assert await manager.unload_idle() == 1
+    assert not busy.is_open
+    assert (busy.high_watermark, idle.high_watermark) == (2, 1)
+    assert [r.value for r in await busy.fetch_records(0, 10)] == [b"a", b"c"]
+    assert not waiting.done()
+    assert (await idle.append_records([RecordInput(None, b"d")])).base_offset == 1
+    assert await waiting  # the append to the reopened log woke the long poll
+    await manager.close()
+
+
+async def test_the_catalogue_is_a_journal_that_survives_a_crash(tmp_path: Path) -> None:
+    manager = open_manager(tmp_path)
+    for i in range(50):
+        await manager.create(f"t{i}", 2)
+    await manager.delete("t7")
+    await manager.add_partitions("t8", 4)
+    await manager.alter_configs("t9", {"retention.ms": "5000"})
+    snapshot = (tmp_path / "topics.json").read_bytes()
+    crash = tmp_path.with_name(tmp_path.name + "-crash")
+    shutil.copytree(tmp_path, crash)
+    await manager.close()
+    assert len(snapshot) < 200  # the snapshot was not rewritten for each change
+
+    again = open_manager(crash)
+    assert len(again.list()) == 49 and again.find("t7") is None
+    assert again.get("t8").partition_count == 4
+    assert again.get("t9").config.retention_ms == 5000
+    await again.create("t7", 1)
+    await again.close()

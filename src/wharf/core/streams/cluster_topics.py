@@ -344,6 +344,10 @@ class ClusterTopicManager:
         """Nothing here: retention in a cluster is a leased background job's."""
         return 0
 
+    async def unload_idle(self) -> int:
+        """Nothing here: a cluster node holds no partition files."""
+        return 0
+
     async def delete_records(self, topic_id: uuid.UUID, partition: int, offset: int) -> int:
         """DeleteRecords on this node's lease; returns the partition's new log start."""
         return await retention.delete_records(

@@ -13,20 +13,29 @@ offset: a consumer never reads data that a crash could still take away. Under ``
 ``never`` it is the log end. Reads stop at the high watermark; :meth:`wait_for_data` lets a
 long-polling fetch sleep on an :class:`asyncio.Event` that is set each time the high watermark
 moves (created only while someone waits, so appends pay nothing otherwise).
+
+Logs are opened lazily. A partition made with a :class:`LogSummary` (a new partition: empty;
+after a clean shutdown: what its log held when closed) has no open log, no file descriptor
+and no directory until it is written: positions and sizes come from the summary, a fetch at the
+log end answers empty, and what needs the records (an append, a fetch below the end, a
+timestamp lookup, DeleteRecords, retention with something to delete) opens the log first, on
+the fsync pool. :meth:`unload` closes an idle partition's log again, leaving its summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
-from wharf.core.durability import GroupCommitter
+from wharf.core.durability import GroupCommitter, run_off_loop
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -42,7 +51,7 @@ from wharf.core.streams.producer_state import (
 )
 from wharf.core.streams.topic_config import TopicConfig
 from wharf.errors import OffsetOutOfRangeError, StorageError
-from wharf.storage.log import Log
+from wharf.storage.log import Log, remove_log_dir
 from wharf.storage.record_batch import (
     BatchHeader,
     Record,
@@ -51,9 +60,10 @@ from wharf.storage.record_batch import (
     decode_records,
     iter_batches,
 )
+from wharf.storage.retention import segments_past_retention
 from wharf.storage.validated import validate_batches
 
-__all__ = ["AppendResult", "Partition", "decode_into", "wait_for_any"]
+__all__ = ["AppendResult", "LogSummary", "Partition", "decode_into", "wait_for_any"]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +83,45 @@ class AppendResult:
     log_append_time_ms: int = -1  # -1: records keep their CreateTime (LogAppendTime unused)
 
 
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    """What a closed partition log holds, to answer for it without opening it: the log start
+    and end offsets, its bytes, and its oldest segment's bytes and largest timestamp (what the
+    retention rule looks at first)."""
+
+    log_start_offset: int = 0
+    log_end_offset: int = 0
+    size_bytes: int = 0
+    oldest_bytes: int = 0
+    oldest_max_timestamp: int = -1
+
+    @classmethod
+    def of(cls, log: Log) -> LogSummary:
+        oldest_bytes, oldest_max_timestamp = log.oldest_segment()
+        return cls(
+            log.log_start_offset, log.next_offset, log.size_bytes, oldest_bytes,
+            oldest_max_timestamp,
+        )  # fmt: skip
+
+    def retention_due(self, config: TopicConfig, now_ms: int) -> bool:
+        """Whether the retention rule would delete the oldest segment."""
+        oldest = _Segment(self.oldest_bytes, self.oldest_max_timestamp)
+        return segments_past_retention([oldest], self.size_bytes, config.log_config(), now_ms) > 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    size: int
+    max_timestamp: int
+
+
+EMPTY = LogSummary()
+
+
 class Partition:
-    """A partition of a topic; created and owned by the topic manager."""
+    """A partition of a topic; created and owned by the topic manager.
+
+    ``summary``: the log is opened when first needed (see the module docstring); None: now."""
 
     def __init__(
         self,
@@ -88,26 +135,23 @@ class Partition:
         executor: Executor | None = None,
         clock: Clock | None = None,
         fsync_latency: HistogramFamily[str] | None = None,
+        summary: LogSummary | None = None,
     ) -> None:
         self.topic = topic
         self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
         self.index = index
         self.path = path
         self.config = config
-        self.log = Log.open(path, config.log_config())
-        self.committer = GroupCommitter(
-            self.log,
-            fsync,
-            interval_ms=fsync_interval_ms,
-            durable_offset=self.log.durable_offset,
-            on_durable=self._durable_advanced,
-            executor=executor,
-            kind="partition",
-            fsync_latency=fsync_latency,
-            clock=self._clock,
-        )
-        self.producers = ProducerStateTable()
-        self.producers.rebuild(self.log, path / PRODUCER_SNAPSHOT)
+        self._fsync = fsync
+        self._fsync_interval_ms = fsync_interval_ms
+        self._executor = executor
+        self._fsync_latency = fsync_latency
+        self._log: Log | None = None
+        self._committer: GroupCommitter | None = None
+        self._producers: ProducerStateTable | None = None
+        self._summary = summary
+        self._opening: asyncio.Future[None] | None = None
+        self._started = False
         self._data_event: asyncio.Event | None = None
         # Producer-state snapshots are written one at a time, in the order they were taken.
         self._snapshot_lock = asyncio.Lock()
@@ -118,27 +162,171 @@ class Partition:
         self.bytes_in = 0
         self.batches_in = 0
         self.bytes_out = 0
+        self._past_fsyncs = 0  # of the logs opened before this one
+        if summary is None:
+            self._install(*self._load())
+
+    # ------------------------------------------------------------------ opening
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the log is open (holding its files)."""
+        return self._log is not None
+
+    @property
+    def log(self) -> Log:
+        """The open log (opened here, on the caller's thread, when it is not)."""
+        if self._log is None:
+            self._check_open()
+            self._install(*self._load())
+        assert self._log is not None
+        return self._log
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            self.log  # noqa: B018 - opens it
+        assert self._committer is not None
+        return self._committer
+
+    @property
+    def producers(self) -> ProducerStateTable:
+        if self._producers is None:
+            self.log  # noqa: B018 - opens it
+        assert self._producers is not None
+        return self._producers
+
+    async def open(self) -> None:
+        """Open the log on the fsync pool, unless it is open (concurrent callers share one
+        open, and wait for an :meth:`unload` under way); raises for a closed or deleted
+        partition."""
+        while self._log is None:
+            self._check_open()
+            if self._opening is not None:
+                await asyncio.shield(self._opening)
+                continue
+            with self._busy() as done:
+                loaded = await run_off_loop(self._executor, self._load)
+                if self._closed or self._log is not None:
+                    loaded[0].close()
+                else:
+                    self._install(*loaded)
+                done()
+        self._check_open()
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[Callable[[], None]]:
+        """Mark an open or unload under way (:attr:`_opening`) for its duration; the caller
+        calls what it is given once the work succeeded, and waiters see a failure."""
+        future = asyncio.get_running_loop().create_future()
+        self._opening = future
+        try:
+            yield lambda: future.set_result(None)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: each waiter raises its own
+            raise
+        finally:
+            self._opening = None
+
+    def _load(self) -> tuple[Log, ProducerStateTable]:
+        """Open the log and rebuild its producer state (blocks on the disk)."""
+        log = Log.open(self.path, self.config.log_config())
+        producers = ProducerStateTable()
+        try:
+            producers.rebuild(log, self.path / PRODUCER_SNAPSHOT)
+        except BaseException:
+            log.close()
+            raise
+        return log, producers
+
+    def _install(self, log: Log, producers: ProducerStateTable) -> None:
+        self._log = log
+        self._producers = producers
+        self._committer = GroupCommitter(
+            log,
+            self._fsync,
+            interval_ms=self._fsync_interval_ms,
+            durable_offset=log.durable_offset,
+            on_durable=self._durable_advanced,
+            executor=self._executor,
+            kind="partition",
+            fsync_latency=self._fsync_latency,
+            clock=self._clock,
+        )
+        self._summary = None
+        if self._started:
+            self._committer.start()
 
     def start(self) -> None:
-        self.committer.start()
+        self._started = True
+        if self._committer is not None:
+            self._committer.start()
+
+    @property
+    def summary(self) -> LogSummary:
+        """What the log holds (read from the open log, or kept since it was closed)."""
+        return self._summary if self._summary is not None else LogSummary.of(self.log)
+
+    @property
+    def idle(self) -> bool:
+        """Whether :meth:`unload` may close the log now: open, not opening, no flush waited
+        for (a long poll waits on the high watermark, which a closed log keeps)."""
+        return (
+            self._log is not None
+            and self._opening is None
+            and not self._snapshot_lock.locked()
+            and self.committer.idle
+        )
+
+    async def unload(self) -> None:
+        """Close an idle log (see :attr:`idle`), keeping its summary; the partition stays
+        usable and opens the log again when needed (after this close)."""
+        if not self.idle or self._closed:
+            return
+        log, committer, producers = self._log, self._committer, self._producers
+        assert log is not None and committer is not None and producers is not None
+        self._summary = LogSummary.of(log)
+        self._log = self._committer = self._producers = None
+        with self._busy() as done:
+            await self._close_log(log, committer, producers)
+            done()
+
+    async def _close_log(
+        self, log: Log, committer: GroupCommitter, producers: ProducerStateTable
+    ) -> None:
+        summary = LogSummary.of(log)
+        await committer.close()
+        await committer.run(log.close)
+        self._past_fsyncs += committer.fsyncs
+        self._summary = summary
+        await self._save_producers(producers.snapshot(summary.log_end_offset), committer)
+
+    async def _no_open_under_way(self) -> None:
+        """Wait until no open or unload runs (their own callers hear how they ended)."""
+        while self._opening is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._opening)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self.committer.close()
-        await self.committer.run(self.log.close)
+        await self._no_open_under_way()
+        if self._log is not None:
+            assert self._committer is not None and self._producers is not None
+            await self._close_log(self._log, self._committer, self._producers)
         self._wake()
-        await self._save_producers(self.producers.snapshot(self.log.next_offset))
 
-    async def _save_producers(self, snapshot: bytes) -> None:
+    async def _save_producers(self, snapshot: bytes, committer: GroupCommitter) -> None:
         """Write a producer-state snapshot (:meth:`ProducerStateTable.snapshot`) on the fsync
         pool: at a roll, the state as of the new segment's start, so that recovery after a
         crash replays at most the active segment; at close, the final state."""
         path = self.path / PRODUCER_SNAPSHOT
         try:
             async with self._snapshot_lock:
-                await self.committer.run(lambda: write_snapshot(path, snapshot))
+                await committer.run(lambda: write_snapshot(path, snapshot))
         except StorageError:
             log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
 
@@ -146,33 +334,45 @@ class Partition:
         """Close and remove the partition's files; later calls report an unknown partition."""
         self._closed = True
         self._deleted = True
-        await self.committer.close()
         self._wake()
-        await self.committer.run(self.log.delete)
+        await self._no_open_under_way()
+        if self._log is not None:
+            assert self._committer is not None
+            await self._committer.close()
+            await self._committer.run(self._log.delete)
+        else:
+            await run_off_loop(self._executor, partial(remove_log_dir, self.path))
 
     # ------------------------------------------------------------------ positions
 
     @property
     def high_watermark(self) -> int:
+        summary = self._summary
+        if summary is not None:  # a closed log: everything in it was flushed
+            return summary.log_end_offset
         if self.committer.policy is FsyncPolicy.ALWAYS:
             return max(self.committer.durable_offset, self.log.log_start_offset)
         return self.log.next_offset
 
     @property
     def log_start_offset(self) -> int:
-        return self.log.log_start_offset
+        summary = self._summary
+        return summary.log_start_offset if summary is not None else self.log.log_start_offset
 
     @property
     def log_end_offset(self) -> int:
-        return self.log.next_offset
+        summary = self._summary
+        return summary.log_end_offset if summary is not None else self.log.next_offset
 
     @property
     def size_bytes(self) -> int:
-        return self.log.size_bytes
+        summary = self._summary
+        return summary.size_bytes if summary is not None else self.log.size_bytes
 
     @property
     def fsyncs(self) -> int:
-        return self.committer.fsyncs
+        committer = self._committer
+        return self._past_fsyncs + (committer.fsyncs if committer is not None else 0)
 
     # ------------------------------------------------------------------ writing
 
@@ -186,6 +386,8 @@ class Partition:
         :class:`ProducerStateError` for idempotence violations and ``StorageError`` for I/O
         failures.
         """
+        if self._log is None:
+            await self.open()
         self._check_open()
         validated = validate_batches(batches, self.log.config.max_batch_bytes)
         headers = validated.headers
@@ -210,7 +412,7 @@ class Partition:
         if self.committer.policy is not FsyncPolicy.ALWAYS:
             self._wake()
         if snapshot is not None:
-            await self._save_producers(snapshot)
+            await self._save_producers(snapshot, self.committer)
         await self._wait_durable(info.last_offset + 1, acks)
         return AppendResult(
             info.base_offset, info.last_offset, self.log.log_start_offset,
@@ -274,6 +476,9 @@ class Partition:
         offset past the log end, or before the log start, raises :class:`OffsetOutOfRangeError`.
         """
         self._check_open()
+        summary = self._summary
+        if summary is not None and offset == summary.log_end_offset >= summary.log_start_offset:
+            return b""  # at the end of a closed log: nothing to read, no need to open it
         hw = self.high_watermark
         if offset < self.log.log_start_offset or offset > self.log.next_offset:
             raise OffsetOutOfRangeError(
@@ -292,7 +497,10 @@ class Partition:
         return data
 
     async def fetch(self, offset: int, max_bytes: int) -> bytes:
-        """:meth:`read` for the front ends (the protocol a cluster partition shares)."""
+        """:meth:`read` for the front ends (the protocol a cluster partition shares), opening
+        the log on the fsync pool when the read needs it."""
+        if self._log is None and offset != self.log_end_offset:
+            await self.open()
         return self.read(offset, max_bytes)
 
     def read_records(self, offset: int, max_records: int, max_bytes: int = 1 << 20) -> list[Record]:
@@ -309,6 +517,8 @@ class Partition:
         self, offset: int, max_records: int, max_bytes: int = 1 << 20
     ) -> list[Record]:
         """:meth:`read_records` for the front ends."""
+        if self._log is None and offset != self.log_end_offset:
+            await self.open()
         return self.read_records(offset, max_records, max_bytes)
 
     async def wait_for_data(self, offset: int, timeout_s: float | None = None) -> bool:
@@ -318,6 +528,8 @@ class Partition:
 
     async def find_offset(self, timestamp_ms: int) -> tuple[int, int]:
         """:meth:`list_offset` for the front ends."""
+        if self._log is None and timestamp_ms not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP):
+            await self.open()
         return self.list_offset(timestamp_ms)
 
     def list_offset(self, timestamp_ms: int) -> tuple[int, int]:
@@ -330,7 +542,7 @@ class Partition:
         if timestamp_ms == LATEST_TIMESTAMP:
             return self.high_watermark, -1
         if timestamp_ms == EARLIEST_TIMESTAMP:
-            return self.log.log_start_offset, -1
+            return self.log_start_offset, -1
         if timestamp_ms == MAX_TIMESTAMP:
             return self._max_timestamp()
         if timestamp_ms < 0:
@@ -392,6 +604,8 @@ class Partition:
 
     async def delete_records(self, offset: int) -> int:
         """:meth:`delete_records_before` for the front ends."""
+        if self._log is None:
+            await self.open()
         return self.delete_records_before(offset)
 
     def delete_records_before(self, offset: int) -> int:
@@ -412,11 +626,15 @@ class Partition:
         """Drop whole segments past ``retention.ms``/``retention.bytes``; returns how many."""
         if self._closed:
             return 0
+        summary = self._summary
+        if summary is not None and not summary.retention_due(self.config, now_ms):
+            return 0
         return self.log.enforce_retention(now_ms)
 
     def update_config(self, config: TopicConfig) -> None:
         self.config = config
-        self.log.config = config.log_config()
+        if self._log is not None:
+            self._log.config = config.log_config()
 
     # ------------------------------------------------------------------ internals
 

@@ -1,19 +1,28 @@
 """Topics: names, stable ids, partition counts and config overrides, persisted atomically.
 
-How it works. The catalogue lives in ``<data>/topics.json`` (name, uuid, partition count and
-config overrides of every topic), rewritten whole on each change: temporary file, fsync,
-rename, fsync of the directory, so a crash leaves the old or the new catalogue, never a mix.
-Each partition's log is the directory ``<data>/topics/<name>-<index>``. Changes are written to
-the catalogue before the directories change: deleting a topic first drops it from the
-catalogue, then removes its logs; on open, log directories the catalogue does not list (left by
-a crash in between) are removed, so a re-created topic never inherits old data.
+How it works. The catalogue (name, uuid, partition count and config overrides of every topic)
+is ``<data>/topics.json`` plus a journal of the changes since
+(:mod:`wharf.core.snapshot_journal`: ``topics.<generation>.journal``, one record per created,
+changed or deleted topic), so a change costs one small group-committed write however many
+topics there are. Each partition's log is the directory ``<data>/topics/<name>-<index>``.
+Changes are saved to the catalogue before the directories change: deleting a topic first drops
+it from the catalogue, then removes its logs; on open, log directories the catalogue does not
+list (left by a crash in between) are removed, so a re-created topic never inherits old data.
 
-A change is made in memory only once the disk has it: the new catalogue is encoded on the
-event-loop thread and written on the broker's fsync pool (changes take the manager's lock, so
-one write runs at a time), and new partition logs are opened on the pool too, so no fsync runs
-on the event-loop thread. A topic being created is not visible until its logs are open. Each
-change runs to its end even when its caller is cancelled (a lost connection), so the catalogue,
-the logs and the topics in memory never part ways half-way through one.
+A change is made in memory only once the disk has it: changes take the manager's lock (one at a
+time), record themselves in the catalogue's journal and wait for its write on the broker's
+fsync pool; only then is the topic visible. Each change runs to its end even when its caller is
+cancelled (a lost connection), so the catalogue, the logs and the topics in memory never part
+ways half-way through one.
+
+Partition logs are opened lazily (see :mod:`wharf.core.streams.partition`): a new partition has
+no directory until its first record. A clean :meth:`TopicManager.close` writes every
+partition's :class:`~wharf.core.streams.partition.LogSummary` to ``<data>/topic-summaries.json``;
+the next open reads and deletes it, and opens no log, so a restart costs the same for 20 or
+20,000 partitions. Without that file (after a crash) every partition with a directory is opened
+at once, which runs recovery. The maintenance pass closes the logs of partitions that did
+nothing since the pass before (:meth:`TopicManager.unload_idle`), so open files follow the
+partitions in use, not the partitions held.
 
 Names follow Kafka's rules: 1 to 249 characters out of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``,
 and not colliding with an existing name that differs only by ``.`` versus ``_``.
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
 import re
 import shutil
@@ -39,6 +49,7 @@ import msgspec
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.durability import run_off_loop, run_to_end
+from wharf.core.snapshot_journal import SnapshotJournal
 from wharf.core.stats import HistogramFamily
 from wharf.core.streams.errors import (
     ErrorCode,
@@ -48,16 +59,27 @@ from wharf.core.streams.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
-from wharf.core.streams.partition import Partition, wait_for_any
+from wharf.core.streams.partition import EMPTY, LogSummary, Partition, wait_for_any
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
 from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir, replace_file
 
-__all__ = ["MAX_PARTITIONS", "Topic", "TopicManager", "validate_topic_name"]
+__all__ = [
+    "MAX_PARTITIONS",
+    "Topic",
+    "TopicManager",
+    "replay_catalogue",
+    "validate_topic_name",
+]
 
-CATALOGUE = "topics.json"
+log = logging.getLogger(__name__)
+
+CATALOGUE = "topics"  # topics.json and topics.<generation>.journal
+SUMMARIES = "topic-summaries.json"
 LOGS_DIR = "topics"
+# The catalogue's journal is compacted once larger than its snapshot and than this.
+COMPACT_MIN_BYTES = 1 << 20
 MAX_NAME_LENGTH = 249
 MAX_PARTITIONS = 10_000
 RESERVED_NAMES = frozenset({"__consumer_offsets", "__transaction_state"})
@@ -91,6 +113,10 @@ class _TopicRecord(msgspec.Struct):
 class _Catalogue(msgspec.Struct):
     version: int
     topics: list[_TopicRecord]
+
+
+# A clean close's partition summaries, by log directory name.
+_Summaries = dict[str, tuple[int, int, int, int, int]]
 
 
 @dataclass(eq=False)
@@ -139,8 +165,17 @@ class TopicManager:
         self._fsync_latency = fsync_latency
         self._topics: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
+        # The catalogue as saved (or being saved, under the lock), and its names by the key
+        # that makes two names collide.
+        self._catalogue: dict[str, _TopicRecord] = {}
+        self._clashes: dict[str, str] = {}
+        self._journal = SnapshotJournal(
+            data_dir, CATALOGUE, self._snapshot, replay_catalogue, executor,
+            compact_min_bytes=COMPACT_MIN_BYTES,
+        )  # fmt: skip
         self._lock = asyncio.Lock()
         self._started = False
+        self._activity: dict[Partition, int] = {}  # open partitions' activity at the last pass
 
     @classmethod
     def open(
@@ -165,11 +200,16 @@ class TopicManager:
                 TopicConfig.resolve(config.topic_defaults, overrides),
             )
             manager._register(topic)
+            manager._remember(record)
             counts[topic.name] = record.partitions
-        manager._remove_unlisted_logs(counts)
+        existing = manager._remove_unlisted_logs(counts)
+        summaries = manager._take_summaries()
         for name, count in counts.items():
             topic = manager._topics[name]
-            topic.partitions = [manager._open_partition(topic, i) for i in range(count)]
+            topic.partitions = [
+                manager._partition(topic, i, _summary_for(f"{name}-{i}", existing, summaries))
+                for i in range(count)
+            ]
         return manager
 
     def start(self) -> None:
@@ -179,9 +219,26 @@ class TopicManager:
                 partition.start()
 
     async def close(self) -> None:
+        """Close every log, then save their summaries (a clean close: the next open opens no
+        log)."""
         for topic in self._topics.values():
             for partition in topic.partitions:
                 await partition.close()
+        await self._journal.close()
+        summaries: _Summaries = {}
+        for topic in self._topics.values():
+            for partition in topic.partitions:
+                summary = partition.summary
+                if summary != EMPTY:
+                    summaries[f"{topic.name}-{partition.index}"] = (
+                        summary.log_start_offset, summary.log_end_offset, summary.size_bytes,
+                        summary.oldest_bytes, summary.oldest_max_timestamp,
+                    )  # fmt: skip
+        save = partial(replace_file, self._data_dir / SUMMARIES, msgspec.json.encode(summaries))
+        try:
+            await run_off_loop(self._executor, save)
+        except StorageError:
+            log.exception("partition summaries not saved; the next start opens every log")
 
     # ------------------------------------------------------------------ lookups
 
@@ -252,12 +309,11 @@ class TopicManager:
             validate_topic_name(name)
             if name in self._topics:
                 raise TopicExistsError(f"topic {name!r} already exists")
-            clash = _collision_key(name)
-            for existing in self._topics:
-                if _collision_key(existing) == clash:
-                    raise InvalidTopicError(
-                        f"topic {name!r} collides with {existing!r} ('.' and '_' are the same)"
-                    )
+            existing = self._clashes.get(_collision_key(name))
+            if existing is not None:
+                raise InvalidTopicError(
+                    f"topic {name!r} collides with {existing!r} ('.' and '_' are the same)"
+                )
             if not 1 <= count <= MAX_PARTITIONS:
                 raise InvalidPartitionsError(
                     f"partitions must be between 1 and {MAX_PARTITIONS}, not {count}"
@@ -272,14 +328,9 @@ class TopicManager:
             topic = Topic(name, uuid.uuid4(), overrides, config)
             if validate_only:
                 return topic
-            records = self._records()
-            records[name] = _record(topic, count)
-            await self._save_catalogue(records)
-            topic.partitions = await self._open_partitions(topic, range(count))
+            await self._save(name, _record(topic, count))
+            topic.partitions = self._new_partitions(topic, range(count))
             self._register(topic)
-            if self._started:
-                for partition in topic.partitions:
-                    partition.start()
             return topic
 
     async def ensure(self, name: str) -> Topic:
@@ -299,9 +350,7 @@ class TopicManager:
         """Delete a topic and its data; returns what was deleted."""
         async with self._lock:
             topic = self.get(name)
-            records = self._records()
-            del records[name]
-            await self._save_catalogue(records)
+            await self._save(name, None)
             self._unregister(topic)
             for partition in topic.partitions:
                 await partition.delete()
@@ -322,14 +371,8 @@ class TopicManager:
                 raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions per topic")
             if validate_only:
                 return topic
-            records = self._records()
-            records[name] = _record(topic, total)
-            await self._save_catalogue(records)
-            added = await self._open_partitions(topic, range(current, total))
-            topic.partitions.extend(added)
-            if self._started:
-                for partition in added:
-                    partition.start()
+            await self._save(name, _record(topic, total))
+            topic.partitions.extend(self._new_partitions(topic, range(current, total)))
             return topic
 
     def describe_configs(self, name: str) -> builtins.list[ConfigEntry]:
@@ -358,9 +401,7 @@ class TopicManager:
             config = TopicConfig.resolve(self._config.topic_defaults, overrides)
             if validate_only:
                 return topic
-            records = self._records()
-            records[name] = _record(topic, len(topic.partitions), overrides)
-            await self._save_catalogue(records)
+            await self._save(name, _record(topic, len(topic.partitions), overrides))
             topic.overrides, topic.config = overrides, config
             for partition in topic.partitions:
                 partition.update_config(config)
@@ -369,6 +410,20 @@ class TopicManager:
     def enforce_retention(self, now_ms: int) -> int:
         """Apply retention to every partition; returns the number of segments deleted."""
         return sum(p.enforce_retention(now_ms) for p in self.partitions())
+
+    async def unload_idle(self) -> int:
+        """Close the logs of partitions that did nothing since the last call (and have nobody
+        waiting on them); returns how many were closed."""
+        seen, closed = self._activity, 0
+        self._activity = {}
+        for partition in [p for p in self.partitions() if p.is_open]:
+            activity = partition.messages_in + partition.bytes_out + partition.fsyncs
+            if seen.get(partition) == activity and partition.idle:
+                await partition.unload()
+                closed += not partition.is_open
+            else:
+                self._activity[partition] = activity
+        return closed
 
     # ------------------------------------------------------------------ internals
 
@@ -380,50 +435,89 @@ class TopicManager:
         self._topics.pop(topic.name, None)
         self._by_id.pop(topic.topic_id, None)
 
-    async def _open_partitions(self, topic: Topic, indexes: range) -> builtins.list[Partition]:
-        """Open new partition logs on the fsync pool (creating a log fsyncs its directory)."""
-        return await run_off_loop(
-            self._executor, lambda: [self._open_partition(topic, i, fresh=True) for i in indexes]
-        )
+    def _new_partitions(self, topic: Topic, indexes: range) -> builtins.list[Partition]:
+        """Partitions of a topic being created or grown: empty, their logs made by their
+        first record."""
+        partitions = [self._partition(topic, i, EMPTY) for i in indexes]
+        if self._started:
+            for partition in partitions:
+                partition.start()
+        return partitions
 
-    def _open_partition(self, topic: Topic, index: int, *, fresh: bool = False) -> Partition:
-        path = self._logs_dir / f"{topic.name}-{index}"
-        if fresh and path.exists():
-            shutil.rmtree(path)
+    def _partition(self, topic: Topic, index: int, summary: LogSummary | None) -> Partition:
         return Partition(
             topic.name,
             index,
-            path,
+            self._logs_dir / f"{topic.name}-{index}",
             topic.config,
             fsync=self._config.fsync,
             fsync_interval_ms=self._config.fsync_interval_ms,
             executor=self._executor,
             clock=self._clock,
             fsync_latency=self._fsync_latency,
+            summary=summary,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:
-        path = self._data_dir / CATALOGUE
+        data = self._journal.open()
+        if data is None:
+            return []
+        try:
+            return msgspec.convert(data, type=_Catalogue).topics
+        except msgspec.ValidationError as exc:
+            raise StorageError(f"topic catalogue in {self._data_dir} is unreadable: {exc}") from exc
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The catalogue as saved and being saved, for a compaction of its journal."""
+        ordered = [msgspec.to_builtins(self._catalogue[n]) for n in sorted(self._catalogue)]
+        return {"version": 1, "topics": ordered}
+
+    def _remember(self, record: _TopicRecord) -> None:
+        self._catalogue[record.name] = record
+        self._clashes[_collision_key(record.name)] = record.name
+
+    def _forget(self, name: str) -> None:
+        self._catalogue.pop(name, None)
+        self._clashes.pop(_collision_key(name), None)
+
+    async def _save(self, name: str, record: _TopicRecord | None) -> None:
+        """Save ``name``'s new catalogue entry (None: deleted) durably; on failure the
+        catalogue stays as it was (the journal's next write is a compaction from it)."""
+        before = self._catalogue.get(name)
+        if record is None:
+            self._forget(name)
+            self._journal.record({"op": "topic.delete", "name": name})
+        else:
+            self._remember(record)
+            self._journal.record({"op": "topic", **msgspec.to_builtins(record)})
+        try:
+            await self._journal.wait_durable()
+        except Exception:
+            self._forget(name)
+            if before is not None:
+                self._remember(before)
+            raise
+
+    def _take_summaries(self) -> _Summaries | None:
+        """The summaries a clean close saved (None without them), deleted from the disk so
+        that a crash later is not mistaken for a clean close."""
+        path = self._data_dir / SUMMARIES
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return []
+            return None
         try:
-            return msgspec.json.decode(raw, type=_Catalogue).topics
+            summaries: _Summaries | None = msgspec.json.decode(raw, type=_Summaries)
         except msgspec.DecodeError as exc:
-            raise StorageError(f"topic catalogue {path} is unreadable: {exc}") from exc
+            log.warning("%s is unreadable (%s); opening every partition log", path, exc)
+            summaries = None
+        path.unlink()
+        fsync_dir(os.fspath(self._data_dir))
+        return summaries
 
-    def _records(self) -> dict[str, _TopicRecord]:
-        """The catalogue as it is now, by topic name (a copy to change and save)."""
-        return {t.name: _record(t, len(t.partitions)) for t in self._topics.values()}
-
-    async def _save_catalogue(self, records: Mapping[str, _TopicRecord]) -> None:
-        """Replace the catalogue with ``records`` (encoded here, written on the fsync pool)."""
-        ordered = [records[name] for name in sorted(records)]
-        data = msgspec.json.format(msgspec.json.encode(_Catalogue(1, ordered)), indent=2)
-        await run_off_loop(self._executor, partial(_write_catalogue, self._data_dir, data))
-
-    def _remove_unlisted_logs(self, counts: Mapping[str, int]) -> None:
+    def _remove_unlisted_logs(self, counts: Mapping[str, int]) -> set[str]:
+        """Remove log directories of no listed partition; returns the names of the others."""
+        kept: set[str] = set()
         for entry in self._logs_dir.iterdir():
             match = _LOG_DIR.fullmatch(entry.name)
             keep = (
@@ -431,12 +525,40 @@ class TopicManager:
                 and entry.is_dir()
                 and int(match.group(2)) < counts.get(match.group(1), 0)
             )
-            if not keep:
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+            if keep:
+                kept.add(entry.name)
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         fsync_dir(os.fspath(self._logs_dir))
+        return kept
+
+
+def _summary_for(name: str, existing: set[str], summaries: _Summaries | None) -> LogSummary | None:
+    """How the partition whose log directory is ``name`` opens: EMPTY without a directory,
+    its saved summary after a clean close, None (at once) otherwise."""
+    if name not in existing:
+        return EMPTY
+    if summaries is None or name not in summaries:
+        return None
+    return LogSummary(*summaries[name])
+
+
+def replay_catalogue(
+    data: dict[str, Any], changes: builtins.list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The catalogue ``data`` with the journal's ``changes`` applied."""
+    topics = {t["name"]: t for t in data.get("topics", [])}
+    for change in changes:
+        op = change.pop("op", None)
+        if op == "topic":
+            topics[change["name"]] = change
+        elif op == "topic.delete":
+            topics.pop(change["name"], None)
+        else:
+            raise StorageError(f"unknown topic catalogue record {op!r}")
+    return {"version": data.get("version", 1), "topics": list(topics.values())}
 
 
 def _record(
@@ -445,11 +567,6 @@ def _record(
     """``topic``'s catalogue entry with ``partitions`` (and ``overrides``, if given)."""
     configs = topic.overrides if overrides is None else overrides
     return _TopicRecord(topic.name, str(topic.topic_id), partitions, dict(sorted(configs.items())))
-
-
-def _write_catalogue(data_dir: Path, data: bytes) -> None:
-    """Atomically replace ``<data_dir>/topics.json`` (blocks on the disk)."""
-    replace_file(data_dir / CATALOGUE, data)
 
 
 def _collision_key(name: str) -> str:

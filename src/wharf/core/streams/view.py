@@ -165,6 +165,9 @@ class TopicsView(Protocol):
     def enforce_retention(self, now_ms: int) -> int:
         """Apply retention where this node does; returns the segments deleted."""
 
+    async def unload_idle(self) -> int:
+        """Close the files of partitions idle since the last call; returns how many."""
+
     async def wait_for_any(
         self, positions: Sequence[tuple[PartitionView, int]], timeout_s: float
     ) -> bool:

@@ -68,6 +68,9 @@ class BrokerConfig:
     # back from the queue's log when delivered.
     queue_resident_bytes: int = 8 << 20
     retention_check_interval_ms: int = 300_000
+    # Partition logs held open at once (least recently used ones are closed beyond it); None:
+    # a quarter of the process's open-file limit.
+    open_partition_logs: int | None = None
     memory_high_watermark_bytes: int | None = None  # publishers blocked above this RSS
     disk_free_limit_bytes: int = 50 << 20  # publishers blocked below this much free disk
     cluster_jobs: ClusterJobSettings = field(default_factory=ClusterJobSettings)

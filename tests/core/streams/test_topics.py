@@ -345,3 +345,44 @@ async def test_the_catalogue_is_a_journal_that_survives_a_crash(tmp_path: Path) 
     assert again.get("t9").config.retention_ms == 5000
     await again.create("t7", 1)
     await again.close()
+
+
+async def test_at_most_the_limit_of_logs_stay_open_the_least_recently_used_closing(
+    tmp_path: Path,
+) -> None:
+    manager = open_manager(tmp_path, config(open_partition_logs=3))
+    await manager.create("t", 6)
+    partitions = manager.get("t").partitions
+    for partition in partitions:
+        await partition.append_records([RecordInput(None, b"v%d" % partition.index)])
+        await partitions[0].fetch(0, 100)  # partition 0 stays in use
+    while sum(p.is_open for p in partitions) > 3:
+        await asyncio.sleep(0.001)
+    assert partitions[0].is_open and partitions[5].is_open
+    for partition in partitions:  # every one still answers, reopening its log as needed
+        assert [r.value for r in await partition.fetch_records(0, 10)] == [
+            b"v%d" % partition.index
+        ]
+    await manager.close()
+    assert len(list(tmp_path.glob("topics/t-*"))) == 6
+
+
+async def test_after_a_crash_logs_beyond_the_limit_are_recovered_then_closed(
+    tmp_path: Path,
+) -> None:
+    manager = open_manager(tmp_path, config(open_partition_logs=2))
+    await manager.create("t", 5)
+    for partition in manager.get("t").partitions:
+        await partition.append_records([RecordInput(None, b"acked")])
+    crash = tmp_path.with_name(tmp_path.name + "-crash")
+    shutil.copytree(tmp_path, crash)  # no clean close: no summaries
+    await manager.close()
+
+    again = TopicManager.open(crash, config(open_partition_logs=2))
+    partitions = again.get("t").partitions
+    assert [p.is_open for p in partitions] == [True, True, False, False, False]
+    assert [p.high_watermark for p in partitions] == [1] * 5
+    again.start()
+    for partition in partitions:
+        assert [r.value for r in await partition.fetch_records(0, 10)] == [b"acked"]
+    await again.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -325,6 +326,7 @@ def serve(command_line: CommandLine) -> None:
         sys.stdout.write(dump_toml(settings))
         return
     configure_logging(settings.log_format, settings.log_level)
+    _raise_open_file_limit()
     from wharf.server.app import run
 
     try:
@@ -335,3 +337,14 @@ def serve(command_line: CommandLine) -> None:
     except Exception:
         logger.exception("wharf stopped on an unexpected error")
         raise SystemExit(_EXIT_RUNTIME) from None
+
+
+def _raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as servers do: connections and
+    partition logs each hold one (the default share of it for partition logs is a quarter)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning("open-file limit stays at %d: %s", soft, exc)

@@ -136,6 +136,7 @@ class Partition:
         clock: Clock | None = None,
         fsync_latency: HistogramFamily[str] | None = None,
         summary: LogSummary | None = None,
+        on_open: Callable[[Partition], None] | None = None,
     ) -> None:
         self.topic = topic
         self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
@@ -150,6 +151,8 @@ class Partition:
         self._committer: GroupCommitter | None = None
         self._producers: ProducerStateTable | None = None
         self._summary = summary
+        self._on_open = on_open  # told each time the log opens
+        self.used = False  # set by each append and read; the owner's eviction clears it
         self._opening: asyncio.Future[None] | None = None
         self._started = False
         self._data_event: asyncio.Event | None = None
@@ -256,8 +259,11 @@ class Partition:
             clock=self._clock,
         )
         self._summary = None
+        self.used = True
         if self._started:
             self._committer.start()
+        if self._on_open is not None:
+            self._on_open(self)
 
     def start(self) -> None:
         self._started = True
@@ -389,6 +395,7 @@ class Partition:
         if self._log is None:
             await self.open()
         self._check_open()
+        self.used = True
         validated = validate_batches(batches, self.log.config.max_batch_bytes)
         headers = validated.headers
         duplicate = self._check_producers(headers)
@@ -487,6 +494,7 @@ class Partition:
             )
         if offset >= hw:
             return b""
+        self.used = True
         try:
             data = self.log.read(offset, max_bytes, max_offset=hw)
         except StorageError as exc:

@@ -35,6 +35,7 @@ import builtins
 import logging
 import os
 import re
+import resource
 import shutil
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -64,6 +65,7 @@ from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, 
 from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir, replace_file
+from wharf.storage.log import Log
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -176,6 +178,10 @@ class TopicManager:
         self._lock = asyncio.Lock()
         self._started = False
         self._activity: dict[Partition, int] = {}  # open partitions' activity at the last pass
+        # Partitions whose logs are open, oldest first (the eviction's clock hand).
+        self._open_logs: dict[Partition, None] = {}
+        self._max_open_logs = config.open_partition_logs or default_open_logs()
+        self._evicting: asyncio.Task[None] | None = None
 
     @classmethod
     def open(
@@ -206,21 +212,43 @@ class TopicManager:
         summaries = manager._take_summaries()
         for name, count in counts.items():
             topic = manager._topics[name]
-            topic.partitions = [
-                manager._partition(topic, i, _summary_for(f"{name}-{i}", existing, summaries))
-                for i in range(count)
-            ]
+            for i in range(count):
+                summary = manager._opening_summary(topic, i, existing, summaries)
+                topic.partitions.append(manager._partition(topic, i, summary))
         return manager
+
+    def _opening_summary(
+        self, topic: Topic, index: int, existing: set[str], summaries: _Summaries | None
+    ) -> LogSummary | None:
+        """How partition ``index`` of ``topic`` opens with the manager: EMPTY without a log
+        directory, its saved summary after a clean close; otherwise (after a crash) its log is
+        recovered now: left open (None) while fewer logs than the limit are, else closed
+        again at once, its summary kept."""
+        name = f"{topic.name}-{index}"
+        if name not in existing:
+            return EMPTY
+        if summaries is not None and name in summaries:
+            return LogSummary(*summaries[name])
+        if len(self._open_logs) < self._max_open_logs:
+            return None
+        log = Log.open(self._logs_dir / name, topic.config.log_config())
+        try:
+            return LogSummary.of(log)
+        finally:
+            log.close()
 
     def start(self) -> None:
         self._started = True
         for topic in self._topics.values():
             for partition in topic.partitions:
                 partition.start()
+        self._evict_soon()
 
     async def close(self) -> None:
         """Close every log, then save their summaries (a clean close: the next open opens no
         log)."""
+        if self._evicting is not None:
+            await self._evicting
         for topic in self._topics.values():
             for partition in topic.partitions:
                 await partition.close()
@@ -353,6 +381,7 @@ class TopicManager:
             await self._save(name, None)
             self._unregister(topic)
             for partition in topic.partitions:
+                self._open_logs.pop(partition, None)
                 await partition.delete()
             return topic
 
@@ -416,14 +445,53 @@ class TopicManager:
         waiting on them); returns how many were closed."""
         seen, closed = self._activity, 0
         self._activity = {}
-        for partition in [p for p in self.partitions() if p.is_open]:
+        for partition in list(self._open_logs):
             activity = partition.messages_in + partition.bytes_out + partition.fsyncs
             if seen.get(partition) == activity and partition.idle:
-                await partition.unload()
-                closed += not partition.is_open
+                closed += await self._unload(partition)
             else:
                 self._activity[partition] = activity
         return closed
+
+    def _opened(self, partition: Partition) -> None:
+        """A partition's log opened: note it, and close others when too many are open."""
+        self._open_logs[partition] = None
+        if self._started:
+            self._evict_soon()
+
+    def _evict_soon(self) -> None:
+        if len(self._open_logs) > self._max_open_logs and self._evicting is None:
+            self._evicting = asyncio.get_running_loop().create_task(self._evict())
+
+    async def _evict(self) -> None:
+        """Close logs until at most the limit are open, second chance style: going round
+        from the oldest opened, a log used since the hand last passed it is spared (and
+        passed again later); an unused, idle one is closed."""
+        try:
+            spared = 0
+            while len(self._open_logs) > self._max_open_logs and spared <= len(self._open_logs):
+                partition = next(iter(self._open_logs))
+                del self._open_logs[partition]
+                if not partition.is_open:
+                    continue
+                if partition.used or not partition.idle:
+                    partition.used = False
+                    self._open_logs[partition] = None  # to the back: the hand moves on
+                    spared += 1
+                    continue
+                spared = 0
+                await self._unload(partition)
+        finally:
+            self._evicting = None
+
+    async def _unload(self, partition: Partition) -> int:
+        """Close ``partition``'s log (1), unless something opened it again meanwhile (0)."""
+        self._open_logs.pop(partition, None)
+        await partition.unload()
+        if partition.is_open:
+            self._open_logs[partition] = None
+            return 0
+        return 1
 
     # ------------------------------------------------------------------ internals
 
@@ -456,6 +524,7 @@ class TopicManager:
             clock=self._clock,
             fsync_latency=self._fsync_latency,
             summary=summary,
+            on_open=self._opened,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:
@@ -535,14 +604,13 @@ class TopicManager:
         return kept
 
 
-def _summary_for(name: str, existing: set[str], summaries: _Summaries | None) -> LogSummary | None:
-    """How the partition whose log directory is ``name`` opens: EMPTY without a directory,
-    its saved summary after a clean close, None (at once) otherwise."""
-    if name not in existing:
-        return EMPTY
-    if summaries is None or name not in summaries:
-        return None
-    return LogSummary(*summaries[name])
+def default_open_logs() -> int:
+    """A quarter of the process's open-file limit (at least 64): what the partition logs may
+    hold open at once by default."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(64, soft // 4)
 
 
 def replay_catalogue(

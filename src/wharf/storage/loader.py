@@ -178,7 +178,6 @@ class LogLoader:
         checkpoint yet reads as offset 0 for both)."""
         if self._fresh:
             try:
-                segments[0].write_indexes()
                 fsync_dir(self.dir)
             except OSError as exc:
                 raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc

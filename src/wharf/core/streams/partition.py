@@ -307,7 +307,8 @@ class Partition:
         await committer.run(log.close)
         self._past_fsyncs += committer.fsyncs
         self._summary = summary
-        await self._save_producers(producers.snapshot(summary.log_end_offset), committer)
+        if len(producers):  # none: the next open finds none in the log either, by itself
+            await self._save_producers(producers.snapshot(summary.log_end_offset), committer)
 
     async def _no_open_under_way(self) -> None:
         """Wait until no open or unload runs (their own callers hear how they ended)."""

@@ -80,6 +80,8 @@ log = logging.getLogger(__name__)
 CATALOGUE = "topics"  # topics.json and topics.<generation>.journal
 SUMMARIES = "topic-summaries.json"
 LOGS_DIR = "topics"
+# Logs the eviction closes at a time (each close waits on the fsync pool).
+_EVICT_AT_ONCE = 16
 # The catalogue's journal is compacted once larger than its snapshot and than this.
 COMPACT_MIN_BYTES = 1 << 20
 MAX_NAME_LENGTH = 249
@@ -470,24 +472,31 @@ class TopicManager:
         try:
             spared = 0
             while len(self._open_logs) > self._max_open_logs and spared <= len(self._open_logs):
-                partition = next(iter(self._open_logs))
-                del self._open_logs[partition]
-                if not partition.is_open:
-                    continue
-                if partition.used or not partition.idle:
-                    partition.used = False
-                    self._open_logs[partition] = None  # to the back: the hand moves on
-                    spared += 1
-                    continue
-                spared = 0
-                await self._unload(partition)
+                victims: builtins.list[Partition] = []
+                excess = len(self._open_logs) - self._max_open_logs
+                while len(victims) < min(excess, _EVICT_AT_ONCE) and spared <= len(self._open_logs):
+                    partition = next(iter(self._open_logs))
+                    del self._open_logs[partition]
+                    if not partition.is_open:
+                        continue
+                    if partition.used or not partition.idle:
+                        partition.used = False
+                        self._open_logs[partition] = None  # to the back: the hand moves on
+                        spared += 1
+                        continue
+                    spared = 0
+                    victims.append(partition)
+                await asyncio.gather(*(self._unload(p) for p in victims))
         finally:
             self._evicting = None
 
     async def _unload(self, partition: Partition) -> int:
         """Close ``partition``'s log (1), unless something opened it again meanwhile (0)."""
         self._open_logs.pop(partition, None)
-        await partition.unload()
+        try:
+            await partition.unload()
+        except StorageError:
+            log.exception("closing the log of %s-%d failed", partition.topic, partition.index)
         if partition.is_open:
             self._open_logs[partition] = None
             return 0

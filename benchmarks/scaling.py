@@ -15,9 +15,11 @@ an RPC client would:
 6. the durable queues deleted, per thousand still existing.
 
 Rates are operations over wall-clock seconds; the broker's RSS and open files are printed at
-each stage, and its CPU use while idle at the full size. The queues stay empty, so they hold no
-log files (a durable queue's logs are made by its first message). Run:
-``python benchmarks/scaling.py --queues 50000``.
+each stage, and its CPU use while idle at the full size. With ``--messages N``, N persistent
+messages are published into each durable queue (confirmed) before the restart, which then also
+times a ``basic.get`` of the last queue's first message; without it the queues stay empty and
+hold no log files (a durable queue's logs are made by its first message). Run:
+``python benchmarks/scaling.py --queues 50000 [--messages 3]``.
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=20_000)
     parser.add_argument("--short-lived", type=int, default=2000,
                         help="transient and exclusive declares at each end")
+    parser.add_argument("--messages", type=int, default=0,
+                        help="persistent messages published into each durable queue")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     n = args.queues
@@ -196,6 +200,14 @@ def main() -> None:
         per_thousand("durable bindings", n, lambda i: ch.queue_bind(
             f"q-{i}", f"ex-{i % exchanges}", f"k-{i}"))  # fmt: skip
         print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s", flush=True)
+        if args.messages:
+            ch.confirm_delivery()
+            persistent = pika.BasicProperties(delivery_mode=2)
+            per_thousand(f"queues given {args.messages} confirmed persistent messages", n,
+                         lambda i: [ch.basic_publish("", f"q-{i}", b"m" * 100, persistent)
+                                    for _ in range(args.messages)])  # fmt: skip
+            print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s",
+                  flush=True)  # fmt: skip
         connection.close()
         broker.stop()
         began = time.perf_counter()
@@ -203,9 +215,15 @@ def main() -> None:
         connection, ch = channel(broker.port)
         ch.queue_declare(f"q-{n - 1}", passive=True)
         answered = time.perf_counter() - began
+        got = ""
+        if args.messages:
+            method, _, body = ch.basic_get(f"q-{n - 1}", auto_ack=True)
+            if method is None or body != b"m" * 100:
+                raise SystemExit(f"q-{n - 1} lost its messages in the restart")
+            got = f", its first message got at {time.perf_counter() - began:.2f} s"
         print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: ports "
               f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
-              f"; {resources(broker.pid)}", flush=True)  # fmt: skip
+              f"{got}; {resources(broker.pid)}", flush=True)  # fmt: skip
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
         connection.close()
         broker.stop()

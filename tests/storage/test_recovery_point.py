@@ -285,3 +285,16 @@ def test_a_new_log_writes_no_checkpoint_until_it_has_data(tmp_path: Path) -> Non
         assert stored_values(log) == [value(i) for i in range(300)]
     finally:
         log.close()
+
+
+def test_reopening_a_cleanly_closed_empty_log_rewrites_no_checkpoint(tmp_path: Path) -> None:
+    Log.open(tmp_path / "log", CONFIG).close()
+    log = Log.open(tmp_path / "log", CONFIG)
+    log.close()
+    files = {p.name: p.stat().st_ino for p in (tmp_path / "log").iterdir()}
+    log = Log.open(tmp_path / "log", CONFIG)
+    try:
+        assert {p.name: p.stat().st_ino for p in (tmp_path / "log").iterdir()} == files
+        assert log.append_records([RecordInput(None, b"first")]).base_offset == 0
+    finally:
+        log.close()

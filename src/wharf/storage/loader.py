@@ -20,15 +20,16 @@ us. The loader then logs an error naming the file and position and refuses to op
 the segment aside.
 
 A new log (its directory made by the load) only makes its first segment's name durable. A log
-found as a clean close leaves it (the recovery point at its end, nothing to cut, verify
-or re-index) is served as it is, with no write and no fsync, so opening many such logs costs
-only their reads. Otherwise, once loaded, the verified tail of each segment is written again
-(the same bytes, read back) and the recovered segments are fsynced; then the recovery point is
-moved to the end of the log, so the next open trusts everything that is there now. Writing the
-tail again is what makes that fsync mean something after a failed one: the kernel may have
-marked pages it could not write as clean, still readable from the page cache but not on disk,
-and an fsync skips clean pages. The tail is what the last checkpoint did not cover, at most
-about ``recovery_point_interval_bytes`` after a crash.
+found as a clean close leaves it (the recovery point at its end, nothing to cut, verify or
+re-index) is served as it is, with no write and no fsync (one directory fsync when its active
+segment is empty), so opening many such logs costs only their reads. Otherwise, once loaded,
+the verified tail of each segment is written again (the same bytes, read back) and the
+recovered segments are fsynced; then the recovery point is moved to the end of the log, so the
+next open trusts everything that is there now. Writing the tail again is what makes that fsync
+mean something after a failed one: the kernel may have marked pages it could not write as
+clean, still readable from the page cache but not on disk, and an fsync skips clean pages. The
+tail is what the last checkpoint did not cover, at most about ``recovery_point_interval_bytes``
+after a crash.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class LogLoader:
             reindexed = []
 
         end = segments[-1].next_offset
-        if self._fresh or self._unchanged(end, recovery_point, rescanned, reindexed):
+        if self._fresh or self._unchanged(end, recovery_point, reindexed):
             return self._as_found(segments, lso, end)
         self._make_durable(segments, rescanned, reindexed)
         write_checkpoint(rp_path, end)
@@ -174,33 +175,26 @@ class LogLoader:
 
     def _as_found(self, segments: list[LogSegment], lso: int, end: int) -> LoadedLog:
         """The log served as found: a clean close left everything below the durable recovery
-        point already; a new directory needs only its empty segment's name made durable (no
-        checkpoint yet reads as offset 0 for both)."""
-        if self._fresh:
+        point already; a new directory, or an empty active segment (whose name a roll may not
+        have made durable yet), needs only the directory fsynced (no checkpoint yet reads as
+        offset 0 for both)."""
+        if self._fresh or segments[-1].size == 0:
             try:
                 fsync_dir(self.dir)
             except OSError as exc:
                 raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc
         return LoadedLog(segments, lso, end, 0, 0)
 
-    def _unchanged(
-        self,
-        end: int,
-        recovery_point: int,
-        rescanned: list[LogSegment],
-        reindexed: list[LogSegment],
-    ) -> bool:
+    def _unchanged(self, end: int, recovery_point: int, reindexed: list[LogSegment]) -> bool:
         """Whether the load found the log as a clean close left it: the recovery point at its
         end (every byte fsynced before it moved there), nothing cut, verified, created or
-        re-indexed, and no empty segment (whose name a roll may not have made durable yet).
-        Such a log needs no write and no fsync to be served."""
+        re-indexed. Such a log needs no write to be served."""
         return (
             end == recovery_point
             and self.truncated_bytes == 0
             and self.verified_bytes == 0
             and not self._created
             and not reindexed
-            and all(seg.size > 0 for seg in rescanned)
         )
 
     # ------------------------------------------------------------------ steps

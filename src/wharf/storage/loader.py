@@ -21,8 +21,8 @@ the segment aside.
 
 A new log (its directory made by the load) only makes its first segment's name durable. A log
 found as a clean close leaves it (the recovery point at its end, nothing to cut, verify or
-re-index) is served as it is, with no write and no fsync (one directory fsync when its active
-segment is empty), so opening many such logs costs only their reads. Otherwise, once loaded,
+re-index) is served as it is, with no write and no fsync (one directory fsync when a roll made
+its empty active segment), so opening many such logs costs only their reads. Otherwise, once loaded,
 the verified tail of each segment is written again (the same bytes, read back) and the
 recovered segments are fsynced; then the recovery point is moved to the end of the log, so the
 next open trusts everything that is there now. Writing the tail again is what makes that fsync
@@ -175,10 +175,12 @@ class LogLoader:
 
     def _as_found(self, segments: list[LogSegment], lso: int, end: int) -> LoadedLog:
         """The log served as found: a clean close left everything below the durable recovery
-        point already; a new directory, or an empty active segment (whose name a roll may not
-        have made durable yet), needs only the directory fsynced (no checkpoint yet reads as
-        offset 0 for both)."""
-        if self._fresh or segments[-1].size == 0:
+        point already; a new directory, or an empty active segment made by a roll (whose name
+        the roll did not make durable), needs only the directory fsynced (no checkpoint yet
+        reads as offset 0 for both). An empty first segment at offset 0 was made by the load
+        that made the directory, which fsynced it."""
+        active = segments[-1]
+        if self._fresh or (active.size == 0 and active.base_offset > 0):
             try:
                 fsync_dir(self.dir)
             except OSError as exc:

@@ -100,6 +100,15 @@ class Broker:
         self.proc.terminate()
         self.proc.wait(120)
 
+    def discard(self, *, keep: bool) -> None:
+        """Kill the server if it still runs; remove its directory unless ``keep``."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if keep:
+            print(f"data kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -228,12 +237,7 @@ def main() -> None:
         connection.close()
         broker.stop()
     finally:
-        if broker.proc is not None and broker.proc.poll() is None:
-            broker.proc.kill()
-        if args.keep:
-            print(f"data kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        broker.discard(keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ DeleteTopics request each, per thousand partitions still existing. Run:
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -128,12 +127,7 @@ def main() -> None:
                      lambda i: delete(admin, remaining[i][0]))  # fmt: skip
         broker.stop()
     finally:
-        if broker.proc is not None and broker.proc.poll() is None:
-            broker.proc.kill()
-        if args.keep:
-            print(f"data kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        broker.discard(keep=args.keep)
 
 
 if __name__ == "__main__":

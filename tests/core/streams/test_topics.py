@@ -20,6 +20,7 @@ from wharf.core.streams.topic_config import ConfigSource
 from wharf.core.streams.topics import TopicManager, replay_catalogue
 from wharf.errors import StorageError
 from wharf.storage.journal import JournalFile
+from wharf.storage.log import Log
 from wharf.storage.record_batch import RecordInput
 
 
@@ -386,3 +387,38 @@ async def test_after_a_crash_logs_beyond_the_limit_are_recovered_then_closed(
     for partition in partitions:
         assert [r.value for r in await partition.fetch_records(0, 10)] == [b"acked"]
     await again.close()
+
+
+async def test_a_log_is_opened_once_for_concurrent_and_cancelled_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = open_manager(tmp_path)
+    await manager.create("t", 1)
+    await manager.partition("t", 0).append_records([RecordInput(None, b"v")])
+    await manager.close()
+    manager = open_manager(tmp_path)
+    partition = manager.partition("t", 0)
+    opens: list[object] = []
+    gate = threading.Event()
+    real_open = Log.open
+
+    def gated_open(cls: type[Log], *args: object, **kwargs: object) -> Log:
+        opens.append(args[0])
+        assert gate.wait(30)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Log, "open", classmethod(gated_open))
+    first = asyncio.create_task(partition.fetch_records(0, 10))
+    while not opens:
+        await asyncio.sleep(0.001)
+    first.cancel()  # its connection went away while the log opened
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    second = asyncio.create_task(partition.fetch_records(0, 10))
+    third = asyncio.create_task(partition.append_records([RecordInput(None, b"w")]))
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert [r.value for r in await second] == [b"v"]
+    assert (await third).base_offset == 1
+    assert len(opens) == 1
+    await manager.close()

@@ -153,7 +153,8 @@ class Partition:
         self._summary = summary
         self._on_open = on_open  # told each time the log opens
         self.used = False  # set by each append and read; the owner's eviction clears it
-        self._opening: asyncio.Future[None] | None = None
+        self._opening: asyncio.Future[None] | None = None  # an open or unload under way
+        self._open_task: asyncio.Task[None] | None = None
         self._started = False
         self._data_event: asyncio.Event | None = None
         # Producer-state snapshots are written one at a time, in the order they were taken.
@@ -202,36 +203,47 @@ class Partition:
     async def open(self) -> None:
         """Open the log on the fsync pool, unless it is open (concurrent callers share one
         open, and wait for an :meth:`unload` under way); raises for a closed or deleted
-        partition."""
+        partition. The open runs to its end even if its callers are cancelled, so two opens
+        of one directory never overlap."""
         while self._log is None:
             self._check_open()
-            if self._opening is not None:
-                await asyncio.shield(self._opening)
-                continue
-            with self._busy() as done:
-                loaded = await run_off_loop(self._executor, self._load)
-                if self._closed or self._log is not None:
-                    loaded[0].close()
-                else:
-                    self._install(*loaded)
-                done()
+            if self._opening is None:
+                self._opening = asyncio.get_running_loop().create_future()
+                self._open_task = asyncio.get_running_loop().create_task(
+                    self._open_into(self._opening)
+                )
+            await asyncio.shield(self._opening)
         self._check_open()
 
+    async def _open_into(self, opening: asyncio.Future[None]) -> None:
+        with self._marking(opening, reraise=False):  # the waiters raise it
+            loaded = await run_off_loop(self._executor, self._load)
+            if self._closed or self._log is not None:
+                loaded[0].close()
+            else:
+                self._install(*loaded)
+
     @contextlib.contextmanager
-    def _busy(self) -> Iterator[Callable[[], None]]:
-        """Mark an open or unload under way (:attr:`_opening`) for its duration; the caller
-        calls what it is given once the work succeeded, and waiters see a failure."""
-        future = asyncio.get_running_loop().create_future()
-        self._opening = future
+    def _marking(self, busy: asyncio.Future[None], *, reraise: bool) -> Iterator[None]:
+        """Hold ``busy`` as :attr:`_opening` (an open or unload under way) while the block
+        runs, then resolve it with the block's outcome, which its waiters raise (and the
+        block's caller too, if ``reraise``)."""
+        self._opening = busy
         try:
-            yield lambda: future.set_result(None)
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: each waiter raises its own
+            yield
+        except asyncio.CancelledError:
+            busy.cancel()
             raise
+        except Exception as exc:
+            busy.set_exception(exc)
+            busy.exception()  # retrieved: each waiter raises it itself
+            if reraise:
+                raise
+        else:
+            busy.set_result(None)
         finally:
             self._opening = None
+            self._open_task = None
 
     def _load(self) -> tuple[Log, ProducerStateTable]:
         """Open the log and rebuild its producer state (blocks on the disk)."""
@@ -295,9 +307,8 @@ class Partition:
         assert log is not None and committer is not None and producers is not None
         self._summary = LogSummary.of(log)
         self._log = self._committer = self._producers = None
-        with self._busy() as done:
+        with self._marking(asyncio.get_running_loop().create_future(), reraise=True):
             await self._close_log(log, committer, producers)
-            done()
 
     async def _close_log(
         self, log: Log, committer: GroupCommitter, producers: ProducerStateTable
@@ -423,7 +434,7 @@ class Partition:
             await self._save_producers(snapshot, self.committer)
         await self._wait_durable(info.last_offset + 1, acks)
         return AppendResult(
-            info.base_offset, info.last_offset, self.log.log_start_offset,
+            info.base_offset, info.last_offset, self.log_start_offset,
             log_append_time_ms=append_time,
         )
 

@@ -344,9 +344,12 @@ async def test_the_timer_passes_over_a_queue_only_while_it_has_timed_work(
     expiring = await v.declare_queue("x", arguments={"x-expires": 60_000})
     assert empty.timeless and not expiring.timeless  # x-expires is timed work
     v.publish_nowait(msg(b"m", key="e"))
-    assert not empty.timeless  # a ready message may expire or wait for a consumer
-    got = empty.basic_get(no_ack=True)
-    assert got is not None and empty.timeless
+    assert empty.timeless  # a message without a TTL waits for a consumer, not for the timer
+    v.publish_nowait(msg(b"ttl", key="e", expiration_ms=60_000))
+    assert not empty.timeless  # a ready message that expires is timed work
+    assert empty.basic_get(no_ack=True) is not None
+    assert empty.basic_get(no_ack=True) is not None
+    assert empty.timeless
 
 
 async def test_the_timer_forgets_an_idle_queue_until_it_changes(
@@ -365,3 +368,11 @@ async def test_the_timer_forgets_an_idle_queue_until_it_changes(
     await reg.maintain()  # the expiry's settlement written
     await reg.tick()
     assert q not in v._active
+    v.publish_nowait(msg(b"kept", key="q", persistent=True))
+    assert q in v._active
+    await reg.maintain()
+    await reg.tick()
+    assert q not in v._active and q.message_count == 1  # holding it needs no timer
+    consumer = RecordingConsumer()
+    q.add_consumer(consumer)
+    assert consumer.bodies() == [b"kept"]  # delivered on subscribing, the timer not looking

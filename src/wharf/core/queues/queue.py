@@ -554,9 +554,11 @@ class Queue:
     @property
     def timeless(self) -> bool:
         """Whether :meth:`tick` and :meth:`idle_expired` have nothing to do, now or later: no
-        ready message, no x-expires, no settlement pending (most idle queues)."""
+        ready message that expires, no x-expires, no settlement pending (most idle queues,
+        holding messages or not: delivery to consumers follows publishes, consumes and acks,
+        not the timer)."""
         return (
-            not self._ready
+            not self._ready.expiring
             and self.args.expires_ms is None
             and not self._pending_settle
             and not self._pending_delivered

@@ -242,10 +242,11 @@ class Log(LogFlusher, LogReader, LogRetention):
             for seg in self._segments:
                 seg.close()
 
-    def delete(self) -> None:
-        """Close the log and remove its directory with everything in it."""
+    def delete(self, *, sync: bool = True) -> None:
+        """Close the log and remove its directory with everything in it (``sync``: and fsync
+        the parent directory; a caller removing many logs may do that once itself)."""
         self._release()
-        remove_log_dir(self.path)
+        remove_log_dir(self.path, sync=sync)
 
     @property
     def closed(self) -> bool:
@@ -471,12 +472,14 @@ class Log(LogFlusher, LogReader, LogRetention):
             raise StorageError(f"log {self.path} is closed")
 
 
-def remove_log_dir(path: str | os.PathLike[str]) -> None:
-    """Remove a log's directory (closed, or never opened) and everything in it, durably; no
-    directory is no error (and no fsync)."""
+def remove_log_dir(path: str | os.PathLike[str], *, sync: bool = True) -> None:
+    """Remove a log's directory (closed, or never opened) and everything in it, durably
+    unless not ``sync``; no directory is no error (and no fsync)."""
     if not os.path.lexists(path):
         return
     shutil.rmtree(path, ignore_errors=True)
+    if not sync:
+        return
     parent = os.path.dirname(os.path.abspath(path))
     try:
         fsync_dir(parent)

@@ -348,8 +348,10 @@ class Partition:
         except StorageError:
             log.exception("producer state snapshot of %s-%d not written", self.topic, self.index)
 
-    async def delete(self) -> None:
-        """Close and remove the partition's files; later calls report an unknown partition."""
+    async def delete(self, *, sync: bool = True) -> None:
+        """Close and remove the partition's files; later calls report an unknown partition.
+        ``sync``: make the removal durable (a caller deleting many may fsync their parent
+        once itself)."""
         self._closed = True
         self._deleted = True
         self._wake()
@@ -357,9 +359,9 @@ class Partition:
         if self._log is not None:
             assert self._committer is not None
             await self._committer.close()
-            await self._committer.run(self._log.delete)
+            await self._committer.run(partial(self._log.delete, sync=sync))
         else:
-            await run_off_loop(self._executor, partial(remove_log_dir, self.path))
+            await run_off_loop(self._executor, partial(remove_log_dir, self.path, sync=sync))
 
     # ------------------------------------------------------------------ positions
 

@@ -384,7 +384,13 @@ class TopicManager:
             self._unregister(topic)
             for partition in topic.partitions:
                 self._open_logs.pop(partition, None)
-                await partition.delete()
+                await partition.delete(sync=False)
+            # One fsync for every removed directory. The catalogue no longer lists them, so a
+            # crash before it, or a failed fsync, leaves directories that the next open removes.
+            try:
+                await run_off_loop(self._executor, partial(fsync_dir, os.fspath(self._logs_dir)))
+            except OSError as exc:
+                log.warning("deleted topic %r: syncing %s failed: %s", name, self._logs_dir, exc)
             return topic
 
     @_to_end

@@ -317,8 +317,11 @@ async def test_idle_logs_are_closed_and_reopened_on_use(tmp_path: Path) -> None:
     await asyncio.sleep(0)
     assert await manager.unload_idle() == 1  # busy wrote since the last pass
     assert busy.is_open and not idle.is_open
+    fsyncs = busy.fsyncs
+    assert fsyncs >= 2  # one per acknowledged append (fsync always)
     assert await manager.unload_idle() == 1
     assert not busy.is_open
+    assert busy.fsyncs == fsyncs  # the counter outlives the log it counted
     assert (busy.high_watermark, idle.high_watermark) == (2, 1)
     assert [r.value for r in await busy.fetch_records(0, 10)] == [b"a", b"c"]
     assert not waiting.done()

@@ -306,6 +306,7 @@ class Partition:
         log, committer, producers = self._log, self._committer, self._producers
         assert log is not None and committer is not None and producers is not None
         self._summary = LogSummary.of(log)
+        self._past_fsyncs += committer.fsyncs  # idle: no flush runs that could add one
         self._log = self._committer = self._producers = None
         with self._marking(asyncio.get_running_loop().create_future(), reraise=True):
             await self._close_log(log, committer, producers)
@@ -316,7 +317,6 @@ class Partition:
         summary = LogSummary.of(log)
         await committer.close()
         await committer.run(log.close)
-        self._past_fsyncs += committer.fsyncs
         self._summary = summary
         if len(producers):  # none: the next open finds none in the log either, by itself
             await self._save_producers(producers.snapshot(summary.log_end_offset), committer)

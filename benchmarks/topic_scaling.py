@@ -10,9 +10,10 @@ each printed as partitions created per second, per thousand partitions already c
 one record is produced into every partition (acks=all), the broker's RSS and open files are
 printed, and its CPU use while idle; then a restart (graceful stop, then the time from starting
 ``wharf serve`` to its ports accepting a connection, to a Metadata request for every topic
-answered, and to the last partition's record fetched); then every topic is deleted, one
-DeleteTopics request each, per thousand partitions still existing. Run:
-``python benchmarks/topic_scaling.py --single 10000 --wide 100 --width 100``.
+answered, and to the last partition's record fetched), and with ``--crash`` the same after a
+kill -9; then every topic is deleted, one DeleteTopics request each, per thousand partitions
+still existing. Run:
+``python benchmarks/topic_scaling.py --single 10000 --wide 100 --width 100 [--crash]``.
 """
 
 from __future__ import annotations
@@ -62,11 +63,37 @@ def delete(admin: AdminClient, name: str) -> None:
         future.result()
 
 
+def restart(broker: Broker, topics: list[tuple[str, int]], what: str) -> None:
+    """Start the stopped broker; print when its ports, Metadata of every topic and the last
+    partition's record answered."""
+    began = time.perf_counter()
+    ready = broker.start()
+    listed = admin_for(broker).list_topics(timeout=120)
+    metadata = time.perf_counter() - began
+    if len(listed.topics) != len(topics):
+        raise SystemExit(f"{len(listed.topics)} topics after the {what}, not {len(topics)}")
+    last, count = topics[-1]
+    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
+                         "group.id": "scaling", "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(last, count - 1, 0)])
+    message = consumer.poll(120)
+    if message is None or message.error() is not None:
+        raise SystemExit(f"no record from {last}-{count - 1} after the {what}")
+    fetched = time.perf_counter() - began
+    consumer.close()
+    print(f"{what} with {len(topics)} topics, {sum(c for _, c in topics)} partitions: ports "
+          f"ready in {ready:.2f} s, Metadata of every topic at {metadata:.2f} s, the last "
+          f"partition's record fetched at {fetched:.2f} s; {resources(broker.pid)}",
+          flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--single", type=int, default=10_000, help="one-partition topics")
     parser.add_argument("--wide", type=int, default=100, help="topics of --width partitions")
     parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--crash", action="store_true",
+                        help="after the restart, also kill -9 the broker and start it again")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     topics = [(f"s-{i}", 1) for i in range(args.single)]
@@ -102,26 +129,13 @@ def main() -> None:
               f"{idle_cpu(broker.pid):.2f} s/s", flush=True)  # fmt: skip
         del producer, admin  # their threads would keep calling the stopped broker
         broker.stop()
-        began = time.perf_counter()
-        ready = broker.start()
+        restart(broker, topics, "restart")
+        if args.crash:
+            assert broker.proc is not None
+            broker.proc.kill()  # kill -9: no summaries, every log is recovered at start
+            broker.proc.wait()
+            restart(broker, topics, "restart after kill -9")
         admin = admin_for(broker)
-        listed = admin.list_topics(timeout=120)
-        metadata = time.perf_counter() - began
-        if len(listed.topics) != len(topics):
-            raise SystemExit(f"{len(listed.topics)} topics after the restart, not {len(topics)}")
-        last, count = topics[-1]
-        consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
-                             "group.id": "scaling", "enable.auto.commit": False})  # fmt: skip
-        consumer.assign([TopicPartition(last, count - 1, 0)])
-        message = consumer.poll(120)
-        if message is None or message.error() is not None:
-            raise SystemExit(f"no record from {last}-{count - 1} after the restart")
-        fetched = time.perf_counter() - began
-        consumer.close()
-        print(f"restart with {len(topics)} topics, {total} partitions: ports ready in "
-              f"{ready:.2f} s, Metadata of every topic at {metadata:.2f} s, the last "
-              f"partition's record fetched at {fetched:.2f} s; {resources(broker.pid)}",
-              flush=True)  # fmt: skip
         remaining = list(reversed(topics))
         per_thousand("topic deletes", [count for _, count in remaining],
                      lambda i: delete(admin, remaining[i][0]))  # fmt: skip

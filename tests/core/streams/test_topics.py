@@ -438,3 +438,30 @@ async def test_a_log_is_opened_once_for_concurrent_and_cancelled_callers(
     assert (await third).base_offset == 1
     assert len(opens) == 1
     await manager.close()
+
+
+async def test_a_burst_of_first_records_waits_for_the_eviction_to_keep_up(
+    tmp_path: Path,
+) -> None:
+    manager = open_manager(tmp_path, config(open_partition_logs=2))
+    most = 0
+    opened = manager._opened
+
+    def counting(partition: Partition) -> None:
+        nonlocal most
+        opened(partition)
+        most = max(most, sum(p.is_open for p in partitions))
+
+    manager._opened = counting  # type: ignore[method-assign]  # before the partitions exist
+    await manager.create("t", 12)
+    partitions = manager.get("t").partitions
+    results = await asyncio.gather(
+        *(p.append_records([RecordInput(None, b"v%d" % p.index)]) for p in partitions)
+    )
+    assert [r.base_offset for r in results] == [0] * 12
+    assert 2 < most <= 4  # past the limit for a moment, twice it at most
+    for partition in partitions:
+        assert [r.value for r in await partition.fetch_records(0, 10)] == [
+            b"v%d" % partition.index
+        ]
+    await manager.close()

@@ -137,6 +137,7 @@ class Partition:
         fsync_latency: HistogramFamily[str] | None = None,
         summary: LogSummary | None = None,
         on_open: Callable[[Partition], None] | None = None,
+        room: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.topic = topic
         self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
@@ -152,6 +153,7 @@ class Partition:
         self._producers: ProducerStateTable | None = None
         self._summary = summary
         self._on_open = on_open  # told each time the log opens
+        self._room = room  # held around an open on the pool: the owner's limit on open logs
         self.used = False  # set by each append and read; the owner's eviction clears it
         self._opening: asyncio.Future[None] | None = None  # an open or unload under way
         self._open_task: asyncio.Task[None] | None = None
@@ -216,12 +218,14 @@ class Partition:
         self._check_open()
 
     async def _open_into(self, opening: asyncio.Future[None]) -> None:
+        room = contextlib.nullcontext() if self._room is None else self._room()
         with self._marking(opening, reraise=False):  # the waiters raise it
-            loaded = await run_off_loop(self._executor, self._load)
-            if self._closed or self._log is not None:
-                loaded[0].close()
-            else:
-                self._install(*loaded)
+            async with room:
+                loaded = await run_off_loop(self._executor, self._load)
+                if self._closed or self._log is not None:
+                    loaded[0].close()
+                else:
+                    self._install(*loaded)
 
     @contextlib.contextmanager
     def _marking(self, busy: asyncio.Future[None], *, reraise: bool) -> Iterator[None]:

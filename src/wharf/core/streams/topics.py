@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import re
 import resource
 import shutil
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial, wraps
@@ -82,6 +83,8 @@ SUMMARIES = "topic-summaries.json"
 LOGS_DIR = "topics"
 # Logs the eviction closes at a time (each close waits on the fsync pool).
 _EVICT_AT_ONCE = 16
+# How often an open held back by the limit looks again for logs that became idle.
+_ROOM_POLL_S = 0.005
 # The catalogue's journal is compacted once larger than its snapshot and than this.
 COMPACT_MIN_BYTES = 1 << 20
 MAX_NAME_LENGTH = 249
@@ -184,6 +187,8 @@ class TopicManager:
         self._open_logs: dict[Partition, None] = {}
         self._max_open_logs = config.open_partition_logs or default_open_logs()
         self._evicting: asyncio.Task[None] | None = None
+        self._opens_under_way = 0
+        self._moved = asyncio.Event()  # replaced each time it is set (see _move)
 
     @classmethod
     def open(
@@ -467,6 +472,29 @@ class TopicManager:
         if self._started:
             self._evict_soon()
 
+    @contextlib.asynccontextmanager
+    async def _room_to_open(self) -> AsyncIterator[None]:
+        """Held around each log open: holds it back while the open logs and the opens under
+        way reach twice the limit (opening is quicker than closing: a burst of first records
+        into many partitions would otherwise outrun the eviction towards the open-file
+        limit). It waits for an open or a close, and looks again every few milliseconds, as
+        logs too busy to close a moment ago become idle when their writes are flushed."""
+        while len(self._open_logs) + self._opens_under_way >= 2 * self._max_open_logs:
+            self._evict_soon()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), _ROOM_POLL_S)
+        self._opens_under_way += 1
+        try:
+            yield
+        finally:
+            self._opens_under_way -= 1
+            self._move()
+
+    def _move(self) -> None:
+        """Wake the opens held back (something opened, closed or stopped)."""
+        self._moved.set()
+        self._moved = asyncio.Event()
+
     def _evict_soon(self) -> None:
         if len(self._open_logs) > self._max_open_logs and self._evicting is None:
             self._evicting = asyncio.get_running_loop().create_task(self._evict())
@@ -474,27 +502,31 @@ class TopicManager:
     async def _evict(self) -> None:
         """Close logs until at most the limit are open, second chance style: going round
         from the oldest opened, a log used since the hand last passed it is spared (and
-        passed again later); an unused, idle one is closed."""
+        passed again later); an unused, idle one is closed (it counts as open until its
+        close begins, for :meth:`_room_to_open`)."""
         try:
             spared = 0
             while len(self._open_logs) > self._max_open_logs and spared <= len(self._open_logs):
+                wanted = min(len(self._open_logs) - self._max_open_logs, _EVICT_AT_ONCE)
                 victims: builtins.list[Partition] = []
-                excess = len(self._open_logs) - self._max_open_logs
-                while len(victims) < min(excess, _EVICT_AT_ONCE) and spared <= len(self._open_logs):
-                    partition = next(iter(self._open_logs))
-                    del self._open_logs[partition]
+                for partition in list(self._open_logs):  # oldest first
+                    if len(victims) >= wanted or spared > len(self._open_logs):
+                        break
                     if not partition.is_open:
-                        continue
-                    if partition.used or not partition.idle:
+                        del self._open_logs[partition]
+                    elif partition.used or not partition.idle:
                         partition.used = False
+                        del self._open_logs[partition]
                         self._open_logs[partition] = None  # to the back: the hand moves on
                         spared += 1
-                        continue
-                    spared = 0
-                    victims.append(partition)
+                    else:
+                        spared = 0
+                        victims.append(partition)
                 await asyncio.gather(*(self._unload(p) for p in victims))
+                self._move()
         finally:
             self._evicting = None
+            self._move()
 
     async def _unload(self, partition: Partition) -> int:
         """Close ``partition``'s log (1), unless something opened it again meanwhile (0)."""
@@ -540,6 +572,7 @@ class TopicManager:
             fsync_latency=self._fsync_latency,
             summary=summary,
             on_open=self._opened,
+            room=self._room_to_open,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:

@@ -93,13 +93,21 @@ async def test_interval_policy_does_not_wait_and_flushes_in_background() -> None
     log = GatedLog()
     committer = GroupCommitter(log, FsyncPolicy.INTERVAL, interval_ms=20)
     committer.start()
+    assert committer._ticker._timer is None  # nothing written: no timer at all
     log.gate.clear()
-    await asyncio.wait_for(committer.wait_durable(log.append(5)), 1)
+    end = log.append(5)
+    committer.written()  # what every writer does after a write
+    assert committer._ticker._timer is not None
+    await asyncio.wait_for(committer.wait_durable(end), 1)
     log.gate.set()
     await wait_until(lambda: committer.durable_offset == 5)
     flushes = log.flushes
     await asyncio.sleep(0.1)
     assert log.flushes == flushes  # nothing new written, so no further fsync
+    assert committer._ticker._timer is None  # and the timer sleeps until the next write
+    log.append(3)
+    committer.written()
+    await wait_until(lambda: committer.durable_offset == 8)
     await committer.close()
 
 

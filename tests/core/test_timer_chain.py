@@ -57,3 +57,26 @@ async def test_a_timer_chain_wakes_sooner_only_for_a_nearer_deadline() -> None:
     await clock.run_for(2_000)
     assert runs == [2.0]
     await chain.close()
+
+
+async def test_a_timer_chain_with_nothing_to_do_sleeps_until_woken() -> None:
+    clock = VirtualClock()
+    work = [False]
+    runs: list[float] = []
+
+    async def job() -> None:
+        runs.append(clock.monotonic())
+        work[0] = False  # done: nothing left
+
+    chain = TimerChain(clock, job, lambda: 2.0 if work[0] else None, "test job")
+    chain.start()
+    assert clock.pending() == 0  # nothing to do: no timer
+    await clock.run_for(10_000)
+    assert runs == []
+    work[0] = True
+    chain.wake()
+    assert clock.pending() == 1
+    await clock.run_for(5_000)
+    assert runs == [12.0]  # one run, then asleep again
+    assert clock.pending() == 0
+    await chain.close()

@@ -140,7 +140,7 @@ class GroupCommitter:
         self._ticker = TimerChain(
             Clock() if clock is None else clock,
             self._tick,
-            lambda: self._interval_s,
+            self._next_tick,
             "periodic fsync",
         )
         self._failing = False  # the periodic fsync failed last time (logged once)
@@ -162,9 +162,21 @@ class GroupCommitter:
         return await run_off_loop(self._executor, call)
 
     def start(self) -> None:
-        """Start the periodic flush (``INTERVAL`` only); needs a running loop."""
+        """Start the periodic flush (``INTERVAL`` only); needs a running loop. It ticks only
+        while something written is not flushed: a writer calls :meth:`written` after each
+        write, so an idle log costs no timer."""
         if self.policy is FsyncPolicy.INTERVAL and not self._closed:
             self._ticker.start()
+
+    def written(self) -> None:
+        """Something was written to the log: under ``INTERVAL``, flush it within the
+        interval (arms the periodic flush if it sleeps)."""
+        if self.policy is FsyncPolicy.INTERVAL:
+            self._ticker.wake()
+
+    def _next_tick(self) -> float | None:
+        """The periodic flush's next wait: the interval while something is unflushed."""
+        return self._interval_s if self._log.next_offset > self._durable else None
 
     async def wait_durable(self, end_offset: int) -> None:
         """Return once offsets below ``end_offset`` are on disk (``ALWAYS``), else at once."""

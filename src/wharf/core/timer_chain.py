@@ -2,7 +2,8 @@
 
 How it works. A :class:`TimerChain` holds at most one armed clock timer. When it fires, the
 chain starts its job (a coroutine function) as a task; when the job ends, the chain asks its
-``next_delay`` how long to wait and arms the next timer. So each tick re-arms the chain, two
+``next_delay`` how long to wait and arms the next timer (``None``: nothing to do until
+:meth:`TimerChain.wake`). So each tick re-arms the chain, two
 runs of the job never overlap, and time spent in the job is not counted in the wait, as with
 a ``while True: sleep; work`` loop. :meth:`TimerChain.wake` asks again early: if the new delay
 ends sooner than the armed timer, the timer is replaced (a nearer deadline appeared); during a
@@ -34,7 +35,7 @@ class TimerChain:
         self,
         clock: Clock,
         job: Callable[[], Awaitable[None]],
-        next_delay: Callable[[], float],
+        next_delay: Callable[[], float | None],
         name: str,
     ) -> None:
         self._clock = clock
@@ -59,7 +60,10 @@ class TimerChain:
         :meth:`start`, after :meth:`close` and while the job runs."""
         if not self._started or self._closed or self._running is not None:
             return
-        delay = max(self._next_delay(), 0.0)
+        delay = self._next_delay()
+        if delay is None:
+            return
+        delay = max(delay, 0.0)
         if self._timer is None or self._clock.monotonic() + delay < self._due:
             self._arm(delay)
 
@@ -75,8 +79,12 @@ class TimerChain:
     def _arm(self, delay: float | None = None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if delay is None:
-            delay = max(self._next_delay(), 0.0)
+            delay = self._next_delay()
+            if delay is None:
+                return  # idle until woken
+            delay = max(delay, 0.0)
         self._due = self._clock.monotonic() + delay
         self._timer = self._clock.call_later(delay, self._fire)
 

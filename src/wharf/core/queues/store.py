@@ -357,6 +357,8 @@ class QueueStore:
                 batch.restore(data, count)
                 raise
             self.batches_written += 1
+        if self._committer is not None:
+            self._committer.written()
         if self.state is not None and (self._settle or self._delivered):
             records: list[RecordInput] = []
             if self._settle:
@@ -367,6 +369,8 @@ class QueueStore:
             self._since_snapshot += len(self._settle) + len(self._delivered)
             self._settle = []
             self._delivered = []
+            if self._state_committer is not None:
+                self._state_committer.written()
 
     def _pending(self) -> bool:
         return bool(self._batch.count or self._full_batches or self._settle or self._delivered)

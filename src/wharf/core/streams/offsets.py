@@ -237,6 +237,7 @@ class OffsetStore:
                 self._apply(group_id, tp, entry)
             self._records += len(records)
             committer = self._committer
+        committer.written()
         # wait outside the lock so that concurrent commits share one fsync
         await committer.wait_durable(info.last_offset + 1)
         if self._wants_compaction():

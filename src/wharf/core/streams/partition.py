@@ -435,6 +435,7 @@ class Partition:
         self.bytes_in += info.size
         self.batches_in += len(headers)
         if self.committer.policy is not FsyncPolicy.ALWAYS:
+            self.committer.written()
             self._wake()
         if snapshot is not None:
             await self._save_producers(snapshot, self.committer)

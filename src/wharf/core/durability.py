@@ -10,8 +10,10 @@ fails the waiters it was meant to cover with that error; the next waiter starts 
 (which a disk log fenced by a failed fsync fails at once, until the broker restarts).
 
 ``INTERVAL`` flushes every ``fsync_interval_ms`` on the committer's clock (a
-:class:`~wharf.core.timer_chain.TimerChain`, so a virtual clock drives it in tests) and never
-makes callers wait; ``NEVER`` leaves the data to the operating system. Under every policy
+:class:`~wharf.core.timer_chain.TimerChain`, so a virtual clock drives it in tests) while
+something written is not flushed, and never makes callers wait: a writer calls
+:meth:`GroupCommitter.written` after each write, which arms the timer when it sleeps, so an idle
+log costs no timer. ``NEVER`` leaves the data to the operating system. Under every policy
 ``on_durable`` is called on the event-loop thread each time the durable offset advances.
 
 Everything else that waits on the disk (a producer-state snapshot at a segment roll, a

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -464,4 +465,26 @@ async def test_a_burst_of_first_records_waits_for_the_eviction_to_keep_up(
         assert [r.value for r in await partition.fetch_records(0, 10)] == [
             b"v%d" % partition.index
         ]
+    await manager.close()
+
+
+async def test_a_catalogue_from_before_the_journal_is_read_and_kept_up_to_date(
+    tmp_path: Path,
+) -> None:
+    old = {
+        "version": 1,
+        "topics": [
+            {"name": "events", "id": "5f0c6c52-8f4e-4f7e-9a51-0f6f0d6f3a11", "partitions": 2,
+             "configs": {"retention.ms": "1000"}},
+        ],
+    }
+    (tmp_path / "topics.json").write_text(json.dumps(old))
+    manager = open_manager(tmp_path)
+    events = manager.get("events")
+    assert str(events.topic_id) == "5f0c6c52-8f4e-4f7e-9a51-0f6f0d6f3a11"
+    assert events.partition_count == 2 and events.config.retention_ms == 1000
+    await manager.create("later", 1)
+    await manager.close()
+    manager = open_manager(tmp_path)
+    assert [t.name for t in manager.list()] == ["events", "later"]
     await manager.close()

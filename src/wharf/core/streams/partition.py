@@ -309,16 +309,21 @@ class Partition:
             return
         log, committer, producers = self._log, self._committer, self._producers
         assert log is not None and committer is not None and producers is not None
-        self._summary = LogSummary.of(log)
+        summary = self._summary = LogSummary.of(log)  # idle: all of it flushed already
         self._past_fsyncs += committer.fsyncs  # idle: no flush runs that could add one
         self._log = self._committer = self._producers = None
         with self._marking(asyncio.get_running_loop().create_future(), reraise=True):
-            await self._close_log(log, committer, producers)
+            await self._close_log(log, committer, producers, summary)
 
     async def _close_log(
-        self, log: Log, committer: GroupCommitter, producers: ProducerStateTable
+        self,
+        log: Log,
+        committer: GroupCommitter,
+        producers: ProducerStateTable,
+        summary: LogSummary,
     ) -> None:
-        summary = LogSummary.of(log)
+        """Close ``log``; ``summary`` (what it holds, taken before) answers for it once
+        closed."""
         await committer.close()
         await committer.run(log.close)
         self._summary = summary
@@ -338,7 +343,8 @@ class Partition:
         await self._no_open_under_way()
         if self._log is not None:
             assert self._committer is not None and self._producers is not None
-            await self._close_log(self._log, self._committer, self._producers)
+            summary = LogSummary.of(self._log)
+            await self._close_log(self._log, self._committer, self._producers, summary)
         self._wake()
 
     async def _save_producers(self, snapshot: bytes, committer: GroupCommitter) -> None:

@@ -6,6 +6,7 @@ API takes a :class:`BrokerConfig` directly. Defaults follow what Kafka and Rabbi
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -71,6 +72,17 @@ class BrokerConfig:
     # Partition logs held open at once (least recently used ones are closed beyond it); None:
     # a quarter of the process's open-file limit.
     open_partition_logs: int | None = None
+    # Durable queues whose logs are held open at once (idle ones are closed beyond it); None:
+    # half as many as the default for partition logs (a queue has two logs).
+    open_queue_logs: int | None = None
     memory_high_watermark_bytes: int | None = None  # publishers blocked above this RSS
     disk_free_limit_bytes: int = 50 << 20  # publishers blocked below this much free disk
     cluster_jobs: ClusterJobSettings = field(default_factory=ClusterJobSettings)
+
+def default_open_logs() -> int:
+    """A quarter of the process's open-file limit (at least 64): what the partition logs may
+    hold open at once by default."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(64, soft // 4)

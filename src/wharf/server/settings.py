@@ -154,6 +154,7 @@ _LIMITS: dict[str, tuple[int | None, int | None]] = {
     "broker.queue_segment_bytes": (1, None),
     "broker.retention_check_interval_ms": (1, None),
     "broker.open_partition_logs": (1, None),
+    "broker.open_queue_logs": (1, None),
     "cluster.heartbeat_interval_ms": (1, None),
     "cluster.lease_ms": (1, None),
     "broker.cluster_jobs.interval_ms": (1, None),

@@ -52,7 +52,7 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, RefusedAtCommitError
 from wharf.core.queues.store import MAX_MESSAGE_BYTES
-from wharf.core.queues.vhost import VirtualHost
+from wharf.core.queues.vhost import QueueSummary, VirtualHost
 from wharf.errors import AccessRefusedError, NotFoundError, PreconditionError
 
 if TYPE_CHECKING:
@@ -573,10 +573,12 @@ class ClusterVirtualHost(VirtualHost):
 
     # ------------------------------------------------------------------------------ timers
 
-    async def close(self) -> None:
-        """Give back what this node claimed (the settler commits it before the node closes)."""
+    async def close(self) -> dict[str, QueueSummary]:
+        """Give back what this node claimed (the settler commits it before the node closes);
+        no queue has logs on this node to summarise."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
         for queue in self.queues.values():
             if isinstance(queue, ClusterQueue):
                 queue.release_all()
+        return {}

@@ -225,6 +225,26 @@ class Queue:
         :mod:`wharf.core.queues.consumer_set` for the hand-over)."""
         return self._consumers.active
 
+    @property
+    def awaits_first(self) -> bool:
+        """Whether basic.consume must await :meth:`admit` and basic.get :meth:`fetch` before
+        the synchronous calls: a queue of the cluster, or one whose logs are closed (they are
+        opened on the fsync pool rather than by the first read)."""
+        return self.fetches_remotely or self.store.cold
+
+    @property
+    def unloadable(self) -> bool:
+        """Whether the queue's logs may be closed now: nobody consumes or holds its messages
+        unacknowledged, and nothing it wrote is pending or unflushed."""
+        return (
+            not self._consumers
+            and not self._unacked
+            and not self._space.settling
+            and not self._pending_settle
+            and not self._pending_delivered
+            and self.store.idle
+        )
+
     def _holds_unacked(self, consumer: Consumer) -> bool:
         return any(entry.consumer is consumer for entry in self._unacked.values())
 
@@ -249,6 +269,18 @@ class Queue:
             self._hold(entry, item.message)
             self._add_live(entry)
             self._ready.push(entry)
+
+    def kept_entries(self) -> list[tuple[int, int, int, int | None, int, int, int]] | None:
+        """What a restart restores without reading the logs: (offset, seq, priority, expiry,
+        delivery count, body bytes, stored bytes) of every live message kept across restarts;
+        None while a dead-lettered record is not settled yet (its logs say more)."""
+        if self._space.settling:
+            return None
+        return [
+            (e.offset, e.seq, e.priority, e.expires_at, e.delivery_count, e.size, e.stored)
+            for e in self._entries.values()
+            if e.keep
+        ]
 
     # ----------------------------------------------------------------------------- publish
 
@@ -435,7 +467,9 @@ class Queue:
         return delivery
 
     async def fetch(self, no_ack: bool) -> Delivery | None:
-        """:meth:`basic_get`, for queues whose ready messages may first have to be fetched."""
+        """:meth:`basic_get`, for queues whose ready messages may first have to be fetched
+        (here: read from logs not open yet)."""
+        await self.store.load()
         return self.basic_get(no_ack)
 
     # -------------------------------------------------------------------------- settlement
@@ -498,7 +532,9 @@ class Queue:
 
     async def admit(self, consumer: Consumer) -> None:
         """Make ``consumer`` known where the queue's consumers are kept before
-        :meth:`add_consumer` (nothing to do on one node; a queue of the cluster registers it)."""
+        :meth:`add_consumer` (a queue of the cluster registers it; on one node, the queue's
+        logs are opened if closed, so that deliveries read them without waiting)."""
+        await self.store.load()
 
     def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
         """Subscribe with a ``priority`` (higher is served first, see the module docstring);

@@ -13,18 +13,32 @@ on disk). One timer on the broker's clock (a
 the earliest deadline (message expiry at a queue head, a delayed message coming due, an
 x-expires queue) or in one second, calls :meth:`VirtualHost.tick`, and about once a second
 reclaims log space. A vhost that gains a nearer deadline wakes it, which re-arms it sooner.
+
+Open queue logs are bounded, as partition logs are: at most ``open_queue_logs`` queues hold
+their logs open. Beyond it the registry closes the logs of idle queues (nobody consuming,
+nothing unacknowledged, unflushed or pending), least recently opened first, sparing once
+those used since it last looked; a closed queue keeps working and opens its logs again when
+used (:mod:`wharf.core.queues.store`). A clean close saves ``summaries.json`` with what
+each durable queue's logs hold, so that the next start restores the queues without opening any
+log; the file is read and deleted at open (after a crash, there is none and every queue's logs
+are recovered at start).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from wharf.core.clock import Clock
-from wharf.core.config import BrokerConfig
+from wharf.core.config import BrokerConfig, default_open_logs
 from wharf.core.durability import run_off_loop
 from wharf.core.queues.definitions import (
     Change,
@@ -35,11 +49,13 @@ from wharf.core.queues.definitions import (
     queue_entry,
 )
 from wharf.core.queues.exchanges import DestKind
-from wharf.core.queues.vhost import VirtualHost, dir_name
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.vhost import QueueSummary, VirtualHost, dir_name
 from wharf.core.stats import HistogramFamily
 from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
-from wharf.errors import NotFoundError, PreconditionError, WharfError
+from wharf.errors import NotFoundError, PreconditionError, StorageError, WharfError
+from wharf.storage.checkpoint import fsync_dir, replace_file
 
 __all__ = ["VhostRegistry"]
 
@@ -47,6 +63,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VHOST = "/"
 _MAINTAIN_EVERY_S = 1.0
+SUMMARIES = "summaries.json"
+# Idle queues whose logs are closed together, and the share of the limit closing aims for.
+_EVICT_AT_ONCE = 16
+_EVICT_TO = 7 / 8
+
+_Summaries = dict[str, dict[str, QueueSummary]]
 
 
 class VhostRegistry:
@@ -74,6 +96,12 @@ class VhostRegistry:
         # when (clock ms) the timer was last asked to run next; a deadline before it wakes it
         self._next_run_ms = float("-inf")
         self._last_maintain = clock.monotonic()
+        # durable queues whose logs are open, least recently opened first
+        self._loaded: dict[Queue, None] = {}
+        # two logs per queue: half the default share of open files that partitions get
+        self._max_loaded = config.open_queue_logs or max(32, default_open_logs() // 2)
+        self._evicting: asyncio.Task[None] | None = None
+        self._closed = False
 
     @classmethod
     async def open(
@@ -101,7 +129,8 @@ class VhostRegistry:
             registry._add_vhost(DEFAULT_VHOST)
             await registry.save()  # the first snapshot, with the default vhost
         else:
-            await registry._restore(data)
+            summaries = await run_off_loop(executor, registry._take_summaries)
+            await registry._restore(data, summaries)
         if start_timer:
             registry._timer.start()
         return registry
@@ -160,6 +189,7 @@ class VhostRegistry:
         )
         vhost.wakeup = self._timer.wake
         vhost.wake_at = self._wake_at
+        vhost.queue_loaded = self._queue_loaded
         self._vhosts[name] = vhost
         return vhost
 
@@ -210,14 +240,14 @@ class VhostRegistry:
         data["bindings"] = bindings
         return data
 
-    async def _restore(self, data: dict[str, Any]) -> None:
+    async def _restore(self, data: dict[str, Any], summaries: _Summaries | None = None) -> None:
         self._loading = True
         try:
             self._users.restore(data)
             for v in data.get("vhosts", []):
                 self._add_vhost(v["name"])
             for vhost in self._vhosts.values():
-                vhost.begin_restore()
+                vhost.begin_restore((summaries or {}).get(vhost.name))
             for e in data.get("exchanges", []):
                 await self[e["vhost"]].declare_exchange(
                     e["name"],
@@ -254,9 +284,11 @@ class VhostRegistry:
             await vhost.tick()
 
     async def maintain(self) -> None:
-        """Reclaim log space now."""
+        """Reclaim log space now; close idle queues' logs while too many are open."""
         for vhost in list(self._vhosts.values()):
             await vhost.maintain()
+        if len(self._loaded) > self._max_loaded and self._evicting is None:
+            self._evicting = asyncio.get_running_loop().create_task(self._evict())
 
     def _next_delay_s(self) -> float:
         """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S` (asks
@@ -284,8 +316,92 @@ class VhostRegistry:
             log.exception("queue timer failed; retrying on the next tick")
 
     async def close(self) -> None:
-        """Stop the timer (waiting for a running tick), flush and close every queue log."""
+        """Stop the timer (waiting for a running tick), flush and close every queue log, then
+        save what the durable queues' logs hold (a clean close: the next open opens none).
+        Closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._timer.close()
+        if self._evicting is not None:
+            await asyncio.gather(self._evicting, return_exceptions=True)
+        summaries: _Summaries = {}
         for vhost in list(self._vhosts.values()):
-            await vhost.close()
+            closed = await vhost.close()
+            if closed:
+                summaries[vhost.name] = closed
         await self.definitions.close()
+        save = partial(replace_file, self.path / SUMMARIES, msgspec.json.encode(summaries))
+        try:
+            await run_off_loop(self._executor, save)
+        except StorageError:
+            log.exception("queue summaries not saved; the next start opens every queue's logs")
+
+    def _take_summaries(self) -> _Summaries | None:
+        """The summaries a clean close saved (None without them), deleted from the disk so
+        that a crash later is not mistaken for a clean close."""
+        path = self.path / SUMMARIES
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        summaries: _Summaries | None
+        try:
+            summaries = msgspec.json.decode(raw, type=_Summaries)
+        except msgspec.DecodeError as exc:
+            log.warning("%s is unreadable (%s); opening every queue's logs", path, exc)
+            summaries = None
+        path.unlink()
+        fsync_dir(os.fspath(self.path))
+        return summaries
+
+    # -------------------------------------------------------------------- open queue logs
+
+    def _queue_loaded(self, queue: Queue) -> None:
+        """A durable queue's logs opened: note it, and close idle ones beyond the limit."""
+        self._loaded[queue] = None
+        if len(self._loaded) > self._max_loaded and self._evicting is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (opened at once): the next pass looks
+            self._evicting = loop.create_task(self._evict())
+
+    @property
+    def open_queue_logs(self) -> int:
+        """Durable queues whose logs are open now."""
+        return len(self._loaded)
+
+    async def _evict(self) -> None:
+        """Close idle queues' logs, least recently opened first, a few at once, until the
+        open ones are down to a share of the limit or every open queue was looked at once (a
+        queue used since the last look is spared this time, and looked at again later)."""
+        try:
+            target = int(self._max_loaded * _EVICT_TO)
+            budget = len(self._loaded)
+            while len(self._loaded) > target and budget > 0:
+                chosen: list[Queue] = []
+                for queue in list(self._loaded):
+                    if len(chosen) >= _EVICT_AT_ONCE or budget <= 0:
+                        break
+                    if len(self._loaded) <= target:
+                        break
+                    budget -= 1
+                    del self._loaded[queue]
+                    store = queue.store
+                    if queue.deleted or not store.loaded:
+                        continue
+                    if store.used or not queue.unloadable:
+                        store.used = False
+                        self._loaded[queue] = None  # looked at again after the others
+                        continue
+                    chosen.append(queue)
+                if chosen:
+                    await asyncio.gather(*(self._unload(queue) for queue in chosen))
+        finally:
+            self._evicting = None
+
+    async def _unload(self, queue: Queue) -> None:
+        if not await queue.store.unload():
+            if queue.store.loaded and not queue.deleted:
+                self._loaded[queue] = None  # busy again meanwhile

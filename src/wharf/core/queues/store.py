@@ -38,11 +38,22 @@ the store stands on empty placeholders and creates nothing, so declaring thousan
 costs no files, no descriptors and no flushers; the first write opens the logs on the fsync
 pool while the records wait in memory (still readable there), and a publisher's confirm waits
 for that open like for any write.
+
+A store whose logs exist can also stand *closed*: after a clean stop the queue's live
+entries come from the stop's summary (:class:`StoreSummary`, saved by the virtual hosts'
+registry) and no log is opened at start; and an idle store's logs are closed to bound the
+broker's open files (:meth:`QueueStore.unload`). A closed store writes like a new one (its
+records wait in memory while the logs open on the fsync pool); a read of a record not in
+memory, which cannot wait, opens them at once on the event-loop thread, after a clean close
+without any write or fsync (or takes the result of the open or close already under way on the
+pool). Callers that can wait open the logs first with :meth:`QueueStore.load`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +62,8 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
@@ -66,11 +79,18 @@ from wharf.core.stats import HistogramFamily
 from wharf.errors import PreconditionError, StorageError
 from wharf.storage.checkpoint import fsync_dir
 from wharf.storage.interface import LogLike
-from wharf.storage.log import Log, LogConfig
+from wharf.storage.log import Log, LogConfig, remove_log_dir
 from wharf.storage.memory_log import MemoryLog
 from wharf.storage.record_batch import Record, RecordInput, decode_records, iter_batches
 
-__all__ = ["MAX_MESSAGE_BYTES", "QueueStore", "StoredMessage", "memory_store", "open_store"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "QueueStore",
+    "StoreSummary",
+    "StoredMessage",
+    "memory_store",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +123,16 @@ class StoredMessage:
     stored: int = 0
 
 
+class StoreSummary(msgspec.Struct, array_like=True, frozen=True):
+    """What a closed store's logs hold, as far as the queue needs before reading them: the
+    message log's end and size, and the settlements recorded since the state log's last
+    snapshot."""
+
+    next_offset: int
+    size_bytes: int
+    since_snapshot: int
+
+
 def _pack_u64s(values: Sequence[int]) -> bytes:
     return struct.pack(f">{len(values)}Q", *values)
 
@@ -119,6 +149,7 @@ class _HasOffset(Protocol):
 
 
 _Item = TypeVar("_Item", bound=_HasOffset)
+_T = TypeVar("_T")
 
 
 def _iter_log(log: LogLike, decode: Callable[[memoryview], list[_Item]]) -> Iterator[_Item]:
@@ -211,9 +242,11 @@ _NOTHING_YET.close()
 class QueueStore:
     """The logs of one queue; see the module docstring for the record layout.
 
-    ``opener``: for a durable queue whose logs do not exist yet, what creates them at the first
-    write (``messages`` and ``state`` are then empty placeholders); ``path``: the directory of a
-    durable queue's logs, removed with them."""
+    ``opener``: how a durable queue's logs are opened (or created); without ``committer`` they
+    are not open yet (``messages`` and ``state`` are then empty placeholders) and open at the
+    first write or read. ``closed``: what those logs hold when they exist but are not open
+    (None: they do not exist yet). ``path``: the directory of a durable queue's logs, removed
+    with them."""
 
     def __init__(
         self,
@@ -225,23 +258,34 @@ class QueueStore:
         max_batch_bytes: int = _MAX_PENDING_BYTES,
         opener: _LogOpener | None = None,
         path: Path | None = None,
+        closed: StoreSummary | None = None,
     ) -> None:
         self.messages = messages
         self.path = path  # a durable queue's directory
         self.state = state
         self._committer = committer
         self._state_committer = state_committer
-        self._opener = opener
+        self._spec = opener
+        self._opener = opener if committer is None else None  # set while the logs are not open
+        self._on_disk = closed  # what the logs hold while they exist but are not open
         self._opening: asyncio.Future[None] | None = None
+        # the open and the close under way on the fsync pool (a read that cannot wait
+        # takes their outcome on the loop's thread)
+        self._open_job: concurrent.futures.Future[_OpenLogs] | None = None
+        self._close_job: concurrent.futures.Future[None] | None = None
+        # called when the logs open (the registry counts open stores); ``used``: touched since
+        # the registry last looked (its second chance before closing idle logs)
+        self.on_open: Callable[[], None] | None = None
+        self.used = False
         self._started = False
         self._destroyed = False
         # while the logs are not open: batches that filled up, and each message by offset
         self._full_batches: list[tuple[bytearray, int]] = []
         self._unwritten: dict[int, Message] = {}
-        self._since_snapshot = 0
+        self._since_snapshot = 0 if closed is None else closed.since_snapshot
         self._batch = BatchBuilder()
         self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
-        self._next = messages.next_offset
+        self._next = messages.next_offset if closed is None else closed.next_offset
         self._settle: list[int] = []
         self._delivered: list[int] = []
         self._scheduled = False
@@ -268,6 +312,48 @@ class QueueStore:
     def next_offset(self) -> int:
         """The offset the next appended message gets (the log's end plus what is pending)."""
         return self._next
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the message log (as closed, while it is not open)."""
+        closed = self._on_disk
+        return self.messages.size_bytes if closed is None else closed.size_bytes
+
+    @property
+    def cold(self) -> bool:
+        """Whether the logs hold records but are not open: a read would open them at once on
+        the event loop's thread; :meth:`load` opens them on the fsync pool first."""
+        return self._on_disk is not None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the logs of a durable store are open."""
+        return self._spec is not None and self._opener is None and not self._destroyed
+
+    def summary(self) -> StoreSummary | None:
+        """What the logs hold, for a restart that opens none (None: no logs, or not all of it
+        is written and flushed)."""
+        if self._on_disk is not None:
+            return self._on_disk
+        if not self.idle:
+            return None
+        return StoreSummary(self._next, self.messages.size_bytes, self._since_snapshot)
+
+    @property
+    def idle(self) -> bool:
+        """Open logs with nothing pending, unflushed or being flushed: closing them writes
+        nothing the queue waits for."""
+        committers = (self._committer, self._state_committer)
+        if self._opener is not None or self._destroyed or self._scheduled or self._pending():
+            return False
+        for log_, committer in zip((self.messages, self.state), committers, strict=True):
+            if committer is None or log_ is None or not committer.idle:
+                return False
+            if committer.policy is not FsyncPolicy.NEVER and (
+                log_.next_offset > committer.durable_offset
+            ):
+                return False
+        return True
 
     # ------------------------------------------------------------------------ writing
 
@@ -297,6 +383,7 @@ class QueueStore:
         if self._opener is not None:
             self._unwritten[offset] = message
         self.changed = True
+        self.used = True
         self._schedule()
         return offset
 
@@ -381,29 +468,94 @@ class QueueStore:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no loop to keep responsive: at once
-            assert self._opener is not None
-            self._opened(self._opener.open_now())
+            self._open_at_once()
             return
         self._opening = asyncio.ensure_future(self._open())
         self._opening.add_done_callback(_log_open_failure)
 
     async def _open(self) -> None:
-        """Create the logs (on the fsync pool), then write what waited for them."""
-        assert self._opener is not None
+        """Open (or create) the logs on the fsync pool, after a close under way, then write
+        what waited for them."""
         try:
-            logs = await self._opener.open()
+            closing = self._close_job
+            if closing is not None:
+                with contextlib.suppress(Exception):  # logged by the close; the open recovers
+                    await asyncio.wrap_future(closing)
+            if self._opener is None:
+                return  # a read opened them meanwhile
+            job = self._open_job = _submit(self._opener.executor, self._opener.open_now)
+            logs = await asyncio.wrap_future(job)
         finally:
             self._opening = None  # after a failure, the next write tries again
-        self._opened(logs)
+            self._open_job = None
+        if self._opener is not None:  # else a read took this open's logs already
+            self._opened(logs)
+
+    def _open_at_once(self) -> None:
+        """Open the logs on this thread: a read that cannot wait (see the module docstring)
+        takes the outcome of the close and the open under way, or opens them itself."""
+        assert self._opener is not None
+        closing = self._close_job
+        if closing is not None:
+            with contextlib.suppress(Exception):
+                closing.result()
+        job = self._open_job
+        self._opened(job.result() if job is not None else self._opener.open_now())
 
     def _opened(self, logs: _OpenLogs) -> None:
+        closed = self._on_disk
+        if closed is not None and logs.messages.next_offset != closed.next_offset:
+            logs.messages.close()
+            logs.state.close()
+            raise StorageError(
+                f"the message log in {self.path} ends at {logs.messages.next_offset}, "
+                f"not at {closed.next_offset} as when it was closed"
+            )
         self.messages, self.state = logs.messages, logs.state
         self._committer, self._state_committer = logs.committer, logs.state_committer
         self._opener = None
+        self._on_disk = None
         self._unwritten = {}
+        self.used = True
         if self._started:
             self.start()
+        if self.on_open is not None:
+            self.on_open()
         self._write_scheduled()  # a write that fails here is retried as any other
+
+    async def load(self) -> None:
+        """Open logs that hold records (:attr:`cold`) on the fsync pool, so that reading them
+        does not open them on the event loop's thread."""
+        if self._on_disk is not None and not self._destroyed:
+            await self._ensure_open()
+
+    async def unload(self) -> bool:
+        """Close the logs of an :attr:`idle` store (bounding open files); the store keeps
+        working and opens them again when needed. Returns whether it closed them."""
+        if not self.idle or self._spec is None:
+            return False
+        messages, state = self.messages, self.state
+        committers = (self._committer, self._state_committer)
+        assert state is not None
+        self._on_disk = StoreSummary(self._next, messages.size_bytes, self._since_snapshot)
+        self.messages = self.state = _NOTHING_YET
+        self._committer = self._state_committer = None
+        self._opener = self._spec
+        self._cache = {}
+        self._cache_range = (0, 0)
+        job = self._close_job = _submit(self._spec.executor, partial(_close_both, messages, state))
+        try:
+            for committer in committers:
+                if committer is not None:
+                    await committer.close()  # idle: it only stops its sleeping ticker
+            await asyncio.wrap_future(job)
+        except StorageError as exc:
+            log.error("closing the logs in %s failed (the next open recovers them): %s",
+                      self.path, exc)
+        finally:
+            if self._close_job is job:
+                self._close_job = None
+        return True
 
     async def _ensure_open(self) -> None:
         """Return once the logs are open (raises StorageError when they could not be)."""
@@ -431,11 +583,14 @@ class QueueStore:
 
         The batches read are kept until an offset outside them is asked for: deliveries go
         mostly in log order, so one read serves a run of them."""
-        if self._opener is not None:  # nothing is written yet: every message is still here
+        self.used = True
+        if self._opener is not None:  # the logs are not open: maybe the message is here
             unwritten = self._unwritten.get(offset)
-            if unwritten is None:
+            if unwritten is not None:
+                return unwritten
+            if self._on_disk is None:
                 raise StorageError(f"no message record at offset {offset} of a new queue")
-            return unwritten
+            self._open_at_once()
         low, high = self._cache_range
         if not low <= offset < high:
             if offset >= self.messages.next_offset:
@@ -583,13 +738,31 @@ class QueueStore:
         self._settle = []
         self._delivered = []
         if self._opener is not None:
-            return  # no log was made (or making one failed: a later declare recovers it)
+            if self._on_disk is not None:  # closed logs: removed without opening them
+                await self._remove_closed()
+            return  # else no log was made (or making one failed: a later declare recovers it)
         await self._close_committers()
         await self._off_loop(self.messages.delete)
         if self.state is not None:
             await self._off_loop(self.state.delete)
         if self.path is not None:
             await self._off_loop(partial(_remove_empty_dir, self.path))
+
+    async def _remove_closed(self) -> None:
+        assert self._spec is not None and self.path is not None
+        closing = self._close_job
+        if closing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(closing)
+        path = self.path
+        self._on_disk = None
+
+        def remove() -> None:
+            remove_log_dir(path / "messages", sync=False)
+            remove_log_dir(path / "state", sync=False)
+            _remove_empty_dir(path)
+
+        await run_off_loop(self._spec.executor, remove)
 
     async def _close_committers(self) -> None:
         if self._committer is not None:
@@ -599,8 +772,12 @@ class QueueStore:
 
     async def close(self) -> None:
         await self.flush()
-        if self._opener is not None:
-            return  # never opened
+        if self._opener is not None:  # never opened, or closed already
+            closing = self._close_job
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(closing)
+            return
         await self._close_committers()
         await self._off_loop(self.messages.close)
         if self.state is not None:
@@ -668,8 +845,56 @@ async def open_store(
         logs.committer,
         logs.state_committer,
         max_batch_bytes=limit,
+        opener=opener,
         path=path,
     )
+
+
+def closed_store(
+    path: Path,
+    summary: StoreSummary,
+    config: BrokerConfig,
+    clock: Clock,
+    fsync_latency: HistogramFamily[str] | None = None,
+    executor: Executor | None = None,
+) -> QueueStore:
+    """The durable store in ``path`` whose logs a clean stop closed holding what ``summary``
+    says: nothing is opened until the store is used (see the module docstring)."""
+    log_config = _log_config(config.queue_segment_bytes)
+    opener = _LogOpener(path, log_config, config, clock, fsync_latency, executor)
+    return QueueStore(
+        _NOTHING_YET,
+        _NOTHING_YET,
+        None,
+        max_batch_bytes=_batch_limit(log_config),
+        opener=opener,
+        path=path,
+        closed=summary,
+    )
+
+
+def _submit(executor: Executor | None, call: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+    """Run ``call`` on ``executor`` (the loop's default pool when None); its future can be
+    awaited (:func:`asyncio.wrap_future`) or, on the loop's thread, waited for."""
+    job: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not job.set_running_or_notify_cancel():
+            return
+        try:
+            job.set_result(call())
+        except BaseException as exc:
+            job.set_exception(exc)
+
+    asyncio.get_running_loop().run_in_executor(executor, run)
+    return job
+
+
+def _close_both(messages: LogLike, state: LogLike) -> None:
+    try:
+        messages.close()
+    finally:
+        state.close()
 
 
 def _remove_empty_dir(path: Path) -> None:

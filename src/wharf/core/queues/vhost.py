@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
 from wharf.core.durability import run_to_end
@@ -60,7 +62,14 @@ from wharf.core.queues.exchanges import (
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, Router
-from wharf.core.queues.store import QueueStore, memory_store, open_store
+from wharf.core.queues.store import (
+    QueueStore,
+    StoredMessage,
+    StoreSummary,
+    closed_store,
+    memory_store,
+    open_store,
+)
 from wharf.core.stats import HistogramFamily
 from wharf.errors import (
     AccessRefusedError,
@@ -120,6 +129,8 @@ class VirtualHost:
         # queue directories there are (listed once; a queue without one has no logs yet).
         self.restoring = False
         self._queue_dirs: set[str] | None = None
+        # While restoring after a clean stop: what each queue's closed logs hold, by name.
+        self._closed: dict[str, QueueSummary] = {}
         # The queues that changed since the timer last found them with nothing to do (no
         # ready message, no x-expires, nothing to maintain): the only ones it looks at.
         self._active: dict[Queue, None] = {}
@@ -133,6 +144,8 @@ class VirtualHost:
         self._bound: dict[Destination, dict[Binding, None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
+        # a durable queue's logs opened (the registry bounds how many are open)
+        self.queue_loaded: Callable[[Queue], None] = lambda queue: None
         # a new deadline (ms): the timer looks again if it falls before the timer's next run
         self.wake_at: Callable[[int], None] = lambda deadline_ms: None
         self.router = Router(
@@ -344,8 +357,18 @@ class VirtualHost:
             new = path is not None and self._queue_dirs is not None and (
                 path.name not in self._queue_dirs
             )
-            store = await self._open_store(path, new=new)
-            recovered = await store.recover(keep_bodies=False)  # bodies are read when due
+            closed = self._closed.pop(name, None) if path is not None else None
+            recovered: list[StoredMessage]
+            if closed is not None and path is not None:  # a clean stop's summary: no log opened
+                store = closed_store(path, closed.store, self.config, self.clock,
+                                     self._fsync_latency, self._executor)
+                recovered = [
+                    StoredMessage(offset, seq, None, expires_at, count, priority, size, stored)
+                    for offset, seq, priority, expires_at, count, size, stored in closed.entries
+                ]
+            else:
+                store = await self._open_store(path, new=new)
+                recovered = await store.recover(keep_bodies=False)  # bodies are read when due
             queue = Queue(
                 self.name,
                 name,
@@ -362,6 +385,10 @@ class VirtualHost:
             )
             queue.restore(recovered)
             store.start()
+            if path is not None:
+                store.on_open = partial(self._queue_opened, queue)
+                if store.loaded:
+                    self.queue_loaded(queue)
             self.queues[name] = queue
             self._active[queue] = None  # the timer looks at it once, at least
         deadline = queue.next_deadline()
@@ -370,6 +397,9 @@ class VirtualHost:
         if persistent:
             await self._save_change("queue", partial(queue_entry, self.name, queue))
         return queue
+
+    def _queue_opened(self, queue: Queue) -> None:
+        self.queue_loaded(queue)
 
     async def _save_change(self, op: str, entry: Callable[[], dict[str, Any]]) -> None:
         """Journal the change ``op`` of ``entry()`` (just made in memory) and return once it is
@@ -388,9 +418,11 @@ class VirtualHost:
         return await open_store(path, self.config, self.clock, self._fsync_latency,
                                 self._executor, new=new)
 
-    def begin_restore(self) -> None:
-        """The saved definitions are being restored into this vhost (see ``restoring``)."""
+    def begin_restore(self, closed: dict[str, QueueSummary] | None = None) -> None:
+        """The saved definitions are being restored into this vhost (see ``restoring``);
+        ``closed``: what a clean stop left in each durable queue's logs, by queue name."""
         self.restoring = True
+        self._closed = closed or {}
         try:
             self._queue_dirs = set(os.listdir(self.path / "queues"))
         except FileNotFoundError:
@@ -399,6 +431,7 @@ class VirtualHost:
     def end_restore(self) -> None:
         self.restoring = False
         self._queue_dirs = None
+        self._closed = {}
 
     async def delete_queue(
         self,
@@ -648,15 +681,23 @@ class VirtualHost:
         for held in list(self.delayed.values()):
             await held.maintain()
 
-    async def close(self) -> None:
-        """Flush and close every log (definitions are already on disk)."""
+    async def close(self) -> dict[str, QueueSummary]:
+        """Flush and close every log (definitions are already on disk); returns what each
+        durable queue's logs hold, for a restart that opens none (queues whose logs hold
+        nothing, or too much to list, are left out)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
+        closed: dict[str, QueueSummary] = {}
         for queue in self.queues.values():
             await queue.maintain()
+            await queue.store.flush()
+            summary = _closed_summary(queue)
+            if summary is not None:
+                closed[queue.name] = summary
             await queue.store.close()
         for held in self.delayed.values():
             await held.store.close()
+        return closed
 
 
 async def _declared(declaring: dict[str, asyncio.Event], name: str) -> None:
@@ -681,6 +722,32 @@ class _Declaring:
     def __exit__(self, *exc: object) -> None:
         del self._declaring[self._name]
         self._opening.set()
+
+
+class QueueSummary(msgspec.Struct, array_like=True, frozen=True):
+    """What a clean stop left in a durable queue's logs: see :func:`_closed_summary`."""
+
+    store: StoreSummary
+    entries: list[tuple[int, int, int, int | None, int, int, int]]
+
+
+# A queue holding more live messages than this is recovered from its logs at start (its
+# summary would cost more to save and read than the logs take to replay).
+_MAX_SUMMARY_ENTRIES = 10_000
+
+
+def _closed_summary(queue: Queue) -> QueueSummary | None:
+    """The summary of a durable queue whose logs exist, after its last flush; None for a
+    queue without logs, with too many messages, or with a dead-lettering unsettled."""
+    if queue.store.path is None:
+        return None
+    summary = queue.store.summary()
+    if summary is None:
+        return None
+    entries = queue.kept_entries()
+    if entries is None or len(entries) > _MAX_SUMMARY_ENTRIES:
+        return None
+    return QueueSummary(summary, entries)
 
 
 def _named(vhost: str, name: str) -> dict[str, Any]:

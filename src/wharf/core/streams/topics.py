@@ -36,7 +36,6 @@ import contextlib
 import logging
 import os
 import re
-import resource
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -49,7 +48,7 @@ from typing import Any, ParamSpec, TypeVar
 import msgspec
 
 from wharf.core.clock import Clock
-from wharf.core.config import BrokerConfig
+from wharf.core.config import BrokerConfig, default_open_logs
 from wharf.core.durability import run_off_loop, run_to_end
 from wharf.core.snapshot_journal import SnapshotJournal
 from wharf.core.stats import HistogramFamily
@@ -652,13 +651,6 @@ class TopicManager:
         return kept
 
 
-def default_open_logs() -> int:
-    """A quarter of the process's open-file limit (at least 64): what the partition logs may
-    hold open at once by default."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 20
-    return max(64, soft // 4)
 
 
 def replay_catalogue(

@@ -178,7 +178,7 @@ def storage_bytes(broker: Broker) -> int:
     """Bytes of every partition log and queue message log."""
     total = sum(p.size_bytes for p in broker.topics.partitions())
     for q in queues(broker):
-        total += q.store.messages.size_bytes
+        total += q.store.size_bytes
     return total
 
 

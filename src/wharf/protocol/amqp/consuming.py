@@ -242,7 +242,7 @@ class Consuming:
         priority = _consumer_priority(m.arguments)
         consumer = ChannelConsumer(self, queue, tag, no_ack=m.no_ack, exclusive=m.exclusive)
         self.consumers[tag] = consumer  # a close from here on cancels it
-        if queue.fetches_remotely:  # a queue of the cluster registers the consumer first
+        if queue.awaits_first:  # registered in the cluster, or logs opened, first
             self.owner.await_core(
                 self._admit(queue, consumer), lambda _: self._subscribe(m, consumer, priority)
             )
@@ -299,7 +299,7 @@ class Consuming:
 
     def get(self, m: commands.Basic.Get) -> None:
         queue = self.channel.queue(m.queue)
-        if queue.fetches_remotely:  # a queue of the cluster claims the message first
+        if queue.awaits_first:  # claimed in the cluster, or logs opened, first
             self.owner.await_core(queue.fetch(m.no_ack), lambda d: self._got(d, m.no_ack))
             return
         self._got(queue.basic_get(m.no_ack), m.no_ack)

@@ -20,7 +20,13 @@ import pytest
 
 from wharf.core.broker import Broker
 from wharf.core.data_dir_lock import PID_FILE_NAME, DataDirLock
-from wharf.server.app import GC_YOUNG_THRESHOLD, StartupError, serve, tune_gc
+from wharf.server.app import (
+    GC_YOUNG_THRESHOLD,
+    StartupError,
+    collector_paused,
+    serve,
+    tune_gc,
+)
 from wharf.server.listener import Endpoint, Listener
 from wharf.server.settings import ServerSettings
 from wharf.server.shutdown import ShutdownRequest
@@ -245,3 +251,17 @@ def test_tune_gc_freezes_what_exists_and_raises_the_young_threshold() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_collector_is_paused_while_the_broker_opens_and_resumes_after() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

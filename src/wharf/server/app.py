@@ -29,7 +29,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wharf.core.broker import Broker
@@ -119,9 +119,10 @@ async def serve(
                 stack.push_async_callback(member.close)  # after the broker has closed
             node = member.node if member is not None else None
             try:
-                broker = await stack.enter_async_context(
-                    Broker.open(data_dir, settings.broker, cluster=node)
-                )
+                with collector_paused():  # the restore allocates only what lives on
+                    broker = await stack.enter_async_context(
+                        Broker.open(data_dir, settings.broker, cluster=node)
+                    )
             except DataDirInUseError as exc:
                 raise StartupError(f"{exc}; stop it or choose another --data-dir") from None
             except OSError as exc:
@@ -175,6 +176,21 @@ def tune_gc() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the broker opens: restoring 50,000 queues
+    allocates millions of objects that all live on, and the collections they set off walked
+    them again and again (about 0.45 s of a 2.5 s restart, docs/performance.md). Reference
+    counting still frees everything else."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def run(settings: ServerSettings, factories: Sequence[ListenerFactory]) -> None:

@@ -73,7 +73,13 @@ def encode_arguments(arguments: dict[str, Any]) -> str:
     return base64.b64encode(props.encode_table(_encodable(arguments))).decode("ascii")
 
 
+# An empty table, as most queues, exchanges and bindings have (decoded without decoding).
+_NO_ARGUMENTS = base64.b64encode(props.encode_table({})).decode("ascii")
+
+
 def decode_arguments(text: str) -> dict[str, Any]:
+    if text == _NO_ARGUMENTS:
+        return {}
     table = props.decode_table(base64.b64decode(text))
     return {k: bytes(v) if isinstance(v, bytearray) else v for k, v in table.items()}
 

@@ -118,6 +118,7 @@ class VirtualHost:
         saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
+        self._queues_dir = path / "queues"
         self.config = config
         self.clock = clock
         self._record = record
@@ -353,7 +354,7 @@ class VirtualHost:
         """Open a queue's store (recovering what its logs hold), add the queue and save it if
         it is kept across restarts (run to its end: see the module docstring)."""
         with declaring:
-            path = self.path / "queues" / dir_name(name) if persistent else None
+            path = self._queues_dir / dir_name(name) if persistent else None
             new = path is not None and self._queue_dirs is not None and (
                 path.name not in self._queue_dirs
             )
@@ -424,7 +425,7 @@ class VirtualHost:
         self.restoring = True
         self._closed = closed or {}
         try:
-            self._queue_dirs = set(os.listdir(self.path / "queues"))
+            self._queue_dirs = set(os.listdir(self._queues_dir))
         except FileNotFoundError:
             self._queue_dirs = set()
 
@@ -689,7 +690,8 @@ class VirtualHost:
             await asyncio.gather(*list(self._tasks))
         closed: dict[str, QueueSummary] = {}
         for queue in self.queues.values():
-            await queue.maintain()
+            if queue.needs_maintenance:
+                await queue.maintain()
             await queue.store.flush()
             summary = _closed_summary(queue)
             if summary is not None:

@@ -185,9 +185,12 @@ async def _get_from_queue(request: web.Request) -> web.StreamResponse:
     if not 1 <= spec.count <= MAX_BROWSE:
         raise InvalidArgumentError(f"count must be between 1 and {MAX_BROWSE}")
     if not spec.ack:
-        entries = view.queue(broker, vhost, name).peek(spec.count)
+        browsed = view.queue(broker, vhost, name)
+        await browsed.store.load()  # closed logs open on the fsync pool, not in the reads
+        entries = browsed.peek(spec.count)
         return json_response(Messages(messages=[_peeked(e, i) for i, e in enumerate(entries)]))
     queue = view.vhost(broker, vhost).get_queue(name)  # exclusive queues: 423
+    await queue.store.load()
     taken: list[Message] = []
     for position in range(spec.count):
         delivery = queue.basic_get(no_ack=True)

@@ -253,15 +253,19 @@ def test_tune_gc_freezes_what_exists_and_raises_the_young_threshold() -> None:
         gc.set_threshold(*before)
 
 
-def test_the_collector_is_paused_while_the_broker_opens_and_resumes_after() -> None:
-    assert gc.isenabled()
-    with collector_paused():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
+def test_the_collector_is_paused_while_the_broker_opens_and_what_it_made_frozen_after() -> None:
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     try:
+        with collector_paused():
+            assert not gc.isenabled()
+            made = [[] for _ in range(100)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= len(made)
+        gc.unfreeze()
+        gc.disable()
         with collector_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()  # left as it was found
     finally:
+        gc.unfreeze()
         gc.enable()

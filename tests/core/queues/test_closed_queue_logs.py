@@ -5,6 +5,8 @@ needs their records, with every message, order and delivery count kept."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,18 @@ async def test_a_summary_of_a_queue_deeper_than_the_limit_is_not_saved(
     assert [b for b, _, _ in take_all(reg["/"].queues["deep"])] == [b"deep-0", b"deep-1",
                                                                      b"deep-2"]  # fmt: skip
 
+
+
+async def test_a_deleted_queue_is_freed_without_the_cycle_collector(
+    open_registry: Opener,
+) -> None:
+    reg = await open_registry()
+    await fill(reg["/"], "a", 2)
+    gone = weakref.ref(reg["/"].queues["a"])
+    gc.disable()  # as after a restart, when the restored queues are frozen
+    try:
+        await reg["/"].delete_queue("a")
+        await asyncio.sleep(0)
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -317,3 +317,16 @@ async def test_a_definitions_file_from_before_the_journal_is_read_and_kept_up_to
     registry = await open_registry()
     assert sorted(registry["/"].queues) == ["more", "tasks"]
     assert sorted(p.name for p in directory.glob("*.journal")) == ["definitions.0.journal"]
+
+
+async def test_a_name_with_a_lone_surrogate_is_journaled_and_restored(
+    open_registry: Opener,
+) -> None:
+    registry = await open_registry()
+    name = "odd-\udcff-name"  # the standard encoder escapes it; msgspec refuses the escape
+    await registry["/"].declare_exchange(name, "direct", durable=True)
+    registry = await open_registry()
+    assert name in registry["/"].exchanges
+    await registry.save()  # into the snapshot, and read back from it
+    registry = await open_registry()
+    assert name in registry["/"].exchanges

@@ -190,6 +190,7 @@ class VhostRegistry:
         vhost.wakeup = self._timer.wake
         vhost.wake_at = self._wake_at
         vhost.queue_loaded = self._queue_loaded
+        vhost.queue_dropped = self._queue_dropped
         self._vhosts[name] = vhost
         return vhost
 
@@ -366,6 +367,9 @@ class VhostRegistry:
             except RuntimeError:
                 return  # no loop (opened at once): the next pass looks
             self._evicting = loop.create_task(self._evict())
+
+    def _queue_dropped(self, queue: Queue) -> None:
+        self._loaded.pop(queue, None)
 
     @property
     def open_queue_logs(self) -> int:

@@ -730,6 +730,7 @@ class QueueStore:
     async def destroy(self) -> None:
         """Close and delete the logs (queue deleted)."""
         self._destroyed = True
+        self.on_open = None  # it holds the queue, which holds this store: no cycle is left
         if self._opening is not None:
             await asyncio.wait([self._opening])  # it writes what waited: its waiters finish
         self._batch = BatchBuilder()

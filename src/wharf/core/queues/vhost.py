@@ -145,8 +145,10 @@ class VirtualHost:
         self._bound: dict[Destination, dict[Binding, None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup: Callable[[], None] = lambda: None
-        # a durable queue's logs opened (the registry bounds how many are open)
+        # a durable queue's logs opened, a queue deleted (the registry bounds how many queues
+        # have their logs open)
         self.queue_loaded: Callable[[Queue], None] = lambda queue: None
+        self.queue_dropped: Callable[[Queue], None] = lambda queue: None
         # a new deadline (ms): the timer looks again if it falls before the timer's next run
         self.wake_at: Callable[[int], None] = lambda deadline_ms: None
         self.router = Router(
@@ -467,6 +469,7 @@ class VirtualHost:
         synchronous part of deletion; :meth:`_forget_queue` is the rest)."""
         self.queues.pop(queue.name, None)
         self._active.pop(queue, None)
+        self.queue_dropped(queue)
         self._unbind_destination((DestKind.QUEUE, queue.name))
         for consumer in queue.detach():
             consumer.cancelled(queue)

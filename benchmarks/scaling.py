@@ -18,8 +18,11 @@ Rates are operations over wall-clock seconds; the broker's RSS and open files ar
 each stage, and its CPU use while idle at the full size. With ``--messages N``, N persistent
 messages are published into each durable queue (confirmed) before the restart, which then also
 times a ``basic.get`` of the last queue's first message; without it the queues stay empty and
-hold no log files (a durable queue's logs are made by its first message). Run:
-``python benchmarks/scaling.py --queues 50000 [--messages 3]``.
+hold no log files (a durable queue's logs are made by its first message). With
+``--partitions N``, N partitions (topics of 100, created with confluent-kafka's AdminClient)
+are given one record each (acks=all) before the restart, which then also times the last
+partition's record fetched. Run:
+``python benchmarks/scaling.py --queues 50000 [--messages 3] [--partitions 20000]``.
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pika
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from pika.adapters.blocking_connection import BlockingChannel
 
 STEP = 1000
+TOPIC_WIDTH = 100
 
 
 def free_port() -> int:
@@ -181,6 +187,52 @@ def short_lived(ch: BlockingChannel, count: int, where: str) -> None:
         ch.queue_delete(name)
 
 
+def topics_of(partitions: int) -> list[tuple[str, int]]:
+    """(name, partition count) of the topics holding ``partitions`` partitions."""
+    return [
+        (f"t-{start // TOPIC_WIDTH}", min(TOPIC_WIDTH, partitions - start))
+        for start in range(0, partitions, TOPIC_WIDTH)
+    ]
+
+
+def fill_topics(broker: Broker, partitions: int) -> None:
+    """Create the topics and produce one record into each partition."""
+    bootstrap = f"127.0.0.1:{broker.kafka_port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = topics_of(partitions)
+    began = time.perf_counter()
+    for name, count in topics:
+        for future in admin.create_topics([NewTopic(name, count)], request_timeout=120).values():
+            future.result()
+    created = time.perf_counter() - began
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    began = time.perf_counter()
+    for name, count in topics:
+        for index in range(count):
+            producer.produce(name, b"x" * 100, partition=index)
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise SystemExit("records not delivered")
+    print(f"  {partitions} partitions created at {partitions / created:.0f}/s, one record into "
+          f"each at {partitions / (time.perf_counter() - began):.0f}/s; "
+          f"{resources(broker.pid)}", flush=True)  # fmt: skip
+    del producer, admin  # their threads would keep calling the stopped broker
+
+
+def last_record(broker: Broker, partitions: int) -> None:
+    """Fetch the record of the last partition (raises SystemExit without it)."""
+    name, count = topics_of(partitions)[-1]
+    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
+                         "group.id": "scaling", "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(name, count - 1, 0)])
+        message = consumer.poll(120)
+        if message is None or message.error() is not None:
+            raise SystemExit(f"no record from {name}-{count - 1} after the restart")
+    finally:
+        consumer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queues", type=int, default=20_000)
@@ -188,6 +240,8 @@ def main() -> None:
                         help="transient and exclusive declares at each end")
     parser.add_argument("--messages", type=int, default=0,
                         help="persistent messages published into each durable queue")
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="partitions given one record each before the restart")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     n = args.queues
@@ -218,6 +272,8 @@ def main() -> None:
             print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s",
                   flush=True)  # fmt: skip
         connection.close()
+        if args.partitions:
+            fill_topics(broker, args.partitions)
         broker.stop()
         began = time.perf_counter()
         port_ready = broker.start()
@@ -230,6 +286,10 @@ def main() -> None:
             if method is None or body != b"m" * 100:
                 raise SystemExit(f"q-{n - 1} lost its messages in the restart")
             got = f", its first message got at {time.perf_counter() - began:.2f} s"
+        if args.partitions:
+            last_record(broker, args.partitions)
+            got += (f", the last of {args.partitions} partitions' record fetched at "
+                    f"{time.perf_counter() - began:.2f} s")  # fmt: skip
         print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: ports "
               f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
               f"{got}; {resources(broker.pid)}", flush=True)  # fmt: skip

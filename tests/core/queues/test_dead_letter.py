@@ -17,6 +17,7 @@ from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
+from wharf.core.queues.store import QueueStore
 from wharf.core.queues.vhost import VirtualHost
 from wharf.core.users import UserStore
 from wharf.testing.clock import VirtualClock
@@ -132,18 +133,13 @@ class CrashCopies:
         )
 
 
-def gate_durability(queue: Queue, opened_at_end: list[asyncio.Event]) -> asyncio.Event:
+Gates = dict[QueueStore, asyncio.Event]
+
+
+def gate_durability(queue: Queue, held: Gates) -> asyncio.Event:
     """Hold every wait for ``queue``'s copies to reach disk until the returned event is set
-    (``opened_at_end``: the test's gates, which its teardown opens)."""
-    gate = asyncio.Event()
-    opened_at_end.append(gate)
-    wait = queue.store.wait_durable
-
-    async def gated(offset: int) -> None:
-        await gate.wait()
-        await wait(offset)
-
-    queue.store.wait_durable = gated  # type: ignore[method-assign]
+    (``held``: the test's gates, which its teardown opens)."""
+    gate = held[queue.store] = asyncio.Event()
     return gate
 
 
@@ -151,12 +147,23 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def gates() -> AsyncIterator[list[asyncio.Event]]:
-    """Gates made by gate_durability; opened when the test ends, before the registry
-    closes (closing waits for the tasks that wait behind them)."""
-    made: list[asyncio.Event] = []
-    yield made
-    for gate in made:
+async def gates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Gates]:
+    """Gates made by gate_durability, by store; opened when the test ends, before the
+    registry closes (closing waits for the tasks that wait behind them)."""
+    held: Gates = {}
+    wait = QueueStore.wait_durable
+
+    async def gated(store: QueueStore, offset: int) -> None:
+        gate = held.get(store)
+        if gate is not None:
+            await gate.wait()
+        await wait(store, offset)
+
+    monkeypatch.setattr(QueueStore, "wait_durable", gated)
+    yield held
+    for gate in held.values():
         gate.set()
 
 
@@ -189,7 +196,7 @@ async def work_queue_with_poison(v: VirtualHost) -> Queue:
 
 
 async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
-    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: Gates
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
@@ -221,7 +228,7 @@ async def test_dead_lettered_message_leaves_its_queue_once_its_copy_is_durable(
 
 
 async def test_released_delayed_message_is_settled_once_its_copy_is_durable(
-    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: Gates
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]
@@ -258,7 +265,7 @@ async def test_released_delayed_message_is_settled_once_its_copy_is_durable(
 
 
 async def test_maintenance_keeps_a_dead_lettered_record_until_it_is_settled(
-    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: list[asyncio.Event]
+    open_registry: Opener, clock: VirtualClock, tmp_path: Path, gates: Gates
 ) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096))
     v = reg["/"]

@@ -119,7 +119,11 @@ def parse_queue_args(args: Mapping[str, Any]) -> QueueArgs:
         raise InvalidQueueArgumentError(
             "invalid arg 'x-dead-letter-routing-key': requires x-dead-letter-exchange"
         )
-    return QueueArgs(**fields)
+    return QueueArgs(**fields) if fields else _NO_ARGUMENTS
+
+
+# What most queues have: one shared instance (it is frozen).
+_NO_ARGUMENTS = QueueArgs()
 
 
 # QueueArgs field -> the x-argument that sets it, for messages naming what differs

@@ -55,6 +55,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -192,10 +193,10 @@ class _OpenLogs:
 
 @dataclass(frozen=True, slots=True)
 class _LogOpener:
-    """Opens (creating) a durable queue's logs in ``path``: on the fsync pool, or at once
-    without a loop."""
+    """Opens (creating) a durable queue's logs in the directory ``path``: on the fsync pool,
+    or at once without a loop."""
 
-    path: Path
+    path: str  # (a string: tens of thousands are held, a Path weighs twice as much)
     log_config: LogConfig
     config: BrokerConfig
     clock: Clock
@@ -207,9 +208,10 @@ class _LogOpener:
 
     def open_now(self) -> _OpenLogs:
         clock_ms = self.clock.now_ms
-        messages = Log.open(self.path / "messages", self.log_config, clock_ms=clock_ms)
+        messages = Log.open(os.path.join(self.path, "messages"), self.log_config,
+                            clock_ms=clock_ms)  # fmt: skip
         try:
-            state = Log.open(self.path / "state", self.log_config, clock_ms=clock_ms)
+            state = Log.open(os.path.join(self.path, "state"), self.log_config, clock_ms=clock_ms)
         except BaseException:
             messages.close()
             raise
@@ -233,6 +235,10 @@ class _LogOpener:
         )
 
 
+# The cache of a store that has read nothing since it was last emptied (never changed: the
+# cache is replaced whole).
+_NO_CACHE: dict[int, DecodedMessage] = {}
+
 # What a store whose logs are not made yet stands on, for its messages and its state: empty,
 # and closed, so that anything but reading its (empty) positions raises.
 _NOTHING_YET = MemoryLog()
@@ -242,11 +248,42 @@ _NOTHING_YET.close()
 class QueueStore:
     """The logs of one queue; see the module docstring for the record layout.
 
-    ``opener``: how a durable queue's logs are opened (or created); without ``committer`` they
-    are not open yet (``messages`` and ``state`` are then empty placeholders) and open at the
-    first write or read. ``closed``: what those logs hold when they exist but are not open
-    (None: they do not exist yet). ``path``: the directory of a durable queue's logs, removed
-    with them."""
+    ``opener``: how a durable queue's logs are opened (or created) in their directory; without
+    ``committer`` they are not open yet (``messages`` and ``state`` are then empty
+    placeholders) and open at the first write or read. ``closed``: what those logs hold when
+    they exist but are not open (None: they do not exist yet)."""
+
+    # Slots, and containers made at first use: a broker holds tens of thousands of stores.
+    __slots__ = (
+        "_batch",
+        "_batch_limit",
+        "_cache",
+        "_cache_range",
+        "_close_job",
+        "_committer",
+        "_delivered",
+        "_destroyed",
+        "_full_batches",
+        "_next",
+        "_on_disk",
+        "_open_job",
+        "_opener",
+        "_opening",
+        "_scheduled",
+        "_settle",
+        "_since_snapshot",
+        "_spec",
+        "_started",
+        "_state_committer",
+        "_unwritten",
+        "batches_written",
+        "changed",
+        "messages",
+        "on_open",
+        "owner",
+        "state",
+        "used",
+    )
 
     def __init__(
         self,
@@ -257,11 +294,9 @@ class QueueStore:
         *,
         max_batch_bytes: int = _MAX_PENDING_BYTES,
         opener: _LogOpener | None = None,
-        path: Path | None = None,
         closed: StoreSummary | None = None,
     ) -> None:
         self.messages = messages
-        self.path = path  # a durable queue's directory
         self.state = state
         self._committer = committer
         self._state_committer = state_committer
@@ -273,23 +308,25 @@ class QueueStore:
         # takes their outcome on the loop's thread)
         self._open_job: concurrent.futures.Future[_OpenLogs] | None = None
         self._close_job: concurrent.futures.Future[None] | None = None
-        # called when the logs open (the registry counts open stores); ``used``: touched since
-        # the registry last looked (its second chance before closing idle logs)
-        self.on_open: Callable[[], None] | None = None
+        # called with this store when the logs open (the registry counts open stores; one
+        # callback shared by a vhost's stores, ``owner`` saying whose store this is);
+        # ``used``: touched since the registry last looked (a second chance before closing)
+        self.on_open: Callable[[QueueStore], None] | None = None
+        self.owner: object = None
         self.used = False
         self._started = False
         self._destroyed = False
         # while the logs are not open: batches that filled up, and each message by offset
-        self._full_batches: list[tuple[bytearray, int]] = []
-        self._unwritten: dict[int, Message] = {}
+        self._full_batches: list[tuple[bytearray, int]] | None = None
+        self._unwritten: dict[int, Message] | None = None
         self._since_snapshot = 0 if closed is None else closed.since_snapshot
-        self._batch = BatchBuilder()
+        self._batch: BatchBuilder | None = None  # made by the first append
         self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
         self._next = messages.next_offset if closed is None else closed.next_offset
         self._settle: list[int] = []
         self._delivered: list[int] = []
         self._scheduled = False
-        self._cache: dict[int, DecodedMessage] = {}
+        self._cache = _NO_CACHE
         self._cache_range = (0, 0)
         self.batches_written = 0  # message batches appended, for benchmarks and metrics
         # set by every append, settlement and delivery; cleared by the queue's maintenance
@@ -312,6 +349,11 @@ class QueueStore:
     def next_offset(self) -> int:
         """The offset the next appended message gets (the log's end plus what is pending)."""
         return self._next
+
+    @property
+    def path(self) -> Path | None:
+        """The directory of a durable queue's logs (removed with them)."""
+        return None if self._spec is None else Path(self._spec.path)
 
     @property
     def size_bytes(self) -> int:
@@ -371,16 +413,22 @@ class QueueStore:
                 f"message size {size} is larger than the maximum {MAX_MESSAGE_BYTES}"
             )
         batch = self._batch
+        if batch is None:
+            batch = self._batch = BatchBuilder()
         if batch.count and batch.size + size + len(message.properties) + 600 > self._batch_limit:
             if self._opener is None:
                 self.write_pending()
             else:
                 count = batch.count
+                if self._full_batches is None:
+                    self._full_batches = []
                 self._full_batches.append((batch.finish(), count))
         batch.add(seq, message, expires_at, now_ms, keep)
         offset = self._next
         self._next = offset + 1
         if self._opener is not None:
+            if self._unwritten is None:
+                self._unwritten = {}
             self._unwritten[offset] = message
         self.changed = True
         self.used = True
@@ -435,7 +483,7 @@ class QueueStore:
             del self._full_batches[0]
             self.batches_written += 1
         batch = self._batch
-        if batch.count:
+        if batch is not None and batch.count:
             count = batch.count
             data = batch.finish()
             try:
@@ -460,7 +508,13 @@ class QueueStore:
                 self._state_committer.written()
 
     def _pending(self) -> bool:
-        return bool(self._batch.count or self._full_batches or self._settle or self._delivered)
+        batch = self._batch
+        return bool(
+            (batch is not None and batch.count)
+            or self._full_batches
+            or self._settle
+            or self._delivered
+        )
 
     def _start_open(self) -> None:
         if self._opening is not None:
@@ -507,20 +561,21 @@ class QueueStore:
         if closed is not None and logs.messages.next_offset != closed.next_offset:
             logs.messages.close()
             logs.state.close()
+            where = self._spec.path if self._spec is not None else "memory"
             raise StorageError(
-                f"the message log in {self.path} ends at {logs.messages.next_offset}, "
+                f"the message log in {where} ends at {logs.messages.next_offset}, "
                 f"not at {closed.next_offset} as when it was closed"
             )
         self.messages, self.state = logs.messages, logs.state
         self._committer, self._state_committer = logs.committer, logs.state_committer
         self._opener = None
         self._on_disk = None
-        self._unwritten = {}
+        self._unwritten = None
         self.used = True
         if self._started:
             self.start()
         if self.on_open is not None:
-            self.on_open()
+            self.on_open(self)
         self._write_scheduled()  # a write that fails here is retried as any other
 
     async def load(self) -> None:
@@ -541,7 +596,7 @@ class QueueStore:
         self.messages = self.state = _NOTHING_YET
         self._committer = self._state_committer = None
         self._opener = self._spec
-        self._cache = {}
+        self._cache = _NO_CACHE
         self._cache_range = (0, 0)
         job = self._close_job = _submit(self._spec.executor, partial(_close_both, messages, state))
         try:
@@ -551,7 +606,7 @@ class QueueStore:
             await asyncio.wrap_future(job)
         except StorageError as exc:
             log.error("closing the logs in %s failed (the next open recovers them): %s",
-                      self.path, exc)
+                      self._spec.path, exc)
         finally:
             if self._close_job is job:
                 self._close_job = None
@@ -585,7 +640,7 @@ class QueueStore:
         mostly in log order, so one read serves a run of them."""
         self.used = True
         if self._opener is not None:  # the logs are not open: maybe the message is here
-            unwritten = self._unwritten.get(offset)
+            unwritten = None if self._unwritten is None else self._unwritten.get(offset)
             if unwritten is not None:
                 return unwritten
             if self._on_disk is None:
@@ -636,7 +691,7 @@ class QueueStore:
         first = min(first_live_offset, self.messages.next_offset)
         if first > self.messages.log_start_offset:
             self.messages.delete_records_before(first)
-            self._cache = {}
+            self._cache = _NO_CACHE
             self._cache_range = (0, 0)
 
     async def recover(self, *, keep_bodies: bool = True) -> list[StoredMessage]:
@@ -730,12 +785,12 @@ class QueueStore:
     async def destroy(self) -> None:
         """Close and delete the logs (queue deleted)."""
         self._destroyed = True
-        self.on_open = None  # it holds the queue, which holds this store: no cycle is left
+        self.owner = None  # the queue, which holds this store: no cycle is left
         if self._opening is not None:
             await asyncio.wait([self._opening])  # it writes what waited: its waiters finish
-        self._batch = BatchBuilder()
-        self._full_batches = []
-        self._unwritten = {}
+        self._batch = None
+        self._full_batches = None
+        self._unwritten = None
         self._settle = []
         self._delivered = []
         if self._opener is not None:
@@ -746,21 +801,21 @@ class QueueStore:
         await self._off_loop(self.messages.delete)
         if self.state is not None:
             await self._off_loop(self.state.delete)
-        if self.path is not None:
-            await self._off_loop(partial(_remove_empty_dir, self.path))
+        if self._spec is not None:
+            await self._off_loop(partial(_remove_empty_dir, self._spec.path))
 
     async def _remove_closed(self) -> None:
-        assert self._spec is not None and self.path is not None
+        assert self._spec is not None
         closing = self._close_job
         if closing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(closing)
-        path = self.path
+        path = self._spec.path
         self._on_disk = None
 
         def remove() -> None:
-            remove_log_dir(path / "messages", sync=False)
-            remove_log_dir(path / "state", sync=False)
+            remove_log_dir(os.path.join(path, "messages"), sync=False)
+            remove_log_dir(os.path.join(path, "state"), sync=False)
             _remove_empty_dir(path)
 
         await run_off_loop(self._spec.executor, remove)
@@ -816,7 +871,7 @@ def memory_store(config: BrokerConfig, clock: Clock) -> QueueStore:
 
 
 async def open_store(
-    path: Path,
+    path: str | os.PathLike[str],
     config: BrokerConfig,
     clock: Clock,
     fsync_latency: HistogramFamily[str] | None = None,
@@ -833,12 +888,10 @@ async def open_store(
     directory) and runs their group commits (the loop's default pool when None).
     """
     log_config = _log_config(config.queue_segment_bytes)
-    opener = _LogOpener(path, log_config, config, clock, fsync_latency, executor)
+    opener = _LogOpener(os.fspath(path), log_config, config, clock, fsync_latency, executor)
     limit = _batch_limit(log_config)
-    if new or not (path / "messages").exists():  # never held a message: its logs wait for one
-        return QueueStore(
-            _NOTHING_YET, _NOTHING_YET, None, max_batch_bytes=limit, opener=opener, path=path
-        )
+    if new or not _holds_logs(opener.path):  # never held a message: its logs wait for one
+        return QueueStore(_NOTHING_YET, _NOTHING_YET, None, max_batch_bytes=limit, opener=opener)
     logs = await opener.open()
     return QueueStore(
         logs.messages,
@@ -847,12 +900,11 @@ async def open_store(
         logs.state_committer,
         max_batch_bytes=limit,
         opener=opener,
-        path=path,
     )
 
 
 def closed_store(
-    path: Path,
+    path: str | os.PathLike[str],
     summary: StoreSummary,
     config: BrokerConfig,
     clock: Clock,
@@ -862,14 +914,13 @@ def closed_store(
     """The durable store in ``path`` whose logs a clean stop closed holding what ``summary``
     says: nothing is opened until the store is used (see the module docstring)."""
     log_config = _log_config(config.queue_segment_bytes)
-    opener = _LogOpener(path, log_config, config, clock, fsync_latency, executor)
+    opener = _LogOpener(os.fspath(path), log_config, config, clock, fsync_latency, executor)
     return QueueStore(
         _NOTHING_YET,
         _NOTHING_YET,
         None,
         max_batch_bytes=_batch_limit(log_config),
         opener=opener,
-        path=path,
         closed=summary,
     )
 
@@ -898,12 +949,18 @@ def _close_both(messages: LogLike, state: LogLike) -> None:
         state.close()
 
 
-def _remove_empty_dir(path: Path) -> None:
+def _holds_logs(path: str) -> bool:
+    """Whether a queue's directory holds its logs (one stat of a local directory entry, made
+    on the loop's thread when a queue is declared)."""
+    return os.path.isdir(os.path.join(path, "messages"))
+
+
+def _remove_empty_dir(path: str) -> None:
     """Remove a deleted queue's directory once its logs are gone (a crash before this leaves
     an empty directory, which the next store of that name takes as new)."""
     try:
-        path.rmdir()
-        fsync_dir(str(path.parent))
+        os.rmdir(path)
+        fsync_dir(os.path.dirname(path))
     except FileNotFoundError:
         pass
     except OSError as exc:

@@ -118,7 +118,8 @@ class VirtualHost:
         saves under way are (see the module docstring)."""
         self.name = name
         self.path = path
-        self._queues_dir = path / "queues"
+        self._queues_dir = os.path.join(path, "queues")
+        self._store_opened = self._queue_opened  # one callback shared by every store
         self.config = config
         self.clock = clock
         self._record = record
@@ -356,9 +357,10 @@ class VirtualHost:
         """Open a queue's store (recovering what its logs hold), add the queue and save it if
         it is kept across restarts (run to its end: see the module docstring)."""
         with declaring:
-            path = self._queues_dir / dir_name(name) if persistent else None
+            directory = dir_name(name)
+            path = os.path.join(self._queues_dir, directory) if persistent else None
             new = path is not None and self._queue_dirs is not None and (
-                path.name not in self._queue_dirs
+                directory not in self._queue_dirs
             )
             closed = self._closed.pop(name, None) if path is not None else None
             recovered: list[StoredMessage]
@@ -389,7 +391,8 @@ class VirtualHost:
             queue.restore(recovered)
             store.start()
             if path is not None:
-                store.on_open = partial(self._queue_opened, queue)
+                store.on_open = self._store_opened
+                store.owner = queue
                 if store.loaded:
                     self.queue_loaded(queue)
             self.queues[name] = queue
@@ -401,8 +404,10 @@ class VirtualHost:
             await self._save_change("queue", partial(queue_entry, self.name, queue))
         return queue
 
-    def _queue_opened(self, queue: Queue) -> None:
-        self.queue_loaded(queue)
+    def _queue_opened(self, store: QueueStore) -> None:
+        queue = store.owner
+        if isinstance(queue, Queue):
+            self.queue_loaded(queue)
 
     async def _save_change(self, op: str, entry: Callable[[], dict[str, Any]]) -> None:
         """Journal the change ``op`` of ``entry()`` (just made in memory) and return once it is
@@ -413,7 +418,7 @@ class VirtualHost:
             self._record({"op": op, **entry()})
         await self._save()
 
-    async def _open_store(self, path: Path | None, *, new: bool = False) -> QueueStore:
+    async def _open_store(self, path: str | Path | None, *, new: bool = False) -> QueueStore:
         """A durable store in ``path`` (its logs opened on the fsync pool), in memory if None;
         ``new``: known to have no logs yet."""
         if path is None:

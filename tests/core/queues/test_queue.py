@@ -376,3 +376,39 @@ async def test_the_timer_forgets_an_idle_queue_until_it_changes(
     consumer = RecordingConsumer()
     q.add_consumer(consumer)
     assert consumer.bodies() == [b"kept"]  # delivered on subscribing, the timer not looking
+
+
+async def test_the_shared_empty_containers_stay_empty_through_a_queues_life(
+    open_registry: Opener, clock: VirtualClock
+) -> None:
+    from wharf.core.queues import queue as queue_module
+    from wharf.core.queues import reclaim, store
+
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS, queue_segment_bytes=4096))
+    v = reg["/"]
+    await v.declare_queue("dlq", durable=True)
+    await v.declare_queue(
+        "q",
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"},
+    )
+    await v.declare_queue("plain", durable=True)
+    for i in range(200):
+        await v.publish(Message.build("", "q", b"x" * 100 + b"%d" % i, persistent=True))
+        await v.publish(Message.build("", "plain", b"%d" % i, persistent=True))
+    consumer = RecordingConsumer(prefetch=50)
+    v.queues["q"].add_consumer(consumer)
+    while consumer.outstanding:
+        ids = list(consumer.outstanding)
+        consumer.outstanding.clear()
+        v.queues["q"].reject(ids[:10], requeue=False)  # dead-lettered to dlq
+        v.queues["q"].reject(ids[10:20], requeue=True)
+        v.queues["q"].ack(ids[20:])
+    while v.queues["plain"].basic_get(no_ack=False) is not None:
+        pass
+    await reg.maintain()
+    await v.delete_queue("plain")
+    reg = await open_registry()
+    assert reg["/"].queues["dlq"].message_count > 0
+    assert store.NONE_PENDING == [] and store._NO_CACHE == {}
+    assert reclaim._NONE_SETTLING == {} and queue_module._NO_ARGUMENTS == {}

@@ -58,7 +58,7 @@ from wharf.core.queues.entry import QueueEntry
 from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue, QueueHooks
 from wharf.core.queues.records import stored_size
-from wharf.core.queues.store import memory_store
+from wharf.core.queues.store import NONE_PENDING, memory_store
 from wharf.errors import AccessRefusedError, StorageError
 
 if TYPE_CHECKING:
@@ -455,9 +455,9 @@ class ClusterQueue(Queue):
     def _commit_state(self) -> None:
         """Rows settled for good (ack, auto-ack, reject, expiry) are deleted in the database."""
         if self._pending_settle:
-            settled, self._pending_settle = self._pending_settle, []
+            settled, self._pending_settle = self._pending_settle, NONE_PENDING
             self._settle_rows(settled, self._engine.delete)
-        self._pending_delivered.clear()
+        self._pending_delivered = NONE_PENDING
 
     def _settle_rows(self, seqs: list[int], settle: Any) -> None:
         by_epoch: dict[int, list[int]] = {}

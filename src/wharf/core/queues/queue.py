@@ -41,7 +41,7 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.ready import ReadyHeap
 from wharf.core.queues.reclaim import Reclaimer
 from wharf.core.queues.records import stored_size
-from wharf.core.queues.store import QueueStore, StoredMessage
+from wharf.core.queues.store import NONE_PENDING, QueueStore, StoredMessage
 from wharf.errors import AccessRefusedError, PreconditionError
 
 __all__ = ["EnqueueResult", "Queue", "QueueHooks"]
@@ -74,6 +74,9 @@ class EnqueueResult(NamedTuple):
     accepted: bool
     sync_offset: int | None = None
 
+
+# The arguments of a queue declared without any (shared, never changed).
+_NO_ARGUMENTS: dict[str, Any] = {}
 
 _REFUSED = EnqueueResult(False)
 _ACCEPTED = EnqueueResult(True)
@@ -152,7 +155,7 @@ class Queue:
         self.durable = durable
         self.auto_delete = auto_delete
         self.exclusive_owner = exclusive_owner
-        self.arguments: dict[str, Any] = dict(arguments)
+        self.arguments: dict[str, Any] = dict(arguments) if arguments else _NO_ARGUMENTS
         self.args = args
         self.store = store
         self._clock = clock
@@ -173,8 +176,9 @@ class Queue:
         self._had_consumer = False
         self._dispatching = False
         self._again = False
-        self._pending_settle: list[int] = []
-        self._pending_delivered: list[int] = []
+        # (NONE_PENDING, shared and never changed, while none are: most queues are idle)
+        self._pending_settle = NONE_PENDING
+        self._pending_delivered = NONE_PENDING
         self._fresh = -1
         self.last_used_ms = clock.now_ms()
         self.deleted = False
@@ -445,7 +449,10 @@ class Queue:
             entry.consumer = consumer
             self._unacked[entry.seq] = entry
             if self.store.durable:
-                self._pending_delivered.append(entry.seq)
+                if self._pending_delivered is NONE_PENDING:
+                    self._pending_delivered = [entry.seq]
+                else:
+                    self._pending_delivered.append(entry.seq)
         if consumer is not None:
             consumer.deliver(delivery)
         return delivery
@@ -619,7 +626,7 @@ class Queue:
         await self.store.write_now()
         moved_from = self._space.relocate()
         if moved_from:
-            self._pending_settle.extend(moved_from)
+            self._pending_settle = [*self._pending_settle, *moved_from]
             self._commit_state()
         self.store.reclaim(self._space.reclaim_offset())
         if self.store.needs_snapshot():
@@ -637,7 +644,10 @@ class Queue:
         self._space.removed(entry)
         self._live_bytes -= entry.size
         if settle:
-            self._pending_settle.append(entry.offset)
+            if self._pending_settle is NONE_PENDING:
+                self._pending_settle = [entry.offset]
+            else:
+                self._pending_settle.append(entry.offset)
         if entry.held is not None:
             self._resident_bytes -= entry.size
 
@@ -660,16 +670,14 @@ class Queue:
         # The record stays unsettled in the log until the dead-lettered copies are on disk
         # (the virtual host settles it then): a crash in between keeps the message here.
         self._remove_live(entry, settle=False)
-        self._space.settling[entry.offset] = (entry.seq, entry.delivery_count)
+        self._space.hold(entry.offset, entry.seq, entry.delivery_count)
         self.dead_lettered += 1
         self._hooks.dead_letter(self, entry.message, reason, entry.offset)
 
     def settle(self, offsets: list[int]) -> None:
         """Record that the messages at ``offsets`` left the queue for good (see
         :meth:`QueueHooks.dead_letter`); nothing once the queue is deleted."""
-        settling = self._space.settling
-        for offset in offsets:
-            settling.pop(offset, None)
+        self._space.release(offsets)
         if not self.deleted:
             self.store.settle(offsets)
             self._hooks.queue_active(self)
@@ -678,10 +686,10 @@ class Queue:
         self._hooks.queue_active(self)
         if self._pending_settle:
             self.store.settle(self._pending_settle)
-            self._pending_settle = []
+            self._pending_settle = NONE_PENDING
         if self._pending_delivered:
             self.store.delivered(self._pending_delivered)
-            self._pending_delivered = []
+            self._pending_delivered = NONE_PENDING
 
     def detach(self) -> list[Consumer]:
         """Mark deleted and return the consumers (the virtual host cancels them)."""

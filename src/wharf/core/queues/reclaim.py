@@ -24,6 +24,9 @@ __all__ = ["MOVE_BATCH", "Reclaimer"]
 # Move at most this many pinning records to the tail per maintenance pass.
 MOVE_BATCH = 1000
 
+# What ``settling`` is while nothing settles (shared, never changed: hold() replaces it).
+_NONE_SETTLING: dict[int, tuple[int, int]] = {}
+
 
 class Reclaimer:
     """Space bookkeeping of one queue's message log (``entries``: its live entries by
@@ -47,23 +50,42 @@ class Reclaimer:
         self._store = store
         self._clock = clock
         self._segment_bytes = segment_bytes
-        self._offsets: list[int] = []  # heap of live offsets (lazy deletion)
-        self._moved: dict[int, int] = {}  # offset -> seq of live records whose offset != seq
+        # (the containers are made at first use: most queues of a broker are empty)
+        self._offsets: list[int] | None = None  # heap of live offsets (lazy deletion)
+        # offset -> seq of live records whose offset != seq
+        self._moved: dict[int, int] | None = None
         self.live_stored = 0  # estimated log bytes of live records
         # Dead-lettered records whose copies are not on disk yet: offset -> (seq, delivery
-        # count). Not live, but kept in the log (reclaim, snapshots) until settled.
-        self.settling: dict[int, tuple[int, int]] = {}
+        # count). Not live, but kept in the log (reclaim, snapshots) until settled; changed
+        # only through hold() and release().
+        self.settling = _NONE_SETTLING
+
+    def hold(self, offset: int, seq: int, delivery_count: int) -> None:
+        """Keep the record at ``offset`` (dead-lettered, its copies not on disk yet)."""
+        if self.settling is _NONE_SETTLING:
+            self.settling = {}
+        self.settling[offset] = (seq, delivery_count)
+
+    def release(self, offsets: list[int]) -> None:
+        """The records at ``offsets`` are settled: no longer kept."""
+        if self.settling:
+            for offset in offsets:
+                self.settling.pop(offset, None)
 
     def added(self, entry: QueueEntry) -> None:
         """``entry`` became live (its record is in the log)."""
         if entry.offset != entry.seq:
+            if self._moved is None:
+                self._moved = {}
             self._moved[entry.offset] = entry.seq
+        if self._offsets is None:
+            self._offsets = []
         heapq.heappush(self._offsets, entry.offset)
         self.live_stored += entry.stored
 
     def removed(self, entry: QueueEntry) -> None:
         """``entry`` is no longer live (its offset is popped from the heap lazily)."""
-        if entry.offset != entry.seq:
+        if entry.offset != entry.seq and self._moved is not None:
             self._moved.pop(entry.offset, None)
         self.live_stored -= entry.stored
 
@@ -106,24 +128,29 @@ class Reclaimer:
             (e for e in self._entries.values() if e.offset < cutoff), key=lambda e: e.offset
         )[:MOVE_BATCH]
         left: list[int] = []
+        moved = self._moved if self._moved is not None else {}
+        offsets = self._offsets if self._offsets is not None else []
+        self._moved, self._offsets = moved, offsets
         for entry in old:
             new_offset = store.append(
                 entry.seq, entry.message, entry.expires_at, now, keep=entry.keep
             )
             left.append(entry.offset)
-            self._moved.pop(entry.offset, None)
+            moved.pop(entry.offset, None)
             entry.offset = new_offset
-            self._moved[new_offset] = entry.seq
-            heapq.heappush(self._offsets, new_offset)
+            moved[new_offset] = entry.seq
+            heapq.heappush(offsets, new_offset)
         return left
 
     def _first_live_offset(self) -> int | None:
         heap = self._offsets
+        if not heap:
+            return None
         entries = self._entries
         moved = self._moved
         while heap:
             offset = heap[0]
-            entry = entries.get(moved.get(offset, offset))
+            entry = entries.get(offset if moved is None else moved.get(offset, offset))
             if entry is not None and entry.offset == offset:
                 return offset
             heapq.heappop(heap)  # settled, or moved to the tail since

@@ -86,6 +86,7 @@ from wharf.storage.record_batch import Record, RecordInput, decode_records, iter
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "NONE_PENDING",
     "QueueStore",
     "StoreSummary",
     "StoredMessage",
@@ -235,6 +236,10 @@ class _LogOpener:
         )
 
 
+# The settlements and deliveries of a store with none pending (shared, never changed: the
+# first one pending replaces it).
+NONE_PENDING: list[int] = []
+
 # The cache of a store that has read nothing since it was last emptied (never changed: the
 # cache is replaced whole).
 _NO_CACHE: dict[int, DecodedMessage] = {}
@@ -323,8 +328,8 @@ class QueueStore:
         self._batch: BatchBuilder | None = None  # made by the first append
         self._batch_limit = min(_MAX_PENDING_BYTES, max_batch_bytes)
         self._next = messages.next_offset if closed is None else closed.next_offset
-        self._settle: list[int] = []
-        self._delivered: list[int] = []
+        self._settle = NONE_PENDING
+        self._delivered = NONE_PENDING
         self._scheduled = False
         self._cache = _NO_CACHE
         self._cache_range = (0, 0)
@@ -440,13 +445,19 @@ class QueueStore:
         if offsets:
             self.changed = True  # space to reclaim, on disk or in memory
         if self.state is not None and offsets:
-            self._settle.extend(offsets)
+            if self._settle is NONE_PENDING:
+                self._settle = list(offsets)
+            else:
+                self._settle.extend(offsets)
             self._schedule()
 
     def delivered(self, seqs: Sequence[int]) -> None:
         """Record sequence numbers delivered once more (written with the next batch)."""
         if self.state is not None and seqs:
-            self._delivered.extend(seqs)
+            if self._delivered is NONE_PENDING:
+                self._delivered = list(seqs)
+            else:
+                self._delivered.extend(seqs)
             self.changed = True
             self._schedule()
 
@@ -502,8 +513,8 @@ class QueueStore:
                 records.append(RecordInput(b"D", _pack_u64s(self._delivered)))
             self.state.append_records(records)
             self._since_snapshot += len(self._settle) + len(self._delivered)
-            self._settle = []
-            self._delivered = []
+            self._settle = NONE_PENDING
+            self._delivered = NONE_PENDING
             if self._state_committer is not None:
                 self._state_committer.written()
 
@@ -674,8 +685,8 @@ class QueueStore:
         if self.state is None:
             return
         await self._ensure_open()
-        self._settle = []  # the snapshot says it all
-        self._delivered = []
+        self._settle = NONE_PENDING  # the snapshot says it all
+        self._delivered = NONE_PENDING
         self.write_pending()
         value = _U64.pack(self._next) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
         at = self.state.next_offset
@@ -791,8 +802,8 @@ class QueueStore:
         self._batch = None
         self._full_batches = None
         self._unwritten = None
-        self._settle = []
-        self._delivered = []
+        self._settle = NONE_PENDING
+        self._delivered = NONE_PENDING
         if self._opener is not None:
             if self._on_disk is not None:  # closed logs: removed without opening them
                 await self._remove_closed()

@@ -205,18 +205,27 @@ def fill_topics(broker: Broker, partitions: int) -> None:
         for future in admin.create_topics([NewTopic(name, count)], request_timeout=120).values():
             future.result()
     created = time.perf_counter() - began
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    del admin  # its threads would keep calling the stopped broker
+    rate = produce_one_each(broker, topics)
+    print(f"  {partitions} partitions created at {partitions / created:.0f}/s, one record into "
+          f"each at {rate:.0f}/s; {resources(broker.pid)}", flush=True)  # fmt: skip
+
+
+def produce_one_each(broker: Broker, topics: list[tuple[str, int]]) -> float:
+    """Produce one 100 B record into every partition of ``topics`` (acks=all); returns
+    records per second."""
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
+                         "acks": "all", "linger.ms": 5})  # fmt: skip
     began = time.perf_counter()
+    total = 0
     for name, count in topics:
         for index in range(count):
             producer.produce(name, b"x" * 100, partition=index)
             producer.poll(0)
+        total += count
     if producer.flush(120) != 0:
         raise SystemExit("records not delivered")
-    print(f"  {partitions} partitions created at {partitions / created:.0f}/s, one record into "
-          f"each at {partitions / (time.perf_counter() - began):.0f}/s; "
-          f"{resources(broker.pid)}", flush=True)  # fmt: skip
-    del producer, admin  # their threads would keep calling the stopped broker
+    return total / (time.perf_counter() - began)
 
 
 def last_record(broker: Broker, partitions: int) -> None:

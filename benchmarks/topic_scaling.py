@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from scaling import STEP, Broker, idle_cpu, resources
+from scaling import STEP, Broker, idle_cpu, produce_one_each, resources
 
 
 def per_thousand(label: str, weights: Sequence[int], op: Callable[[int], None]) -> list[float]:
@@ -115,19 +115,11 @@ def main() -> None:
         per_thousand(f"{args.width}-partition topic creates", [args.width] * len(wide),
                      lambda i: create(admin, *wide[i]))  # fmt: skip
         print(f"  {resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s", flush=True)
-        producer = Producer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
-                             "acks": "all", "linger.ms": 5})  # fmt: skip
-        began = time.perf_counter()
-        for name, count in topics:
-            for index in range(count):
-                producer.produce(name, b"x" * 100, partition=index)
-                producer.poll(0)
-        if producer.flush(120) != 0:
-            raise SystemExit("records not delivered")
-        print(f"  one record into each partition: {total / (time.perf_counter() - began):.0f}"
-              f" records/s; {resources(broker.pid)}; idle CPU "
-              f"{idle_cpu(broker.pid):.2f} s/s", flush=True)  # fmt: skip
-        del producer, admin  # their threads would keep calling the stopped broker
+        del admin  # its threads would keep calling the stopped broker
+        rate = produce_one_each(broker, topics)
+        print(f"  one record into each partition: {rate:.0f} records/s; "
+              f"{resources(broker.pid)}; idle CPU {idle_cpu(broker.pid):.2f} s/s",
+              flush=True)  # fmt: skip
         broker.stop()
         restart(broker, topics, "restart")
         if args.crash:

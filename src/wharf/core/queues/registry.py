@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from wharf.core.clean_stop import save_summary, take_summary
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, default_open_logs
 from wharf.core.durability import run_off_loop
@@ -54,8 +51,7 @@ from wharf.core.queues.vhost import QueueSummary, VirtualHost, dir_name
 from wharf.core.stats import HistogramFamily
 from wharf.core.timer_chain import TimerChain
 from wharf.core.users import UserStore
-from wharf.errors import NotFoundError, PreconditionError, StorageError, WharfError
-from wharf.storage.checkpoint import fsync_dir, replace_file
+from wharf.errors import NotFoundError, PreconditionError, WharfError
 
 __all__ = ["VhostRegistry"]
 
@@ -332,29 +328,12 @@ class VhostRegistry:
             if closed:
                 summaries[vhost.name] = closed
         await self.definitions.close()
-        save = partial(replace_file, self.path / SUMMARIES, msgspec.json.encode(summaries))
-        try:
-            await run_off_loop(self._executor, save)
-        except StorageError:
-            log.exception("queue summaries not saved; the next start opens every queue's logs")
+        await save_summary(self.path / SUMMARIES, summaries, self._executor,
+                           "every queue's logs")  # fmt: skip
 
     def _take_summaries(self) -> _Summaries | None:
-        """The summaries a clean close saved (None without them), deleted from the disk so
-        that a crash later is not mistaken for a clean close."""
-        path = self.path / SUMMARIES
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        summaries: _Summaries | None
-        try:
-            summaries = msgspec.json.decode(raw, type=_Summaries)
-        except msgspec.DecodeError as exc:
-            log.warning("%s is unreadable (%s); opening every queue's logs", path, exc)
-            summaries = None
-        path.unlink()
-        fsync_dir(os.fspath(self.path))
-        return summaries
+        """What a clean close saved (None without it), deleted from the disk."""
+        return take_summary(self.path / SUMMARIES, _Summaries, "every queue's logs")
 
     # -------------------------------------------------------------------- open queue logs
 

@@ -47,6 +47,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
+from wharf.core.clean_stop import save_summary, take_summary
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, default_open_logs
 from wharf.core.durability import run_off_loop, run_to_end
@@ -64,7 +65,7 @@ from wharf.core.streams.partition import EMPTY, LogSummary, Partition, wait_for_
 from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, parse_overrides
 from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import StorageError
-from wharf.storage.checkpoint import fsync_dir, replace_file
+from wharf.storage.checkpoint import fsync_dir
 from wharf.storage.log import Log
 
 __all__ = [
@@ -268,11 +269,8 @@ class TopicManager:
                         summary.log_start_offset, summary.log_end_offset, summary.size_bytes,
                         summary.oldest_bytes, summary.oldest_max_timestamp,
                     )  # fmt: skip
-        save = partial(replace_file, self._data_dir / SUMMARIES, msgspec.json.encode(summaries))
-        try:
-            await run_off_loop(self._executor, save)
-        except StorageError:
-            log.exception("partition summaries not saved; the next start opens every log")
+        await save_summary(self._data_dir / SUMMARIES, summaries, self._executor,
+                           "every partition log")  # fmt: skip
 
     # ------------------------------------------------------------------ lookups
 
@@ -615,21 +613,8 @@ class TopicManager:
             raise
 
     def _take_summaries(self) -> _Summaries | None:
-        """The summaries a clean close saved (None without them), deleted from the disk so
-        that a crash later is not mistaken for a clean close."""
-        path = self._data_dir / SUMMARIES
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            summaries: _Summaries | None = msgspec.json.decode(raw, type=_Summaries)
-        except msgspec.DecodeError as exc:
-            log.warning("%s is unreadable (%s); opening every partition log", path, exc)
-            summaries = None
-        path.unlink()
-        fsync_dir(os.fspath(self._data_dir))
-        return summaries
+        """What a clean close saved (None without it), deleted from the disk."""
+        return take_summary(self._data_dir / SUMMARIES, _Summaries, "every partition log")
 
     def _remove_unlisted_logs(self, counts: Mapping[str, int]) -> set[str]:
         """Remove log directories of no listed partition; returns the names of the others."""

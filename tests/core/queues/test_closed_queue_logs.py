@@ -241,3 +241,25 @@ async def test_a_deleted_queue_is_freed_without_the_cycle_collector(
         assert gone() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("crash", [False, True])
+async def test_publishes_into_closed_queues_at_close_are_all_kept(
+    open_registry: Opener, tmp_path: Path, crash: bool
+) -> None:
+    config = BrokerConfig(fsync=FsyncPolicy.ALWAYS, open_queue_logs=1)
+    reg = await open_registry(config)
+    vhost = reg["/"]
+    for q in range(4):
+        await fill(vhost, f"q{q}", 1)
+    for q in range(4):
+        await vhost.queues[f"q{q}"].store.unload()
+    for q in range(4):  # each opens its logs while the registry closes: no eviction then
+        vhost.publish_nowait(persistent(f"q{q}", b"late"))
+    await reg.close()
+    if crash:
+        summaries_path(tmp_path).unlink()
+    reg = await open_registry(config)
+    for q in range(4):
+        assert take_all(reg["/"].queues[f"q{q}"]) == [(f"q{q}-0".encode(), False, 1),
+                                                      (b"late", False, 1)]  # fmt: skip

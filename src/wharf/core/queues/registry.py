@@ -284,7 +284,7 @@ class VhostRegistry:
         """Reclaim log space now; close idle queues' logs while too many are open."""
         for vhost in list(self._vhosts.values()):
             await vhost.maintain()
-        if len(self._loaded) > self._max_loaded and self._evicting is None:
+        if len(self._loaded) > self._max_loaded and self._evicting is None and not self._closed:
             self._evicting = asyncio.get_running_loop().create_task(self._evict())
 
     def _next_delay_s(self) -> float:
@@ -340,7 +340,7 @@ class VhostRegistry:
     def _queue_loaded(self, queue: Queue) -> None:
         """A durable queue's logs opened: note it, and close idle ones beyond the limit."""
         self._loaded[queue] = None
-        if len(self._loaded) > self._max_loaded and self._evicting is None:
+        if len(self._loaded) > self._max_loaded and self._evicting is None and not self._closed:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:

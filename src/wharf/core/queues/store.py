@@ -381,7 +381,7 @@ class QueueStore:
         """What the logs hold, for a restart that opens none (None: no logs, or not all of it
         is written and flushed)."""
         if self._on_disk is not None:
-            return self._on_disk
+            return None if self._pending() else self._on_disk
         if not self.idle:
             return None
         return StoreSummary(self._next, self.messages.size_bytes, self._since_snapshot)

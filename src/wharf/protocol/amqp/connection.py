@@ -173,6 +173,9 @@ class AMQPConnection:
         self._confirms_ready: list[PublisherConfirms] = []  # confirms to flush with the output
         self._reading_paused = False
         self.blocked = False  # resource alarm and this connection publishes
+        # the publish whose message was being read when the connection was blocked: reading
+        # goes on until that message is whole (its frames may come in a later read)
+        self._finishing: PublishFrame | None = None
         self._closed = False
         self._released = False  # exclusive queues given back
         self._connection_methods = ConnectionMethods(self)
@@ -365,13 +368,27 @@ class AMQPConnection:
     def _finish(self) -> Sequence[Action]:
         """End of an entry point: ask to pause or resume reading, hand out the actions."""
         if not self._closed:
-            pause = self.blocked or (
+            pause = (self.blocked and not self._finishing_message()) or (
                 self.reader.buffered > _MAX_BUFFERED_FACTOR * self.reader.frame_max
             )
             if pause is not self._reading_paused:
                 self._reading_paused = pause
                 self._actions.append(PAUSE_READING if pause else RESUME_READING)
         return self._take_actions()
+
+    def _finishing_message(self) -> bool:
+        """Whether the message whose publish blocked the connection is still being read (only
+        that one: messages begun after it wait for the alarm to clear)."""
+        publish = self._finishing
+        if publish is None:
+            return False
+        channel = self.channels.get(publish.channel)
+        if channel is None or channel.state is not ChannelState.OPEN or (
+            not channel.publishing.reading(publish)
+        ):
+            self._finishing = None
+            return False
+        return True
 
     def _take_actions(self) -> Sequence[Action]:
         if not self._actions:
@@ -414,6 +431,8 @@ class AMQPConnection:
         """The hot path: frames of a published message, handled without waiting."""
         if self.alarm is not None and not self.blocked and self.state is ConnState.OPEN:
             self._connection_methods.block()
+            if type(event) is PublishFrame:
+                self._finishing = event
         number = event.channel
         channel = self.channels.get(number)
         if channel is None or channel.state is not ChannelState.OPEN:

@@ -83,6 +83,11 @@ class Publishing:
         self.confirms: PublisherConfirms | None = None  # set by confirm.select
         self.tx_publishes: list[tuple[Message, bool]] = []  # (message, mandatory) until commit
 
+    def reading(self, publish: PublishFrame) -> bool:
+        """Whether the message ``publish`` began is still being read (its content is not
+        whole yet, and no other message began since)."""
+        return self._content is not ContentState.IDLE and self._publish is publish
+
     # -- frames --------------------------------------------------------------------------------
 
     def content(self, event: PublishFrame | ContentHeaderFrame | ContentBodyFrame) -> None:

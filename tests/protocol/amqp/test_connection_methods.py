@@ -150,37 +150,40 @@ async def test_update_secret_answers_ok_once_open_and_is_unexpected_before(
     assert isinstance(close, commands.Connection.Close) and close.reply_code == 505
 
 
-async def test_a_message_being_read_when_its_publisher_is_blocked_is_read_whole(
-    broker: Broker,
-) -> None:
+async def alarmed_publisher(broker: Broker) -> tuple[AMQPPair, bytes, bytes]:
+    """A connection with channel 1 open and the queue "alarmed" declared, the disk alarm on,
+    and the frames of two messages to that queue."""
     pair = AMQPPair(broker)
     await pair.open(capabilities={"connection.blocked": True})
     await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
     await pair.expect(1, commands.Queue.Declare(queue="alarmed"), commands.Queue.DeclareOk)
     assert pair.conn.set_alarm("low on disk") == ()
     publish = commands.Basic.Publish(exchange="", routing_key="alarmed")
-    frames = content_frames(1, publish, b"first")
-    end = 8 + int.from_bytes(frames[3:7], "big")  # the method frame alone, as a split read
-    assert pair.feed(frames[:end]) == ()  # blocked, and still reading: the message is not whole
+    return pair, content_frames(1, publish, b"first"), content_frames(1, publish, b"second")
+
+
+def method_frame_end(frames: bytes) -> int:
+    """Where the first frame of ``frames`` (a message's publish method) ends."""
+    return 8 + int.from_bytes(frames[3:7], "big")
+
+
+async def test_a_message_being_read_when_its_publisher_is_blocked_is_read_whole(
+    broker: Broker,
+) -> None:
+    pair, first, _ = await alarmed_publisher(broker)
+    end = method_frame_end(first)  # the method frame alone, as a split read
+    assert pair.feed(first[:end]) == ()  # blocked, and still reading: the message is not whole
     [(_, blocked)] = pair.received()
     assert isinstance(blocked, commands.Connection.Blocked)
-    assert pair.feed(frames[end:]) == [PAUSE_READING]
+    assert pair.feed(first[end:]) == [PAUSE_READING]
     assert broker.vhosts["/"].queues["alarmed"].message_count == 1
 
 
 async def test_a_blocked_publisher_cannot_go_on_by_beginning_messages_before_the_last_ends(
     broker: Broker,
 ) -> None:
-    pair = AMQPPair(broker)
-    await pair.open(capabilities={"connection.blocked": True})
-    await pair.expect(1, commands.Channel.Open(), commands.Channel.OpenOk)
-    await pair.expect(1, commands.Queue.Declare(queue="alarmed"), commands.Queue.DeclareOk)
-    assert pair.conn.set_alarm("low on disk") == ()
-    publish = commands.Basic.Publish(exchange="", routing_key="alarmed")
-    first = content_frames(1, publish, b"first")
-    second = content_frames(1, publish, b"second")
-    end = 8 + int.from_bytes(second[3:7], "big")
+    pair, first, second = await alarmed_publisher(broker)
     assert pair.feed(first[:-1]) == ()  # the first message is not whole yet
     # its last byte, and the next message's publish method: that one waits for the alarm
-    assert pair.feed(first[-1:] + second[:end]) == [PAUSE_READING]
+    assert pair.feed(first[-1:] + second[: method_frame_end(second)]) == [PAUSE_READING]
     assert broker.vhosts["/"].queues["alarmed"].message_count == 1

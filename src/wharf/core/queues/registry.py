@@ -284,8 +284,7 @@ class VhostRegistry:
         """Reclaim log space now; close idle queues' logs while too many are open."""
         for vhost in list(self._vhosts.values()):
             await vhost.maintain()
-        if len(self._loaded) > self._max_loaded and self._evicting is None and not self._closed:
-            self._evicting = asyncio.get_running_loop().create_task(self._evict())
+        self._evict_if_over()
 
     def _next_delay_s(self) -> float:
         """Seconds to the earliest vhost deadline, at most :data:`_MAINTAIN_EVERY_S` (asks
@@ -340,12 +339,18 @@ class VhostRegistry:
     def _queue_loaded(self, queue: Queue) -> None:
         """A durable queue's logs opened: note it, and close idle ones beyond the limit."""
         self._loaded[queue] = None
-        if len(self._loaded) > self._max_loaded and self._evicting is None and not self._closed:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no loop (opened at once): the next pass looks
-            self._evicting = loop.create_task(self._evict())
+        self._evict_if_over()
+
+    def _evict_if_over(self) -> None:
+        """Start closing idle queues' logs when more than the limit are open (not while
+        closing, and not without a running loop: the next pass looks then)."""
+        if len(self._loaded) <= self._max_loaded or self._evicting is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._evicting = loop.create_task(self._evict())
 
     def _queue_dropped(self, queue: Queue) -> None:
         self._loaded.pop(queue, None)

@@ -382,8 +382,9 @@ class QueueStore:
         is written and flushed)."""
         if self._on_disk is not None:
             return None if self._pending() else self._on_disk
-        if not self.idle:
-            return None
+        return self._summary_now() if self.idle else None
+
+    def _summary_now(self) -> StoreSummary:
         return StoreSummary(self._next, self.messages.size_bytes, self._since_snapshot)
 
     @property
@@ -603,7 +604,7 @@ class QueueStore:
         messages, state = self.messages, self.state
         committers = (self._committer, self._state_committer)
         assert state is not None
-        self._on_disk = StoreSummary(self._next, messages.size_bytes, self._since_snapshot)
+        self._on_disk = self._summary_now()
         self.messages = self.state = _NOTHING_YET
         self._committer = self._state_committer = None
         self._opener = self._spec

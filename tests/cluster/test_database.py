@@ -278,25 +278,35 @@ async def test_a_connection_lost_with_the_commit_sent_leaves_the_outcome_unknown
     assert caught.value.outcome_unknown and not caught.value.retriable
 
 
-async def _kill_pooled_sessions(database_url: str, database_settings: DatabaseSettings) -> None:
-    """Terminate every session of the test node's pool: its connections break unnoticed."""
+async def _kill_pooled_sessions(
+    database_url: str, database_settings: DatabaseSettings, *, wait: bool = False
+) -> None:
+    """Terminate every session of the test node's pool: its connections break unnoticed.
+    With ``wait``, return once the sessions are gone."""
     async with await Database.connect(database_url, settings=database_settings) as other:
         await other.statement(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity"
             " WHERE application_name = 'wharf test-node' AND pid <> pg_backend_pid()",
-            (),
+            (5000 if wait else 0,),
         )
 
 
-async def _kill(database_url: str, database_settings: DatabaseSettings) -> None:
-    """Terminate the test node's session running an ``UPDATE counter``, once it runs."""
+async def _hold(tx: Transaction) -> None:
+    await tx.execute("SELECT pg_sleep(0.2)")
+
+
+async def _kill(
+    database_url: str, database_settings: DatabaseSettings, query: str = "UPDATE counter"
+) -> None:
+    """Terminate the test node's session running a statement that starts with ``query``,
+    once it runs."""
     async with await Database.connect(database_url, settings=database_settings) as other:
         while True:
             killed = await other.statement(
                 "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE query LIKE 'UPDATE counter%%' AND state = 'active'"
+                " WHERE starts_with(query, %s) AND state = 'active'"
                 "   AND application_name = 'wharf test-node'",
-                (),
+                (query,),
             )
             if killed[0][0]:
                 return
@@ -340,11 +350,8 @@ async def test_a_lazy_begin_on_a_broken_connection_tries_another_at_once(
     counting it as a retry, as a ``BEGIN`` of its own would have."""
     await _make_counter(db)
 
-    async def hold(tx: Transaction) -> None:
-        await tx.execute("SELECT pg_sleep(0.2)")
-
     async def break_the_pool() -> None:
-        await asyncio.gather(*(db.run(hold) for _ in range(3)))  # three pooled connections
+        await asyncio.gather(*(db.run(_hold) for _ in range(3)))  # three pooled connections
         await _kill_pooled_sessions(database_url, database_settings)
 
     await break_the_pool()
@@ -392,23 +399,35 @@ async def test_a_failed_statement_commits_nothing_and_leaves_the_pool_usable(
         assert await db.statement("SELECT n FROM counter WHERE id = %s", (1,)) == [(0,)]
 
 
+async def test_a_statement_is_not_sent_on_a_pooled_session_the_server_ended(
+    db: Database, database_url: str, database_settings: DatabaseSettings
+) -> None:
+    """Sessions ended while their connections sat in the pool (as a server restart ends
+    them) are noticed before a statement is sent: a write runs once, on a fresh connection,
+    with no retry asked for."""
+    await _make_counter(db)
+    await asyncio.gather(*(db.run(_hold) for _ in range(3)))  # three pooled connections
+    await _kill_pooled_sessions(database_url, database_settings, wait=True)
+    assert await db.statement("UPDATE counter SET n = n + 1 WHERE id = 1", ()) == []
+    assert await _count(db) == 1
+
+
 async def test_a_read_only_statement_is_retried_on_a_connection_lost(
     db: Database, database_url: str, database_settings: DatabaseSettings
 ) -> None:
-    """A pooled connection broken since its last use (its session killed) fails a
-    statement sent in one round trip: a write's outcome is then unknown, a read is run
-    again on another connection."""
+    """A session ended while a statement runs: a read is run again on another connection."""
     await _make_counter(db)
-
-    await _kill_pooled_sessions(database_url, database_settings)
-    with pytest.raises(DatabaseError) as caught:
-        await db.statement("UPDATE counter SET n = 1 WHERE id = 1", (), retries=3)
-    assert caught.value.outcome_unknown
-    await _kill_pooled_sessions(database_url, database_settings)
-    rows = await db.statement(  # however many pooled connections were broken
-        "SELECT n FROM counter WHERE id = 1", (), retries=db.settings.max_connections,
-        read_only=True,
-    )  # fmt: skip
+    async with db.transaction() as tx:
+        await tx.execute("CREATE SEQUENCE runs")
+    async with asyncio.timeout(BOUND_S):
+        rows, _ = await asyncio.gather(
+            db.statement(  # only its first run sleeps
+                "SELECT n FROM counter WHERE id = 1"
+                "   AND pg_sleep(CASE WHEN nextval('runs') = 1 THEN 30 ELSE 0 END) IS NOT NULL",
+                (), retries=1, read_only=True,
+            ),  # fmt: skip
+            _kill(database_url, database_settings, "SELECT n FROM counter"),
+        )
     assert rows == [(0,)]
 
 

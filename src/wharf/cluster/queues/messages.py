@@ -6,8 +6,9 @@ How it works (docs/cluster.md, "Queues (AMQP) in a cluster"):
   runs wait for the next one, which inserts them all with one ``INSERT ... SELECT FROM
   unnest(...)`` (in arrival order, so ``seq``, the queue order, follows publish order), after
   locking the rows of their queues ``FOR KEY SHARE`` (a queue deleted meanwhile takes no row),
-  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement, sent with
-  the ``BEGIN`` (``lazy_begin``), then ``COMMIT``: two round trips. A queue with
+  and sends ``pg_notify('wharf_amqp_messages', <queue ids>)``, all in one statement: a
+  transaction of its own, one round trip. A batch that needs more (below) runs in a
+  transaction whose ``BEGIN`` goes out with its first statement (``lazy_begin``). A queue with
   x-max-length(-bytes) is locked ``FOR UPDATE`` before and trimmed after, in the same
   transaction (drop-head); under ``reject-publish(-dlx)`` its ready rows are counted instead,
   and a row that does not fit is left out (its publish alone resolves to False: a nack). Its
@@ -199,37 +200,45 @@ async def insert_messages(
 
 
 async def _insert(tx: Transaction, rows: Sequence[NewMessage]) -> None:
-    await tx.fetchval(
-        "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
-        " added AS ("
-        "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
-        "                             properties, body, body_key, body_size)"
-        "  SELECT u.queue_id, u.priority,"
-        "         CASE WHEN u.ttl IS NULL THEN NULL"
-        "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
-        "         u.exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
-        "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
-        "                %b::bytea[], %b::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
-        "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body,"
-        "              body_key, body_size, ord)"
-        "   WHERE u.queue_id IN (SELECT id FROM live)"
-        "   ORDER BY u.ord"
-        "  RETURNING queue_id)"
-        " SELECT count(*), pg_notify(%s, coalesce(string_agg(DISTINCT queue_id::text, ','), ''))"
-        "   FROM added",
-        (
-            sorted({r.queue_id for r in rows}),
-            [r.queue_id for r in rows],
-            [r.priority for r in rows],
-            [r.ttl_ms for r in rows],
-            [r.exchange for r in rows],
-            [r.routing_key for r in rows],
-            [r.properties for r in rows],
-            [r.body for r in rows],
-            [r.body_key for r in rows],
-            [r.body_size for r in rows],
-            CHANNEL,
-        ),
+    await tx.fetchval(_INSERT, _insert_params(rows))
+
+
+_INSERT: LiteralString = (
+    "WITH live AS (SELECT id FROM amqp_queues WHERE id = ANY(%s) FOR KEY SHARE),"
+    " added AS ("
+    "  INSERT INTO amqp_messages (queue_id, priority, expires_at, exchange, routing_key,"
+    "                             properties, body, body_key, body_size)"
+    "  SELECT u.queue_id, u.priority,"
+    "         CASE WHEN u.ttl IS NULL THEN NULL"
+    "              ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + u.ttl END,"
+    "         u.exchange, u.routing_key, u.properties, u.body, u.body_key, u.body_size"
+    "    FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::text[], %s::text[],"
+    "                %b::bytea[], %b::bytea[], %s::text[], %s::bigint[]) WITH ORDINALITY"
+    "         AS u(queue_id, priority, ttl, exchange, routing_key, properties, body,"
+    "              body_key, body_size, ord)"
+    "   WHERE u.queue_id IN (SELECT id FROM live)"
+    "   ORDER BY u.ord"
+    "  RETURNING queue_id)"
+    " SELECT count(*), pg_notify(%s, coalesce(string_agg(DISTINCT queue_id::text, ','), ''))"
+    "   FROM added"
+)
+"""Rows inserted in order, the queues still there locked ``FOR KEY SHARE`` against their
+deletion, and their queues announced: one statement."""
+
+
+def _insert_params(rows: Sequence[NewMessage]) -> tuple[Any, ...]:
+    return (
+        sorted({r.queue_id for r in rows}),
+        [r.queue_id for r in rows],
+        [r.priority for r in rows],
+        [r.ttl_ms for r in rows],
+        [r.exchange for r in rows],
+        [r.routing_key for r in rows],
+        [r.properties for r in rows],
+        [r.body for r in rows],
+        [r.body_key for r in rows],
+        [r.body_size for r in rows],
+        CHANNEL,
     )
 
 
@@ -456,10 +465,7 @@ class MessageWriter:
                 held = [row for publish in batch for row in publish.held]
                 keys = [key for publish in batch for key in publish.keys]
                 try:
-                    taken = await self._db.run(
-                        partial(_commit, rows=rows, held=held, keys=keys, routing=self._routing),
-                        "amqp.publish", retries=_RETRIES, lazy_begin=True,
-                    )  # fmt: skip
+                    taken = await self._commit(rows, held, keys)
                 except Exception as exc:  # every failure must reach its publishers
                     for publish in batch:
                         if not publish.done.done():
@@ -474,6 +480,19 @@ class MessageWriter:
                     start = end
         finally:
             self._task = None
+
+    async def _commit(
+        self, rows: list[NewMessage], held: list[NewHeld], keys: list[str]
+    ) -> list[bool]:
+        """Commit one batch; per row, whether its queue took it."""
+        if held or keys or any(r.limited for r in rows):
+            return await self._db.run(
+                partial(_commit, rows=rows, held=held, keys=keys, routing=self._routing),
+                "amqp.publish", retries=_RETRIES, lazy_begin=True,
+            )  # fmt: skip
+        # the common batch, rows of queues without limits: its insert alone, one round trip
+        await self._db.statement(_INSERT, _insert_params(rows), "amqp.publish", retries=_RETRIES)
+        return [True] * len(rows)
 
     def _take(self) -> list[_Publish]:
         """The publishes of the next transaction: in order, up to the batch's bounds, and

@@ -248,8 +248,7 @@ async def claim_plan(
     """The plan PostgreSQL makes for a claim of ``count`` rows, under the claim's planner
     settings (EXPLAIN, FORMAT JSON)."""
     async with db.transaction() as tx:
-        for setting in msgs.CLAIM_PLANNER_SETTINGS:
-            await tx.execute(setting)
+        await tx.set_local(msgs.CLAIM_PLANNER_SETTINGS)
         explained = await tx.fetchval(
             "EXPLAIN (FORMAT JSON) " + msgs.CLAIM_STATEMENT,
             {"node": node_lease.node_id, "epoch": node_lease.epoch, "token": 1,
@@ -357,8 +356,7 @@ async def test_an_ack_reads_only_the_rows_it_deletes(db: Database, node_lease: N
         await tx.execute("ANALYZE amqp_messages")
     async with db.transaction() as tx:
         await tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        for setting in msgs.DELETE_PLANNER_SETTINGS:
-            await tx.execute(setting)
+        await tx.set_local(msgs.DELETE_PLANNER_SETTINGS)
         prepare = (  # by the server: to the driver, $1... would be its own parameters
             "DO $do$ BEGIN EXECUTE $p$ PREPARE acks (text, bigint, bigint[], bigint[]) AS "
             + msgs.DELETE_STATEMENT.replace("%(node)s", "$1").replace("%(epoch)s", "$2")

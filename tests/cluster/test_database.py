@@ -376,12 +376,27 @@ async def test_a_statement_commits_with_its_settings_and_returns_binary_rows(
         "UPDATE counter SET n = n + 5 WHERE id = %(id)s"
         " RETURNING id, n, '\\x00ff'::bytea, current_setting('enable_sort')",
         {"id": 2},
-        settings=["SET LOCAL enable_sort = off"],
+        settings=(("enable_sort", "off"),),
     )
     assert rows == [(2, 5, b"\x00\xff", "off")]
     assert await _count(db, 2) == 5
-    async with db.transaction() as tx:  # the setting was the transaction's only
+    for _ in range(db.settings.max_connections + 1):  # no other statement runs with it
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SHOW enable_sort") == "on"
+        assert await db.statement("SHOW enable_sort", ()) == [("on",)]
+    async with db.transaction() as tx:  # a transaction may set it for itself
+        await tx.set_local((("enable_sort", "off"),))
+        assert await tx.fetchval("SHOW enable_sort") == "off"
+    async with db.transaction() as tx:
         assert await tx.fetchval("SHOW enable_sort") == "on"
+    # the same settings, asked for by many statements at once, share one pool of sessions
+    shown = await asyncio.gather(*(
+        db.statement("SELECT current_setting('enable_sort'), pg_backend_pid()", (),
+                     settings=(("enable_sort", "off"),))
+        for _ in range(db.settings.max_connections)
+    ))  # fmt: skip
+    assert {rows[0][0] for rows in shown} == {"off"}
+    assert len({rows[0][1] for rows in shown}) <= max(1, db.settings.max_connections // 2)
 
 
 async def test_a_failed_statement_commits_nothing_and_leaves_the_pool_usable(

@@ -60,11 +60,20 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["Database", "DatabaseError", "DatabaseSettings", "Observe", "Transaction"]
+__all__ = [
+    "Database",
+    "DatabaseError",
+    "DatabaseSettings",
+    "Observe",
+    "StatementSettings",
+    "Transaction",
+]
 
 T = TypeVar("T")
 Observe = Callable[[str, float], None]
 Params = Sequence[Any] | Mapping[str, Any]
+StatementSettings = tuple[tuple[str, str], ...]
+"""Server settings a statement is planned and run with: ``(("enable_sort", "off"),)``."""
 
 _ISOLATION_LEVELS = ("read committed", "repeatable read", "serializable")
 _CONFLICT_STATES = {"40001": "serialization failure", "40P01": "deadlock detected"}
@@ -186,6 +195,11 @@ class Transaction:
                        in statements]  # fmt: skip
         return [await cursor.fetchall() for cursor in cursors]
 
+    async def set_local(self, settings: StatementSettings) -> None:
+        """Set ``settings`` until the transaction ends (``SET LOCAL``)."""
+        for name, value in settings:
+            await self.execute("SELECT set_config(%s, %s, true)", (name, value))
+
     @asynccontextmanager
     async def pipeline(self, *, commit: bool = False) -> AsyncIterator[None]:
         """Send the statements run inside in one round trip (libpq's pipeline mode): for
@@ -218,6 +232,10 @@ class Database:
         self.name = describe_url(conninfo)
         """The URL without its password, as error messages name the database."""
         self._observe = observe
+        self._variants: dict[
+            StatementSettings, asyncio.Future[AsyncConnectionPool[AsyncConnection[Any]]]
+        ] = {}
+        """Pools whose sessions carry settings of :meth:`statement`'s, by those settings."""
 
     @classmethod
     async def connect(
@@ -230,36 +248,57 @@ class Database:
     ) -> Database:
         """Connect (one probe connection, then the pool); ``DatabaseError`` with the server's
         reason when it cannot, within ``settings.connect_timeout`` per attempt."""
-        from psycopg_pool import AsyncConnectionPool
-
         settings = settings or DatabaseSettings()
         kwargs = _connection_kwargs(settings, node_id)
         name = describe_url(url)
         start = time.monotonic()
         await _probe(url, kwargs, settings.connect_timeout, name)
-        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            url,
-            kwargs=kwargs,
-            min_size=settings.min_connections,
-            max_size=settings.max_connections,
-            open=False,
-            name=f"wharf-{node_id}" if node_id else "wharf",
-            timeout=settings.acquire_timeout,
-            # A lost connection is replaced in the background with a doubling delay; giving up
-            # after acquire_timeout keeps that delay short, and a waiting caller starts anew.
-            reconnect_timeout=settings.acquire_timeout,
-        )
-        try:
-            await pool.open(wait=True, timeout=settings.connect_timeout * 2)
-        except Exception as exc:
-            await pool.close()
-            raise DatabaseError(name, f"cannot open the connection pool: {exc}") from exc
+        pool_name = f"wharf-{node_id}" if node_id else "wharf"
+        pool = await _open_pool(
+            url, kwargs, settings, settings.min_connections, settings.max_connections, name,
+            pool_name,
+        )  # fmt: skip
         if observe is not None:
             observe("connect", time.monotonic() - start)
         return cls(pool, url, kwargs, settings, observe)
 
     async def close(self) -> None:
+        variants, self._variants = self._variants, {}
+        for opening in variants.values():
+            try:
+                pool = await opening
+            except Exception:  # noqa: S112 - a pool that never opened has nothing to close
+                continue
+            await pool.close()
         await self._pool.close()
+
+    async def _pool_for(
+        self, settings: StatementSettings
+    ) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        """The pool whose sessions run with ``settings`` (opened at its first use)."""
+        if not settings:
+            return self._pool
+        opening = self._variants.get(settings)
+        if opening is None:
+            opening = asyncio.ensure_future(self._open_variant(settings))
+            self._variants[settings] = opening
+        try:
+            return await asyncio.shield(opening)
+        except DatabaseError:
+            if self._variants.get(settings) is opening:
+                del self._variants[settings]
+            raise
+
+    async def _open_variant(
+        self, settings: StatementSettings
+    ) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        options = " ".join(f"-c {name}={value}" for name, value in settings)
+        kwargs = {**self._kwargs, "options": f"{self._kwargs['options']} {options}"}
+        size = max(1, self.settings.max_connections // 2)
+        pool_name = f"{self._pool.name} {options}"
+        return await _open_pool(
+            self._conninfo, kwargs, self.settings, 1, size, self.name, pool_name
+        )
 
     async def open_listener(self) -> AsyncConnection[Any]:
         """A connection of its own, outside the pool, with the pool's settings and name
@@ -373,37 +412,32 @@ class Database:
         params: Params,
         name: str = "statement",
         *,
-        settings: Sequence[LiteralString] = (),
+        settings: StatementSettings = (),
         retries: int = 0,
         read_only: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """One statement in a transaction of its own, read committed, in one round trip:
-        sent alone, or with ``settings`` (``SET LOCAL`` statements) between its ``BEGIN`` and
-        ``COMMIT`` (libpq's pipeline mode); its rows, read in binary (``bytea`` as
-        ``bytes``). It is sent on a connection whose session is not known to be gone; every
-        failure counts as one of the commit: a connection lost leaves the outcome unknown,
-        which only a ``read_only`` statement retries. Retried like :meth:`run` bodies."""
+        """One statement, a transaction of its own (read committed), sent alone: one round
+        trip; its rows, read in binary (``bytea`` as ``bytes``). With ``settings``, it runs on
+        a connection of a pool of their own, whose sessions carry them (its size is half the
+        main pool's): the statement needs no ``SET LOCAL``, nor the ``BEGIN`` and ``COMMIT``
+        around it, and no other statement sees them. It is sent on a connection whose
+        session is not known to be gone; every failure counts as one of the commit: a
+        connection lost leaves the outcome unknown, which only a ``read_only`` statement
+        retries. Retried like :meth:`run` bodies."""
         return await _with_retries(
             lambda: self._statement(sql, params, name, settings), retries, unknown_too=read_only
         )
 
     async def _statement(
-        self, sql: LiteralString, params: Params, name: str, settings: Sequence[LiteralString]
+        self, sql: LiteralString, params: Params, name: str, settings: StatementSettings
     ) -> list[tuple[Any, ...]]:
         limit = self.settings.transaction_timeout
         async with self._accounted(name, lambda: "commit"):
-            connection = await self._live_connection()
+            pool = await self._pool_for(settings)
+            connection = await self._live_connection(pool)
             try:
                 async with asyncio.timeout(limit):
-                    if settings:
-                        async with connection.pipeline():
-                            await connection.execute("BEGIN")
-                            for setting in settings:
-                                await connection.execute(setting)
-                            cursor = await connection.execute(sql, params, binary=True)
-                            await connection.execute("COMMIT")
-                    else:
-                        cursor = await connection.execute(sql, params, binary=True)
+                    cursor = await connection.execute(sql, params, binary=True)
                     if cursor.description is None:  # a statement that returns no rows
                         return []
                     rows: list[tuple[Any, ...]] = await cursor.fetchall()
@@ -411,7 +445,7 @@ class Database:
             except TimeoutError as exc:
                 raise self._timeout_error("commit", limit) from exc
             finally:
-                await self._release(connection)
+                await self._release(connection, pool)
 
     @asynccontextmanager
     async def _accounted(self, name: str, stage: Callable[[], str]) -> AsyncIterator[None]:
@@ -429,27 +463,33 @@ class Database:
             if self._observe is not None:
                 self._observe(name, time.monotonic() - start)
 
-    async def _connection(self) -> AsyncConnection[Any]:
-        """A pooled connection, waiting at most ``settings.acquire_timeout``."""
+    async def _connection(
+        self, pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+    ) -> AsyncConnection[Any]:
+        """A connection of ``pool`` (the main one by default), waiting at most
+        ``settings.acquire_timeout``."""
         from psycopg_pool import PoolTimeout
 
+        pool = pool or self._pool
         try:
-            return await self._pool.getconn(timeout=self.settings.acquire_timeout)
+            return await pool.getconn(timeout=self.settings.acquire_timeout)
         except PoolTimeout as exc:
-            raise await self._unavailable() from exc
+            raise await self._unavailable(pool) from exc
 
-    async def _live_connection(self) -> AsyncConnection[Any]:
+    async def _live_connection(
+        self, pool: AsyncConnectionPool[AsyncConnection[Any]]
+    ) -> AsyncConnection[Any]:
         """A pooled connection whose session was not ended while it sat in the pool: an idle
         session is sent nothing by the server, so anything readable on its socket (a
         termination notice, the end of the stream) means the session is gone. Such a
         connection is closed, and the pool replaces it; up to the pool's size are tried."""
-        for _ in range(self.settings.max_connections):
-            connection = await self._connection()
+        for _ in range(pool.max_size):
+            connection = await self._connection(pool)
             if not _readable(connection.pgconn.socket):
                 return connection
             await connection.close()
-            await self._pool.putconn(connection)
-        return await self._connection()
+            await pool.putconn(connection)
+        return await self._connection(pool)
 
     async def _begin(self, begin: LiteralString, limit: float) -> AsyncConnection[Any]:
         """A pooled connection inside ``begin``. A connection that fails to begin is broken
@@ -479,9 +519,14 @@ class Database:
                 raise
             return connection
 
-    async def _release(self, connection: AsyncConnection[Any]) -> None:
-        """Roll back what the body left open (when it raised), then return the connection;
-        the pool closes a connection that is broken or still busy."""
+    async def _release(
+        self,
+        connection: AsyncConnection[Any],
+        pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None,
+    ) -> None:
+        """Roll back what the body left open (when it raised), then return the connection
+        to ``pool`` (the main one by default), which closes it if it is broken or still
+        busy."""
         from psycopg import pq
 
         status = connection.pgconn.transaction_status
@@ -490,9 +535,11 @@ class Database:
                 await connection.execute("ROLLBACK")
             except Exception:  # noqa: S110 - the pool discards a connection it cannot reset
                 pass
-        await self._pool.putconn(connection)
+        await (pool or self._pool).putconn(connection)
 
-    async def _unavailable(self) -> DatabaseError:
+    async def _unavailable(
+        self, pool: AsyncConnectionPool[AsyncConnection[Any]]
+    ) -> DatabaseError:
         """No pooled connection in time: ask the server directly why (refused, wrong
         password...), or say the pool is exhausted if it answers."""
         try:
@@ -502,7 +549,7 @@ class Database:
         return DatabaseError(
             self.name,
             f"no free connection within {self.settings.acquire_timeout:g} s "
-            f"(all {self.settings.max_connections} in use)",
+            f"(all {pool.max_size} in use)",
             retriable=True,
         )
 
@@ -595,6 +642,39 @@ def describe_url(url: str) -> str:
     host = parts.get("host") or "localhost"
     port = f":{parts['port']}" if parts.get("port") else ""
     return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+async def _open_pool(
+    url: str,
+    kwargs: dict[str, Any],
+    settings: DatabaseSettings,
+    min_size: int,
+    max_size: int,
+    name: str,
+    pool_name: str,
+) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    """An open pool; ``name`` names the database in errors, ``pool_name`` the pool in the
+    driver's logs."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        url,
+        kwargs=kwargs,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=pool_name,
+        timeout=settings.acquire_timeout,
+        # A lost connection is replaced in the background with a doubling delay; giving up
+        # after acquire_timeout keeps that delay short, and a waiting caller starts anew.
+        reconnect_timeout=settings.acquire_timeout,
+    )
+    try:
+        await pool.open(wait=True, timeout=settings.connect_timeout * 2)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(name, f"cannot open the connection pool: {exc}") from exc
+    return pool
 
 
 def _connection_kwargs(settings: DatabaseSettings, node_id: str | None) -> dict[str, Any]:

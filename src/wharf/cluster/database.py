@@ -23,14 +23,15 @@ How it works:
   nothing committed; a connection lost or a timeout *during* ``COMMIT`` leaves the outcome
   unknown (``outcome_unknown``), and nothing here retries such a transaction.
 - :meth:`Database.statement` runs one statement as a transaction of its own in one round
-  trip: alone (the session is in autocommit, so the statement is its own transaction), or,
-  with planner settings, ``BEGIN``, the settings, the statement and ``COMMIT`` sent together
-  (pipeline mode). The single statement is the cheapest transaction there is, for the node
-  and for PostgreSQL (about half the CPU of either pipelined form). A pooled connection
-  whose session the server ended while it was idle (a restart, an administrator's
-  ``pg_terminate_backend``) has the server's last words or its end waiting on the socket; it
-  is replaced before anything is sent on it. A connection lost after that leaves the
-  outcome unknown.
+  trip, sent alone (the sessions are in autocommit, so the statement is its own
+  transaction): the cheapest transaction there is, for the node and for PostgreSQL (about
+  half the CPU of a pipeline of ``BEGIN``, the statement and ``COMMIT``). A statement that
+  needs planner settings runs on a pool of its own, opened at first use, whose sessions were
+  started with them, so it still goes alone and no other statement sees them. A pooled
+  connection whose session the server ended while it was idle (a restart, an
+  administrator's ``pg_terminate_backend``) has the server's last words or its end waiting
+  on the socket; it is replaced before anything is sent on it. A connection lost after
+  that leaves the outcome unknown.
 - :meth:`Database.run` runs a body in a transaction and, when the caller asks for retries,
   runs it again after a serialization failure, a deadlock or a connection lost before the
   commit (``DatabaseError.retriable``), up to a bound, sleeping a jittered backoff in between.
@@ -284,10 +285,10 @@ class Database:
             self._variants[settings] = opening
         try:
             return await asyncio.shield(opening)
-        except DatabaseError:
+        except DatabaseError as exc:  # nothing was sent: the next statement tries again
             if self._variants.get(settings) is opening:
                 del self._variants[settings]
-            raise
+            raise DatabaseError(self.name, exc.reason, retriable=True) from exc
 
     async def _open_variant(
         self, settings: StatementSettings

@@ -11,8 +11,11 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from wharf.cluster.database import Database
 from wharf.cluster.queues import definitions as defs
+from wharf.cluster.queues import messages as msgs
 from wharf.core.broker import Broker
+from wharf.core.queues import cluster_registry
 from wharf.core.queues.cluster_registry import ClusterVhostRegistry
 from wharf.core.queues.embedded import QueueSubscription
 from wharf.errors import AccessRefusedError, NotFoundError
@@ -179,3 +182,45 @@ async def test_basic_get_takes_from_a_single_active_consumer_queue_on_any_node(
     received = await two.get("sac-get")  # no consumer is active here (or anywhere)
     assert received is not None and received.body == b"x"
     await received.ack()
+
+
+async def test_a_node_hears_of_the_queues_messages_only_while_it_has_consumers(
+    two_brokers: tuple[Broker, Broker], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that only publishes holds no ``LISTEN`` on the messages' channel; a consumer's
+    registration opens one, which closes once no consumer has been there for
+    ``MESSAGES_IDLE_S``; a message published meanwhile waits for the next consumer."""
+    monkeypatch.setattr(cluster_registry, "MESSAGES_IDLE_S", 0.2)
+    one, two = two_brokers
+    assert isinstance(one.vhosts, ClusterVhostRegistry)
+    assert isinstance(two.vhosts, ClusterVhostRegistry)
+
+    async def listening() -> int:
+        """Sessions listening on the messages' channel (the two nodes share one database
+        client here, so its sessions do not say which node they serve)."""
+        rows = await db.statement(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f"LISTEN {msgs.CHANNEL}",)
+        )
+        return int(rows[0][0])
+
+    await one.declare_queue("jobs")
+    await one.publish("", b"first", routing_key="jobs")
+    assert not one.vhosts.engine.hears_messages and not two.vhosts.engine.hears_messages
+    assert await listening() == 0
+    async with two.consume("jobs", prefetch=1) as messages:
+        assert two.vhosts.engine.hears_messages
+        await until(lambda: _equal(listening(), 1))
+        assert await take(messages) == b"first"
+        await one.publish("", b"second", routing_key="jobs")
+        assert await take(messages) == b"second"
+    assert not one.vhosts.engine.hears_messages
+    await until(lambda: _equal(listening(), 0))
+    assert not two.vhosts.engine.hears_messages
+    await one.publish("", b"third", routing_key="jobs")
+    async with one.consume("jobs", prefetch=1) as messages:
+        assert await take(messages) == b"third"
+        assert one.vhosts.engine.hears_messages
+
+
+async def _equal(found: Awaitable[int], expected: int) -> bool:
+    return await found == expected

@@ -217,6 +217,11 @@ class ClusterQueue(Queue):
         return self.consumers_elsewhere + len(self._consumers)
 
     @property
+    def consumed_here(self) -> bool:
+        """Whether consumers on this node take from the queue."""
+        return bool(self._consumers)
+
+    @property
     def active_consumer(self) -> Consumer | None:
         if not self.args.single_active_consumer or self.active_id is None:
             return None

@@ -12,7 +12,14 @@ How it works: :class:`ClusterVhostRegistry` is the broker's ``vhosts`` in cluste
 * the **message paths**: the group-committing :class:`MessageWriter`, the :class:`Settler`,
   claims, each fenced as :mod:`wharf.cluster.queues.messages` says, all given the node's
   dead-letter routing (:mod:`wharf.core.queues.cluster_dead_letter`); a notification that a
-  queue got messages makes its local part claim if its consumers have credit;
+  queue got messages makes its local part claim if its consumers have credit. The node
+  listens on that channel only while it has consumers: its first consumer registration
+  replaces its ``LISTEN`` connection by one that adds the channel, and once no queue has had
+  consumers here for :data:`MESSAGES_IDLE_S` it goes back to one without. So a node that
+  only publishes is not woken by every message of the cluster, and each node keeps one
+  listening session (PostgreSQL signals every listening session of the database at every
+  notification). Each time a listener connects, the definitions are reloaded and every queue
+  claims, which covers what was committed before it listened;
 * the **sweep**: every :data:`SWEEP_INTERVAL_S`, on the node's lease (one node at a time),
   returning the claims of dead epochs, deleting their exclusive queues and expired messages
   (dead-lettering them where the queue says so);
@@ -38,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from functools import partial
@@ -85,6 +93,10 @@ SWEEP_INTERVAL_S = 1.0
 RELEASE_INTERVAL_S = 0.2
 """How often a node looks for due delayed messages (the most a delay runs over, plus a commit)."""
 REFRESH_INTERVAL_S = 10.0
+MESSAGES_IDLE_S = 30.0
+"""How long the node keeps hearing about messages after its last consumer left."""
+_CHANNELS = (defs.CHANNEL, cons.CHANNEL, replies.CHANNEL)
+"""What a node always listens to; ``msgs.CHANNEL`` is added while it has consumers."""
 REPLY_MAX_AGE_S = 60.0
 """Direct replies forwarded to a node that did not take them (it died) go after this."""
 
@@ -108,10 +120,11 @@ class QueueEngine:
         self.dead_letters = ClusterDeadLetterRouting(registry.find_queue)
         self._writer = msgs.MessageWriter(node.db, self.dead_letters, self.bodies)
         self.settler = msgs.Settler(node.db, node.node_id, routing=self.dead_letters)
-        self._listener = NotificationListener(
-            node.db, (defs.CHANNEL, msgs.CHANNEL, cons.CHANNEL, replies.CHANNEL), self._notified,
-            self._reconnected, what="AMQP",
-        )
+        self._listener = self._listening_to(_CHANNELS)
+        self._hearing = False  # whether the listener has msgs.CHANNEL (consumers are here)
+        self._started = False
+        self._closing: set[asyncio.Task[None]] = set()  # listeners replaced, being closed
+        self._registered_at = 0.0  # monotonic time of the last consumer registration
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted = 0
         self._applied = 0
@@ -280,6 +293,7 @@ class QueueEngine:
         self, queue_id: int, tag: str, *, exclusive: bool
     ) -> tuple[cons.Registration | None, int]:
         lease = self.node.lease()
+        self._hear_messages()
         token = secrets.randbits(63)
         while True:  # run again while the outcome is unknown: the token makes it the same one
             try:
@@ -361,6 +375,43 @@ class QueueEngine:
                 if queue is not None:
                     queue.wake()
 
+    def _listening_to(self, channels: Sequence[str]) -> NotificationListener:
+        return NotificationListener(
+            self.node.db, channels, self._notified, self._reconnected, what="AMQP"
+        )
+
+    def _hear_messages(self) -> None:
+        """Listen for the queues' messages too (a consumer is coming)."""
+        self._registered_at = time.monotonic()
+        if not self._hearing:
+            self._hearing = True
+            self._listen_anew((*_CHANNELS, msgs.CHANNEL))
+
+    def _stop_hearing_messages(self) -> None:
+        """Stop listening for messages once no consumer has been here for a while."""
+        if (
+            self._hearing
+            and time.monotonic() - self._registered_at >= MESSAGES_IDLE_S
+            and not self._registry.consumed_here()
+        ):
+            self._hearing = False
+            self._listen_anew(_CHANNELS)
+
+    def _listen_anew(self, channels: Sequence[str]) -> None:
+        """Replace the listener by one on ``channels``. Its connecting reloads and wakes
+        everything, which covers what the old one could have said meanwhile."""
+        old, self._listener = self._listener, self._listening_to(channels)
+        if self._started:
+            self._listener.start()
+            closing = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    @property
+    def hears_messages(self) -> bool:
+        """Whether the node listens for the queues' messages now."""
+        return self._hearing
+
     def _reconnected(self) -> None:
         self._refresh_soon()
         self.spawn(self._learn_active_here())
@@ -369,6 +420,7 @@ class QueueEngine:
     # ---------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        self._started = True
         self._listener.start()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._run_housekeeping(), name="wharf amqp sweep")
@@ -467,6 +519,7 @@ class QueueEngine:
                 self._refresh_soon()
                 self.spawn(self._expire_replies())
             await self._learn_active_here()
+            self._stop_hearing_messages()
             if since_collect >= self.config.cluster_jobs.interval_ms / 1000:
                 since_collect = 0.0
                 self.spawn(self.collect_bodies())
@@ -497,6 +550,7 @@ class QueueEngine:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self._listener.close()
+        await asyncio.gather(*self._closing)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -600,6 +654,15 @@ class ClusterVhostRegistry(VhostRegistry):
             for queue in vhost.by_id.values()
             if queue.args.single_active_consumer and queue.consumers
         ]
+
+    def consumed_here(self) -> bool:
+        """Whether any queue has consumers on this node."""
+        return any(
+            queue.consumed_here
+            for vhost in self._vhosts.values()
+            if isinstance(vhost, ClusterVirtualHost)
+            for queue in vhost.by_id.values()
+        )
 
     def wake_all(self) -> None:
         for vhost in self._vhosts.values():

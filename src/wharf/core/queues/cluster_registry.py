@@ -545,6 +545,7 @@ class QueueEngine:
 
     async def close(self) -> None:
         """Stop listening and sweeping, then commit the publishes and settlements queued."""
+        self._started = False  # a consumer registering now starts no listener
         for task in (self._housekeeping, self._releasing):
             if task is not None:
                 task.cancel()

@@ -19,7 +19,6 @@ when nothing batches, which is what sets the latency tail on a small machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import amqp_load
 import kafka_load
+from peer_nodes import cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import local_cluster  # noqa: E402 - scripts/ is not a package
@@ -37,32 +37,9 @@ RATE = 1000.0
 SIZE = 100
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a live process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(parent: int) -> list[int]:
-    """The processes whose parent is ``parent``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def postgres_pids(postgres: local_cluster.Postgres) -> list[int]:
-    """The postmaster and its children (backends, checkpointer, walwriter...)."""
-    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
-    return [postmaster, *children(postmaster)]
+def postmaster(postgres: local_cluster.Postgres) -> int:
+    """The server's first process: with its descendants, the whole of PostgreSQL."""
+    return int((postgres.data / "postmaster.pid").read_text().split()[0])
 
 
 def snapshot(cluster: local_cluster.LocalCluster) -> dict[str, float]:
@@ -72,7 +49,7 @@ def snapshot(cluster: local_cluster.LocalCluster) -> dict[str, float]:
         for node in cluster.nodes
         if node.process is not None
     }
-    spent["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids(cluster.postgres))
+    spent["postgres"] = cpu_seconds(postmaster(cluster.postgres))
     process = cluster.s3.process
     spent["seaweedfs"] = cpu_seconds(process.pid) if process is not None else 0.0
     spent["client"] = time.process_time()
@@ -82,7 +59,7 @@ def snapshot(cluster: local_cluster.LocalCluster) -> dict[str, float]:
 def round_of(
     cluster: local_cluster.LocalCluster, run: Callable[[], dict[str, float]], sent: int
 ) -> str:
-    # backends that start during the round (a pool growing) count from their start
+    # CPU of a process and its descendants, those that ended during the round included
     before = snapshot(cluster)
     result = run()
     after = snapshot(cluster)

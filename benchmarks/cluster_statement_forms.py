@@ -21,24 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
+from peer_nodes import cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers.postgres_server import postgres_server  # noqa: E402
 
 Form = Callable[[psycopg.AsyncConnection[object]], Awaitable[None]]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def select_alone(connection: psycopg.AsyncConnection[object]) -> None:
@@ -84,7 +79,8 @@ async def measure(url: str, calls: int) -> None:
         for name, form in FORMS:
             for _ in range(200):  # warm: prepared statements, caches
                 await form(connection)
-            wall, cpu, server = time.perf_counter(), time.process_time(), cpu_seconds(server_pid)
+            server = cpu_seconds(server_pid)
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await form(connection)
             wall = time.perf_counter() - wall

@@ -18,7 +18,8 @@ log costs no timer. ``NEVER`` leaves the data to the operating system. Under eve
 
 Everything else that waits on the disk (a producer-state snapshot at a segment roll, a
 definitions save, closing or deleting a log, opening one) goes through the same threads:
-:func:`fsync_executor` makes the broker's one pool, :func:`run_off_loop` runs a blocking call on
+:func:`fsync_executor` makes the broker's one pool (a :class:`~wharf.core.disk_pool.DiskPool`,
+whose results come back to the loop in one step), :func:`run_off_loop` runs a blocking call on
 it and awaits the result, and :meth:`GroupCommitter.run` does the same with its log's pool. So no
 fsync runs on the event-loop thread, and a slow disk stalls only those who wait for it. A change
 that opens logs there and then registers them (declaring a durable queue, creating a topic) runs
@@ -39,11 +40,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from wharf.core.clock import Clock
 from wharf.core.config import FsyncPolicy
+from wharf.core.disk_pool import DiskPool, Done
 from wharf.core.stats import FSYNC_BUCKETS_S, Histogram, HistogramFamily
 from wharf.core.timer_chain import TimerChain
 from wharf.errors import StorageError
@@ -55,6 +58,7 @@ __all__ = [
     "fsync_executor",
     "run_off_loop",
     "run_to_end",
+    "start_off_loop",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,14 +69,37 @@ _T = TypeVar("_T")
 FSYNC_THREADS = 4
 
 
-def fsync_executor(threads: int = FSYNC_THREADS) -> ThreadPoolExecutor:
+def fsync_executor(threads: int = FSYNC_THREADS) -> DiskPool:
     """The broker's one pool of threads for blocking disk work (see the module docstring)."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="wharf-fsync")
+    return DiskPool(threads, "wharf-fsync")
 
 
 async def run_off_loop(executor: Executor | None, call: Callable[[], _T]) -> _T:
-    """Run ``call`` on ``executor`` (the loop's default pool when None) and await its result."""
+    """Run ``call`` on ``executor`` (the loop's default pool when None) and await its result
+    (by the pool's short way back when it is a :class:`DiskPool`)."""
+    if type(executor) is DiskPool:
+        return await executor.run(call)
     return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+def start_off_loop(executor: Executor | None, call: Callable[[], _T], done: Done[_T]) -> None:
+    """Run ``call`` on ``executor`` (the loop's default pool when None), then, on the loop's
+    thread, ``done(result, None)`` or ``done(None, exception)``: for a caller that goes on by
+    itself, without a task awaiting the call."""
+    loop = asyncio.get_running_loop()
+    if type(executor) is DiskPool:
+        executor.start(loop, call, done)
+        return
+    loop.run_in_executor(executor, call).add_done_callback(partial(_report, done))
+
+
+def _report(done: Done[_T], future: asyncio.Future[_T]) -> None:
+    if future.cancelled():
+        done(None, asyncio.CancelledError())
+    elif (error := future.exception()) is not None:
+        done(None, error)
+    else:
+        done(future.result(), None)
 
 
 # Changes whose callers were cancelled, kept referenced until they finish.
@@ -230,8 +257,7 @@ class GroupCommitter:
             self._flusher = None
 
     async def _flush_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        durable, seconds = await loop.run_in_executor(self._executor, self._timed_flush)
+        durable, seconds = await run_off_loop(self._executor, self._timed_flush)
         self.fsyncs += 1
         self.fsync_latency.observe(seconds)
         if durable > self._durable:

@@ -16,10 +16,13 @@ was saved) and deletes the journals of other generations, left by a crash during
 
 How saving works: a change calls :meth:`SnapshotJournal.record` on the event-loop thread in the
 same step that changes the state in memory, which encodes the record into a pending list, then
-awaits :meth:`SnapshotJournal.wait_durable`. One writer task at a time writes everything
-pending and fdatasyncs it on the broker's fsync pool, then releases the waiters that write
-covered; changes recorded meanwhile share the next write (group commit). So an answer sent
-after the wait means the change is on disk.
+awaits :meth:`SnapshotJournal.wait_durable`. One write at a time takes everything pending,
+appends it and fdatasyncs it on the broker's fsync pool, and its completion (a callback on the
+event-loop thread, with no task between the pool and the waiters: each step between is an
+event-loop iteration a sequential client waits for) releases the waiters it covered and starts
+the next write if changes were recorded meanwhile: those share it (group commit). So an answer
+sent after the wait means the change is on disk. A write runs to its end even when every
+waiter went away.
 
 Compaction: when the journal has grown past the snapshot's size (and at least
 ``compact_min_bytes``), or after a failed write (whose pages the kernel may have dropped), the
@@ -45,7 +48,7 @@ from typing import Any
 
 import msgspec
 
-from wharf.core.durability import run_off_loop
+from wharf.core.durability import run_off_loop, start_off_loop
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import replace_file
 from wharf.storage.journal import JournalFile, encode_record, read_journal
@@ -159,7 +162,9 @@ class SnapshotJournal:
         self._recorded = 0  # changes recorded
         self._durable = 0  # every change up to this one is on disk
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._busy = False  # a write or compaction is under way
+        self._quiet: asyncio.Future[None] | None = None  # set once none is (for close)
+        self._compaction: asyncio.Task[None] | None = None
         self.writes = 0  # completed journal writes, for tests and benchmarks
         self.compactions = 0  # completed compactions
 
@@ -192,17 +197,18 @@ class SnapshotJournal:
         change = self._recorded
         if change <= self._durable:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((change, future))
-        if self._writer is None:
-            self._writer = loop.create_task(self._write_loop())
+        if not self._busy:
+            self._next()
         await future
 
     async def close(self) -> None:
         """Wait for a running write (and the ones queued behind it), then close the file."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        while self._busy:
+            if self._quiet is None:
+                self._quiet = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._quiet)
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -210,38 +216,52 @@ class SnapshotJournal:
     def _journal(self, generation: int) -> Path:
         return journal_path(self._directory, self._name, generation)
 
-    async def _write_loop(self) -> None:
-        try:
-            while self._waiters:
-                covers = self._recorded
-                try:
-                    if self._file is None or self._failed or self._due_for_compaction():
-                        await self._compact()
-                    else:
-                        await self._write(self._file)
-                except Exception as exc:  # every failure must reach its waiters, or they hang
-                    self._failed = True
-                    self._settle(covers, exc)
-                    continue
-                self._durable = max(self._durable, covers)
-                self._settle(covers, None)
-        finally:
-            self._writer = None
-
-    def _due_for_compaction(self) -> bool:
-        assert self._file is not None
-        return self._file.size > max(self._compact_min_bytes, self._snapshot_bytes)
-
-    async def _write(self, file: JournalFile) -> None:
-        batch = b"".join(self._pending)
+    def _next(self) -> None:
+        """Start the next write (or compaction) for the waiters, or note that none is due."""
+        if not self._waiters:
+            self._busy = False
+            if self._quiet is not None:
+                self._quiet.set_result(None)
+                self._quiet = None
+            return
+        self._busy = True
+        covers = self._recorded
+        if self._file is None or self._failed or self._due_for_compaction():
+            self._compaction = asyncio.get_running_loop().create_task(self._compact())
+            self._compaction.add_done_callback(partial(self._compacted, covers))
+            return
+        file, batch = self._file, b"".join(self._pending)
         self._pending = []
 
         def write() -> None:
             file.append(batch)
             file.sync()
 
-        await run_off_loop(self._executor, write)
-        self.writes += 1
+        start_off_loop(self._executor, write, partial(self._written, covers))
+
+    def _written(self, covers: int, _: None, error: BaseException | None) -> None:
+        if error is None:
+            self.writes += 1
+        self._finished(covers, error)
+
+    def _compacted(self, covers: int, task: asyncio.Task[None]) -> None:
+        self._compaction = None
+        self._finished(covers, None if task.cancelled() else task.exception())
+
+    def _finished(self, covers: int, error: BaseException | None) -> None:
+        """A write or compaction covering the changes up to ``covers`` ended."""
+        if error is None:
+            self._durable = max(self._durable, covers)
+        else:  # every failure must reach its waiters, or they hang
+            self._failed = True
+            if not isinstance(error, Exception):
+                error = StorageError(f"the {self._name} journal write was interrupted: {error!r}")
+        self._settle(covers, error)
+        self._next()
+
+    def _due_for_compaction(self) -> bool:
+        assert self._file is not None
+        return self._file.size > max(self._compact_min_bytes, self._snapshot_bytes)
 
     async def _compact(self) -> None:
         generation = self._generation + 1
@@ -275,7 +295,7 @@ class SnapshotJournal:
             old.path.unlink(missing_ok=True)
         return new, len(payload)
 
-    def _settle(self, covers: int, error: Exception | None) -> None:
+    def _settle(self, covers: int, error: BaseException | None) -> None:
         pending: list[tuple[int, asyncio.Future[None]]] = []
         for change, future in self._waiters:
             if future.done():

@@ -9,7 +9,8 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from queue_helpers import Opener
 
 from wharf.core import snapshot_journal
+from wharf.core.disk_pool import DiskPool
 from wharf.core.queues import definitions
 from wharf.core.queues.definitions import (
     FILE_NAME,
@@ -29,17 +31,21 @@ from wharf.errors import StorageError
 from wharf.storage.journal import JournalFile, encode_record
 
 
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(1)
+@pytest.fixture(params=["broker pool", "standard pool"])
+def pool(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """One thread: the broker's kind of pool, or the standard library's (any executor
+    works)."""
+    executor: Executor = (
+        DiskPool(1, "journal-test") if request.param == "broker pool" else ThreadPoolExecutor(1)
+    )
     yield executor
     executor.shutdown(wait=True)
 
 
-def block(pool: ThreadPoolExecutor) -> threading.Event:
+def block(pool: Executor) -> threading.Event:
     """Hold the pool's one thread until the returned event is set."""
     gate = threading.Event()
-    pool.submit(gate.wait, 30)
+    pool.submit(partial(gate.wait, 30))
     return gate
 
 
@@ -65,7 +71,7 @@ async def opened(directory: Path, state: dict[str, Any], **kwargs: Any) -> Defin
 
 
 async def test_changes_recorded_while_a_write_runs_share_the_next_write(
-    tmp_path: Path, pool: ThreadPoolExecutor
+    tmp_path: Path, pool: Executor
 ) -> None:
     state: dict[str, Any] = {"vhosts": [{"name": "/"}]}
     journal = DefinitionsJournal(tmp_path, lambda: dict(state), pool)
@@ -121,7 +127,7 @@ async def test_a_failed_write_fails_its_waiters_and_the_next_save_compacts(
 
 
 async def test_close_waits_for_the_write_under_way(
-    tmp_path: Path, pool: ThreadPoolExecutor
+    tmp_path: Path, pool: Executor
 ) -> None:
     journal = DefinitionsJournal(tmp_path, lambda: {"vhosts": []}, pool)
     assert journal.open() is None
@@ -135,6 +141,26 @@ async def test_close_waits_for_the_write_under_way(
     gate.set()
     await closing
     assert save.done() and journal.compactions == 1
+
+
+async def test_a_write_goes_on_when_everyone_waiting_for_it_went_away(
+    tmp_path: Path, pool: Executor
+) -> None:
+    journal = DefinitionsJournal(tmp_path, lambda: {"vhosts": [{"name": "/"}]}, pool)
+    assert journal.open() is None
+    journal.record({"op": "vhost", "name": "/"})
+    await journal.wait_durable()  # the first snapshot
+    gate = block(pool)
+    journal.record({"op": "vhost", "name": "a"})
+    waiter = asyncio.create_task(journal.wait_durable())
+    await asyncio.sleep(0.01)  # the write took the record and waits for the pool
+    waiter.cancel()  # its connection went away
+    await asyncio.sleep(0)
+    gate.set()
+    await journal.close()  # waits for that write
+    assert waiter.cancelled() and journal.writes == 1
+    saved = load_definitions(tmp_path)
+    assert saved is not None and [v["name"] for v in saved["vhosts"]] == ["/", "a"]
 
 
 async def test_a_torn_tail_is_cut_off_and_every_record_before_it_replayed(

@@ -90,6 +90,7 @@ __all__ = [
     "QueueStore",
     "StoreSummary",
     "StoredMessage",
+    "holds_logs",
     "memory_store",
     "open_store",
 ]
@@ -902,7 +903,7 @@ async def open_store(
     log_config = _log_config(config.queue_segment_bytes)
     opener = _LogOpener(os.fspath(path), log_config, config, clock, fsync_latency, executor)
     limit = _batch_limit(log_config)
-    if new or not _holds_logs(opener.path):  # never held a message: its logs wait for one
+    if new or not holds_logs(opener.path):  # never held a message: its logs wait for one
         return QueueStore(_NOTHING_YET, _NOTHING_YET, None, max_batch_bytes=limit, opener=opener)
     logs = await opener.open()
     return QueueStore(
@@ -961,7 +962,7 @@ def _close_both(messages: LogLike, state: LogLike) -> None:
         state.close()
 
 
-def _holds_logs(path: str) -> bool:
+def holds_logs(path: str) -> bool:
     """Whether a queue's directory holds its logs (one stat of a local directory entry, made
     on the loop's thread when a queue is declared)."""
     return os.path.isdir(os.path.join(path, "messages"))

@@ -18,9 +18,11 @@ declare-ok promises the same. Opening a durable queue's logs (and a delayed exch
 the broker's fsync pool; while it runs, a second declaration of the same name waits for the
 first one and then sees its queue. That opening, with the save that follows it, runs to its end
 even if the declaring connection goes away meanwhile, so no log is left open unregistered and no
-queue in memory is left out of the saved definitions. Exclusive queues belong to an *owner* (a
-connection id of the front end's choosing) and are deleted by
-:meth:`VirtualHost.connection_closed`.
+queue in memory is left out of the saved definitions. A new durable queue has no logs to open
+(they are made by its first message): its declaration adds the queue and records it without
+waiting, so only the wait for the journal's write can be cut short, and that write goes on.
+Exclusive queues belong to an *owner* (a connection id of the front end's choosing) and are
+deleted by :meth:`VirtualHost.connection_closed`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from wharf.core.queues.store import (
     StoredMessage,
     StoreSummary,
     closed_store,
+    holds_logs,
     memory_store,
     open_store,
 )
@@ -329,6 +332,8 @@ class VirtualHost:
         if exclusive and owner is None:
             raise PreconditionError("an exclusive queue needs an owner")
         persistent = durable and not exclusive
+        path = os.path.join(self._queues_dir, dir_name(name)) if persistent else None
+        opens = path is not None and self._opens_logs(name, path)
         adding = self._add_queue(
             _Declaring(self._declaring_queues, name),
             name,
@@ -337,10 +342,20 @@ class VirtualHost:
             owner=owner if exclusive else None,
             arguments=args_map,
             args=parsed,
-            persistent=persistent,
+            path=path,
+            opens=opens,
         )
         # (restoring, no declarer can go away: see the module docstring)
-        return await (run_to_end(adding) if persistent and not self.restoring else adding)
+        return await (run_to_end(adding) if opens and not self.restoring else adding)
+
+    def _opens_logs(self, name: str, path: str) -> bool:
+        """Whether adding the durable queue ``name`` (directory ``path``) opens its logs on
+        the pool: they exist and no clean stop's summary describes them."""
+        if name in self._closed:
+            return False
+        if self._queue_dirs is not None:  # a restart's listing: no stat per queue
+            return os.path.basename(path) in self._queue_dirs and holds_logs(path)
+        return holds_logs(path)
 
     async def _add_queue(
         self,
@@ -352,16 +367,13 @@ class VirtualHost:
         owner: object | None,
         arguments: dict[str, Any],
         args: QueueArgs,
-        persistent: bool,
+        path: str | None,
+        opens: bool,
     ) -> Queue:
-        """Open a queue's store (recovering what its logs hold), add the queue and save it if
-        it is kept across restarts (run to its end: see the module docstring)."""
+        """Make a queue's store in ``path`` (in memory when None; ``opens``: its logs exist
+        and are opened, recovering what they hold), add the queue and save it if it is kept
+        across restarts (run to its end when ``opens``: see the module docstring)."""
         with declaring:
-            directory = dir_name(name)
-            path = os.path.join(self._queues_dir, directory) if persistent else None
-            new = path is not None and self._queue_dirs is not None and (
-                directory not in self._queue_dirs
-            )
             closed = self._closed.pop(name, None) if path is not None else None
             recovered: list[StoredMessage]
             if closed is not None and path is not None:  # a clean stop's summary: no log opened
@@ -372,7 +384,7 @@ class VirtualHost:
                     for offset, seq, priority, expires_at, count, size, stored in closed.entries
                 ]
             else:
-                store = await self._open_store(path, new=new)
+                store = await self._open_store(path, new=not opens)
                 recovered = await store.recover(keep_bodies=False)  # bodies are read when due
             queue = Queue(
                 self.name,
@@ -400,7 +412,7 @@ class VirtualHost:
         deadline = queue.next_deadline()
         if deadline is not None:  # else the timer has nothing new to look at
             self.wake_at(deadline)
-        if persistent:
+        if path is not None:
             await self._save_change("queue", partial(queue_entry, self.name, queue))
         return queue
 

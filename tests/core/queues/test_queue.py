@@ -304,6 +304,36 @@ async def test_state_log_compaction_keeps_state(
     ]
 
 
+async def test_the_state_log_is_compacted_only_after_as_many_changes_as_live_records(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compaction writes every live record: waiting for as many changes keeps draining a deep
+    # queue linear (it compacted every 20,000 changes, each time writing all that was left).
+    monkeypatch.setattr("wharf.core.queues.store._SNAPSHOT_EVERY", 3)
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    v = reg["/"]
+    q = await v.declare_queue("d", durable=True)
+    for i in range(40):
+        v.publish_nowait(msg(b"%d" % i, key="d", persistent=True))
+
+    def take_and_ack(count: int) -> None:
+        taken = [q.basic_get(no_ack=False) for _ in range(count)]
+        q.ack([d.delivery_id for d in taken if d])
+
+    take_and_ack(10)  # 20 changes (10 deliveries, 10 acks), 30 live
+    await reg.maintain()
+    state = q.store.state
+    assert state is not None and state.next_offset > 0
+    assert state.log_start_offset == 0  # not compacted yet
+    take_and_ack(10)  # 40 changes since, 20 live
+    await reg.maintain()
+    assert state.log_start_offset > 0  # compacted
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    q = reg["/"].queues["d"]
+    left = [q.basic_get(no_ack=True) for _ in range(21)]
+    assert [d.message.body for d in left if d] == [b"%d" % i for i in range(20, 40)]
+
+
 async def test_confirm_after_queue_deleted(open_registry: Opener) -> None:
     reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.ALWAYS))
     v = reg["/"]

@@ -85,5 +85,5 @@ class DelayedMessages:
         first = min((offset for offset, _ in held), default=None)
         log = self.store.messages
         self.store.reclaim(log.next_offset if first is None else first)
-        if self.store.needs_snapshot():
+        if self.store.needs_snapshot(len(held)):
             await self.store.snapshot([(offset, seq, 0) for offset, seq in held])

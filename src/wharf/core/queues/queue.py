@@ -629,7 +629,7 @@ class Queue:
             self._pending_settle = [*self._pending_settle, *moved_from]
             self._commit_state()
         self.store.reclaim(self._space.reclaim_offset())
-        if self.store.needs_snapshot():
+        if self.store.needs_snapshot(len(self._entries) + len(self._space.settling)):
             await self.store.snapshot(self._space.kept_records())
 
     # --------------------------------------------------------------------------- internals

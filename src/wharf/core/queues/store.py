@@ -108,7 +108,8 @@ _MAX_PENDING_BYTES = 512 << 10
 # of its record (properties, exchange, routing key, framing) in a batch of its own.
 MAX_MESSAGE_BYTES = 128 << 20
 _RECORD_ROOM = 1 << 20
-# Compact the state log after this many settlements and deliveries since the last snapshot.
+# Compact the state log after this many settlements and deliveries since the last snapshot, or
+# after as many as the records the snapshot would hold, when more (see needs_snapshot).
 _SNAPSHOT_EVERY = 20_000
 
 
@@ -677,8 +678,13 @@ class QueueStore:
 
     # ---------------------------------------------------------------------- compaction
 
-    def needs_snapshot(self) -> bool:
-        return self.state is not None and self._since_snapshot >= _SNAPSHOT_EVERY
+    def needs_snapshot(self, kept: int) -> bool:
+        """Whether to compact the state log, whose snapshot would hold ``kept`` records: a
+        snapshot writes them all, so it waits for at least as many changes, which keeps the
+        work linear in the changes (draining a queue of a million messages would otherwise
+        write its remaining records again every 20,000 changes) and the state log under twice
+        the larger of the two."""
+        return self.state is not None and self._since_snapshot >= max(_SNAPSHOT_EVERY, kept)
 
     async def snapshot(self, live: Sequence[tuple[int, int, int]]) -> None:
         """Compact the state log: ``live`` = (offset, seq, delivery count) of every live record.

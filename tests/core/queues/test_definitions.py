@@ -28,7 +28,7 @@ from wharf.core.queues.definitions import (
     load_definitions,
 )
 from wharf.errors import StorageError
-from wharf.storage.journal import JournalFile, encode_record
+from wharf.storage.journal import JournalFile, encode_record, read_journal
 
 
 @pytest.fixture(params=["broker pool", "standard pool"])
@@ -172,8 +172,9 @@ async def test_a_torn_tail_is_cut_off_and_every_record_before_it_replayed(
         await journal.wait_durable()
     await journal.close()
     path = journal_path(tmp_path, 1)
-    whole = path.stat().st_size
-    with path.open("ab") as f:
+    whole = sum(len(encode_record(payload)) for payload in read_journal(path))
+    with path.open("r+b") as f:  # mid-write, into the zeros allocated ahead
+        f.seek(whole)
         f.write(encode_record(b'{"op":"vhost","name":"c"}')[:-3])
     again = DefinitionsJournal(tmp_path, dict)
     loaded = again.open()

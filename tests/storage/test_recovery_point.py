@@ -298,3 +298,52 @@ def test_reopening_a_cleanly_closed_empty_log_rewrites_no_checkpoint(tmp_path: P
         assert log.append_records([RecordInput(None, b"first")]).base_offset == 0
     finally:
         log.close()
+
+
+def test_closing_a_log_left_as_found_writes_nothing_and_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash restart opens every log with a directory and closes those beyond the open limit
+    # again at once: a log it read but did not change needs no write or fsync to close.
+    log = Log.open(tmp_path / "log", CONFIG)
+    append(log, 0, 50)
+    log.close()
+    files = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "log").iterdir()}
+    synced: list[int] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd))[1])
+    log = Log.open(tmp_path / "log", CONFIG)
+    assert stored_values(log) == [value(i) for i in range(50)]  # read, not changed
+    log.close()
+    assert synced == []
+    assert {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "log").iterdir()
+    } == files
+
+
+def test_closing_a_log_changed_after_it_was_found_clean_saves_the_change(
+    tmp_path: Path,
+) -> None:
+    log = Log.open(tmp_path / "log", CONFIG)
+    append(log, 0, 50)
+    log.close()
+    for change in ("append", "delete", "roll"):
+        config = replace(CONFIG, segment_bytes=200) if change == "roll" else CONFIG
+        log = Log.open(tmp_path / "log", config)
+        segments = log.segment_base_offsets()
+        if change == "delete":
+            log.delete_records_before(log.log_start_offset + 1)
+        else:
+            append(log, log.next_offset, 3)
+        assert (log.segment_base_offsets() != segments) == (change == "roll")
+        start, end = log.log_start_offset, log.next_offset
+        log.close()
+        assert checkpoint(tmp_path / "log") == end
+        crashed = crash_copy(log, tmp_path / f"after-{change}")  # as a kill -9 would leave it
+        reopened = Log.open(crashed, config)
+        try:
+            assert reopened.recovery_verified_bytes == 0  # the close made it all durable
+            assert (reopened.log_start_offset, reopened.next_offset) == (start, end)
+        finally:
+            reopened.close()

@@ -62,6 +62,9 @@ class LoadedLog:
     recovery_point: int
     truncated_bytes: int
     verified_bytes: int
+    # found as a clean close leaves it (not made by this load): closing it unchanged writes
+    # nothing
+    as_closed: bool = False
 
 
 class LogLoader:
@@ -185,7 +188,7 @@ class LogLoader:
                 fsync_dir(self.dir)
             except OSError as exc:
                 raise StorageError(f"cannot sync log {self.dir}: {exc}", errno=exc.errno) from exc
-        return LoadedLog(segments, lso, end, 0, 0)
+        return LoadedLog(segments, lso, end, 0, 0, as_closed=not self._fresh)
 
     def _unchanged(self, end: int, recovery_point: int, reindexed: list[LogSegment]) -> bool:
         """Whether the load found the log as a clean close left it: the recovery point at its

@@ -130,6 +130,8 @@ class Log(LogFlusher, LogReader, LogRetention):
         clock_ms: Callable[[], int],
         truncated_bytes: int = 0,
         verified_bytes: int = 0,
+        *,
+        as_closed: bool = False,
     ) -> None:
         self.path = path
         # Bytes of torn tail that recovery cut off when this log was opened.
@@ -163,6 +165,10 @@ class Log(LogFlusher, LogReader, LogRetention):
         self._checkpoint_ms = clock_ms()
         self._index_files_lock = threading.Lock()
         self._indexes_final = False
+        # What the log was when found as a clean close leaves it (None when not so found).
+        self._found: tuple[int, int, list[tuple[int, int]]] | None = (
+            self._shape() if as_closed else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,15 +207,22 @@ class Log(LogFlusher, LogReader, LogRetention):
             clock,
             loaded.truncated_bytes,
             loaded.verified_bytes,
+            as_closed=loaded.as_closed,
         )
 
     def close(self) -> None:
         """Flush, write the indexes and the recovery point, and release the files. A fenced
-        log only releases its files: its recovery point stays where durability ended."""
+        log only releases its files: its recovery point stays where durability ended. A log
+        found as a clean close leaves it, and not changed since, is released without a write:
+        its files already say everything a close would write."""
         if self._closed:
             return
         active = self._segments[-1]
         if self._fenced is not None:
+            self._release()
+            return
+        if self._as_found():
+            self._release_reserved(active)
             self._release()
             return
         try:
@@ -225,6 +238,30 @@ class Log(LogFlusher, LogReader, LogRetention):
         self._write_recovery_point(self._next_offset, self._appended_before_active + active.size)
         self._release_reserved(active)
         self._release()
+
+    def _shape(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """Start and end offsets and every segment's base offset and size: any write, roll,
+        truncation or deletion changes it."""
+        return (
+            self._log_start_offset,
+            self._next_offset,
+            [(seg.base_offset, seg.size) for seg in self._segments],
+        )
+
+    def _as_found(self) -> bool:
+        """Whether the log is still as :meth:`open` found it after a clean close, with
+        nothing left to sync."""
+        if self._found is None or self._recovery_point != self._next_offset:
+            return False
+        with self._lock:
+            unsynced = (
+                self._active_dirty
+                or self._dirty
+                or self._unsynced_index_paths
+                or self._dir_dirty
+                or self._start_dirty
+            )
+        return not unsynced and self._shape() == self._found
 
     def _release_reserved(self, seg: LogSegment) -> None:
         """Give back the space reserved past the end of ``seg``; a failure only costs disk

@@ -7,6 +7,8 @@ from queue_helpers import Opener, RecordingConsumer
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
 from wharf.core.queues.message import Message
+from wharf.core.queues.queue import Queue
+from wharf.core.queues.registry import VhostRegistry
 from wharf.core.queues.vhost import VirtualHost
 from wharf.errors import (
     PreconditionError,
@@ -276,15 +278,24 @@ async def test_sequence_numbers_are_not_reused_after_restart(open_registry: Open
     assert not got.redelivered and got.delivery_count == 1
 
 
+async def compacting_queue(
+    open_registry: Opener, monkeypatch: pytest.MonkeyPatch, messages: int
+) -> tuple[VhostRegistry, Queue]:
+    """A durable queue "d" holding ``messages`` persistent messages, its state log compacted
+    after as few as 3 changes."""
+    monkeypatch.setattr("wharf.core.queues.store._SNAPSHOT_EVERY", 3)
+    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    q = await reg["/"].declare_queue("d", durable=True)
+    for i in range(messages):
+        reg["/"].publish_nowait(msg(b"%d" % i, key="d", persistent=True))
+    return reg, q
+
+
 async def test_state_log_compaction_keeps_state(
     open_registry: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("wharf.core.queues.store._SNAPSHOT_EVERY", 3)
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
+    reg, q = await compacting_queue(open_registry, monkeypatch, 6)
     v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    for i in range(6):
-        v.publish_nowait(msg(b"%d" % i, key="d", persistent=True))
     delivered = [q.basic_get(no_ack=False) for _ in range(4)]
     ids = [d.delivery_id for d in delivered if d]
     q.ack(ids[:2])  # 0 and 1 acked; 2 and 3 delivered, unacked; 4 and 5 ready
@@ -309,12 +320,7 @@ async def test_the_state_log_is_compacted_only_after_as_many_changes_as_live_rec
 ) -> None:
     # A compaction writes every live record: waiting for as many changes keeps draining a deep
     # queue linear (it compacted every 20,000 changes, each time writing all that was left).
-    monkeypatch.setattr("wharf.core.queues.store._SNAPSHOT_EVERY", 3)
-    reg = await open_registry(BrokerConfig(fsync=FsyncPolicy.NEVER))
-    v = reg["/"]
-    q = await v.declare_queue("d", durable=True)
-    for i in range(40):
-        v.publish_nowait(msg(b"%d" % i, key="d", persistent=True))
+    reg, q = await compacting_queue(open_registry, monkeypatch, 40)
 
     def take_and_ack(count: int) -> None:
         taken = [q.basic_get(no_ack=False) for _ in range(count)]

@@ -237,7 +237,10 @@ class SnapshotJournal:
             file.append(batch)
             file.sync()
 
-        start_off_loop(self._executor, write, partial(self._written, covers))
+        try:
+            start_off_loop(self._executor, write, partial(self._written, covers))
+        except Exception as exc:  # the pool refused it (shut down): fail these waiters
+            self._finished(covers, exc)
 
     def _written(self, covers: int, _: None, error: BaseException | None) -> None:
         if error is None:

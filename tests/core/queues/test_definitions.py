@@ -163,6 +163,21 @@ async def test_a_write_goes_on_when_everyone_waiting_for_it_went_away(
     assert saved is not None and [v["name"] for v in saved["vhosts"]] == ["/", "a"]
 
 
+async def test_a_save_the_pool_refuses_fails_its_waiters_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    pool = DiskPool(1, "journal-test")
+    journal = DefinitionsJournal(tmp_path, lambda: {"vhosts": [{"name": "/"}]}, pool)
+    assert journal.open() is None
+    journal.record({"op": "vhost", "name": "/"})
+    await journal.wait_durable()  # the first snapshot
+    pool.shutdown(wait=True)  # as at the end of a broker's close
+    journal.record({"op": "vhost", "name": "a"})
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(journal.wait_durable(), 10)
+    await asyncio.wait_for(journal.close(), 10)
+
+
 async def test_a_torn_tail_is_cut_off_and_every_record_before_it_replayed(
     tmp_path: Path,
 ) -> None:

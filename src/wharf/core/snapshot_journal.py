@@ -70,8 +70,17 @@ Replay = Callable[[State, list[State]], State]
 
 
 def encode_snapshot(data: State) -> bytes:
-    """The content of a snapshot file for ``data``."""
-    return json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+    """The content of a snapshot file for ``data``: indented JSON, keys sorted.
+
+    Encoded by msgspec: the standard library's encoder took 686 ms for the definitions of
+    50,000 queues, 12,500 exchanges and 50,000 bindings (15 MB), msgspec 47 ms, and either
+    holds the GIL throughout, starving the event loop while a compaction runs on the pool.
+    What msgspec refuses (a name holding a lone surrogate, which it cannot write as UTF-8; an
+    integer beyond 64 bits) goes through the standard encoder, which escapes or writes it."""
+    try:
+        return msgspec.json.format(msgspec.json.encode(data, order="sorted"), indent=1)
+    except (UnicodeEncodeError, OverflowError, TypeError):
+        return json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
 
 
 def journal_path(directory: Path, name: str, generation: int) -> Path:

@@ -178,6 +178,26 @@ async def test_a_save_the_pool_refuses_fails_its_waiters_instead_of_hanging(
     await asyncio.wait_for(journal.close(), 10)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["plain", "é-ü 東京", "lone \udc80 surrogate", "big"],
+    ids=["ascii", "utf8", "surrogate", "big-int"],
+)
+def test_a_snapshot_is_indented_json_with_sorted_keys_that_reads_back_the_same(
+    name: str,
+) -> None:
+    data: dict[str, Any] = {
+        "vhosts": [{"name": "/"}],
+        "queues": [{"vhost": "/", "name": name, "durable": True, "arguments": {}}],
+        "journal": 2,
+    }
+    if name == "big":
+        data["journal"] = 1 << 70  # beyond 64 bits: the standard encoder writes it
+    encoded = snapshot_journal.encode_snapshot(data)
+    assert json.loads(encoded) == data
+    assert encoded.startswith(b'{\n "journal": ') and b'\n  {\n   "arguments": {},' in encoded
+
+
 async def test_a_torn_tail_is_cut_off_and_every_record_before_it_replayed(
     tmp_path: Path,
 ) -> None:

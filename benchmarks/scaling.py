@@ -22,7 +22,10 @@ hold no log files (a durable queue's logs are made by its first message). With
 ``--partitions N``, N partitions (topics of 100, created with confluent-kafka's AdminClient)
 are given one record each (acks=all) before the restart, which then also times the last
 partition's record fetched. Run:
-``python benchmarks/scaling.py --queues 50000 [--messages 3] [--partitions 20000]``.
+``python benchmarks/scaling.py --queues 50000 [--messages 3] [--partitions 20000] [--crash]``
+(``--crash``: after the restart, kill -9 and start again: no summaries, so every queue and
+partition with logs is recovered at start; the queue's first message was taken by the
+restart before, so the second one is got).
 """
 
 from __future__ import annotations
@@ -242,6 +245,33 @@ def last_record(broker: Broker, partitions: int) -> None:
         consumer.close()
 
 
+def restart(
+    broker: Broker, args: argparse.Namespace, label: str
+) -> tuple[pika.BlockingConnection, BlockingChannel]:
+    """Start the stopped broker; print when its ports were ready, a passive declare of the
+    last queue answered, and (with messages or partitions) the last ones read."""
+    n = args.queues
+    began = time.perf_counter()
+    port_ready = broker.start()
+    connection, ch = channel(broker.port)
+    ch.queue_declare(f"q-{n - 1}", passive=True)
+    answered = time.perf_counter() - began
+    got = ""
+    if args.messages:
+        method, _, body = ch.basic_get(f"q-{n - 1}", auto_ack=True)
+        if method is None or body != b"m" * 100:
+            raise SystemExit(f"q-{n - 1} lost its messages in the {label}")
+        got = f", its first message got at {time.perf_counter() - began:.2f} s"
+    if args.partitions:
+        last_record(broker, args.partitions)
+        got += (f", the last of {args.partitions} partitions' record fetched at "
+                f"{time.perf_counter() - began:.2f} s")  # fmt: skip
+    print(f"{label} with {n} queues, {max(n // 4, 1)} exchanges, {n} bindings: ports "
+          f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
+          f"{got}; {resources(broker.pid)}", flush=True)  # fmt: skip
+    return connection, ch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queues", type=int, default=20_000)
@@ -251,8 +281,12 @@ def main() -> None:
                         help="persistent messages published into each durable queue")
     parser.add_argument("--partitions", type=int, default=0,
                         help="partitions given one record each before the restart")
+    parser.add_argument("--crash", action="store_true",
+                        help="after the restart, also kill -9 the broker and start it again")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
+    if args.crash and args.messages == 1:
+        parser.error("--crash reads each queue's second message: give --messages 2 or more")
     n = args.queues
     exchanges = max(n // 4, 1)
     workdir = Path(tempfile.mkdtemp(prefix="wharf-scaling-"))
@@ -284,24 +318,13 @@ def main() -> None:
         if args.partitions:
             fill_topics(broker, args.partitions)
         broker.stop()
-        began = time.perf_counter()
-        port_ready = broker.start()
-        connection, ch = channel(broker.port)
-        ch.queue_declare(f"q-{n - 1}", passive=True)
-        answered = time.perf_counter() - began
-        got = ""
-        if args.messages:
-            method, _, body = ch.basic_get(f"q-{n - 1}", auto_ack=True)
-            if method is None or body != b"m" * 100:
-                raise SystemExit(f"q-{n - 1} lost its messages in the restart")
-            got = f", its first message got at {time.perf_counter() - began:.2f} s"
-        if args.partitions:
-            last_record(broker, args.partitions)
-            got += (f", the last of {args.partitions} partitions' record fetched at "
-                    f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-        print(f"restart with {n} queues, {exchanges} exchanges, {n} bindings: ports "
-              f"ready in {port_ready:.2f} s, first passive declare answered at {answered:.2f} s"
-              f"{got}; {resources(broker.pid)}", flush=True)  # fmt: skip
+        connection, ch = restart(broker, args, "restart")
+        if args.crash:
+            connection.close()
+            assert broker.proc is not None
+            broker.proc.kill()  # kill -9: no summaries, every queue with logs is replayed
+            broker.proc.wait()
+            connection, ch = restart(broker, args, "restart after kill -9")
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
         connection.close()
         broker.stop()

@@ -204,6 +204,7 @@ async def test_a_node_hears_of_the_queues_messages_only_while_it_has_consumers(
         return int(rows[0][0])
 
     await one.declare_queue("jobs")
+    await two.declare_queue("jobs")  # known there now, not when the catalogue's news arrives
     await one.publish("", b"first", routing_key="jobs")
     assert not one.vhosts.engine.hears_messages and not two.vhosts.engine.hears_messages
     assert await listening() == 0

@@ -23,9 +23,10 @@ hold no log files (a durable queue's logs are made by its first message). With
 are given one record each (acks=all) before the restart, which then also times the last
 partition's record fetched. Run:
 ``python benchmarks/scaling.py --queues 50000 [--messages 3] [--partitions 20000] [--crash]``
-(``--crash``: after the restart, kill -9 and start again: no summaries, so every queue and
-partition with logs is recovered at start; the queue's first message was taken by the
-restart before, so the second one is got).
+(``--crash``: after the restart, kill -9 and start again: no summaries, so every partition
+with logs is recovered at start and every queue with logs is read back in the background
+after the ports open, which is timed from the broker's log line; the queue's first message
+was taken by the restart before, so the second one is got).
 """
 
 from __future__ import annotations
@@ -79,12 +80,16 @@ class Broker:
         self.port = free_port()
         self.kafka_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0  # when the last start began (perf_counter)
+        self.log_lines = 0  # lines of the log before the last start
 
     def start(self) -> float:
         """Start the server; return the seconds until its AMQP and Kafka ports accept a
         connection."""
         started = time.perf_counter()
-        log = (self.workdir / "wharf.log").open("ab")
+        log_path = self.workdir / "wharf.log"
+        self.log_lines = len(log_path.read_text().splitlines()) if log_path.exists() else 0
+        log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "wharf.cli.main", "serve",
@@ -92,17 +97,29 @@ class Broker:
                 "--amqp-port", str(self.port), "--kafka-port", str(self.kafka_port),
                 "--http-port", "0",
                 "--data-dir", str(self.workdir / "data"),
-                "--fsync", "always", "--log-level", "warning",
+                "--fsync", "always", "--log-level", "info",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+        self.started = started
         deadline = started + 600
         while not (port_open(self.port) and port_open(self.kafka_port)):
             if self.proc.poll() is not None or time.perf_counter() > deadline:
                 raise SystemExit(f"wharf did not start; see {self.workdir / 'wharf.log'}")
             time.sleep(0.01)
         return time.perf_counter() - started
+
+    def queues_read_back(self) -> str:
+        """Wait for the log line of the queues a crash left read back in the background."""
+        deadline = time.perf_counter() + 600
+        while time.perf_counter() < deadline:
+            for line in (self.workdir / "wharf.log").read_text().splitlines()[self.log_lines:]:
+                if "queues left by a crash in" in line:
+                    elapsed = time.perf_counter() - self.started
+                    return f"{line.split('read back the logs of ')[1]}; {elapsed:.2f} s from start"
+            time.sleep(0.05)
+        raise SystemExit("the queues were not read back within 600 s")
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -325,6 +342,9 @@ def main() -> None:
             broker.proc.kill()  # kill -9: no summaries, every queue with logs is replayed
             broker.proc.wait()
             connection, ch = restart(broker, args, "restart after kill -9")
+            if args.messages:
+                print(f"  read back in the background: {broker.queues_read_back()}; "
+                      f"{resources(broker.pid)}", flush=True)
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
         connection.close()
         broker.stop()

@@ -10,13 +10,18 @@ import pytest
 from wharf.storage.log import Log
 
 
-def gate_log_opens(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+def gate_log_opens(
+    monkeypatch: pytest.MonkeyPatch, under: str | None = None
+) -> tuple[threading.Event, threading.Event]:
     """``(started, gate)``: ``started`` is set when a ``Log.open`` begins (on whatever thread),
-    which then waits until the test sets ``gate`` (at most 30 s)."""
+    which then waits until the test sets ``gate`` (at most 30 s). ``under``: only the opens
+    of logs whose path holds it are held."""
     started, gate = threading.Event(), threading.Event()
     real_open = Log.open
 
     def gated_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        if under is not None and under not in str(args[0]):
+            return real_open(*args, **kwargs)
         started.set()
         assert gate.wait(30)
         return real_open(*args, **kwargs)

@@ -221,7 +221,9 @@ class QueueSummary(msgspec.Struct):
     auto_delete: bool
     exclusive: bool
     arguments: dict[str, Any]
-    messages: int
+    # "recovering" after a crash until its logs are read back; its ready count is then null
+    state: str
+    messages: int | None
     unacked: int
     consumers: int
     published: int

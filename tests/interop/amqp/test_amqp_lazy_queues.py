@@ -102,3 +102,45 @@ def test_queues_open_their_logs_when_needed_and_keep_every_confirmed_message(
     for q in range(3, QUEUES):
         assert get_all(ch, f"q{q}") == [(b"q%d-%d" % (q, i), False) for i in range(3)]
     connection.close()
+
+
+def test_after_a_kill_9_queues_serve_clients_at_once_and_are_read_back_behind(
+    start_wharf, tmp_path: Path  # noqa: ANN001
+) -> None:
+    """The start after a crash reads no queue before its listeners open; the queues the
+    background reads last are used first, and each behaves as if read at start."""
+    many = 300
+    names = [f"w{q}" for q in range(many)]
+    server = start_wharf(data_dir=tmp_path / "data")
+    connection, ch = channel(server.amqp_port)
+    for name in names:
+        ch.queue_declare(name, durable=True)
+        for i in range(2):
+            ch.basic_publish("", name, b"%s-%d" % (name.encode(), i), PERSISTENT)
+    connection.close()
+
+    server.kill()
+    server.restart()
+    connection, ch = channel(server.amqp_port)
+    last, before_last, third_last = names[-1], names[-2], names[-3]
+    ch.basic_publish("", last, b"late", PERSISTENT)  # confirmed: after the two it held
+    declared = ch.queue_declare(before_last, durable=True, passive=True)
+    assert declared.method.message_count == 2
+    consumed: list[bytes] = []
+    for method, _props, body in ch.consume(third_last, inactivity_timeout=5):
+        assert method is not None, f"{third_last} delivered {consumed} and then nothing"
+        consumed.append(body)
+        ch.basic_ack(method.delivery_tag)
+        if len(consumed) == 2:
+            break
+    ch.cancel()
+    assert consumed == [b"%s-%d" % (third_last.encode(), i) for i in range(2)]
+    assert get_all(ch, last) == [(b"%s-0" % last.encode(), False),
+                                 (b"%s-1" % last.encode(), False), (b"late", False)]  # fmt: skip
+    for name in names[:-3]:
+        assert get_all(ch, name) == [(b"%s-%d" % (name.encode(), i), False) for i in range(2)]
+    connection.close()
+    deadline = time.monotonic() + 30
+    while f"read back the logs of {many} queues left by a crash" not in server.log_text():
+        assert time.monotonic() < deadline, "no log line of the queues read back"
+        time.sleep(0.05)

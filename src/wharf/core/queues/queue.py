@@ -124,6 +124,7 @@ class Queue:
         "last_used_ms",
         "name",
         "published",
+        "recovering",
         "redelivered",
         "store",
         "vhost",
@@ -182,6 +183,8 @@ class Queue:
         self._fresh = -1
         self.last_used_ms = clock.now_ms()
         self.deleted = False
+        # Logs left by a crash, not read back yet: see :meth:`recovered`.
+        self.recovering = False
         self.published = 0
         self.delivered = 0
         self.acked = 0
@@ -194,7 +197,10 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        """Ready messages (what queue.declare-ok reports)."""
+        """Ready messages (what queue.declare-ok reports; recovers the queue if it is
+        :attr:`recovering`)."""
+        if self.recovering:
+            self._recover_now()
         return len(self._ready)
 
     @property
@@ -207,7 +213,10 @@ class Queue:
 
     @property
     def message_bytes(self) -> int:
-        """Body bytes of ready and unacknowledged messages."""
+        """Body bytes of ready and unacknowledged messages (recovers the queue if it is
+        :attr:`recovering`)."""
+        if self.recovering:
+            self._recover_now()
         return self._live_bytes
 
     @property
@@ -232,16 +241,18 @@ class Queue:
     @property
     def awaits_first(self) -> bool:
         """Whether basic.consume must await :meth:`admit` and basic.get :meth:`fetch` before
-        the synchronous calls: a queue of the cluster, or one whose logs are closed (they are
-        opened on the fsync pool rather than by the first read)."""
-        return self.fetches_remotely or self.store.cold
+        the synchronous calls: a queue of the cluster, or one whose logs are closed or not
+        read back since a crash (they are opened on the fsync pool rather than by the first
+        read)."""
+        return self.fetches_remotely or self.store.cold or self.recovering
 
     @property
     def unloadable(self) -> bool:
         """Whether the queue's logs may be closed now: nobody consumes or holds its messages
         unacknowledged, and nothing it wrote is pending or unflushed."""
         return (
-            not self._consumers
+            not self.recovering  # its logs open to be read back: they stay open for that
+            and not self._consumers
             and not self._unacked
             and not self._space.settling
             and not self._pending_settle
@@ -274,11 +285,35 @@ class Queue:
             self._add_live(entry)
             self._ready.push(entry)
 
+    def recover_later(self) -> None:
+        """Leave the queue's logs, which a crash left, unread until :meth:`recovered` or the
+        queue's first use: a restart opens its listeners without reading every queue. Until
+        then the queue holds nothing in memory; whatever needs its contents (a publish, a
+        consumer, basic.get, purge, its message count) recovers it first, on the fsync pool
+        when the caller can wait, else at once on this thread."""
+        self.recovering = True
+
+    async def recovered(self) -> None:
+        """Read the logs back if the queue is still :attr:`recovering` (opening them on the
+        fsync pool first); raises StorageError when they cannot be read."""
+        if not self.recovering or self.deleted:
+            return
+        await self.store.open_logs()
+        if self.recovering and not self.deleted:  # else a synchronous use recovered it
+            self._recover_now()
+
+    def _recover_now(self) -> None:
+        stored = self.store.recover_now()
+        self.recovering = False
+        self.restore(stored)
+        self._hooks.queue_active(self)  # the timer looks at its expiries
+
     def kept_entries(self) -> list[tuple[int, int, int, int | None, int, int, int]] | None:
         """What a restart restores without reading the logs: (offset, seq, priority, expiry,
         delivery count, body bytes, stored bytes) of every live message kept across restarts;
-        None while a dead-lettered record is not settled yet (its logs say more)."""
-        if self._space.settling:
+        None while a dead-lettered record is not settled yet (its logs say more) or the queue
+        is still :attr:`recovering`."""
+        if self._space.settling or self.recovering:
             return None
         return [
             (e.offset, e.seq, e.priority, e.expires_at, e.delivery_count, e.size, e.stored)
@@ -297,6 +332,8 @@ class Queue:
         """
         if self.deleted:
             return _REFUSED
+        if self.recovering:
+            self._recover_now()
         now = self._clock.now_ms()
         if self._ready.expiring:
             self._expire_head(now)
@@ -459,10 +496,14 @@ class Queue:
 
     def peek(self, count: int) -> list[QueueEntry]:
         """The next ``count`` ready messages in delivery order, left in place (browsing)."""
+        if self.recovering:
+            self._recover_now()
         return self._ready.peek(count)
 
     def basic_get(self, no_ack: bool) -> Delivery | None:
         """Take the head message, or None when the queue has none ready (basic.get-empty)."""
+        if self.recovering:
+            self._recover_now()
         self.last_used_ms = self._clock.now_ms()
         self._expire_head(self.last_used_ms)
         if not self._ready.keys:
@@ -475,7 +516,8 @@ class Queue:
 
     async def fetch(self, no_ack: bool) -> Delivery | None:
         """:meth:`basic_get`, for queues whose ready messages may first have to be fetched
-        (here: read from logs not open yet)."""
+        (here: read from logs not open yet, or not read back since a crash)."""
+        await self.recovered()
         await self.store.load()
         return self.basic_get(no_ack)
 
@@ -528,6 +570,8 @@ class Queue:
 
     def purge(self) -> int:
         """Drop every ready message (unacknowledged ones stay); returns how many."""
+        if self.recovering:
+            self._recover_now()
         ready = self._ready
         count = len(ready)
         while ready:
@@ -540,7 +584,9 @@ class Queue:
     async def admit(self, consumer: Consumer) -> None:
         """Make ``consumer`` known where the queue's consumers are kept before
         :meth:`add_consumer` (a queue of the cluster registers it; on one node, the queue's
-        logs are opened if closed, so that deliveries read them without waiting)."""
+        logs are opened if closed, and read back if a crash left them unread, so that
+        deliveries read them without waiting)."""
+        await self.recovered()
         await self.store.load()
 
     def add_consumer(self, consumer: Consumer, *, priority: int = 0) -> None:
@@ -550,6 +596,8 @@ class Queue:
             raise AccessRefusedError(
                 f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use"
             )
+        if self.recovering:
+            self._recover_now()
         self._consumers.add(consumer, priority)
         self._had_consumer = True
         self.last_used_ms = self._clock.now_ms()

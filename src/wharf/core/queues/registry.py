@@ -20,8 +20,9 @@ nothing unacknowledged, unflushed or pending), least recently opened first, spar
 those used since it last looked; a closed queue keeps working and opens its logs again when
 used (:mod:`wharf.core.queues.store`). A clean close saves ``summaries.json`` with what
 each durable queue's logs hold, so that the next start restores the queues without opening any
-log; the file is read and deleted at open (after a crash, there is none and every queue's logs
-are recovered at start).
+log; the file is read and deleted at open. After a crash there is none: the queues whose logs
+exist are added without reading them, and a background task reads them back one by one after
+the open (:meth:`VirtualHost.recover_queues`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class VhostRegistry:
         # two logs per queue: half the default share of open files that partitions get
         self._max_loaded = config.open_queue_logs or max(32, default_open_logs() // 2)
         self._evicting: asyncio.Task[None] | None = None
+        # reading back the queues a crash left (see VirtualHost.recover_queues)
+        self._recovering: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -127,6 +130,8 @@ class VhostRegistry:
         else:
             summaries = await run_off_loop(executor, registry._take_summaries)
             await registry._restore(data, summaries)
+            if any(vhost.unrecovered for vhost in registry._vhosts.values()):
+                registry._recovering = asyncio.create_task(registry._recover_queues())
         if start_timer:
             registry._timer.start()
         return registry
@@ -273,6 +278,32 @@ class VhostRegistry:
             for vhost in self._vhosts.values():
                 vhost.end_restore()
 
+    async def _recover_queues(self) -> None:
+        began = self.clock.monotonic()
+        count = sum(vhost.unrecovered for vhost in self._vhosts.values())
+        for vhost in list(self._vhosts.values()):
+            await vhost.recover_queues(self._room_for_logs)
+        log.info("read back the logs of %d queues left by a crash in %.2f s", count,
+                 self.clock.monotonic() - began)
+
+    async def _room_for_logs(self) -> None:
+        """Return once fewer queues than the bound hold their logs open (or closing them
+        cannot make room: the queues beyond it are in use)."""
+        while len(self._loaded) >= self._max_loaded:
+            self._evict_if_over()
+            evicting = self._evicting
+            if evicting is None:
+                return
+            before = len(self._loaded)
+            await asyncio.shield(evicting)
+            if len(self._loaded) >= before:
+                return
+
+    @property
+    def recovering(self) -> bool:
+        """Whether queues a crash left are still being read back in the background."""
+        return self._recovering is not None and not self._recovering.done()
+
     # ------------------------------------------------------------------------------ timers
 
     async def tick(self) -> None:
@@ -318,6 +349,9 @@ class VhostRegistry:
         if self._closed:
             return
         self._closed = True
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
         await self._timer.close()
         if self._evicting is not None:
             await asyncio.gather(self._evicting, return_exceptions=True)

@@ -598,6 +598,10 @@ class QueueStore:
         if self._on_disk is not None and not self._destroyed:
             await self._ensure_open()
 
+    async def open_logs(self) -> None:
+        """Open the logs on the fsync pool now (creating them if they do not exist)."""
+        await self._ensure_open()
+
     async def unload(self) -> bool:
         """Close the logs of an :attr:`idle` store (bounding open files); the store keeps
         working and opens them again when needed. Returns whether it closed them."""
@@ -718,6 +722,36 @@ class QueueStore:
 
         Without ``keep_bodies`` the messages are not returned (``message`` None), so a deep
         queue is recovered without holding its bodies in memory."""
+        live, stale, duplicates = self._read_back(keep_bodies)
+        if stale:
+            await self._snapshot_now(self._next, live)
+        else:
+            self.settle(duplicates)
+        return live
+
+    def recover_now(self) -> list[StoredMessage]:
+        """:meth:`recover` without bodies and without awaiting: for a queue that a restart
+        after a crash left to recover at its first use (see :mod:`wharf.core.queues.vhost`).
+        Logs not open yet are opened on this thread (or the open under way on the pool is
+        waited for), and so is the rare snapshot that a lost tail asks for."""
+        if self._opener is not None:
+            self._open_at_once()
+        live, stale, duplicates = self._read_back(False)
+        if stale:
+            assert self.state is not None
+            at = self.state.next_offset
+            self.state.append_records([RecordInput(b"S", _snapshot_value(self._next, live))])
+            self.state.flush()
+            self.state.delete_records_before(at)
+            self._since_snapshot = 0
+        else:
+            self.settle(duplicates)
+        return live
+
+    def _read_back(self, keep_bodies: bool) -> tuple[list[StoredMessage], bool, list[int]]:
+        """What the open logs hold before the queue took anything: the live records, whether
+        the state log speaks of offsets the message log lost (then a snapshot must replace
+        it), and the offsets of duplicates to settle."""
         boundary = 0
         live_below: set[int] = set()
         settled: set[int] = set()
@@ -741,7 +775,7 @@ class QueueStore:
         # State about offsets the message log does not have (its unsynced tail was lost in a
         # crash while the state log's was not) must not apply to the records that will get
         # those offsets now: it is dropped, and a snapshot makes that final.
-        end = self.messages.next_offset
+        end = self._next = self.messages.next_offset
         stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
         by_seq: dict[int, StoredMessage] = {}
         duplicates: list[int] = []
@@ -766,19 +800,13 @@ class QueueStore:
                 len(message.body),
                 stored_size(message),
             )
-        live = sorted(by_seq.values(), key=lambda m: m.offset)
-        if stale:
-            await self._snapshot_now(end, [(m.offset, m.seq, m.delivery_count) for m in live])
-        else:
-            self.settle(duplicates)
-        return live
+        return sorted(by_seq.values(), key=lambda m: m.offset), stale, duplicates
 
-    async def _snapshot_now(self, boundary: int, live: Sequence[tuple[int, int, int]]) -> None:
+    async def _snapshot_now(self, boundary: int, live: Sequence[StoredMessage]) -> None:
         """Write a durable snapshot (at open, before the queue takes anything)."""
         assert self.state is not None and self._state_committer is not None
-        value = _U64.pack(boundary) + b"".join(_SNAP_ENTRY.pack(o, s, c) for o, s, c in live)
         at = self.state.next_offset
-        self.state.append_records([RecordInput(b"S", value)])
+        self.state.append_records([RecordInput(b"S", _snapshot_value(boundary, live))])
         await self._state_committer.flush_now()
         self.state.delete_records_before(at)
         self._since_snapshot = 0
@@ -959,6 +987,12 @@ def _submit(executor: Executor | None, call: Callable[[], _T]) -> concurrent.fut
 
     asyncio.get_running_loop().run_in_executor(executor, run)
     return job
+
+
+def _snapshot_value(boundary: int, live: Sequence[StoredMessage]) -> bytes:
+    return _U64.pack(boundary) + b"".join(
+        _SNAP_ENTRY.pack(m.offset, m.seq, m.delivery_count) for m in live
+    )
 
 
 def _close_both(messages: LogLike, state: LogLike) -> None:

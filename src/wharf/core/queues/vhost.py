@@ -23,6 +23,12 @@ queue in memory is left out of the saved definitions. A new durable queue has no
 waiting, so only the wait for the journal's write can be cut short, and that write goes on.
 Exclusive queues belong to an *owner* (a connection id of the front end's choosing) and are
 deleted by :meth:`VirtualHost.connection_closed`.
+
+A restart after a crash does not read back the durable queues' logs before the listeners
+open: each queue whose logs exist and which no clean stop summarised is added empty and
+:meth:`~wharf.core.queues.queue.Queue.recover_later`; :meth:`VirtualHost.recover_queues`
+(run by the registry in the background) then reads them back one by one, and any use of a
+queue before that reads back that queue first (see ``Queue.recover_later``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from functools import partial
@@ -79,9 +87,12 @@ from wharf.errors import (
     NotFoundError,
     PreconditionError,
     ResourceLockedError,
+    StorageError,
 )
 
 __all__ = ["VirtualHost"]
+
+log = logging.getLogger(__name__)
 
 STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
     ("amq.direct", ExchangeType.DIRECT),
@@ -136,6 +147,8 @@ class VirtualHost:
         self._queue_dirs: set[str] | None = None
         # While restoring after a clean stop: what each queue's closed logs hold, by name.
         self._closed: dict[str, QueueSummary] = {}
+        # Queues a restart after a crash left to read back (recover_queues), oldest first.
+        self._unrecovered: deque[Queue] = deque()
         # The queues that changed since the timer last found them with nothing to do (no
         # ready message, no x-expires, nothing to maintain): the only ones it looks at.
         self._active: dict[Queue, None] = {}
@@ -298,6 +311,7 @@ class VirtualHost:
         if passive:
             queue = self.get_queue(name, owner)
             queue.last_used_ms = self.clock.now_ms()
+            await queue.recovered()  # its declare-ok says how many messages it holds
             return queue
         if name == "":
             name = "amq.gen-" + base64.urlsafe_b64encode(secrets.token_bytes(16)).decode(
@@ -326,6 +340,7 @@ class VirtualHost:
                     f"received {received} but current is {current}"
                 )
             existing.last_used_ms = self.clock.now_ms()
+            await existing.recovered()
             if existing.store.durable:
                 await self._saved()
             return existing
@@ -372,11 +387,15 @@ class VirtualHost:
     ) -> Queue:
         """Make a queue's store in ``path`` (in memory when None; ``opens``: its logs exist
         and are opened, recovering what they hold), add the queue and save it if it is kept
-        across restarts (run to its end when ``opens``: see the module docstring)."""
+        across restarts (run to its end when ``opens``: see the module docstring). Restoring,
+        logs that ``opens`` are left to read back later (see the module docstring)."""
         with declaring:
             closed = self._closed.pop(name, None) if path is not None else None
-            recovered: list[StoredMessage]
-            if closed is not None and path is not None:  # a clean stop's summary: no log opened
+            recovered: list[StoredMessage] = []
+            later = opens and self.restoring
+            if later:  # left by a crash: read back after the listeners open
+                store = await self._open_store(path, new=True)
+            elif closed is not None and path is not None:  # a clean stop's summary: no log opened
                 store = closed_store(path, closed.store, self.config, self.clock,
                                      self._fsync_latency, self._executor)
                 recovered = [
@@ -401,6 +420,9 @@ class VirtualHost:
                 resident_bytes=self.config.queue_resident_bytes,
             )
             queue.restore(recovered)
+            if later:
+                queue.recover_later()
+                self._unrecovered.append(queue)
             store.start()
             if path is not None:
                 store.on_open = self._store_opened
@@ -453,6 +475,30 @@ class VirtualHost:
         self._queue_dirs = None
         self._closed = {}
 
+    @property
+    def unrecovered(self) -> int:
+        """Queues a restart after a crash left to read back (see the module docstring)."""
+        return len(self._unrecovered)
+
+    async def recover_queues(self, room: Callable[[], Awaitable[None]]) -> None:
+        """Read back, one by one, the queues a restart after a crash left unread (a failure
+        is logged and leaves that queue to be read back at its first use). ``room`` returns
+        once another queue's logs may be opened (the bound on open queue logs)."""
+        pending = self._unrecovered
+        while pending:
+            queue = pending.popleft()
+            if not queue.recovering:
+                continue  # used, and so read back, meanwhile
+            await room()
+            try:
+                await queue.recovered()
+            except StorageError as exc:
+                log.error("cannot read back queue '%s' in vhost '%s' (it is read at its first"
+                          " use): %s", queue.name, self.name, exc)
+                continue
+            if queue.unloadable:
+                queue.store.used = False  # read, not used: its logs may close at once
+
     async def delete_queue(
         self,
         name: str,
@@ -466,6 +512,7 @@ class VirtualHost:
         not count, as in RabbitMQ). Consumers get
         :meth:`Consumer.cancelled <wharf.core.queues.consumers.Consumer.cancelled>`."""
         queue = self.get_queue(name, owner)
+        await queue.recovered()  # (its delete-ok says how many messages it held)
         if if_unused and queue.consumer_count:
             raise PreconditionError(f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
@@ -493,7 +540,9 @@ class VirtualHost:
 
     async def purge_queue(self, name: str, owner: object | None = None) -> int:
         """queue.purge: drop ready messages; returns how many."""
-        return self.get_queue(name, owner).purge()
+        queue = self.get_queue(name, owner)
+        await queue.recovered()
+        return queue.purge()
 
     async def connection_closed(self, owner: object) -> None:
         """Delete the exclusive queues ``owner`` declared."""

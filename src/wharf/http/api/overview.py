@@ -31,7 +31,7 @@ async def _overview(request: web.Request) -> web.StreamResponse:
         connections=len(connections),
         messages_published=counters.published,
         messages_delivered=counters.delivered,
-        queue_depth=sum(q.message_count for q in queues),
+        queue_depth=sum(q.message_count for q in queues if not q.recovering),
         consumer_lag=counters.consumer_lag,
         storage_bytes=view.storage_bytes(broker),
     )

@@ -31,7 +31,8 @@ def queue_summary(context: ApiContext, queue: Queue) -> QueueSummary:
         auto_delete=queue.auto_delete,
         exclusive=queue.exclusive,
         arguments=dict(queue.arguments),
-        messages=queue.message_count,
+        state="recovering" if queue.recovering else "running",
+        messages=None if queue.recovering else queue.message_count,
         unacked=queue.unacked_count,
         consumers=queue.consumer_count,
         published=queue.published,
@@ -63,6 +64,7 @@ async def _describe_queue(request: web.Request) -> web.StreamResponse:
     context = context_of(request)
     vhost = vhost_of(request)
     queue = view.queue(context.broker, vhost, request.match_info["name"])
+    await queue.recovered()  # one queue: read back now if a crash left it unread
     return json_response(
         QueueDetail(
             **msgspec.structs.asdict(queue_summary(context, queue)),

@@ -75,6 +75,10 @@ _QUEUE_FAMILIES: tuple[tuple[type[GaugeMetricFamily | CounterMetricFamily], str,
 )
 
 
+# The queue gauges a queue that a crash left unread does not know yet (reading them would
+# read the queue's logs back on the scrape's thread).
+_READ_BACK = frozenset({"message_count", "message_bytes"})
+
 # Cluster mode: the stream engine's counters (TopicsView.engine_counters), with their help.
 _ENGINE_COUNTERS = {
     "flushes": "Cluster mode: intake flushes committed, one object each",
@@ -154,14 +158,16 @@ class BrokerCollector(Collector):
         yield from (lag, members)
 
         families = [
-            (kind(name, doc, labels=["vhost", "queue"]), attrgetter(attribute))
+            (kind(name, doc, labels=["vhost", "queue"]), attrgetter(attribute), attribute)
             for kind, name, doc, attribute in _QUEUE_FAMILIES
         ]
         for queue in view.queues(broker):
             key = [queue.vhost, queue.name]
-            for family, value in families:
+            for family, value, attribute in families:
+                if queue.recovering and attribute in _READ_BACK:
+                    continue  # not known before the logs are read back: no sample
                 family.add_metric(key, value(queue))
-        yield from (family for family, _ in families)
+        yield from (family for family, _, _ in families)
 
         connections = GaugeMetricFamily(
             "wharf_connections", "Open client connections", labels=["protocol"]

@@ -236,7 +236,7 @@ const queuesPage = {
     $("#queues").innerHTML = table([
       { title: "Name", html: (q) => `<a href="${queueHref(q)}">${esc(q.name)}</a>` },
       { title: "Vhost", html: (q) => esc(q.vhost) },
-      { title: "Ready", num: true, html: (q) => num(q.messages) }, { title: "Unacked", num: true, html: (q) => num(q.unacked) },
+      { title: "Ready", num: true, html: (q) => (q.messages === null ? esc(q.state) : num(q.messages)) }, { title: "Unacked", num: true, html: (q) => num(q.unacked) },
       { title: "Consumers", num: true, html: (q) => num(q.consumers) },
       { title: "Publish/s", num: true, html: (q) => num(q.publish_per_s) }, { title: "Deliver/s", num: true, html: (q) => num(q.deliver_per_s) },
       { title: "Ack/s", num: true, html: (q) => num(q.ack_per_s) },
@@ -286,7 +286,7 @@ function queueDetailPage(vhost, name) {
       $("#queue-missing").hidden = true;
       $("#queue-detail").hidden = false;
       const cards = [
-        ["Ready", q.messages], ["Unacked", q.unacked], ["Consumers", q.consumers],
+        ["Ready", q.messages === null ? q.state : q.messages], ["Unacked", q.unacked], ["Consumers", q.consumers],
         ["Published/s", q.publish_per_s], ["Delivered/s", q.deliver_per_s], ["Acknowledged/s", q.ack_per_s],
         ["Published", q.published], ["Delivered", q.delivered], ["Acknowledged", q.acked],
       ];

@@ -23,10 +23,10 @@ hold no log files (a durable queue's logs are made by its first message). With
 are given one record each (acks=all) before the restart, which then also times the last
 partition's record fetched. Run:
 ``python benchmarks/scaling.py --queues 50000 [--messages 3] [--partitions 20000] [--crash]``
-(``--crash``: after the restart, kill -9 and start again: no summaries, so every partition
-with logs is recovered at start and every queue with logs is read back in the background
-after the ports open, which is timed from the broker's log line; the queue's first message
-was taken by the restart before, so the second one is got).
+(``--crash``: after the restart, kill -9 and start again: no summaries, so every queue and
+partition with logs is recovered, in the background after the ports open, which is timed
+from the broker's log lines; the queue's first message was taken by the restart before, so
+the second one is got).
 """
 
 from __future__ import annotations
@@ -110,16 +110,18 @@ class Broker:
             time.sleep(0.01)
         return time.perf_counter() - started
 
-    def queues_read_back(self) -> str:
-        """Wait for the log line of the queues a crash left read back in the background."""
+    def recovered(self, what: str) -> str:
+        """Wait for the log line saying that the background has recovered the logs of
+        ``what`` ("queues", "partitions") a crash left, since the last start; return its
+        account and the time since that start."""
         deadline = time.perf_counter() + 600
         while time.perf_counter() < deadline:
             for line in (self.workdir / "wharf.log").read_text().splitlines()[self.log_lines:]:
-                if "queues left by a crash in" in line:
+                if f"{what} left by a crash in" in line:
                     elapsed = time.perf_counter() - self.started
-                    return f"{line.split('read back the logs of ')[1]}; {elapsed:.2f} s from start"
+                    return f"{line.split(' the logs of ')[1]}; {elapsed:.2f} s from start"
             time.sleep(0.05)
-        raise SystemExit("the queues were not read back within 600 s")
+        raise SystemExit(f"the {what} were not recovered within 600 s")
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -342,9 +344,10 @@ def main() -> None:
             broker.proc.kill()  # kill -9: no summaries, every queue with logs is replayed
             broker.proc.wait()
             connection, ch = restart(broker, args, "restart after kill -9")
-            if args.messages:
-                print(f"  read back in the background: {broker.queues_read_back()}; "
-                      f"{resources(broker.pid)}", flush=True)
+            for what, held in (("queues", args.messages), ("partitions", args.partitions)):
+                if held:
+                    print(f"  recovered in the background: {broker.recovered(what)}; "
+                          f"{resources(broker.pid)}", flush=True)  # fmt: skip
         per_thousand("durable queue deletes", n, lambda i: ch.queue_delete(f"q-{n - 1 - i}"))
         connection.close()
         broker.stop()

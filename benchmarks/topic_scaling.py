@@ -11,7 +11,8 @@ one record is produced into every partition (acks=all), the broker's RSS and ope
 printed, and its CPU use while idle; then a restart (graceful stop, then the time from starting
 ``wharf serve`` to its ports accepting a connection, to a Metadata request for every topic
 answered, and to the last partition's record fetched), and with ``--crash`` the same after a
-kill -9; then every topic is deleted, one DeleteTopics request each, per thousand partitions
+kill -9 (and when the background has recovered every log, from the broker's log line); then
+every topic is deleted, one DeleteTopics request each, per thousand partitions
 still existing. Run:
 ``python benchmarks/topic_scaling.py --single 10000 --wide 100 --width 100 [--crash]``.
 """
@@ -124,9 +125,11 @@ def main() -> None:
         restart(broker, topics, "restart")
         if args.crash:
             assert broker.proc is not None
-            broker.proc.kill()  # kill -9: no summaries, every log is recovered at start
+            broker.proc.kill()  # kill -9: no summaries, every log is recovered
             broker.proc.wait()
             restart(broker, topics, "restart after kill -9")
+            print(f"  recovered in the background: {broker.recovered('partitions')}; "
+                  f"{resources(broker.pid)}", flush=True)  # fmt: skip
         admin = admin_for(broker)
         remaining = list(reversed(topics))
         per_thousand("topic deletes", [count for _, count in remaining],

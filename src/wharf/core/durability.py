@@ -37,6 +37,7 @@ none keeps a histogram of its own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -59,6 +60,7 @@ __all__ = [
     "run_off_loop",
     "run_to_end",
     "start_off_loop",
+    "submit_off_loop",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,25 @@ def start_off_loop(executor: Executor | None, call: Callable[[], _T], done: Done
         executor.start(loop, call, done)
         return
     loop.run_in_executor(executor, call).add_done_callback(partial(_report, done))
+
+
+def submit_off_loop(
+    executor: Executor | None, call: Callable[[], _T]
+) -> concurrent.futures.Future[_T]:
+    """Run ``call`` on ``executor`` (the loop's default pool when None); its future can be
+    awaited (:func:`asyncio.wrap_future`) or, on the loop's thread, waited for."""
+    job: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not job.set_running_or_notify_cancel():
+            return
+        try:
+            job.set_result(call())
+        except BaseException as exc:
+            job.set_exception(exc)
+
+    asyncio.get_running_loop().run_in_executor(executor, run)
+    return job
 
 
 def _report(done: Done[_T], future: asyncio.Future[_T]) -> None:

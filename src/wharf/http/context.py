@@ -79,6 +79,7 @@ class RateTracker:
         return self.history[-1] if self.history else None
 
     async def run(self) -> None:
+        await self._broker.topics.recovered()  # (every partition's log end is read)
         while True:
             if not self._broker.closed:
                 try:

@@ -2,7 +2,9 @@ import asyncio
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,21 +270,113 @@ async def test_after_a_clean_close_logs_open_only_when_needed(tmp_path: Path) ->
     await manager.close()
 
 
-async def test_after_a_crash_every_log_is_opened_and_recovered(tmp_path: Path) -> None:
+async def crashed_copies(tmp_path: Path, count: int) -> list[Path]:
+    """``count`` copies of a data directory as kill -9 left it: topic ``t``'s partition 1
+    holds a record from before a clean restart and one acknowledged after it; partition 0
+    was never written."""
+    copies = [tmp_path.with_name(f"{tmp_path.name}-crash{i}") for i in range(count)]
     manager = open_manager(tmp_path)
     await manager.create("t", 2)
     await manager.partition("t", 1).append_records([RecordInput(None, b"kept")])
     await manager.close()
     manager = open_manager(tmp_path)  # takes the summaries away
     await manager.partition("t", 1).append_records([RecordInput(None, b"acked")])
-    crash = tmp_path.with_name(tmp_path.name + "-crash")
-    shutil.copytree(tmp_path, crash)  # the disk as a kill -9 leaves it
+    for copy in copies:
+        shutil.copytree(tmp_path, copy)  # the disk as a kill -9 leaves it
     await manager.close()
+    return copies
 
-    again = open_manager(crash)
+
+async def test_after_a_crash_logs_are_recovered_in_the_background(tmp_path: Path) -> None:
+    copies = await crashed_copies(tmp_path, 1)
+    again = open_manager(copies[0])
     p0, p1 = again.get("t").partitions
-    assert not p0.is_open  # never written: no directory, nothing to recover
+    assert not p0.is_open and not p0.recovering  # never written: nothing to recover
+    assert p1.recovering and not p1.is_open  # the open read no log
+    assert again.enforce_retention(10**15) == 0  # not before the log is recovered
+    assert not p1.is_open
+    await again.recovered()
+    assert not p1.recovering and not p1.is_open  # recovered, closed again: its summary kept
+    assert p1.high_watermark == 2 and not p1.is_open
+    assert [r.value for r in await p1.fetch_records(0, 10)] == [b"kept", b"acked"]
+    await again.close()
+
+
+async def test_a_partition_used_before_the_background_reaches_it_is_opened_by_that_use(
+    tmp_path: Path,
+) -> None:
+    copies = await crashed_copies(tmp_path, 2)
+    again = open_manager(copies[0])
+    p1 = again.partition("t", 1)
+    assert p1.recovering
+    assert p1.high_watermark == 2  # cannot wait: the log is opened here
+    assert p1.is_open and not p1.recovering
+    await again.recovered()
+    await again.close()
+    again = open_manager(copies[1])
+    p1 = again.partition("t", 1)
+    assert [r.value for r in await p1.fetch_records(1, 10)] == [b"acked"]  # on the pool
+    assert (await p1.append_records([RecordInput(None, b"after")])).base_offset == 2
+    await again.close()
+
+
+async def test_a_use_takes_the_place_of_a_recovery_not_begun_and_waits_for_one_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copies = await crashed_copies(tmp_path, 2)
+    again = TopicManager.open(copies[0], config())  # not started: no background
+    p1 = again.partition("t", 1)
+    recovery = p1.begin_recovery()
+    assert recovery is not None
+    assert p1.high_watermark == 2  # before the pool ran it: the use opens the log itself
+    assert recovery.cancelled()
+    p1.recover_into(recovery)  # (nothing to do)
+    p1.end_recovery(recovery)
     assert p1.is_open
+    await again.close()
+
+    opening: list[str] = []
+    overlapped: list[str] = []
+    real_open = Log.open
+
+    def watched_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        path = str(args[0])
+        if path in opening:
+            overlapped.append(path)
+        opening.append(path)
+        try:
+            time.sleep(0.05)  # long enough for the loop's thread to come in meanwhile
+            return real_open(*args, **kwargs)
+        finally:
+            opening.remove(path)
+
+    monkeypatch.setattr(Log, "open", classmethod(watched_open))
+    again = TopicManager.open(copies[1], config())
+    p1 = again.partition("t", 1)
+    recovery = p1.begin_recovery()
+    assert recovery is not None
+    worker = threading.Thread(target=p1.recover_into, args=(recovery,))
+    worker.start()
+    while not recovery.running() and not recovery.done():
+        time.sleep(0.001)
+    assert p1.high_watermark == 2  # under way: waited for, then the log opened
+    worker.join()
+    assert overlapped == [] and p1.is_open
+    p1.end_recovery(recovery)
+    assert p1.is_open
+    await again.close()
+
+
+async def test_a_clean_stop_before_the_background_is_done_keeps_every_record(
+    tmp_path: Path,
+) -> None:
+    copies = await crashed_copies(tmp_path, 1)
+    again = open_manager(copies[0])
+    assert again.partition("t", 1).recovering
+    await again.close()  # before the background ran: no summary of that partition
+    again = open_manager(copies[0])
+    p1 = again.partition("t", 1)
+    assert p1.recovering
     assert [r.value for r in await p1.fetch_records(0, 10)] == [b"kept", b"acked"]
     await again.close()
 
@@ -385,22 +479,28 @@ async def test_at_most_the_limit_of_logs_stay_open_the_least_recently_used_closi
     assert len(list(tmp_path.glob("topics/t-*"))) == 6
 
 
-async def test_after_a_crash_logs_beyond_the_limit_are_recovered_then_closed(
+async def test_after_a_crash_the_background_leaves_no_log_open(
     tmp_path: Path,
 ) -> None:
     manager = open_manager(tmp_path, config(open_partition_logs=2))
-    await manager.create("t", 5)
+    await manager.create("t", 8)
     for partition in manager.get("t").partitions:
         await partition.append_records([RecordInput(None, b"acked")])
     crash = tmp_path.with_name(tmp_path.name + "-crash")
     shutil.copytree(tmp_path, crash)  # no clean close: no summaries
     await manager.close()
 
-    again = TopicManager.open(crash, config(open_partition_logs=2))
+    again = open_manager(crash, config(open_partition_logs=2))
     partitions = again.get("t").partitions
-    assert [p.is_open for p in partitions] == [True, True, False, False, False]
-    assert [p.high_watermark for p in partitions] == [1] * 5
-    again.start()
+    assert all(p.recovering for p in partitions)
+    recovered = asyncio.ensure_future(again.recovered())
+    most = 0
+    while not recovered.done():
+        most = max(most, sum(p.is_open for p in partitions))
+        await asyncio.sleep(0)
+    assert most == 0  # each log is closed again on the pool, in the job that opened it
+    assert not any(p.recovering for p in partitions)
+    assert [p.high_watermark for p in partitions] == [1] * 8
     for partition in partitions:
         assert [r.value for r in await partition.fetch_records(0, 10)] == [b"acked"]
     await again.close()

@@ -68,7 +68,7 @@ import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.durability import GroupCommitter, run_off_loop
+from wharf.core.durability import GroupCommitter, run_off_loop, submit_off_loop
 from wharf.core.queues.message import Message
 from wharf.core.queues.records import (
     BatchBuilder,
@@ -551,7 +551,7 @@ class QueueStore:
                     await asyncio.wrap_future(closing)
             if self._opener is None:
                 return  # a read opened them meanwhile
-            job = self._open_job = _submit(self._opener.executor, self._opener.open_now)
+            job = self._open_job = submit_off_loop(self._opener.executor, self._opener.open_now)
             logs = await asyncio.wrap_future(job)
         finally:
             self._opening = None  # after a failure, the next write tries again
@@ -616,7 +616,9 @@ class QueueStore:
         self._opener = self._spec
         self._cache = _NO_CACHE
         self._cache_range = (0, 0)
-        job = self._close_job = _submit(self._spec.executor, partial(_close_both, messages, state))
+        job = self._close_job = submit_off_loop(
+            self._spec.executor, partial(_close_both, messages, state)
+        )
         try:
             for committer in committers:
                 if committer is not None:
@@ -970,23 +972,6 @@ def closed_store(
         opener=opener,
         closed=summary,
     )
-
-
-def _submit(executor: Executor | None, call: Callable[[], _T]) -> concurrent.futures.Future[_T]:
-    """Run ``call`` on ``executor`` (the loop's default pool when None); its future can be
-    awaited (:func:`asyncio.wrap_future`) or, on the loop's thread, waited for."""
-    job: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-    def run() -> None:
-        if not job.set_running_or_notify_cancel():
-            return
-        try:
-            job.set_result(call())
-        except BaseException as exc:
-            job.set_exception(exc)
-
-    asyncio.get_running_loop().run_in_executor(executor, run)
-    return job
 
 
 def _snapshot_value(boundary: int, live: Sequence[StoredMessage]) -> bytes:

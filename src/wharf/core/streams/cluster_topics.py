@@ -215,6 +215,9 @@ class ClusterTopicManager:
         """The background jobs' counts on this node (see TopicsView)."""
         return self._streams.jobs
 
+    async def recovered(self) -> None:
+        """At once: a node's partitions are in the database and the object store."""
+
     async def reload(self) -> None:
         """Re-read the catalogue; returns once a read that began after this call is in."""
         self._asked += 1

@@ -20,11 +20,22 @@ and no directory until it is written: positions and sizes come from the summary,
 log end answers empty, and what needs the records (an append, a fetch below the end, a
 timestamp lookup, DeleteRecords, retention with something to delete) opens the log first, on
 the fsync pool. :meth:`unload` closes an idle partition's log again, leaving its summary.
+
+After a crash there is no summary, and the log must be recovered (its torn tail cut) before
+its positions are known. A partition made with ``recover_later`` has neither log nor summary
+(:attr:`Partition.recovering`): the topic manager recovers it in the background (the log
+opened, so recovered, and closed again on the fsync pool, leaving its summary as a clean stop
+would: :meth:`Partition.begin_recovery`, :meth:`Partition.recover_into` and
+:meth:`Partition.end_recovery`), and whatever needs it first opens it then (on the pool
+where the caller awaits, as an append or a fetch does; at once on the loop's thread where it
+cannot wait, as for a high watermark). A use takes the recovery's place if it has not begun,
+else waits for its end: one log is never opened twice at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -138,6 +149,7 @@ class Partition:
         summary: LogSummary | None = None,
         on_open: Callable[[Partition], None] | None = None,
         room: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+        recover_later: bool = False,
     ) -> None:
         self.topic = topic
         self._clock = clock if clock is not None else Clock()  # stamps LogAppendTime
@@ -157,6 +169,7 @@ class Partition:
         self.used = False  # set by each append and read; the owner's eviction clears it
         self._opening: asyncio.Future[None] | None = None  # an open or unload under way
         self._open_task: asyncio.Task[None] | None = None
+        self._recovery: concurrent.futures.Future[LogSummary] | None = None  # see recover
         self._started = False
         self._data_event: asyncio.Event | None = None
         # Producer-state snapshots are written one at a time, in the order they were taken.
@@ -169,7 +182,7 @@ class Partition:
         self.batches_in = 0
         self.bytes_out = 0
         self._past_fsyncs = 0  # of the logs opened before this one
-        if summary is None:
+        if summary is None and not recover_later:
             self._install(*self._load())
 
     # ------------------------------------------------------------------ opening
@@ -180,10 +193,25 @@ class Partition:
         return self._log is not None
 
     @property
+    def recovering(self) -> bool:
+        """Whether a crash left the log to recover: not opened since, its positions unknown."""
+        return self._log is None and self._summary is None
+
+    def _opens_for(self, offset: int) -> bool:
+        """Whether reading at ``offset`` needs the log opened (everything but the end of a
+        closed log does)."""
+        summary = self._summary
+        return self._log is None and (summary is None or offset != summary.log_end_offset)
+
+    @property
     def log(self) -> Log:
         """The open log (opened here, on the caller's thread, when it is not)."""
         if self._log is None:
             self._check_open()
+            recovery = self._recovery
+            if recovery is not None and not recovery.cancel():  # under way: its end first
+                with contextlib.suppress(Exception):
+                    recovery.result()
             self._install(*self._load())
         assert self._log is not None
         return self._log
@@ -220,6 +248,7 @@ class Partition:
     async def _open_into(self, opening: asyncio.Future[None]) -> None:
         room = contextlib.nullcontext() if self._room is None else self._room()
         with self._marking(opening, reraise=False):  # the waiters raise it
+            await self._no_recovery_under_way()
             async with room:
                 loaded = await run_off_loop(self._executor, self._load)
                 if self._closed or self._log is not None:
@@ -331,10 +360,56 @@ class Partition:
             await self._save_producers(producers.snapshot(summary.log_end_offset), committer)
 
     async def _no_open_under_way(self) -> None:
-        """Wait until no open or unload runs (their own callers hear how they ended)."""
+        """Wait until no open, unload or recovery runs (their own callers hear how they
+        ended)."""
         while self._opening is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._opening)
+        await self._no_recovery_under_way()
+
+    async def _no_recovery_under_way(self) -> None:
+        """Take the place of a recovery that has not begun, or wait for its end."""
+        recovery = self._recovery
+        if recovery is not None and not recovery.cancel() and not recovery.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(recovery))
+
+    def begin_recovery(self) -> concurrent.futures.Future[LogSummary] | None:
+        """The recovery of a log a crash left (see :attr:`recovering`), for
+        :meth:`recover_into` to run on the fsync pool; None when there is nothing to do (the
+        log is open, opening, or the partition closed)."""
+        if not self.recovering or self._opening is not None or self._closed:
+            return None
+        recovery = self._recovery = concurrent.futures.Future()
+        return recovery
+
+    def recover_into(self, recovery: concurrent.futures.Future[LogSummary]) -> None:
+        """On the fsync pool: open the log, which cuts a torn tail, and close it again,
+        setting ``recovery`` to its summary (or to the error); nothing when a use of the
+        partition took its place (cancelled it) first."""
+        if not recovery.set_running_or_notify_cancel():
+            return
+        try:
+            log = Log.open(self.path, self.config.log_config())
+            try:
+                summary = LogSummary.of(log)
+            finally:
+                log.close()
+        except BaseException as exc:
+            recovery.set_exception(exc)
+        else:
+            recovery.set_result(summary)
+
+    def end_recovery(self, recovery: concurrent.futures.Future[LogSummary]) -> None:
+        """On the loop's thread, after :meth:`recover_into`: keep the summary, unless the log
+        was opened meanwhile; raises the recovery's error."""
+        if self._recovery is recovery:
+            self._recovery = None
+        if recovery.cancelled():
+            return
+        summary = recovery.result()
+        if self.recovering and not self._closed:
+            self._summary = summary
 
     async def close(self) -> None:
         if self._closed:
@@ -532,7 +607,7 @@ class Partition:
     async def fetch(self, offset: int, max_bytes: int) -> bytes:
         """:meth:`read` for the front ends (the protocol a cluster partition shares), opening
         the log on the fsync pool when the read needs it."""
-        if self._log is None and offset != self.log_end_offset:
+        if self._opens_for(offset):
             await self.open()
         return self.read(offset, max_bytes)
 
@@ -550,7 +625,7 @@ class Partition:
         self, offset: int, max_records: int, max_bytes: int = 1 << 20
     ) -> list[Record]:
         """:meth:`read_records` for the front ends."""
-        if self._log is None and offset != self.log_end_offset:
+        if self._opens_for(offset):
             await self.open()
         return self.read_records(offset, max_records, max_bytes)
 
@@ -561,7 +636,9 @@ class Partition:
 
     async def find_offset(self, timestamp_ms: int) -> tuple[int, int]:
         """:meth:`list_offset` for the front ends."""
-        if self._log is None and timestamp_ms not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP):
+        if self._log is None and (
+            self._summary is None or timestamp_ms not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP)
+        ):
             await self.open()
         return self.list_offset(timestamp_ms)
 
@@ -657,9 +734,9 @@ class Partition:
 
     def enforce_retention(self, now_ms: int) -> int:
         """Drop whole segments past ``retention.ms``/``retention.bytes``; returns how many."""
-        if self._closed:
-            return 0
         summary = self._summary
+        if self._closed or (self._log is None and summary is None):
+            return 0  # (recovering: the background opens it soon, retention applies then)
         if summary is not None and not summary.retention_due(self.config, now_ms):
             return 0
         return self.log.enforce_retention(now_ms)

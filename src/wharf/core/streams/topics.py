@@ -19,8 +19,11 @@ Partition logs are opened lazily (see :mod:`wharf.core.streams.partition`): a ne
 no directory until its first record. A clean :meth:`TopicManager.close` writes every
 partition's :class:`~wharf.core.streams.partition.LogSummary` to ``<data>/topic-summaries.json``;
 the next open reads and deletes it, and opens no log, so a restart costs the same for 20 or
-20,000 partitions. Without that file (after a crash) every partition with a directory is opened
-at once, which runs recovery. The maintenance pass closes the logs of partitions that did
+20,000 partitions. Without that file (after a crash) every partition with a directory must
+be recovered before its positions are known: the open leaves them to recover
+(``Partition.recovering``) and :meth:`TopicManager.start` opens them one by one on the fsync
+pool in the background, so the listeners do not wait for them; a partition used first is
+opened by that use. The maintenance pass closes the logs of partitions that did
 nothing since the pass before (:meth:`TopicManager.unload_idle`), so open files follow the
 partitions in use, not the partitions held.
 
@@ -32,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import contextlib
 import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -66,7 +71,6 @@ from wharf.core.streams.topic_config import ConfigEntry, TopicConfig, describe, 
 from wharf.core.streams.view import JobCounts, PartitionView
 from wharf.errors import StorageError
 from wharf.storage.checkpoint import fsync_dir
-from wharf.storage.log import Log
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -85,6 +89,10 @@ LOGS_DIR = "topics"
 _EVICT_AT_ONCE = 16
 # How often an open held back by the limit looks again for logs that became idle.
 _ROOM_POLL_S = 0.005
+# Logs the recovery after a crash opens and closes in one job of the fsync pool: one job after
+# another (the work is mostly Python, which threads would only share), each short enough that
+# a use of a partition in it waits little.
+_RECOVER_BATCH = 32
 # The catalogue's journal is compacted once larger than its snapshot and than this.
 COMPACT_MIN_BYTES = 1 << 20
 MAX_NAME_LENGTH = 249
@@ -189,6 +197,9 @@ class TopicManager:
         self._evicting: asyncio.Task[None] | None = None
         self._opens_under_way = 0
         self._moved = asyncio.Event()  # replaced each time it is set (see _move)
+        # partitions a crash left to recover, and the background task opening them
+        self._unrecovered: builtins.list[Partition] = []
+        self._recovering: asyncio.Task[None] | None = None
 
     @classmethod
     def open(
@@ -221,28 +232,24 @@ class TopicManager:
             topic = manager._topics[name]
             for i in range(count):
                 summary = manager._opening_summary(topic, i, existing, summaries)
-                topic.partitions.append(manager._partition(topic, i, summary))
+                partition = manager._partition(topic, i, summary)
+                topic.partitions.append(partition)
+                if summary is None:
+                    manager._unrecovered.append(partition)
         return manager
 
     def _opening_summary(
         self, topic: Topic, index: int, existing: set[str], summaries: _Summaries | None
     ) -> LogSummary | None:
         """How partition ``index`` of ``topic`` opens with the manager: EMPTY without a log
-        directory, its saved summary after a clean close; otherwise (after a crash) its log is
-        recovered now: left open (None) while fewer logs than the limit are, else closed
-        again at once, its summary kept."""
+        directory, its saved summary after a clean close; otherwise (after a crash: None)
+        its log is left to recover (see the module docstring)."""
         name = f"{topic.name}-{index}"
         if name not in existing:
             return EMPTY
         if summaries is not None and name in summaries:
             return LogSummary(*summaries[name])
-        if len(self._open_logs) < self._max_open_logs:
-            return None
-        log = Log.open(self._logs_dir / name, topic.config.log_config())
-        try:
-            return LogSummary.of(log)
-        finally:
-            log.close()
+        return None
 
     def start(self) -> None:
         self._started = True
@@ -250,10 +257,43 @@ class TopicManager:
             for partition in topic.partitions:
                 partition.start()
         self._evict_soon()
+        if self._unrecovered:
+            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Recover the partitions a crash left, a batch at a time on the fsync pool (a
+        failure is logged and leaves that partition to be opened by its first use)."""
+        began = time.perf_counter()
+        pending, self._unrecovered = self._unrecovered, []
+        for first in range(0, len(pending), _RECOVER_BATCH):
+            jobs = [
+                (partition, recovery)
+                for partition in pending[first : first + _RECOVER_BATCH]
+                if (recovery := partition.begin_recovery()) is not None
+            ]
+            if not jobs:
+                continue
+            await run_off_loop(self._executor, partial(_recover_batch, jobs))
+            for partition, recovery in jobs:
+                try:
+                    partition.end_recovery(recovery)
+                except (StorageError, StreamsError) as exc:
+                    log.error("cannot recover the log of %s-%d (it is opened at its first use):"
+                              " %s", partition.topic, partition.index, exc)
+        log.info("recovered the logs of %d partitions left by a crash in %.2f s", len(pending),
+                 time.perf_counter() - began)
+
+    async def recovered(self) -> None:
+        """Return once the partitions a crash left are recovered (see the module docstring)."""
+        if self._recovering is not None:
+            await asyncio.wait([self._recovering])  # (however it ends: a close cancels it)
 
     async def close(self) -> None:
         """Close every log, then save their summaries (a clean close: the next open opens no
         log)."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
         if self._evicting is not None:
             await self._evicting
         for topic in self._topics.values():
@@ -263,6 +303,8 @@ class TopicManager:
         summaries: _Summaries = {}
         for topic in self._topics.values():
             for partition in topic.partitions:
+                if partition.recovering:
+                    continue  # not opened since a crash: the next start recovers it again
                 summary = partition.summary
                 if summary != EMPTY:
                     summaries[f"{topic.name}-{partition.index}"] = (
@@ -570,6 +612,7 @@ class TopicManager:
             summary=summary,
             on_open=self._opened,
             room=self._room_to_open,
+            recover_later=summary is None,
         )
 
     def _load_catalogue(self) -> builtins.list[_TopicRecord]:
@@ -636,6 +679,14 @@ class TopicManager:
         return kept
 
 
+
+
+def _recover_batch(
+    jobs: Sequence[tuple[Partition, concurrent.futures.Future[LogSummary]]],
+) -> None:
+    """On the fsync pool: each partition's :meth:`Partition.recover_into`, in turn."""
+    for partition, recovery in jobs:
+        partition.recover_into(recovery)
 
 
 def replay_catalogue(

@@ -129,6 +129,10 @@ class TopicsView(Protocol):
     async def reload(self) -> None:
         """Bring the lookups up to date with the catalogue (after a miss)."""
 
+    async def recovered(self) -> None:
+        """Return once every partition's positions are known without opening a log on the
+        caller's thread: on one node, once the logs a crash left are recovered."""
+
     def engine_counters(self) -> Mapping[str, int]:
         """Cluster mode: counters of the node's stream engine for ``/metrics`` (``flushes``,
         ``flushed_bytes``, ``read_cache_hits``, ``read_cache_misses``); empty on one node."""

@@ -17,6 +17,7 @@ from wharf.http.views.counters import sample_counters
 async def _overview(request: web.Request) -> web.StreamResponse:
     context = context_of(request)
     broker = context.broker
+    await broker.topics.recovered()  # (every partition's positions are read)
     topics = view.topic_stats(broker)
     queues = view.queues(broker)
     counters = sample_counters(broker)

@@ -56,6 +56,7 @@ def topic_detail(broker: Broker, name: str) -> TopicDetail:
 
 async def _list_topics(request: web.Request) -> web.StreamResponse:
     broker = context_of(request).broker
+    await broker.topics.recovered()  # (every partition's positions are read)
     return json_response([_summary(s) for s in view.topic_stats(broker)])
 
 

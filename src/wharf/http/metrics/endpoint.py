@@ -35,7 +35,9 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def _metrics(request: web.Request) -> web.StreamResponse:
     from wharf.http.metrics.collector import exposition
 
-    body = exposition(context_of(request))
+    context = context_of(request)
+    await context.broker.topics.recovered()  # (every partition's positions are read)
+    body = exposition(context)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

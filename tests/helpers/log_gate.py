@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -28,3 +29,26 @@ def gate_log_opens(
 
     monkeypatch.setattr(Log, "open", classmethod(gated_open))
     return started, gate
+
+
+def watch_log_opens(monkeypatch: pytest.MonkeyPatch, hold_s: float = 0.05) -> list[str]:
+    """The paths of ``Log.open`` calls that began while another open of the same path ran
+    (filled as it happens; each open is held ``hold_s`` seconds, long enough for another
+    thread to come in meanwhile)."""
+    opening: list[str] = []
+    overlapped: list[str] = []
+    real_open = Log.open
+
+    def watched_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
+        path = str(args[0])
+        if path in opening:
+            overlapped.append(path)
+        opening.append(path)
+        try:
+            time.sleep(hold_s)
+            return real_open(*args, **kwargs)
+        finally:
+            opening.remove(path)
+
+    monkeypatch.setattr(Log, "open", classmethod(watched_open))
+    return overlapped

@@ -274,9 +274,9 @@ async def test_a_queue_whose_logs_cannot_be_made_nacks_its_confirms_and_makes_th
     assert [d.message.body for d in got if d] == [b"m0", b"m1", b"m2", b"m3"]
 
 
-@pytest.mark.parametrize("at_once", [False, True], ids=["on-the-pool", "at-first-use"])
+@pytest.mark.parametrize("way", ["at-open", "at-first-use", "in-the-background"])
 async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
-    tmp_path: Path, at_once: bool
+    tmp_path: Path, way: str
 ) -> None:
     config, clock = BrokerConfig(fsync=FsyncPolicy.NEVER), VirtualClock()
     store = await open_store(tmp_path, config, clock)
@@ -291,9 +291,15 @@ async def test_settlements_of_a_lost_message_log_tail_do_not_hit_new_messages(
     for segment in messages_dir.glob("*.log"):
         os.truncate(segment, 0)
     write_checkpoint(str(messages_dir / RECOVERY_POINT_FILE), 0)
-    if at_once:  # a queue a crash left unread, used before the background read it back
+    if way == "at-first-use":  # a queue a crash left unread, used before the background
         store = await open_store(tmp_path, config, clock, new=True)
         assert store.recover_now() == [] and store.next_offset == 0
+    elif way == "in-the-background":  # read back and closed again on the pool
+        store = await open_store(tmp_path, config, clock, new=True)
+        read = store.read_back_closed()
+        assert read.live == [] and read.summary.next_offset == 0
+        store.take_read_back(read.summary)
+        assert store.cold and store.next_offset == 0
     else:
         store = await open_store(tmp_path, config, clock)
         assert await store.recover() == [] and store.next_offset == 0

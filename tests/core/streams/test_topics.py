@@ -4,10 +4,10 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from helpers.log_gate import watch_log_opens
 from wharf.core.config import BrokerConfig, FsyncPolicy, TopicDefaults
 from wharf.core.snapshot_journal import load_snapshot
 from wharf.core.streams.errors import (
@@ -335,22 +335,7 @@ async def test_a_use_takes_the_place_of_a_recovery_not_begun_and_waits_for_one_u
     assert p1.is_open
     await again.close()
 
-    opening: list[str] = []
-    overlapped: list[str] = []
-    real_open = Log.open
-
-    def watched_open(cls: type[Log], *args: Any, **kwargs: Any) -> Log:
-        path = str(args[0])
-        if path in opening:
-            overlapped.append(path)
-        opening.append(path)
-        try:
-            time.sleep(0.05)  # long enough for the loop's thread to come in meanwhile
-            return real_open(*args, **kwargs)
-        finally:
-            opening.remove(path)
-
-    monkeypatch.setattr(Log, "open", classmethod(watched_open))
+    overlapped = watch_log_opens(monkeypatch)
     again = TopicManager.open(copies[1], config())
     p1 = again.partition("t", 1)
     recovery = p1.begin_recovery()

@@ -28,6 +28,9 @@ rejecting and consumer changes dispatch by themselves; a front end calls
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -41,7 +44,7 @@ from wharf.core.queues.message import Message
 from wharf.core.queues.ready import ReadyHeap
 from wharf.core.queues.reclaim import Reclaimer
 from wharf.core.queues.records import stored_size
-from wharf.core.queues.store import NONE_PENDING, QueueStore, StoredMessage
+from wharf.core.queues.store import NONE_PENDING, QueueStore, ReadBack, StoredMessage
 from wharf.errors import AccessRefusedError, PreconditionError
 
 __all__ = ["EnqueueResult", "Queue", "QueueHooks"]
@@ -106,6 +109,7 @@ class Queue:
         "_pending_delivered",
         "_pending_settle",
         "_ready",
+        "_recovery",
         "_resident_bytes",
         "_resident_limit",
         "_space",
@@ -183,8 +187,9 @@ class Queue:
         self._fresh = -1
         self.last_used_ms = clock.now_ms()
         self.deleted = False
-        # Logs left by a crash, not read back yet: see :meth:`recovered`.
+        # Logs left by a crash, not read back yet: see :meth:`recover_later`.
         self.recovering = False
+        self._recovery: concurrent.futures.Future[ReadBack] | None = None
         self.published = 0
         self.delivered = 0
         self.acked = 0
@@ -286,26 +291,77 @@ class Queue:
             self._ready.push(entry)
 
     def recover_later(self) -> None:
-        """Leave the queue's logs, which a crash left, unread until :meth:`recovered` or the
-        queue's first use: a restart opens its listeners without reading every queue. Until
-        then the queue holds nothing in memory; whatever needs its contents (a publish, a
-        consumer, basic.get, purge, its message count) recovers it first, on the fsync pool
-        when the caller can wait, else at once on this thread."""
+        """Leave the queue's logs, which a crash left, unread until the virtual host's
+        background reads them back (:meth:`begin_recovery`) or the queue's first use: a
+        restart opens its listeners without reading every queue. Until then the queue holds
+        nothing in memory; whatever needs its contents (a publish, a consumer, basic.get,
+        purge, its message count) reads them back first, on the fsync pool when the caller
+        can wait (:meth:`recovered`), else at once on this thread. A use takes the place of
+        the background's reading if it has not begun, else waits for its end and takes its
+        result: the logs are never opened twice at once."""
         self.recovering = True
 
+    def begin_recovery(self) -> concurrent.futures.Future[ReadBack] | None:
+        """The background's reading back of the logs, for :meth:`recover_into` on the fsync
+        pool; None when there is nothing to do (read back, deleted, or opening already)."""
+        if not self.recovering or self.deleted or not self.store.untouched:
+            return None
+        if self._recovery is not None:
+            return None
+        recovery = self._recovery = concurrent.futures.Future()
+        return recovery
+
+    def recover_into(self, recovery: concurrent.futures.Future[ReadBack]) -> None:
+        """On the fsync pool: read the logs back and close them again into ``recovery``
+        (:meth:`QueueStore.read_back_closed`); nothing when a use took its place first."""
+        if not recovery.set_running_or_notify_cancel():
+            return
+        try:
+            recovery.set_result(self.store.read_back_closed())
+        except BaseException as exc:
+            recovery.set_exception(exc)
+
+    def end_recovery(self, recovery: concurrent.futures.Future[ReadBack]) -> None:
+        """On the loop's thread after :meth:`recover_into`: take what it read (unless a use
+        took it already); raises its StorageError."""
+        if self._recovery is not recovery:
+            return
+        self._recovery = None
+        if recovery.cancelled():
+            return
+        read = recovery.result()
+        if self.recovering and not self.deleted:
+            self.store.take_read_back(read.summary)
+            self._restored(read.live)
+
     async def recovered(self) -> None:
-        """Read the logs back if the queue is still :attr:`recovering` (opening them on the
-        fsync pool first); raises StorageError when they cannot be read."""
+        """Read the logs back if the queue is still :attr:`recovering` (on the fsync pool, or
+        by the background's reading under way); raises StorageError when they cannot be
+        read."""
         if not self.recovering or self.deleted:
             return
-        await self.store.open_logs()
+        recovery = self._recovery
+        if recovery is not None and not recovery.cancel():
+            with contextlib.suppress(Exception):  # (else read here, which raises it)
+                await asyncio.shield(asyncio.wrap_future(recovery))
+        else:
+            await self.store.open_logs()
         if self.recovering and not self.deleted:  # else a synchronous use recovered it
             self._recover_now()
 
     def _recover_now(self) -> None:
-        stored = self.store.recover_now()
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None and not recovery.cancel():  # under way: its end first
+            if recovery.exception() is None:  # (else read here, which raises it again)
+                read = recovery.result()
+                self.store.take_read_back(read.summary)
+                self._restored(read.live)
+                return
+        self._restored(self.store.recover_now())
+
+    def _restored(self, live: list[StoredMessage]) -> None:
         self.recovering = False
-        self.restore(stored)
+        self.restore(live)
         self._hooks.queue_active(self)  # the timer looks at its expiries
 
     def kept_entries(self) -> list[tuple[int, int, int, int | None, int, int, int]] | None:

@@ -282,22 +282,9 @@ class VhostRegistry:
         began = self.clock.monotonic()
         count = sum(vhost.unrecovered for vhost in self._vhosts.values())
         for vhost in list(self._vhosts.values()):
-            await vhost.recover_queues(self._room_for_logs)
+            await vhost.recover_queues()
         log.info("read back the logs of %d queues left by a crash in %.2f s", count,
                  self.clock.monotonic() - began)
-
-    async def _room_for_logs(self) -> None:
-        """Return once fewer queues than the bound hold their logs open (or closing them
-        cannot make room: the queues beyond it are in use)."""
-        while len(self._loaded) >= self._max_loaded:
-            self._evict_if_over()
-            evicting = self._evicting
-            if evicting is None:
-                return
-            before = len(self._loaded)
-            await asyncio.shield(evicting)
-            if len(self._loaded) >= before:
-                return
 
     @property
     def recovering(self) -> bool:

@@ -88,6 +88,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "NONE_PENDING",
     "QueueStore",
+    "ReadBack",
     "StoreSummary",
     "StoredMessage",
     "holds_logs",
@@ -135,6 +136,14 @@ class StoreSummary(msgspec.Struct, array_like=True, frozen=True):
     next_offset: int
     size_bytes: int
     since_snapshot: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """What a queue's logs held, read back (and the logs closed again) on the fsync pool."""
+
+    summary: StoreSummary
+    live: list[StoredMessage]
 
 
 def _pack_u64s(values: Sequence[int]) -> bytes:
@@ -751,58 +760,53 @@ class QueueStore:
         return live
 
     def _read_back(self, keep_bodies: bool) -> tuple[list[StoredMessage], bool, list[int]]:
-        """What the open logs hold before the queue took anything: the live records, whether
-        the state log speaks of offsets the message log lost (then a snapshot must replace
-        it), and the offsets of duplicates to settle."""
-        boundary = 0
-        live_below: set[int] = set()
-        settled: set[int] = set()
-        counts: dict[int, int] = {}
-        if self.state is not None:
-            for rec in iter_records(self.state):
-                if rec.key == b"S" and rec.value is not None:
-                    boundary = _U64.unpack_from(rec.value, 0)[0]
-                    live_below = set()
-                    settled = set()
-                    counts = {}
-                    for o, s, c in _SNAP_ENTRY.iter_unpack(rec.value[8:]):
-                        live_below.add(o)
-                        if c:
-                            counts[s] = c
-                elif rec.key == b"A":
-                    settled.update(_unpack_u64s(rec.value))
-                elif rec.key == b"D":
-                    for s in _unpack_u64s(rec.value):
-                        counts[s] = counts.get(s, 0) + 1
-        # State about offsets the message log does not have (its unsynced tail was lost in a
-        # crash while the state log's was not) must not apply to the records that will get
-        # those offsets now: it is dropped, and a snapshot makes that final.
-        end = self._next = self.messages.next_offset
-        stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
-        by_seq: dict[int, StoredMessage] = {}
-        duplicates: list[int] = []
-        for item in iter_messages(self.messages):
-            o = item.offset
-            if o in settled or (o < boundary and o not in live_below):
-                continue
-            if item.transient:
-                duplicates.append(o)  # not kept across restarts: settle it now
-                continue
-            previous = by_seq.get(item.seq)
-            if previous is not None:
-                duplicates.append(previous.offset)
-            message = item.message
-            by_seq[item.seq] = StoredMessage(
-                o,
-                item.seq,
-                message if keep_bodies else None,
-                item.expires_at,
-                counts.get(item.seq, 0),
-                message.priority,
-                len(message.body),
-                stored_size(message),
-            )
-        return sorted(by_seq.values(), key=lambda m: m.offset), stale, duplicates
+        """:func:`_read_back_logs` of this store's open logs, whose end is the next offset."""
+        self._next = self.messages.next_offset
+        return _read_back_logs(self.messages, self.state, keep_bodies)
+
+    def read_back_closed(self) -> ReadBack:
+        """On the fsync pool, for a store whose logs a crash left and that has not opened
+        them (see :meth:`Queue.begin_recovery <wharf.core.queues.queue.Queue.begin_recovery>`):
+        open them, read back what they hold, settle duplicates or write the snapshot a lost
+        tail asks for, and close them again, so that the store stands on the result as after
+        a clean stop (:meth:`take_read_back`). Touches nothing but those logs."""
+        spec = self._spec
+        assert spec is not None
+        clock_ms = spec.clock.now_ms
+        messages = Log.open(os.path.join(spec.path, "messages"), spec.log_config,
+                            clock_ms=clock_ms)  # fmt: skip
+        try:
+            state = Log.open(os.path.join(spec.path, "state"), spec.log_config,
+                             clock_ms=clock_ms)  # fmt: skip
+            try:
+                live, stale, duplicates = _read_back_logs(messages, state, False)
+                end = messages.next_offset
+                if stale:
+                    at = state.next_offset
+                    state.append_records([RecordInput(b"S", _snapshot_value(end, live))])
+                    state.flush()
+                    state.delete_records_before(at)
+                elif duplicates:
+                    state.append_records([RecordInput(b"A", _pack_u64s(duplicates))])
+                    state.flush()
+                summary = StoreSummary(end, messages.size_bytes, 0 if stale else len(duplicates))
+            finally:
+                state.close()
+        finally:
+            messages.close()
+        return ReadBack(summary, live)
+
+    def take_read_back(self, summary: StoreSummary) -> None:
+        """Stand closed on what :meth:`read_back_closed` found (its logs never opened here)."""
+        assert self._opener is not None and self._on_disk is None and not self._pending()
+        self._on_disk = summary
+        self._next = summary.next_offset
+        self._since_snapshot = summary.since_snapshot
+
+    @property
+    def untouched(self) -> bool:
+        """Whether the logs were never opened here and no open is under way."""
+        return self._opener is not None and self._opening is None and self._on_disk is None
 
     async def _snapshot_now(self, boundary: int, live: Sequence[StoredMessage]) -> None:
         """Write a durable snapshot (at open, before the queue takes anything)."""
@@ -972,6 +976,63 @@ def closed_store(
         opener=opener,
         closed=summary,
     )
+
+
+def _read_back_logs(
+    messages: LogLike, state: LogLike | None, keep_bodies: bool
+) -> tuple[list[StoredMessage], bool, list[int]]:
+    """What a queue's open logs hold before the queue took anything: the live records in
+    offset order, whether the state log speaks of offsets the message log lost (then a
+    snapshot must replace it), and the offsets of duplicates to settle."""
+    boundary = 0
+    live_below: set[int] = set()
+    settled: set[int] = set()
+    counts: dict[int, int] = {}
+    if state is not None:
+        for rec in iter_records(state):
+            if rec.key == b"S" and rec.value is not None:
+                boundary = _U64.unpack_from(rec.value, 0)[0]
+                live_below = set()
+                settled = set()
+                counts = {}
+                for o, s, c in _SNAP_ENTRY.iter_unpack(rec.value[8:]):
+                    live_below.add(o)
+                    if c:
+                        counts[s] = c
+            elif rec.key == b"A":
+                settled.update(_unpack_u64s(rec.value))
+            elif rec.key == b"D":
+                for s in _unpack_u64s(rec.value):
+                    counts[s] = counts.get(s, 0) + 1
+    # State about offsets the message log does not have (its unsynced tail was lost in a
+    # crash while the state log's was not) must not apply to the records that will get
+    # those offsets now: it is dropped, and a snapshot makes that final.
+    end = messages.next_offset
+    stale = boundary > end or any(o >= end for o in settled) or any(s >= end for s in counts)
+    by_seq: dict[int, StoredMessage] = {}
+    duplicates: list[int] = []
+    for item in iter_messages(messages):
+        o = item.offset
+        if o in settled or (o < boundary and o not in live_below):
+            continue
+        if item.transient:
+            duplicates.append(o)  # not kept across restarts: settle it now
+            continue
+        previous = by_seq.get(item.seq)
+        if previous is not None:
+            duplicates.append(previous.offset)
+        message = item.message
+        by_seq[item.seq] = StoredMessage(
+            o,
+            item.seq,
+            message if keep_bodies else None,
+            item.expires_at,
+            counts.get(item.seq, 0),
+            message.priority,
+            len(message.body),
+            stored_size(message),
+        )
+    return sorted(by_seq.values(), key=lambda m: m.offset), stale, duplicates
 
 
 def _snapshot_value(boundary: int, live: Sequence[StoredMessage]) -> bytes:

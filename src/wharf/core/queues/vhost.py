@@ -27,7 +27,8 @@ deleted by :meth:`VirtualHost.connection_closed`.
 A restart after a crash does not read back the durable queues' logs before the listeners
 open: each queue whose logs exist and which no clean stop summarised is added empty and
 :meth:`~wharf.core.queues.queue.Queue.recover_later`; :meth:`VirtualHost.recover_queues`
-(run by the registry in the background) then reads them back one by one, and any use of a
+(run by the registry in the background) then reads them back on the fsync pool, a batch of
+queues to a job, closing each queue's logs again as a clean stop would, and any use of a
 queue before that reads back that queue first (see ``Queue.recover_later``).
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -50,7 +52,7 @@ import msgspec
 
 from wharf.core.clock import Clock
 from wharf.core.config import BrokerConfig
-from wharf.core.durability import run_to_end
+from wharf.core.durability import run_off_loop, run_to_end
 from wharf.core.queues.args import QueueArgs, QueueType, first_difference, parse_queue_args
 from wharf.core.queues.dead_letter import DeadLetterer, DeathReason, settle_when_durable
 from wharf.core.queues.definitions import (
@@ -74,6 +76,7 @@ from wharf.core.queues.queue import Queue
 from wharf.core.queues.router import PublishResult, Router
 from wharf.core.queues.store import (
     QueueStore,
+    ReadBack,
     StoredMessage,
     StoreSummary,
     closed_store,
@@ -93,6 +96,11 @@ from wharf.errors import (
 __all__ = ["VirtualHost"]
 
 log = logging.getLogger(__name__)
+
+# Queues a restart after a crash reads back in one job of the fsync pool (one job after
+# another: the work is mostly Python, which threads would only share; each short enough that a
+# use of a queue in it waits little).
+_READ_BACK_BATCH = 32
 
 STANDARD_EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
     ("amq.direct", ExchangeType.DIRECT),
@@ -480,24 +488,27 @@ class VirtualHost:
         """Queues a restart after a crash left to read back (see the module docstring)."""
         return len(self._unrecovered)
 
-    async def recover_queues(self, room: Callable[[], Awaitable[None]]) -> None:
-        """Read back, one by one, the queues a restart after a crash left unread (a failure
-        is logged and leaves that queue to be read back at its first use). ``room`` returns
-        once another queue's logs may be opened (the bound on open queue logs)."""
+    async def recover_queues(self) -> None:
+        """Read back the queues a restart after a crash left unread, a batch at a time on
+        the fsync pool, each queue's logs closed again as after a clean stop (a failure is
+        logged and leaves that queue to be read back at its first use)."""
         pending = self._unrecovered
         while pending:
-            queue = pending.popleft()
-            if not queue.recovering:
-                continue  # used, and so read back, meanwhile
-            await room()
-            try:
-                await queue.recovered()
-            except StorageError as exc:
-                log.error("cannot read back queue '%s' in vhost '%s' (it is read at its first"
-                          " use): %s", queue.name, self.name, exc)
+            jobs: list[tuple[Queue, concurrent.futures.Future[ReadBack]]] = []
+            while pending and len(jobs) < _READ_BACK_BATCH:
+                queue = pending.popleft()
+                recovery = queue.begin_recovery()
+                if recovery is not None:  # (else read back, by its use, or deleted)
+                    jobs.append((queue, recovery))
+            if not jobs:
                 continue
-            if queue.unloadable:
-                queue.store.used = False  # read, not used: its logs may close at once
+            await run_off_loop(self._executor, partial(_read_back_batch, jobs))
+            for queue, recovery in jobs:
+                try:
+                    queue.end_recovery(recovery)
+                except StorageError as exc:
+                    log.error("cannot read back queue '%s' in vhost '%s' (it is read at its"
+                              " first use): %s", queue.name, self.name, exc)
 
     async def delete_queue(
         self,
@@ -793,6 +804,12 @@ class _Declaring:
     def __exit__(self, *exc: object) -> None:
         del self._declaring[self._name]
         self._opening.set()
+
+
+def _read_back_batch(jobs: list[tuple[Queue, concurrent.futures.Future[ReadBack]]]) -> None:
+    """On the fsync pool: each queue's :meth:`Queue.recover_into`, in turn."""
+    for queue, recovery in jobs:
+        queue.recover_into(recovery)
 
 
 class QueueSummary(msgspec.Struct, array_like=True, frozen=True):

@@ -26,6 +26,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
     OffsetSpec,
@@ -191,6 +192,19 @@ def test_admin_api(bootstrap: str, topic_name: str) -> None:
     for future in admin.delete_topics([topic_name]).values():
         future.result(30)
     assert topic_name not in admin.list_topics(timeout=30).topics
+
+
+def test_the_broker_configs_are_described_read_only_from_its_settings(bootstrap: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")])
+    [entries] = [f.result(30) for f in described.values()]
+    assert entries["broker.id"].value == "0"
+    assert entries["default.replication.factor"].value == "1"
+    assert entries["message.max.bytes"].value == "1048588"
+    partitions = entries["num.partitions"]
+    assert partitions.source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert partitions.is_read_only and not partitions.is_default
+    assert int(partitions.value) >= 1
 
 
 def test_batch_above_topic_max_message_bytes_is_refused(bootstrap: str, topic_name: str) -> None:

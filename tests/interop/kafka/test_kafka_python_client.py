@@ -167,3 +167,30 @@ def test_admin_calls(bootstrap: str, topic_name: str, group_name: str) -> None:
 
 def _config_entries(described: dict, topic: str) -> dict[str, str]:
     return {name: entry["value"] for name, entry in described["topic"][topic].items()}
+
+
+def test_configs_are_described_with_their_types_for_topics_and_the_broker(
+    bootstrap: str, topic_name: str
+) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic_name, 1, 1, topic_configs={"retention.ms": "60000"})])
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic_name)
+        topic = admin.describe_configs([resource], config_filter="all")["topic"][topic_name]
+        assert (topic["retention.ms"]["value"], topic["retention.ms"]["config_type"]) == (
+            "60000", "LONG")  # fmt: skip
+        assert topic["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+        assert topic["cleanup.policy"]["config_type"] == "LIST"
+        assert topic["max.message.bytes"]["config_type"] == "INT"
+        assert topic["segment.bytes"]["config_source"] == "DEFAULT_CONFIG"
+        broker_resource = ConfigResource(ConfigResourceType.BROKER, "0")
+        broker = admin.describe_configs([broker_resource], config_filter="all")["broker"]["0"]
+        assert broker["broker.id"]["value"] == "0"
+        assert broker["default.replication.factor"]["value"] == "1"
+        assert broker["num.partitions"]["config_type"] == "INT"
+        assert broker["num.partitions"]["config_source"] == "STATIC_BROKER_CONFIG"
+        assert broker["num.partitions"]["read_only"] is True
+        assert broker["auto.create.topics.enable"]["config_type"] == "BOOLEAN"
+        assert broker["log.retention.ms"]["config_type"] == "LONG"
+    finally:
+        admin.close()

@@ -22,6 +22,7 @@ from wharf.storage.log import LogConfig
 __all__ = [
     "ConfigEntry",
     "ConfigSource",
+    "ConfigType",
     "STORED_ONLY",
     "TopicConfig",
     "describe",
@@ -76,7 +77,55 @@ class ConfigSource(IntEnum):
     """Where a value comes from; values equal Kafka's DescribeConfigs config sources."""
 
     DYNAMIC_TOPIC_CONFIG = 1
+    STATIC_BROKER_CONFIG = 4
     DEFAULT_CONFIG = 5
+
+
+class ConfigType(IntEnum):
+    """The type of a config's value; values equal Kafka's DescribeConfigs (v3+) types."""
+
+    UNKNOWN = 0
+    BOOLEAN = 1
+    STRING = 2
+    INT = 3
+    SHORT = 4
+    LONG = 5
+    DOUBLE = 6
+    LIST = 7
+
+
+# The type of every topic config Wharf enforces or stores, as Kafka declares it.
+TOPIC_CONFIG_TYPES: dict[str, ConfigType] = {
+    RETENTION_MS: ConfigType.LONG,
+    RETENTION_BYTES: ConfigType.LONG,
+    CLEANUP_POLICY: ConfigType.LIST,
+    MAX_MESSAGE_BYTES: ConfigType.INT,
+    SEGMENT_BYTES: ConfigType.INT,
+    SEGMENT_MS: ConfigType.LONG,
+    TIMESTAMP_TYPE: ConfigType.STRING,
+    "compression.type": ConfigType.STRING,
+    "delete.retention.ms": ConfigType.LONG,
+    "file.delete.delay.ms": ConfigType.LONG,
+    "flush.messages": ConfigType.LONG,
+    "flush.ms": ConfigType.LONG,
+    "index.interval.bytes": ConfigType.INT,
+    "local.retention.bytes": ConfigType.LONG,
+    "local.retention.ms": ConfigType.LONG,
+    "max.compaction.lag.ms": ConfigType.LONG,
+    "message.downconversion.enable": ConfigType.BOOLEAN,
+    "message.format.version": ConfigType.STRING,
+    "message.timestamp.after.max.ms": ConfigType.LONG,
+    "message.timestamp.before.max.ms": ConfigType.LONG,
+    "message.timestamp.difference.max.ms": ConfigType.LONG,
+    "min.cleanable.dirty.ratio": ConfigType.DOUBLE,
+    "min.compaction.lag.ms": ConfigType.LONG,
+    "min.insync.replicas": ConfigType.INT,
+    "preallocate": ConfigType.BOOLEAN,
+    "remote.storage.enable": ConfigType.BOOLEAN,
+    "segment.index.bytes": ConfigType.INT,
+    "segment.jitter.ms": ConfigType.LONG,
+    "unclean.leader.election.enable": ConfigType.BOOLEAN,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +135,7 @@ class ConfigEntry:
     source: ConfigSource
     read_only: bool = False
     sensitive: bool = False
+    type: ConfigType = ConfigType.UNKNOWN
 
     @property
     def is_default(self) -> bool:
@@ -158,17 +208,19 @@ def describe(defaults: TopicDefaults, overrides: Mapping[str, str]) -> list[Conf
         SEGMENT_MS: str(defaults.segment_ms),
         TIMESTAMP_TYPE: CREATE_TIME,
     }
+    types = TOPIC_CONFIG_TYPES
     entries = [
-        ConfigEntry(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG)
+        ConfigEntry(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG, type=types[name])
         if name in overrides
-        else ConfigEntry(name, value, ConfigSource.DEFAULT_CONFIG)
+        else ConfigEntry(name, value, ConfigSource.DEFAULT_CONFIG, type=types[name])
         for name, value in base.items()
     ]
     entries += [
-        ConfigEntry(name, value, ConfigSource.DYNAMIC_TOPIC_CONFIG)
+        ConfigEntry(name, value, ConfigSource.DYNAMIC_TOPIC_CONFIG,
+                    type=types.get(name, ConfigType.UNKNOWN))
         for name, value in sorted(overrides.items())
         if name not in base
-    ]
+    ]  # fmt: skip
     return entries
 
 

@@ -1,9 +1,11 @@
 """Topic configuration: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 
 Topic entries are the real settings the core acts on (``retention.ms``, ``retention.bytes``,
-``cleanup.policy``, ``max.message.bytes``, ``segment.bytes``, ...). Broker resources describe as
-an empty set and cannot be altered over the Kafka protocol (Wharf's broker settings come from
-its configuration file and flags).
+``cleanup.policy``, ``max.message.bytes``, ``segment.bytes``, ...). A broker resource (named by
+this node's id, or empty for the default) describes the broker settings Wharf acts on under
+Kafka's names (:mod:`wharf.core.streams.broker_configs`); they cannot be altered over the Kafka
+protocol (Wharf's broker settings come from its configuration file and flags). Every entry
+carries its type (v3+).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from wharf.core.streams.broker_configs import describe_broker
+from wharf.core.streams.topic_config import ConfigEntry
 from wharf.protocol.kafka.codec import KafkaRequest
 from wharf.protocol.kafka.context import KafkaContext
 from wharf.protocol.kafka.errors import SERVED_ERRORS, error_code_for
@@ -48,11 +52,10 @@ def _edit_list(current: str, value: str | None, operation: int) -> str:
     return ",".join(items)
 
 
-def _describe_topic(ctx: KafkaContext, build: Any, resource: Any) -> tuple[ErrorCode, Any]:
-    if ctx.broker.topics.find(resource.resource_name) is None:
-        return ErrorCode.unknown_topic_or_partition, ()
+def _entries(build: Any, resource: Any, entries: list[ConfigEntry]) -> tuple[Any, ...]:
+    """The described ``entries`` the request asks for (all, without configuration keys)."""
     wanted = set(resource.configuration_keys) if resource.configuration_keys else None
-    entries = tuple(
+    return tuple(
         build(
             "DescribeConfigsResourceResult",
             name=e.name,
@@ -62,13 +65,27 @@ def _describe_topic(ctx: KafkaContext, build: Any, resource: Any) -> tuple[Error
             config_source=int(e.source),
             is_sensitive=e.sensitive,
             synonyms=(),
-            config_type=0,
+            config_type=int(e.type),
             documentation=None,
         )
-        for e in ctx.broker.topics.describe_configs(resource.resource_name)
+        for e in entries
         if wanted is None or e.name in wanted
     )
-    return ErrorCode.none, entries
+
+
+def _describe_topic(ctx: KafkaContext, build: Any, resource: Any) -> tuple[ErrorCode, Any]:
+    if ctx.broker.topics.find(resource.resource_name) is None:
+        return ErrorCode.unknown_topic_or_partition, ()
+    return ErrorCode.none, _entries(
+        build, resource, ctx.broker.topics.describe_configs(resource.resource_name)
+    )
+
+
+def _describe_broker(ctx: KafkaContext, build: Any, resource: Any) -> tuple[ErrorCode, Any]:
+    config = ctx.broker.config
+    if resource.resource_name not in ("", str(config.node_id)):
+        return ErrorCode.invalid_request, ()  # another broker's: it is not this node
+    return ErrorCode.none, _entries(build, resource, describe_broker(config))
 
 
 async def describe_configs(ctx: KafkaContext, request: KafkaRequest) -> Any:
@@ -84,7 +101,7 @@ async def describe_configs(ctx: KafkaContext, request: KafkaRequest) -> Any:
         if resource.resource_type == RESOURCE_TOPIC:
             error, entries = _describe_topic(ctx, build, resource)
         elif resource.resource_type == RESOURCE_BROKER:
-            error, entries = ErrorCode.none, ()
+            error, entries = _describe_broker(ctx, build, resource)
         else:
             error, entries = ErrorCode.invalid_request, ()
         results.append(

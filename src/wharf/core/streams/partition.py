@@ -169,7 +169,7 @@ class Partition:
         self.used = False  # set by each append and read; the owner's eviction clears it
         self._opening: asyncio.Future[None] | None = None  # an open or unload under way
         self._open_task: asyncio.Task[None] | None = None
-        self._recovery: concurrent.futures.Future[LogSummary] | None = None  # see recover
+        self._recovery: concurrent.futures.Future[LogSummary] | None = None  # begin_recovery
         self._started = False
         self._data_event: asyncio.Event | None = None
         # Producer-state snapshots are written one at a time, in the order they were taken.

@@ -1,15 +1,38 @@
-"""Helpers for queue tests: the ``open_registry`` fixture's type, and a consumer that records
-deliveries and takes up to ``prefetch`` unacked ones."""
+"""Helpers for queue tests: the ``open_registry`` fixture's type, a consumer that records
+deliveries and takes up to ``prefetch`` unacked ones, and durable queues filled with
+persistent messages and emptied again."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from wharf.core.queues.consumers import Delivery
+from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import VhostRegistry
+from wharf.core.queues.vhost import VirtualHost
 
 Opener = Callable[..., Awaitable[VhostRegistry]]
+
+
+def persistent(queue: str, body: bytes) -> Message:
+    return Message.build("", queue, body, persistent=True)
+
+
+async def fill(vhost: VirtualHost, queue: str, count: int) -> None:
+    """Declare the durable ``queue`` and publish ``count`` persistent messages into it,
+    ``<queue>-0`` and on, each waited for until durable."""
+    await vhost.declare_queue(queue, durable=True)
+    for i in range(count):
+        await vhost.publish(persistent(queue, b"%s-%d" % (queue.encode(), i)))
+
+
+def take_all(queue: Queue) -> list[tuple[bytes, bool, int]]:
+    """(body, redelivered, delivery count) of every ready message, acknowledged."""
+    got = []
+    while (delivery := queue.basic_get(no_ack=True)) is not None:
+        got.append((delivery.message.body, delivery.redelivered, delivery.delivery_count))
+    return got
 
 
 class RecordingConsumer:

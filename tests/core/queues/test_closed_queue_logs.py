@@ -10,36 +10,16 @@ import weakref
 from pathlib import Path
 
 import pytest
-from queue_helpers import Opener, RecordingConsumer
+from queue_helpers import Opener, RecordingConsumer, fill, persistent, take_all
 
 from wharf.core.config import BrokerConfig, FsyncPolicy
-from wharf.core.queues.message import Message
 from wharf.core.queues.queue import Queue
 from wharf.core.queues.registry import SUMMARIES
-from wharf.core.queues.vhost import VirtualHost
 
 
 @pytest.fixture
 def registry_config() -> BrokerConfig:
     return BrokerConfig(fsync=FsyncPolicy.ALWAYS)
-
-
-def persistent(queue: str, body: bytes) -> Message:
-    return Message.build("", queue, body, persistent=True)
-
-
-async def fill(vhost: VirtualHost, queue: str, count: int) -> None:
-    await vhost.declare_queue(queue, durable=True)
-    for i in range(count):
-        await vhost.publish(persistent(queue, b"%s-%d" % (queue.encode(), i)))
-
-
-def take_all(queue: Queue) -> list[tuple[bytes, bool, int]]:
-    """(body, redelivered, delivery count) of every ready message, acknowledged."""
-    got = []
-    while (delivery := queue.basic_get(no_ack=True)) is not None:
-        got.append((delivery.message.body, delivery.redelivered, delivery.delivery_count))
-    return got
 
 
 def summaries_path(tmp_path: Path) -> Path:

@@ -40,9 +40,11 @@ def test_the_broker_is_described_from_its_config() -> None:
         group_initial_rebalance_delay_ms=0,
         offsets_retention_ms=2 * 24 * 3600 * 1000,
     )
-    entries = {e.name: e for e in describe_broker(config)}
-    assert [e.name for e in describe_broker(config)] == sorted(entries)
+    described = describe_broker(config, "PLAINTEXT://wharf.example:9092")
+    entries = {e.name: e for e in described}
+    assert [e.name for e in described] == sorted(entries)
     assert {name: e.value for name, e in entries.items()} == {
+        "advertised.listeners": "PLAINTEXT://wharf.example:9092",
         "auto.create.topics.enable": "false",
         "broker.id": "3",
         "default.replication.factor": "1",
@@ -66,3 +68,4 @@ def test_the_broker_is_described_from_its_config() -> None:
     assert entries["num.partitions"].type is ConfigType.INT
     assert entries["auto.create.topics.enable"].type is ConfigType.BOOLEAN
     assert entries["log.retention.ms"].type is ConfigType.LONG
+    assert entries["advertised.listeners"].type is ConfigType.LIST

@@ -51,6 +51,19 @@ def get_all(ch: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:
         got.append((body, method.redelivered))
 
 
+def consume_acked(ch: BlockingChannel, queue: str, count: int) -> list[bytes]:
+    """The bodies of ``count`` messages consumed from ``queue``, each acknowledged."""
+    consumed: list[bytes] = []
+    for method, _props, body in ch.consume(queue, inactivity_timeout=5):
+        assert method is not None, f"{queue} delivered {consumed} and then nothing"
+        consumed.append(body)
+        ch.basic_ack(method.delivery_tag)
+        if len(consumed) == count:
+            break
+    ch.cancel()
+    return consumed
+
+
 def test_queues_open_their_logs_when_needed_and_keep_every_confirmed_message(
     start_wharf, tmp_path: Path  # noqa: ANN001
 ) -> None:
@@ -80,16 +93,8 @@ def test_queues_open_their_logs_when_needed_and_keep_every_confirmed_message(
     assert counts == [3] * QUEUES
     assert queue_logs_open(server.pid, data) == set()  # counts come from the summary
     assert get_all(ch, "q0") == [(b"q0-0", True), (b"q0-1", False), (b"q0-2", False)]
-    consumed: list[bytes] = []
     ch.basic_qos(prefetch_count=1)
-    for _method, _props, body in ch.consume("q2", inactivity_timeout=5):
-        assert body is not None, f"q2 delivered {consumed} and then nothing"
-        consumed.append(body)
-        ch.basic_ack(_method.delivery_tag)
-        if len(consumed) == 3:
-            break
-    ch.cancel()
-    assert consumed == [b"q2-0", b"q2-1", b"q2-2"]
+    assert consume_acked(ch, "q2", 3) == [b"q2-0", b"q2-1", b"q2-2"]
     ch.basic_publish("", "q1", b"q1-3", PERSISTENT)  # into a queue whose logs are closed
     connection.close()
 
@@ -126,15 +131,8 @@ def test_after_a_kill_9_queues_serve_clients_at_once_and_are_read_back_behind(
     ch.basic_publish("", last, b"late", PERSISTENT)  # confirmed: after the two it held
     declared = ch.queue_declare(before_last, durable=True, passive=True)
     assert declared.method.message_count == 2
-    consumed: list[bytes] = []
-    for method, _props, body in ch.consume(third_last, inactivity_timeout=5):
-        assert method is not None, f"{third_last} delivered {consumed} and then nothing"
-        consumed.append(body)
-        ch.basic_ack(method.delivery_tag)
-        if len(consumed) == 2:
-            break
-    ch.cancel()
-    assert consumed == [b"%s-%d" % (third_last.encode(), i) for i in range(2)]
+    assert consume_acked(ch, third_last, 2) == [b"%s-%d" % (third_last.encode(), i)
+                                                for i in range(2)]  # fmt: skip
     assert get_all(ch, last) == [(b"%s-0" % last.encode(), False),
                                  (b"%s-1" % last.encode(), False), (b"late", False)]  # fmt: skip
     for name in names[:-3]:

@@ -192,5 +192,10 @@ def test_configs_are_described_with_their_types_for_topics_and_the_broker(
         assert broker["num.partitions"]["read_only"] is True
         assert broker["auto.create.topics.enable"]["config_type"] == "BOOLEAN"
         assert broker["log.retention.ms"]["config_type"] == "LONG"
+        host, port = bootstrap.rsplit(":", 1)
+        listeners = broker["advertised.listeners"]
+        assert (listeners["value"], listeners["config_type"]) == (
+            f"PLAINTEXT://{host}:{port}", "LIST")  # fmt: skip
+        assert listeners["is_sensitive"] is False and listeners["synonyms"] == []
     finally:
         admin.close()

@@ -21,12 +21,15 @@ def _entry(name: str, value: object, type_: ConfigType) -> ConfigEntry:
     return ConfigEntry(name, text, ConfigSource.STATIC_BROKER_CONFIG, read_only=True, type=type_)
 
 
-def describe_broker(config: BrokerConfig) -> list[ConfigEntry]:
-    """Every broker setting Wharf acts on, by its Kafka name, sorted by name."""
+def describe_broker(config: BrokerConfig, advertised_listeners: str) -> list[ConfigEntry]:
+    """Every broker setting Wharf acts on, by its Kafka name, sorted by name;
+    ``advertised_listeners``: how clients reach the listener asked (``PLAINTEXT://host:port``),
+    which the front end knows."""
     topics = config.topic_defaults
     retention_ms = -1 if topics.retention_ms is None else topics.retention_ms
     retention_bytes = -1 if topics.retention_bytes is None else topics.retention_bytes
     entries = [
+        _entry("advertised.listeners", advertised_listeners, ConfigType.LIST),
         _entry("auto.create.topics.enable", config.auto_create_topics, ConfigType.BOOLEAN),
         _entry("broker.id", config.node_id, ConfigType.INT),
         _entry("default.replication.factor", 1, ConfigType.INT),

@@ -85,7 +85,8 @@ def _describe_broker(ctx: KafkaContext, build: Any, resource: Any) -> tuple[Erro
     config = ctx.broker.config
     if resource.resource_name not in ("", str(config.node_id)):
         return ErrorCode.invalid_request, ()  # another broker's: it is not this node
-    return ErrorCode.none, _entries(build, resource, describe_broker(config))
+    listener = f"PLAINTEXT://{ctx.advertised_host}:{ctx.advertised_port}"
+    return ErrorCode.none, _entries(build, resource, describe_broker(config, listener))
 
 
 async def describe_configs(ctx: KafkaContext, request: KafkaRequest) -> Any:

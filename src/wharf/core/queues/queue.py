@@ -304,9 +304,9 @@ class Queue:
     def begin_recovery(self) -> concurrent.futures.Future[ReadBack] | None:
         """The background's reading back of the logs, for :meth:`recover_into` on the fsync
         pool; None when there is nothing to do (read back, deleted, or opening already)."""
-        if not self.recovering or self.deleted or not self.store.untouched:
+        if self._recovery is not None or not self.recovering or self.deleted:
             return None
-        if self._recovery is not None:
+        if not self.store.untouched:  # (a use opens its logs)
             return None
         recovery = self._recovery = concurrent.futures.Future()
         return recovery
@@ -331,8 +331,7 @@ class Queue:
             return
         read = recovery.result()
         if self.recovering and not self.deleted:
-            self.store.take_read_back(read.summary)
-            self._restored(read.live)
+            self._take(read)
 
     async def recovered(self) -> None:
         """Read the logs back if the queue is still :attr:`recovering` (on the fsync pool, or
@@ -353,11 +352,14 @@ class Queue:
         recovery, self._recovery = self._recovery, None
         if recovery is not None and not recovery.cancel():  # under way: its end first
             if recovery.exception() is None:  # (else read here, which raises it again)
-                read = recovery.result()
-                self.store.take_read_back(read.summary)
-                self._restored(read.live)
+                self._take(recovery.result())
                 return
         self._restored(self.store.recover_now())
+
+    def _take(self, read: ReadBack) -> None:
+        """Stand on what the pool's job read back, its logs closed again."""
+        self.store.take_read_back(read.summary)
+        self._restored(read.live)
 
     def _restored(self, live: list[StoredMessage]) -> None:
         self.recovering = False

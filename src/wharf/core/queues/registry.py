@@ -21,8 +21,8 @@ those used since it last looked; a closed queue keeps working and opens its logs
 used (:mod:`wharf.core.queues.store`). A clean close saves ``summaries.json`` with what
 each durable queue's logs hold, so that the next start restores the queues without opening any
 log; the file is read and deleted at open. After a crash there is none: the queues whose logs
-exist are added without reading them, and a background task reads them back one by one after
-the open (:meth:`VirtualHost.recover_queues`).
+exist are added without reading them, and a background task reads them back after the open, a
+batch to a job of the fsync pool (:meth:`VirtualHost.recover_queues`).
 """
 
 from __future__ import annotations

@@ -219,6 +219,17 @@ class _LogOpener:
         return await run_off_loop(self.executor, self.open_now)
 
     def open_now(self) -> _OpenLogs:
+        messages, state = self.open_logs()
+        fsync = self.config.fsync
+        # Settlements are never waited on; they reach the disk on this interval and at close.
+        state_fsync = FsyncPolicy.INTERVAL if fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER
+        committer = self._committer(messages, fsync, "queue")
+        state_committer = self._committer(state, state_fsync, "queue-state")
+        return _OpenLogs(messages, state, committer, state_committer)
+
+    def open_logs(self) -> tuple[Log, Log]:
+        """The message and state logs, opened (so recovered) on this thread, without their
+        group committers."""
         clock_ms = self.clock.now_ms
         messages = Log.open(os.path.join(self.path, "messages"), self.log_config,
                             clock_ms=clock_ms)  # fmt: skip
@@ -227,12 +238,7 @@ class _LogOpener:
         except BaseException:
             messages.close()
             raise
-        fsync = self.config.fsync
-        # Settlements are never waited on; they reach the disk on this interval and at close.
-        state_fsync = FsyncPolicy.INTERVAL if fsync is not FsyncPolicy.NEVER else FsyncPolicy.NEVER
-        committer = self._committer(messages, fsync, "queue")
-        state_committer = self._committer(state, state_fsync, "queue-state")
-        return _OpenLogs(messages, state, committer, state_committer)
+        return messages, state
 
     def _committer(self, log: Log, fsync: FsyncPolicy, kind: str) -> GroupCommitter:
         return GroupCommitter(
@@ -750,10 +756,7 @@ class QueueStore:
         live, stale, duplicates = self._read_back(False)
         if stale:
             assert self.state is not None
-            at = self.state.next_offset
-            self.state.append_records([RecordInput(b"S", _snapshot_value(self._next, live))])
-            self.state.flush()
-            self.state.delete_records_before(at)
+            _replace_by_snapshot(self.state, self._next, live)
             self._since_snapshot = 0
         else:
             self.settle(duplicates)
@@ -770,30 +773,19 @@ class QueueStore:
         open them, read back what they hold, settle duplicates or write the snapshot a lost
         tail asks for, and close them again, so that the store stands on the result as after
         a clean stop (:meth:`take_read_back`). Touches nothing but those logs."""
-        spec = self._spec
-        assert spec is not None
-        clock_ms = spec.clock.now_ms
-        messages = Log.open(os.path.join(spec.path, "messages"), spec.log_config,
-                            clock_ms=clock_ms)  # fmt: skip
+        assert self._spec is not None
+        messages, state = self._spec.open_logs()
         try:
-            state = Log.open(os.path.join(spec.path, "state"), spec.log_config,
-                             clock_ms=clock_ms)  # fmt: skip
-            try:
-                live, stale, duplicates = _read_back_logs(messages, state, False)
-                end = messages.next_offset
-                if stale:
-                    at = state.next_offset
-                    state.append_records([RecordInput(b"S", _snapshot_value(end, live))])
-                    state.flush()
-                    state.delete_records_before(at)
-                elif duplicates:
-                    state.append_records([RecordInput(b"A", _pack_u64s(duplicates))])
-                    state.flush()
-                summary = StoreSummary(end, messages.size_bytes, 0 if stale else len(duplicates))
-            finally:
-                state.close()
+            live, stale, duplicates = _read_back_logs(messages, state, False)
+            end = messages.next_offset
+            if stale:
+                _replace_by_snapshot(state, end, live)
+            elif duplicates:
+                state.append_records([RecordInput(b"A", _pack_u64s(duplicates))])
+                state.flush()
+            summary = StoreSummary(end, messages.size_bytes, 0 if stale else len(duplicates))
         finally:
-            messages.close()
+            _close_both(messages, state)
         return ReadBack(summary, live)
 
     def take_read_back(self, summary: StoreSummary) -> None:
@@ -1039,6 +1031,15 @@ def _snapshot_value(boundary: int, live: Sequence[StoredMessage]) -> bytes:
     return _U64.pack(boundary) + b"".join(
         _SNAP_ENTRY.pack(m.offset, m.seq, m.delivery_count) for m in live
     )
+
+
+def _replace_by_snapshot(state: LogLike, boundary: int, live: Sequence[StoredMessage]) -> None:
+    """Write a snapshot of ``live`` into ``state`` and fsync it on this thread, then drop the
+    records before it (for the rare snapshot a lost tail asks for at a read back)."""
+    at = state.next_offset
+    state.append_records([RecordInput(b"S", _snapshot_value(boundary, live))])
+    state.flush()
+    state.delete_records_before(at)
 
 
 def _close_both(messages: LogLike, state: LogLike) -> None:

@@ -21,9 +21,10 @@ partition's :class:`~wharf.core.streams.partition.LogSummary` to ``<data>/topic-
 the next open reads and deletes it, and opens no log, so a restart costs the same for 20 or
 20,000 partitions. Without that file (after a crash) every partition with a directory must
 be recovered before its positions are known: the open leaves them to recover
-(``Partition.recovering``) and :meth:`TopicManager.start` opens them one by one on the fsync
-pool in the background, so the listeners do not wait for them; a partition used first is
-opened by that use. The maintenance pass closes the logs of partitions that did
+(``Partition.recovering``) and :meth:`TopicManager.start` recovers them in the background, a
+batch to a job of the fsync pool (each log opened and closed again, its summary kept), so the
+listeners do not wait for them; a partition used first is opened by that use. The
+maintenance pass closes the logs of partitions that did
 nothing since the pass before (:meth:`TopicManager.unload_idle`), so open files follow the
 partitions in use, not the partitions held.
 
